@@ -1,0 +1,3 @@
+from hostprint.cli import main
+
+raise SystemExit(main())

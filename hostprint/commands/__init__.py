@@ -1,0 +1,1 @@
+"""Subcommands: each module has register(sub) and run(args)."""

@@ -1,0 +1,178 @@
+"""One interface as the probes see it: a receive ring on the event loop and ways to send.
+
+A `Link` owns the AF_PACKET receive socket (BPF: ARP + IPv4 to our addresses, never our own
+outgoing copies), its TPACKET_V3 ring registered with `loop.add_reader`, a send-only packet socket
+with a `BatchSender` for bulk probes, and ARP resolution of next hops. Probes subscribe handlers
+that get (kernel time in ns, frame) for every frame; a handler validates its own replies from the
+cookie, so several probes share one link without a per-probe table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+
+from hostprint.engine import afpacket, bpf, packets, route
+from hostprint.engine.packets import ARP, ETH_P_ARP, Ethernet
+
+Handler = Callable[[int, memoryview], None]
+
+
+class Link:
+    def __init__(self, iface: str, addresses: list[str], *, snaplen: int = 2048,
+                 ring_blocks: int = 32, block_size: int = 1 << 20, frame_size: int = 128,
+                 filter_addresses: bool = True):
+        self.iface = iface
+        self.addresses = list(addresses)
+        self.src = self.addresses[0]
+        self.mac = packets.mac_bytes(route.iface_mac(iface)) if iface != "lo" else b"\0" * 6
+        self.loopback = iface == "lo"
+        prog = bpf.receive_filter(self.addresses if filter_addresses else [], snaplen=snaplen)
+        self.rx = afpacket.open_packet_socket(iface, prog)
+        try:
+            self.rx.setsockopt(socket.SOL_SOCKET, afpacket.SO_RCVBUFFORCE, 16 << 20)
+        except OSError:
+            pass
+        self.ring = afpacket.RxRing(self.rx, block_size=block_size, block_nr=ring_blocks)
+        self.tx = afpacket.open_tx_socket(iface)
+        self.sender = afpacket.BatchSender(self.tx, frame_size=frame_size)
+        self.handlers: list[Handler] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.neigh: dict[str, bytes] = {}
+        self._arp_waiters: dict[bytes, list[asyncio.Future]] = {}
+        self.frames_seen = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop or asyncio.get_running_loop()
+        self.loop.add_reader(self.ring.fileno(), self.poll)
+        self.subscribe(self._on_arp)
+
+    def close(self) -> None:
+        if self.loop is not None:
+            try:
+                self.loop.remove_reader(self.ring.fileno())
+            except (ValueError, OSError):
+                pass
+        self.ring.close()
+        self.rx.close()
+        self.tx.close()
+
+    def __enter__(self) -> "Link":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ receive
+
+    def subscribe(self, handler: Handler) -> Handler:
+        self.handlers.append(handler)
+        return handler
+
+    def unsubscribe(self, handler: Handler) -> None:
+        if handler in self.handlers:
+            self.handlers.remove(handler)
+
+    def poll(self) -> int:
+        """Hand every frame the kernel has ready to every handler (called by the event loop)."""
+        hs = self.handlers
+        if len(hs) == 1:
+            n = self.ring.drain(hs[0])
+        else:
+            def fan(ts: int, fr: memoryview) -> None:
+                for h in hs:
+                    try:
+                        h(ts, fr)
+                    except Exception:  # noqa: BLE001 - one bad frame or handler must not stop the others
+                        pass
+            n = self.ring.drain(fan)
+        self.frames_seen += n
+        return n
+
+    async def settle(self, seconds: float) -> None:
+        """Wait while still draining the ring (blocks are retired by the kernel every few ms)."""
+        end = time.monotonic() + seconds
+        while True:
+            self.poll()
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(left, 0.005))
+        self.poll()
+
+    # ------------------------------------------------------------------ send
+
+    def send(self, frame: bytes) -> None:
+        self.tx.send(frame)
+
+    def eth(self, dst_mac: bytes, ethertype: int = packets.ETH_P_IP) -> Ethernet:
+        return Ethernet(dst_mac, self.mac, ethertype)
+
+    # ------------------------------------------------------------------ ARP
+
+    def _on_arp(self, ts: int, fr: memoryview) -> None:
+        if len(fr) < 42 or fr[12] != 0x08 or fr[13] != 0x06:
+            return
+        a = packets.decode_arp(fr, 14)
+        if a.op != 2:
+            return
+        ip = socket.inet_ntoa(a.spa)
+        self.neigh[ip] = a.sha
+        for fut in self._arp_waiters.pop(a.spa, []):
+            if not fut.done():
+                fut.set_result(a.sha)
+
+    def arp_request_frame(self, target: str, sender_ip: str | None = None) -> bytes:
+        req = ARP(1, self.mac, socket.inet_aton(sender_ip or self.src), b"\0" * 6, socket.inet_aton(target))
+        return Ethernet(b"\xff" * 6, self.mac, ETH_P_ARP).encode() + req.encode()
+
+    async def resolve(self, ip: str, timeout: float = 1.0, tries: int = 3) -> bytes | None:
+        """MAC of an on-link address: loopback, our cache, the kernel's cache, then ARP."""
+        if self.loopback:
+            return b"\0" * 6
+        if ip in self.neigh:
+            return self.neigh[ip]
+        known = route.neighbours(self.iface)
+        if ip in known:
+            self.neigh[ip] = packets.mac_bytes(known[ip])
+            return self.neigh[ip]
+        key = socket.inet_aton(ip)
+        for _ in range(tries):
+            fut = asyncio.get_running_loop().create_future()
+            self._arp_waiters.setdefault(key, []).append(fut)
+            self.send(self.arp_request_frame(ip))
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            except asyncio.TimeoutError:
+                continue
+        return None
+
+
+class Links:
+    """The links a set of targets needs, opened once per interface."""
+
+    def __init__(self, **link_kwargs: object):
+        self.by_iface: dict[str, Link] = {}
+        self.kw = link_kwargs
+
+    def for_route(self, r: route.Route) -> Link:
+        iface = r.iface
+        if iface not in self.by_iface:
+            addrs = route.table().addrs.get(iface) or [r.src]
+            if r.src not in addrs:
+                addrs = [r.src, *addrs]
+            else:
+                addrs = [r.src] + [a for a in addrs if a != r.src]
+            link = Link(iface, addrs, **self.kw)  # type: ignore[arg-type]
+            link.start()
+            self.by_iface[iface] = link
+        return self.by_iface[iface]
+
+    def close(self) -> None:
+        for link in self.by_iface.values():
+            link.close()
+        self.by_iface.clear()

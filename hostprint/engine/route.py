@@ -1,0 +1,137 @@
+"""Which interface, source address and next-hop MAC reach a target.
+
+Frames sent through AF_PACKET skip the kernel's routing, so we do the lookup ourselves: the routing
+tables are read once (`ip -j route show table main|local`) and matched by longest prefix, which
+scales to a /16 of targets where one `ip route get` per target would take minutes. Policy routing
+(ip rules) is not modelled; where it matters the raw-IP send path lets the kernel route.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+
+from hostprint.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Route:
+    iface: str
+    src: str
+    gateway: str | None  # None: the target is on-link
+    local: bool = False  # the target is one of our own addresses (loopback path)
+
+    @property
+    def next_hop(self) -> str | None:
+        return self.gateway
+
+
+def _ip_json(*args: str) -> list[dict]:
+    try:
+        out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise UsageError(f"cannot read routing information (ip {' '.join(args)}): {e}") from None
+    return json.loads(out or "[]")
+
+
+class RouteTable:
+    def __init__(self) -> None:
+        self.routes: list[tuple[ipaddress.IPv4Network, dict]] = []
+        for r in _ip_json("-4", "route", "show", "table", "main"):
+            dst = r.get("dst", "")
+            net = ipaddress.IPv4Network("0.0.0.0/0" if dst == "default" else dst, strict=False)
+            self.routes.append((net, r))
+        self.routes.sort(key=lambda x: -x[0].prefixlen)
+        self.local: dict[str, str] = {}
+        for r in _ip_json("-4", "route", "show", "table", "local"):
+            if r.get("type") == "local":
+                dst = r.get("dst", "")
+                try:
+                    net = ipaddress.IPv4Network(dst, strict=False)
+                except ValueError:
+                    continue
+                if net.num_addresses <= 256:
+                    for a in net:
+                        self.local[str(a)] = r.get("dev", "lo")
+        self.addrs: dict[str, list[str]] = {}
+        for link in _ip_json("-4", "addr", "show"):
+            self.addrs[link["ifname"]] = [a["local"] for a in link.get("addr_info", []) if a.get("family") == "inet"]
+
+    def lookup(self, dst: str) -> Route:
+        if dst in self.local:
+            return Route("lo", dst, None, local=True)
+        a = ipaddress.IPv4Address(dst)
+        for net, r in self.routes:
+            if a in net:
+                dev = r["dev"]
+                src = r.get("prefsrc") or (self.addrs.get(dev) or [None])[0]
+                if src is None:
+                    raise UsageError(f"no IPv4 source address on interface {dev} to reach {dst}")
+                return Route(dev, src, r.get("gateway"))
+        raise UsageError(f"no route to host {dst}")
+
+
+@lru_cache(maxsize=1)
+def table() -> RouteTable:
+    return RouteTable()
+
+
+def neighbours(iface: str) -> dict[str, str]:
+    """The kernel's neighbour cache for `iface`: IPv4 address -> MAC (reachable or stale entries)."""
+    out = {}
+    for n in _ip_json("-4", "neigh", "show", "dev", iface):
+        if n.get("lladdr") and "FAILED" not in n.get("state", []) and "INCOMPLETE" not in n.get("state", []):
+            out[n["dst"]] = n["lladdr"]
+    return out
+
+
+def iface_mac(iface: str) -> str:
+    try:
+        with open(f"/sys/class/net/{iface}/address") as f:
+            return f.read().strip()
+    except OSError:
+        raise UsageError(f"no such interface: {iface}") from None
+
+
+def iface_mtu(iface: str) -> int:
+    try:
+        with open(f"/sys/class/net/{iface}/mtu") as f:
+            return int(f.read())
+    except OSError:
+        return 1500
+
+
+def local_port_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = f.read().split()
+            return int(lo), int(hi)
+    except OSError:
+        return 32768, 60999
+
+
+def probe_port_range(size: int = 4096) -> tuple[int, int]:
+    """A source-port block for crafted probes outside the kernel's ephemeral range, so the RST
+    guard never touches the user's own connections."""
+    lo, hi = local_port_range()
+    if hi + size <= 65535:
+        return 65536 - size, 65535
+    if lo - size >= 1024:
+        return lo - size, lo - 1
+    return 65536 - size, 65535
+
+
+def source_for(dst: str) -> str:
+    """The kernel's choice of source address for `dst` (a UDP connect sends nothing)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect((dst, 9))
+        return s.getsockname()[0]
+    except OSError as e:
+        raise UsageError(f"no route to host {dst}: {e.strerror}") from None
+    finally:
+        s.close()
