@@ -1,0 +1,22 @@
+# The two commands of the README: `make demo` and `make test`. Both install what they need first.
+PY ?= python3
+
+.PHONY: setup demo test test-fast bench clean-lab
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m hostprint demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not lab"
+
+bench: setup
+	$(PY) bench/portscan/run.py
+
+clean-lab:
+	$(PY) -m hostprint lab down

@@ -1,0 +1,80 @@
+"""The `hostprint` command: a thin layer that builds the parser from the command modules.
+
+Each module in hostprint/commands has `register(sub)` and `run(args)`. Errors the user can fix
+(`UsageError`) become one line on stderr and exit code 2; SIGTERM becomes SystemExit so that every
+`finally` (the RST guard, lab teardown) runs on the way out. `hostprint 198.18.0.1 -p 22` without a
+subcommand means `hostprint scan …`, as nmap users would type it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+
+from hostprint import __version__
+from hostprint.errors import UsageError
+
+COMMANDS = ["scan", "discover", "timing", "lab", "history", "demo"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hostprint", description="Who is on the other end of this address.")
+    p.add_argument("--version", action="version", version=f"hostprint {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"hostprint.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"hostprint.commands.{name}":
+                continue
+            raise
+        mod.register(sub)
+    return p
+
+
+def _normalise(argv: list[str]) -> list[str]:
+    """nmap glues values to some flags (-PS22,80, -PU53); split them so argparse sees them."""
+    out = []
+    for a in argv:
+        if len(a) > 3 and a[:3] in ("-PS", "-PA", "-PU") and a[3] != " ":
+            out += [a[:3], a[3:]]
+        else:
+            out.append(a)
+    return out
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        parser = build_parser()
+        if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+            argv = ["scan", *argv]
+        args = parser.parse_args(_normalise(argv))
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except UsageError as e:
+        print(f"hostprint: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("hostprint: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,356 @@
+"""`hostprint scan` (nmap's flags) and `hostprint discover` (nmap -sn)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+
+from hostprint import model
+from hostprint.errors import NeedsRoot, UsageError, have_raw_sockets
+
+RAW_SCANS = {"sS": "syn", "sA": "ack", "sW": "window", "sF": "fin", "sN": "null", "sX": "xmas", "sSA": "synack"}
+SCANFLAGS = {"SYNACK": "synack", "SYN": "syn", "ACK": "ack", "FIN": "fin", "NULL": "null", "": "null",
+             "FINPSHURG": "xmas", "URGPSHFIN": "xmas"}
+PING_DEFAULT = {"PS": "443", "PA": "80", "PU": "40125"}
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="IPs, CIDR, nmap ranges (198.18.1-3.1-254), hostnames")
+    p.add_argument("-iL", dest="input_list", metavar="FILE", help="targets from a file (also nmap -oG/-oX output)")
+    p.add_argument("--exclude", action="append", default=[], metavar="SPECS", help="comma-separated targets to skip")
+    p.add_argument("--excludefile", metavar="FILE")
+    p.add_argument("-n", dest="no_dns", action="store_true", help="never do reverse DNS")
+    p.add_argument("-R", dest="always_dns", action="store_true", help="(accepted for nmap compatibility)")
+    p.add_argument("-T", dest="timing", default="3", metavar="0-5", help="timing template (nmap's -T0..5)")
+    p.add_argument("--min-rate", type=float, metavar="PPS")
+    p.add_argument("--max-rate", type=float, metavar="PPS")
+    p.add_argument("--max-retries", type=int, metavar="N")
+    p.add_argument("-oJ", metavar="FILE", help="JSON lines, one object per host ('-' = stdout)")
+    p.add_argument("-oX", metavar="FILE", help="nmap-compatible XML")
+    p.add_argument("-oG", metavar="FILE", help="grepable")
+    p.add_argument("-oN", metavar="FILE", help="normal (nmap -oN style)")
+    p.add_argument("-oA", metavar="BASENAME", help="-oJ/-oX/-oG/-oN to BASENAME.{jsonl,xml,gnmap,nmap}")
+    p.add_argument("--db", metavar="PATH", help="SQLite inventory (default ~/.local/share/hostprint/inventory.sqlite)")
+    p.add_argument("--no-db", action="store_true", help="do not record this run in the inventory")
+    p.add_argument("-q", "--quiet", action="store_true", help="no terminal report")
+    p.add_argument("-v", dest="verbose", action="count", default=0)
+    p.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
+
+
+def add_ping(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-PE", dest="ping_echo", action="store_true", help="ICMP echo")
+    p.add_argument("-PP", dest="ping_timestamp", action="store_true", help="ICMP timestamp (13)")
+    p.add_argument("-PM", dest="ping_mask", action="store_true", help="ICMP address mask (17)")
+    p.add_argument("-PS", dest="ping_syn", nargs="?", const=PING_DEFAULT["PS"], metavar="PORTS", help="TCP SYN sweep")
+    p.add_argument("-PA", dest="ping_ack", nargs="?", const=PING_DEFAULT["PA"], metavar="PORTS", help="TCP ACK sweep")
+    p.add_argument("-PU", dest="ping_udp", nargs="?", const=PING_DEFAULT["PU"], metavar="PORTS", help="UDP sweep")
+    p.add_argument("-PR", dest="ping_arp", action="store_true", help="ARP on the local link")
+    p.add_argument("-PB", dest="ping_broadcast", action="store_true", help="broadcast ICMP echo on local links")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scan", help="port scan (nmap flags)", description="Port scan with nmap's flags.")
+    add_common(p)
+    add_ping(p)
+    for flag, kind in RAW_SCANS.items():
+        p.add_argument("-" + flag, dest="scan_" + kind, action="store_true", help=f"{kind} scan")
+    p.add_argument("-sT", dest="scan_connect", action="store_true", help="connect() scan (no root needed)")
+    p.add_argument("-sU", dest="scan_udp", action="store_true", help="UDP scan")
+    p.add_argument("-sn", dest="ping_only", action="store_true", help="host discovery only")
+    p.add_argument("--scanflags", metavar="FLAGS", help="SYNACK (the survey's stealth scan), FIN, ACK ...")
+    p.add_argument("-p", dest="ports", metavar="PORTS", help="22,80,1000-2000,U:53,T:25 ; -p- = all")
+    p.add_argument("-F", dest="fast", action="store_true", help="top 100 ports")
+    p.add_argument("--top-ports", type=int, metavar="N")
+    p.add_argument("--exclude-ports", metavar="PORTS")
+    p.add_argument("-Pn", dest="no_ping", action="store_true", help="treat every target as up")
+    p.add_argument("--data-length", type=int, default=0, metavar="N", help="random payload bytes in each probe")
+    p.add_argument("--open", dest="only_open", action="store_true", help="show only open ports")
+    p.add_argument("--sequence", action="store_true", help="IP ID and TCP ISN predictability report")
+    p.set_defaults(func=run_scan)
+
+    d = sub.add_parser("discover", help="host discovery (nmap -sn)", description="Which hosts are up, and which probes saw them.")
+    add_common(d)
+    add_ping(d)
+    d.set_defaults(func=run_discover)
+
+
+# ---------------------------------------------------------------------------- shared set-up
+
+
+def _targets(args: argparse.Namespace) -> list[str]:
+    from hostprint.targets import expand_targets, read_target_file, split_target_list
+
+    specs = list(args.targets)
+    if args.input_list:
+        specs += read_target_file(args.input_list)
+    if not specs:
+        raise UsageError("no targets given (e.g. hostprint scan 198.18.0.10 or -iL FILE)")
+    excl: list[str] = []
+    for e in args.exclude:
+        excl += split_target_list(e)
+    if args.excludefile:
+        excl += read_target_file(args.excludefile)
+    out = expand_targets(specs, exclude=excl)
+    if not out:
+        raise UsageError("every target was excluded")
+    return out
+
+
+def _timing(args: argparse.Namespace):
+    from hostprint.engine.rate import template
+
+    for name in ("min_rate", "max_rate"):
+        v = getattr(args, name)
+        if v is not None and v <= 0:
+            raise UsageError(f"bad --{name.replace('_', '-')} '{v:g}': must be > 0")
+    if args.max_retries is not None and args.max_retries < 0:
+        raise UsageError(f"bad --max-retries '{args.max_retries}': must be >= 0")
+    return template(args.timing).with_overrides(min_rate=args.min_rate, max_rate=args.max_rate,
+                                                 max_retries=args.max_retries)
+
+
+def _outputs(args: argparse.Namespace) -> dict[str, str | None]:
+    from hostprint.report import check_output_paths
+
+    o = {"oJ": args.oJ, "oX": args.oX, "oG": args.oG, "oN": args.oN}
+    if args.oA:
+        o = {"oJ": o["oJ"] or args.oA + ".jsonl", "oX": o["oX"] or args.oA + ".xml",
+             "oG": o["oG"] or args.oA + ".gnmap", "oN": o["oN"] or args.oA + ".nmap"}
+    check_output_paths(**o)
+    return o
+
+
+def _ping_methods(args: argparse.Namespace):
+    from hostprint.ports import parse_ports
+    from hostprint.probes.discovery import DEFAULT_METHODS, MethodSpec
+
+    ms: list[MethodSpec] = []
+    if args.ping_echo:
+        ms.append(MethodSpec("echo"))
+    if args.ping_timestamp:
+        ms.append(MethodSpec("timestamp"))
+    if args.ping_mask:
+        ms.append(MethodSpec("mask"))
+    if args.ping_arp:
+        ms.append(MethodSpec("arp"))
+    if args.ping_broadcast:
+        ms.append(MethodSpec("broadcast"))
+    for attr, name in (("ping_syn", "syn"), ("ping_ack", "ack"), ("ping_udp", "udp")):
+        spec = getattr(args, attr)
+        if spec is not None:
+            proto = "udp" if name == "udp" else "tcp"
+            for port in parse_ports(spec, default_proto=proto)[proto]:
+                ms.append(MethodSpec(name, port))
+    return ms or list(DEFAULT_METHODS)
+
+
+def _finish(args: argparse.Namespace, run: model.ScanRun, outs: dict[str, str | None]) -> None:
+    from hostprint.report import emit_outputs
+    from hostprint.report.terminal import print_run
+
+    run.finished = time.time()
+    if not args.quiet and "-" not in outs.values():
+        print_run(run)
+    emit_outputs(run, db=args.db, record=not args.no_db, **outs)
+
+
+def _progress(args: argparse.Namespace):
+    from hostprint.report.terminal import ScanProgress
+
+    return ScanProgress({"auto": None, "always": True, "never": False}[args.progress])
+
+
+def _need_raw(what: str) -> None:
+    if not have_raw_sockets():
+        raise NeedsRoot(what)
+
+
+# ---------------------------------------------------------------------------- discover
+
+
+async def _discover(targets: list[str], methods, timing, links):
+    from hostprint.probes.discovery import Discovery, host_results
+
+    d = Discovery(targets, methods, timing, links=links)
+    seen = await d.run()
+    return host_results(targets, seen)
+
+
+def run_discover(args: argparse.Namespace) -> int:
+    from hostprint.engine.link import Links
+
+    targets = _targets(args)
+    timing = _timing(args)
+    outs = _outputs(args)
+    _need_raw("host discovery sends ICMP, TCP, UDP and ARP probes")
+    run = model.ScanRun(args=["hostprint", *sys.argv[1:]] if sys.argv else ["hostprint"], scan_types=["ping"])
+    with _progress(args) as prog:
+        task = prog.phase("discovery", len(targets))
+        links = Links()
+        try:
+            hosts = asyncio.run(_discover(targets, _ping_methods(args), timing, links))
+        finally:
+            links.close()
+        prog.advance(task, len(targets))
+    for h in hosts:
+        h.set_ports([])
+    run.hosts = hosts
+    _finish(args, run, outs)
+    return 0
+
+
+# ---------------------------------------------------------------------------- scan
+
+
+def _scan_kinds(args: argparse.Namespace) -> list[str]:
+    kinds = [k for k in ("syn", "synack", "ack", "window", "fin", "null", "xmas") if getattr(args, "scan_" + k)]
+    if args.scanflags is not None:
+        key = args.scanflags.upper().replace("|", "").replace(",", "")
+        if key not in SCANFLAGS:
+            raise UsageError(f"bad --scanflags '{args.scanflags}': supported are {', '.join(k for k in SCANFLAGS if k)}")
+        if "syn" in kinds:
+            kinds.remove("syn")
+        kinds.append(SCANFLAGS[key])
+    if args.scan_connect:
+        kinds.append("connect")
+    if args.scan_udp:
+        kinds.append("udp")
+    if not kinds and not args.ping_only:
+        kinds = ["syn"] if have_raw_sockets() else ["connect"]
+    return list(dict.fromkeys(kinds))
+
+
+def _ports(args: argparse.Namespace, kinds: list[str]) -> dict[str, list[int]]:
+    from hostprint.ports import exclude_ports, parse_ports, top_ports
+
+    if args.ports and (args.fast or args.top_ports):
+        raise UsageError("use either -p or -F/--top-ports, not both")
+    if args.ports:
+        ps = parse_ports(args.ports)
+        # a bare list applies to every requested protocol, as in nmap
+        if "udp" in kinds and not ps["udp"] and "U:" not in args.ports.upper():
+            ps["udp"] = list(ps["tcp"])
+    else:
+        n = args.top_ports or (100 if args.fast else 1000)
+        ps = {"tcp": top_ports(n, "tcp"), "udp": top_ports(n, "udp") if "udp" in kinds else [], "sctp": []}
+    if args.exclude_ports:
+        ps = exclude_ports(ps, args.exclude_ports)
+    if "udp" not in kinds:
+        ps["udp"] = []
+    if not any(k != "udp" for k in kinds):
+        ps["tcp"] = []
+    if not ps["tcp"] and not ps["udp"]:
+        raise UsageError(f"no ports to scan for the requested scan types (ports: {args.ports or 'default'})")
+    return ps
+
+
+async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.HostResult], dict]:
+    from hostprint.engine.link import Links
+    from hostprint.probes import tcpscan
+    from hostprint.probes.connect import ConnectScan
+    from hostprint.probes.discovery import Discovery
+    from hostprint.probes.udpscan import UdpScan
+
+    raw = any(k != "connect" for k in kinds) or not args.no_ping
+    links = Links() if raw else None
+    stats: dict = {}
+    try:
+        hosts = {a: model.HostResult(a, "up", ["user-set"]) for a in targets}
+        if not args.no_ping:
+            task = prog.phase("discovery", len(targets))
+            d = Discovery(targets, _ping_methods(args), timing, links=links)
+            seen = await d.run()
+            prog.advance(task, len(targets))
+            for a in targets:
+                s = seen.get(a)
+                if s is None:
+                    hosts[a] = model.HostResult(a, "down", ["no-response"])
+                else:
+                    hosts[a] = model.HostResult(a, "up", list(s.reasons), mac=s.mac, rtt_us=s.rtt_us,
+                                                distance=tcpscan.guess_distance(s.ttl) if s.ttl else None)
+            prog.update_counts(hosts_up=sum(h.status == "up" for h in hosts.values()))
+        up = [a for a in targets if hosts[a].status == "up"]
+        results: dict[str, list[model.PortResult]] = {a: [] for a in up}
+        for kind in kinds:
+            if not up:
+                break
+            if kind == "connect":
+                task = prog.phase("connect scan", len(up) * len(ports["tcp"]))
+                cs = ConnectScan(up, ports["tcp"], timing)
+                await cs.run()
+                prog.advance(task, len(up) * len(ports["tcp"]))
+                for a in up:
+                    results[a] += cs.results(a)
+                stats["connect"] = {"attempts": cs.attempts}
+            elif kind == "udp":
+                task = prog.phase("UDP scan", len(up) * len(ports["udp"]))
+                us = UdpScan(up, ports["udp"], timing, links=links, data_length=args.data_length or None)
+                await us.run()
+                prog.advance(task, len(up) * len(ports["udp"]))
+                for a in up:
+                    results[a] += us.results(a)
+                stats["udp"] = {"probes": us.probes}
+            else:
+                total = len(up) * len(ports["tcp"])
+                task = prog.phase(f"{kind} scan", total)
+                ts = tcpscan.TcpScan(kind, up, ports["tcp"], timing, links=links, data_length=args.data_length,
+                                     progress=lambda n, _t: prog.advance(task, n))
+                states = await ts.run()
+                for st in states:
+                    results[st.address] += ts.results(st)
+                    if args.no_ping and tcpscan.answered(st):
+                        hosts[st.address].reasons = ["user-set"]
+                s = ts.stats
+                stats[kind] = {"probes": s.probes, "replies": s.replies, "rounds": s.rounds,
+                               "retransmitted": s.retransmitted, "elapsed": round(s.elapsed, 3),
+                               "ring_drops": s.ring_drops}
+        for a in up:
+            rs = results[a]
+            if args.only_open:
+                rs = [r for r in rs if r.state == model.OPEN]
+            hosts[a].set_ports(rs)
+            ttls = [r.reason_ttl for r in rs if r.reason_ttl]
+            if hosts[a].distance is None and ttls:
+                hosts[a].distance = tcpscan.guess_distance(min(ttls))
+            prog.update_counts(ports_open=sum(1 for r in rs if r.state == model.OPEN))
+        if args.sequence:
+            from hostprint.probes.sequence import sequence_report
+
+            for a in up:
+                open_ports = [p.port for p in hosts[a].ports if p.state == model.OPEN and p.protocol == "tcp"]
+                if open_ports:
+                    hosts[a].sequence = await sequence_report(a, open_ports[0], links or Links())
+        return [hosts[a] for a in targets], stats
+    finally:
+        if links is not None:
+            links.close()
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    targets = _targets(args)
+    kinds = _scan_kinds(args)
+    timing = _timing(args)
+    if args.data_length < 0 or args.data_length > 1400:
+        raise UsageError(f"bad --data-length '{args.data_length}': use 0-1400")
+    outs = _outputs(args)
+    if args.ping_only:
+        return run_discover(args)
+    ports = _ports(args, kinds)
+    if any(k != "connect" for k in kinds) or not args.no_ping or args.sequence:
+        why = "raw scans (-sS/-sA/-sF/-sN/-sX/-sU/-sW, --scanflags) and host discovery; use -sT -Pn without root"
+        _need_raw(why)
+    run = model.ScanRun(args=["hostprint", *(sys.argv[1:] if sys.argv else [])], scan_types=kinds,
+                        ports_scanned={k: v for k, v in ports.items() if v})
+    with _progress(args) as prog:
+        hosts, stats = asyncio.run(_scan(args, targets, kinds, ports, timing, prog))
+    run.hosts = hosts
+    run.stats = stats
+    _finish(args, run, outs)
+    return 0
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0

@@ -1,0 +1,77 @@
+"""connect() scan (-sT): the kernel does the handshake, so it needs no privileges.
+
+Open = the connection completed (syn-ack), closed = refused (conn-refused), filtered = timed out
+(no-response) or an ICMP error surfaced as EHOSTUNREACH/ENETUNREACH (host-unreach). Many
+connections are in flight at once, bounded by a semaphore sized from the timing template.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import time
+
+from hostprint import model
+from hostprint.engine.rate import Timing
+
+
+class ConnectScan:
+    def __init__(self, targets: list[str], ports: list[int], timing: Timing, *, parallel: int | None = None):
+        self.targets = targets
+        self.ports = sorted(set(ports))
+        self.timing = timing
+        self.parallel = parallel or (1 if timing.scan_delay else 1024)
+        self.result: dict[tuple[str, int], tuple[str, str]] = {}
+        self.rtt: dict[str, float] = {}
+        self.attempts = 0
+
+    async def _one(self, sem: asyncio.Semaphore, addr: str, port: int, timeout: float) -> None:
+        async with sem:
+            if self.timing.scan_delay:
+                await asyncio.sleep(self.timing.scan_delay)
+            loop = asyncio.get_running_loop()
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            # RST on close (SO_LINGER 0): no TIME_WAIT pile-up over thousands of ports.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            self.attempts += 1
+            t0 = time.monotonic()
+            try:
+                await asyncio.wait_for(loop.sock_connect(s, (addr, port)), timeout)
+                self.result[(addr, port)] = (model.OPEN, "syn-ack")
+                rtt = time.monotonic() - t0
+                self.rtt[addr] = min(self.rtt.get(addr, rtt), rtt)
+            except asyncio.TimeoutError:
+                self.result.setdefault((addr, port), (model.FILTERED, "no-response"))
+            except ConnectionRefusedError:
+                self.result[(addr, port)] = (model.CLOSED, "conn-refused")
+                rtt = time.monotonic() - t0
+                self.rtt[addr] = min(self.rtt.get(addr, rtt), rtt)
+            except OSError as e:
+                if e.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+                    self.result[(addr, port)] = (model.FILTERED, "host-unreach")
+                elif e.errno == errno.EADDRNOTAVAIL:  # out of local ports: retry later
+                    self.result.pop((addr, port), None)
+                else:
+                    self.result[(addr, port)] = (model.FILTERED, "error")
+            finally:
+                s.close()
+
+    async def run(self) -> dict[tuple[str, int], tuple[str, str]]:
+        sem = asyncio.Semaphore(self.parallel)
+        timeout = self.timing.initial_rtt
+        todo = [(a, p) for p in self.ports for a in self.targets]
+        for attempt in range(2):  # one retransmission of silent ports, as nmap's connect scan
+            await asyncio.gather(*(self._one(sem, a, p, timeout) for a, p in todo))
+            todo = [(a, p) for a, p in todo if self.result.get((a, p), (None,))[0] in (None, model.FILTERED)
+                    and self.result.get((a, p), (None, ""))[1] != "host-unreach"]
+            if not todo:
+                break
+            if self.rtt:
+                timeout = min(max(4 * max(self.rtt.values()), self.timing.min_rtt), self.timing.max_rtt)
+        return self.result
+
+    def results(self, addr: str) -> list[model.PortResult]:
+        return [model.PortResult(p, "tcp", *self.result.get((addr, p), (model.FILTERED, "no-response")))
+                for p in self.ports]

@@ -1,0 +1,119 @@
+"""IP ID and TCP ISN predictability (nmap's "TCP Sequence Prediction" / "IP ID Sequence Generation").
+
+Six SYNs to one open port, 100 ms apart (nmap's SEQ probe spacing), and the SYN-ACKs' ISNs, IP
+IDs and TCP timestamps, each stamped by the kernel on arrival. The classes follow nmap's
+documented definitions (nmap book, "TCP/IP Fingerprinting Methods Supported by Nmap": GCD, ISR,
+SP, TI/II classes Z, RD, RI, BI, I, and TS rate); the numbers here are our own computation, used
+later by the stack fingerprint issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import time
+
+from hostprint.engine import packets as P
+from hostprint.engine import route
+from hostprint.engine.cookie import Cookie
+from hostprint.engine.link import Links
+
+
+def ip_id_class(ids: list[int]) -> str:
+    """nmap's TI classes: Z all zero, RD random with a jump >= 20000, RI random positive
+    increments (some >= 1000 not multiples of 256), BI broken little-endian (multiples of 256),
+    I incremental (< 10 per step), else 'unknown'."""
+    if len(ids) < 2:
+        return "unknown"
+    if all(i == 0 for i in ids):
+        return "Z"
+    diffs = [(b - a) & 0xFFFF for a, b in zip(ids, ids[1:])]
+    if any(d >= 20000 for d in diffs):
+        return "RD"
+    if all(d == 0 for d in diffs) and ids[0]:
+        return "fixed"
+    if all(d % 256 == 0 and d <= 5120 for d in diffs):
+        return "BI"
+    if all(d < 10 for d in diffs):
+        return "I"
+    if any(d >= 1000 and d % 256 for d in diffs):
+        return "RI"
+    return "unknown"
+
+
+def isn_stats(isns: list[int], times: list[float]) -> dict[str, float | int]:
+    diffs = [(b - a) & 0xFFFFFFFF for a, b in zip(isns, isns[1:])]
+    diffs = [d if d < 1 << 31 else (1 << 32) - d for d in diffs]
+    g = 0
+    for d in diffs:
+        g = math.gcd(g, d)
+    rates = [d / max(t2 - t1, 1e-6) for d, t1, t2 in zip(diffs, times, times[1:])]
+    avg = sum(rates) / len(rates) if rates else 0.0
+    isr = round(8 * math.log2(avg)) if avg >= 1 else 0
+    sd = 0.0
+    if len(rates) > 1 and g:
+        mean = sum(r / g for r in rates) / len(rates)
+        sd = math.sqrt(sum((r / g - mean) ** 2 for r in rates) / (len(rates) - 1))
+    sp = round(8 * math.log2(sd)) if sd >= 1 else 0
+    return {"gcd": g, "isr": isr, "sp": sp, "rate_per_s": round(avg, 1)}
+
+
+async def sequence_report(addr: str, port: int, links: Links, probes: int = 6, spacing: float = 0.1) -> dict:
+    r = route.table().lookup(addr)
+    link = links.for_route(r)
+    mac = await link.resolve(r.gateway or addr)
+    if mac is None:
+        return {}
+    cookie = Cookie()
+    lo, hi = route.probe_port_range()
+    got: dict[int, tuple[int, int, int, tuple[int, int] | None]] = {}
+    dst_int = P.ip_to_int(addr)
+
+    def on_frame(ts: int, fr: memoryview) -> None:
+        try:
+            p = P.decode_frame(fr)
+        except P.DecodeError:
+            return
+        t = p.tcp
+        if t is None or p.ip is None or p.ip.src != socket.inet_aton(addr) or t.sport != port:
+            return
+        if not lo <= t.dport <= hi or not (t.flags & P.SYN and t.flags & P.ACK):
+            return
+        if t.ack != (cookie(dst_int, port, t.dport) + 1) & 0xFFFFFFFF:
+            return
+        got.setdefault(t.dport, (ts, t.seq, p.ip.id, t.timestamps))
+
+    link.subscribe(on_frame)
+    try:
+        for i in range(probes):
+            sport = lo + i
+            tcp = P.TCP(sport, port, cookie(dst_int, port, sport), 0, P.SYN, 1024,
+                        options=[(P.OPT_WS, 10), (P.OPT_NOP, None), (P.OPT_MSS, 1460),
+                                 (P.OPT_TS, (0xFFFFFFFF, 0)), (P.OPT_SACKOK, None)])
+            link.send(P.build_frame(link.eth(mac), P.IPv4(socket.inet_aton(link.src), socket.inet_aton(addr), id=i + 1), tcp))
+            await asyncio.sleep(spacing)
+        await link.settle(0.3)
+    finally:
+        link.unsubscribe(on_frame)
+    rows = [got[k] for k in sorted(got)]
+    if len(rows) < 2:
+        return {"responses": len(rows)}
+    times = [ts / 1e9 for ts, *_ in rows]
+    out: dict = {"responses": len(rows), "isn": isn_stats([r[1] for r in rows], times),
+                 "ip_id": {"class": ip_id_class([r[2] for r in rows]), "values": [r[2] for r in rows]}}
+    tss = [r[3][0] for r in rows if r[3]]
+    if len(tss) >= 2 and len(tss) == len(rows):
+        steps = [(b - a) & 0xFFFFFFFF for a, b in zip(tss, tss[1:])]
+        hz = sum(steps) / max(times[-1] - times[0], 1e-6)
+        if any(st >= 1 << 31 for st in steps) or hz > 10_000:
+            # Linux >= 4.10 adds a random offset per connection (RFC 7323 §5.4): no shared clock.
+            out["tcp_ts"] = {"hz": None, "clock": "per-connection offsets"}
+        else:
+            out["tcp_ts"] = {"hz": round(hz, 1), "clock": "shared"}
+        for nominal in (2, 100, 200, 1000) if out["tcp_ts"]["hz"] else ():
+            if abs(hz - nominal) / nominal < 0.2:
+                out["tcp_ts"]["uptime_s"] = round(tss[-1] / nominal)
+                out["tcp_ts"]["nominal_hz"] = nominal
+    out["measured_at"] = time.time()
+    return out
