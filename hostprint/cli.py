@@ -41,10 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _normalise(argv: list[str]) -> list[str]:
     """nmap glues values to some flags (-PS22,80, -PU53); split them so argparse sees them."""
+    from hostprint.commands.scan import PING_DEFAULT
+
     out = []
     for a in argv:
-        if len(a) > 3 and a[:3] in ("-PS", "-PA", "-PU") and a[3] != " ":
-            out += [a[:3], a[3:]]
+        if a[:3] in ("-PS", "-PA", "-PU"):
+            out.append(f"--ping-{a[2].lower()}={a[3:] or PING_DEFAULT[a[1:3]]}")
         else:
             out.append(a)
     return out

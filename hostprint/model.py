@@ -70,9 +70,10 @@ class ExtraPorts:
     state: str
     count: int
     reasons: dict[str, int] = field(default_factory=dict)  # reason -> count
+    protocol: str | None = None  # "tcp" | "udp"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "count": self.count, "reasons": dict(self.reasons)}
+        return {"state": self.state, "count": self.count, "reasons": dict(self.reasons), "protocol": self.protocol}
 
 
 @dataclass
@@ -111,17 +112,17 @@ class HostResult:
 
         Open ports are never folded: they are what users scan for.
         """
-        by_state: dict[str, list[PortResult]] = {}
+        by_state: dict[tuple[str, str], list[PortResult]] = {}
         for r in results:
-            by_state.setdefault(r.state, []).append(r)
+            by_state.setdefault((r.protocol, r.state), []).append(r)
         keep: list[PortResult] = []
         extra: list[ExtraPorts] = []
-        for state, rs in by_state.items():
+        for (proto, state), rs in by_state.items():
             if state != OPEN and len(rs) > threshold:
                 reasons: dict[str, int] = {}
                 for r in rs:
                     reasons[r.reason] = reasons.get(r.reason, 0) + 1
-                extra.append(ExtraPorts(state, len(rs), reasons))
+                extra.append(ExtraPorts(state, len(rs), reasons, proto))
             else:
                 keep.extend(rs)
         keep.sort(key=lambda r: (r.protocol, r.port))

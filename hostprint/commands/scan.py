@@ -44,9 +44,10 @@ def add_ping(p: argparse.ArgumentParser) -> None:
     p.add_argument("-PE", dest="ping_echo", action="store_true", help="ICMP echo")
     p.add_argument("-PP", dest="ping_timestamp", action="store_true", help="ICMP timestamp (13)")
     p.add_argument("-PM", dest="ping_mask", action="store_true", help="ICMP address mask (17)")
-    p.add_argument("-PS", dest="ping_syn", nargs="?", const=PING_DEFAULT["PS"], metavar="PORTS", help="TCP SYN sweep")
-    p.add_argument("-PA", dest="ping_ack", nargs="?", const=PING_DEFAULT["PA"], metavar="PORTS", help="TCP ACK sweep")
-    p.add_argument("-PU", dest="ping_udp", nargs="?", const=PING_DEFAULT["PU"], metavar="PORTS", help="UDP sweep")
+    # nmap glues the ports to these flags (-PS22,80); cli._normalise turns them into --ping-s=PORTS
+    p.add_argument("--ping-s", dest="ping_syn", metavar="PORTS", help="-PS[PORTS]: TCP SYN sweep (default 443)")
+    p.add_argument("--ping-a", dest="ping_ack", metavar="PORTS", help="-PA[PORTS]: TCP ACK sweep (default 80)")
+    p.add_argument("--ping-u", dest="ping_udp", metavar="PORTS", help="-PU[PORTS]: UDP sweep (default 40125)")
     p.add_argument("-PR", dest="ping_arp", action="store_true", help="ARP on the local link")
     p.add_argument("-PB", dest="ping_broadcast", action="store_true", help="broadcast ICMP echo on local links")
 
@@ -307,8 +308,15 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
                 stats[kind] = {"probes": s.probes, "replies": s.replies, "rounds": s.rounds,
                                "retransmitted": s.retransmitted, "elapsed": round(s.elapsed, 3),
                                "ring_drops": s.ring_drops}
+        from hostprint.services import service_name
+
         for a in up:
             rs = results[a]
+            for r in rs:
+                if r.state in (model.OPEN, model.OPEN_FILTERED, model.FILTERED, model.CLOSED) and r.service is None:
+                    name = service_name(r.port, r.protocol)
+                    if name and r.state != model.CLOSED:
+                        r.service = model.Service(name=name, method="port-table", confidence=0.3)
             if args.only_open:
                 rs = [r for r in rs if r.state == model.OPEN]
             hosts[a].set_ports(rs)

@@ -204,6 +204,32 @@ class BatchSender:
         return done - start
 
 
+class RawIPBatchSender(BatchSender):
+    """The same interface over a raw IP socket (IPPROTO_RAW, header included) for links where
+    Ethernet framing cannot be injected, i.e. loopback: one sendto per frame, Ethernet header
+    stripped, destination taken from the IP header."""
+
+    def __init__(self, sock: socket.socket, frame_size: int = 128, max_batch: int = 1024):
+        self.sock = sock
+        self.max_batch = max_batch
+        self.frame_size = frame_size
+        self.buf = np.zeros((max_batch, frame_size), np.uint8)
+        self.sent = 0
+
+    def send(self, k: int, lengths: int | np.ndarray, start: int = 0) -> int:
+        lens = np.broadcast_to(np.asarray(lengths), (k,))
+        done = start
+        for i in range(start, k):
+            row = self.buf[i, 14:int(lens[i])].tobytes()
+            try:
+                self.sock.sendto(row, (socket.inet_ntoa(row[16:20]), 0))
+            except BlockingIOError:
+                break
+            done += 1
+        self.sent += done - start
+        return done - start
+
+
 def open_tx_socket(iface: str) -> socket.socket:
     """A send-only packet socket: bound with protocol 0 it receives nothing, so it never queues."""
     try:

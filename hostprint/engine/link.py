@@ -38,6 +38,11 @@ class Link:
         self.ring = afpacket.RxRing(self.rx, block_size=block_size, block_nr=ring_blocks)
         self.tx = afpacket.open_tx_socket(iface)
         self.sender = afpacket.BatchSender(self.tx, frame_size=frame_size)
+        if self.loopback:
+            # The loopback device drops frames injected through a packet socket, so sends there
+            # go through a raw IP socket (the kernel routes them to itself); receive is unchanged.
+            self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            self.sender = afpacket.RawIPBatchSender(self.raw, frame_size=frame_size)
         self.handlers: list[Handler] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.neigh: dict[str, bytes] = {}
@@ -60,6 +65,8 @@ class Link:
         self.ring.close()
         self.rx.close()
         self.tx.close()
+        if self.loopback:
+            self.raw.close()
 
     def __enter__(self) -> "Link":
         return self
@@ -107,7 +114,10 @@ class Link:
     # ------------------------------------------------------------------ send
 
     def send(self, frame: bytes) -> None:
-        self.tx.send(frame)
+        if self.loopback:
+            self.raw.sendto(frame[14:], (socket.inet_ntoa(frame[30:34]), 0))
+        else:
+            self.tx.send(frame)
 
     def eth(self, dst_mac: bytes, ethertype: int = packets.ETH_P_IP) -> Ethernet:
         return Ethernet(dst_mac, self.mac, ethertype)

@@ -269,6 +269,8 @@ class TCP:
 
     def encode(self, src: bytes, dst: bytes) -> bytes:
         opts = encode_tcp_options(self.options) if self.options else b""
+        if len(opts) > 40:
+            raise ValueError(f"TCP options take {len(opts)} bytes; at most 40 fit in a header")
         off = (20 + len(opts)) // 4
         hdr = _TCP.pack(
             self.sport, self.dport, self.seq & 0xFFFFFFFF, self.ack & 0xFFFFFFFF,

@@ -46,25 +46,21 @@ class RouteTable:
             net = ipaddress.IPv4Network("0.0.0.0/0" if dst == "default" else dst, strict=False)
             self.routes.append((net, r))
         self.routes.sort(key=lambda x: -x[0].prefixlen)
-        self.local: dict[str, str] = {}
+        self.local: list[tuple[ipaddress.IPv4Network, str]] = []  # our own addresses (127/8 included)
         for r in _ip_json("-4", "route", "show", "table", "local"):
             if r.get("type") == "local":
-                dst = r.get("dst", "")
                 try:
-                    net = ipaddress.IPv4Network(dst, strict=False)
+                    self.local.append((ipaddress.IPv4Network(r.get("dst", ""), strict=False), r.get("dev", "lo")))
                 except ValueError:
                     continue
-                if net.num_addresses <= 256:
-                    for a in net:
-                        self.local[str(a)] = r.get("dev", "lo")
         self.addrs: dict[str, list[str]] = {}
         for link in _ip_json("-4", "addr", "show"):
             self.addrs[link["ifname"]] = [a["local"] for a in link.get("addr_info", []) if a.get("family") == "inet"]
 
     def lookup(self, dst: str) -> Route:
-        if dst in self.local:
-            return Route("lo", dst, None, local=True)
         a = ipaddress.IPv4Address(dst)
+        if any(a in net for net, _ in self.local):
+            return Route("lo", dst, None, local=True)
         for net, r in self.routes:
             if a in net:
                 dev = r["dev"]

@@ -1,0 +1,98 @@
+"""`hostprint history`: what was scanned before, from the SQLite inventory.
+
+Listing never creates an inventory file (a first-time user asking for history gets an empty list,
+not a new file in ~/.local/share). `hostprint history RUN` re-renders one stored run, so old
+results can be read without scanning again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from hostprint.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("history", help="list recorded runs, or show one (from the SQLite inventory)")
+    p.add_argument("run", nargs="?", help="show this run: an id prefix, 'last' or -N (N-th newest)")
+    p.add_argument("--db", metavar="PATH", help="inventory file (default: $HOSTPRINT_DB or "
+                   "~/.local/share/hostprint/inventory.sqlite)")
+    p.add_argument("-n", dest="limit", metavar="N", help="list only the N newest runs")
+    p.add_argument("--json", action="store_true", help="machine-readable output (JSON lines)")
+    p.set_defaults(func=run)
+
+
+def _limit(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise UsageError(f"bad -n value {text!r}: expected a positive number") from None
+    if n < 1:
+        raise UsageError(f"bad -n value {text!r}: expected a positive number")
+    return n
+
+
+def _duration(r: dict) -> str:  # type: ignore[type-arg]
+    if r.get("finished") is None:
+        return "unfinished"
+    return f"{r['finished'] - r['started']:.1f}s"
+
+
+def _without_program(argv: list[str]) -> list[str]:
+    """Every run is hostprint's; the column is narrow enough without saying so."""
+    if argv and argv[0].rsplit("/", 1)[-1].startswith("hostprint"):
+        return argv[1:]
+    return argv
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from hostprint.report.inventory import Inventory
+
+    limit = _limit(args.limit)
+    with Inventory(args.db, create=False) as inv:
+        if args.run:
+            stored = inv.load_run(args.run)
+            if args.json:
+                from hostprint.report.jsonl import dumps_record
+
+                for h in stored.hosts:
+                    print(dumps_record(stored.host_record(h)))
+            else:
+                from hostprint.report.terminal import print_run
+
+                print_run(stored)
+            return 0
+        runs = inv.runs(limit=limit)
+        path = inv.path
+    if args.json:
+        for r in runs:
+            print(json.dumps(r))
+        return 0
+    console = Console()
+    if not runs:
+        console.print(Text(f"no runs recorded in {path}"))
+        return 0
+    table = Table(title=Text(f"hostprint runs in {path}"), header_style="bold")
+    for col in ("ID", "STARTED", "DURATION", "ARGS", "HOSTS UP", "OPEN PORTS"):
+        table.add_column(col, overflow="fold")
+    for r in runs:
+        table.add_row(
+            Text(r["id"]),
+            Text(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))),
+            Text(_duration(r)),
+            Text(shlex.join(_without_program(r["args"]))),
+            Text(f"{r['hosts_up']}/{r['hosts_total']}"),
+            Text(str(r["open_ports"])),
+        )
+    console.print(table)
+    return 0

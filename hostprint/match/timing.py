@@ -1,0 +1,512 @@
+"""Probabilistic matching of measured retransmission schedules against timing signature classes.
+
+Why this model (and not nearest neighbour): what the network does to a schedule is known in shape —
+one per-host delay shifts every packet, each packet gets its own queueing jitter, packets get lost
+(a lost retransmission makes one gap look like the sum of two), a firewall may eat the final RST,
+and users/middleboxes rewrite header fields. A likelihood that models exactly these effects degrades
+gracefully where distance-based matching collapses, and it yields calibrated confidences plus an
+explicit "unknown stack" alternative instead of a confident wrong answer.
+
+Model (per class c, observation with k packets x_0 < ... < x_{k-1}):
+- Timing works on gaps between received packets, so the per-host delay cancels. A class schedule
+  gives every gap a range [lo, hi] (its training spread). An alignment maps the received packets
+  to an increasing subset of the class's n packets (the others were lost); the gap between two
+  received packets is compared with the summed range of the class gaps they span. The residual
+  outside the range is Laplace (difference of two one-way delays) with a scale that is unknown per
+  host: a mixture over scales; a wide range costs log(width) so loose classes don't win by default.
+- The first received packet's delay after the SYN tells whether the first SYN-ACK was lost.
+- Loss: each packet independently with probability p (a mixture over p), the final RST additionally
+  dropped by middleboxes with probability `rst_drop`. Alignments are enumerated per class with at
+  most `max_skip` losses before the last matched packet; observations longer than `k_max` are
+  compared on their first `k_max` packets (the count still enters the loss term exactly).
+- Header fields (window, initial TTL, DF, options, MSS, RST flags): with probability 1-pi the
+  class's value, with probability pi anything (background frequency of the value in the DB).
+- "unknown": header values from the background, gaps from a broad log-uniform density. Its prior
+  is small; it wins only when no class explains the observation much better than chance.
+
+Everything is vectorised over the precomputed alignment variants of all classes with numpy and over
+batches of observations of the same length, which is what makes thousands of observations per
+second on one core possible.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from hostprint.signatures.timing_db import (
+    HEADER_FIELDS,
+    Schedule,
+    TimingClass,
+    TimingDB,
+    cronos_from_times,
+    format_cronos,
+    normalise_ttl,
+    rst_code,
+    rst_win3,
+)
+
+NEG = -1e30
+
+
+@dataclass
+class TimingObservation:
+    """What one timing test measured on one target port.
+
+    `arrivals` are seconds since our probe (SYN for "syn"; our FIN / request for the others) of
+    every SYN-ACK / FIN / data+FIN segment, the first included; `rst_time` is the final RST's time
+    or None. Header fields are those of the first SYN-ACK (None = not measured).
+    """
+
+    arrivals: list[float]
+    rst_time: float | None = None
+    window: int | None = None
+    ttl: int | None = None
+    df: int | None = None
+    options: str | None = None
+    mss: int | None = None
+    rst: bool = False
+    rst_ack: int = 0
+    rst_win: int = 0
+    rst_nonzero: int = 0
+    rtt: float | None = None  # handshake RTT in seconds (Connect=)
+    test: str = "syn"  # "syn" | "lastack" | "finwait"
+    obs_id: str | None = None
+
+    def times(self) -> np.ndarray:
+        t = list(self.arrivals)
+        if self.rst_time is not None:
+            t.append(self.rst_time)
+        return np.asarray(t, dtype=float)
+
+    def header_values(self) -> dict[str, object]:
+        """Header features as the DBs store them (TTL rounded up to its initial value)."""
+        out: dict[str, object] = {}
+        if self.window is not None:
+            out["window"] = int(self.window)
+        if self.ttl is not None:
+            out["ttl"] = normalise_ttl(int(self.ttl))
+        if self.df is not None:
+            out["df"] = int(self.df)
+        if self.options is not None:
+            out["options"] = self.options or "X"
+        if self.mss is not None:
+            out["mss"] = int(self.mss)
+        if self.test == "syn":
+            win = int(self.window) if self.window is not None else -1
+            out["rst"] = (rst_code(1, self.rst_ack, rst_win3(self.rst_win, win), self.rst_nonzero)
+                          if self.rst else 0)
+        return out
+
+    def signature(self, time_s: float | None = None) -> str:
+        """The measurement as a Cron-OS line (gaps in µs, Connect = RTT in µs)."""
+        return format_cronos(cronos_from_times(
+            self.test, self.arrivals, self.rst_time, time_s=time_s,
+            connect_us=self.rtt * 1e6 if self.rtt is not None else None))
+
+
+@dataclass
+class TimingModel:
+    """Parameters of the environment model (defaults chosen on training samples, see bench README)."""
+
+    jitter_scales: tuple[float, ...] = (0.01, 0.04, 0.12, 0.35, 1.0)  # Laplace scales of gap residuals (s)
+    loss_probs: tuple[float, ...] = (0.005, 0.03, 0.1)  # mixture over per-packet loss probability
+    rst_drop: float = 0.05  # extra probability that a middlebox drops the final RST
+    header_change: tuple[float, ...] = (0.1,)  # pi: probability a header field is not the stack's
+    # value; several values = a mixture (how much a host's headers were rewritten is per host)
+    first_delay_mean: float = 0.6  # s, delay of the first received packet after its schedule slot
+    first_early_scale: float = 0.03  # s, tolerance for a first packet earlier than its slot
+    max_skip: int = 3  # losses allowed before the last matched packet
+    k_max: int = 12  # longer observations are aligned on their first k_max packets
+    unknown_prior: float = 0.02
+    background_gap: tuple[float, float] = (0.02, 600.0)  # log-uniform range of the unknown model
+    temperature: float = 1.0  # posterior = softmax(loglik / temperature)
+    timing_weight: float = 1.0  # multiplies the timing log-likelihood (gap residuals are correlated)
+    excess_cap: float = 3.0  # s, one packet's delay excess counts at most this much (heavy tail)
+    timing_form: str = "gap"  # "gap": Laplace on gap residuals; "offset": shifted exponential on offsets
+    match_threshold: float = 0.5  # top confidence needed for a "match" outcome
+    ambiguity_ratio: float = 0.25  # classes within this factor of the top are listed as fitting
+
+
+@dataclass
+class TimingVerdict:
+    outcome: str  # "match" | "ambiguous" | "unknown"
+    ranked: list[tuple[TimingClass, float]]  # best first, confidence = posterior probability
+    unknown_probability: float
+    nearest: TimingClass | None = None
+    distance: dict[str, float] = field(default_factory=dict)
+    obs_id: str | None = None
+
+    @property
+    def best(self) -> TimingClass | None:
+        return None if self.outcome == "unknown" or not self.ranked else self.ranked[0][0]
+
+    @property
+    def fitting(self) -> list[tuple[TimingClass, float]]:
+        """The classes that fit about equally well (several for an ambiguous outcome)."""
+        if not self.ranked:
+            return []
+        return [self.ranked[0]] + [rc for rc in self.ranked[1:] if rc[1] >= self.ranked[0][1] * 0.25]
+
+    def to_dict(self) -> dict[str, object]:
+        best = self.best
+        out: dict[str, object] = {
+            "obs_id": self.obs_id,
+            "outcome": self.outcome,
+            "class": best.id if best else None,
+            "label": best.label if best else None,
+            "confidence": round(self.ranked[0][1], 4) if best and self.ranked else None,
+            "alternatives": [
+                {"class": c.id, "label": c.label, "confidence": round(p, 4)}
+                for c, p in (self.ranked[1:6] if best else self.ranked[:5])
+            ],
+            "unknown_probability": round(self.unknown_probability, 4),
+        }
+        if self.outcome == "unknown":
+            out["unknown"] = {
+                "nearest": self.nearest.id if self.nearest else None,
+                "nearest_label": self.nearest.label if self.nearest else None,
+                "distance": self.distance,
+            }
+        return out
+
+
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+
+
+class _VariantIndex:
+    """All alignments of all class schedules of one test, grouped by the number of packets matched.
+
+    For matched-packet count K, a variant is (class, schedule, increasing subset of K positions of
+    the schedule's first K + max_skip packets). Stored: summed gap ranges between the chosen
+    positions, the chosen first position's offset range, the schedule length and RST status.
+    """
+
+    def __init__(self, entries: list[tuple[int, Schedule]], n_classes: int, model: TimingModel):
+        self.model = model
+        self.n_classes = n_classes
+        self.tables: dict[int, dict[str, np.ndarray]] = {}
+        b = np.asarray(model.jitter_scales)
+        self.logw_scale = -math.log(len(b))
+        n_max = max([s.n for _, s in entries] + [1])
+        self.loss = self._loss_table(max(n_max, 2) + 1)
+        per_k: dict[int, list] = {}
+        for cidx, s in entries:
+            n = s.n
+            lw = math.log(max(s.weight, 1e-12))
+            clo = np.concatenate([[0.0], np.cumsum(s.gap_lo)])
+            chi = np.concatenate([[0.0], np.cumsum(s.gap_hi)])
+            smp = np.vstack(s.samples) if s.samples else None
+            for k in range(1, min(n, model.k_max) + 1):
+                span = min(n, k + model.max_skip)
+                for pos in itertools.combinations(range(span), k):
+                    p = np.asarray(pos)
+                    if smp is not None:
+                        # ranges straight from the training samples keep correlated variation
+                        # (e.g. old Linux's lag shifts every retransmission) tight
+                        g = np.diff(smp[:, p], axis=1)
+                        o = smp[:, p[1:]] - smp[:, p[:1]]
+                        glo, ghi, olo, ohi = g.min(0), g.max(0), o.min(0), o.max(0)
+                    else:
+                        glo = clo[p[1:]] - clo[p[:-1]]
+                        ghi = chi[p[1:]] - chi[p[:-1]]
+                        olo, ohi = np.cumsum(glo), np.cumsum(ghi)
+                    status = 0
+                    if s.has_rst:
+                        status = 1 if pos[-1] == n - 1 else 2
+                    per_k.setdefault(k, []).append(
+                        (cidx, glo, ghi, s.pos_lo[pos[0]], s.pos_hi[pos[0]], n, status, lw, olo, ohi))
+        for k, rows in per_k.items():
+            rows.sort(key=lambda r: r[0])
+            cls = np.asarray([r[0] for r in rows], dtype=np.int64)
+            lo = np.asarray([r[1] for r in rows], dtype=float).reshape(len(rows), k - 1)
+            hi = np.asarray([r[2] for r in rows], dtype=float).reshape(len(rows), k - 1)
+            width = hi - lo
+            # log normaliser of "uniform range convolved with Laplace(b)" per scale, plus scale weight
+            const = np.stack([self.logw_scale - np.sum(np.log(width + 2 * bs), axis=1) for bs in b], axis=1)
+            starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
+            self.tables[k] = {
+                "cls": cls, "lo": lo, "hi": hi, "const": const,
+                "olo": np.asarray([r[8] for r in rows], dtype=float).reshape(len(rows), k - 1),
+                "ohi": np.asarray([r[9] for r in rows], dtype=float).reshape(len(rows), k - 1),
+                "flo": np.asarray([r[3] for r in rows]), "fhi": np.asarray([r[4] for r in rows]),
+                "n": np.asarray([r[5] for r in rows], dtype=np.int64),
+                "status": np.asarray([r[6] for r in rows], dtype=np.int64),
+                "lw": np.asarray([r[7] for r in rows]),
+                "starts": starts, "seg_cls": cls[starts],
+            }
+
+    def _loss_table(self, size: int) -> np.ndarray:
+        """log P(this particular loss pattern) for n sent, k received, RST status (none/kept/lost)."""
+        m = self.model
+        n = np.arange(size)[:, None]
+        k = np.arange(size)[None, :]
+        out = np.full((size, size, 3), NEG)
+        terms: list[list[np.ndarray]] = [[], [], []]
+        for p in m.loss_probs:
+            pr = p + (1 - p) * m.rst_drop
+            lp, lq = math.log(p), math.log(1 - p)
+            terms[0].append(np.where(n >= k, (n - k) * lp + k * lq, NEG))
+            terms[1].append(np.where((n >= k) & (k >= 1), (n - k) * lp + (k - 1) * lq + math.log(1 - pr), NEG))
+            terms[2].append(np.where(n - 1 >= k, (n - 1 - k) * lp + k * lq + math.log(pr), NEG))
+        w = -math.log(len(m.loss_probs))
+        for st in range(3):
+            out[:, :, st] = _logsumexp(np.stack(terms[st]), axis=0) + w
+        return np.where(out < -1e20, NEG, out)
+
+    def score(self, times: Sequence[np.ndarray]) -> np.ndarray:
+        """(B, C) log-likelihood of timing + loss for a batch of packet-time vectors."""
+        m = self.model
+        B = len(times)
+        out = np.full((B, self.n_classes), NEG)
+        groups: dict[int, list[int]] = {}
+        for i, t in enumerate(times):
+            if len(t) >= 1:
+                groups.setdefault(min(len(t), m.k_max), []).append(i)
+        b = np.asarray(m.jitter_scales)
+        for kk, idx in groups.items():
+            tab = self.tables.get(kk)
+            if tab is None:
+                continue
+            for chunk in range(0, len(idx), 256):
+                ids = idx[chunk:chunk + 256]
+                X = np.vstack([times[i][:kk] for i in ids])
+                ktrue = np.asarray([len(times[i]) for i in ids])
+                trunc = ktrue > kk
+                G = np.diff(X, axis=1)  # (b, kk-1)
+                if kk > 1 and m.timing_form == "offset":
+                    D = (X[:, 1:] - X[:, :1])[:, None, :]
+                    r = D - np.clip(D, tab["olo"][None], tab["ohi"][None])  # (b, V, kk-1)
+                    mn = np.minimum(r.min(axis=2), 0.0)
+                    # per-packet excess delay over the earliest; capped so that one packet held up
+                    # far longer than the host's typical jitter cannot veto its class
+                    e = np.minimum(r - mn[:, :, None], m.excess_cap)
+                    R = e.sum(axis=2) + np.minimum(-mn, m.excess_cap)
+                    tl = _logsumexp(tab["const"][None, :, :] - R[:, :, None] / b[None, None, :], axis=2)
+                elif kk > 1:
+                    Gb = G[:, None, :]
+                    R = np.abs(Gb - np.clip(Gb, tab["lo"][None], tab["hi"][None])).sum(axis=2)  # (b, V)
+                    tl = _logsumexp(tab["const"][None, :, :] - R[:, :, None] / b[None, None, :], axis=2)
+                else:
+                    tl = np.broadcast_to(tab["const"][:, 0] - self._k1_const(), (len(ids), len(tab["cls"])))
+                x0 = X[:, :1]
+                d = np.clip(0.0, x0 - tab["fhi"][None], x0 - tab["flo"][None])
+                first = np.where(d >= 0, -d / m.first_delay_mean, d / m.first_early_scale) - math.log(m.first_delay_mean)
+                status = np.where(trunc[:, None] & (tab["status"][None] == 2), 1, tab["status"][None])
+                ln = self.loss[np.minimum(tab["n"][None], self.loss.shape[0] - 1),
+                               np.minimum(ktrue[:, None], self.loss.shape[0] - 1), status]
+                tot = m.timing_weight * tl + first + ln + tab["lw"][None]
+                # per-class logsumexp over that class's variants (variants are sorted by class)
+                mx = np.maximum.reduceat(tot, tab["starts"], axis=1)
+                rep = np.repeat(mx, np.diff(np.r_[tab["starts"], len(tab["cls"])]), axis=1)
+                s = np.add.reduceat(np.exp(tot - rep), tab["starts"], axis=1)
+                val = mx + np.log(np.maximum(s, 1e-300))
+                val = np.where(mx < -1e20, NEG, val)
+                out[np.asarray(ids)[:, None], tab["seg_cls"][None, :]] = val
+        return out
+
+    def _k1_const(self) -> float:
+        # With one packet there are no gaps; const holds only the scale weight (same for all scales).
+        return self.logw_scale
+
+
+class TimingClassifier:
+    """Ranks the classes of a TimingDB for TimingObservations (see the module docstring)."""
+
+    def __init__(self, db: TimingDB, model: TimingModel | None = None):
+        self.db = db
+        self.model = model or TimingModel()
+        self.classes = db.classes
+        self._build_headers()
+        self._index: dict[str, _VariantIndex | None] = {}
+        self._has_test: dict[str, np.ndarray] = {}
+        for test in ("syn", "lastack", "finwait"):
+            entries = [(i, s) for i, c in enumerate(self.classes) for s in c.schedules_for(test)]
+            self._has_test[test] = np.asarray([bool(c.schedules_for(test)) for c in self.classes])
+            if any(s.rtt_scaled for _, s in entries):
+                self._index[test] = None  # built per observation from RTT-scaled schedules
+            elif entries:
+                self._index[test] = _VariantIndex(entries, len(self.classes), self.model)
+
+    # -- header part --------------------------------------------------------------------------
+
+    def _build_headers(self) -> None:
+        C = len(self.classes)
+        self._vocab: dict[str, dict[object, int]] = {}
+        self._hprob: dict[str, np.ndarray] = {}
+        self._hwild: dict[str, np.ndarray] = {}
+        self._hbg: dict[str, np.ndarray] = {}
+        alpha = 0.5
+        for f in HEADER_FIELDS:
+            vocab: dict[object, int] = {}
+            for c in self.classes:
+                for v in c.header.get(f, {}):
+                    vocab.setdefault(v, len(vocab))
+            P = np.zeros((C, len(vocab) + 1))
+            wild = np.zeros(C, dtype=bool)
+            for i, c in enumerate(self.classes):
+                vals = c.header.get(f)
+                if not vals:
+                    wild[i] = True
+                    continue
+                for v, p in vals.items():
+                    P[i, vocab[v]] += p
+            counts = P[~wild].sum(axis=0)
+            bg = (counts + alpha) / (counts.sum() + alpha * (len(vocab) + 1))
+            self._vocab[f], self._hprob[f], self._hwild[f], self._hbg[f] = vocab, P, wild, bg
+
+    def header_loglik(self, values: list[dict[str, object]]) -> tuple[np.ndarray, np.ndarray]:
+        """(B, C) class header log-likelihoods and (B,) the unknown model's."""
+        pis = self.model.header_change
+        B, C = len(values), len(self.classes)
+        out = np.zeros((len(pis), B, C))
+        unk = np.zeros(B)
+        for f in HEADER_FIELDS:
+            vocab, P, wild, bg = self._vocab[f], self._hprob[f], self._hwild[f], self._hbg[f]
+            cols = np.asarray([vocab.get(v.get(f), len(vocab)) if f in v else -1 for v in values])
+            have = cols >= 0
+            if not have.any():
+                continue
+            cc = np.where(have, cols, len(vocab))
+            b = bg[cc]  # (B,)
+            Pc = P[:, cc].T  # (B, C)
+            for j, pi in enumerate(pis):
+                lik = np.where(wild[None, :], b[:, None], (1 - pi) * Pc + pi * b[:, None])
+                out[j] += np.where(have[:, None], np.log(lik), 0.0)
+            unk += np.where(have, np.log(b), 0.0)
+        if len(pis) == 1:
+            return out[0], unk
+        return _logsumexp(out, axis=0) - math.log(len(pis)), unk
+
+    # -- timing part --------------------------------------------------------------------------
+
+    def _background_timing(self, t: np.ndarray) -> float:
+        lo, hi = self.model.background_gap
+        g = np.clip(np.diff(t[: self.model.k_max]), lo, hi)
+        bg = float(np.sum(-np.log(g * math.log(hi / lo))))
+        x0 = max(float(t[0]), 0.0) if len(t) else 0.0
+        # how many packets a stack sends: a broad 1/(k(k+1)) prior, so that long observations cost
+        # the unknown model something too (classes pay for every packet they must have lost)
+        count = -math.log(len(t) * (len(t) + 1)) if len(t) else 0.0
+        return bg + count - x0 / self.model.first_delay_mean - math.log(self.model.first_delay_mean)
+
+    def timing_loglik(self, obs: Sequence[TimingObservation], test: str) -> np.ndarray:
+        times = [np.sort(o.times()) for o in obs]
+        idx = self._index.get(test)
+        if idx is not None:
+            res = idx.score(times)
+        elif test in self._index:  # RTT-scaled schedules: one small index per observation
+            res = np.full((len(obs), len(self.classes)), NEG)
+            for i, o in enumerate(obs):
+                rtt_us = o.rtt * 1e6 if o.rtt is not None else None
+                entries = [(ci, s.scaled(rtt_us)) for ci, c in enumerate(self.classes) for s in c.schedules_for(test)]
+                res[i] = _VariantIndex(entries, len(self.classes), self.model).score([times[i]])[0]
+        else:
+            res = np.full((len(obs), len(self.classes)), NEG)
+        # classes without a signature for this test say nothing: background timing
+        if not self._has_test[test].all():
+            bgt = np.asarray([self._background_timing(t) if len(t) else 0.0 for t in times])
+            res[:, ~self._has_test[test]] = bgt[:, None]
+        return res
+
+    # -- public -------------------------------------------------------------------------------
+
+    def loglik(self, obs: Sequence[TimingObservation]) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C) class log-likelihoods and (N,) the unknown model's, each observation on its own."""
+        N, C = len(obs), len(self.classes)
+        L = np.zeros((N, C))
+        U = np.zeros(N)
+        hl, hu = self.header_loglik([o.header_values() for o in obs])
+        L += hl
+        U += hu
+        by_test: dict[str, list[int]] = {}
+        for i, o in enumerate(obs):
+            by_test.setdefault(o.test, []).append(i)
+        for test, ids in by_test.items():
+            sub = [obs[i] for i in ids]
+            L[ids] += self.timing_loglik(sub, test)
+            U[ids] += np.asarray([self._background_timing(np.sort(o.times())) if len(o.times()) else 0.0
+                                  for o in sub])
+        return L, U
+
+    def classify(self, obs: TimingObservation) -> TimingVerdict:
+        return self.classify_many([obs])[0]
+
+    def classify_many(self, obs: Sequence[TimingObservation], top: int = 10) -> list[TimingVerdict]:
+        L, U = self.loglik(obs)
+        return [self._verdict(L[i], U[i], obs[i], top) for i in range(len(obs))]
+
+    def classify_host(self, observations: Sequence[TimingObservation], top: int = 10) -> TimingVerdict:
+        """Several tests of one host: their evidence multiplies (header counted from the syn test)."""
+        L, U = self.loglik(observations)
+        o = observations[0] if observations else TimingObservation(arrivals=[])
+        return self._verdict(L.sum(axis=0), float(U.sum()), o, top)
+
+    def posteriors(self, L: np.ndarray, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class and unknown posteriors from log-likelihoods (rows = observations)."""
+        m = self.model
+        C = L.shape[-1]
+        lp_c = math.log((1 - m.unknown_prior) / C)
+        a = np.concatenate([L / m.temperature + lp_c, (U / m.temperature + math.log(m.unknown_prior))[..., None]],
+                           axis=-1)
+        a = a - a.max(axis=-1, keepdims=True)
+        p = np.exp(a)
+        p /= p.sum(axis=-1, keepdims=True)
+        return p[..., :C], p[..., C]
+
+    def _verdict(self, L: np.ndarray, U: float, obs: TimingObservation, top: int) -> TimingVerdict:
+        m = self.model
+        pc, pu = self.posteriors(L[None, :], np.asarray([U]))
+        pc, pu = pc[0], float(pu[0])
+        order = np.argsort(-pc)[:top]
+        ranked = [(self.classes[i], float(pc[i])) for i in order if L[i] > NEG / 2]
+        if not ranked or pu >= ranked[0][1]:
+            nearest = self.classes[int(np.argmax(L))] if len(L) else None
+            # the nearest class and how far it is: log-likelihood shortfall against "unknown" (nats)
+            # and the plain misfit of its best alignment
+            dist = {"nats": round(float(U - L.max()), 2) if len(L) else 0.0}
+            if nearest is not None:
+                dist.update(self.misfit(obs, nearest))
+            return TimingVerdict("unknown", ranked, pu, nearest, dist, obs.obs_id)
+        # renormalise over classes for the reported confidences, keep pu separately
+        outcome = "match" if ranked[0][1] >= m.match_threshold else "ambiguous"
+        return TimingVerdict(outcome, ranked, pu, None, {}, obs.obs_id)
+
+    def misfit(self, obs: TimingObservation, cls: TimingClass) -> dict[str, float]:
+        """Human-readable distance to a class: header fields that differ, packets it would have had
+        to lose, and seconds of gap residual of the best alignment (no noise model)."""
+        hv = obs.header_values()
+        mism = sum(1 for f, v in hv.items() if cls.header.get(f) and v not in cls.header[f])
+        t = np.sort(obs.times())
+        best = (math.inf, 0)
+        for s in cls.schedules_for(obs.test):
+            s = s.scaled(obs.rtt * 1e6 if obs.rtt is not None else None)
+            k = min(len(t), self.model.k_max)
+            if k > s.n or k == 0:
+                continue
+            G = np.diff(t[:k])
+            clo = np.concatenate([[0.0], np.cumsum(s.gap_lo)])
+            chi = np.concatenate([[0.0], np.cumsum(s.gap_hi)])
+            for pos in itertools.combinations(range(min(s.n, k + self.model.max_skip)), k):
+                p = np.asarray(pos)
+                lo, hi = clo[p[1:]] - clo[p[:-1]], chi[p[1:]] - chi[p[:-1]]
+                r = float(np.abs(G - np.clip(G, lo, hi)).sum())
+                if r < best[0]:
+                    best = (r, s.n - len(t))
+        return {"header_mismatches": float(mism),
+                "timing_residual_s": round(best[0], 3) if math.isfinite(best[0]) else -1.0,
+                "missing_packets": float(best[1])}
+
+
+def observation_from_times(times: Iterable[float], *, rst: bool = False, **header) -> TimingObservation:
+    """Hershel convention (all packet times, the last one the RST when `rst`) -> TimingObservation."""
+    t = [float(x) for x in times]
+    rst_time = t.pop() if rst and t else None
+    return TimingObservation(arrivals=t, rst_time=rst_time, rst=rst, **header)

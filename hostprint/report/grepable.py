@@ -1,0 +1,65 @@
+"""nmap -oG ("grepable") output: one line per host and fact, so `grep`/`awk`/`cut` pipelines and the
+scripts people already run on nmap's .gnmap files work on hostprint's results.
+
+Line shapes follow nmap 7.93's -oG output on loopback: a header comment, `Host: A (NAME)\tStatus: Up`,
+then `Host: A (NAME)\tPorts: port/state/proto/owner/service/rpc/version/, ...\tIgnored State: s (n)`
+and a trailer comment. Inside a port entry '/' separates fields and ', ' separates ports, so those
+characters are replaced in service text (nmap uses '|' for '/' too: 'ssl|http').
+"""
+
+from __future__ import annotations
+
+from typing import IO
+
+from hostprint.model import HostResult, PortResult, ScanRun
+from hostprint.report import nmapstyle as ns
+
+
+def _field(text: str) -> str:
+    return (
+        text.replace("/", "|")
+        .replace(",", ";")
+        .replace("\t", " ")
+        .replace("\r", " ")
+        .replace("\n", " ")
+    )
+
+
+def _port_entry(p: PortResult) -> str:
+    svc = p.service
+    name = _field(ns.service_name(svc, tunnel_sep="|")) if svc is not None and svc.name else ""
+    version = _field(ns.service_version(svc))
+    return f"{p.port}/{p.state}/{p.protocol}//{name}//{version}/"
+
+
+def _host_lines(run: ScanRun, h: HostResult) -> list[str]:
+    prefix = f"Host: {h.address} ({_field(h.hostname or '')})"
+    if h.status != "up":
+        return [f"{prefix}\tStatus: Down"]
+    lines = [f"{prefix}\tStatus: Up"]
+    fields: list[str] = []
+    if h.ports or h.extraports:
+        fields.append("Ports: " + ", ".join(_port_entry(p) for p in h.ports))
+        if h.extraports:
+            # nmap names only its largest ignored state here; the others stay countable in XML/JSON.
+            biggest = max(h.extraports, key=lambda e: e.count)
+            fields.append(f"Ignored State: {biggest.state} ({biggest.count})")
+    matches = ns.os_matches(h)
+    if matches:
+        fields.append("OS: " + _field(" or ".join(m["name"] for m in matches[:1])))
+    if fields:
+        lines.append(prefix + "\t" + "\t".join(fields))
+    return lines
+
+
+def format_grepable(run: ScanRun) -> str:
+    lines = [f"# {ns.scanner_banner()} scan initiated {ns.ctime(run.started)} as: {ns.command_line(run)}"]
+    for h in run.hosts:
+        lines.extend(_host_lines(run, h))
+    lines.append(f"# hostprint done at {ns.ctime(ns.finished_at(run))} -- {ns.done_summary(run)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_grepable(run: ScanRun, fp: IO[str]) -> None:
+    """Write the run to an open text file (emit_outputs opens paths and maps errors)."""
+    fp.write(format_grepable(run))

@@ -1,0 +1,366 @@
+"""Target specifications in nmap's syntax, -iL files, and nmap result files.
+
+Specs: a single IPv4 address, CIDR (`198.18.0.0/24`, network and broadcast addresses
+included, as nmap does; host bits are ignored), octet ranges and lists
+(`198.18.1-3.1-254`, `198.18.0.1,3,5-7`, `-` or `*` for a whole octet, `N-`/`-M`
+open ends) and host names (first IPv4 address from getaddrinfo, as nmap scans only
+the first one; `name/24` works too).
+
+Why the shape: each token parses to a pattern of one address family that can count,
+enumerate (as integers) and test membership without expanding. The expansion loop only
+sees patterns, so IPv6 literals can be added as one more pattern class; today they stop
+with a clear message. Exclusions never expand big patterns, so `--exclude 10.0.0.0/8`
+costs nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import re
+import socket
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Protocol
+
+from hostprint.errors import UsageError
+from hostprint.ports import show_token
+
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+_V4ISH = re.compile(r"[0-9.,*-]+", re.ASCII)
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?", re.ASCII)
+_SMALL_EXCLUDE = 1 << 16  # exclusions up to this size become one hash set
+
+
+def _bad(token: str, why: str) -> UsageError:
+    return UsageError(f"bad target spec '{show_token(token)}': {why}")
+
+
+class _Pattern(Protocol):
+    family: int
+    count: int
+
+    def ints(self) -> Iterator[int]: ...
+    def __contains__(self, addr: int) -> bool: ...
+
+
+@dataclass(frozen=True)
+class _V4Block:
+    """A contiguous block: one address, a CIDR network or a resolved host name."""
+
+    first: int
+    last: int
+    family: int = 4
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
+
+    def ints(self) -> Iterator[int]:
+        return iter(range(self.first, self.last + 1))
+
+    def __contains__(self, addr: int) -> bool:
+        return self.first <= addr <= self.last
+
+
+@dataclass(frozen=True)
+class _V4Octets:
+    """nmap octet ranges: each octet an ascending range or tuple of allowed values."""
+
+    octets: tuple[range | tuple[int, ...], ...]
+    family: int = 4
+
+    @property
+    def count(self) -> int:
+        n = 1
+        for o in self.octets:
+            n *= len(o)
+        return n
+
+    def ints(self) -> Iterator[int]:
+        for a, b, c, d in itertools.product(*self.octets):
+            yield a << 24 | b << 16 | c << 8 | d
+
+    def __contains__(self, addr: int) -> bool:
+        return all((addr >> shift) & 255 in values for shift, values in zip((24, 16, 8, 0), self.octets))
+
+
+_FORMAT = {4: lambda a: socket.inet_ntoa(a.to_bytes(4, "big"))}
+
+
+def _octet_values(text: str, token: str) -> range | tuple[int, ...]:
+    values: set[int] = set()
+    for item in text.split(","):
+        if item in ("*", "-"):
+            values.update(range(256))
+            continue
+        lo_s, dash, hi_s = item.partition("-")
+        for part in (lo_s, hi_s):
+            if part and not _DIGITS.fullmatch(part):
+                raise _bad(token, f"bad octet '{show_token(item)}'")
+            if part and (len(part.lstrip("0")) > 3 or int(part) > 255):
+                raise _bad(token, f"octet {show_token(part)} out of range")
+        if not item:
+            raise _bad(token, "empty octet")
+        if not dash:
+            values.add(int(lo_s))
+            continue
+        lo, hi = int(lo_s) if lo_s else 0, int(hi_s) if hi_s else 255
+        if lo > hi:
+            raise _bad(token, f"octet range {item} is reversed")
+        values.update(range(lo, hi + 1))
+    ordered = sorted(values)
+    if ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return range(ordered[0], ordered[-1] + 1)  # O(1) membership for big exclusions
+    return tuple(ordered)
+
+
+def _prefix(text: str, token: str, bits: int) -> int:
+    if not _DIGITS.fullmatch(text) or len(text) > 3 or int(text) > bits:
+        raise _bad(token, f"prefix '/{show_token(text)}' is not /0-/{bits}")
+    return int(text)
+
+
+def _block(addr: int, prefix: int) -> _V4Block:
+    size = 1 << (32 - prefix)
+    first = addr & ~(size - 1) & 0xFFFFFFFF
+    return _V4Block(first, first + size - 1)
+
+
+def _parse_ipv4(token: str, addr_part: str, prefix_s: str | None) -> _Pattern:
+    parts = addr_part.split(".")
+    if len(parts) != 4:
+        raise _bad(token, f"expected 4 octets, got {len(parts)}")
+    octets = tuple(_octet_values(p, token) for p in parts)
+    single = all(_DIGITS.fullmatch(p) for p in parts)
+    if prefix_s is not None:
+        if not single:
+            raise _bad(token, "a /prefix cannot be combined with octet ranges")
+        return _block(int.from_bytes(bytes(o[0] for o in octets), "big"), _prefix(prefix_s, token, 32))
+    if single:
+        a = int.from_bytes(bytes(o[0] for o in octets), "big")
+        return _V4Block(a, a)
+    return _V4Octets(octets)
+
+
+def _parse_ipv6(token: str, addr_part: str, prefix_s: str | None) -> _Pattern:
+    """Placeholder for an IPv6 pattern class: recognise the literal, refuse it clearly."""
+    addr = addr_part.strip("[]").partition("%")[0]
+    try:
+        ipaddress.IPv6Address(addr)
+    except ValueError:
+        raise _bad(token, "not an IPv4 or IPv6 address") from None
+    raise UsageError(f"IPv6 not supported yet: {show_token(token)}")
+
+
+def _resolve(name: str) -> int:
+    try:
+        infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        infos = []
+    if not infos:
+        raise UsageError(f"cannot resolve host: {show_token(name)}")
+    return int.from_bytes(socket.inet_aton(infos[0][4][0]), "big")
+
+
+def _parse_hostname(token: str, name: str, prefix_s: str | None, resolve: bool) -> _Pattern:
+    if len(name) > 253 or not _HOSTNAME.fullmatch(name):
+        raise _bad(token, "not an address, range or host name")
+    prefix = _prefix(prefix_s, token, 32) if prefix_s is not None else 32
+    if not resolve:
+        raise _bad(token, "host names need name resolution, which is turned off")
+    return _block(_resolve(name), prefix)
+
+
+def parse_target(token: str, *, resolve: bool = True) -> _Pattern:
+    """One whitespace-free spec token -> pattern. Dispatch by shape, so a typo like
+    198.18.0.300 is reported as a bad octet, never sent to DNS."""
+    addr_part, slash, prefix_s = token.partition("/")
+    prefix = prefix_s if slash else None
+    if not addr_part:
+        raise _bad(token, "empty address")
+    if ":" in addr_part:
+        return _parse_ipv6(token, addr_part, prefix)
+    if _V4ISH.fullmatch(addr_part):
+        return _parse_ipv4(token, addr_part, prefix)
+    return _parse_hostname(token, addr_part, prefix, resolve)
+
+
+class _Excluder:
+    """Membership test over exclusion patterns: small ones merged into one set."""
+
+    def __init__(self, patterns: Iterable[_Pattern]):
+        self.sets: dict[int, set[int]] = {}
+        self.big: dict[int, list[_Pattern]] = {}
+        for pat in patterns:
+            if pat.count <= _SMALL_EXCLUDE:
+                self.sets.setdefault(pat.family, set()).update(pat.ints())
+            else:
+                self.big.setdefault(pat.family, []).append(pat)
+
+    def __call__(self, family: int, addr: int) -> bool:
+        return addr in self.sets.get(family, ()) or any(addr in p for p in self.big.get(family, ()))
+
+
+def _tokens(specs: Iterable[str]) -> Iterator[str]:
+    if isinstance(specs, str):  # a lone string would otherwise iterate by character
+        specs = [specs]
+    for spec in specs:
+        yield from str(spec).split()
+
+
+def expand_targets(
+    specs: Iterable[str], *, exclude: Iterable[str] = (), resolve: bool = True, limit: int = 1 << 24
+) -> list[str]:
+    """Addresses in input order, each once, minus `exclude` (same syntax)."""
+    excluded = _Excluder(parse_target(t, resolve=resolve) for t in _tokens(exclude))
+    seen: dict[int, set[int]] = {}
+    out: list[str] = []
+    for token in _tokens(specs):
+        pat = parse_target(token, resolve=resolve)
+        if pat.count > limit:
+            raise UsageError(f"target spec '{show_token(token)}' has {pat.count} addresses, over the limit of {limit}")
+        fmt, family_seen = _FORMAT[pat.family], seen.setdefault(pat.family, set())
+        for addr in pat.ints():
+            if addr in family_seen or excluded(pat.family, addr):
+                continue
+            family_seen.add(addr)
+            out.append(fmt(addr))
+        if len(out) > limit:
+            raise UsageError(f"too many targets: over the limit of {limit} at spec '{show_token(token)}'")
+    return out
+
+
+def split_target_list(text: str) -> list[str]:
+    """Split an nmap-style `--exclude a,b,c` value. nmap splits on every comma, which
+    breaks octet lists; we split only where the next piece starts a new address
+    (contains a dot, colon or letter), so `198.18.0.1,3,host2` -> two specs."""
+    specs: list[str] = []
+    for word in text.split():
+        pieces: list[str] = []
+        for piece in word.split(","):
+            if pieces and not re.search(r"[.:A-Za-z]", piece):
+                pieces[-1] += "," + piece
+            else:
+                pieces.append(piece)
+        specs += pieces
+    return [s for s in specs if s]
+
+
+# ---- files: -iL target lists and nmap -oG / -oX results -------------------------------
+
+_GREP_HOST = re.compile(r"^Host: (\S+) \(([^)]*)\)\t(.*)$", re.M)
+_GREP_PORT_SPLIT = re.compile(r", (?=\d+/[^/]*/[a-z]+/)")
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} '{show_token(path)}' is not UTF-8 text") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {what} '{show_token(path)}': {e.strerror or e}") from None
+
+
+def _xml_root(text: str, path: str) -> ET.Element:
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as e:
+        line = e.position[0] if getattr(e, "position", None) else "?"
+        raise UsageError(f"bad nmap XML in '{show_token(path)}' line {line}: {str(e).split(':')[0]}") from None
+    if root.tag != "nmaprun":
+        raise UsageError(f"'{show_token(path)}' is XML but not nmap -oX output (root <{show_token(root.tag)}>)")
+    return root
+
+
+def _xml_address(host: ET.Element) -> str | None:
+    for addr in host.findall("address"):
+        if addr.get("addrtype") in ("ipv4", "ipv6") and addr.get("addr"):
+            return addr.get("addr")
+    return None
+
+
+def _grep_fields(rest: str) -> dict[str, str]:
+    fields = {}
+    for field in rest.split("\t"):
+        key, sep, value = field.partition(": ")
+        if sep:
+            fields[key] = value
+    return fields
+
+
+def _looks_xml(text: str) -> bool:
+    return text.lstrip().startswith("<")
+
+
+def read_target_file(path: str) -> list[str]:
+    """Specs from an -iL file ('-' is stdin). Plain files: whitespace-separated specs,
+    `#` to end of line is a comment. nmap -oG and -oX output is recognised and its
+    hosts that were up are taken, so one scan's live hosts can feed the next."""
+    text = _read_text(path, "target file")
+    if _looks_xml(text):
+        hosts = []
+        for host in _xml_root(text, path).iter("host"):
+            status = host.find("status")
+            addr = _xml_address(host)
+            if addr and status is not None and status.get("state") == "up":
+                hosts.append(addr)
+        return list(dict.fromkeys(hosts))
+    if _GREP_HOST.search(text):
+        hosts = []
+        for m in _GREP_HOST.finditer(text):
+            fields = _grep_fields(m[3])
+            if fields.get("Status") == "Up" or "Ports" in fields:
+                hosts.append(m[1])
+        return list(dict.fromkeys(hosts))
+    specs: list[str] = []
+    for line in text.splitlines():
+        specs += line.split("#", 1)[0].split()
+    return specs
+
+
+def _port_number(text: str | None, path: str) -> int:
+    if text is None or not _DIGITS.fullmatch(text) or len(text) > 5 or int(text) > 65535:
+        raise UsageError(f"bad port '{show_token(str(text))}' in nmap results '{show_token(path)}'")
+    return int(text)
+
+
+def read_nmap_results(path: str) -> dict[str, list[tuple[int, str, str, str]]]:
+    """address -> [(port, proto, state, service_name)] from nmap -oG or -oX output.
+    Only hosts with at least one listed port appear; service_name is '' when nmap
+    gave none. Ports nmap folded into "Ignored State" / <extraports> are not listed
+    by nmap and so not here either."""
+    text = _read_text(path, "nmap results file")
+    results: dict[str, list[tuple[int, str, str, str]]] = {}
+    if _looks_xml(text):
+        for host in _xml_root(text, path).iter("host"):
+            addr = _xml_address(host)
+            if not addr:
+                continue
+            for port in host.findall("ports/port"):
+                state = port.find("state")
+                service = port.find("service")
+                results.setdefault(addr, []).append((
+                    _port_number(port.get("portid"), path),
+                    port.get("protocol", ""),
+                    state.get("state", "") if state is not None else "",
+                    service.get("name", "") if service is not None else "",
+                ))
+        return results
+    if not _GREP_HOST.search(text):
+        raise UsageError(f"'{show_token(path)}' is neither nmap -oG nor -oX output")
+    for m in _GREP_HOST.finditer(text):
+        ports = _grep_fields(m[3]).get("Ports")
+        if not ports:
+            continue
+        for entry in _GREP_PORT_SPLIT.split(ports):
+            # port/state/protocol/owner/service/rpc_info/version/
+            f = entry.split("/")
+            if len(f) < 5:
+                raise UsageError(f"bad port entry '{show_token(entry)}' in nmap results '{show_token(path)}'")
+            results.setdefault(m[1], []).append((_port_number(f[0], path), f[2], f[1], f[4]))
+    return results

@@ -1,0 +1,96 @@
+"""Shared fixtures: one scan lab per test session (real kernels and daemons in namespaces).
+
+The lab's hosts and what they should answer are the ground truth of the scan tests:
+  t1 198.18.0.10  nginx:80 ssh:22 redis:6379, UDP echo on 9999; drops TCP 1000-1099 and UDP 7777;
+                  answers broadcast echo; ICMP errors not rate-limited
+  t2 198.18.0.11  tcp-listen:8080; drops ICMP echo and timestamp requests (answers TCP/UDP only)
+  t3 198.18.0.12  silent (drops everything; answers ARP)
+  t4 198.18.0.13  tcp-listen 22/80/443; drops TCP 1000-1099 (loss is injected here by one test)
+  t5 198.18.0.14  drops TCP and UDP (answers ICMP only)
+  198.18.0.15     no host
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+
+UDP_ECHO = ("import socket\n"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('0.0.0.0',9999))\n"
+            "while True:\n d,a=s.recvfrom(2048); s.sendto(b'echo:'+d,a)\n")
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to build network namespaces")
+    if not shutil.which("nft"):
+        pytest.skip("needs nftables (run scripts/setup.sh)")
+
+
+def scan_lab_spec(name: str):
+    from hostprint.lab import HostSpec, LabSpec
+
+    quiet_icmp = {"net.ipv4.icmp_ratelimit": "0", "net.ipv4.icmp_msgs_per_sec": "100000"}
+    return LabSpec(name=name, hosts=[
+        HostSpec(name="t1", address="198.18.0.10", services=["nginx:80", "ssh:22", "redis:6379"],
+                 firewall=["tcp dport 1000-1099 drop", "udp dport 7777 drop"],
+                 sysctls={**quiet_icmp, "net.ipv4.icmp_echo_ignore_broadcasts": "0"}),
+        HostSpec(name="t2", address="198.18.0.11", services=["tcp-listen:8080"],
+                 firewall=["icmp type echo-request drop", "icmp type timestamp-request drop"], sysctls=quiet_icmp),
+        HostSpec(name="t3", address="198.18.0.12", silent=True),
+        HostSpec(name="t4", address="198.18.0.13", services=["tcp-listen:22", "tcp-listen:80", "tcp-listen:443"],
+                 firewall=["tcp dport 1000-1099 drop"], sysctls=quiet_icmp),
+        HostSpec(name="t5", address="198.18.0.14", firewall=["meta l4proto { tcp, udp } drop"]),
+    ])
+
+
+@pytest.fixture(scope="session")
+def scanlab():
+    needs_root()
+    from hostprint.lab import Lab
+
+    with Lab(scan_lab_spec(f"s{os.getpid() % 100000}")) as lab:
+        lab.spawn("t1", [sys.executable, "-c", UDP_ECHO], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        yield lab
+
+
+def hostprint(lab, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real CLI inside the lab's scanner namespace."""
+    argv = [sys.executable, "-m", "hostprint", *args]
+    r = lab.exec(lab.scanner_ns, argv, capture_output=True, text=True, timeout=timeout,
+                 env={**os.environ, "HOSTPRINT_DB": os.environ.get("HOSTPRINT_DB", "/tmp/hostprint-test.sqlite")})
+    if check and r.returncode != 0:
+        raise AssertionError(f"hostprint {' '.join(args)} -> {r.returncode}\n{r.stderr}\n{r.stdout[-2000:]}")
+    return r
+
+
+def scan_json(lab, *args: str) -> dict[str, dict]:
+    """Hosts from `hostprint … -oJ -`, by address."""
+    r = hostprint(lab, *args, "-oJ", "-", "--no-db", "--progress", "never")
+    return {d["address"]: d for d in map(json.loads, r.stdout.splitlines()) if d}
+
+
+def port_states(host: dict, proto: str = "tcp") -> dict[int, str]:
+    return {p["port"]: p["state"] for p in host["ports"] if p["protocol"] == proto}
+
+
+def expand(host: dict, ports: list[int], proto: str = "tcp") -> dict[int, str]:
+    """Every scanned port's state: listed ports, the rest from the one extraports state."""
+    listed = port_states(host, proto)
+    extra = [e for e in host["extraports"] if e.get("protocol") in (proto, None)]
+    out = {}
+    for p in ports:
+        if p in listed:
+            out[p] = listed[p]
+        else:
+            assert len(extra) == 1, f"port {p} unlisted and extraports ambiguous: {extra}"
+            out[p] = extra[0]["state"]
+    return out

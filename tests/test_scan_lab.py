@@ -1,0 +1,183 @@
+"""Every scan type and discovery method against lab hosts with known truth (see conftest.py),
+side by side with real nmap where nmap has the feature."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import expand, hostprint, port_states, scan_json
+
+pytestmark = pytest.mark.lab
+
+T1, T2, T3, T4, T5, NOBODY = "198.18.0.10", "198.18.0.11", "198.18.0.12", "198.18.0.13", "198.18.0.14", "198.18.0.15"
+SMALL = "20-25,79-81,1000-1003,6379"
+SMALL_PORTS = [20, 21, 22, 23, 24, 25, 79, 80, 81, 1000, 1001, 1002, 1003, 6379]
+
+
+def extra_counts(host: dict) -> dict[str, int]:
+    return {e["state"]: e["count"] for e in host["extraports"]}
+
+
+def test_syn_scan_all_ports_truth(scanlab):
+    h = scan_json(scanlab, "scan", "-sS", "-p-", "-T4", "-Pn", T1)[T1]
+    assert h["status"] == "up"
+    opened = {p for p, s in port_states(h).items() if s == "open"}
+    assert opened == {22, 80, 6379}
+    assert extra_counts(h) == {"closed": 65535 - 3 - 100, "filtered": 100}
+    reasons = {e["state"]: e["reasons"] for e in h["extraports"]}
+    assert reasons["filtered"] == {"no-response": 100} and reasons["closed"] == {"reset": 65432}
+    ssh = next(p for p in h["ports"] if p["port"] == 22)
+    assert ssh["reason"] == "syn-ack" and ssh["reason_ttl"] == 64 and ssh["service"]["name"] == "ssh"
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["-sS"], {22: "open", 80: "open", 6379: "open", 1000: "filtered", 23: "closed"}),
+    (["-sT"], {22: "open", 80: "open", 6379: "open", 1000: "filtered", 23: "closed"}),
+    (["-sA"], {22: "unfiltered", 80: "unfiltered", 1000: "filtered", 23: "unfiltered"}),
+    (["-sW"], {22: "closed", 1000: "filtered", 23: "closed"}),  # Linux RSTs carry window 0
+    (["-sF"], {22: "open|filtered", 80: "open|filtered", 1000: "open|filtered", 23: "closed"}),
+    (["-sN"], {22: "open|filtered", 1000: "open|filtered", 23: "closed"}),
+    (["-sX"], {22: "open|filtered", 1000: "open|filtered", 23: "closed"}),
+    (["--scanflags", "SYNACK"], {22: "unfiltered", 80: "unfiltered", 1000: "filtered", 23: "unfiltered"}),
+    (["-sSA"], {22: "unfiltered", 1000: "filtered", 23: "unfiltered"}),
+])
+def test_scan_types_states(scanlab, flags, expected):
+    h = scan_json(scanlab, "scan", *flags, "-p", SMALL, "-T4", "-Pn", T1)[T1]
+    got = expand(h, SMALL_PORTS)
+    for port, state in expected.items():
+        assert got[port] == state, (flags, port, got[port])
+
+
+def nmap_states(lab, *args: str) -> tuple[set[int], dict[str, int]]:
+    r = lab.exec(lab.scanner_ns, ["nmap", "-n", "-oX", "-", *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    root = ET.fromstring(r.stdout)
+    host = root.find("host")
+    listed = {int(p.get("portid")): p.find("state").get("state") for p in host.iter("port")}
+    counts: dict[str, int] = {}
+    for p, s in listed.items():
+        counts[s] = counts.get(s, 0) + 1
+    for e in host.iter("extraports"):
+        counts[e.get("state")] = counts.get(e.get("state"), 0) + int(e.get("count"))
+    return {p for p, s in listed.items() if s == "open"}, counts
+
+
+@pytest.mark.parametrize("flag", ["-sS", "-sA", "-sF"])
+def test_port_states_equal_nmaps(scanlab, flag):
+    ours = scan_json(scanlab, "scan", flag, "-p", "1-3000,6379", "-T4", "-Pn", T1)[T1]
+    ours_counts: dict[str, int] = {}
+    for p in ours["ports"]:
+        ours_counts[p["state"]] = ours_counts.get(p["state"], 0) + 1
+    for e in ours["extraports"]:
+        ours_counts[e["state"]] = ours_counts.get(e["state"], 0) + e["count"]
+    their_open, their_counts = nmap_states(scanlab, flag, "-Pn", "-T4", "-p", "1-3000,6379", T1)
+    assert ours_counts == their_counts
+    assert {p for p, s in port_states(ours).items() if s == "open"} == their_open
+
+
+def test_udp_scan(scanlab):
+    h = scan_json(scanlab, "scan", "-sU", "-p", "53,123,7777,9999,40125", "-T4", "-Pn", T1)[T1]
+    st = port_states(h, "udp")
+    assert st == {53: "closed", 123: "closed", 7777: "open|filtered", 9999: "open", 40125: "closed"}
+    reasons = {p["port"]: p["reason"] for p in h["ports"]}
+    assert reasons[9999] == "udp-response" and reasons[53] == "port-unreach" and reasons[7777] == "no-response"
+
+
+def test_udp_scan_matches_nmap(scanlab):
+    ours = port_states(scan_json(scanlab, "scan", "-sU", "-p", "53,7777,9999", "-Pn", T1)[T1], "udp")
+    r = scanlab.exec(scanlab.scanner_ns, ["nmap", "-n", "-sU", "-Pn", "-p", "53,7777,9999", "-oX", "-", T1],
+                     capture_output=True, text=True, timeout=300)
+    theirs = {int(p.get("portid")): p.find("state").get("state") for p in ET.fromstring(r.stdout).iter("port")}
+    assert ours == theirs
+
+
+def test_discovery_methods_per_host(scanlab):
+    hosts = scan_json(scanlab, "discover", "-T4", "198.18.0.10-15")
+    r = {a: set(h["reasons"]) for a, h in hosts.items()}
+    assert {"arp-response", "echo-reply", "timestamp-reply", "syn-reset", "ack-reset", "port-unreach"} <= r[T1]
+    assert "mask-reply" not in r[T1]  # Linux never answers address mask requests
+    assert {"arp-response", "syn-reset", "ack-reset", "port-unreach"} <= r[T2]
+    assert not r[T2] & {"echo-reply", "timestamp-reply"}
+    assert r[T3] == {"arp-response"}
+    assert {"echo-reply", "timestamp-reply"} <= r[T5] and not r[T5] & {"syn-reset", "ack-reset", "port-unreach"}
+    assert hosts[NOBODY]["status"] == "down"
+    assert all(hosts[a]["status"] == "up" for a in (T1, T2, T3, T5))
+    assert "broadcast-echo-reply" in r[T1] and "broadcast-echo-reply" not in r[T2]
+
+
+@pytest.mark.parametrize("flag,reason", [("-PE", "echo-reply"), ("-PP", "timestamp-reply"), ("-PS22", "syn-ack"),
+                                         ("-PA80", "ack-reset"), ("-PU", "port-unreach"), ("-PR", "arp-response")])
+def test_single_discovery_method(scanlab, flag, reason):
+    hosts = scan_json(scanlab, "discover", flag, T1, T3)
+    assert hosts[T1]["reasons"] == [reason]
+    assert hosts[T3]["status"] == ("up" if flag == "-PR" else "down")
+
+
+def test_discovery_agrees_with_nmap_sn(scanlab):
+    ours = {a for a, h in scan_json(scanlab, "discover", "198.18.0.10-15").items() if h["status"] == "up"}
+    r = scanlab.exec(scanlab.scanner_ns, ["nmap", "-n", "-sn", "-oX", "-", "198.18.0.10-15"], capture_output=True, text=True)
+    theirs = {h.find("address").get("addr") for h in ET.fromstring(r.stdout).iter("host")
+              if h.find("status").get("state") == "up"}
+    assert ours == theirs
+
+
+def test_scan_skips_down_hosts_and_reports_them(scanlab):
+    hosts = scan_json(scanlab, "scan", "-sS", "-p", "22,80", "-PE", T1, NOBODY)
+    assert hosts[T1]["status"] == "up" and hosts[NOBODY]["status"] == "down"
+    assert hosts[NOBODY]["ports"] == []
+
+
+def test_five_percent_loss_does_not_change_results(scanlab):
+    truth = {p: "closed" for p in range(1, 65536)}
+    truth.update({p: "filtered" for p in range(1000, 1100)})
+    truth.update({22: "open", 80: "open", 443: "open"})
+    scanlab.set_loss("t4", 5.0)
+    try:
+        h = scan_json(scanlab, "scan", "-sS", "-p-", "-T4", "-Pn", T4)[T4]
+    finally:
+        scanlab.set_loss("t4", 0)
+    assert {p for p, s in port_states(h).items() if s == "open"} == {22, 80, 443}
+    assert extra_counts(h) == {"closed": 65535 - 103, "filtered": 100}
+
+
+def test_data_length_and_sequence_report(scanlab):
+    h = scan_json(scanlab, "scan", "-sS", "-p", "22,80", "-Pn", "--data-length", "20", "--sequence", T1)[T1]
+    assert port_states(h) == {22: "open", 80: "open"}
+    seq = h["sequence"]
+    assert seq["responses"] == 6
+    assert seq["ip_id"]["class"] == "Z"  # Linux sends IP ID 0 on DF SYN-ACKs
+    assert seq["isn"]["isr"] > 100  # random ISNs (RFC 6528 hash per 4-tuple)
+    assert seq["tcp_ts"]["clock"] == "per-connection offsets"
+
+
+def test_real_scan_xml_validates_and_parses(scanlab, tmp_path):
+    out = tmp_path / "s.xml"
+    hostprint(scanlab, "scan", "-sS", "-p", "1-1100", "-T4", T1, T2, T3, "-oX", str(out), "--no-db", "--progress", "never")
+    r = scanlab.exec(scanlab.scanner_ns, ["xmllint", "--noout", "--dtdvalid", "/usr/share/nmap/nmap.dtd", str(out)],
+                     capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    from libnmap.parser import NmapParser
+
+    rep = NmapParser.parse_fromfile(str(out))
+    hosts = {h.address: h for h in rep.hosts}
+    assert sorted(p for p, _ in hosts[T1].get_open_ports()) == [22, 80]
+    assert hosts[T2].get_open_ports() == []
+
+
+def test_without_root_connect_scan_works_and_raw_scan_says_why(scanlab):
+    """Without CAP_NET_RAW (dropped from the bounding set, so not even root gets it back)."""
+    base = ["setpriv", "--bounding-set=-net_raw,-net_admin", os.sys.executable, "-m", "hostprint"]
+    r = scanlab.exec(scanlab.scanner_ns, [*base, "scan", "-sT", "-Pn", "-p", "22,80,81", T1, "-oJ", "-", "--no-db"],
+                     capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    h = json.loads(r.stdout.splitlines()[0])
+    assert port_states(h) == {22: "open", 80: "open", 81: "closed"}
+    r = scanlab.exec(scanlab.scanner_ns, [*base, "scan", "-sS", "-p", "22", T1, "--no-db"], capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs root or CAP_NET_RAW" in lines[0]
