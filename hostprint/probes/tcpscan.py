@@ -4,9 +4,9 @@ Xmas (-sX).
 Stateless: each probe's sequence (or acknowledgement) number is a keyed cookie of (target, port,
 source port), so replies are validated by recomputing it; results live in one uint8 state matrix
 (targets x ports). Rounds: send every probe paced, wait until the link is quiet for the RTT
-timeout, then resend what got no answer. Retransmission continues while a round still brings new
-answers (evidence of loss, not filtering), at a halved rate when it does, up to the template's
-maximum; a port that never answers is filtered (or open|filtered), as nmap defines it.
+timeout, then resend what got no answer. On a clean link one silent retry decides; once a retry
+has been answered (evidence of loss, not filtering) the rate is halved and three silent rounds in a
+row are needed before the rest is called filtered (or open|filtered), as nmap defines the states.
 """
 
 from __future__ import annotations
@@ -315,7 +315,18 @@ class TcpScan:
             await self._quiet(list(groups))
             self.stats.rounds = 1
             answered_before = self.stats.replies
-            for rnd in range(1, self.timing.max_retries + 1):
+            loss_seen = False
+            empty_rounds = 0
+            rnd = 0
+            while True:
+                rnd += 1
+                # Without loss evidence one silent retry decides "filtered" (as nmap does on a clean
+                # link). Once a retransmission has been answered, the link loses packets: a live
+                # port lost twice looks filtered, so demand three silent rounds in a row (~0.1 %
+                # miss per port at 10 % per-attempt loss) and allow a few rounds past the template.
+                limit = self.timing.max_retries + (4 if loss_seen else 0)
+                if rnd > limit:
+                    break
                 which = {i: np.nonzero(s.state == NONE)[0] for i, s in enumerate(self.states) if s.mac}
                 pending = sum(len(v) for v in which.values())
                 if pending == 0:
@@ -326,11 +337,15 @@ class TcpScan:
                 self.stats.rounds += 1
                 new = self.stats.replies - answered_before
                 answered_before = self.stats.replies
-                # Loss evidence: answers to retransmissions. Slow down; stop when a round adds nothing.
-                if new == 0 and rnd >= 1:
-                    break
-                if new > 0.02 * pending:
-                    pacer.set_rate(pacer.rate / 2)
+                if new:
+                    loss_seen = True
+                    empty_rounds = 0
+                    if new > 0.02 * pending:
+                        pacer.set_rate(pacer.rate / 2)
+                else:
+                    empty_rounds += 1
+                    if empty_rounds >= (3 if loss_seen else 1):
+                        break
         finally:
             for link in groups:
                 link.unsubscribe(handler)
