@@ -36,7 +36,7 @@ def _port(text: str, item: str) -> int:
     return int(text)
 
 
-def _item_ports(item: str, protos: tuple[str, ...], table: ServiceTable) -> dict[str, range | list[int]]:
+def _item_ports(item: str, protos: tuple[str, ...], table: ServiceTable | None) -> dict[str, range | list[int]]:
     if _NUM.fullmatch(item):
         n = _port(item, item)
         return {p: range(n, n + 1) for p in protos}
@@ -49,6 +49,7 @@ def _item_ports(item: str, protos: tuple[str, ...], table: ServiceTable) -> dict
         return {p: range(lo, hi + 1) for p in protos}
     if not _NAME.fullmatch(item) or not any(c.isalpha() or c in "*?" for c in item):
         raise _bad(item, "not a port, range or service name")
+    table = table or default_table()  # loaded only when a service name is used (0.3 s to parse)
     named = {p: table.ports_named(item, p) for p in protos}
     if any(named.values()):
         return named
@@ -63,7 +64,6 @@ def _parse(spec: str, protos: tuple[str, ...], table: ServiceTable | None) -> di
     """`protos` are the protocols an unprefixed item applies to."""
     if not isinstance(spec, str) or not spec.strip():
         raise _bad(spec if isinstance(spec, str) else repr(spec), "empty")
-    table = table or default_table()
     found: dict[str, set[int]] = {p: set() for p in PROTOCOLS}
     current = protos
     for raw in spec.split(","):

@@ -181,3 +181,11 @@ def test_without_root_connect_scan_works_and_raw_scan_says_why(scanlab):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs root or CAP_NET_RAW" in lines[0]
+
+
+def test_syn_scan_leaves_no_half_open_connections(scanlab):
+    """The guard keeps our kernel from resetting SYN-ACKs, so the scanner resets them itself."""
+    scan_json(scanlab, "scan", "-sS", "-p", "1-1000,6379", "-T4", "-Pn", T1)
+    r = scanlab.exec("t1", ["ss", "-Htn", "state", "syn-recv"], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""
+    assert "hostprint_" not in scanlab.exec(scanlab.scanner_ns, ["nft", "list", "tables"], capture_output=True, text=True).stdout

@@ -275,6 +275,7 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
             prog.update_counts(hosts_up=sum(h.status == "up" for h in hosts.values()))
         up = [a for a in targets if hosts[a].status == "up"]
         results: dict[str, list[model.PortResult]] = {a: [] for a in up}
+        extras: dict[str, list[model.ExtraPorts]] = {a: [] for a in up}
         for kind in kinds:
             if not up:
                 break
@@ -301,7 +302,9 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
                                      progress=lambda n, _t: prog.advance(task, n))
                 states = await ts.run()
                 for st in states:
-                    results[st.address] += ts.results(st)
+                    listed, folded = ts.results(st, fold_over=model.EXTRAPORTS_THRESHOLD)
+                    results[st.address] += listed
+                    extras[st.address] += folded
                     if args.no_ping and tcpscan.answered(st):
                         hosts[st.address].reasons = ["user-set"]
                 s = ts.stats
@@ -320,6 +323,7 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
             if args.only_open:
                 rs = [r for r in rs if r.state == model.OPEN]
             hosts[a].set_ports(rs)
+            hosts[a].extraports = sorted(hosts[a].extraports + extras[a], key=lambda e: -e.count)
             ttls = [r.reason_ttl for r in rs if r.reason_ttl]
             if hosts[a].distance is None and ttls:
                 hosts[a].distance = tcpscan.guess_distance(min(ttls))

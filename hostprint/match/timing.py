@@ -8,12 +8,14 @@ gracefully where distance-based matching collapses, and it yields calibrated con
 explicit "unknown stack" alternative instead of a confident wrong answer.
 
 Model (per class c, observation with k packets x_0 < ... < x_{k-1}):
-- Timing works on gaps between received packets, so the per-host delay cancels. A class schedule
-  gives every gap a range [lo, hi] (its training spread). An alignment maps the received packets
-  to an increasing subset of the class's n packets (the others were lost); the gap between two
-  received packets is compared with the summed range of the class gaps they span. The residual
-  outside the range is Laplace (difference of two one-way delays) with a scale that is unknown per
-  host: a mixture over scales; a wide range costs log(width) so loose classes don't win by default.
+- Timing: an alignment maps the received packets to an increasing subset of the class's n packets
+  (the others were lost). Relative to one reference packet the class gives every matched packet an
+  offset range (its training spread, taken against the reference that makes the ranges tightest, so
+  correlated variation such as old Linux's lag stays tight). Each packet's observed offset beyond
+  that range is its extra one-way delay; with exponential delays and a common per-host shift the
+  likelihood depends on the sum of every packet's excess over the least-delayed one (shift-invariant,
+  so the per-host delay drops out). The delay scale is unknown per host: a mixture over scales; a
+  wide range costs log(width) so loose classes don't win by default.
 - The first received packet's delay after the SYN tells whether the first SYN-ACK was lost.
 - Loss: each packet independently with probability p (a mixture over p), the final RST additionally
   dropped by middleboxes with probability `rst_drop`. Alignments are enumerated per class with at
@@ -113,7 +115,7 @@ class TimingObservation:
 class TimingModel:
     """Parameters of the environment model (defaults chosen on training samples, see bench README)."""
 
-    jitter_scales: tuple[float, ...] = (0.01, 0.04, 0.12, 0.35, 1.0)  # Laplace scales of gap residuals (s)
+    jitter_scales: tuple[float, ...] = (0.03, 0.15, 0.6)  # mean one-way delay excess per host (s)
     loss_probs: tuple[float, ...] = (0.005, 0.03, 0.1)  # mixture over per-packet loss probability
     rst_drop: float = 0.05  # extra probability that a middlebox drops the final RST
     header_change: tuple[float, ...] = (0.1,)  # pi: probability a header field is not the stack's
@@ -122,12 +124,10 @@ class TimingModel:
     first_early_scale: float = 0.03  # s, tolerance for a first packet earlier than its slot
     max_skip: int = 3  # losses allowed before the last matched packet
     k_max: int = 12  # longer observations are aligned on their first k_max packets
-    unknown_prior: float = 0.02
+    unknown_prior: float = 0.001
     background_gap: tuple[float, float] = (0.02, 600.0)  # log-uniform range of the unknown model
     temperature: float = 1.0  # posterior = softmax(loglik / temperature)
-    timing_weight: float = 1.0  # multiplies the timing log-likelihood (gap residuals are correlated)
-    excess_cap: float = 3.0  # s, one packet's delay excess counts at most this much (heavy tail)
-    timing_form: str = "gap"  # "gap": Laplace on gap residuals; "offset": shifted exponential on offsets
+    batch: int = 64  # observations scored together (memory ~ batch x variants x k floats)
     match_threshold: float = 0.5  # top confidence needed for a "match" outcome
     ambiguity_ratio: float = 0.25  # classes within this factor of the top are listed as fitting
 
@@ -140,6 +140,7 @@ class TimingVerdict:
     nearest: TimingClass | None = None
     distance: dict[str, float] = field(default_factory=dict)
     obs_id: str | None = None
+    ratio: float = 0.25  # classes within this factor of the top count as fitting equally
 
     @property
     def best(self) -> TimingClass | None:
@@ -150,7 +151,7 @@ class TimingVerdict:
         """The classes that fit about equally well (several for an ambiguous outcome)."""
         if not self.ranked:
             return []
-        return [self.ranked[0]] + [rc for rc in self.ranked[1:] if rc[1] >= self.ranked[0][1] * 0.25]
+        return [self.ranked[0]] + [rc for rc in self.ranked[1:] if rc[1] >= self.ranked[0][1] * self.ratio]
 
     def to_dict(self) -> dict[str, object]:
         best = self.best
@@ -209,39 +210,56 @@ class _VariantIndex:
                 for pos in itertools.combinations(range(span), k):
                     p = np.asarray(pos)
                     if smp is not None:
-                        # ranges straight from the training samples keep correlated variation
-                        # (e.g. old Linux's lag shifts every retransmission) tight
+                        # ranges straight from the training samples; offsets are taken relative to
+                        # the packet that makes them tightest (old Linux's lag moves every
+                        # retransmission against the first SYN-ACK, but not against each other)
                         g = np.diff(smp[:, p], axis=1)
-                        o = smp[:, p[1:]] - smp[:, p[:1]]
-                        glo, ghi, olo, ohi = g.min(0), g.max(0), o.min(0), o.max(0)
+                        glo, ghi = g.min(0), g.max(0)
+                        best = None
+                        for ref in range(k):
+                            o = smp[:, p] - smp[:, p[ref]][:, None]
+                            w = float((o.max(0) - o.min(0)).sum())
+                            if best is None or w < best[0] - 1e-9:
+                                best = (w, ref, o.min(0), o.max(0))
+                        _, ref, olo, ohi = best
                     else:
                         glo = clo[p[1:]] - clo[p[:-1]]
                         ghi = chi[p[1:]] - chi[p[:-1]]
-                        olo, ohi = np.cumsum(glo), np.cumsum(ghi)
+                        ref, olo, ohi = 0, np.r_[0.0, np.cumsum(glo)], np.r_[0.0, np.cumsum(ghi)]
                     status = 0
                     if s.has_rst:
                         status = 1 if pos[-1] == n - 1 else 2
                     per_k.setdefault(k, []).append(
-                        (cidx, glo, ghi, s.pos_lo[pos[0]], s.pos_hi[pos[0]], n, status, lw, olo, ohi))
+                        (cidx, glo, ghi, s.pos_lo[pos[0]], s.pos_hi[pos[0]], n, status, lw, olo, ohi, ref))
         for k, rows in per_k.items():
             rows.sort(key=lambda r: r[0])
             cls = np.asarray([r[0] for r in rows], dtype=np.int64)
             lo = np.asarray([r[1] for r in rows], dtype=float).reshape(len(rows), k - 1)
             hi = np.asarray([r[2] for r in rows], dtype=float).reshape(len(rows), k - 1)
             width = hi - lo
-            # log normaliser of "uniform range convolved with Laplace(b)" per scale, plus scale weight
+            # log normaliser of "uniform range convolved with the delay density" per scale, plus scale weight
             const = np.stack([self.logw_scale - np.sum(np.log(width + 2 * bs), axis=1) for bs in b], axis=1)
             starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
             self.tables[k] = {
                 "cls": cls, "lo": lo, "hi": hi, "const": const,
-                "olo": np.asarray([r[8] for r in rows], dtype=float).reshape(len(rows), k - 1),
-                "ohi": np.asarray([r[9] for r in rows], dtype=float).reshape(len(rows), k - 1),
+                "olo": np.asarray([r[8] for r in rows], dtype=float).reshape(len(rows), k),
+                "ohi": np.asarray([r[9] for r in rows], dtype=float).reshape(len(rows), k),
+                "ref": np.asarray([r[10] for r in rows], dtype=np.int64),
                 "flo": np.asarray([r[3] for r in rows]), "fhi": np.asarray([r[4] for r in rows]),
                 "n": np.asarray([r[5] for r in rows], dtype=np.int64),
                 "status": np.asarray([r[6] for r in rows], dtype=np.int64),
                 "lw": np.asarray([r[7] for r in rows]),
                 "starts": starts, "seg_cls": cls[starts],
+                "seg_of": np.cumsum(np.r_[False, cls[1:] != cls[:-1]]),
+                "inv_mu": np.float32(-1.0 / model.first_delay_mean),
+                "inv_early": np.float32(1.0 / model.first_early_scale),
             }
+            t = self.tables[k]
+            t["const"] = t["const"].astype(np.float32)
+            for key in ("olo", "ohi", "flo", "fhi", "lo", "hi"):
+                t[key] = t[key].astype(np.float32)
+            t["oloT"] = np.ascontiguousarray(t["olo"].T)
+            t["ohiT"] = np.ascontiguousarray(t["ohi"].T)
 
     def _loss_table(self, size: int) -> np.ndarray:
         """log P(this particular loss pattern) for n sent, k received, RST status (none/kept/lost)."""
@@ -270,51 +288,56 @@ class _VariantIndex:
         for i, t in enumerate(times):
             if len(t) >= 1:
                 groups.setdefault(min(len(t), m.k_max), []).append(i)
-        b = np.asarray(m.jitter_scales)
+        inv_b = [np.float32(1.0 / x) for x in m.jitter_scales]
+        L = self.loss.shape[0] - 1
         for kk, idx in groups.items():
             tab = self.tables.get(kk)
             if tab is None:
                 continue
-            for chunk in range(0, len(idx), 256):
-                ids = idx[chunk:chunk + 256]
-                X = np.vstack([times[i][:kk] for i in ids])
+            # loss term for observations that were not truncated (k == kk): one value per variant
+            ln_k = self.loss[np.minimum(tab["n"], L), min(kk, L), tab["status"]].astype(np.float32)
+            static = (ln_k + tab["lw"] - math.log(m.first_delay_mean)).astype(np.float32)
+            for chunk in range(0, len(idx), m.batch):
+                ids = idx[chunk:chunk + m.batch]
+                X = np.vstack([times[i][:kk] for i in ids]).astype(np.float32)
                 ktrue = np.asarray([len(times[i]) for i in ids])
-                trunc = ktrue > kk
-                G = np.diff(X, axis=1)  # (b, kk-1)
-                if kk > 1 and m.timing_form == "offset":
-                    D = (X[:, 1:] - X[:, :1])[:, None, :]
-                    r = D - np.clip(D, tab["olo"][None], tab["ohi"][None])  # (b, V, kk-1)
-                    mn = np.minimum(r.min(axis=2), 0.0)
-                    # per-packet excess delay over the earliest; capped so that one packet held up
-                    # far longer than the host's typical jitter cannot veto its class
-                    e = np.minimum(r - mn[:, :, None], m.excess_cap)
-                    R = e.sum(axis=2) + np.minimum(-mn, m.excess_cap)
-                    tl = _logsumexp(tab["const"][None, :, :] - R[:, :, None] / b[None, None, :], axis=2)
-                elif kk > 1:
-                    Gb = G[:, None, :]
-                    R = np.abs(Gb - np.clip(Gb, tab["lo"][None], tab["hi"][None])).sum(axis=2)  # (b, V)
-                    tl = _logsumexp(tab["const"][None, :, :] - R[:, :, None] / b[None, None, :], axis=2)
+                if kk > 1:
+                    # shifted-exponential delays: cost = sum of each packet's delay excess over the
+                    # least-delayed one (shift-invariant, so any packet can be the reference)
+                    Xref = X[:, tab["ref"]]  # (b, V)
+                    olo, ohi = tab["oloT"], tab["ohiT"]
+                    R = mn = None
+                    for j in range(kk):  # position by position: (b, V) arrays stay contiguous
+                        D = X[:, j:j + 1] - Xref
+                        r = D - np.minimum(np.maximum(D, olo[j]), ohi[j])
+                        if R is None:
+                            R, mn = r, r.copy()
+                        else:
+                            R += r
+                            np.minimum(mn, r, out=mn)
+                    R -= kk * mn
+                    c = tab["const"]
+                    tl = c[:, 0] - R * inv_b[0]
+                    for j in range(1, len(inv_b)):
+                        tl = np.logaddexp(tl, c[:, j] - R * inv_b[j])
                 else:
-                    tl = np.broadcast_to(tab["const"][:, 0] - self._k1_const(), (len(ids), len(tab["cls"])))
+                    tl = np.zeros((len(ids), len(tab["cls"])), dtype=np.float32)
                 x0 = X[:, :1]
-                d = np.clip(0.0, x0 - tab["fhi"][None], x0 - tab["flo"][None])
-                first = np.where(d >= 0, -d / m.first_delay_mean, d / m.first_early_scale) - math.log(m.first_delay_mean)
-                status = np.where(trunc[:, None] & (tab["status"][None] == 2), 1, tab["status"][None])
-                ln = self.loss[np.minimum(tab["n"][None], self.loss.shape[0] - 1),
-                               np.minimum(ktrue[:, None], self.loss.shape[0] - 1), status]
-                tot = m.timing_weight * tl + first + ln + tab["lw"][None]
+                d = np.minimum(np.maximum(np.float32(0.0), x0 - tab["fhi"]), x0 - tab["flo"])
+                tl += np.where(d >= 0, d * tab["inv_mu"], d * tab["inv_early"])
+                tl += static
+                trunc = np.flatnonzero(ktrue > kk)
+                if len(trunc):  # observations longer than k_max: their true count enters the loss term
+                    st = np.where(tab["status"] == 2, 1, tab["status"])
+                    for ti in trunc:
+                        tl[ti] += (self.loss[np.minimum(tab["n"], L), min(ktrue[ti], L), st] - ln_k)
                 # per-class logsumexp over that class's variants (variants are sorted by class)
-                mx = np.maximum.reduceat(tot, tab["starts"], axis=1)
-                rep = np.repeat(mx, np.diff(np.r_[tab["starts"], len(tab["cls"])]), axis=1)
-                s = np.add.reduceat(np.exp(tot - rep), tab["starts"], axis=1)
-                val = mx + np.log(np.maximum(s, 1e-300))
+                mx = np.maximum.reduceat(tl, tab["starts"], axis=1)
+                s = np.add.reduceat(np.exp(tl - mx[:, tab["seg_of"]]), tab["starts"], axis=1)
+                val = mx + np.log(s)
                 val = np.where(mx < -1e20, NEG, val)
                 out[np.asarray(ids)[:, None], tab["seg_cls"][None, :]] = val
         return out
-
-    def _k1_const(self) -> float:
-        # With one packet there are no gaps; const holds only the scale weight (same for all scales).
-        return self.logw_scale
 
 
 class TimingClassifier:
@@ -474,10 +497,10 @@ class TimingClassifier:
             dist = {"nats": round(float(U - L.max()), 2) if len(L) else 0.0}
             if nearest is not None:
                 dist.update(self.misfit(obs, nearest))
-            return TimingVerdict("unknown", ranked, pu, nearest, dist, obs.obs_id)
+            return TimingVerdict("unknown", ranked, pu, nearest, dist, obs.obs_id, m.ambiguity_ratio)
         # renormalise over classes for the reported confidences, keep pu separately
         outcome = "match" if ranked[0][1] >= m.match_threshold else "ambiguous"
-        return TimingVerdict(outcome, ranked, pu, None, {}, obs.obs_id)
+        return TimingVerdict(outcome, ranked, pu, None, {}, obs.obs_id, m.ambiguity_ratio)
 
     def misfit(self, obs: TimingObservation, cls: TimingClass) -> dict[str, float]:
         """Human-readable distance to a class: header fields that differ, packets it would have had

@@ -12,6 +12,7 @@ row are needed before the rest is called filtered (or open|filtered), as nmap de
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import struct
 import time
@@ -27,6 +28,8 @@ from hostprint.engine.cookie import FastCookie
 from hostprint.engine.craft import TcpTemplate
 from hostprint.engine.link import Link, Links
 from hostprint.engine.rate import Pacer, Timing
+from hostprint.engine.rstguard import RstGuard
+from hostprint.errors import UsageError
 
 # Reply codes in the state matrix
 NONE, SYNACK, RST, RST_WIN, ICMP_BASE = 0, 1, 2, 3, 16
@@ -117,24 +120,30 @@ class TcpScan:
         self.sent_at_ns = 0
         self.states: list[TargetState] = []
         self.by_addr: dict[int, TargetState] = {}
+        self.guard: RstGuard | None = None
 
     # ------------------------------------------------------------------ setup
 
     async def _prepare(self) -> list[TargetState]:
         tab = route.table()
         out = []
-        for a in self.targets:
+        self.state = np.zeros((len(self.targets), len(self.ports)), np.uint8)
+        self.ttl_m = np.zeros((len(self.targets), len(self.ports)), np.uint8)
+        for ti, a in enumerate(self.targets):
             r = tab.lookup(a)
             link = self.links.for_route(r)
             hop = r.gateway or a
             mac = await link.resolve(hop)
             addr = P.ip_to_int(a)
-            st = TargetState(a, addr, link, mac or b"", self.cookie.host_key(addr),
-                             np.zeros(len(self.ports), np.uint8), np.zeros(len(self.ports), np.uint8))
+            st = TargetState(a, addr, link, mac or b"", self.cookie.host_key(addr), self.state[ti], self.ttl_m[ti])
             if mac is None:  # no ARP answer: the host is not on the link; every port stays silent
                 st.mac = b""
             out.append(st)
             self.by_addr[addr] = st
+        order = np.argsort(np.array([s.addr for s in out], np.uint64))
+        self.sorted_addr = np.array([out[i].addr for i in order], np.uint64)
+        self.sorted_tidx = order.astype(np.int64)
+        self.hkeys = np.array([s.hkey for s in out], np.uint64)
         return out
 
     # ------------------------------------------------------------------ receive
@@ -200,9 +209,97 @@ class TcpScan:
                 qst.state[pi] = ICMP_BASE + min(code, 200)
                 qst.ttl[pi] = ttl
 
-    def _rtt_sample(self, ts_ns: int) -> None:
+    def _on_block(self, ring: np.ndarray, starts: np.ndarray, lens: np.ndarray, ts: np.ndarray) -> None:
+        """The bulk path: a whole ring block of replies validated and recorded with array ops.
+        ICMP errors (rare) go through the per-frame path."""
+        ok = lens >= 54
+        if not ok.all():
+            starts, lens, ts = starts[ok], lens[ok], ts[ok]
+        if not len(starts):
+            return
+        ip = (ring[starts + 12] == 8) & (ring[starts + 13] == 0) & ((ring[starts + 14] >> 4) == 4)
+        proto = ring[starts + 23]
+        icmp = ip & (proto == 1)
+        if icmp.any():
+            for a, ln, t in zip(starts[icmp].tolist(), lens[icmp].tolist(), ts[icmp].tolist()):
+                self._on_frame(t, memoryview(ring[a: a + ln]))
+        sel = ip & (proto == 6)
+        if not sel.any():
+            return
+        o = starts[sel]
+        ln = lens[sel]
+        u32 = np.uint32
+
+        def be16(at: np.ndarray) -> np.ndarray:
+            return (ring[at].astype(u32) << 8) | ring[at + 1]
+
+        def be32(at: np.ndarray) -> np.ndarray:
+            return (be16(at) << 16) | be16(at + 2)
+
+        src = be32(o + 26).astype(np.uint64)
+        t = o + 14 + (ring[o + 14] & 15).astype(np.int64) * 4
+        fit = t + 16 <= o + ln
+        k = np.searchsorted(self.sorted_addr, src)
+        k[k >= len(self.sorted_addr)] = 0
+        known = (self.sorted_addr[k] == src) & fit
+        if not known.any():
+            return
+        o, t, k = o[known], t[known], k[known]
+        tsel = ts[sel][known]
+        ti = self.sorted_tidx[k]
+        sport, dport = be16(t), be16(t + 2)
+        seq, ack = be32(t + 4), be32(t + 8)
+        flags = ring[t + 13]
+        pi = self.pos[sport]
+        good = (pi >= 0) & (dport >= self.sport_lo) & (dport <= self.sport_hi)
+        c = self.cookie.batch(self.hkeys[ti], sport, dport)
+        kind = self.kind
+        rst = (flags & P.RST) != 0
+        if kind.cookie_in_ack:
+            good &= rst & (seq == c)
+        else:
+            good &= ack == (c + np.uint32(kind.ack_delta))
+        synack = ((flags & (P.SYN | P.ACK)) == (P.SYN | P.ACK)) & ~rst
+        good &= rst | synack
+        if not good.any():
+            return
+        ti, pi, rst, synack = ti[good], pi[good], rst[good], synack[good]
+        code = np.where(rst, RST, SYNACK).astype(np.uint8)
+        if kind.on_rst_window is not None:
+            win = be16(t[good] + 14)
+            code[rst & (win != 0)] = RST_WIN
+        before = self.state[ti, pi]
+        self.stats.replies += int(np.count_nonzero(before == NONE))
+        self.state[ti, pi] = code
+        self.ttl_m[ti, pi] = ring[o[good] + 22]
+        if synack.any():
+            tg = t[good][synack]
+            win = be16(tg + 14)
+            their_ack = be32(tg + 8)
+            our_port = be16(tg + 2)
+            for i, p, w, a, op in zip(ti[synack].tolist(), pi[synack].tolist(), win.tolist(),
+                                      their_ack.tolist(), our_port.tolist()):
+                st = self.states[i]
+                st.window[int(self.ports[p])] = w
+                if self.guard is not None:
+                    self._reset(st, op, int(self.ports[p]), a)
         self.last_reply = time.monotonic()
-        if self.stats.replies & 15:
+        self._rtt_sample(int(tsel[good][-1]), force=True)
+
+    def _reset(self, st: TargetState, our_port: int, port: int, seq: int) -> None:
+        """With the guard up our kernel never answers a SYN-ACK, so we reset the half-open
+        connection ourselves: the target frees it at once instead of retransmitting for a minute."""
+        link = st.link
+        frame = P.build_frame(link.eth(st.mac), P.IPv4(socket.inet_aton(link.src), socket.inet_aton(st.address), ttl=self.ttl),
+                              P.TCP(our_port, port, seq, 0, P.RST, 0))
+        try:
+            link.send(frame)
+        except OSError:
+            pass
+
+    def _rtt_sample(self, ts_ns: int, force: bool = False) -> None:
+        self.last_reply = time.monotonic()
+        if self.stats.replies & 15 and not force:
             return
         rtt = (ts_ns - self.sent_at_ns) / 1e9
         if rtt <= 0 or rtt > 30:
@@ -257,9 +354,17 @@ class TcpScan:
             macs = np.frombuffer(b"".join(s.mac if s.mac else b"\0" * 6 for s in self.states), np.uint8).reshape(-1, 6)
             total = len(tis)
             pos = 0
-            buf = link.sender.buf
+            loop = asyncio.get_running_loop()
+            senders = link.parallel_senders()
+            busy: list[asyncio.Future | None] = [None] * len(senders)
+            turn = 0
             while pos < total:
-                n = await pacer.budget(min(total - pos, link.sender.max_batch))
+                i = turn % len(senders)
+                turn += 1
+                sender, pool = senders[i]
+                if busy[i] is not None:  # this sender's buffer is still being sent
+                    await busy[i]
+                n = await pacer.budget(min(total - pos, sender.max_batch))
                 ti = tis[pos:pos + n]
                 pi = pis[pos:pos + n]
                 dport = self.ports[pi]
@@ -271,20 +376,18 @@ class TcpScan:
                 else:
                     seq, ack = c, zeros
                 ipid = (c >> np.uint64(7)) & np.uint64(0xFFFF)
-                tmpl.fill(buf, macs[ti], addrs[ti], sport, dport, seq, ack, ipid)
+                tmpl.fill(sender.buf, macs[ti], addrs[ti], sport, dport, seq, ack, ipid)
                 self.sent_at_ns = time.time_ns()
-                k = 0
-                while k < n:
-                    k += link.sender.send(n, tmpl.length, start=k)
-                    if k < n:
-                        await asyncio.sleep(0.0005)
-                        link.poll()
+                busy[i] = loop.run_in_executor(pool, sender.send_all, n, tmpl.length)
                 pos += n
                 sent += n
                 self.stats.probes += n
                 if self.progress:
                     self.progress(n, 0)
                 link.poll()
+            for f in busy:
+                if f is not None:
+                    await f
         return sent
 
     async def _quiet(self, links: list[Link]) -> None:
@@ -300,16 +403,31 @@ class TcpScan:
                 break
             await asyncio.sleep(min(0.005, to / 4))
 
+    def _install_guard(self, links: list[Link]) -> RstGuard | None:
+        """Replies dropped before our IP stack (and our RSTs sent by us); without nftables the
+        scan still works, only our kernel spends more time on replies."""
+        if not shutil.which("nft"):
+            return None
+        try:
+            guard = RstGuard(self.sport_lo, self.sport_hi, [link.iface for link in links])
+            guard.install()
+            guard.guard(*[s.address for s in self.states])
+            return guard
+        except (UsageError, OSError):
+            return None
+
     async def run(self) -> list[TargetState]:
         t0 = time.monotonic()
         self.states = await self._prepare()
         groups: dict[Link, list[TargetState]] = {}
         for s in self.states:
             groups.setdefault(s.link, []).append(s)
-        handler = self._on_frame
+        handler = self._on_block
         for link in groups:
-            link.subscribe(handler)
-        pacer = Pacer(self.timing.rate, burst=1024)
+            link.subscribe_blocks(handler)
+        self.guard = self._install_guard(list(groups))
+        max_batch = max(link.sender.max_batch for link in groups) if groups else 1024
+        pacer = Pacer(self.timing.rate, burst=max_batch)
         try:
             await self._send_round(groups, None, pacer)
             await self._quiet(list(groups))
@@ -347,8 +465,10 @@ class TcpScan:
                     if empty_rounds >= (3 if loss_seen else 1):
                         break
         finally:
+            if self.guard is not None:
+                self.guard.remove()
             for link in groups:
-                link.unsubscribe(handler)
+                link.unsubscribe_blocks(handler)
                 try:
                     self.stats.ring_drops += link.ring.stats()[1]
                 except OSError:
@@ -361,28 +481,39 @@ class TcpScan:
 
     # ------------------------------------------------------------------ results
 
-    def results(self, st: TargetState) -> list[model.PortResult]:
-        k = self.kind
-        out = []
-        states = st.state
-        ttls = st.ttl
-        codes, counts = np.unique(states, return_counts=True)
-        for code in codes.tolist():
-            where = np.nonzero(states == code)[0]
-            if code == NONE:
-                state, reason = k.on_silence, "no-response"
-            elif code == SYNACK:
-                state, reason = k.on_synack, "syn-ack"
-            elif code == RST:
-                state, reason = k.on_rst, "reset"
-            elif code == RST_WIN:
-                state, reason = k.on_rst_window or k.on_rst, "reset"
-            else:
-                state, reason = k.on_icmp, ICMP_REASONS.get(code - ICMP_BASE, "unreach")
-            for pi in where.tolist():
+    def results(self, st: TargetState, fold_over: int | None = None) -> tuple[list[model.PortResult], list[model.ExtraPorts]]:
+        """Per-port results; with `fold_over`, a non-open state seen on more ports than that is
+        returned as one ExtraPorts count straight from the state matrix (no 65,535 objects)."""
+        out: list[model.PortResult] = []
+        extra: dict[str, model.ExtraPorts] = {}
+        codes, counts = np.unique(st.state, return_counts=True)
+        per_state: dict[str, int] = {}
+        for code, count in zip(codes.tolist(), counts.tolist()):
+            state = self._state_reason(code)[0]
+            per_state[state] = per_state.get(state, 0) + count
+        for code, count in zip(codes.tolist(), counts.tolist()):
+            state, reason = self._state_reason(code)
+            if fold_over is not None and state != model.OPEN and per_state[state] > fold_over:
+                e = extra.setdefault(state, model.ExtraPorts(state, 0, {}, "tcp"))
+                e.count += count
+                e.reasons[reason] = e.reasons.get(reason, 0) + count
+                continue
+            for pi in np.nonzero(st.state == code)[0].tolist():
                 out.append(model.PortResult(int(self.ports[pi]), "tcp", state, reason,
-                                            int(ttls[pi]) if code != NONE else None))
-        return out
+                                            int(st.ttl[pi]) if code != NONE else None))
+        return out, list(extra.values())
+
+    def _state_reason(self, code: int) -> tuple[str, str]:
+        k = self.kind
+        if code == NONE:
+            return k.on_silence, "no-response"
+        if code == SYNACK:
+            return k.on_synack, "syn-ack"
+        if code == RST:
+            return k.on_rst, "reset"
+        if code == RST_WIN:
+            return k.on_rst_window or k.on_rst, "reset"
+        return k.on_icmp, ICMP_REASONS.get(code - ICMP_BASE, "unreach")
 
 
 def answered(st: TargetState) -> bool:

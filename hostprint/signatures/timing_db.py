@@ -333,7 +333,8 @@ def classes_from_rows(rows: list[HershelRow], mapping: dict[int, str], source: s
         header: dict[str, dict[object, float]] = {f: {} for f in HEADER_FIELDS}
         for r in rs:
             for f, v in header_of_row(r).items():
-                header[f][v] = header[f].get(v, 0.0) + 1.0 / len(rs)
+                header[f][v] = header[f].get(v, 0.0) + 1.0
+        header = {f: {v: n / len(rs) for v, n in d.items()} for f, d in header.items()}
         by_len: dict[int, list[np.ndarray]] = {}
         rst_by_len: dict[int, int] = {}
         for r in rs:
@@ -587,6 +588,8 @@ def read_cronos_db(path: str | Path, text: str | None = None) -> TimingDB:
         where = f"{path}:{lineno}"
         line = raw.strip()
         if not line:
+            if cur is None or cur.schedules:
+                notes = []  # a blank line ends a comment paragraph that no block claimed
             continue
         if line.startswith("#"):
             if cur is not None and cur.schedules:

@@ -1,0 +1,186 @@
+"""`hostprint timing …`: retransmission-timing OS fingerprinting (the Cron-OS method).
+
+For now only the offline part exists: `hostprint timing classify OBS.csv --timing-db FILE -oJ OUT`
+classifies recorded observations (captures, other tools, the benchmark). The first positional
+decides the mode so that the live form `hostprint timing TARGET -p PORT` can be added next to it
+without changing how `classify` is typed.
+
+OBS.csv: a header line, then one row per observation with the columns
+  obs_id, window, ttl, df, options, mss, rst, rst_ack, rst_win, rst_nonzero, n_arrivals, t0, t1, …
+times in seconds since our probe; t0 … t{n_arrivals-1} are every received packet, the last one being
+the RST when rst = 1 (Hershel's convention). Optional columns `test` (syn|lastack|finwait) and `rtt`
+(seconds) are used when present; other columns are ignored; an empty header field = not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from hostprint.errors import UsageError
+from hostprint.match.timing import TimingClassifier, TimingObservation
+from hostprint.signatures.timing_db import TESTS, resolve_timing_db
+
+REQUIRED = ("obs_id", "n_arrivals")
+INT_COLUMNS = ("window", "ttl", "df", "mss", "rst", "rst_ack", "rst_win", "rst_nonzero")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "timing",
+        help="timing OS fingerprinting; offline: `timing classify OBS.csv --timing-db DB -oJ OUT`",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("what", nargs="+", metavar="classify OBS.csv | TARGET",
+                   help="`classify OBS.csv` classifies recorded observations")
+    p.add_argument("--timing-db", default="hostprint", metavar="DB",
+                   help="hostprint (built-in, default), hershel420, hershel116, or a DB file in "
+                        "hostprint's Cron-OS format or the Hershel format (auto-detected)")
+    p.add_argument("--timing-db-mapping", metavar="FILE", help="ID,Label file for a Hershel-format DB")
+    p.add_argument("-oJ", metavar="FILE", help="JSON lines, one object per observation ('-' = stdout, default)")
+    p.add_argument("--top", type=int, default=5, metavar="N", help="alternatives to list (default 5)")
+    p.set_defaults(func=run)
+
+
+def _int(v: str, where: str, col: str) -> int | None:
+    v = v.strip()
+    if v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        x = float(v)  # "1460.0" from spreadsheets
+    except ValueError:
+        x = math.nan
+    if not x.is_integer():
+        raise UsageError(f"{where}: column {col}: not an integer: {v!r}")
+    return int(x)
+
+
+def _float(v: str, where: str, col: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise UsageError(f"{where}: column {col}: not a number: {v!r}") from None
+    if not math.isfinite(x) or x < 0:
+        raise UsageError(f"{where}: column {col}: not a non-negative time: {v!r}")
+    return x
+
+
+def read_observations(path: str | Path, fh: TextIO | None = None) -> list[TimingObservation]:
+    """OBS.csv -> observations; a bad cell raises UsageError naming file:line and column."""
+    name = str(path)
+    try:
+        f = fh or open(path, newline="")
+    except OSError as e:
+        raise UsageError(f"cannot read {name}: {e.strerror}") from None
+    with f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise UsageError(f"{name}:1: empty file, expected a header line") from None
+        except csv.Error as e:
+            raise UsageError(f"{name}:1: {e}") from None
+        cols = [h.strip() for h in header]
+        idx = {c: i for i, c in enumerate(cols)}
+        for c in REQUIRED:
+            if c not in idx:
+                raise UsageError(f"{name}:1: missing column {c!r} (have {', '.join(cols)})")
+        out: list[TimingObservation] = []
+        lineno = 1
+        try:
+            for row in reader:
+                lineno = reader.line_num
+                if not row or all(not x.strip() for x in row):
+                    continue
+                where = f"{name}:{lineno}"
+
+                def cell(c: str) -> str:
+                    i = idx.get(c)
+                    return row[i].strip() if i is not None and i < len(row) else ""
+
+                n = _int(cell("n_arrivals"), where, "n_arrivals")
+                if n is None or n < 0:
+                    raise UsageError(f"{where}: column n_arrivals: need a count >= 0, got {cell('n_arrivals')!r}")
+                times = []
+                for j in range(n):
+                    c = f"t{j}"
+                    if c not in idx:
+                        raise UsageError(f"{where}: column {c}: missing (n_arrivals={n}) in the header")
+                    v = cell(c)
+                    if v == "":
+                        raise UsageError(f"{where}: column {c}: empty but n_arrivals={n}")
+                    times.append(_float(v, where, c))
+                ints = {c: _int(cell(c), where, c) for c in INT_COLUMNS}
+                for c in ("df", "rst", "rst_ack", "rst_nonzero"):
+                    if ints[c] not in (None, 0, 1):
+                        raise UsageError(f"{where}: column {c}: must be 0 or 1, got {cell(c)!r}")
+                for c in ("window", "mss", "rst_win"):
+                    if ints[c] is not None and not 0 <= ints[c] <= 65535:
+                        raise UsageError(f"{where}: column {c}: out of range 0-65535: {cell(c)!r}")
+                if ints["ttl"] is not None and not 0 <= ints["ttl"] <= 255:
+                    raise UsageError(f"{where}: column ttl: out of range 0-255: {cell('ttl')!r}")
+                opts = cell("options") or None
+                if opts is not None and not all(ch in "MNWSTEX" for ch in opts):
+                    raise UsageError(f"{where}: column options: letters MNWSTEX only, got {opts!r}")
+                test = cell("test") or "syn"
+                if test not in TESTS:
+                    raise UsageError(f"{where}: column test: one of {', '.join(TESTS)}, got {test!r}")
+                rtt = _float(cell("rtt"), where, "rtt") if cell("rtt") else None
+                rst = bool(ints["rst"])
+                times.sort()
+                rst_time = times.pop() if rst and times else None
+                out.append(TimingObservation(
+                    arrivals=times, rst_time=rst_time, window=ints["window"], ttl=ints["ttl"], df=ints["df"],
+                    options=opts, mss=ints["mss"], rst=rst, rst_ack=ints["rst_ack"] or 0,
+                    rst_win=ints["rst_win"] or 0, rst_nonzero=ints["rst_nonzero"] or 0, rtt=rtt, test=test,
+                    obs_id=cell("obs_id")))
+        except csv.Error as e:
+            raise UsageError(f"{name}:{lineno}: {e}") from None
+    return out
+
+
+def classify_file(obs_csv: str, db_spec: str, mapping: str | None, out: TextIO, top: int = 5) -> int:
+    obs = read_observations(obs_csv)
+    clf = TimingClassifier(resolve_timing_db(db_spec, mapping))
+    have = [o for o in obs if len(o.times())]
+    verdicts = {id(o): v for o, v in zip(have, clf.classify_many(have))} if have else {}
+    for o in obs:
+        v = verdicts.get(id(o))
+        if v is None:
+            rec = {"obs_id": o.obs_id, "outcome": "no-response", "class": None, "label": None,
+                   "confidence": None, "alternatives": []}
+        else:
+            rec = v.to_dict()
+            rec["alternatives"] = rec["alternatives"][:top]
+        out.write(json.dumps(rec) + "\n")
+    return len(obs)
+
+
+def run(args: argparse.Namespace) -> int:
+    what = args.what
+    if what[0] != "classify":
+        raise UsageError(f"timing {what[0]}: live timing probes are not available yet; "
+                         "use `hostprint timing classify OBS.csv`")
+    if len(what) != 2:
+        raise UsageError("timing classify: expected exactly one OBS.csv")
+    dest = args.oJ or "-"
+    if dest == "-":
+        classify_file(what[1], args.timing_db, args.timing_db_mapping, sys.stdout, args.top)
+        return 0
+    try:
+        fh = open(dest, "w")
+    except OSError as e:
+        raise UsageError(f"-oJ {dest}: {e.strerror}") from None
+    with fh:
+        classify_file(what[1], args.timing_db, args.timing_db_mapping, fh, args.top)
+    return 0
