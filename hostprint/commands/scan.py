@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 import time
@@ -70,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-length", type=int, default=0, metavar="N", help="random payload bytes in each probe")
     p.add_argument("--open", dest="only_open", action="store_true", help="show only open ports")
     p.add_argument("--sequence", action="store_true", help="IP ID and TCP ISN predictability report")
+    p.add_argument("--cron-os", metavar="slf", help="timing OS tests on an open port of each up host: "
+                   "s = SYN_RCVD, l = LAST_ACK, f = FIN_WAIT1 (results in os.timing)")
+    p.add_argument("--cron-timeout", type=float, default=60.0, metavar="S", help="--cron-os listen limit per test (default 60, max 240)")
+    p.add_argument("--timing-db", default="hostprint", metavar="DB", help="--cron-os DB: hostprint, hershel420, hershel116 or a file")
+    p.add_argument("-sV", dest="service_scan", action="store_true", help="identify services on open ports (banners, triggers, TLS)")
+    p.add_argument("--sv-db", default="hostprint", metavar="DB", help="-sV signatures: hostprint, amap[=FILE], nmap[=FILE] (comma separated)")
+    p.add_argument("--sv-timeout", type=float, default=3.0, metavar="S", help="-sV wait for a banner / an answer (default 3)")
     p.set_defaults(func=run_scan)
 
     d = sub.add_parser("discover", help="host discovery (nmap -sn)", description="Which hosts are up, and which probes saw them.")
@@ -154,7 +162,9 @@ def _finish(args: argparse.Namespace, run: model.ScanRun, outs: dict[str, str | 
 
     run.finished = time.time()
     if not args.quiet and "-" not in outs.values():
-        print_run(run)
+        # Like nmap without -v: down hosts are counted in the summary line, not listed one by one.
+        run.stats["hosts_total"] = len(run.hosts)
+        print_run(run if args.verbose else dataclasses.replace(run, hosts=[h for h in run.hosts if h.status == "up"]))
     emit_outputs(run, db=args.db, record=not args.no_db, **outs)
 
 
@@ -255,7 +265,7 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
     from hostprint.probes.discovery import Discovery
     from hostprint.probes.udpscan import UdpScan
 
-    raw = any(k != "connect" for k in kinds) or not args.no_ping
+    raw = any(k != "connect" for k in kinds) or not args.no_ping or bool(args.cron_os)
     links = Links() if raw else None
     stats: dict = {}
     try:
@@ -335,14 +345,71 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
                 open_ports = [p.port for p in hosts[a].ports if p.state == model.OPEN and p.protocol == "tcp"]
                 if open_ports:
                     hosts[a].sequence = await sequence_report(a, open_ports[0], links or Links())
+        if getattr(args, "service_scan", False):
+            await _service_scan(args, hosts, up, prog)
+        if args.cron_os:
+            await _cron_os(args, hosts, up, links)
         return [hosts[a] for a in targets], stats
     finally:
         if links is not None:
             links.close()
 
 
+PREFERRED_TIMING_PORTS = (80, 8080, 8000, 6379, 21, 22)
+
+
+async def _cron_os(args, hosts: dict[str, model.HostResult], up: list[str], links) -> None:
+    """Timing OS tests (issue 3) against the first open TCP port of every up host, all at once."""
+    from hostprint.match.timing import TimingClassifier
+    from hostprint.probes.timing import fingerprint_hosts, host_report, parse_tests
+
+    targets = {}
+    for a in up:
+        open_ports = [p.port for p in hosts[a].ports if p.state == model.OPEN and p.protocol == "tcp"]
+        if open_ports:
+            # ports whose server closes promptly on our FIN / request first (probes/timing.py TRIGGERS)
+            targets[a] = sorted(open_ports, key=lambda p: (p not in PREFERRED_TIMING_PORTS, p))[:1]
+    if not targets:
+        return
+    db = args.timing_db_loaded
+    by, _ = await fingerprint_hosts(targets, parse_tests(args.cron_os), db, timeout=args.cron_timeout,
+                                    links=links)
+    clf = TimingClassifier(db)
+    for a, res in by.items():
+        rep = host_report(clf, res, args.timing_db)
+        hosts[a].os["timing"] = rep["timing"]
+        hosts[a].os["architecture"] = rep["architecture"]
+        fp = hosts[a].os.get("fingerprint")
+        hosts[a].os["fingerprint"] = (fp + "\n" if fp else "") + rep["fingerprint"]
+
+
+async def _service_scan(args, hosts: dict[str, model.HostResult], up: list[str], prog) -> None:
+    """-sV (issue 5): banners, triggers and TLS on every open (and open|filtered UDP) port."""
+    from hostprint.commands.amap import sv_db
+    from hostprint.probes.app import AppOptions, Engine, apply_to_host
+
+    todo = [(a, p.port, p.protocol) for a in up for p in hosts[a].ports
+            if p.state == model.OPEN or (p.protocol == "udp" and p.state == model.OPEN_FILTERED)]
+    if not todo:
+        return
+    task = prog.phase("service scan", len(todo))
+    w = args.sv_timeout
+    reps = await Engine(AppOptions(sv_db(args.sv_db), connect_timeout=w, response_timeout=w, banner_timeout=w,
+                                   retries=1, parallel=64)).scan(todo)
+    prog.advance(task, len(todo))
+    for a in up:
+        apply_to_host(hosts[a], reps)
+
+
 def run_scan(args: argparse.Namespace) -> int:
     targets = _targets(args)
+    if args.cron_os:
+        from hostprint.probes.timing import check_timeout, parse_tests
+        from hostprint.signatures.timing_db import resolve_timing_db
+
+        parse_tests(args.cron_os)
+        check_timeout(args.cron_timeout)
+        args.timing_db_loaded = resolve_timing_db(args.timing_db)  # a bad DB fails before scanning
     kinds = _scan_kinds(args)
     timing = _timing(args)
     if args.data_length < 0 or args.data_length > 1400:
@@ -351,7 +418,7 @@ def run_scan(args: argparse.Namespace) -> int:
     if args.ping_only:
         return run_discover(args)
     ports = _ports(args, kinds)
-    if any(k != "connect" for k in kinds) or not args.no_ping or args.sequence:
+    if any(k != "connect" for k in kinds) or not args.no_ping or args.sequence or args.cron_os:
         why = "raw scans (-sS/-sA/-sF/-sN/-sX/-sU/-sW, --scanflags) and host discovery; use -sT -Pn without root"
         _need_raw(why)
     run = model.ScanRun(args=["hostprint", *(sys.argv[1:] if sys.argv else [])], scan_types=kinds,

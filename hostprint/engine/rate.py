@@ -69,9 +69,15 @@ class Pacer:
 
     def __init__(self, rate: float, burst: int = 1024):
         self.rate = max(rate, 1e-6)
-        self.burst = burst
+        self.burst = burst  # most packets released by one call
         self.tokens = 0.0
         self.last = time.monotonic()
+
+    @property
+    def bank(self) -> float:
+        """Tokens kept across a late wake-up: 20 ms worth (at least one batch). Capping at one
+        batch lost every oversleep's budget and held a 1 M/s setting to ~230 k/s."""
+        return max(float(self.burst), self.rate * 0.02)
 
     def set_rate(self, rate: float) -> None:
         self.rate = max(rate, 1e-6)
@@ -80,7 +86,7 @@ class Pacer:
         """Wait until at least one packet may go; return how many may go now (<= want, <= burst)."""
         while True:
             now = time.monotonic()
-            self.tokens = min(self.tokens + (now - self.last) * self.rate, max(self.burst, 1))
+            self.tokens = min(self.tokens + (now - self.last) * self.rate, max(self.bank, 1))
             self.last = now
             if self.tokens >= 1:
                 n = int(min(self.tokens, want, self.burst))

@@ -1,0 +1,372 @@
+"""pcap and pcapng files: a streaming reader built for speed, and small writers for tests.
+
+Why a reader of our own instead of libpcap: the passive fingerprinter must beat p0f on a
+million-packet file, and the way to do that in Python is to never build a per-packet object. The
+reader walks the record chain of a large chunk with one `unpack_from` per record and hands the
+caller *batches*: the chunk's bytes plus the start offsets and captured lengths of every packet,
+so the caller can pick out the few packets it cares about (SYN, SYN+ACK, first data segments) with
+numpy over the whole batch. Timestamps are decoded only for packets the caller asks about.
+
+A damaged file is reported as `CaptureError` (a UsageError: one line, exit 2) naming the byte
+offset of the damage; everything before the damage has already been handed out, so a truncated
+capture still yields its packets first. Formats: classic pcap (both byte orders, µs and ns
+timestamps; tcpdump's default) and pcapng (Section Header, Interface Description with
+if_tsresol, Enhanced/Simple/obsolete Packet blocks; every other block is skipped by length).
+Facts from the pcap and pcapng specifications (IETF draft-ietf-opsawg-pcap, draft-ietf-opsawg-pcapng).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from hostprint.errors import UsageError
+
+# Link types (tcpdump.org/linktypes.html)
+LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
+LINKTYPE_LINUX_SLL, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL2 = 113, 228, 229, 276
+# Some systems write DLT_RAW as 12 or 14 in files (libpcap's pcap-common.c notes).
+_RAW_ALIASES = (12, 14, LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6)
+
+PCAP_MAGIC_US, PCAP_MAGIC_NS = 0xA1B2C3D4, 0xA1B23C4D
+PCAPNG_SHB, PCAPNG_IDB, PCAPNG_PB, PCAPNG_SPB, PCAPNG_EPB = 0x0A0D0D0A, 1, 2, 3, 6
+PCAPNG_BOM = 0x1A2B3C4D
+
+#: libpcap's MAXIMUM_SNAPLEN: no real capture holds a longer record; a longer one is damage.
+MAX_RECORD = 262144
+CHUNK = 4 << 20
+
+
+class CaptureError(UsageError):
+    """The capture file is damaged or is not a capture; the message names the byte offset."""
+
+
+@dataclass
+class Batch:
+    """Packets of one link type that lie in one buffer: `buf[starts[i]: starts[i] + lens[i]]`.
+
+    `ts_ns(i)` decodes one timestamp on demand (most packets never need theirs)."""
+
+    buf: bytes
+    starts: list[int]
+    lens: list[int]
+    linktype: int
+    _ts: list[int]  # per packet: offset of its timestamp words in buf
+    _fmt: struct.Struct
+    _scale: int  # ns per unit for pcap (sec, frac) pairs; 0 = pcapng 64-bit ticks
+    _div: tuple[int, int] = (1, 1)  # pcapng: ns = ticks * a // b
+
+    def ts_ns(self, i: int) -> int:
+        o = self._ts[i]
+        if o < 0:  # pcapng simple packet block: the format has no timestamp
+            return 0
+        a, b = self._fmt.unpack_from(self.buf, o)
+        if self._scale:
+            return a * 1_000_000_000 + b * self._scale
+        return ((a << 32) | b) * self._div[0] // self._div[1]
+
+
+def _open(path: str | Path) -> BinaryIO:
+    p = Path(path)
+    if p.is_dir():
+        raise CaptureError(f"{path}: is a directory")
+    try:
+        return open(p, "rb")  # noqa: SIM115
+    except OSError as e:
+        raise CaptureError(f"cannot read capture {path}: {e.strerror or e}") from None
+
+
+def capture_kind(path: str | Path) -> str:
+    """'pcap' or 'pcapng' from the magic number; CaptureError for anything else."""
+    with _open(path) as f:
+        head = f.read(4)
+    if len(head) < 4:
+        raise CaptureError(f"{path}: damaged capture at byte offset 0: file too short for a header ({len(head)} bytes)")
+    m_le, m_be = struct.unpack("<I", head)[0], struct.unpack(">I", head)[0]
+    if m_le == PCAPNG_SHB:
+        return "pcapng"
+    if m_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS) or m_be in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
+        return "pcap"
+    raise CaptureError(f"{path}: not a pcap or pcapng file at byte offset 0 (magic {head.hex()})")
+
+
+def read_batches(path: str | Path, chunk: int = CHUNK) -> Iterator[Batch]:
+    """Every packet of a pcap or pcapng file, in file order, as batches."""
+    kind = capture_kind(path)
+    return _pcap_batches(path, chunk) if kind == "pcap" else _pcapng_batches(path, chunk)
+
+
+def iter_packets(path: str | Path) -> Iterator[tuple[int, int, bytes]]:
+    """(ts_ns, linktype, bytes) per packet: the convenient, slower form (tests, small files)."""
+    for b in read_batches(path):
+        for i, (s, n) in enumerate(zip(b.starts, b.lens)):
+            yield b.ts_ns(i), b.linktype, b.buf[s: s + n]
+
+
+# --------------------------------------------------------------------------- pcap
+
+
+def _pcap_batches(path: str | Path, chunk: int) -> Iterator[Batch]:
+    with _open(path) as f:
+        hdr = f.read(24)
+        if len(hdr) < 24:
+            raise CaptureError(f"{path}: damaged pcap at byte offset {len(hdr)}: file header cut short (24 bytes needed)")
+        magic = struct.unpack("<I", hdr[:4])[0]
+        e = "<" if magic in (PCAP_MAGIC_US, PCAP_MAGIC_NS) else ">"
+        magic = struct.unpack(e + "I", hdr[:4])[0]
+        vmaj, _vmin, _zone, _sig, _snap, network = struct.unpack(e + "HHiIII", hdr[4:])
+        if vmaj != 2:
+            raise CaptureError(f"{path}: damaged pcap at byte offset 4: version {vmaj} (expected 2)")
+        linktype = network & 0x0FFFFFFF  # upper bits: FCS length flags (pcap spec)
+        rec = struct.Struct(e + "8xI")
+        tsf = struct.Struct(e + "II")
+        scale = 1 if magic == PCAP_MAGIC_NS else 1000
+        unpack = rec.unpack_from
+        base = 24  # file offset of buf[0]
+        buf = b""
+        while True:
+            data = f.read(chunk)
+            if data:
+                buf = buf + data if buf else data
+            n = len(buf)
+            off = 0
+            starts: list[int] = []
+            lens: list[int] = []
+            sa, la = starts.append, lens.append
+            while off + 16 <= n:
+                caplen = unpack(buf, off)[0]
+                end = off + 16 + caplen
+                if end > n:
+                    break
+                if caplen > MAX_RECORD:
+                    break
+                sa(off + 16)
+                la(caplen)
+                off = end
+            if starts:
+                yield Batch(buf, starts, lens, linktype, [s - 16 for s in starts], tsf, scale)
+            if off + 16 <= n and unpack(buf, off)[0] > MAX_RECORD:
+                caplen = unpack(buf, off)[0]
+                raise CaptureError(f"{path}: damaged pcap at byte offset {base + off}: record length {caplen} "
+                                   f"exceeds {MAX_RECORD}")
+            if not data:
+                if off < n:
+                    raise CaptureError(f"{path}: damaged pcap at byte offset {base + off}: last record cut short "
+                                       f"({n - off} bytes left)")
+                return
+            buf = buf[off:]
+            base += off
+
+
+# --------------------------------------------------------------------------- pcapng
+
+
+def _tsresol(opts: bytes, e: str) -> tuple[int, int]:
+    """(a, b) so that ns = ticks * a // b, from the if_tsresol option (code 9); default µs."""
+    i = 0
+    while i + 4 <= len(opts):
+        code, ln = struct.unpack_from(e + "HH", opts, i)
+        if code == 0:
+            break
+        if code == 9 and ln >= 1 and i + 5 <= len(opts):
+            r = opts[i + 4]
+            if r & 0x80:
+                return 1_000_000_000, 1 << min(r & 0x7F, 63)
+            r = min(r, 30)
+            return (10 ** (9 - r), 1) if r <= 9 else (1, 10 ** (r - 9))
+        i += 4 + ln + (-ln % 4)
+    return 1000, 1
+
+
+def _pcapng_batches(path: str | Path, chunk: int) -> Iterator[Batch]:
+    """Block by block; consecutive packets of one interface link type form a batch."""
+    with _open(path) as f:
+        buf = b""
+        base = 0
+        e = "<"
+        ifaces: list[tuple[int, int, tuple[int, int]]] = []  # (linktype, snaplen, tsresol)
+        eof = False
+        seen_shb = False
+        while True:
+            if not eof:
+                data = f.read(chunk)
+                if data:
+                    buf = buf + data if buf else data
+                else:
+                    eof = True
+            n = len(buf)
+            off = 0
+            starts: list[int] = []
+            lens: list[int] = []
+            tsoffs: list[int] = []
+            cur: tuple[int, tuple[int, int]] | None = None
+            batches: list[Batch] = []
+            err: str | None = None
+
+            def flush() -> None:
+                nonlocal starts, lens, tsoffs
+                if starts and cur is not None:
+                    batches.append(Batch(buf, starts, lens, cur[0], tsoffs, struct.Struct(e + "II"), 0, cur[1]))
+                starts, lens, tsoffs = [], [], []
+
+            while off + 12 <= n:
+                btype = struct.unpack_from("<I", buf, off)[0]
+                if btype == PCAPNG_SHB:
+                    if off + 12 > n:
+                        break
+                    bom = buf[off + 8: off + 12]
+                    if bom == b"\x4d\x3c\x2b\x1a":
+                        ne = "<"
+                    elif bom == b"\x1a\x2b\x3c\x4d":
+                        ne = ">"
+                    else:
+                        err = f"section header byte-order magic {bom.hex()} is wrong"
+                        break
+                    blen = struct.unpack_from(ne + "I", buf, off + 4)[0]
+                else:
+                    if not seen_shb:
+                        err = "no section header block at the start"
+                        break
+                    ne = e
+                    blen = struct.unpack_from(e + "I", buf, off + 4)[0]
+                if blen < 12 or blen % 4 or blen > MAX_RECORD + 4096:
+                    err = f"block length {blen} is invalid"
+                    break
+                if off + blen > n:
+                    break  # need more data
+                if struct.unpack_from(ne + "I", buf, off + blen - 4)[0] != blen:
+                    err = "block trailing length does not match its leading length"
+                    break
+                if btype == PCAPNG_SHB:
+                    flush()
+                    if blen < 28:
+                        err = "section header block too short"
+                        break
+                    e = ne
+                    seen_shb = True
+                    ifaces = []
+                elif btype == PCAPNG_IDB:
+                    if blen < 20:
+                        err = "interface description block too short"
+                        break
+                    lt, _r, snap = struct.unpack_from(e + "HHI", buf, off + 8)
+                    ifaces.append((lt, snap, _tsresol(buf[off + 16: off + blen - 4], e)))
+                elif btype in (PCAPNG_EPB, PCAPNG_PB):
+                    if blen < 32:
+                        err = "packet block too short"
+                        break
+                    if btype == PCAPNG_EPB:
+                        ifid, _th, _tl, caplen = struct.unpack_from(e + "IIII", buf, off + 8)
+                    else:
+                        ifid = struct.unpack_from(e + "H", buf, off + 8)[0]
+                        caplen = struct.unpack_from(e + "I", buf, off + 20)[0]
+                    if ifid >= len(ifaces):
+                        err = f"packet on undeclared interface {ifid}"
+                        break
+                    if 28 + caplen > blen - 4:
+                        err = f"captured length {caplen} runs past its block"
+                        break
+                    lt, _snap, res = ifaces[ifid]
+                    if cur != (lt, res):
+                        flush()
+                        cur = (lt, res)
+                    starts.append(off + 28)
+                    lens.append(caplen)
+                    tsoffs.append(off + 12)
+                elif btype == PCAPNG_SPB:
+                    if not ifaces:
+                        err = "simple packet block before any interface"
+                        break
+                    lt, snap, res = ifaces[0]
+                    origlen = struct.unpack_from(e + "I", buf, off + 8)[0]
+                    caplen = min(origlen, blen - 16, snap or origlen)
+                    if cur != (lt, res):
+                        flush()
+                        cur = (lt, res)
+                    starts.append(off + 12)
+                    lens.append(caplen)
+                    tsoffs.append(-1)
+                off += blen
+            flush()
+            yield from batches
+            if err is not None:
+                raise CaptureError(f"{path}: damaged pcapng at byte offset {base + off}: {err}")
+            if eof:
+                if off < n:
+                    raise CaptureError(f"{path}: damaged pcapng at byte offset {base + off}: last block cut short "
+                                       f"({n - off} bytes left)")
+                if not seen_shb:
+                    raise CaptureError(f"{path}: damaged pcapng at byte offset 0: no section header block")
+                return
+            buf = buf[off:]
+            base += off
+
+
+# --------------------------------------------------------------------------- writers (tests, benchmarks)
+
+
+class PcapWriter:
+    """Classic little-endian pcap, µs or ns timestamps."""
+
+    def __init__(self, path: str | Path, linktype: int = LINKTYPE_ETHERNET, snaplen: int = MAX_RECORD,
+                 nanosecond: bool = False):
+        self.f = open(path, "wb")  # noqa: SIM115
+        self.ns = nanosecond
+        self.f.write(struct.pack("<IHHiIII", PCAP_MAGIC_NS if nanosecond else PCAP_MAGIC_US, 2, 4, 0, 0, snaplen, linktype))
+
+    def write(self, ts_ns: int, data: bytes, origlen: int | None = None) -> None:
+        sec, rem = divmod(ts_ns, 1_000_000_000)
+        frac = rem if self.ns else rem // 1000
+        self.f.write(struct.pack("<IIII", sec, frac, len(data), origlen or len(data)) + data)
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self) -> PcapWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def pcapng_block(btype: int, body: bytes) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    ln = 12 + len(body)
+    return struct.pack("<II", btype, ln) + body + struct.pack("<I", ln)
+
+
+class PcapngWriter:
+    """Little-endian pcapng: one section, interfaces added with `add_interface`, EPB packets."""
+
+    def __init__(self, path: str | Path, linktype: int | None = LINKTYPE_ETHERNET, tsresol: int = 6):
+        self.f = open(path, "wb")  # noqa: SIM115
+        self.f.write(pcapng_block(PCAPNG_SHB, struct.pack("<IHHq", PCAPNG_BOM, 1, 0, -1)))
+        self.res: list[int] = []
+        if linktype is not None:
+            self.add_interface(linktype, tsresol=tsresol)
+
+    def add_interface(self, linktype: int, snaplen: int = MAX_RECORD, tsresol: int = 6) -> int:
+        opts = b""
+        if tsresol != 6:
+            opts = struct.pack("<HHB3x", 9, 1, tsresol) + struct.pack("<HH", 0, 0)
+        self.f.write(pcapng_block(PCAPNG_IDB, struct.pack("<HHI", linktype, 0, snaplen) + opts))
+        self.res.append(tsresol)
+        return len(self.res) - 1
+
+    def write(self, ts_ns: int, data: bytes, iface: int = 0, origlen: int | None = None) -> None:
+        r = self.res[iface]
+        ticks = ts_ns * 10 ** r // 1_000_000_000 if r <= 9 else ts_ns * 10 ** (r - 9)
+        body = struct.pack("<IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF, len(data), origlen or len(data)) + data
+        self.f.write(pcapng_block(PCAPNG_EPB, body))
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self) -> PcapngWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
