@@ -162,17 +162,20 @@ def main() -> int:
     ap.add_argument("--regen", action="store_true")
     ap.add_argument("--connections", type=int, default=17000, help="per client namespace")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of each tool (best is reported)")
+    ap.add_argument("--cache", default=str(CACHE), help="where the captures are kept (default %(default)s)")
+    ap.add_argument("--flows", type=int, default=1_000_000, help="SYN flows in the memory-bound capture")
     a = ap.parse_args()
+    cache = Path(a.cache)
     if os.geteuid() != 0 or not shutil.which("p0f") and not os.path.exists("/usr/sbin/p0f"):
         raise SystemExit("needs root (lab namespaces) and p0f")
-    cap = CACHE / "lab-http.pcap"
+    cap = cache / "lab-http.pcap"
     if a.regen or not cap.exists():
         t = time.time()
         make_capture(cap, a.connections)
         print(f"# capture made in {time.time() - t:.0f}s", file=sys.stderr)
     npk = count_packets(cap)
-    work = CACHE / "out"
-    work.mkdir(exist_ok=True)
+    work = cache / "out"
+    work.mkdir(parents=True, exist_ok=True)
     p0f = shutil.which("p0f") or "/usr/sbin/p0f"
     rows = []
     best = {}
@@ -185,7 +188,8 @@ def main() -> int:
     ]:
         runs = []
         for _ in range(a.repeat):
-            (work / "p0f.log").unlink(missing_ok=True)
+            if argv[0] == p0f:
+                (work / "p0f.log").unlink(missing_ok=True)  # p0f refuses to append to an old log
             runs.append(timed(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT))
         wall = min(r[0] for r in runs)
         rss = max(r[1] for r in runs)
@@ -202,9 +206,9 @@ def main() -> int:
                      == (ours_p0fdb[k]["os"] or {}).get("name"))
     labelled = sum(1 for k in lab_both if theirs[k]["os"] != "???")
     # memory bound on 1 M distinct flows
-    mf = CACHE / "million-flows.pcap"
+    mf = cache / f"flows-{a.flows}.pcap"
     if not mf.exists():
-        make_million_flows(mf)
+        make_million_flows(mf, a.flows)
     mf_wall, mf_rss, rc = timed(hostprint_argv("-r", str(mf), "--no-db", "--quiet", "-oJ", "/dev/null"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
     p0f_mf = timed([p0f, "-r", str(mf), "-o", "/dev/null"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -222,7 +226,7 @@ def main() -> int:
           f"identical raw signatures {same_sig:,} ({100 * same_sig / max(1, len(both)):.2f} %)")
     print(f"# OS labels with p0f.fp: p0f labelled {labelled:,} of {len(lab_both):,}; same label (or both none) "
           f"{same_label:,} ({100 * same_label / max(1, len(lab_both)):.2f} %)")
-    print(f"# 1 M distinct flows from 131,072 addresses ({mf.stat().st_size / 2**20:.0f} MiB): hostprint {mf_wall:.1f} s, "
+    print(f"# {a.flows:,} distinct SYN flows from up to 131,072 addresses ({mf.stat().st_size / 2**20:.0f} MiB): hostprint {mf_wall:.1f} s, "
           f"peak RSS {mf_rss} MiB (rc {rc}); p0f {p0f_mf[0]:.1f} s, {p0f_mf[1]} MiB")
     diffs = [k for k in both if theirs[k]["raw_sig"] != ours[k]["raw"]["sig"]][:5]
     for k in diffs:

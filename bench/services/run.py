@@ -148,7 +148,7 @@ def main() -> int:
         for port, spec_ in table.items():
             key = (port, proto)
             if not spec_[1]:
-                rows.append((key, spec_, None, None, None, None))
+                rows.append((key, spec_, hp.get(key), (), nm.get(key), ()))
                 continue
             sh = score(hp, key, spec_)
             sn = score(nm, key, spec_)
