@@ -83,8 +83,12 @@ def run(args: argparse.Namespace) -> int:
         console.print(Text(f"no runs recorded in {path}"))
         return 0
     table = Table(title=Text(f"hostprint runs in {path}"), header_style="bold")
-    for col in ("ID", "STARTED", "DURATION", "ARGS", "HOSTS UP", "OPEN PORTS"):
-        table.add_column(col, overflow="fold")
+    # Fixed columns never wrap; ARGS takes the rest and is cut with an ellipsis (full text: --json).
+    for col in ("ID", "STARTED", "DURATION"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("ARGS", overflow="ellipsis", no_wrap=True, ratio=1)
+    for col in ("HOSTS UP", "OPEN PORTS"):
+        table.add_column(col, no_wrap=True, justify="right")
     for r in runs:
         table.add_row(
             Text(r["id"]),

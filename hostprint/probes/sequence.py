@@ -115,5 +115,37 @@ async def sequence_report(addr: str, port: int, links: Links, probes: int = 6, s
             if abs(hz - nominal) / nominal < 0.2:
                 out["tcp_ts"]["uptime_s"] = round(tss[-1] / nominal)
                 out["tcp_ts"]["nominal_hz"] = nominal
+    # The same facts in nmap's XML shapes (<tcpsequence>, <ipidsequence>, <tcptssequence>).
+    isn = out["isn"]
+    out["tcpsequence"] = {"index": isn["sp"], "difficulty": _difficulty(isn["sp"]),
+                          "values": ",".join("%X" % r[1] for r in rows)}
+    out["ipidsequence"] = {"class": IPID_CLASS_WORDS.get(out["ip_id"]["class"], out["ip_id"]["class"]),
+                           "values": ",".join("%X" % r[2] for r in rows)}
+    ts = out.get("tcp_ts", {})
+    if ts:
+        cls = "other" if ts.get("hz") is None else f"{ts.get('nominal_hz', round(ts['hz']))}HZ"
+        out["tcptssequence"] = {"class": cls, "values": ",".join("%X" % t for t in tss)}
     out["measured_at"] = time.time()
     return out
+
+
+# nmap's words for the IP ID classes in its XML/normal output (nmap book, "IP ID sequence generation").
+IPID_CLASS_WORDS = {"Z": "All zeros", "I": "Incremental", "BI": "Broken little-endian incremental",
+                    "RI": "Randomized", "RD": "Randomized", "fixed": "Constant"}
+
+
+def _difficulty(sp: int) -> str:
+    """nmap's category words for a sequence-predictability index, so nmap tooling shows familiar
+    labels. The thresholds are as remembered from nmap's output and NOT checked against its source
+    [unverified]; the number itself (our own SP computation) is what hostprint relies on."""
+    if sp < 3:
+        return "Trivial joke"
+    if sp < 6:
+        return "Easy"
+    if sp < 11:
+        return "Medium"
+    if sp < 12:
+        return "Formidable"
+    if sp < 16:
+        return "Worthy challenge"
+    return "Good luck!"
