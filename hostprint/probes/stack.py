@@ -1,0 +1,373 @@
+"""Active stack fingerprinting probes (nmap's second generation) and their attributes.
+
+The probe set and the attribute definitions are nmap's, as documented in the nmap book and
+summarised with sources in ../shared/reference/stack-fingerprinting.md §2.2–2.3: six SYNs 100 ms
+apart (SEQ/OPS/WIN/T1), ECN, T2–T7, U1 and two ICMP echoes (IE). Responses are captured with kernel
+timestamps through a Link and turned into nmap's notation (`SEQ(SP=…%GCD=…)` …), so the result can
+be matched against the user's nmap-os-db and against hostprint's own DB, and printed as an
+nmap-style fingerprint. The code is ours; only the facts (probe shapes, attribute meanings) are
+nmap's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import time
+import zlib
+from dataclasses import dataclass, field
+
+from hostprint.engine import packets as P
+from hostprint.engine import route
+from hostprint.engine.cookie import Cookie
+from hostprint.engine.link import Links
+
+# (window, options) of the six SEQ probes; TS = (0xFFFFFFFF, 0)
+_TS = (P.OPT_TS, (0xFFFFFFFF, 0))
+SEQ_PROBES = [
+    (1, [(P.OPT_WS, 10), (P.OPT_NOP, None), (P.OPT_MSS, 1460), _TS, (P.OPT_SACKOK, None)]),
+    (63, [(P.OPT_MSS, 1400), (P.OPT_WS, 0), (P.OPT_SACKOK, None), _TS, (P.OPT_EOL, None)]),
+    (4, [_TS, (P.OPT_NOP, None), (P.OPT_NOP, None), (P.OPT_WS, 5), (P.OPT_NOP, None), (P.OPT_MSS, 640)]),
+    (4, [(P.OPT_SACKOK, None), _TS, (P.OPT_WS, 10), (P.OPT_EOL, None)]),
+    (16, [(P.OPT_MSS, 536), (P.OPT_SACKOK, None), _TS, (P.OPT_WS, 10), (P.OPT_EOL, None)]),
+    (512, [(P.OPT_MSS, 265), (P.OPT_SACKOK, None), _TS]),
+]
+T_OPTS = [(P.OPT_WS, 10), (P.OPT_NOP, None), (P.OPT_MSS, 265), _TS, (P.OPT_SACKOK, None)]
+# name: (flags, window, DF, port kind)
+T_PROBES = {
+    "T2": (0, 128, True, "open"),
+    "T3": (P.SYN | P.FIN | P.URG | P.PSH, 256, False, "open"),
+    "T4": (P.ACK, 1024, True, "open"),
+    "T5": (P.SYN, 31337, False, "closed"),
+    "T6": (P.ACK, 32768, True, "closed"),
+    "T7": (P.FIN | P.PSH | P.URG, 65535, False, "closed"),
+}
+U1_ID = 0x1042
+U1_PAYLOAD = b"C" * 300
+PROBE_TTL = 64
+
+
+def options_string(opts: list[P.TCPOption]) -> str:
+    """nmap's O attribute: M<mss hex>, N, W<ws hex>, T<tsval!=0><tsecr!=0>, S (SACK permitted), L (EOL)."""
+    out = []
+    for k, v in opts:
+        if k == P.OPT_MSS:
+            out.append("M%X" % v)
+        elif k == P.OPT_NOP:
+            out.append("N")
+        elif k == P.OPT_WS:
+            out.append("W%X" % v)
+        elif k == P.OPT_TS:
+            out.append("T%d%d" % (int(v[0] != 0), int(v[1] != 0)))
+        elif k == P.OPT_SACKOK:
+            out.append("S")
+        elif k == P.OPT_EOL:
+            out.append("L")
+    return "".join(out)
+
+
+def flags_nmap(flags: int) -> str:
+    """F attribute: set flags in nmap's order E U A P R S F."""
+    order = [(P.ECE, "E"), (P.URG, "U"), (P.ACK, "A"), (P.PSH, "P"), (P.RST, "R"), (P.SYN, "S"), (P.FIN, "F")]
+    return "".join(c for bit, c in order if flags & bit)
+
+
+def initial_ttl(ttl: int) -> int:
+    for t in (32, 64, 128, 255):
+        if ttl <= t:
+            return t
+    return 255
+
+
+def ipid_class(ids: list[int]) -> str | None:
+    """TI/CI/II: Z all zero; constant value in hex; RD a jump >= 20000; BI steps multiple of 256
+    (<= 5120); I steps < 10; RI increments >= 1000 that are not multiples of 256; else None."""
+    if len(ids) < 2:
+        return None
+    if all(i == 0 for i in ids):
+        return "Z"
+    if len(set(ids)) == 1:
+        return "%X" % ids[0]
+    diffs = [(b - a) & 0xFFFF for a, b in zip(ids, ids[1:])]
+    if any(d >= 20000 for d in diffs):
+        return "RD"
+    if all(d % 256 == 0 and 0 < d <= 5120 for d in diffs):
+        return "BI"
+    if all(d < 10 for d in diffs):
+        return "I"
+    if any(d >= 1000 and d % 256 for d in diffs):
+        return "RI"
+    return None
+
+
+@dataclass
+class Reply:
+    ts: float  # kernel receive time, seconds
+    ip: P.IPv4
+    l4: object
+
+
+@dataclass
+class StackResult:
+    tests: dict[str, dict[str, str]] = field(default_factory=dict)
+    replies: dict[str, Reply] = field(default_factory=dict)
+    conditions: list[str] = field(default_factory=list)  # why test conditions are not ideal
+    distance: int | None = None
+
+    def fingerprint(self) -> str:
+        order = ("SEQ", "OPS", "WIN", "ECN", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "U1", "IE")
+        return "\n".join(f"{t}({'%'.join(f'{k}={v}' for k, v in self.tests[t].items())})"
+                         for t in order if t in self.tests)
+
+
+class StackProbe:
+    def __init__(self, addr: str, open_port: int | None, closed_port: int | None, closed_udp: int,
+                 links: Links, wait: float = 1.0):
+        self.addr = addr
+        self.open_port = open_port
+        self.closed_port = closed_port
+        self.closed_udp = closed_udp
+        self.links = links
+        self.wait = wait
+        self.cookie = Cookie()
+        lo, hi = route.probe_port_range()
+        self.sport = {name: lo + 128 + i for i, name in enumerate(
+            ["SEQ1", "SEQ2", "SEQ3", "SEQ4", "SEQ5", "SEQ6", "ECN", "T2", "T3", "T4", "T5", "T6", "T7", "U1"])}
+        self.by_sport = {v: k for k, v in self.sport.items()}
+        self.sent: dict[str, tuple[float, int, int, bytes]] = {}  # name -> (time, seq, ack, packet)
+        self.replies: dict[str, Reply] = {}
+        self.dst = socket.inet_aton(addr)
+        self.icmp_id = self.cookie(P.ip_to_int(addr), 0, 0, 55) & 0xFFFF
+
+    def _on_frame(self, ts: int, fr: memoryview) -> None:
+        try:
+            p = P.decode_frame(fr)
+        except P.DecodeError:
+            return
+        if p.ip is None or p.ip.src != self.dst:
+            return
+        l4 = p.l4
+        name = None
+        if isinstance(l4, P.TCP):
+            name = self.by_sport.get(l4.dport)
+        elif isinstance(l4, P.ICMP):
+            if l4.type == P.ICMP_ECHOREPLY and l4.id in (self.icmp_id, (self.icmp_id + 1) & 0xFFFF):
+                name = "IE1" if l4.id == self.icmp_id else "IE2"
+            elif l4.type == P.ICMP_UNREACH:
+                q = l4.quoted_packet()
+                if q and q[0].proto == P.IPPROTO_UDP and len(q[1]) >= 2 and int.from_bytes(q[1][:2], "big") == self.sport["U1"]:
+                    name = "U1"
+        if name and name not in self.replies:
+            self.replies[name] = Reply(ts / 1e9, p.ip, l4)
+
+    def _tcp(self, link, mac, name: str, port: int, flags: int, window: int, opts, df: bool,
+             reserved: int = 0, urg: int = 0) -> None:
+        sport = self.sport[name]
+        seq = self.cookie(P.ip_to_int(self.addr), port, sport)
+        ack = self.cookie(P.ip_to_int(self.addr), port, sport, 1) if flags & P.ACK else 0
+        ip = P.IPv4(socket.inet_aton(link.src), self.dst, ttl=PROBE_TTL, id=(seq >> 3) & 0xFFFF, df=df)
+        frame = P.build_frame(link.eth(mac), ip, P.TCP(sport, port, seq, ack, flags, window, urg, opts, reserved=reserved))
+        self.sent[name] = (time.time(), seq, ack, frame[14:])
+        link.send(frame)
+
+    async def run(self) -> StackResult:
+        r = route.table().lookup(self.addr)
+        link = self.links.for_route(r)
+        mac = await link.resolve(r.gateway or self.addr)
+        res = StackResult()
+        if mac is None:
+            res.conditions.append("target did not answer ARP")
+            return res
+        link.subscribe(self._on_frame)
+        try:
+            for attempt in range(2):  # one retransmission of what got no answer
+                if self.open_port is not None:
+                    for i, (win, opts) in enumerate(SEQ_PROBES):
+                        name = f"SEQ{i + 1}"
+                        if name not in self.replies:
+                            self._tcp(link, mac, name, self.open_port, P.SYN, win, opts, False)
+                        if attempt == 0:
+                            await asyncio.sleep(0.1)
+                    if "ECN" not in self.replies:
+                        self._tcp(link, mac, "ECN", self.open_port, P.SYN | P.ECE | P.CWR, 3,
+                                  [(P.OPT_WS, 10), (P.OPT_NOP, None), (P.OPT_MSS, 1460), (P.OPT_SACKOK, None),
+                                   (P.OPT_NOP, None), (P.OPT_NOP, None)], False, reserved=8, urg=0xF7F5)
+                for name, (flags, win, df, kind) in T_PROBES.items():
+                    port = self.open_port if kind == "open" else self.closed_port
+                    if port is not None and name not in self.replies:
+                        opts = [(P.OPT_WS, 15)] + T_OPTS[1:] if name == "T7" else T_OPTS
+                        self._tcp(link, mac, name, port, flags, win, opts, df)
+                if "U1" not in self.replies:
+                    ip = P.IPv4(socket.inet_aton(link.src), self.dst, P.IPPROTO_UDP, ttl=PROBE_TTL, id=U1_ID)
+                    frame = P.build_frame(link.eth(mac), ip, P.UDP(self.sport["U1"], self.closed_udp, U1_PAYLOAD))
+                    self.sent["U1"] = (time.time(), 0, 0, frame[14:])
+                    link.send(frame)
+                for n, (df, tos, code, size, seq) in (("IE1", (True, 0, 9, 120, 295)), ("IE2", (False, 4, 0, 150, 296))):
+                    if n not in self.replies:
+                        ip = P.IPv4(socket.inet_aton(link.src), self.dst, P.IPPROTO_ICMP, ttl=PROBE_TTL, tos=tos, df=df,
+                                    id=(self.icmp_id + seq) & 0xFFFF)
+                        icmp_id = self.icmp_id if n == "IE1" else (self.icmp_id + 1) & 0xFFFF
+                        frame = P.build_frame(link.eth(mac), ip, P.ICMP(P.ICMP_ECHO, code, icmp_id, seq, b"\0" * size))
+                        self.sent[n] = (time.time(), 0, 0, frame[14:])
+                        link.send(frame)
+                await link.settle(self.wait if attempt == 0 else self.wait / 2)
+        finally:
+            link.unsubscribe(self._on_frame)
+        res.replies = dict(self.replies)
+        self._attributes(res)
+        return res
+
+    # ------------------------------------------------------------------ attributes
+
+    def _ttl_attrs(self, ttl: int, res: StackResult) -> dict[str, str]:
+        d: dict[str, str] = {}
+        if res.distance is not None:
+            d["T"] = "%X" % (ttl + res.distance - 1)
+        d["TG"] = "%X" % initial_ttl(ttl)
+        return d
+
+    def _tcp_test(self, name: str, res: StackResult, with_w_o: bool) -> dict[str, str]:
+        rep = self.replies.get(name)
+        if rep is None or not isinstance(rep.l4, P.TCP):
+            return {"R": "N"}
+        t: P.TCP = rep.l4
+        _, seq, ack, _ = self.sent[name]
+        d = {"R": "Y", "DF": "Y" if rep.ip.df else "N", **self._ttl_attrs(rep.ip.ttl, res)}
+        if with_w_o:
+            d["W"] = "%X" % t.window
+        d["S"] = "Z" if t.seq == 0 else "A" if t.seq == ack else "A+" if t.seq == (ack + 1) & 0xFFFFFFFF else "O"
+        d["A"] = "Z" if t.ack == 0 else "S" if t.ack == seq else "S+" if t.ack == (seq + 1) & 0xFFFFFFFF else "O"
+        d["F"] = flags_nmap(t.flags)
+        if with_w_o:
+            d["O"] = options_string(t.options)
+        d["RD"] = "%X" % zlib.crc32(t.payload) if (t.flags & P.RST and t.payload) else "0"
+        q = ("R" if t.reserved else "") + ("U" if t.urg and not t.flags & P.URG else "")
+        d["Q"] = q
+        return d
+
+    def _attributes(self, res: StackResult) -> None:
+        tests = res.tests
+        if self.open_port is None:
+            res.conditions.append("no open TCP port")
+        if self.closed_port is None:
+            res.conditions.append("no closed TCP port")
+        u1 = self.replies.get("U1")
+        if u1 is not None:
+            q = u1.l4.quoted_packet() if isinstance(u1.l4, P.ICMP) else None
+            if q:
+                res.distance = PROBE_TTL - q[0].ttl + 1
+        else:
+            res.conditions.append("no answer from a closed UDP port")
+        # SEQ
+        syn = [(n, self.replies[n]) for n in (f"SEQ{i}" for i in range(1, 7))
+               if n in self.replies and isinstance(self.replies[n].l4, P.TCP) and self.replies[n].l4.flags & P.SYN]
+        seq_t: dict[str, str] = {}
+        if len(syn) >= 4:
+            isns = [r.l4.seq for _, r in syn]
+            sent_t = [self.sent[n][0] for n, _ in syn]
+            diffs = [(b - a) & 0xFFFFFFFF for a, b in zip(isns, isns[1:])]
+            diffs = [d if d <= 1 << 31 else (1 << 32) - d for d in diffs]
+            g = 0
+            for d in diffs:
+                g = math.gcd(g, d)
+            rates = [d / max(t2 - t1, 1e-3) for d, t1, t2 in zip(diffs, sent_t, sent_t[1:])]
+            avg = sum(rates) / len(rates)
+            seq_t["SP"] = "0"
+            div = g if g > 9 else 1
+            if len(rates) > 1:
+                m = sum(r / div for r in rates) / len(rates)
+                sd = math.sqrt(sum((r / div - m) ** 2 for r in rates) / (len(rates) - 1))
+                seq_t["SP"] = "%X" % (round(8 * math.log2(sd)) if sd > 1 else 0)
+            seq_t["GCD"] = "%X" % g
+            seq_t["ISR"] = "%X" % (round(8 * math.log2(avg)) if avg >= 1 else 0)
+        ti = ipid_class([r.ip.id for _, r in syn])
+        if ti:
+            seq_t["TI"] = ti
+        closed = [self.replies[n].ip.id for n in ("T5", "T6", "T7") if n in self.replies]
+        ci = ipid_class(closed)
+        if ci:
+            seq_t["CI"] = ci
+        ie_ids = [self.replies[n].ip.id for n in ("IE1", "IE2") if n in self.replies]
+        ii = ipid_class(ie_ids)
+        if ii:
+            seq_t["II"] = ii
+        if ti in ("I", "RI", "BI") and ii in ("I", "RI", "BI") and len(syn) >= 2 and ie_ids:
+            tcp_ids = [r.ip.id for _, r in syn]
+            step = ((tcp_ids[-1] - tcp_ids[0]) & 0xFFFF) / (len(tcp_ids) - 1)
+            seq_t["SS"] = "S" if ((ie_ids[0] - tcp_ids[-1]) & 0xFFFF) < 3 * max(step, 1) + 10 else "O"
+        tsvals = [(self.sent[n][0], r.l4.timestamps) for n, r in syn]
+        if syn:
+            if any(ts is None for _, ts in tsvals):
+                seq_t["TS"] = "U"
+            elif all(ts[0] == 0 for _, ts in tsvals):
+                seq_t["TS"] = "0"
+            elif len(tsvals) >= 2:
+                hz = [((b[1][0] - a[1][0]) & 0xFFFFFFFF) / max(b[0] - a[0], 1e-3) for a, b in zip(tsvals, tsvals[1:])]
+                avg = sum(hz) / len(hz)
+                if 0 < avg < 5.66:
+                    seq_t["TS"] = "1"
+                elif 70 < avg < 150:
+                    seq_t["TS"] = "7"
+                elif 150 < avg < 350:
+                    seq_t["TS"] = "8"
+                elif avg > 0:
+                    seq_t["TS"] = "%X" % round(math.log2(avg))
+        if seq_t:
+            tests["SEQ"] = seq_t
+        # OPS / WIN from the SYN-ACKs
+        ops, win = {}, {}
+        for i in range(1, 7):
+            rep = self.replies.get(f"SEQ{i}")
+            if rep is not None and isinstance(rep.l4, P.TCP) and rep.l4.flags & P.SYN:
+                ops[f"O{i}"] = options_string(rep.l4.options)
+                win[f"W{i}"] = "%X" % rep.l4.window
+        if ops:
+            tests["OPS"], tests["WIN"] = ops, win
+        # ECN
+        if self.open_port is not None:
+            rep = self.replies.get("ECN")
+            if rep is None or not isinstance(rep.l4, P.TCP):
+                tests["ECN"] = {"R": "N"}
+            else:
+                t = rep.l4
+                ece, cwr = bool(t.flags & P.ECE), bool(t.flags & P.CWR)
+                cc = "S" if ece and cwr else "Y" if ece else "N" if not cwr else "O"
+                tests["ECN"] = {"R": "Y", "DF": "Y" if rep.ip.df else "N", **self._ttl_attrs(rep.ip.ttl, res),
+                                "W": "%X" % t.window, "O": options_string(t.options), "CC": cc,
+                                "Q": ("R" if t.reserved else "") + ("U" if t.urg and not t.flags & P.URG else "")}
+            tests["T1"] = self._tcp_test("SEQ1", res, with_w_o=False)
+        for name, (_, _, _, kind) in T_PROBES.items():
+            if (self.open_port if kind == "open" else self.closed_port) is not None:
+                tests[name] = self._tcp_test(name, res, with_w_o=True)
+        # U1
+        if u1 is None:
+            tests["U1"] = {"R": "N"}
+        else:
+            icmp = u1.l4
+            d = {"R": "Y", "DF": "Y" if u1.ip.df else "N", **self._ttl_attrs(u1.ip.ttl, res),
+                 "IPL": "%X" % (u1.ip.total_length or 0), "UN": "%X" % icmp.unused}
+            q = icmp.quoted_packet()
+            sent = self.sent["U1"][3]
+            if q:
+                qip, rest = q
+                d["RIPL"] = "G" if qip.total_length == len(sent) else "%X" % (qip.total_length or 0)
+                d["RID"] = "G" if qip.id == U1_ID else "%X" % qip.id
+                sent_ck = int.from_bytes(sent[10:12], "big")
+                d["RIPCK"] = "Z" if qip.csum == 0 else "G" if qip.csum == sent_ck else "I"
+                if len(rest) >= 8:
+                    ck = int.from_bytes(rest[6:8], "big")
+                    d["RUCK"] = "G" if ck == int.from_bytes(sent[26:28], "big") else "%X" % ck
+                data = rest[8:]
+                d["RUD"] = "G" if not data or data == U1_PAYLOAD[:len(data)] else "I"
+            tests["U1"] = d
+        # IE
+        e1, e2 = self.replies.get("IE1"), self.replies.get("IE2")
+        if e1 is None or e2 is None:
+            tests["IE"] = {"R": "N"}
+        else:
+            df1, df2 = e1.ip.df, e2.ip.df
+            dfi = "N" if not df1 and not df2 else "S" if df1 and not df2 else "Y" if df1 and df2 else "O"
+            c1, c2 = e1.l4.code, e2.l4.code
+            cd = "Z" if c1 == 0 and c2 == 0 else "S" if (c1, c2) == (9, 0) else "%X" % c1 if c1 == c2 else "O"
+            tests["IE"] = {"R": "Y", "DFI": dfi, **self._ttl_attrs(e1.ip.ttl, res), "CD": cd}
