@@ -189,3 +189,36 @@ def test_syn_scan_leaves_no_half_open_connections(scanlab):
     r = scanlab.exec("t1", ["ss", "-Htn", "state", "syn-recv"], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == ""
     assert "hostprint_" not in scanlab.exec(scanlab.scanner_ns, ["nft", "list", "tables"], capture_output=True, text=True).stdout
+
+
+def test_os_stack_probes_measure_linux_attributes(scanlab):
+    """-O: nmap's probe set against a real Linux 6.18 stack. Attributes are asserted from the
+    kernel's documented behaviour (MSS 1460 on a 1500 MTU veth, SACK/TS/WS options, DF, TTL 64,
+    RST with ACK to closed ports, zero IP IDs on DF packets); the nmap-os-db match must name Linux."""
+    if not os.path.exists("/usr/share/nmap/nmap-os-db"):
+        pytest.skip("nmap-os-db not installed")
+    h = scan_json(scanlab, "scan", "-sS", "-O", "-p", "22,23", "-Pn", T1)[T1]
+    t = h["os"]["stack"]["tests"]
+    assert t["OPS"]["O1"].startswith("M5B4") and "T11" in t["OPS"]["O1"] and "S" in t["OPS"]["O1"]
+    assert t["ECN"]["R"] == "Y" and t["ECN"]["DF"] == "Y" and t["ECN"]["TG"] == "40"
+    assert t["T5"]["F"] == "AR" and t["T5"]["A"] == "S+"
+    assert t["SEQ"]["TI"] == "Z" and t["U1"]["R"] == "Y" and t["U1"]["RID"] == "G"
+    assert h["os"]["stack"]["distance"] == 1 and h["os"]["stack"]["conditions"] == []
+    assert h["os"]["matches"][0]["family"] == "Linux"
+    assert "SEQ(" in h["os"]["fingerprint"]
+
+
+def test_os_stack_probes_see_sysctl_personality(scanlab):
+    """t4's kernel runs with defaults, t1 too; a host without TCP timestamps/SACK/window scaling
+    (the demo db personality) must show an option string with only the MSS."""
+    from hostprint.lab import HostSpec, Lab, LabSpec
+
+    spec = LabSpec(name=f"o{os.getpid() % 100000}", hosts=[HostSpec(
+        name="old", address="198.18.0.50", services=["tcp-listen:80"],
+        sysctls={"net.ipv4.tcp_timestamps": "0", "net.ipv4.tcp_sack": "0", "net.ipv4.tcp_window_scaling": "0",
+                 "net.ipv4.ip_default_ttl": "128"})])
+    with Lab(spec) as lab:
+        h = scan_json(lab, "scan", "-sS", "-O", "-p", "80,81", "-Pn", "198.18.0.50")["198.18.0.50"]
+    t = h["os"]["stack"]["tests"]
+    assert t["OPS"]["O1"] == "M5B4"
+    assert t["SEQ"]["TS"] == "U" and t["ECN"]["TG"] == "80"
