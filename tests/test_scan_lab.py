@@ -222,3 +222,23 @@ def test_os_stack_probes_see_sysctl_personality(scanlab):
     t = h["os"]["stack"]["tests"]
     assert t["OPS"]["O1"] == "M5B4"
     assert t["SEQ"]["TS"] == "U" and t["ECN"]["TG"] == "80"
+
+
+def test_port_forwarding_is_reported(tmp_path):
+    """DNAT on a router namespace: port 22 is the router's own sshd, port 8080 is forwarded to an
+    nginx one hop behind it. The reply TTLs differ (64 vs 63), so the scan reports port forwarding."""
+    from hostprint.lab import HostSpec, Lab, LabSpec
+
+    spec = LabSpec(name=f"f{os.getpid() % 100000}", hosts=[
+        HostSpec(name="gw", address="198.18.0.2", router=True, services=["ssh:22"]),
+        HostSpec(name="inner", address="198.19.0.10", segment=2, services=["nginx:80"]),
+    ])
+    with Lab(spec) as lab:
+        lab.exec("gw", ["nft", "-f", "-"], check=True, text=True, input=(
+            "table ip hpnat {\n chain pre {\n  type nat hook prerouting priority -100;\n"
+            "  tcp dport 8080 dnat to 198.19.0.10:80\n }\n}\n"))
+        h = scan_json(lab, "scan", "-sS", "-p", "22,8080", "-Pn", "198.18.0.2")["198.18.0.2"]
+    ttl = {p["port"]: p["reason_ttl"] for p in h["ports"]}
+    assert port_states(h) == {22: "open", 8080: "open"} and ttl == {22: 64, 8080: 63}
+    arch = h["os"]["architecture"]
+    assert [a["kind"] for a in arch] == ["port-forward"] and "8080" in arch[0]["detail"]
