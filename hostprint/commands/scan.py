@@ -9,7 +9,10 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from hostprint import model
+from hostprint.match import architecture
 from hostprint.errors import NeedsRoot, UsageError, have_raw_sockets
 
 RAW_SCANS = {"sS": "syn", "sA": "ack", "sW": "window", "sF": "fin", "sN": "null", "sX": "xmas", "sSA": "synack"}
@@ -71,13 +74,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-length", type=int, default=0, metavar="N", help="random payload bytes in each probe")
     p.add_argument("--open", dest="only_open", action="store_true", help="show only open ports")
     p.add_argument("--sequence", action="store_true", help="IP ID and TCP ISN predictability report")
+    p.add_argument("-O", dest="os_detect", action="store_true", help="stack OS fingerprint (nmap's probes)")
+    p.add_argument("--os-db", default="nmap", metavar="DB", help="-O reference DB: nmap (the installed nmap-os-db) or a file")
     p.add_argument("--cron-os", metavar="slf", help="timing OS tests on an open port of each up host: "
                    "s = SYN_RCVD, l = LAST_ACK, f = FIN_WAIT1 (results in os.timing)")
     p.add_argument("--cron-timeout", type=float, default=60.0, metavar="S", help="--cron-os listen limit per test (default 60, max 240)")
     p.add_argument("--timing-db", default="hostprint", metavar="DB", help="--cron-os DB: hostprint, hershel420, hershel116 or a file")
     p.add_argument("-sV", dest="service_scan", action="store_true", help="identify services on open ports (banners, triggers, TLS)")
-    p.add_argument("--sv-db", default="hostprint", metavar="DB", help="-sV signatures: hostprint, amap[=FILE], nmap[=FILE] (comma separated)")
-    p.add_argument("--sv-timeout", type=float, default=3.0, metavar="S", help="-sV wait for a banner / an answer (default 3)")
+    from hostprint.commands.amap import check_sv_db, sv_timeout
+
+    p.add_argument("--sv-db", default="hostprint", type=check_sv_db, metavar="DB",
+                   help="-sV signatures: hostprint, amap[=FILE], nmap[=FILE] (comma separated)")
+    p.add_argument("--sv-timeout", type=sv_timeout, default=3.0, metavar="S", help="-sV wait for a banner / an answer (default 3)")
     p.set_defaults(func=run_scan)
 
     d = sub.add_parser("discover", help="host discovery (nmap -sn)", description="Which hosts are up, and which probes saw them.")
@@ -265,7 +273,7 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
     from hostprint.probes.discovery import Discovery
     from hostprint.probes.udpscan import UdpScan
 
-    raw = any(k != "connect" for k in kinds) or not args.no_ping or bool(args.cron_os)
+    raw = any(k != "connect" for k in kinds) or not args.no_ping or bool(args.cron_os) or args.os_detect
     links = Links() if raw else None
     stats: dict = {}
     try:
@@ -286,6 +294,7 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
         up = [a for a in targets if hosts[a].status == "up"]
         results: dict[str, list[model.PortResult]] = {a: [] for a in up}
         extras: dict[str, list[model.ExtraPorts]] = {a: [] for a in up}
+        closed_sample: dict[str, int] = {}  # one closed TCP port per host, for -O
         for kind in kinds:
             if not up:
                 break
@@ -312,6 +321,9 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
                                      progress=lambda n, _t: prog.advance(task, n))
                 states = await ts.run()
                 for st in states:
+                    closed_idx = np.nonzero(st.state == tcpscan.RST)[0] if kind == "syn" else ()
+                    if len(closed_idx):
+                        closed_sample[st.address] = int(ts.ports[closed_idx[0]])
                     listed, folded = ts.results(st, fold_over=model.EXTRAPORTS_THRESHOLD)
                     results[st.address] += listed
                     extras[st.address] += folded
@@ -338,6 +350,9 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
             if hosts[a].distance is None and ttls:
                 hosts[a].distance = tcpscan.guess_distance(min(ttls))
             prog.update_counts(ports_open=sum(1 for r in rs if r.state == model.OPEN))
+            found = architecture.from_port_ttls(hosts[a])
+            if found:
+                hosts[a].os.setdefault("architecture", []).extend(found)
         if args.sequence:
             from hostprint.probes.sequence import sequence_report
 
@@ -349,10 +364,53 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
             await _service_scan(args, hosts, up, prog)
         if args.cron_os:
             await _cron_os(args, hosts, up, links)
+        if args.os_detect:
+            await _os_detect(args, hosts, up, links or Links(), closed_sample, prog)
         return [hosts[a] for a in targets], stats
     finally:
         if links is not None:
             links.close()
+
+
+async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], links, closed_sample: dict[str, int],
+                     prog) -> None:
+    """-O (issue 4, first part): nmap's second-generation probes, the fingerprint in nmap's notation,
+    and matches against the user's installed nmap-os-db (hostprint's own stack DB and the combined
+    verdict are not built yet: the matches say which DB they come from)."""
+    from hostprint.match.stack import cached_matcher
+    from hostprint.probes.stack import StackProbe
+
+    matcher = cached_matcher(None if args.os_db in ("nmap", None) else args.os_db)
+    db = matcher.db
+    task = prog.phase("OS detection", len(up))
+    for a in up:
+        h = hosts[a]
+        open_tcp = [p.port for p in h.ports if p.protocol == "tcp" and p.state == model.OPEN]
+        closed = closed_sample.get(a) or next((p.port for p in h.ports if p.protocol == "tcp" and p.state == model.CLOSED), None)
+        closed_udp = next((p.port for p in h.ports if p.protocol == "udp" and p.state == model.CLOSED), 40125)
+        rtt = (h.rtt_us or 0) / 1e6
+        wait = min(max(8 * rtt, 0.25), 1.0) if rtt else 1.0  # silence means "no answer" after this
+        res = await StackProbe(a, open_tcp[0] if open_tcp else None, closed, closed_udp, links, wait=wait).run()
+        prog.advance(task, 1)
+        fp = res.fingerprint()
+        h.os["stack"] = {"tests": res.tests, "fingerprint": fp, "conditions": res.conditions,
+                         "distance": res.distance, "ports": {"open": open_tcp[0] if open_tcp else None,
+                                                             "closed": closed, "closed_udp": closed_udp}}
+        matches = []
+        for m in matcher.rank(res.tests, top=10, threshold=0.85):
+            for c in m.print.classes[:1]:
+                matches.append({"name": m.print.name, "family": c.family, "vendor": c.vendor,
+                                "generation": c.generation, "device_type": c.device_type,
+                                "confidence": round(m.accuracy * (0.9 if res.conditions else 1.0), 3),
+                                "cpe": m.print.cpes, "line": m.print.line,
+                                "evidence": [{"method": "stack", "detail": f"{db.source} line {m.print.line}: "
+                                              f"{m.earned}/{m.possible} points"}]})
+        h.os.setdefault("matches", [])
+        h.os["matches"] = sorted(h.os["matches"] + matches, key=lambda x: -x["confidence"])
+        if res.conditions:
+            h.os["conditions"] = res.conditions
+        prev = h.os.get("fingerprint")
+        h.os["fingerprint"] = (prev + "\n" if prev else "") + fp
 
 
 PREFERRED_TIMING_PORTS = (80, 8080, 8000, 6379, 21, 22)
@@ -368,7 +426,8 @@ async def _cron_os(args, hosts: dict[str, model.HostResult], up: list[str], link
         open_ports = [p.port for p in hosts[a].ports if p.state == model.OPEN and p.protocol == "tcp"]
         if open_ports:
             # ports whose server closes promptly on our FIN / request first (probes/timing.py TRIGGERS)
-            targets[a] = sorted(open_ports, key=lambda p: (p not in PREFERRED_TIMING_PORTS, p))[:1]
+            pref = {p: i for i, p in enumerate(PREFERRED_TIMING_PORTS)}
+            targets[a] = sorted(open_ports, key=lambda p: (pref.get(p, len(pref)), p))[:1]
     if not targets:
         return
     db = args.timing_db_loaded
@@ -418,7 +477,7 @@ def run_scan(args: argparse.Namespace) -> int:
     if args.ping_only:
         return run_discover(args)
     ports = _ports(args, kinds)
-    if any(k != "connect" for k in kinds) or not args.no_ping or args.sequence or args.cron_os:
+    if any(k != "connect" for k in kinds) or not args.no_ping or args.sequence or args.cron_os or args.os_detect:
         why = "raw scans (-sS/-sA/-sF/-sN/-sX/-sU/-sW, --scanflags) and host discovery; use -sT -Pn without root"
         _need_raw(why)
     run = model.ScanRun(args=["hostprint", *(sys.argv[1:] if sys.argv else [])], scan_types=kinds,
