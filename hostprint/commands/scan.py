@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from hostprint import model
-from hostprint.match import architecture
+from hostprint.match import architecture, verdict
 from hostprint.errors import NeedsRoot, UsageError, have_raw_sockets
 
 RAW_SCANS = {"sS": "syn", "sA": "ack", "sW": "window", "sF": "fin", "sN": "null", "sX": "xmas", "sSA": "synack"}
@@ -366,6 +366,8 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
             await _cron_os(args, hosts, up, links)
         if args.os_detect:
             await _os_detect(args, hosts, up, links or Links(), closed_sample, prog)
+        for a in up:  # one verdict from every kind of OS evidence gathered above
+            verdict.apply(hosts[a])
         return [hosts[a] for a in targets], stats
     finally:
         if links is not None:
@@ -405,8 +407,7 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
                                 "cpe": m.print.cpes, "line": m.print.line,
                                 "evidence": [{"method": "stack", "detail": f"{db.source} line {m.print.line}: "
                                               f"{m.earned}/{m.possible} points"}]})
-        h.os.setdefault("matches", [])
-        h.os["matches"] = sorted(h.os["matches"] + matches, key=lambda x: -x["confidence"])
+        h.os["stack"]["matches"] = matches
         if res.conditions:
             h.os["conditions"] = res.conditions
         prev = h.os.get("fingerprint")
