@@ -16,7 +16,7 @@ import sys
 from hostprint import __version__
 from hostprint.errors import UsageError
 
-COMMANDS = ["scan", "discover", "timing", "lab", "history", "demo"]
+COMMANDS = ["scan", "discover", "timing", "learn", "amap", "passive", "report", "diff", "history", "lab", "demo"]
 
 
 class _Parser(argparse.ArgumentParser):

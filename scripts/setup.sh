@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(nmap p0f masscan hping3 tcpdump nftables iptables iproute2 iputils-ping procps
-      openssh-server openssh-client nginx-light vsftpd redis-server xsltproc libxml2-utils)
+      openssh-server openssh-client nginx-light vsftpd redis-server xsltproc libxml2-utils
+      chromium tmux)
 
 missing=()
 for p in "${DEBS[@]}"; do

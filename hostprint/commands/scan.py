@@ -295,6 +295,7 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
         results: dict[str, list[model.PortResult]] = {a: [] for a in up}
         extras: dict[str, list[model.ExtraPorts]] = {a: [] for a in up}
         closed_sample: dict[str, int] = {}  # one closed TCP port per host, for -O
+        open_total = 0
         for kind in kinds:
             if not up:
                 break
@@ -349,7 +350,8 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
             ttls = [r.reason_ttl for r in rs if r.reason_ttl]
             if hosts[a].distance is None and ttls:
                 hosts[a].distance = tcpscan.guess_distance(min(ttls))
-            prog.update_counts(ports_open=sum(1 for r in rs if r.state == model.OPEN))
+            open_total += sum(1 for r in rs if r.state == model.OPEN)
+            prog.update_counts(ports_open=open_total)
             found = architecture.from_port_ttls(hosts[a])
             if found:
                 hosts[a].os.setdefault("architecture", []).extend(found)

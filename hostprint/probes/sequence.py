@@ -100,17 +100,21 @@ async def sequence_report(addr: str, port: int, links: Links, probes: int = 6, s
     if len(rows) < 2:
         return {"responses": len(rows)}
     times = [ts / 1e9 for ts, *_ in rows]
-    out: dict = {"responses": len(rows), "isn": isn_stats([r[1] for r in rows], times),
+    t0 = times[0]
+    out: dict = {"responses": len(rows),
+                 "isn": {**isn_stats([r[1] for r in rows], times), "values": [r[1] for r in rows],
+                         "times": [round(t - t0, 6) for t in times]},
                  "ip_id": {"class": ip_id_class([r[2] for r in rows]), "values": [r[2] for r in rows]}}
     tss = [r[3][0] for r in rows if r[3]]
     if len(tss) >= 2 and len(tss) == len(rows):
         steps = [(b - a) & 0xFFFFFFFF for a, b in zip(tss, tss[1:])]
         hz = sum(steps) / max(times[-1] - times[0], 1e-6)
+        ts_block = {"values": tss, "times": [round(t - t0, 6) for t in times]}
         if any(st >= 1 << 31 for st in steps) or hz > 10_000:
             # Linux >= 4.10 adds a random offset per connection (RFC 7323 §5.4): no shared clock.
-            out["tcp_ts"] = {"hz": None, "clock": "per-connection offsets"}
+            out["tcp_ts"] = {"hz": None, "clock": "per-connection offsets", **ts_block}
         else:
-            out["tcp_ts"] = {"hz": round(hz, 1), "clock": "shared"}
+            out["tcp_ts"] = {"hz": round(hz, 1), "clock": "shared", **ts_block}
         for nominal in (2, 100, 200, 1000) if out["tcp_ts"]["hz"] else ():
             if abs(hz - nominal) / nominal < 0.2:
                 out["tcp_ts"]["uptime_s"] = round(tss[-1] / nominal)

@@ -168,6 +168,8 @@ def os_matches(host: HostResult) -> list[dict]:
     """The host's OS matches, best first, tolerant of a missing or malformed `os` block."""
     os_block = host.os if isinstance(host.os, dict) else {}
     matches = os_block.get("matches") or []
+    if not isinstance(matches, list):
+        return []
     good = [m for m in matches if isinstance(m, dict) and m.get("name")]
     return sorted(good, key=lambda m: -_confidence(m))
 

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from hostprint.model import CLOSED, FILTERED, OPEN, HostResult, ScanRun
 from hostprint.report import nmapstyle as ns
+from hostprint.report.diff import RunDiff, diff_summary
 
 _STATE_STYLE = {OPEN: "bold green", CLOSED: "red", FILTERED: "yellow"}
 
@@ -86,6 +87,43 @@ def print_run(run: ScanRun, console: Console | None = None) -> None:
     console.print(f"hostprint done: {ns.done_summary(run)}", style="bold")
 
 
+_CHANGE_STYLE = {"appeared": "bold green", "opened": "bold green", "went away": "bold red", "closed": "bold red",
+                 "changed": "yellow"}
+
+
+def print_diff(d: RunDiff, console: Console | None = None) -> None:
+    """`hostprint diff` on a terminal: one table per kind of change, then a one-line summary."""
+    console = console or Console()
+    console.print(Text(f"Changes from run {d.a['id']} to run {d.b['id']}", style="bold"))
+    if d.empty:
+        console.print("No changes: same hosts, port states, services and OS verdicts.")
+        return
+
+    def table(title: str, cols: list[str], rows: list[list[Text]]) -> None:
+        if not rows:
+            return
+        t = Table(title=Text(title, style="bold"), title_justify="left", header_style="bold", show_edge=False)
+        for c in cols:
+            t.add_column(c, overflow="fold")
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
+
+    hosts = [("appeared", h) for h in d.appeared] + [("went away", h) for h in d.went_away]
+    table("Hosts", ["ADDRESS", "CHANGE", "STATUS IN OTHER RUN", "OPEN PORTS", "OS"],
+          [[Text(h.address), Text(k, style=_CHANGE_STYLE[k]), Text(h.status_other),
+            Text(", ".join(h.open_ports) or "-"), Text(h.os or "-")] for k, h in hosts])
+    table("Ports", ["ADDRESS", "PORT", "CHANGE", "BEFORE", "AFTER"],
+          [[Text(p.address), Text(f"{p.port}/{p.protocol}"), Text(p.kind, style=_CHANGE_STYLE[p.kind]),
+            Text(p.before), Text(p.after)] for p in d.ports])
+    table("Services", ["ADDRESS", "PORT", "BEFORE", "AFTER"],
+          [[Text(s.address), Text(f"{s.port}/{s.protocol}"), Text(s.before or "-"), Text(s.after or "-")]
+           for s in d.services])
+    table("OS verdicts", ["ADDRESS", "BEFORE", "AFTER"],
+          [[Text(o.address), Text(o.before or "no verdict"), Text(o.after or "no verdict")] for o in d.os])
+    console.print(diff_summary(d))
+
+
 class ScanProgress:
     """Live progress bars on stderr. `enabled=None` means: only when stderr is a terminal.
 
@@ -98,6 +136,7 @@ class ScanProgress:
         self.enabled = bool(enabled)
         self.hosts_up = 0
         self.ports_open = 0
+        self.fingerprints = 0
         self._next_id = 0
         self._progress: Any = None
         if self.enabled:
@@ -138,7 +177,7 @@ class ScanProgress:
             self._progress.stop()
 
     def _counts(self) -> str:
-        return f"{self.hosts_up} up, {self.ports_open} open"
+        return f"{self.hosts_up} up, {self.ports_open} open, {self.fingerprints} fingerprinted"
 
     def phase(self, name: str, total: int | None) -> int:
         """Start a progress bar for one phase (discovery, syn scan, ...); returns its task id."""
@@ -158,11 +197,15 @@ class ScanProgress:
                 if t.id == task and t.total is not None:
                     self._progress.update(task, completed=t.total)
 
-    def update_counts(self, hosts_up: int | None = None, ports_open: int | None = None) -> None:
+    def update_counts(self, hosts_up: int | None = None, ports_open: int | None = None,
+                      fingerprints: int | None = None) -> None:
+        """Set totals so far (whole run, not per host); fingerprints = hosts with an OS verdict."""
         if hosts_up is not None:
             self.hosts_up = hosts_up
         if ports_open is not None:
             self.ports_open = ports_open
+        if fingerprints is not None:
+            self.fingerprints = fingerprints
         if self._progress is not None:
             counts = self._counts()
             for t in self._progress.tasks:
