@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 DEBS=(nmap p0f masscan hping3 tcpdump nftables iptables iproute2 iputils-ping procps
       openssh-server openssh-client nginx-light vsftpd redis-server xsltproc libxml2-utils
-      chromium tmux)
+      chromium tmux liblwip-dev)
 
 missing=()
 for p in "${DEBS[@]}"; do

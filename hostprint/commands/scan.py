@@ -440,7 +440,8 @@ async def _cron_os(args, hosts: dict[str, model.HostResult], up: list[str], link
     for a, res in by.items():
         rep = host_report(clf, res, args.timing_db)
         hosts[a].os["timing"] = rep["timing"]
-        hosts[a].os["architecture"] = rep["architecture"]
+        if rep["architecture"]:
+            hosts[a].os.setdefault("architecture", []).extend(rep["architecture"])
         fp = hosts[a].os.get("fingerprint")
         hosts[a].os["fingerprint"] = (fp + "\n" if fp else "") + rep["fingerprint"]
 

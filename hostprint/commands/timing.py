@@ -1,9 +1,10 @@
 """`hostprint timing …`: retransmission-timing OS fingerprinting (the Cron-OS method).
 
-For now only the offline part exists: `hostprint timing classify OBS.csv --timing-db FILE -oJ OUT`
-classifies recorded observations (captures, other tools, the benchmark). The first positional
-decides the mode so that the live form `hostprint timing TARGET -p PORT` can be added next to it
-without changing how `classify` is typed.
+Live: `hostprint timing TARGET... -p PORT [--tests slf] [--cron-timeout S] [--full] -oJ FILE`
+runs the SYN_RCVD (s), LAST_ACK (l) and FIN_WAIT1 (f) tests against every target at once (needs
+root; the RST guard keeps our kernel quiet) and classifies each host.
+Offline: `hostprint timing classify OBS.csv --timing-db FILE -oJ OUT` classifies recorded
+observations (captures, other tools, the benchmark). The first positional decides the mode.
 
 OBS.csv: a header line, then one row per observation with the columns
   obs_id, window, ttl, df, options, mss, rst, rst_ack, rst_win, rst_nonzero, n_arrivals, t0, t1, …
@@ -45,7 +46,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--timing-db-mapping", metavar="FILE", help="ID,Label file for a Hershel-format DB")
     p.add_argument("-oJ", metavar="FILE", help="JSON lines, one object per observation ('-' = stdout, default)")
     p.add_argument("--top", type=int, default=5, metavar="N", help="alternatives to list (default 5)")
+    add_live_options(p)
+    p.add_argument("-oX", metavar="FILE", help="live mode: nmap-compatible XML")
+    p.add_argument("-oN", metavar="FILE", help="live mode: normal output")
+    p.add_argument("-q", "--quiet", action="store_true", help="live mode: no terminal report")
     p.set_defaults(func=run)
+
+
+def add_live_options(p: argparse.ArgumentParser, ports: bool = True) -> None:
+    """The live-test options shared by `timing` and `learn`."""
+    if ports:
+        p.add_argument("-p", dest="ports", metavar="PORTS", help="open TCP port(s) to test, e.g. 80 or 22,80")
+    p.add_argument("--tests", default="slf", metavar="slf",
+                   help="s = SYN_RCVD, l = LAST_ACK, f = FIN_WAIT1 (default slf)")
+    p.add_argument("--cron-timeout", type=float, default=60.0, metavar="S",
+                   help="listen at most S seconds per test (default 60, up to 240)")
+    p.add_argument("--full", action="store_true",
+                   help="listen the whole --cron-timeout even when the verdict is already decided")
 
 
 def _int(v: str, where: str, col: str) -> int | None:
@@ -166,11 +183,78 @@ def classify_file(obs_csv: str, db_spec: str, mapping: str | None, out: TextIO, 
     return len(obs)
 
 
+def live_setup(args: argparse.Namespace) -> tuple[list[str], list[int], list[str], float]:
+    """Validate targets, ports, tests and timeout before anything is sent."""
+    from hostprint.commands.scan import _targets
+    from hostprint.errors import NeedsRoot, have_raw_sockets
+    from hostprint.ports import parse_ports
+    from hostprint.probes.timing import check_timeout, parse_tests
+
+    tests = parse_tests(args.tests)
+    timeout = check_timeout(args.cron_timeout)
+    if not args.ports:
+        raise UsageError("timing tests need an open TCP port: -p PORT")
+    ports = parse_ports(args.ports)["tcp"]
+    if not ports:
+        raise UsageError(f"bad -p {args.ports!r}: no TCP port")
+    if len(ports) > 16:
+        raise UsageError(f"-p {args.ports}: at most 16 ports per target (each keeps a connection open)")
+    targets = _targets(argparse.Namespace(targets=args.targets, input_list=None, exclude=[], excludefile=None))
+    if not have_raw_sockets():
+        raise NeedsRoot("timing tests send crafted TCP segments")
+    return targets, ports, tests, timeout
+
+
+def _port_result(port: int, res: list):
+    """What the tests saw of a port, in scan terms (a SYN-ACK = open, an RST to the SYN = closed)."""
+    from hostprint import model
+
+    if any(r.rtt_us is not None for r in res):
+        return model.PortResult(port, "tcp", model.OPEN, "syn-ack")
+    if any(r.status == "closed" for r in res):
+        return model.PortResult(port, "tcp", model.CLOSED, "reset")
+    return model.PortResult(port, "tcp", model.FILTERED, "no-response")
+
+
+def run_live(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    from hostprint import model
+    from hostprint.probes.timing import fingerprint_hosts, host_report
+    from hostprint.report import check_output_paths, emit_outputs
+
+    targets, ports, tests, timeout = live_setup(args)
+    check_output_paths(oJ=args.oJ, oX=args.oX, oN=args.oN)
+    db = resolve_timing_db(args.timing_db, args.timing_db_mapping)
+    clf = TimingClassifier(db)
+    run = model.ScanRun(args=["hostprint", *sys.argv[1:]], scan_types=["timing"], ports_scanned={"tcp": ports})
+    t = time.time()
+    by, _ = asyncio.run(fingerprint_hosts({a: ports for a in targets}, tests, db, timeout=timeout, full=args.full))
+    run.stats = {"timing": {"elapsed": round(time.time() - t, 3), "tests": len(targets) * len(ports) * len(tests)}}
+    for a in targets:
+        res = by[a]
+        h = model.HostResult(a, "up" if any(r.status != "no-response" for r in res) else "unknown", ["timing"])
+        rtts = [r.rtt_us for r in res if r.rtt_us is not None]
+        h.rtt_us = min(rtts) if rtts else None
+        h.set_ports([_port_result(p, [r for r in res if r.port == p]) for p in ports])
+        h.os.update(host_report(clf, res, db.name if db.kind != "hostprint" else "hostprint"))
+        run.hosts.append(h)
+    run.finished = time.time()
+    if not args.quiet and args.oJ != "-":
+        for h in run.hosts:
+            print(f"Timing report for {h.address}")
+            for line in h.os["timing"]["lines"]:
+                print(line)
+    emit_outputs(run, oJ=args.oJ, oX=args.oX, oN=args.oN, record=False)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     what = args.what
     if what[0] != "classify":
-        raise UsageError(f"timing {what[0]}: live timing probes are not available yet; "
-                         "use `hostprint timing classify OBS.csv`")
+        args.targets = what
+        return run_live(args)
     if len(what) != 2:
         raise UsageError("timing classify: expected exactly one OBS.csv")
     dest = args.oJ or "-"

@@ -1,0 +1,143 @@
+"""`hostprint learn TARGET -p PORT --label "…"`: measure a known host and append its signature.
+
+This is how Cron-OS grew its database: point the tool at a stack you can name, record its
+schedules, keep them. The tests run `--repeat` times at once (different source ports, so one run
+costs the time of one) and every gap is stored as the range seen, widened by the timer rounding a
+stack shows from one run to the next (Linux >= 4.8's wheel: up to 12.5 %, reference notes §5.5)
+plus 20 ms, so the next measurement of the same stack falls inside. By default the tests listen for
+the whole `--cron-timeout`: the point is to record a schedule the DB does not know yet, and the
+early stop only knows the DB's classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hostprint.commands.timing import add_live_options, live_setup
+from hostprint.errors import UsageError
+from hostprint.signatures.timing_db import (Schedule, TimingClass, format_class, normalise_ttl, read_cronos_db,
+                                            rst_code, rst_win3)
+
+DEFAULT_OUT = Path.home() / ".local" / "share" / "hostprint" / "timing-user.txt"
+REL_SLACK, ABS_SLACK = 0.13, 0.02
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("learn", help="measure a known host's timing and add it to your timing DB",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("targets", nargs=1, metavar="TARGET")
+    add_live_options(p)
+    p.add_argument("--label", required=True, help='what the host runs, e.g. "FreeBSD 14.1 (tuned)"')
+    p.add_argument("--family", help="OS family for the Class line (default: first word of the label)")
+    p.add_argument("--repeat", type=int, default=3, metavar="N", help="measure N times at once (default 3)")
+    p.add_argument("--early-stop", action="store_true", help="stop each test when the DB says it is over")
+    p.add_argument("--timing-db-out", metavar="FILE", default=str(DEFAULT_OUT),
+                   help=f"DB file to append to (default {DEFAULT_OUT}); use it with --timing-db FILE")
+    p.set_defaults(func=run)
+
+
+def _ranges(samples: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    m = np.asarray(samples, dtype=float)
+    lo = np.maximum(m.min(axis=0) * (1 - REL_SLACK) - ABS_SLACK, 0.0)
+    hi = m.max(axis=0) * (1 + REL_SLACK) + ABS_SLACK
+    return lo, hi
+
+
+def build_class(label: str, family: str | None, results: list, target: str, port: int,
+                existing: set[str]) -> TimingClass:
+    """One TimingClass from repeated TestResults of one host (UsageError when nothing was seen)."""
+    from hostprint.probes.timing import TestResult
+
+    res: list[TestResult] = [r for r in results if r.status == "ok" and r.arrivals]
+    if not res:
+        raise UsageError(f"learn {target}:{port}: no test got an answer (is the port open?)")
+    cid = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "learned"
+    base, i = cid, 2
+    while cid in existing:
+        cid, i = f"{base}-{i}", i + 1
+    schedules: list[Schedule] = []
+    notes = []
+    for test in ("syn", "lastack", "finwait"):
+        rs = [r for r in res if r.test == test]
+        if not rs:
+            continue
+        # keep the runs with the longest schedule (then the most common RST outcome): a packet
+        # lost in one run must not become part of the signature, and the classifier can explain
+        # a shorter observation by loss but never a longer one than the class sends
+        shapes = [(len(r.arrivals), r.rst is not None) for r in rs]
+        longest = max(n for n, _ in shapes)
+        shape = max((sh for sh in set(shapes) if sh[0] == longest), key=shapes.count)
+        rs = [r for r, s in zip(rs, shapes) if s == shape]
+        gaps = [list(np.diff(r.arrivals)) + ([r.rst - r.arrivals[-1]] if r.rst is not None else []) for r in rs]
+        rtts = [r.rtt_us for r in rs if r.rtt_us is not None]
+        connect = float(np.median(rtts)) if rtts and test != "syn" else None
+        if gaps and gaps[0]:
+            lo, hi = _ranges(gaps)
+        else:
+            lo = hi = np.zeros(0)
+        schedules.append(Schedule.from_gaps(test, lo, hi, has_rst=shape[1], time_s=round(max(r.listened for r in rs)),
+                                            connect_us=connect))
+        notes.append(f"{test} {len(rs)}/{len(shapes)} runs")
+    first = next((r for r in res if r.test == "syn"), res[0])
+    header: dict[str, dict[object, float]] = {}
+    if first.window is not None:
+        header = {"window": {first.window: 1.0}, "ttl": {normalise_ttl(first.ttl or 64): 1.0},
+                  "df": {first.df: 1.0}, "options": {first.options or "X": 1.0}}
+        if first.mss is not None:
+            header["mss"] = {first.mss: 1.0}
+        syn = [r for r in res if r.test == "syn"]
+        if syn:
+            s = syn[0]
+            header["rst"] = {(rst_code(1, s.rst_ack, rst_win3(s.rst_win, s.window or -1), s.rst_nonzero)
+                              if s.rst is not None else 0): 1.0}
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    source = (f"measured here by `hostprint learn {target} -p {port}` on {when} ({', '.join(notes)}); "
+              f"gap ranges = seen range widened by {REL_SLACK:.0%} + {ABS_SLACK * 1000:.0f} ms")
+    return TimingClass(id=cid, label=label, family=family or label.split()[0], header=header,
+                       schedules=schedules, source=source)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hostprint.probes.timing import TimingProber
+    from hostprint.signatures.timing_db import resolve_timing_db
+
+    if not args.label.strip() or "\n" in args.label:
+        raise UsageError(f"bad --label {args.label!r}: one non-empty line")
+    if not 1 <= args.repeat <= 10:
+        raise UsageError(f"bad --repeat {args.repeat}: use 1-10")
+    out = Path(args.timing_db_out)
+    existing: set[str] = set()
+    if out.exists() and out.stat().st_size:
+        existing = {c.id for c in read_cronos_db(out).classes}  # a broken file fails before probing
+    elif not out.parent.exists():
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--timing-db-out {out}: {e.strerror}") from None
+    targets, ports, tests, timeout = live_setup(args)
+    if len(targets) != 1 or len(ports) != 1:
+        raise UsageError("learn measures one target and one port (-p PORT)")
+    db = resolve_timing_db("hostprint")  # only for the early stop
+    prober = TimingProber(db, timeout=timeout, full=not args.early_stop, per_target=3 * args.repeat)
+    jobs = [(targets[0], ports[0], t) for _ in range(args.repeat) for t in tests]
+    results = asyncio.run(prober.run(jobs))
+    cls = build_class(args.label.strip(), args.family, results, targets[0], ports[0], existing)
+    block = format_class(cls)
+    prev = out.read_text() if out.exists() else ""
+    text = prev + ("\n" if prev and not prev.endswith("\n\n") else "") + block
+    read_cronos_db(out, text=text)  # what we append must read back
+    try:
+        with out.open("a") as fh:
+            fh.write(text[len(prev):])
+    except OSError as e:
+        raise UsageError(f"--timing-db-out {out}: {e.strerror}") from None
+    sys.stdout.write(block)
+    print(f"# appended class {cls.id!r} to {out}", file=sys.stderr)
+    return 0

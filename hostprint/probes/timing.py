@@ -1,0 +1,592 @@
+"""Live Cron-OS timing tests: SYN_RCVD (`s`), LAST_ACK (`l`) and FIN_WAIT1 (`f`).
+
+Why crafted packets and not sockets: the schedule we measure is the *target's* retransmission
+timer, so nothing on our side may disturb it — a kernel client would retransmit its own SYN/FIN
+(each duplicate makes the server answer at once and resets its back-off, reference notes §1.4) and
+would ACK what we want retransmitted. Every test is a tiny user-space TCP client on a `Link`; the
+RST guard keeps our kernel from resetting the connections it knows nothing about.
+
+Times: arrivals are kernel receive timestamps (AF_PACKET ring, CLOCK_REALTIME). Our send time is
+`time.time_ns()` taken right before the frame is handed to the TX socket (no kernel TX timestamp:
+the Link's TX path has none; the gap to the wire is a few µs on veth, far below the targets' timer
+granularity of ≥ 4 ms — notes §5.5). The handshake RTT (Connect=) is first SYN-ACK − SYN send.
+
+One event loop runs every test of every target: a test is a coroutine that sleeps until its next
+decision point, and one frame handler per link dispatches replies by (target, port, our port).
+A semaphore per target bounds its open half-connections (default 8: `slf` on two ports at once;
+a busy Linux listener trims its SYN-ACK retries when its SYN queue is half full of old requests,
+reference notes §3.2, so we must not be the load that changes the schedule we measure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from hostprint.engine import packets as P
+from hostprint.engine import route
+from hostprint.engine.cookie import Cookie
+from hostprint.engine.link import Link, Links
+from hostprint.errors import UsageError
+from hostprint.match.timing import TimingClassifier, TimingObservation, TimingVerdict
+from hostprint.signatures.timing_db import TimingDB
+
+TEST_LETTERS = {"s": "syn", "l": "lastack", "f": "finwait"}
+DEFAULT_TIMEOUT = 60.0
+MAX_TIMEOUT = 240.0
+#: Per-service trigger for FIN_WAIT1: a request after which the server answers and closes.
+#: HTTP/1.0 without keep-alive makes nginx (and any HTTP/1.0 server) send the page and close.
+DEFAULT_TRIGGER = b"GET / HTTP/1.0\r\n\r\n"
+TRIGGERS = {6379: b"QUIT\r\n", 21: b"QUIT\r\n",  # redis, ftp: answer "+OK" / "221" and close
+            22: b"SSH-1.5-hostprint\r\n"}  # sshd: "Protocol major versions differ." and close
+#: Our own resend of an unacknowledged FIN / request (never of the SYN of the `s` test).
+OWN_RTO = 1.0
+OWN_TRIES = 3
+
+
+def parse_tests(spec: str) -> list[str]:
+    """'slf' -> ['syn', 'lastack', 'finwait']; a bad letter is a UsageError naming it."""
+    out = []
+    for ch in spec or "":
+        if ch not in TEST_LETTERS:
+            raise UsageError(f"bad timing test {ch!r} in {spec!r}: use s (SYN_RCVD), l (LAST_ACK), f (FIN_WAIT1)")
+        if TEST_LETTERS[ch] not in out:
+            out.append(TEST_LETTERS[ch])
+    if not out:
+        raise UsageError(f"bad timing tests {spec!r}: give at least one of s, l, f")
+    return out
+
+
+def check_timeout(v: float) -> float:
+    if not (isinstance(v, (int, float)) and math.isfinite(v) and 1 <= v <= MAX_TIMEOUT):
+        raise UsageError(f"bad --cron-timeout {v!r}: use 1-{MAX_TIMEOUT:g} seconds")
+    return float(v)
+
+
+@dataclass
+class TestResult:
+    """What one test saw on one target port (times in s since our probe: SYN / FIN / request)."""
+
+    test: str
+    address: str
+    port: int
+    sport: int
+    status: str = "pending"  # ok | no-response | closed | reset | no-close | no-handshake
+    rtt_us: float | None = None
+    arrivals: list[float] = field(default_factory=list)
+    rst: float | None = None
+    rst_ack: int = 0
+    rst_win: int = 0
+    rst_nonzero: int = 0
+    window: int | None = None  # first SYN-ACK's header
+    ttl: int | None = None
+    df: int | None = None
+    options: str | None = None
+    mss: int | None = None
+    seg_ttl: int | None = None  # TTL of the first measured FIN / data segment (relay detection)
+    listened: float = 0.0  # seconds we listened after the probe
+    stopped: str = ""  # early | timeout | rst | closed
+
+    def observation(self, with_header: bool) -> TimingObservation:
+        hdr = {}
+        if with_header:
+            hdr = dict(window=self.window, ttl=self.ttl, df=self.df, options=self.options, mss=self.mss)
+        return TimingObservation(arrivals=list(self.arrivals), rst_time=self.rst, rst=self.rst is not None,
+                                 rst_ack=self.rst_ack, rst_win=self.rst_win, rst_nonzero=self.rst_nonzero,
+                                 rtt=self.rtt_us / 1e6 if self.rtt_us is not None else None, test=self.test,
+                                 obs_id=f"{self.address}:{self.port}/{self.test}", **hdr)
+
+    def signature(self) -> str:
+        return self.observation(False).signature(time_s=round(self.listened))
+
+    def to_dict(self) -> dict:
+        return {"test": self.test, "port": self.port, "rtt_us": round(self.rtt_us) if self.rtt_us is not None else None,
+                "arrivals": [round(a, 6) for a in self.arrivals], "rst": round(self.rst, 6) if self.rst is not None else None,
+                "signature": self.signature(), "status": self.status, "stopped": self.stopped,
+                "segment_ttl": self.seg_ttl,
+                "listened_s": round(self.listened, 3),
+                "synack": {"window": self.window, "ttl": self.ttl, "df": self.df, "options": self.options,
+                           "mss": self.mss} if self.window is not None else None}
+
+
+class StopRule:
+    """When listening longer cannot change what a test shows (the early stop).
+
+    Rule (documented, deliberately simple): a class is still *waiting* if it has a schedule for this
+    test with more packets (a final RST counts) than we saw and its first gaps agree with ours (each
+    within its range widened by 25 % and 0.3 s). Its next packet is due within the next gap's upper
+    bound — but no later than 2.5x the last gap we saw (retransmission timers double or stay flat)
+    unless the class's lower bound for that gap says so. The test ends once every waiting class's
+    next packet is overdue by 15 % + 1 s, and so is a generic next packet (2.5x the last gap, or
+    3 s after a single packet) that keeps stacks outside the DB from being cut short. A final RST ends a test at once. With no arrival yet, the
+    latest second packet of any class is awaited (the first SYN-ACK may have been lost). A
+    retransmission lost in the network can end a test one packet early; the classifier treats the
+    missing tail as loss, which costs confidence, not the verdict.
+    """
+
+    def __init__(self, db: TimingDB):
+        self.db = db
+
+    def deadline(self, test: str, arrivals: list[float], rtt_us: float | None) -> float:
+        k = len(arrivals)
+        gaps = np.diff(np.asarray(arrivals, dtype=float)) if k > 1 else np.zeros(0)
+        latest: float | None = None
+        for c in self.db.classes:
+            for s in c.schedules_for(test):
+                s = s.scaled(rtt_us)
+                if s.n <= k:
+                    continue
+                m = len(gaps)
+                if m and np.any((gaps < s.gap_lo[:m] * 0.75 - 0.3) | (gaps > s.gap_hi[:m] * 1.25 + 0.3)):
+                    continue
+                if k == 0:
+                    wait = float(s.pos_hi[1] if s.n > 1 else s.pos_hi[0])
+                elif k == 1:
+                    wait = float(s.gap_hi[0])
+                else:
+                    lo, hi = float(s.gap_lo[k - 1]), float(s.gap_hi[k - 1])
+                    wait = min(hi, max(2.5 * float(gaps[-1]), lo * 1.25))
+                due = (arrivals[-1] if k else 0.0) + wait * 1.15 + 1.0
+                latest = due if latest is None else max(latest, due)
+        # whatever the DB says, a stack it does not know gets one more gap: 2.5x the last one, or
+        # after a single packet the 3 s initial RTO of RFC 2988 stacks (RFC 6298 §2.1)
+        generic = (arrivals[-1] if k else 0.0) + (2.5 * float(gaps[-1]) if len(gaps) else 3.0) * 1.15 + 1.0
+        return generic if latest is None else max(latest, generic)
+
+
+class _Conn:
+    """One test's user-space TCP client."""
+
+    def __init__(self, prober: "TimingProber", link: Link, mac: bytes, res: TestResult, trigger: bytes):
+        self.p, self.link, self.mac, self.res = prober, link, mac, res
+        self.dst = socket.inet_aton(res.address)
+        self.src = socket.inet_aton(link.src)
+        self.isn = prober.cookie(P.ip_to_int(res.address), res.port, res.sport, 0x7a11)
+        self.trigger = trigger
+        self.srv_isn: int | None = None
+        self.head: int | None = None  # finwait: sequence number of the server's first data byte
+        self.rcv_next = 0  # what we acknowledge (lastack: data before the FIN)
+        self.our_next = (self.isn + 1) & 0xFFFFFFFF
+        self.acked_ours = False  # server acknowledged our FIN / request
+        self.ts_recent = 0
+        self.t_syn = 0
+        self.t0 = 0  # time of our probe (ns)
+        self.phase = "syn"  # syn -> measure
+        self.event = asyncio.Event()
+        self.synack_ts: list[int] = []
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _send(self, flags: int, seq: int, ack: int, payload: bytes = b"", syn_opts: bool = False) -> int:
+        tsval = int(time.monotonic() * 1000) & 0xFFFFFFFF
+        if syn_opts:
+            opts = [(P.OPT_MSS, 1460), (P.OPT_SACKOK, None), (P.OPT_TS, (tsval, 0)), (P.OPT_NOP, None),
+                    (P.OPT_WS, 7)]
+        else:
+            opts = [(P.OPT_NOP, None), (P.OPT_NOP, None), (P.OPT_TS, (tsval, self.ts_recent))]
+        tcp = P.TCP(self.res.sport, self.res.port, seq, ack, flags, 64240 if syn_opts else 502,
+                    options=opts, payload=payload)
+        ip = P.IPv4(self.src, self.dst, id=(seq ^ tsval) & 0xFFFF, df=True)
+        frame = P.build_frame(self.link.eth(self.mac), ip, tcp)
+        now = time.time_ns()
+        self.link.send(frame)
+        return now
+
+    def send_syn(self) -> int:
+        return self._send(P.SYN, self.isn, 0, syn_opts=True)
+
+    def send_rst(self) -> None:
+        self._send(P.RST, self.our_next, 0)
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def on_segment(self, ts: int, ip: P.IPv4, t: P.TCP) -> None:
+        r = self.res
+        tsopt = t.timestamps
+        if tsopt:
+            self.ts_recent = tsopt[0]
+        if t.flags & P.RST:
+            if self.phase == "syn" and not self.synack_ts:
+                r.status, r.stopped = "closed", "closed"
+            else:
+                r.rst = (ts - self.t0) / 1e9
+                r.rst_ack = 1 if t.flags & P.ACK else 0
+                r.rst_win = t.window
+                r.rst_nonzero = 1 if t.ack else 0
+            self.event.set()
+            return
+        if t.flags & P.SYN and t.flags & P.ACK:
+            if t.ack != (self.isn + 1) & 0xFFFFFFFF:
+                return
+            if not self.synack_ts:
+                self.srv_isn = t.seq
+                self.rcv_next = (t.seq + 1) & 0xFFFFFFFF
+                r.rtt_us = max((ts - self.t_syn) / 1e3, 0.0)
+                r.window, r.ttl, r.df = t.window, ip.ttl, int(ip.df)
+                r.options, r.mss = P.options_layout(t.options), t.mss
+            self.synack_ts.append(ts)
+            if self.phase == "measure":  # our ACK of the handshake was lost: say it again
+                self._send(P.ACK, self.our_next, self.rcv_next)
+            if r.test == "syn":
+                r.arrivals.append((ts - self.t0) / 1e9)
+            self.event.set()
+            return
+        if self.phase != "measure" or self.srv_isn is None:
+            return
+        if t.flags & P.ACK and ((t.ack - self.our_next) & 0xFFFFFFFF) < 1 << 31:
+            self.acked_ours = True
+        fin = bool(t.flags & P.FIN)
+        if r.test == "lastack":
+            if fin:
+                if r.seg_ttl is None:
+                    r.seg_ttl = ip.ttl
+                r.arrivals.append((ts - self.t0) / 1e9)
+                self.event.set()
+            elif t.payload:  # data before the close (a banner): acknowledge it, we want only the FIN
+                end = (t.seq + len(t.payload)) & 0xFFFFFFFF
+                if ((end - self.rcv_next) & 0xFFFFFFFF) < 1 << 30:
+                    self.rcv_next = end
+                self._send(P.ACK, self.our_next, self.rcv_next)
+        elif r.test == "finwait" and (t.payload or fin):
+            if self.head is None:
+                self.head, r.seg_ttl = t.seq, ip.ttl
+            if t.seq == self.head:  # first transmission and every retransmission of the head
+                r.arrivals.append((ts - self.t0) / 1e9)
+                self.event.set()
+
+    # -- the test -----------------------------------------------------------------------------
+
+    async def _wait(self, until_ns: int) -> None:
+        self.event.clear()
+        delay = (until_ns - time.time_ns()) / 1e9
+        if delay <= 0:
+            return
+        try:
+            await asyncio.wait_for(self.event.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+
+    async def run(self) -> None:
+        r = self.res
+        self.t_syn = self.send_syn()
+        if r.test == "syn":
+            self.t0 = self.t_syn
+        else:
+            for attempt in range(OWN_TRIES):
+                end = self.t_syn + int(OWN_RTO * 1e9)
+                while not self.synack_ts and r.status != "closed" and time.time_ns() < end:
+                    await self._wait(end)
+                if self.synack_ts or r.status == "closed":
+                    break
+                self.t_syn = self.send_syn()
+            if r.status == "closed":
+                return
+            if not self.synack_ts:
+                r.status, r.stopped = "no-handshake", "timeout"
+                return
+            seq = self.our_next
+            self._send(P.ACK, seq, self.rcv_next)
+            self.phase = "measure"
+            await self._send_probe()
+        await self._listen()
+        if r.rst is None and r.status != "closed":
+            self.send_rst()  # free the target's state (harmless after a silent give-up)
+
+    async def _send_probe(self) -> None:
+        """LAST_ACK: our FIN; FIN_WAIT1: the request. Resent until the server acknowledges it."""
+        r = self.res
+        for attempt in range(OWN_TRIES):
+            if r.test == "lastack":
+                self.t0 = self._send(P.FIN | P.ACK, (self.isn + 1) & 0xFFFFFFFF, self.rcv_next)
+                self.our_next = (self.isn + 2) & 0xFFFFFFFF
+            else:
+                self.t0 = self._send(P.PSH | P.ACK, (self.isn + 1) & 0xFFFFFFFF, self.rcv_next, self.trigger)
+                self.our_next = (self.isn + 1 + len(self.trigger)) & 0xFFFFFFFF
+            end = self.t0 + int(OWN_RTO * 1e9)
+            while not self.acked_ours and not r.arrivals and r.rst is None and time.time_ns() < end:
+                await self._wait(end)
+            if self.acked_ours or r.arrivals or r.rst is not None:
+                return
+
+    async def _listen(self) -> None:
+        r = self.res
+        hard_end = self.t0 + int(self.p.timeout * 1e9)
+        while True:
+            if r.status == "closed":
+                return
+            if r.rst is not None:
+                r.stopped = "rst"
+                break
+            now = time.time_ns()
+            if now >= hard_end:
+                r.stopped = "timeout"
+                break
+            if self.p.full:
+                until = hard_end
+            else:
+                dl = self.p.stop_rule.deadline(r.test, r.arrivals, r.rtt_us)
+                until = min(hard_end, self.t0 + int(dl * 1e9))
+                if now >= until:
+                    r.stopped = "early"
+                    break
+            await self._wait(until)
+        r.listened = (time.time_ns() - self.t0) / 1e9
+        if r.status == "pending":
+            if r.test != "syn" and not r.arrivals and r.rst is not None:
+                r.status = "reset"  # the connection was refused after the handshake (e.g. a SYN proxy)
+            elif r.arrivals or r.rst is not None:
+                r.status = "ok"
+            else:
+                r.status = "no-response" if r.test == "syn" else "no-close"
+
+
+class TimingProber:
+    """Runs timing tests against many (address, port) pairs at once."""
+
+    def __init__(self, db: TimingDB, *, timeout: float = DEFAULT_TIMEOUT, full: bool = False,
+                 per_target: int = 8, links: Links | None = None):
+        self.db = db
+        self.timeout = check_timeout(timeout)
+        self.full = full
+        self.per_target = max(1, per_target)
+        self.links = links
+        self.cookie = Cookie()
+        self.stop_rule = StopRule(db)
+        self.conns: dict[tuple[bytes, int, int], _Conn] = {}
+        self._handlers: dict[int, object] = {}
+        lo, hi = route.probe_port_range()
+        # start at a random offset so two runs against one target do not reuse a port that is
+        # still in the target's TIME_WAIT / LAST_ACK from the previous run
+        self._ports = (lo, hi)
+        self._next = lo + (os.getpid() * 7919 + int(time.time())) % (hi - lo + 1)
+
+    def _sport(self) -> int:
+        lo, hi = self._ports
+        p = self._next
+        self._next = lo if self._next >= hi else self._next + 1
+        return p
+
+    def _handler_for(self, link: Link):
+        def on_frame(ts: int, fr: memoryview) -> None:
+            if len(fr) < 54 or fr[12] != 0x08 or fr[13] != 0x00 or fr[23] != 6:
+                return
+            try:
+                p = P.decode_frame(fr)
+            except P.DecodeError:
+                return
+            t = p.tcp
+            if t is None or p.ip is None:
+                return
+            c = self.conns.get((p.ip.src, t.sport, t.dport))
+            if c is not None:
+                try:
+                    c.on_segment(ts, p.ip, t)
+                except Exception:  # noqa: BLE001 - one odd segment must not stop the ring for all tests
+                    pass
+        return on_frame
+
+    async def run(self, jobs: Iterable[tuple[str, int, str]], guard=None) -> list[TestResult]:
+        """jobs = (address, port, test); returns one TestResult per job, in order."""
+        from hostprint.engine.rstguard import RstGuard
+
+        jobs = list(jobs)
+        own_links = self.links is None
+        links = self.links or Links()
+        own_guard = guard is None
+        lo, hi = self._ports
+        results = [TestResult(test, a, port, self._sport()) for a, port, test in jobs]
+        sems: dict[str, asyncio.Semaphore] = {}
+        try:
+            rt = route.table()
+            by_addr: dict[str, tuple[Link, bytes | None]] = {}
+            ifaces = sorted({rt.lookup(a).iface for a, _, _ in jobs})
+            if own_guard:
+                guard = RstGuard(lo, hi, ifaces=ifaces)
+                guard.install()
+            guard.guard(*sorted({a for a, _, _ in jobs}))
+            for a in dict.fromkeys(a for a, _, _ in jobs):
+                r = rt.lookup(a)
+                link = links.for_route(r)
+                if id(link) not in self._handlers:
+                    self._handlers[id(link)] = link.subscribe(self._handler_for(link))
+                by_addr[a] = (link, None)
+            macs = await asyncio.gather(*[by_addr[a][0].resolve(rt.lookup(a).gateway or a) for a in by_addr])
+            for a, m in zip(list(by_addr), macs):
+                by_addr[a] = (by_addr[a][0], m)
+
+            async def one(res: TestResult) -> None:
+                link, mac = by_addr[res.address]
+                if mac is None:
+                    res.status, res.stopped = "no-response", "no-arp"
+                    return
+                sem = sems.setdefault(res.address, asyncio.Semaphore(self.per_target))
+                async with sem:
+                    trig = TRIGGERS.get(res.port, DEFAULT_TRIGGER)
+                    c = _Conn(self, link, mac, res, trig)
+                    key = (c.dst, res.port, res.sport)
+                    self.conns[key] = c
+                    try:
+                        await c.run()
+                    finally:
+                        # keep draining a moment: late duplicates must not hit a reused port
+                        self.conns.pop(key, None)
+
+            await asyncio.gather(*[one(r) for r in results])
+            return results
+        finally:
+            for link in list(links.by_iface.values()):
+                h = self._handlers.pop(id(link), None)
+                if h is not None:
+                    link.unsubscribe(h)  # type: ignore[arg-type]
+            if own_guard and guard is not None:
+                guard.remove()
+            if own_links:
+                links.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts per host: classification, SYN-relay detection, report lines
+# ---------------------------------------------------------------------------------------------
+
+
+def host_observations(results: list[TestResult]) -> list[TimingObservation]:
+    """The observations of one host that carry evidence (the SYN-ACK header counted once)."""
+    usable = [r for r in results if r.status == "ok"]
+    usable.sort(key=lambda r: ("syn", "lastack", "finwait").index(r.test))
+    return [r.observation(with_header=(i == 0)) for i, r in enumerate(usable)]
+
+
+def syn_relay(results: list[TestResult]) -> dict | None:
+    """The seed's Nokia case: the SYN_RCVD test shows a stateless answer (one SYN-ACK, nothing
+    retransmitted) while the connection tests show a stack that does retransmit, so the SYN was
+    answered by SYN cookies or by something in front. A TTL on the SYN-ACK that differs from the
+    TTL of the host's own segments says the answer came from another box ("syn-relay", e.g. an
+    iptables SYNPROXY router); the same TTL leaves "syn-cookie" (the host itself, or a relay on
+    the same hop that we cannot tell apart)."""
+    syn = [r for r in results if r.test == "syn" and r.status == "ok"]
+    conn = [r for r in results if r.test in ("lastack", "finwait") and r.status == "ok" and len(r.arrivals) >= 2]
+    if not syn or not conn:
+        return None
+    s = syn[0]
+    reasons = []
+    if len(s.arrivals) == 1 and s.rst is None and s.listened >= 3.0:
+        reasons.append("SYN-ACK never retransmitted (stateless SYN cookie answer)")
+    relay = False
+    for c in conn:
+        if c.seg_ttl is not None and s.ttl is not None and c.seg_ttl != s.ttl:
+            reasons.append(f"SYN-ACK TTL {s.ttl} but the host's own segments arrive with TTL {c.seg_ttl}")
+            relay = True
+            break
+    if not reasons:
+        return None
+    return {"kind": "syn-relay" if relay else "syn-cookie", "reasons": reasons}
+
+
+def _gaps_ms(times: list[float]) -> str:
+    return ",".join(f"{(b - a) * 1000:.0f}" for a, b in zip(times, times[1:])) or "-"
+
+
+def _class_gaps_ms(cls, test: str) -> str:
+    ss = cls.schedules_for(test) if cls is not None else []
+    if not ss:
+        return "-"
+    s = ss[0]
+    n = len(s.gap_lo) - (1 if s.has_rst else 0)
+    return ",".join(f"{lo * 1000:.0f}" if abs(hi - lo) < 1e-3 else f"{lo * 1000:.0f}-{hi * 1000:.0f}"
+                    for lo, hi in zip(s.gap_lo[:n], s.gap_hi[:n])) or "-"
+
+
+def host_report(clf: TimingClassifier, results: list[TestResult], db_name: str = "hostprint") -> dict:
+    """The `os` entries of one host: timing block, architecture, Cron-OS fingerprint lines."""
+    out: dict = {"timing": {"db": db_name, "tests": [r.to_dict() for r in results], "matches": []}}
+    obs = host_observations(results)
+    arch: list[dict] = []
+    verdict: TimingVerdict | None = None
+    relay = syn_relay(results)
+    if relay:
+        # classify the host behind the relay from the connection tests alone; the relay's own
+        # answer is explained by the relay
+        behind = [r.observation(with_header=False) for r in results
+                  if r.test != "syn" and r.status == "ok"]
+        vb = clf.classify_host(behind) if behind else None
+        front = clf.classify_host([o for o in obs if o.test == "syn"])
+        name = vb.best.label if vb is not None and vb.best is not None else "unknown stack"
+        fname = front.best.label if front.best else "unknown"
+        detail = (f"SYN relay in front ({fname}); host behind: {name}" if relay["kind"] == "syn-relay" else
+                  f"SYN answered statelessly ({fname}: SYN cookies on the host or a same-hop SYN proxy); "
+                  f"host: {name}")
+        arch.append({"kind": relay["kind"], "detail": detail, "reasons": relay["reasons"]})
+        verdict = vb
+    elif obs:
+        verdict = clf.classify_host(obs)
+    if verdict is not None:
+        fitting = verdict.fitting if verdict.outcome != "unknown" else []
+        out["timing"]["outcome"] = verdict.outcome
+        out["timing"]["matches"] = [{"name": c.label, "id": c.id, "family": c.family, "confidence": round(p, 4)}
+                                    for c, p in (verdict.ranked[:5] if verdict.outcome != "unknown" else [])]
+        if verdict.outcome == "unknown":
+            out["timing"]["unknown"] = {"nearest": verdict.nearest.label if verdict.nearest else None,
+                                        "distance": verdict.distance}
+        out["timing"]["fitting"] = [c.label for c, _ in fitting]
+    else:
+        out["timing"]["outcome"] = "no-response"
+    out["architecture"] = arch
+    out["timing"]["lines"] = terminal_lines(results, verdict, arch)
+    # what XML <osfingerprint> and normal output carry: the guess line and the Cron-OS lines
+    out["fingerprint"] = "\n".join(out["timing"]["lines"][:1] + cron_lines(results, verdict))
+    return out
+
+
+def cron_lines(results: list[TestResult], verdict: TimingVerdict | None) -> list[str]:
+    return [r.signature() for r in results if r.status == "ok"]
+
+
+def terminal_lines(results: list[TestResult], verdict: TimingVerdict | None, arch: list[dict]) -> list[str]:
+    """nmap-cron-OS style: guesses with (Nsuccess/Mtests), then measured vs signature gaps."""
+    ok = sum(1 for r in results if r.status == "ok")
+    lines = []
+    if verdict is None:
+        lines.append(f"Remote OS guesses: none (0success/{len(results)}tests)")
+    elif verdict.outcome == "unknown":
+        near = verdict.nearest.label if verdict.nearest else "?"
+        d = verdict.distance
+        res_s = d.get("timing_residual_s", -1.0)
+        lines.append(f"Remote OS guesses: unknown stack ({ok}success/{len(results)}tests); nearest: {near} "
+                     f"(header mismatches {d.get('header_mismatches', 0):.0f}, timing residual "
+                     f"{'no alignment' if res_s < 0 else f'{res_s:.3f} s'}, "
+                     f"missing packets {d.get('missing_packets', 0):.0f})")
+    else:
+        fit = verdict.fitting
+        head = ", ".join(f"{c.label} ({p * 100:.0f}%)" for c, p in fit[:4])
+        more = "" if verdict.outcome == "match" else " [several classes fit equally]"
+        lines.append(f"Remote OS guesses: {head} ({ok}success/{len(results)}tests){more}")
+    best = (verdict.best or verdict.nearest) if verdict is not None else None
+    for r in results:
+        what = {"syn": "SYN_RCVD", "lastack": "LAST_ACK", "finwait": "FIN_WAIT1"}[r.test]
+        rtt = f"{r.rtt_us / 1000:.2f}ms" if r.rtt_us is not None else "-"
+        rst = f" RST at {r.rst:.3f}s" if r.rst is not None else ""
+        lines.append(f"  {what:9} port {r.port}: {r.status}, {len(r.arrivals)} pkts, Connect={rtt}, "
+                     f"gaps ms {_gaps_ms(r.arrivals)}{rst}  | {best.id if best else '-'}: {_class_gaps_ms(best, r.test)}")
+    for a in arch:
+        lines.append(f"  Architecture: {a['detail']}")
+    return lines
+
+
+async def fingerprint_hosts(targets: dict[str, list[int]], tests: list[str], db: TimingDB, *,
+                            timeout: float = DEFAULT_TIMEOUT, full: bool = False,
+                            links: Links | None = None) -> tuple[dict[str, list[TestResult]], TimingProber]:
+    """Run `tests` on every (address, port) and group the results by address."""
+    prober = TimingProber(db, timeout=timeout, full=full, links=links)
+    jobs = [(a, p, t) for a, ports in targets.items() for p in ports for t in tests]
+    res = await prober.run(jobs)
+    by: dict[str, list[TestResult]] = {a: [] for a in targets}
+    for r in res:
+        by[r.address].append(r)
+    return by, prober
