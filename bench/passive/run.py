@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -114,12 +113,23 @@ def make_million_flows(path: Path, n: int = 1_000_000) -> None:
 
 
 def timed(argv: list[str], **kw) -> tuple[float, int, int]:
-    """(wall seconds, peak RSS in MiB, exit code) of one child."""
+    """(wall seconds, peak RSS in MiB, exit code) of one child.
+
+    Peak RSS is the child's own VmHWM, polled from /proc every 20 ms: rusage maxrss would also
+    count the parent's memory, which a vfork()ed child carries until it execs."""
     t = time.perf_counter()
     p = subprocess.Popen(argv, **kw)
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - t, ru.ru_maxrss // 1024, p.returncode
+    hwm = 0
+    status = Path(f"/proc/{p.pid}/status")
+    while p.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    hwm = max(hwm, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    return time.perf_counter() - t, hwm // 1024, p.returncode
 
 
 def hostprint_argv(*args: str) -> list[str]:
@@ -177,25 +187,36 @@ def main() -> int:
     work = cache / "out"
     work.mkdir(parents=True, exist_ok=True)
     p0f = shutil.which("p0f") or "/usr/sbin/p0f"
-    rows = []
-    best = {}
-    for name, argv in [
+    tools = [
         ("p0f -r -o LOG", [p0f, "-r", str(cap), "-o", str(work / "p0f.log")]),
         ("hostprint -oJ", hostprint_argv("-r", str(cap), "-oJ", str(work / "hp.jsonl"), "--no-db", "--quiet")),
         ("hostprint (no -oJ)", hostprint_argv("-r", str(cap), "--no-db", "--quiet")),
         ("hostprint --p0f-db -oJ", hostprint_argv("-r", str(cap), "-oJ", str(work / "hp-p0fdb.jsonl"), "--no-db",
                                                   "--quiet", "--sigdb", "none", "--p0f-db")),
-    ]:
-        runs = []
-        for _ in range(a.repeat):
+    ]
+    runs: dict[str, list] = {name: [] for name, _ in tools}
+    for _ in range(a.repeat):  # interleaved, so that load from other work hits every tool alike
+        for name, argv in tools:
             if argv[0] == p0f:
                 (work / "p0f.log").unlink(missing_ok=True)  # p0f refuses to append to an old log
-            runs.append(timed(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT))
-        wall = min(r[0] for r in runs)
-        rss = max(r[1] for r in runs)
-        assert all(r[2] == 0 for r in runs), (name, runs)
+            runs[name].append(timed(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT))
+    rows = []
+    best = {}
+    for name, rs in runs.items():
+        assert all(r[2] == 0 for r in rs), (name, rs)
+        wall = min(r[0] for r in rs)
         best[name] = wall
-        rows.append(f"{name:<26} {wall:8.2f} s {npk / wall:>12,.0f} pkt/s {rss:>8} MiB")
+        rows.append(f"{name:<26} {wall:8.2f} s {npk / wall:>12,.0f} pkt/s {max(r[1] for r in rs):>8} MiB"
+                    f"   (all runs: {', '.join(f'{r[0]:.2f}' for r in rs)} s)")
+    # memory bound on many distinct flows (before this process reads the big outputs)
+    mf = cache / f"flows-{a.flows}.pcap"
+    if not mf.exists():
+        make_million_flows(mf, a.flows)
+    (work / "p0f-flows.log").unlink(missing_ok=True)
+    mf_hp = timed(hostprint_argv("-r", str(mf), "--no-db", "--quiet", "-oJ", str(work / "flows.jsonl")),
+                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    mf_p0f = timed([p0f, "-r", str(mf), "-o", str(work / "p0f-flows.log")], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
     theirs = parse_p0f(work / "p0f.log")
     ours = parse_ours(work / "hp.jsonl")
     ours_p0fdb = parse_ours(work / "hp-p0fdb.jsonl")
@@ -205,14 +226,6 @@ def main() -> int:
     same_label = sum(1 for k in lab_both if (theirs[k]["os"] if theirs[k]["os"] != "???" else None)
                      == (ours_p0fdb[k]["os"] or {}).get("name"))
     labelled = sum(1 for k in lab_both if theirs[k]["os"] != "???")
-    # memory bound on 1 M distinct flows
-    mf = cache / f"flows-{a.flows}.pcap"
-    if not mf.exists():
-        make_million_flows(mf, a.flows)
-    mf_wall, mf_rss, rc = timed(hostprint_argv("-r", str(mf), "--no-db", "--quiet", "-oJ", "/dev/null"),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    p0f_mf = timed([p0f, "-r", str(mf), "-o", "/dev/null"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
     import numpy
 
     print(f"# passive benchmark  {time.strftime('%Y-%m-%d')}  {platform.machine()}  python {platform.python_version()}"
@@ -226,8 +239,9 @@ def main() -> int:
           f"identical raw signatures {same_sig:,} ({100 * same_sig / max(1, len(both)):.2f} %)")
     print(f"# OS labels with p0f.fp: p0f labelled {labelled:,} of {len(lab_both):,}; same label (or both none) "
           f"{same_label:,} ({100 * same_label / max(1, len(lab_both)):.2f} %)")
-    print(f"# {a.flows:,} distinct SYN flows from up to 131,072 addresses ({mf.stat().st_size / 2**20:.0f} MiB): hostprint {mf_wall:.1f} s, "
-          f"peak RSS {mf_rss} MiB (rc {rc}); p0f {p0f_mf[0]:.1f} s, {p0f_mf[1]} MiB")
+    print(f"# {a.flows:,} distinct SYN flows from up to 131,072 addresses ({mf.stat().st_size / 2**20:.0f} MiB): "
+          f"hostprint {mf_hp[0]:.1f} s, peak RSS {mf_hp[1]} MiB (rc {mf_hp[2]}); "
+          f"p0f {mf_p0f[0]:.1f} s, {mf_p0f[1]} MiB (rc {mf_p0f[2]})")
     diffs = [k for k in both if theirs[k]["raw_sig"] != ours[k]["raw"]["sig"]][:5]
     for k in diffs:
         print(f"# differs {k}: p0f {theirs[k]['raw_sig']}  hostprint {ours[k]['raw']['sig']}")

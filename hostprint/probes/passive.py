@@ -1,0 +1,708 @@
+"""Passive observation: fingerprints from traffic that hosts send anyway (p0f's method).
+
+What is read: client SYNs and server SYN+ACKs (TTL and hop distance, window and its MSS/MTU
+multiple, scale, MSS and the link MTU it implies, option layout, quirks, TOS/DSCP), the first
+payload segment of each direction of a tracked connection when it is HTTP (request line or status
+line, header order, User-Agent, Server), and TCP timestamps across SYNs of one host (clock rate,
+uptime). Per host the summary also says when one address shows several stacks, initial TTLs or
+timestamp clocks (NAT or a shared address) and when a User-Agent's OS disagrees with the stack.
+
+Why it is built this way: a capture is mostly packets we do not need. A batch of packets from the
+pcap reader is classified with numpy in one go (link type, IP version, protocol, fragment offset,
+TCP flags, first payload byte); only SYNs and PSH segments that may start an HTTP message go
+through Python, and of those only the first payload of each direction of a connection whose SYN
+we saw is parsed.
+Signatures and their matches are cached by their fields, so a busy client costs a dict lookup
+per SYN. The flow table (SYN seen, waiting for SYN+ACK / HTTP) and the host table are bounded:
+flows expire after `flow_timeout` seconds of capture time and both tables are pruned to a cap,
+so a million-flow capture does not grow memory without bound.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from hostprint.engine import pcapfile as PF
+from hostprint.match.passive import (
+    MAX_DIST,
+    QUIRK_ORDER,
+    PassiveMatcher,
+    TcpObservation,
+    guess_ittl,
+    raw_signature,
+    win_multiple,
+)
+from hostprint.probes.passive_hosts import HostState, addr_key, same_os
+
+SYN, ACK, PSH, URG, RST, FIN, ECE, CWR = 0x02, 0x10, 0x08, 0x20, 0x04, 0x01, 0x40, 0x80
+_OPTNAME = {1: "nop", 2: "mss", 3: "ws", 4: "sok", 5: "sack", 8: "ts"}
+_IP4 = struct.Struct("!BBHHHBBH")
+_TCP = struct.Struct("!HHIIBBHHH")
+_H = struct.Struct("!H")
+_HH = struct.Struct("!HH")
+_HTTP_FIRST = np.frombuffer(b"CDGHOPT", np.uint8).astype(np.int64)
+_II = struct.Struct("!II")
+
+HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ")
+MAX_HEADERS = 64
+
+
+def _int_to_ip(b: bytes) -> str:
+    if len(b) == 4:
+        return "%d.%d.%d.%d" % (b[0], b[1], b[2], b[3])
+    import ipaddress
+
+    return str(ipaddress.IPv6Address(b))
+
+
+def parse_tcp(buf: bytes, ip: int, end: int, ver: int, synack: bool) -> tuple[TcpObservation, int, int, int, int] | None:
+    """SYN / SYN+ACK at IP header offset `ip` (frame bytes end at `end`) -> (observation,
+    source port, destination port, TCP header offset, offset of the timestamp option within the
+    options or -1); None when too short to say anything."""
+    if ver == 4:
+        if end - ip < 20:
+            return None
+        vihl, tos, total, ipid, ff, ttl, _proto, _ck = _IP4.unpack_from(buf, ip)
+        ihl = (vihl & 15) << 2
+        if ihl < 20:
+            return None
+        end = min(end, ip + total) if total >= ihl else end
+        quirks = set()
+        if ff & 0x4000:
+            quirks.add("df")
+            if ipid:
+                quirks.add("id+")
+        elif not ipid:
+            quirks.add("id-")
+        if ff & 0x8000:
+            quirks.add("0+")
+        if tos & 3:
+            quirks.add("ecn")
+        olen = ihl - 20
+        flow = 0
+    else:
+        if end - ip < 40:
+            return None
+        w0 = struct.unpack_from("!I", buf, ip)[0]
+        tos = (w0 >> 20) & 0xFF
+        flow = w0 & 0xFFFFF
+        plen = _H.unpack_from(buf, ip + 4)[0]
+        ttl = buf[ip + 7]
+        ihl = 40
+        end = min(end, ip + 40 + plen)
+        quirks = set()
+        if flow:
+            quirks.add("flow")
+        if tos & 3:
+            quirks.add("ecn")
+        olen = 0
+        ipid = 0
+    t = ip + ihl
+    if end - t < 20:
+        return None
+    sport, dport, seq, ackn, doff, flags, win, _ck, urp = _TCP.unpack_from(buf, t)
+    thl = (doff >> 4) << 2
+    if thl < 20 or t + thl > end:
+        return None
+    if flags & (ECE | CWR) or doff & 1:
+        quirks.add("ecn")
+    if not seq:
+        quirks.add("seq-")
+    if flags & ACK:
+        if not ackn:
+            quirks.add("ack-")
+    elif ackn:
+        quirks.add("ack+")
+    if flags & URG:
+        quirks.add("urgf+")
+    elif urp:
+        quirks.add("uptr+")
+    if flags & PSH:
+        quirks.add("pushf+")
+    # options
+    layout: list[str] = []
+    mss = wscale = tsval = tsecr = None
+    ts_off = -1
+    i, oend = t + 20, t + thl
+    while i < oend:
+        k = buf[i]
+        if k == 0:
+            pad = buf[i + 1: oend]
+            layout.append(f"eol+{len(pad)}")
+            if pad.count(0) != len(pad):
+                quirks.add("opt+")
+            break
+        if k == 1:
+            layout.append("nop")
+            i += 1
+            continue
+        if i + 1 >= oend:
+            quirks.add("bad")
+            layout.append(_OPTNAME.get(k) or f"?{k}")
+            break
+        ln = buf[i + 1]
+        if ln < 2 or i + ln > oend:
+            quirks.add("bad")
+            layout.append(_OPTNAME.get(k) or f"?{k}")
+            break
+        if k == 2:
+            if ln != 4:
+                quirks.add("bad")
+            else:
+                mss = _H.unpack_from(buf, i + 2)[0]
+            layout.append("mss")
+        elif k == 3:
+            if ln != 3:
+                quirks.add("bad")
+            else:
+                wscale = buf[i + 2]
+                if wscale > 14:
+                    quirks.add("exws")
+            layout.append("ws")
+        elif k == 4:
+            if ln != 2:
+                quirks.add("bad")
+            layout.append("sok")
+        elif k == 5:
+            layout.append("sack")
+        elif k == 8:
+            if ln != 10:
+                quirks.add("bad")
+            else:
+                tsval, tsecr = _II.unpack_from(buf, i + 2)
+                if ts_off < 0:
+                    ts_off = i - t - 20
+                if not tsval:
+                    quirks.add("ts1-")
+                if tsecr and not synack:
+                    quirks.add("ts2+")
+            layout.append("ts")
+        else:
+            layout.append(f"?{k}")
+        i += ln
+    pclass = 1 if end > t + thl else 0
+    o = TcpObservation(ver, ttl, olen, mss, win, wscale, tuple(layout), frozenset(quirks), pclass, tos,
+                       ihl + thl, tsval, tsecr, synack, ipid, flow)
+    return o, sport, dport, t, ts_off
+
+
+def syn_cache_key(buf: bytes, ip: int, t: int, end: int) -> tuple[tuple, int | None] | None:
+    """(key, tsval) for an IPv4 SYN or SYN+ACK: every header bit the signature depends on, with
+    the timestamp values cut out of the options (they change on every packet). Two packets with
+    the same key have the same signature, because the option walk up to the timestamp reads only
+    bytes inside the key (the caller checks once, on the parse that fills the cache, that the
+    timestamp option really starts where `find` saw it)."""
+    vihl, tos, total, ipid, ff, ttl, _p, _c = _IP4.unpack_from(buf, ip)
+    ihl = (vihl & 15) << 2
+    if total >= ihl:
+        end = min(end, ip + total)
+    if end - t < 20:
+        return None
+    _sp, _dp, seq, ackn, doff, flags, win, _ck, urp = _TCP.unpack_from(buf, t)
+    thl = (doff >> 4) << 2
+    if thl < 20 or t + thl > end:
+        return None
+    opts = buf[t + 20: t + thl]
+    i = opts.find(b"\x08\x0a")
+    tsval = tsecr = None
+    if i >= 0 and i + 10 <= len(opts):
+        tsval, tsecr = _II.unpack_from(opts, i + 2)
+        opts = opts[: i + 2] + opts[i + 10:]
+    else:
+        i = -1
+    return ((vihl, tos, ff & 0xE000, not ipid, ttl, buf[ip + 20: t] if ihl > 20 else b"", doff, flags, win, not urp,
+             not seq, not ackn, end > t + thl, opts, i, tsval == 0, bool(tsecr)), tsval)
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+_HEADER = re.compile(rb"\r\n([^\s:]+):[ \t]*([^\r\n]*)")
+
+
+def http_head(payload: bytes) -> tuple[bool, int, bytes, tuple[bytes, ...], dict[bytes, bytes]] | None:
+    """(is_request, minor version, first line, header names in order, lower-case name -> raw
+    value) of an HTTP/1.x first segment; None when the bytes are not HTTP/1.x. One regex pass in
+    C; nothing is decoded here (the caller decodes only what its caches have not seen)."""
+    request = payload.startswith(HTTP_METHODS)
+    if not request and not payload.startswith(b"HTTP/1."):
+        return None
+    end = payload.find(b"\r\n\r\n")
+    head = payload if end < 0 else payload[: end + 2]
+    i = head.find(b"\r\n")
+    first = head if i < 0 else head[:i]
+    if request:
+        ver = first[first.rfind(b" ") + 1:]
+        if not ver.startswith(b"HTTP/1."):
+            return None
+        v = ver[7:8]
+    else:
+        v = first[7:8]
+    if v != b"1" and v != b"0":
+        return None
+    pairs = _HEADER.findall(head, i if i >= 0 else len(head))[:MAX_HEADERS]
+    return request, v[0] - 48, first, tuple([n for n, _ in pairs]), {n.lower(): val for n, val in pairs}
+
+
+def _val(b: bytes | None) -> str | None:
+    return None if b is None else b[:256].decode("latin-1")
+
+
+def parse_http(payload: bytes) -> dict[str, Any] | None:
+    """The start of an HTTP/1.x request or response as a record: version, header names in
+    order, first line, User-Agent / Server / Via."""
+    r = http_head(payload)
+    if r is None:
+        return None
+    request, version, first, names, values = r
+    d: dict[str, Any] = {"kind": "request" if request else "response", "version": version,
+                         "first_line": first[:200].decode("latin-1"), "headers": [n.decode("latin-1") for n in names]}
+    for k, f in ((b"user-agent", "user_agent"), (b"server", "server"), (b"via", "via")):
+        if k in values:
+            d[f] = _val(values[k])
+    return d
+
+
+# --------------------------------------------------------------------------- the analyzer
+
+
+Record = dict[str, Any]
+_ENC = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
+class PassiveAnalyzer:
+    """Feed it batches (pcap) or frames (live); it calls `emit(record)` per observation."""
+
+    def __init__(self, matcher: PassiveMatcher, emit: Callable[[Record], None] | None = None, *,
+                 write: Callable[[str], Any] | None = None,
+                 flow_timeout: float = 60.0, max_flows: int = 200_000, max_hosts: int = 50_000):
+        """emit(dict) per observation, and/or write(str) with the same record as one JSON line
+        (built from fragments encoded once per signature: the fast path for files).
+
+        Memory: a flow entry is ~200 bytes and a host ~3 kB, so the defaults bound the tables to
+        roughly 40 MB of flows and 150 MB of hosts; past the host cap the least recently seen
+        half is summarised no more (their observations were already written)."""
+        self.m = matcher
+        self.emit = emit
+        self.write = write
+        self.observations = 0
+        self._addrs: dict[bytes, str] = {}
+        self._hcache: dict[tuple, tuple] = {}
+        self._syn_cache: dict[tuple, list] = {}
+        self._first: dict[bytes, str] = {}
+        self._vh = tuple(h.encode("latin-1") for h in matcher.http_value_headers)
+        self.flow_timeout = flow_timeout
+        self.max_flows = max_flows
+        self.max_hosts = max_hosts
+        # flow key (both endpoints, address+port bytes, in sorted order) ->
+        # [t, client's SYN MSS, want request, want response, client endpoint]
+        self.flows: dict[bytes, list] = {}
+        self.hosts: dict[str, HostState] = {}
+        self._cache: dict[tuple, tuple[dict | None, int, dict, str]] = {}
+        self.stats = {"packets": 0, "candidates": 0, "syn": 0, "synack": 0, "http": 0, "malformed": 0,
+                      "flows_expired": 0, "hosts_dropped": 0, "non_ip": 0}
+        self.now = 0.0
+
+    # ---------------------------------------------------------------- batches (files)
+
+    def feed_batch(self, b: PF.Batch) -> None:
+        n = len(b.starts)
+        self.stats["packets"] += n
+        if not n:
+            return
+        lt = b.linktype
+        if lt == PF.LINKTYPE_ETHERNET:
+            l2, etpos = 14, 12
+        elif lt == PF.LINKTYPE_LINUX_SLL:
+            l2, etpos = 16, 14
+        elif lt == PF.LINKTYPE_LINUX_SLL2:
+            l2, etpos = 20, 0
+        elif lt in PF._RAW_ALIASES:
+            l2, etpos = 0, -1
+        elif lt in (PF.LINKTYPE_NULL, PF.LINKTYPE_LOOP):
+            l2, etpos = 4, -1
+        else:
+            self.stats["non_ip"] += n
+            return
+        buf = b.buf
+        u8 = np.frombuffer(buf, np.uint8)
+        top = len(buf) - 1
+        S = np.fromiter(b.starts, np.int64, n)
+        L = np.fromiter(b.lens, np.int64, n)
+        ip = S + l2
+
+        def at(idx: np.ndarray) -> np.ndarray:
+            return u8[np.minimum(idx, top)].astype(np.int64)
+
+        vb = at(ip)
+        ver = vb >> 4
+        if etpos >= 0:
+            et = (at(S + etpos) << 8) | at(S + etpos + 1)
+            vlan = (et == 0x8100) | (et == 0x88A8)
+            v4 = (et == 0x0800) & (ver == 4)
+            v6 = (et == 0x86DD) & (ver == 6)
+        else:
+            vlan = np.zeros(n, bool)
+            v4 = ver == 4
+            v6 = ver == 6
+        ihl = (vb & 15) << 2
+        v4 &= (at(ip + 9) == 6) & ((at(ip + 6) & 0x1F) | at(ip + 7) == 0) & (ihl >= 20)
+        v6 &= at(ip + 6) == 6
+        tcp = np.where(v4, ip + ihl, ip + 40)
+        ok = (v4 | v6) & (L >= tcp - S + 20)
+        fl = at(tcp + 13)
+        # PSH segments matter only when the payload can start an HTTP/1.x message (a method
+        # or "HTTP/"): first byte one of C D G H O P T
+        pay = at(tcp + ((at(tcp + 12) >> 4) << 2))
+        httpish = np.isin(pay, _HTTP_FIRST)
+        want = ok & (((fl & (SYN | RST)) == SYN) | (((fl & PSH) != 0) & httpish))
+        sel = np.flatnonzero(want | vlan)
+        if not len(sel):
+            return
+        self.stats["candidates"] += len(sel)
+        starts, lens = b.starts, b.lens
+        v6l = v6.tolist() if v6.any() else None
+        vl = vlan.tolist() if vlan.any() else None
+        idx = sel.tolist()
+        tss = b.ts_seconds(idx)
+        ip_ = self._ip
+        for i, ts in zip(idx, tss):
+            s = starts[i]
+            end = s + lens[i]
+            if vl is not None and vl[i]:
+                self._frame_slow(ts, buf, s, end, lt)
+                continue
+            try:
+                ip_(buf, s + l2, end, 6 if v6l is not None and v6l[i] else 4, ts)
+            except (IndexError, struct.error, ValueError):
+                self.stats["malformed"] += 1
+
+    # ---------------------------------------------------------------- frames (live, odd link layers)
+
+    def feed_frame(self, ts: float, frame: bytes, linktype: int = PF.LINKTYPE_ETHERNET) -> None:
+        self.stats["packets"] += 1
+        try:
+            self._frame_slow(ts, frame, 0, len(frame), linktype)
+        except (IndexError, struct.error, ValueError):
+            self.stats["malformed"] += 1
+
+    def _frame_slow(self, ts: float, buf: bytes, s: int, end: int, lt: int) -> None:
+        if lt == PF.LINKTYPE_ETHERNET:
+            off = s + 12
+            if end - off < 2:
+                return
+            et = _H.unpack_from(buf, off)[0]
+            off += 2
+            while et in (0x8100, 0x88A8) and end - off >= 4:
+                et = _H.unpack_from(buf, off + 2)[0]
+                off += 4
+            if et not in (0x0800, 0x86DD):
+                self.stats["non_ip"] += 1
+                return
+            ip = off
+        elif lt == PF.LINKTYPE_LINUX_SLL:
+            ip = s + 16
+        elif lt == PF.LINKTYPE_LINUX_SLL2:
+            ip = s + 20
+        elif lt in (PF.LINKTYPE_NULL, PF.LINKTYPE_LOOP):
+            ip = s + 4
+        elif lt in PF._RAW_ALIASES:
+            ip = s
+        else:
+            self.stats["non_ip"] += 1
+            return
+        if end - ip < 20:
+            return
+        ver = buf[ip] >> 4
+        if ver == 4:
+            if buf[ip + 9] != 6 or (_H.unpack_from(buf, ip + 6)[0] & 0x1FFF):
+                return
+            t = ip + ((buf[ip] & 15) << 2)
+        elif ver == 6:
+            if buf[ip + 6] != 6:
+                return
+            t = ip + 40
+        else:
+            return
+        if end - t < 20:
+            return
+        fl = buf[t + 13]
+        if (fl & (SYN | RST)) == SYN or fl & PSH:
+            self._ip(buf, ip, end, ver, ts)
+
+    # ---------------------------------------------------------------- one candidate packet
+
+    def _ip(self, buf: bytes, ip: int, end: int, ver: int, ts: float) -> None:
+        if ver == 4:
+            t = ip + ((buf[ip] & 15) << 2)
+            a0, a1 = ip + 12, ip + 16
+            alen = 4
+        else:
+            t = ip + 40
+            a0, a1 = ip + 8, ip + 24
+            alen = 16
+        fl = buf[t + 13]
+        if fl & SYN:
+            self.now = ts
+            synack = bool(fl & ACK)
+            src, dst = buf[a0: a0 + alen], buf[a1: a1 + alen]
+            ports = buf[t: t + 4]
+            e1, e2 = src + ports[:2], dst + ports[2:]
+            fk = e1 + e2 if e1 < e2 else e2 + e1  # one key for both directions
+            peer_mss = flow = None
+            if synack:
+                flow = self.flows.get(fk)
+                if flow is not None and flow[4] == e2:
+                    peer_mss = flow[1]
+                    flow[0] = ts
+            fast = syn_cache_key(buf, ip, t, end) if ver == 4 else None
+            got = None
+            if fast is not None:
+                ck = (fast[0], peer_mss)
+                got = self._syn_cache.get(ck)
+            if got is None:
+                r = parse_tcp(buf, ip, end, ver, synack)
+                if r is None:
+                    self.stats["malformed"] += 1
+                    return
+                o = r[0]
+                tsval = o.tsval
+                hit = None
+                if fast is not None and r[4] == fast[0][-3]:  # the timestamp sits where the key blanked it
+                    if len(self._syn_cache) > 65536:
+                        self._syn_cache.clear()
+                    got = self._syn_cache[ck] = [o, None]
+            else:
+                o, hit = got
+                tsval = fast[1]
+            sport, dport = _HH.unpack_from(ports)
+            if synack:
+                self.stats["synack"] += 1
+            else:
+                self.stats["syn"] += 1
+                self.flows[fk] = [ts, o.mss, True, True, e1]  # time, client MSS, want request/response, client
+                if len(self.flows) > self.max_flows:
+                    self._expire()
+            hit = self._observe(o, tsval, src, sport, dst, dport, ts, peer_mss, hit)
+            if got is not None:
+                got[1] = hit
+            return
+        # PSH segment: HTTP only on connections whose SYN we saw, first payload per direction
+        flows = self.flows
+        if not flows:
+            return
+        e1 = buf[a0: a0 + alen] + buf[t: t + 2]
+        e2 = buf[a1: a1 + alen] + buf[t + 2: t + 4]
+        fk = e1 + e2 if e1 < e2 else e2 + e1
+        flow = flows.get(fk)
+        if flow is None:
+            return
+        request = e1 == flow[4]
+        j = 2 if request else 3
+        if not flow[j]:
+            return
+        flow[j] = False
+        if not flow[2] and not flow[3]:
+            del flows[fk]
+        thl = (buf[t + 12] >> 4) << 2
+        if ver == 4:
+            total = _H.unpack_from(buf, ip + 2)[0]
+            pend = min(end, ip + total)
+        else:
+            pend = min(end, ip + 40 + _H.unpack_from(buf, ip + 4)[0])
+        if pend - (t + thl) < 16:
+            return
+        h = http_head(buf[t + thl: pend])
+        if h is None or h[0] != request:
+            return
+        self.stats["http"] += 1
+        sport, dport = _HH.unpack_from(buf, t)
+        self._observe_http(h, buf[a0: a0 + alen], sport, buf[a1: a1 + alen], dport, ts)
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    def _expire(self) -> None:
+        """Drop flows idle longer than flow_timeout; if still over the cap, the older half."""
+        limit = self.now - self.flow_timeout
+        before = len(self.flows)
+        self.flows = {k: v for k, v in self.flows.items() if v[0] >= limit}
+        if len(self.flows) > self.max_flows * 3 // 4:
+            times = sorted(v[0] for v in self.flows.values())
+            cut = times[len(times) // 2]
+            self.flows = {k: v for k, v in self.flows.items() if v[0] > cut}
+        self.stats["flows_expired"] += before - len(self.flows)
+
+    def _host(self, addr: str, ts: float) -> HostState:
+        h = self.hosts.get(addr)
+        if h is None:
+            if len(self.hosts) >= self.max_hosts:
+                # keep memory bounded: forget the least recently seen half
+                keep = sorted(self.hosts.values(), key=lambda x: x.last_ts)[len(self.hosts) // 2:]
+                self.stats["hosts_dropped"] += len(self.hosts) - len(keep)
+                self.hosts = {x.address: x for x in keep}
+            h = self.hosts[addr] = HostState(addr, ts, ts)
+        h.last_ts = ts
+        return h
+
+    def _addr(self, b: bytes) -> str:
+        a = self._addrs.get(b)
+        if a is None:
+            if len(self._addrs) > 65536:
+                self._addrs.clear()
+            a = self._addrs[b] = _int_to_ip(b)
+        return a
+
+    def _observe(self, o: TcpObservation, tsval: int | None, src: bytes, sport: int, dst: bytes, dport: int,
+                 ts: float, peer_mss: int | None, hit: tuple | None = None) -> tuple:
+        if hit is None:
+            hit = self._cache.get(o.key(peer_mss))
+        if hit is None:
+            m = self.m.match_tcp(o, peer_mss)
+            os_d = m.os_dict(full=False) if m else None
+            os_full = m.os_dict() if m else None
+            dist = m.distance if m else guess_ittl(o.ttl) - o.ttl
+            n, mtu_form = win_multiple(o, peer_mss)
+            raw_s = raw_signature(o, peer_mss)
+            link_mtu = (o.mss + (40 if o.ver == 4 else 60)) if o.mss else None
+            raw = {
+                "sig": raw_s, "ver": o.ver, "ttl": o.ttl, "ittl": (m.entry.ittl if m and not m.entry.bad_ttl and m.entry.ittl >= o.ttl else guess_ittl(o.ttl)),
+                "olen": o.olen, "mss": o.mss, "mtu": link_mtu, "link": self.m.link(link_mtu) if link_mtu else None,
+                "win": o.win, "win_multiple": (f"{'mtu' if mtu_form else 'mss'}*{n}" if n else None), "wscale": o.wscale,
+                "olayout": ",".join(o.layout), "quirks": [q for q in QUIRK_ORDER if q in o.quirks],
+                "pclass": "+" if o.pclass else "0", "tos": o.tos, "dscp": o.tos >> 2,
+            }
+            dist_v = dist if dist <= MAX_DIST else None
+            role = "server" if o.synack else "client"
+            kind = "syn+ack" if o.synack else "syn"
+            # the record's constant part, JSON-encoded once per signature (the text fast path)
+            tail = ('"kind": "%s", "role": "%s", ' % (kind, role)
+                    + _ENC({"os": os_d, "distance": dist_v, "raw": raw})[1:])
+            hit = (os_d, dist_v, raw, raw_s, role, kind, tail, f"{role}:{os_d['name']}" if os_d else None, os_full)
+            if len(self._cache) > 65536:
+                self._cache.clear()
+            self._cache[o.key(peer_mss)] = hit
+        os_d, dist, raw, raw_s, role, kind, tail, lab, os_full = hit
+        addr = self._addr(src)
+        peer = self._addr(dst)
+        self.observations += 1
+        if self.write is not None:
+            self.write('{"type": "observation", "address": "%s", "port": %d, "peer": "%s", "peer_port": %d, '
+                       '"ts": %r, "tsval": %s, %s\n' % (addr, sport, peer, dport, ts,
+                                                       "null" if tsval is None else tsval, tail))
+        if self.emit is not None:
+            self.emit({"type": "observation", "address": addr, "role": role, "port": sport, "peer": peer,
+                       "peer_port": dport, "ts": ts, "kind": kind, "os": os_d, "distance": dist, "raw": raw,
+                       "tsval": tsval})
+        h = self.hosts.get(addr)
+        if h is None:
+            h = self._host(addr, ts)
+        h.last_ts = ts
+        cnt = h.count
+        cnt[role] = cnt.get(role, 0) + 1
+        sigs = h.sigs
+        c = sigs.get(raw_s)
+        if c is not None:
+            sigs[raw_s] = c + 1
+        else:
+            if len(sigs) < 32:
+                sigs[raw_s] = 1
+            if len(h.ittls) < 8:
+                h.ittls.add(raw["ittl"])
+            if len(h.ttls) < 16:
+                h.ttls.add(o.ttl)
+            if raw["mtu"]:
+                h.mtu, h.link = raw["mtu"], raw["link"]
+        if dist is not None:
+            h.distance = dist
+        if o.synack and len(h.ports) < 64:
+            h.ports.add(sport)
+        if lab is not None:
+            c = h.labels.get(lab)
+            if c is None:
+                c = 0
+                h.families.setdefault(role, set()).add(os_d["family"])
+            c = h.labels[lab] = c + 1
+            if c > h.best_n:
+                h.best, h.best_n = os_full, c
+        if tsval:
+            h.add_timestamp(role, ts, tsval)
+        return hit
+
+    def _observe_http(self, r: tuple, src: bytes, sport: int, dst: bytes, dport: int, ts: float) -> None:
+        request, version, first, names_b, values = r
+        sw_b = values.get(b"user-agent" if request else b"server")
+        via = values.get(b"via")
+        key = (request, version, names_b, sw_b, via, tuple(map(values.get, self._vh)))
+        hit = self._hcache.get(key)
+        if hit is None:
+            sw = _val(sw_b) or ""
+            names = [n.decode("latin-1") for n in names_b]
+            m = self.m.match_http(request, version, [(n.decode("latin-1"), _val(values[n.lower()]) or "")
+                                                     for n in names_b], sw)
+            app = None
+            if m is not None:
+                app = {"name": m.label.full, "family": m.label.name, "confidence": 0.6 if m.label.generic else 0.8,
+                       "dishonest": m.dishonest, "signature": m.entry.text, "source": m.label.source.split(" (", 1)[0]}
+            claimed = self.m.ua_os(sw) if request and sw else None
+            raw = {"kind": "request" if request else "response", "version": version, "headers": names}
+            if sw_b is not None:
+                raw["user_agent" if request else "server"] = sw
+            if via is not None:
+                raw["via"] = _val(via)
+            raw["claimed_os"] = claimed
+            sig_fake = (f"headers look like {m.label.full} but the software string is {sw[:60]!r}"
+                        if m is not None and m.dishonest else None)
+            role = "client" if request else "server"
+            kind = "http-request" if request else "http-response"
+            fmt = ('{"type": "observation", "address": "%%s", "role": "%s", "port": %%d, "peer": "%%s", '
+                   '"peer_port": %%d, "ts": %%r, "kind": "%s", "os": null, "app": %s, "distance": %%s, '
+                   '"raw": {%s, "first_line": %%s, "fake": %%s}}\n'
+                   % (role, kind, _ENC(app).replace("%", "%%"), _ENC(raw)[1:-1].replace("%", "%%")))
+            hit = (app, claimed, sig_fake, sw, raw, fmt, role, kind)
+            if len(self._hcache) > 16384:
+                self._hcache.clear()
+            self._hcache[key] = hit
+        app, claimed, sig_fake, sw, raw, fmt, role, kind = hit
+        addr = self._addr(src)
+        h = self.hosts.get(addr)
+        if h is None:
+            h = self._host(addr, ts)
+        h.last_ts = ts
+        fake = None
+        if claimed:
+            tcp_os = h.best["family"] if h.best else None
+            if tcp_os and not same_os(claimed, tcp_os):
+                fake = f"User-Agent claims {claimed}, TCP stack looks like {tcp_os}"
+        if fake is None:
+            fake = sig_fake
+        if fake is not None and len(h.dishonest) < 8 and fake not in h.dishonest:
+            h.dishonest.append(fake)
+        first_j = self._first.get(first)
+        if first_j is None:
+            if len(self._first) > 4096:
+                self._first.clear()
+            first_j = self._first[first] = _ENC(first[:200].decode("latin-1"))
+        self.observations += 1
+        if self.write is not None:
+            self.write(fmt % (addr, sport, self._addr(dst), dport, ts, "null" if h.distance is None else h.distance,
+                              first_j, "null" if fake is None else _ENC(fake)))
+        if self.emit is not None:
+            self.emit({"type": "observation", "address": addr, "role": role, "port": sport, "peer": self._addr(dst),
+                       "peer_port": dport, "ts": ts, "kind": kind, "os": None, "app": app, "distance": h.distance,
+                       "raw": {**raw, "first_line": first[:200].decode("latin-1"), "fake": fake}})
+        h.count["http"] = h.count.get("http", 0) + 1
+        if app and (len(h.apps) < 16 or app["name"] in h.apps):
+            h.apps[app["name"]] = h.apps.get(app["name"], 0) + 1
+        if sw and (len(h.user_agents if request else h.servers) < 16):
+            (h.user_agents if request else h.servers).add(sw)
+        if claimed:
+            h.ua_os.add(claimed)
+
+    def summaries(self) -> list[dict[str, Any]]:
+        return [h.summary() for h in sorted(self.hosts.values(), key=lambda x: addr_key(x.address))]
