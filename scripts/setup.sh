@@ -5,9 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(nmap p0f masscan hping3 tcpdump nftables iptables iproute2 iputils-ping procps
-      openssh-server openssh-client nginx-light vsftpd redis-server xsltproc libxml2-utils
-      chromium tmux liblwip-dev)
+DEBS=(nmap p0f masscan hping3 tcpdump nftables iptables iproute2 iputils-ping procps util-linux
+      xsltproc libxml2-utils chromium tmux gcc libc6-dev liblwip-dev openssl
+      # real daemons the lab runs in its namespaces (never as system services)
+      openssh-server openssh-client nginx-light vsftpd redis-server stunnel4 dnsmasq-base memcached
+      mosquitto dovecot-imapd dovecot-pop3d mariadb-server postgresql exim4-daemon-light squid slapd
+      snmpd chrony tftpd-hpa rsync inetutils-telnetd erlang-base cups-daemon rpcbind etcd-server
+      xvfb tigervnc-standalone-server samba)
 
 missing=()
 for p in "${DEBS[@]}"; do
@@ -20,10 +24,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "setup: installing Debian packages: ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The lab starts its own copies of these daemons inside namespaces: keep the packages' postinst
+  # scripts from starting system-wide ones (policy-rc.d exit 101 = "not allowed"), and remove the
+  # policy again afterwards unless it was already there.
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  trap '[ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
 fi
-# Debian's postinst scripts may start daemons where an init system runs; the lab starts its own
-# copies in namespaces, so stop nothing and change no system configuration here.
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -E "^WARNING: (Running pip as|Location)" || true
 python3 -c "import hostprint, rich, numpy, pytest, hypothesis, libnmap, lxml" \

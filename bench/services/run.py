@@ -48,10 +48,17 @@ TCP = {
     10023: ("telnet", {"telnet"}, None, None),
     7443: ("tls-redis", {"ssl/redis"}, r"redis", "redis-server"),
     9443: ("tls-http", {"ssl/http", "ssl/https", "https"}, r"nginx", "nginx-light"),
+    12379: ("etcd", {"etcd"}, r"etcd", "etcd-server"),
+    6005: ("x11", {"X11"}, None, None),
+    25672: ("erlang", {"erlang-dist", "erlang"}, r"erlang", None),
+    15900: ("vnc", {"vnc"}, None, None),
+    10445: ("smb", {"microsoft-ds", "netbios-ssn"}, r"samba", None),  # Samba does not send its version over SMB2
+    111: ("rpcbind", {"rpcbind"}, None, None),
     5556: ("tcp-close", {"tcpwrapped"}, None, None),
     5555: ("tcp-listen", set(), None, None),  # silent: nothing to find; costs time
 }
 UDP = {
+    111: ("rpcbind", {"rpcbind"}, None, None),
     10161: ("snmp", {"snmp"}, r"net-snmp", None),
     10123: ("ntp", {"ntp"}, None, None),
     10069: ("tftp", {"tftp"}, None, None),
@@ -76,10 +83,13 @@ def version_ok(reported: str | None, up: str) -> bool:
     return up.startswith(first + ".")
 
 
-def hostprint_scan(lab, tcp: str, udp: str) -> tuple[dict, float]:
+AMAP_DIR = ROOT.parent / "shared" / "datasets" / "amap-5.4"
+
+
+def hostprint_scan(lab, tcp: str, udp: str, *extra: str) -> tuple[dict, float]:
     t = time.monotonic()
     r = lab.exec(lab.scanner_ns, [sys.executable, "-m", "hostprint", "scan", ADDR, "-sS", "-sU", "-sV", "-n",
-                                  "-p", f"T:{tcp},U:{udp}", "--no-db", "--progress", "never", "-oJ", "-"],
+                                  "-p", f"T:{tcp},U:{udp}", "--no-db", "--progress", "never", "-oJ", "-", *extra],
                  capture_output=True, text=True, timeout=900, cwd=str(ROOT))
     dt = time.monotonic() - t
     if r.returncode:
@@ -140,24 +150,27 @@ def main() -> int:
     with Lab(spec, daemon_timeout=60) as lab:
         time.sleep(1.0)  # let slow starters (squid, cupsd) finish their own initialisation
         hp, hp_t = hostprint_scan(lab, tcp, udp)
+        am, am_t = hostprint_scan(lab, tcp, udp, "--sv-db", f"amap={AMAP_DIR}") if AMAP_DIR.is_dir() else ({}, 0.0)
         nm, nm_t = ({}, 0.0) if a.skip_nmap else nmap_scan(lab, tcp, udp)
     rows = []
-    tot = {"hostprint": [0, 0, 0], "nmap": [0, 0, 0]}
+    tot = {"hostprint": [0, 0, 0], "nmap": [0, 0, 0], "amapdb": [0, 0, 0]}
     den = [0, 0, 0]
     for proto, table in (("tcp", TCP), ("udp", UDP)):
         for port, spec_ in table.items():
             key = (port, proto)
             if not spec_[1]:
-                rows.append((key, spec_, hp.get(key), (), nm.get(key), ()))
+                rows.append((key, spec_, hp.get(key), (), nm.get(key), (), am.get(key), ()))
                 continue
             sh = score(hp, key, spec_)
             sn = score(nm, key, spec_)
+            sa = score(am, key, spec_)
             for i in range(3):
                 if sh[i] is not None:
                     den[i] += 1
                     tot["hostprint"][i] += bool(sh[i])
                     tot["nmap"][i] += bool(sn[i])
-            rows.append((key, spec_, hp.get(key), sh, nm.get(key), sn))
+                    tot["amapdb"][i] += bool(sa[i])
+            rows.append((key, spec_, hp.get(key), sh, nm.get(key), sn, am.get(key), sa))
 
     def cell(r, s) -> str:
         if r is None:
@@ -166,9 +179,10 @@ def main() -> int:
         marks = "".join("" if x is None else ("✔" if x else "✘") for x in (s or ()))
         return f"{name or '?'} / {prod or ''} / {ver or ''} ({st}) {marks}"
 
-    lines = ["| port | lab daemon | hostprint: service / product / version | nmap -sV |", "|---|---|---|---|"]
-    for key, spec_, h, sh, n, sn in rows:
-        lines.append(f"| {key[0]}/{key[1]} | {spec_[0]} | {cell(h, sh)} | {cell(n, sn)} |")
+    lines = ["| port | lab daemon | hostprint: service / product / version | nmap -sV | hostprint engine + amap 5.4 DB |",
+             "|---|---|---|---|---|"]
+    for key, spec_, h, sh, n, sn, m, sa in rows:
+        lines.append(f"| {key[0]}/{key[1]} | {spec_[0]} | {cell(h, sh)} | {cell(n, sn)} | {cell(m, sa)} |")
     summary = [
         f"ports: {len(rows)} ({len(TCP)} TCP, {len(UDP)} UDP) on one lab host; scored: {den[0]} services, "
         f"{den[1]} products, {den[2]} versions (the silent listener is timed, not scored)",
@@ -179,6 +193,9 @@ def main() -> int:
         summary.append(f"nmap -sS -sU -sV (default intensity): {nm_t:.1f} s wall; services {tot['nmap'][0]}/{den[0]}, "
                        f"products {tot['nmap'][1]}/{den[1]}, versions {tot['nmap'][2]}/{den[2]}")
         summary.append(f"time ratio hostprint/nmap: {hp_t / nm_t:.3f}" if nm_t else "")
+    if am_t:
+        summary.append(f"hostprint -sV --sv-db amap (amap 5.4's files, names only): {am_t:.1f} s wall; services "
+                       f"{tot['amapdb'][0]}/{den[0]}, products {tot['amapdb'][1]}/{den[1]}, versions {tot['amapdb'][2]}/{den[2]}")
     text = "\n".join(["## Services run " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "",
                       *[f"- {s}" for s in summary if s], "", *lines, ""])
     Path(a.out).write_text(text)

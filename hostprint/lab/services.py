@@ -189,3 +189,370 @@ def helper_env() -> dict[str, str]:
     root = package_root()
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+# ---------------------------------------------------------------------------- application-fingerprinting kinds
+# Added for issue 5 (hostprint/probes/app.py). Each daemon runs in the foreground with its own
+# config under ctx.dir; package names are in the function docstrings' first word.
+
+
+def _hostile(mode: str) -> Builder:
+    def build(ctx: ServiceContext) -> list[str]:
+        return [sys.executable, "-m", "hostprint.lab.hostile", "--mode", mode, "--port", str(ctx.port)]
+
+    return build
+
+
+# tcp-close: accepts and closes at once (nmap's "tcpwrapped"); the hostile-* kinds: see lab/hostile.py.
+service("tcp-close", default_port=7)(_hostile("close"))
+service("hostile-endless", default_port=9001)(_hostile("endless"))
+service("hostile-big", default_port=9002)(_hostile("big"))
+service("hostile-tarpit", default_port=9003)(_hostile("tarpit"))
+service("hostile-tlsgarbage", default_port=9004)(_hostile("tlsgarbage"))
+
+
+def _lab_cert(lab_dir: Path) -> tuple[Path, Path]:
+    """One self-signed certificate per lab (CN and a SAN that tests can look for)."""
+    d = lab_dir / "tls"
+    crt, key = d / "lab.crt", d / "lab.key"
+    if not crt.exists():
+        d.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+                        "-subj", "/CN=hostprint-lab/O=hostprint", "-addext",
+                        "subjectAltName=DNS:lab.hostprint.test,IP:198.18.0.99",
+                        "-keyout", str(key), "-out", str(crt)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _world_readable(d)
+        key.chmod(0o644)
+    return crt, key
+
+
+def _stunnel_in_front(ctx: ServiceContext, backend: list[str], sock: Path) -> list[str]:
+    """stunnel4 on ctx.port forwarding to a backend on a unix socket; both in one session."""
+    crt, key = _lab_cert(ctx.lab_dir)
+    conf = ctx.dir / "stunnel.conf"
+    conf.write_text(f"foreground = yes\npid =\noutput = {ctx.log}\n[svc]\naccept = 0.0.0.0:{ctx.port}\n"
+                    f"connect = {sock}\ncert = {crt}\nkey = {key}\n")
+    import shlex
+
+    return ["sh", "-c", f"{shlex.join(backend)} & exec {shlex.quote(shutil.which('stunnel4') or 'stunnel4')} "
+                        f"{shlex.quote(str(conf))}"]
+
+
+@service("tls-redis", default_port=6380)
+def _tls_redis(ctx: ServiceContext) -> list[str]:
+    """stunnel4 + redis-server on a unix socket (ssl/redis)."""
+    sock = ctx.dir / "redis.sock"
+    return _stunnel_in_front(ctx, [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", "0",
+                                   "--unixsocket", str(sock), "--unixsocketperm", "777", "--save", "",
+                                   "--appendonly", "no", "--dir", str(ctx.dir), "--logfile",
+                                   str(ctx.dir / "redis.log")], sock)
+
+
+@service("tls-http", default_port=8443)
+def _tls_http(ctx: ServiceContext) -> list[str]:
+    """stunnel4 + nginx on a unix socket (ssl/http)."""
+    sock = ctx.dir / "nginx.sock"
+    argv = _nginx(ServiceContext(ctx.kind, ctx.port, ctx.host, ctx.dir, ctx.lab_dir))
+    conf = ctx.dir / "nginx.conf"
+    conf.write_text(conf.read_text().replace(f"listen {ctx.port} default_server;", f"listen unix:{sock};"))
+    return _stunnel_in_front(ctx, argv, sock)
+
+
+@service("memcached", default_port=11211)
+def _memcached(ctx: ServiceContext) -> list[str]:
+    """memcached; UDP off (-U 0) as in Debian's default config."""
+    return [shutil.which("memcached") or "/usr/bin/memcached", "-u", "memcache", "-p", str(ctx.port),
+            "-U", "0", "-l", "0.0.0.0", "-m", "16"]
+
+
+@service("mqtt", default_port=1883)
+def _mqtt(ctx: ServiceContext) -> list[str]:
+    """mosquitto (MQTT broker)."""
+    conf = ctx.dir / "mosquitto.conf"
+    conf.write_text(f"listener {ctx.port} 0.0.0.0\nallow_anonymous true\npersistence false\n"
+                    f"log_dest stderr\npid_file {ctx.dir / 'mosquitto.pid'}\nuser root\n")
+    return [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)]
+
+
+@service("dns", default_port=53)
+def _dns(ctx: ServiceContext) -> list[str]:
+    """dnsmasq-base: DNS on TCP and UDP ctx.port, no upstream, answers version.bind."""
+    return [shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "-k", "-C", "/dev/null", f"--port={ctx.port}",
+            "--no-resolv", "--no-hosts", "--user=root", f"--pid-file={ctx.dir / 'dnsmasq.pid'}",
+            "--address=/lab.hostprint.test/198.18.0.99", "--log-facility=" + str(ctx.log)]
+
+
+def _dovecot(ctx: ServiceContext, proto: str) -> list[str]:
+    run = ctx.dir / "run"
+    run.mkdir(exist_ok=True)
+    conf = ctx.dir / "dovecot.conf"
+    other = {"imap": "pop3", "pop3": "imap"}[proto]
+    conf.write_text(f"""protocols = {proto}
+listen = *
+base_dir = {run}
+state_dir = {ctx.dir / 'state'}
+log_path = {ctx.log}
+ssl = no
+disable_plaintext_auth = no
+mail_location = mbox:/tmp/hostprint-nomail
+passdb {{
+  driver = static
+  args = password=hostprint-lab
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}}
+service {proto}-login {{
+  inet_listener {proto} {{
+    port = {ctx.port}
+  }}
+  inet_listener {proto}s {{
+    port = 0
+  }}
+}}
+service {other}-login {{
+  inet_listener {other} {{
+    port = 0
+  }}
+  inet_listener {other}s {{
+    port = 0
+  }}
+}}
+""")
+    _world_readable(ctx.dir)
+    return [shutil.which("dovecot") or "/usr/sbin/dovecot", "-F", "-c", str(conf)]
+
+
+@service("imap", default_port=143)
+def _imap(ctx: ServiceContext) -> list[str]:
+    """dovecot-imapd."""
+    return _dovecot(ctx, "imap")
+
+
+@service("pop3", default_port=110)
+def _pop3(ctx: ServiceContext) -> list[str]:
+    """dovecot-pop3d."""
+    return _dovecot(ctx, "pop3")
+
+
+@service("mysql", default_port=3306)
+def _mysql(ctx: ServiceContext) -> list[str]:
+    """mariadb-server with a fresh datadir; skip-name-resolve so greetings are not delayed by DNS."""
+    data = ctx.dir / "data"
+    if not (data / "mysql").exists():
+        subprocess.run([shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db", "--no-defaults",
+                        f"--datadir={data}", "--user=root", "--auth-root-authentication-method=normal",
+                        "--skip-test-db"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return [shutil.which("mariadbd") or "/usr/sbin/mariadbd", "--no-defaults", f"--datadir={data}",
+            f"--socket={ctx.dir / 'mysql.sock'}", f"--port={ctx.port}", "--bind-address=0.0.0.0",
+            "--skip-name-resolve", "--skip-grant-tables", "--user=root", f"--pid-file={ctx.dir / 'mysqld.pid'}",
+            f"--log-error={ctx.log}", "--innodb-buffer-pool-size=8M", "--skip-log-bin"]
+
+
+@service("postgresql", default_port=5432)
+def _postgresql(ctx: ServiceContext) -> list[str]:
+    """postgresql-15 (cluster made with initdb as user postgres, never as root)."""
+    import glob
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins:
+        raise UsageError("postgresql is not installed (Debian package postgresql)")
+    bindir = bins[-1]
+    data = ctx.dir / "data"
+    _world_readable(ctx.dir)
+    shutil.chown(ctx.dir, "postgres", "postgres")
+    if not (data / "PG_VERSION").exists():
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/initdb", "-D", str(data), "-U", "postgres",
+                        "--auth=trust", "-E", "UTF8"], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, cwd=str(ctx.dir))
+    hba = data / "pg_hba.conf"
+    hba.write_text("local all all trust\nhost all postgres 0.0.0.0/0 reject\nhost all all 0.0.0.0/0 scram-sha-256\n")
+    return ["runuser", "-u", "postgres", "--", f"{bindir}/postgres", "-D", str(data), "-p", str(ctx.port),
+            "-c", "listen_addresses=*", "-c", f"unix_socket_directories={ctx.dir}", "-c", "shared_buffers=8MB",
+            "-c", "logging_collector=off"]
+
+
+@service("smtp", default_port=25)
+def _smtp(ctx: ServiceContext) -> list[str]:
+    """exim4-daemon-light with Debian's generated config; -oX picks the port, -bdf stays in front."""
+    # Debian's config listens on loopback only; -oX with an address list overrides local_interfaces.
+    return [shutil.which("exim4") or "/usr/sbin/exim4", "-bdf", "-oX", f"0.0.0.0.{ctx.port}",
+            "-oP", str(ctx.dir / "exim.pid")]
+
+
+@service("squid", default_port=3128)
+def _squid(ctx: ServiceContext) -> list[str]:
+    """squid (HTTP proxy), no cache, no access log."""
+    conf = ctx.dir / "squid.conf"
+    conf.write_text(f"http_port {ctx.port}\npid_filename {ctx.dir / 'squid.pid'}\ncache_log {ctx.log}\n"
+                    "access_log none\ncache deny all\nhttp_access allow all\n"
+                    f"coredump_dir {ctx.dir}\nvisible_hostname lab.hostprint.test\nshutdown_lifetime 1 seconds\n"
+                    "dns_nameservers 127.0.0.1\n")
+    _world_readable(ctx.dir)
+    shutil.chown(ctx.dir, "proxy", "proxy")
+    return [shutil.which("squid") or "/usr/sbin/squid", "-N", "-f", str(conf)]
+
+
+@service("ldap", default_port=389)
+def _ldap(ctx: ServiceContext) -> list[str]:
+    """slapd with a minimal slapd.conf (core schema, one mdb database)."""
+    db = ctx.dir / "db"
+    db.mkdir(exist_ok=True)
+    conf = ctx.dir / "slapd.conf"
+    conf.write_text(f"include /etc/ldap/schema/core.schema\npidfile {ctx.dir / 'slapd.pid'}\n"
+                    "modulepath /usr/lib/ldap\nmoduleload back_mdb\n"
+                    f"database mdb\nsuffix \"dc=lab,dc=hostprint\"\ndirectory {db}\nmaxsize 10485760\n")
+    return [shutil.which("slapd") or "/usr/sbin/slapd", "-d", "0", "-h", f"ldap://0.0.0.0:{ctx.port}/",
+            "-f", str(conf)]
+
+
+@service("rsync", default_port=873)
+def _rsync(ctx: ServiceContext) -> list[str]:
+    """rsync --daemon with one read-only module."""
+    conf = ctx.dir / "rsyncd.conf"
+    conf.write_text(f"pid file = {ctx.dir / 'rsyncd.pid'}\nuse chroot = no\n[pub]\npath = {ctx.dir}\nread only = yes\n")
+    return [shutil.which("rsync") or "/usr/bin/rsync", "--daemon", "--no-detach", f"--port={ctx.port}",
+            f"--config={conf}", f"--log-file={ctx.log}"]
+
+
+@service("epmd", default_port=4369)
+def _epmd(ctx: ServiceContext) -> list[str]:
+    """erlang-base's epmd (Erlang port mapper)."""
+    return [shutil.which("epmd") or "/usr/bin/epmd", "-port", str(ctx.port)]
+
+
+@service("snmp", default_port=161)
+def _snmp(ctx: ServiceContext) -> list[str]:
+    """snmpd on UDP and TCP ctx.port (TCP too so the lab's readiness check sees it), community public."""
+    conf = ctx.dir / "snmpd.conf"
+    conf.write_text("rocommunity public default\nsysLocation hostprint lab\nsysContact lab@hostprint.test\n")
+    return [shutil.which("snmpd") or "/usr/sbin/snmpd", "-f", "-C", "-c", str(conf), "-Lf", str(ctx.log),
+            "-p", str(ctx.dir / "snmpd.pid"), f"udp:{ctx.port},tcp:{ctx.port}"]
+
+
+def _udp_with_marker(ctx: ServiceContext, argv: list[str]) -> list[str]:
+    """UDP-only daemons: the lab waits for a TCP listener, so a silent holdlistener on the same
+    port number marks readiness (tests scan only the UDP side of these ports)."""
+    import shlex
+
+    return ["sh", "-c", f"{shlex.join(argv)} & exec {shlex.quote(sys.executable)} -m hostprint.lab.holdlistener "
+                        f"--port {ctx.port}"]
+
+
+@service("ntp", default_port=123)
+def _ntp(ctx: ServiceContext) -> list[str]:
+    """chrony serving NTP on UDP ctx.port (never touches the clock: -x)."""
+    conf = ctx.dir / "chrony.conf"
+    conf.write_text(f"port {ctx.port}\ncmdport 0\nallow all\nlocal stratum 8\npidfile {ctx.dir / 'chronyd.pid'}\n"
+                    f"driftfile {ctx.dir / 'drift'}\n")
+    return _udp_with_marker(ctx, [shutil.which("chronyd") or "/usr/sbin/chronyd", "-d", "-x", "-u", "root",
+                                  "-f", str(conf)])
+
+
+@service("tftp", default_port=69)
+def _tftp(ctx: ServiceContext) -> list[str]:
+    """tftpd-hpa in standalone mode (-L) on UDP ctx.port."""
+    root = ctx.dir / "tftproot"
+    root.mkdir(exist_ok=True)
+    return _udp_with_marker(ctx, [shutil.which("in.tftpd") or "/usr/sbin/in.tftpd", "-L", "-u", "root",
+                                  "--address", f"0.0.0.0:{ctx.port}", "-s", str(root)])
+
+
+@service("telnet", default_port=23)
+def _telnet(ctx: ServiceContext) -> list[str]:
+    """inetutils-telnetd behind a tiny inetd (hostprint.lab.inetd: one process per connection)."""
+    return [sys.executable, "-m", "hostprint.lab.inetd", "--port", str(ctx.port), "--",
+            shutil.which("telnetd") or "/usr/sbin/telnetd"]
+
+
+@service("ipp", default_port=631)
+def _ipp(ctx: ServiceContext) -> list[str]:
+    """cups-daemon (cupsd -f) with its files under ctx.dir."""
+    for d in ("spool", "cache", "state", "log", "tmp", "ppd"):
+        (ctx.dir / d).mkdir(exist_ok=True)
+    files = ctx.dir / "cups-files.conf"
+    files.write_text(f"ServerRoot {ctx.dir}\nRequestRoot {ctx.dir / 'spool'}\nCacheDir {ctx.dir / 'cache'}\n"
+                     f"StateDir {ctx.dir / 'state'}\nTempDir {ctx.dir / 'tmp'}\nAccessLog {ctx.dir / 'log'}/access_log\n"
+                     f"ErrorLog {ctx.log}\nPageLog {ctx.dir / 'log'}/page_log\n"
+                     "SystemGroup root\nFileDevice No\nSandboxing Relaxed\n")
+    conf = ctx.dir / "cupsd.conf"
+    conf.write_text(f"Listen 0.0.0.0:{ctx.port}\nServerName lab.hostprint.test\nBrowsing No\nWebInterface Yes\n"
+                    f"PidFile {ctx.dir / 'cupsd.pid'}\nLogLevel warn\n<Location />\n  Order allow,deny\n  Allow all\n</Location>\n")
+    return [shutil.which("cupsd") or "/usr/sbin/cupsd", "-f", "-c", str(conf), "-s", str(files)]
+
+
+@service("rpcbind", default_port=111)
+def _rpcbind(ctx: ServiceContext) -> list[str]:
+    """rpcbind (ONC RPC port mapper) in the foreground; its port is fixed at 111 by rpcbind itself."""
+    if ctx.port != 111:
+        raise UsageError(f"rpcbind listens on 111 only, not {ctx.port}")
+    Path("/run/rpcbind").mkdir(exist_ok=True)
+    return [shutil.which("rpcbind") or "/usr/sbin/rpcbind", "-f", "-w"]
+
+
+@service("etcd", default_port=2379)
+def _etcd(ctx: ServiceContext) -> list[str]:
+    """etcd-server: client API on ctx.port, peer URL on loopback ctx.port+1 (single member)."""
+    return [shutil.which("etcd") or "/usr/bin/etcd", "--name", "lab", "--data-dir", str(ctx.dir / "data"),
+            "--listen-client-urls", f"http://0.0.0.0:{ctx.port}", "--advertise-client-urls",
+            f"http://127.0.0.1:{ctx.port}", "--listen-peer-urls", f"http://127.0.0.1:{ctx.port + 1}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{ctx.port + 1}", "--initial-cluster",
+            f"lab=http://127.0.0.1:{ctx.port + 1}", "--logger", "zap", "--log-outputs", "stderr"]
+
+
+@service("x11", default_port=6001)
+def _x11(ctx: ServiceContext) -> list[str]:
+    """xvfb: X server display N on TCP 6000+N, access control off (-ac) so the setup reply is sent."""
+    if not 6000 <= ctx.port <= 6063:
+        raise UsageError(f"x11 port {ctx.port}: X displays listen on 6000+N (6000-6063)")
+    return [shutil.which("Xvfb") or "/usr/bin/Xvfb", f":{ctx.port - 6000}", "-listen", "tcp", "-ac",
+            "-nolisten", "unix", "-screen", "0", "320x200x8"]
+
+
+@service("erlang", default_port=25672)
+def _erlang(ctx: ServiceContext) -> list[str]:
+    """erlang-base: a bare Erlang node whose distribution port is ctx.port; it starts its own epmd
+    on ctx.port+1 (ERL_EPMD_PORT) so it never meets the lab's `epmd` kind."""
+    return ["env", f"ERL_EPMD_PORT={ctx.port + 1}", f"HOME={ctx.dir}", shutil.which("erl") or "/usr/bin/erl",
+            "-noshell", "-sname", "lab", "-setcookie", "hostprint-lab", "-kernel", "inet_dist_listen_min",
+            str(ctx.port), "-kernel", "inet_dist_listen_max", str(ctx.port)]
+
+
+@service("vnc", default_port=5900)
+def _vnc(ctx: ServiceContext) -> list[str]:
+    """tigervnc-standalone-server (Xvnc), no authentication; X display picked free (-displayfd)."""
+    return [shutil.which("Xvnc") or "/usr/bin/Xvnc", "-displayfd", "1", "-rfbport", str(ctx.port),
+            "-interface", "0.0.0.0", "-SecurityTypes", "None", "-nolisten", "tcp", "-geometry", "320x200"]
+
+
+@service("smb", default_port=445)
+def _smb(ctx: ServiceContext) -> list[str]:
+    """samba's smbd, standalone server, every state directory under ctx.dir."""
+    dirs = {k: ctx.dir / k for k in ("lock", "state", "cache", "private", "ncalrpc", "share")}
+    for d in dirs.values():
+        d.mkdir(exist_ok=True)
+    conf = ctx.dir / "smb.conf"
+    conf.write_text(f"""[global]
+  workgroup = HOSTPRINTLAB
+  netbios name = LABSMB
+  server role = standalone server
+  smb ports = {ctx.port}
+  pid directory = {ctx.dir}
+  lock directory = {dirs['lock']}
+  state directory = {dirs['state']}
+  cache directory = {dirs['cache']}
+  private dir = {dirs['private']}
+  ncalrpc dir = {dirs['ncalrpc']}
+  log file = {ctx.log}
+  load printers = no
+  disable spoolss = yes
+  map to guest = Bad User
+[pub]
+  path = {dirs['share']}
+  read only = yes
+  guest ok = yes
+""")
+    return [shutil.which("smbd") or "/usr/sbin/smbd", "--foreground", "--no-process-group", "--debug-stdout",
+            "-s", str(conf)]

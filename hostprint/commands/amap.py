@@ -1,0 +1,382 @@
+"""`hostprint amap TARGET PORT…`: amap's application mapping with amap's options and output.
+
+Why a separate command and not only `scan -sV`: amap users script against its flags, its line
+format and its `-m` colon format; keeping them lets those scripts run unchanged, while the
+engine (hostprint/probes/app.py) and the signature DBs are shared with `scan -sV`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import TextIO
+
+from hostprint import model
+from hostprint.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("amap", help="application mapping (amap's options)",
+                       description="Identify applications on ports with banners and triggers (amap's method).")
+    p.add_argument("target", nargs="?", metavar="TARGET", help="address or hostname")
+    p.add_argument("ports", nargs="*", metavar="PORT", help="ports: 22 80 8000-8010 (commas allowed)")
+    m = p.add_mutually_exclusive_group()
+    m.add_argument("-A", dest="mode", action="store_const", const="map", help="map applications (default)")
+    m.add_argument("-B", dest="mode", action="store_const", const="banner", help="just grab banners, no triggers")
+    m.add_argument("-P", dest="mode", action="store_const", const="portscan", help="connect port scan only")
+    p.add_argument("-1", dest="first", action="store_true", help="stop at the first identification per port")
+    p.add_argument("-b", dest="print_banner", action="store_true", help="print the banner of identified ports")
+    p.add_argument("-d", dest="dump", action="store_true", help="hex-dump every response")
+    p.add_argument("-i", dest="input", metavar="FILE", help="targets from nmap -oG (or -oM) / -oX output")
+    p.add_argument("-o", dest="logfile", metavar="FILE", help="log to FILE (existing FILE becomes FILE.old)")
+    p.add_argument("-m", dest="machine", action="store_true", help="-o output machine readable (colon separated)")
+    p.add_argument("-D", dest="defs", metavar="FILE", help="amap definitions FILE.trig/.resp/.rpc (or a directory)")
+    p.add_argument("--sv-db", default=None, metavar="DB",
+                   help="signature DBs, comma separated: hostprint (default), amap[=FILE], nmap[=FILE]")
+    p.add_argument("-p", dest="only_trigger", metavar="PROTO", help="send only the trigger(s) named PROTO")
+    p.add_argument("-H", dest="harmless", action="store_true", help="do not send triggers marked harmful")
+    p.add_argument("-U", dest="hide_unrecognised", action="store_true", help="do not dump unrecognised responses")
+    p.add_argument("-R", dest="no_rpc", action="store_true", help="no RPC identification")
+    p.add_argument("-S", dest="no_ssl", action="store_true", help="do not look behind SSL")
+    p.add_argument("-c", dest="cons", type=int, default=32, metavar="CONS", help="parallel connections (1-256, default 32)")
+    p.add_argument("-C", dest="retries", type=int, default=3, metavar="RETRIES", help="reconnects on connect timeout (default 3)")
+    p.add_argument("-T", dest="connect_timeout", type=float, default=5, metavar="SEC", help="connect timeout (default 5)")
+    p.add_argument("-t", dest="response_timeout", type=float, default=5, metavar="SEC", help="response timeout (default 5)")
+    p.add_argument("-q", dest="quiet", action="store_true", help="do not report closed ports")
+    p.add_argument("-v", dest="verbose", action="count", default=0)
+    p.add_argument("-u", dest="udp", action="store_true", help="ports on the command line are UDP")
+    p.add_argument("-oJ", metavar="FILE", help="JSON lines (hostprint's schema, '-' = stdout)")
+    p.set_defaults(func=run, mode=None)
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def parse_port_args(words: list[str]) -> list[int]:
+    out: list[int] = []
+    for w in words:
+        for part in w.split(","):
+            if not part:
+                continue
+            lo, dash, hi = part.partition("-")
+            try:
+                a, b = int(lo), int(hi) if dash else int(lo)
+            except ValueError:
+                raise UsageError(f"bad port {part!r}") from None
+            if not (1 <= a <= b <= 65535):
+                raise UsageError(f"bad port {part!r} (1-65535)")
+            out.extend(range(a, b + 1))
+    return list(dict.fromkeys(out))
+
+
+def read_nmap_file(path: str) -> list[tuple[str, int, str]]:
+    """Open ports from nmap -oG/-oM (amap's -i) or -oX output: (address, port, proto)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise UsageError(f"cannot read -i {path}: {e.strerror}") from None
+    out: list[tuple[str, int, str]] = []
+    if text.lstrip().startswith("<?xml") or "<nmaprun" in text[:2000]:
+        try:
+            root = ET.fromstring(text)
+        except ET.ParseError as e:
+            raise UsageError(f"-i {path}: not valid nmap XML ({e})") from None
+        for h in root.iter("host"):
+            addr = next((a.get("addr") for a in h.iter("address") if a.get("addrtype") in ("ipv4", "ipv6")), None)
+            for p in h.iter("port"):
+                st = p.find("state")
+                if addr and st is not None and st.get("state") == "open" and (p.get("portid") or "").isdigit():
+                    out.append((addr, int(p.get("portid")), p.get("protocol") or "tcp"))
+        return out
+    for line in text.splitlines():
+        if not line.startswith("Host: ") or "Ports: " not in line:
+            continue
+        addr = line.split()[1]
+        ports = line.split("Ports: ", 1)[1].split("\t", 1)[0]
+        for entry in ports.split(","):
+            f = entry.strip().split("/")
+            if len(f) >= 3 and f[0].isdigit() and f[1] == "open" and f[2] in ("tcp", "udp"):
+                out.append((addr, int(f[0]), f[2]))
+    return out
+
+
+def _db(args: argparse.Namespace):
+    from hostprint.match.app import SignatureDB
+    from hostprint.signatures import amap as amap_db
+
+    if args.defs:
+        db = amap_db.load(args.defs)
+        return db.extend(sv_db(args.sv_db)) if args.sv_db else db
+    return sv_db(args.sv_db or "hostprint")
+
+
+def check_sv_db(spec: str) -> str:
+    """argparse type for --sv-db: names checked before any scanning starts."""
+    for s in spec.split(","):
+        if s.strip().partition("=")[0] not in ("hostprint", "amap", "nmap"):
+            raise argparse.ArgumentTypeError(f"bad --sv-db {spec!r}: use hostprint, amap[=FILE] or nmap[=FILE]")
+    return spec
+
+
+def sv_timeout(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 240:
+        raise argparse.ArgumentTypeError(f"bad --sv-timeout {text!r}: use 0-240 seconds")
+    return v
+
+
+def sv_db(spec: str):
+    """--sv-db: 'hostprint', 'amap[=FILE]', 'nmap[=FILE]', comma separated, merged in that order."""
+    from hostprint.match.app import SignatureDB
+    from hostprint.signatures import amap as amap_db
+    from hostprint.signatures import app_db, nmap_probes
+
+    db = SignatureDB()
+    specs = [s.strip() for s in spec.split(",") if s.strip()]
+    if not specs:
+        raise UsageError(f"bad --sv-db {spec!r}: use hostprint, amap[=FILE] or nmap[=FILE]")
+    for s in specs:
+        name, _, arg = s.partition("=")
+        if name == "hostprint":
+            db.extend(app_db.load())
+        elif name == "amap":
+            db.extend(amap_db.load(arg or _default_amap_dir()))
+        elif name == "nmap":
+            db.extend(nmap_probes.load(arg or None))
+        else:
+            raise UsageError(f"bad --sv-db {s!r}: use hostprint, amap[=FILE] or nmap[=FILE]")
+    return db
+
+
+def _default_amap_dir() -> str:
+    for d in ("/usr/share/amap", "/usr/local/share/amap", "/etc/amap"):
+        if Path(d, "appdefs.resp").is_file():
+            return d
+    raise UsageError("--sv-db amap: no appdefs files found (give amap=DIR or -D FILE)")
+
+
+def options_from(args: argparse.Namespace, db):
+    from hostprint.probes.app import AppOptions
+
+    if not 1 <= args.cons <= 256:
+        raise UsageError(f"bad -c {args.cons}: use 1-256")
+    if args.retries < 0:
+        raise UsageError(f"bad -C {args.retries}: must be >= 0")
+    for flag, v in (("-T", args.connect_timeout), ("-t", args.response_timeout)):
+        if not 0 < v <= 240:
+            raise UsageError(f"bad {flag} {v:g}: use 1-240 seconds")
+    mode = args.mode or "map"
+    if args.only_trigger and not db.trigger(args.only_trigger.lower()) and not db.trigger(args.only_trigger):
+        raise UsageError(f"bad -p {args.only_trigger!r}: no such trigger")
+    return AppOptions(db, connect_timeout=args.connect_timeout, response_timeout=args.response_timeout,
+                      banner_timeout=args.response_timeout, retries=max(1, args.retries), parallel=args.cons,
+                      first=args.first or mode != "map", banners_only=mode == "banner",
+                      portscan_only=mode == "portscan", harmless_only=args.harmless,
+                      only_trigger=(args.only_trigger if db.trigger(args.only_trigger or "") else
+                                    (args.only_trigger or "").lower() or None),
+                      ssl=not args.no_ssl, rpc=not args.no_rpc)
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def _ident(m) -> str:
+    f = m.fields
+    extra = " ".join(x for x in (f.get("product"), f.get("version")) if x)
+    if f.get("extrainfo"):
+        extra += f" ({f['extrainfo']})" if extra else f["extrainfo"]
+    return m.service + (f" [{extra}]" if extra else "")
+
+
+def _escape_banner(b: bytes) -> str:
+    s = b[:256].decode("latin-1").replace(":", "")
+    return s.translate({10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v", 12: "\\f", 92: "\\\\"})
+
+
+def _full_banner(b: bytes) -> str:
+    if all(32 <= c < 127 or c in (9, 10, 13) for c in b) and b":" not in b and b'"' not in b:
+        return '"' + _escape_banner(b) + '"'
+    return "0x" + b.hex()
+
+
+def report_lines(reps, args) -> tuple[list[str], list[str]]:
+    """(terminal lines, machine lines) in amap's formats."""
+    from hostprint.probes.app import NULL, hexdump, printable, suggest
+
+    out: list[str] = []
+    machine: list[str] = []
+    unident: list[str] = []
+    mode = args.mode or "map"
+    for r in reps:
+        where = f"{r.address}:{r.port}/{r.proto}"
+        first_data = next((x.data for x in r.responses if x.data), b"")
+        if r.status in ("closed", "unreachable") or (r.status == "timeout" and r.proto == "tcp"):
+            if not args.quiet:
+                out.append(f"Port on {where} is {'CLOSED' if r.status == 'closed' else 'TIMEOUT'}")
+            machine.append(f"{r.address}:{r.port}:{r.proto}:{'closed' if r.status == 'closed' else 'timeout'}::::")
+            continue
+        if mode == "portscan":
+            out.append(f"Port on {where} is {'OPEN' if r.status == 'open' else r.status.upper()}")
+            machine.append(f"{r.address}:{r.port}:{r.proto}:open::::")
+            continue
+        if mode == "banner":
+            if first_data:
+                out.append(f"Banner on {where} : {printable(first_data[:256])}")
+            elif r.proto == "udp":
+                out.append(f"Port on {where} is open or filtered, no banner")
+            machine.append(f"{r.address}:{r.port}:{r.proto}:open:::{_escape_banner(first_data)}:{_full_banner(first_data)}")
+            continue
+        if r.tls:
+            t = r.tls
+            if "error" in t:
+                out.append(f"SSL on {where}: handshake failed ({t['error']})")
+            else:
+                c = t.get("cert", {})
+                out.append(f"SSL on {where}: {t.get('version')} {t.get('cipher')}; subject {c.get('subject')}; "
+                           f"issuer {c.get('issuer')}; SANs {', '.join(c.get('sans', [])) or '-'}; "
+                           f"valid {c.get('not_before')} - {c.get('not_after')}; sha256 {c.get('sha256')}")
+        for m, tls in r.matches:
+            resp = next((x.data for x in r.responses if x.trigger == m.trigger and x.tls == tls and x.data), b"")
+            line = (f"Protocol on {where} {'over SSL ' if tls else ''}"
+                    f"{'(by trigger ' + m.trigger + ') ' if m.trigger != NULL else ''}matches {_ident(m)}")
+            if args.print_banner and resp:
+                line += f" - banner: {printable(resp[:256])}"
+            out.append(line)
+            machine.append(f"{r.address}:{r.port}:{r.proto}:open:{'SSL' if tls else ''}:{m.service}:"
+                           f"{_escape_banner(resp)}:{_full_banner(resp)}")
+        if r.rpc:
+            x = r.rpc
+            out.append(f"Protocol on {where} matches rpc-{x['name']}-v{x['high']} (RPC #{x['program']} v{x['low']}-{x['high']})")
+            machine.append(f"{r.address}:{r.port}:{r.proto}:open:{'SSL' if r.tls else ''}:rpc-{x['name']}-v{x['high']}::")
+        if args.dump or not (r.matches or args.hide_unrecognised):
+            for x in r.responses:
+                if not x.data:
+                    continue
+                matched = any(m.trigger == x.trigger and t == x.tls for m, t in r.matches)
+                if matched and not args.dump:
+                    continue
+                how = "banner" if x.trigger == NULL else f"trigger {x.trigger}"
+                head = "Response" if matched else "Unrecognized response"
+                out.append(f"{head} from {where} {'over SSL ' if x.tls else ''}(by {how}) received:")
+                out.append(hexdump(x.data))
+                if not matched:
+                    out.append("Suggested rules (hostprint app_*.txt, then amap appdefs.resp):")
+                    out += ["  " + s for s in suggest(x, r.proto)]
+        if not r.matches:
+            if r.wrapped:
+                out.append(f"Protocol on {where} matches tcpwrapped (accepted and closed without a word)")
+            unident.append(where)
+            if not r.tls:
+                machine.append(f"{r.address}:{r.port}:{r.proto}:open::unidentified:"
+                               f"{_escape_banner(first_data)}:{_full_banner(first_data) if first_data else ''}")
+    if mode == "map" and (unident or not args.quiet):
+        out.append(f"Unidentified ports: {', '.join(unident) if unident else 'none'} (total {len(unident)}).")
+    return out, machine
+
+
+def _open_log(path: str) -> TextIO:
+    if os.path.exists(path):
+        try:
+            os.replace(path, path + ".old")
+        except OSError as e:
+            raise UsageError(f"cannot rename {path} to {path}.old: {e.strerror}") from None
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write -o {path}: {e.strerror}") from None
+
+
+def to_run(reps, argv: list[str]) -> model.ScanRun:
+    run = model.ScanRun(args=argv, scan_types=["amap"])
+    hosts: dict[str, model.HostResult] = {}
+    for r in reps:
+        h = hosts.setdefault(r.address, model.HostResult(r.address, "up", ["user-set"]))
+        state = {"open": model.OPEN, "closed": model.CLOSED, "open|filtered": model.OPEN_FILTERED}.get(r.status,
+                                                                                                      model.FILTERED)
+        h.ports.append(model.PortResult(r.port, r.proto, state, "amap"))
+    from hostprint.probes.app import apply_to_host
+
+    for h in hosts.values():
+        apply_to_host(h, reps)
+    run.hosts = list(hosts.values())
+    run.finished = time.time()
+    return run
+
+
+def run(args: argparse.Namespace) -> int:
+    from hostprint.probes import app as engine
+
+    if args.machine and not args.logfile:
+        raise UsageError("-m needs -o FILE (amap: machine-readable log output)")
+    targets: list[tuple[str, int, str]] = []
+    if args.input:
+        targets += read_nmap_file(args.input)
+    if args.target:
+        if not args.ports:
+            raise UsageError(f"no ports given for {args.target} (hostprint amap TARGET PORT…)")
+        from hostprint.targets import expand_targets
+
+        addrs = expand_targets([args.target])
+        ports = parse_port_args(args.ports)
+        targets += [(a, p, "udp" if args.udp else "tcp") for a in addrs for p in ports]
+    if not targets:
+        raise UsageError("no targets (hostprint amap TARGET PORT… or -i NMAPFILE)")
+    db = _db(args)
+    opts = options_from(args, db)
+    if args.verbose:
+        print(f"hostprint amap: {len(db.triggers)} triggers, {len(db.rules)} responses, {len(db.rpc)} rpc "
+              f"({len(db.skipped)} lines skipped)", file=sys.stderr)
+        for s in db.skipped[: 20 if args.verbose > 1 else 5]:
+            print(f"  skipped {s}", file=sys.stderr)
+    t0 = time.time()
+    reps = engine.run(targets, opts)
+    lines, machine = report_lines(reps, args)
+    if args.oJ != "-":
+        for ln in lines:
+            print(ln)
+        print(f"hostprint amap finished: {len(targets)} ports in {time.time() - t0:.2f} s")
+    if args.logfile:
+        with _open_log(args.logfile) as f:
+            if args.machine:
+                f.write("# IP_ADDRESS:PORT:PROTOCOL:PORT_STATUS:SSL:IDENTIFICATION:PRINTABLE_BANNER:FULL_BANNER\n")
+                f.write("\n".join(machine) + ("\n" if machine else ""))
+            else:
+                f.write("\n".join(lines) + "\n")
+    if args.oJ:
+        run_ = to_run(reps, ["hostprint", *sys.argv[1:]])
+        recs = [json.dumps(run_.host_record(h)) for h in run_.hosts]
+        if args.oJ == "-":
+            print("\n".join(recs))
+        else:
+            try:
+                Path(args.oJ).write_text("\n".join(recs) + "\n")
+            except OSError as e:
+                raise UsageError(f"cannot write -oJ {args.oJ}: {e.strerror}") from None
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hostprint.commands.amap …` until the command is listed in cli.COMMANDS."""
+    from hostprint.cli import _Parser
+
+    p = _Parser(prog="hostprint")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    register(sub)
+    try:
+        args = p.parse_args(["amap", *(sys.argv[1:] if argv is None else argv)])
+        return args.func(args)
+    except UsageError as e:
+        print(f"hostprint: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,647 @@
+"""Application identification engine (amap's method): banner, triggers, response rules, TLS.
+
+Why this shape: a port is identified by what it says unprompted (the NULL probe) or in answer to
+a trigger; triggers go over separate connections in parallel so one slow or hostile service
+costs one response timeout, not one per trigger. Every read is capped (`max_bytes`) and every
+wait bounded, so endless banners, 10 MB answers, tarpits and TLS garbage end on time with bounded
+memory. TLS is detected with a ClientHello trigger (any port), then the port is scanned again
+inside the tunnel, as amap's SSL pass and nmap's ssl/<service> do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import re
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from hostprint import model
+from hostprint.match.app import NULL, Match, SignatureDB, Trigger, best, os_hint
+
+# nmap calls a port that accepts and closes without a word "tcpwrapped" (nmap book, "tcpwrapped").
+TCPWRAPPED = "tcpwrapped"
+
+
+@dataclass
+class AppOptions:
+    db: SignatureDB
+    connect_timeout: float = 5.0  # amap -T
+    response_timeout: float = 5.0  # amap -t: first byte of an answer to a trigger
+    banner_timeout: float = 5.0  # how long the NULL probe waits for an unprompted banner
+    #: Start triggers when no banner came within this long (the banner connection keeps waiting).
+    trigger_after: float = 0.5
+    idle: float = 0.3  # after the first bytes, stop reading once the peer is quiet this long
+    retries: int = 3  # amap -C: reconnects on connect timeout
+    parallel: int = 32  # amap -c: connections in flight
+    first: bool = True  # amap -1: stop at the first identification
+    banners_only: bool = False  # amap -B
+    portscan_only: bool = False  # amap -P
+    harmless_only: bool = False  # amap -H
+    only_trigger: str | None = None  # amap -p
+    ssl: bool = True  # amap -S disables
+    rpc: bool = True  # amap -R disables
+    max_bytes: int = 16384  # per response; amap matches only the first 1024 bytes
+    udp_retries: int = 1
+
+
+@dataclass
+class Response:
+    trigger: str
+    data: bytes
+    tls: bool = False
+    eof: bool = False
+
+
+@dataclass
+class PortReport:
+    address: str
+    port: int
+    proto: str
+    status: str = "open"  # open | closed | timeout | open|filtered
+    responses: list[Response] = field(default_factory=list)
+    matches: list[tuple[Match, bool]] = field(default_factory=list)  # (match, over TLS)
+    tls: dict[str, Any] | None = None
+    wrapped: bool = False  # accepted and closed without a word
+    elapsed: float = 0.0
+    #: ONC RPC program found by the RPC pass: {"program", "name", "low", "high"}.
+    rpc: dict[str, Any] | None = None
+
+    def identified(self, *, hard: bool = True) -> bool:
+        return any(not (hard and m.soft) for m, _ in self.matches)
+
+    def best(self) -> tuple[Match, bool] | None:
+        """The most informative match, preferring what was learnt inside TLS over 'ssl' itself."""
+        inner = [(m, t) for m, t in self.matches if t]
+        pool = inner or [(m, t) for m, t in self.matches]
+        if not pool:
+            return None
+        m = best(x for x, _ in pool)
+        return next((x, t) for x, t in pool if x is m)
+
+    def service(self) -> model.Service | None:
+        """The port's Service record (nmap's fields), or None when nothing was learnt."""
+        b = self.best()
+        banner = _banner_text(self)
+        if self.rpc is not None:
+            r = self.rpc
+            return AppService(name=r["name"], tunnel="ssl" if self.tls else None, version=f"{r['low']}-{r['high']}",
+                              extrainfo=f"RPC #{r['program']}", method="trigger", confidence=1.0, banner=banner,
+                              tls=self.tls)
+        if b is None:
+            if self.tls is not None:
+                return AppService(name="ssl", method="trigger", confidence=0.8, banner=banner, tls=self.tls)
+            if self.wrapped:
+                return AppService(name=TCPWRAPPED, method="banner", confidence=0.8, banner=None)
+            return None
+        m, over_tls = b
+        name = _service_name(m)
+        tunnel = "ssl" if (over_tls or self.tls) and name != "ssl" else None
+        f = m.fields
+        svc = AppService(name=name, tunnel=tunnel, product=f.get("product"), version=f.get("version"),
+                         extrainfo=f.get("extrainfo"), hostname=f.get("hostname"), ostype=f.get("ostype"),
+                         devicetype=f.get("devicetype"), cpe=list(dict.fromkeys(m.cpe)),
+                         method="banner" if m.trigger == NULL else "trigger",
+                         confidence=0.5 if m.soft else 1.0, banner=banner, tls=self.tls)
+        title = None
+        if name in ("http", "http-proxy", "ipp"):  # the matched answer's title first
+            title = http_title([r for r in self.responses if r.trigger == m.trigger]) or http_title(self.responses)
+        if title:
+            svc.extrainfo = f"{svc.extrainfo}; title: {title}" if svc.extrainfo else f"title: {title}"
+        hint = self.os_hint()
+        if hint is not None:
+            svc.ostype = svc.ostype or hint.family
+            if hint.cpe and hint.cpe not in svc.cpe:
+                svc.cpe.append(hint.cpe)
+        return svc
+
+    def os_hint(self):
+        texts = [" ".join(v for v in m.fields.values()) for m, _ in self.matches]
+        texts += [r.data[:512].decode("latin-1") for r in self.responses if r.trigger == NULL]
+        for t in texts:
+            h = os_hint(t)
+            if h is not None:
+                return h
+        return None
+
+
+@dataclass
+class AppService(model.Service):
+    """model.Service plus the TLS facts of a tunnelled port (JSON `service.tls`)."""
+
+    tls: dict[str, Any] | None = None
+
+
+# amap ids whose protocol part itself contains '-', and amap protocol words that nmap spells
+# differently (nmap-services names are what our reports use).
+AMAP_PROTOCOLS = {"x-windows": "X11", "ms-sql": "ms-sql-s", "netbios-session": "netbios-ssn",
+                  "ms-ds": "microsoft-ds", "oracle-tns-listener": "oracle-tns", "sap-r3": "sap",
+                  "ms-remote-desktop-protocol": "ms-wbt-server", "dns": "domain"}
+
+
+def _service_name(m: Match) -> str:
+    """nmap's service name for a match; amap ids are 'protocol-product…' (amap 2.2's convention)."""
+    if m.rule.source != "amap":
+        return m.service
+    for proto, name in AMAP_PROTOCOLS.items():
+        if m.service == proto or m.service.startswith(proto + "-"):
+            return name
+    return m.service.split("-", 1)[0]
+
+
+_TITLE = re.compile(rb"<title[^>]*>([^<]{1,200})</title>", re.I)
+
+
+def http_title(responses: list[Response]) -> str | None:
+    """The HTML <title> of the first HTTP answer that has one (HTML 4.01 §7.4.2), whitespace folded."""
+    for r in responses:
+        if r.data.startswith(b"HTTP/"):
+            m = _TITLE.search(r.data)
+            if m:
+                t = " ".join(m.group(1).decode("utf-8", errors="replace").split())
+                return t[:80] or None
+    return None
+
+
+def _same_id(a: Match, b: Match) -> bool:
+    """amap reports each id once per port; our and nmap's rules count once per rule."""
+    if a.rule.source == "amap" and b.rule.source == "amap":
+        return a.service == b.service
+    return a.rule is b.rule
+
+
+def _banner_text(r: PortReport) -> str | None:
+    for resp in r.responses:
+        if resp.trigger == NULL and resp.data:
+            return printable(resp.data[:256])
+    return None
+
+
+def printable(b: bytes) -> str:
+    """Bytes as text with escapes for the unprintable (banners in reports)."""
+    out = []
+    for c in b:
+        if c in (9,):
+            out.append("\\t")
+        elif c == 10:
+            out.append("\\n")
+        elif c == 13:
+            out.append("\\r")
+        elif 32 <= c < 127 and c != 92:
+            out.append(chr(c))
+        else:
+            out.append(f"\\x{c:02x}")
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------- low-level I/O
+
+
+class ConnectFailed(Exception):
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
+async def _read(reader: asyncio.StreamReader, first_timeout: float, idle: float, cap: int,
+                done: Callable[[bytes], bool] | None = None) -> tuple[bytes, bool]:
+    """Read one answer: wait up to first_timeout for the first bytes, then until quiet for `idle`,
+    EOF, `cap` bytes, or `done(data)` says enough. Returns (data, eof)."""
+    buf = bytearray()
+    timeout = first_timeout
+    while len(buf) < cap:
+        try:
+            chunk = await asyncio.wait_for(reader.read(min(65536, cap - len(buf))), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return bytes(buf), False
+        except (ConnectionError, OSError, ssl.SSLError):
+            return bytes(buf), True
+        if not chunk:
+            return bytes(buf), True
+        buf += chunk
+        if done is not None and done(bytes(buf)):
+            break
+        timeout = idle
+    return bytes(buf), False
+
+
+def _client_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # we identify, we do not trust
+    try:
+        ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+    except (ValueError, ssl.SSLError):
+        pass
+    return ctx
+
+
+class Engine:
+    def __init__(self, opts: AppOptions):
+        self.o = opts
+        self.sem = asyncio.Semaphore(max(1, opts.parallel))
+        self._ssl_ctx: ssl.SSLContext | None = None
+        self.connections = 0
+
+    @property
+    def ssl_ctx(self) -> ssl.SSLContext:
+        if self._ssl_ctx is None:
+            self._ssl_ctx = _client_context()
+        return self._ssl_ctx
+
+    async def _connect(self, addr: str, port: int, tls: bool):
+        """(reader, writer) or ConnectFailed('closed'|'timeout'|'tls-failed')."""
+        last = "timeout"
+        for _attempt in range(max(1, self.o.retries)):
+            try:
+                self.connections += 1
+                return await asyncio.wait_for(
+                    asyncio.open_connection(addr, port, ssl=self.ssl_ctx if tls else None,
+                                            server_hostname="" if tls else None,
+                                            ssl_handshake_timeout=self.o.connect_timeout if tls else None,
+                                            limit=self.o.max_bytes + 1),
+                    self.o.connect_timeout + (1 if tls else 0))
+            except ConnectionRefusedError:
+                raise ConnectFailed("closed") from None
+            except (asyncio.TimeoutError, TimeoutError):
+                if tls:
+                    raise ConnectFailed("tls-failed") from None
+                last = "timeout"
+            except ssl.SSLError:
+                raise ConnectFailed("tls-failed") from None
+            except OSError as e:
+                if tls:
+                    raise ConnectFailed("tls-failed") from None
+                if e.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+                    raise ConnectFailed("unreachable") from None
+                last = "timeout"
+        raise ConnectFailed(last)
+
+    async def _exchange(self, addr: str, port: int, payload: bytes | None, tls: bool, first_timeout: float,
+                        done: Callable[[bytes], bool] | None = None) -> tuple[bytes, bool, dict | None]:
+        async with self.sem:
+            reader, writer = await self._connect(addr, port, tls)
+            try:
+                info = _tls_info(writer) if tls else None
+                if payload:
+                    writer.write(payload)
+                    try:
+                        await asyncio.wait_for(writer.drain(), first_timeout)
+                    except (asyncio.TimeoutError, TimeoutError, ConnectionError, OSError, ssl.SSLError):
+                        return b"", True, info
+                data, eof = await _read(reader, first_timeout, self.o.idle, self.o.max_bytes, done)
+                return data, eof, info
+            finally:
+                writer.transport.abort()  # no lingering FIN_WAIT or TLS close_notify waits
+
+    # ------------------------------------------------------------------------ TCP
+    def _triggers(self, proto: str, port: int, tls: bool) -> list[Trigger]:
+        ts = [t for t in self.o.db.triggers if t.fits(proto) and t.name != NULL and t.payload]
+        if self.o.harmless_only:
+            ts = [t for t in ts if not t.harmful]
+        if self.o.only_trigger:
+            ts = [t for t in ts if t.name == self.o.only_trigger]
+        if tls:  # already inside: no ClientHello inside the tunnel
+            ts = [t for t in ts if t.name not in ("tls", "ssl")]
+        # Triggers meant for this port first (amap's never-implemented COMMON_PORT idea; nmap's
+        # `ports`), then by nmap rarity; stable otherwise (file order).
+        return sorted(ts, key=lambda t: (port not in t.ports and port not in t.ssl_ports, t.rarity))
+
+    def _done(self, trigger: str, proto: str) -> Callable[[bytes], bool]:
+        db = self.o.db
+
+        # Stop reading early only when a hard rule already gave a version: rules without one may
+        # be the first step of a longer answer (MQTT CONNACK before the $SYS/broker/version PUBLISH).
+        # HTTP answers are read to the end (EOF after our HTTP/1.0 request): the body has the title.
+        def done(data: bytes) -> bool:
+            if data.startswith(b"HTTP/"):
+                return False
+            return any(not m.soft and "version" in m.fields
+                       for m in db.match(data[:self.o.max_bytes], trigger, proto))
+
+        return done
+
+    async def scan_tcp(self, addr: str, port: int) -> PortReport:
+        t0 = time.monotonic()
+        rep = PortReport(addr, port, "tcp")
+        try:
+            await self._tcp_pass(rep, tls=False)
+            if (self.o.ssl and not self.o.banners_only and not self.o.portscan_only and rep.status == "open"
+                    and any(_service_name(m) == "ssl" for m, _ in rep.matches)):
+                await self._tcp_pass(rep, tls=True)
+            if self._is_rpc(rep):
+                await self._rpc_sweep(rep)
+        finally:
+            rep.elapsed = time.monotonic() - t0
+        return rep
+
+    async def _tcp_pass(self, rep: PortReport, tls: bool) -> None:
+        o = self.o
+        addr, port = rep.address, rep.port
+        stop = asyncio.Event()
+        # A hard match that names no product (a bare "HTTP/1.1 404") does not end the wait: a more
+        # specific answer to another trigger (etcd's /version) may still come; each waits -t at most.
+        generic = asyncio.Event()
+
+        def record(trigger: str, data: bytes, eof: bool) -> None:
+            rep.responses.append(Response(trigger, data, tls, eof))
+            if not data:
+                return
+            for m in o.db.match(data[:o.max_bytes], trigger, "tcp", first=o.first):
+                if all(_same_id(m, x) is False or t != tls for x, t in rep.matches):
+                    rep.matches.append((m, tls))
+                    if not m.soft and o.first and _service_name(m) != "ssl":
+                        if "product" in m.fields or trigger == NULL:
+                            stop.set()
+                        else:
+                            generic.set()
+                    if _service_name(m) == "ssl" and not tls:
+                        stop.set()  # the rest is for the TLS pass
+
+        async def banner() -> None:
+            try:
+                # -P: the connect is the answer; no banner wait
+                data, eof, info = await self._exchange(addr, port, None, tls,
+                                                       0.0 if o.portscan_only else o.banner_timeout,
+                                                       self._done(NULL, "tcp"))
+            except ConnectFailed as e:
+                if tls:
+                    rep.tls = rep.tls or {"error": e.status}
+                else:
+                    rep.status = e.status
+                stop.set()
+                return
+            if tls and info:
+                rep.tls = info
+            record(NULL, data, eof)
+            if not data and eof and not tls:
+                rep.wrapped = True
+            if o.portscan_only or o.banners_only:
+                stop.set()
+
+        async def trigger(t: Trigger) -> None:
+            if stop.is_set():
+                return
+            try:
+                data, eof, info = await self._exchange(addr, port, t.payload, tls,
+                                                       (t.wait_ms / 1000) if t.wait_ms else o.response_timeout,
+                                                       self._done(t.name, "tcp"))
+            except ConnectFailed:
+                return
+            if tls and info and not rep.tls:
+                rep.tls = info
+            record(t.name, data, eof)
+
+        btask = asyncio.ensure_future(banner())
+        try:
+            await asyncio.wait_for(asyncio.shield(btask), o.trigger_after)
+        except (asyncio.TimeoutError, TimeoutError):
+            pass
+        if not (stop.is_set() or o.banners_only or o.portscan_only):
+            ts = self._triggers("tcp", port, tls)
+            hinted = [t for t in ts if port in t.ports or port in t.ssl_ports]
+            for group in ([hinted, [t for t in ts if t not in hinted]] if hinted else [ts]):
+                if stop.is_set() or rep.status != "open" or not group:
+                    continue
+                tasks = [asyncio.ensure_future(trigger(t)) for t in group]
+                stopper = asyncio.ensure_future(stop.wait())
+                pending = set(tasks)
+                while pending and not stop.is_set():
+                    await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    pending = {x for x in tasks if not x.done()}
+                for x in tasks:
+                    x.cancel()
+                stopper.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        if (stop.is_set() or generic.is_set()) and o.first and rep.identified():
+            btask.cancel()
+        await asyncio.gather(btask, return_exceptions=True)
+        if rep.wrapped and any(r.data for r in rep.responses if not r.tls):
+            rep.wrapped = False
+
+    # ------------------------------------------------------------------------ UDP
+    async def scan_udp(self, addr: str, port: int) -> PortReport:
+        t0 = time.monotonic()
+        rep = PortReport(addr, port, "udp", status="open|filtered")
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        async def one(t: Trigger) -> None:
+            fut: asyncio.Future[bytes] = loop.create_future()
+
+            class P(asyncio.DatagramProtocol):
+                def datagram_received(self, data: bytes, a: Any) -> None:
+                    if a[0] != addr:
+                        return
+                    if not fut.done():
+                        fut.set_result(data[:self_cap])
+
+                def error_received(self, exc: Exception) -> None:
+                    if isinstance(exc, ConnectionRefusedError) and not fut.done():
+                        fut.set_exception(exc)
+
+            self_cap = self.o.max_bytes
+            async with self.sem:
+                try:
+                    if t.any_port:  # unconnected: accept the reply from any port of the target
+                        tr, _p = await loop.create_datagram_endpoint(P, local_addr=("0.0.0.0", 0),
+                                                                     family=socket.AF_INET)
+                    else:  # connected: ICMP port unreachable is reported (closed port)
+                        tr, _p = await loop.create_datagram_endpoint(P, remote_addr=(addr, port),
+                                                                     family=socket.AF_INET)
+                except OSError:
+                    return
+                try:
+                    wait = (t.wait_ms / 1000) if t.wait_ms else self.o.response_timeout
+                    for attempt in range(1 + max(0, self.o.udp_retries)):
+                        tr.sendto(t.payload, (addr, port) if t.any_port else None)
+                        try:
+                            data = await asyncio.wait_for(asyncio.shield(fut), wait / (1 + self.o.udp_retries))
+                        except (asyncio.TimeoutError, TimeoutError):
+                            if stop.is_set():
+                                return
+                            continue
+                        except ConnectionRefusedError:
+                            rep.status = "closed"
+                            stop.set()
+                            return
+                        rep.status = "open"
+                        rep.responses.append(Response(t.name, data))
+                        for m in self.o.db.match(data, t.name, "udp", first=self.o.first):
+                            rep.matches.append((m, False))
+                            if not m.soft and self.o.first:
+                                stop.set()
+                        return
+                finally:
+                    tr.close()
+
+        async def finish() -> None:
+            if self._is_rpc(rep):
+                await self._rpc_sweep(rep)
+
+        ts = self._triggers("udp", port, False)
+        hinted = [t for t in ts if port in t.ports]
+        for group in ([hinted, [t for t in ts if t not in hinted]] if hinted else [ts]):
+            if stop.is_set() or not group or self.o.banners_only or self.o.portscan_only:
+                continue
+            await asyncio.gather(*(one(t) for t in group))
+        await finish()
+        rep.elapsed = time.monotonic() - t0
+        return rep
+
+    # ------------------------------------------------------------------------ RPC
+    def _is_rpc(self, rep: PortReport) -> bool:
+        return (self.o.rpc and bool(self.o.db.rpc) and not self.o.banners_only and not self.o.portscan_only
+                and any(_service_name(m) in ("rpc", "rpcbind") for m, _ in rep.matches))
+
+    async def _rpc_sweep(self, rep: PortReport) -> None:
+        """Which ONC RPC program answers here: CALL each known program, version 0, procedure 0; the
+        program that answers PROG_MISMATCH (or SUCCESS) is it, with its version range (RFC 5531 §9).
+        amap does the same with its appdefs.rpc list over one reused connection."""
+        progs = list(self.o.db.rpc.items())
+        tcp = rep.proto == "tcp"
+        try:
+            if tcp:
+                async with self.sem:
+                    reader, writer = await self._connect(rep.address, rep.port, False)
+                    try:
+                        for prog, name in progs:
+                            writer.write(_rpc_call(prog, tcp=True))
+                            await asyncio.wait_for(writer.drain(), self.o.response_timeout)
+                            head = await asyncio.wait_for(reader.readexactly(4), self.o.response_timeout)
+                            n = int.from_bytes(head, "big") & 0x7FFFFFFF
+                            if n > 4096:
+                                return
+                            body = await asyncio.wait_for(reader.readexactly(n), self.o.response_timeout)
+                            if self._rpc_found(rep, prog, name, body):
+                                return
+                    finally:
+                        writer.transport.abort()
+            else:
+                loop = asyncio.get_running_loop()
+                for prog, name in progs:
+                    q: asyncio.Queue[bytes] = asyncio.Queue()
+
+                    class P(asyncio.DatagramProtocol):
+                        def datagram_received(self, data: bytes, a: Any) -> None:
+                            q.put_nowait(data[:4096])
+
+                    tr, _ = await loop.create_datagram_endpoint(P, remote_addr=(rep.address, rep.port))
+                    try:
+                        tr.sendto(_rpc_call(prog, tcp=False))
+                        body = await asyncio.wait_for(q.get(), self.o.response_timeout)
+                    finally:
+                        tr.close()
+                    if self._rpc_found(rep, prog, name, body):
+                        return
+        except (ConnectFailed, asyncio.TimeoutError, TimeoutError, asyncio.IncompleteReadError, OSError):
+            return
+
+    @staticmethod
+    def _rpc_found(rep: PortReport, prog: int, name: str, body: bytes) -> bool:
+        import struct
+
+        if len(body) < 24 or body[:4] != b"hprp":
+            return False
+        _xid, mtype, rstat, _flav, vlen = struct.unpack(">5I", body[:20])
+        off = 20 + ((vlen + 3) & ~3)
+        if mtype != 1 or rstat != 0 or len(body) < off + 4:
+            return False
+        (astat,) = struct.unpack(">I", body[off:off + 4])
+        if astat == 2 and len(body) >= off + 12:  # PROG_MISMATCH: low, high
+            lo, hi = struct.unpack(">2I", body[off + 4:off + 12])
+        elif astat == 0:
+            lo = hi = 0
+        else:
+            return False
+        rep.rpc = {"program": prog, "name": name, "low": lo, "high": hi}
+        return True
+
+    async def scan(self, targets: list[tuple[str, int, str]]) -> list[PortReport]:
+        """targets: (address, port, 'tcp'|'udp'); results in the same order."""
+        coros = [self.scan_udp(a, p) if pr == "udp" else self.scan_tcp(a, p) for a, p, pr in targets]
+        return list(await asyncio.gather(*coros))
+
+
+# ---------------------------------------------------------------------------- TLS facts
+
+
+def _rpc_call(prog: int, *, tcp: bool) -> bytes:
+    """CALL prog version 0 procedure 0 with AUTH_NONE, xid 'hprp' (RFC 5531 §9, §11 record mark)."""
+    import struct
+
+    body = b"hprp" + struct.pack(">9I", 0, 2, prog, 0, 0, 0, 0, 0, 0)
+    return (struct.pack(">I", 0x80000000 | len(body)) + body) if tcp else body
+
+
+def _tls_info(writer: asyncio.StreamWriter) -> dict[str, Any] | None:
+    obj = writer.get_extra_info("ssl_object")
+    if obj is None:
+        return None
+    info: dict[str, Any] = {"version": obj.version()}
+    c = obj.cipher()
+    if c:
+        info["cipher"] = c[0]
+        info["bits"] = c[2]
+    der = obj.getpeercert(binary_form=True)
+    if der:
+        from hostprint.match.x509 import cert_facts
+
+        info["cert"] = cert_facts(der)
+    return info
+
+
+# ---------------------------------------------------------------------------- suggestions
+
+
+def suggest(resp: Response, proto: str) -> list[str]:
+    """Ready-to-paste rule lines for an unrecognised answer (amapcrap's idea): ours and amap 5.x."""
+    head = resp.data[:24]
+    rx = "".join(chr(c) if (c < 128 and chr(c).isalnum()) or c == 32 else f"\\x{c:02x}" for c in head)
+    trig = "" if resp.trigger == NULL else f" trigger={resp.trigger}"
+    amap_trig = "" if resp.trigger == NULL else resp.trigger
+    return [f"match SERVICE{trig} m|^{rx}|s",
+            f"SERVICE:{amap_trig}:{proto}::^{rx}"]
+
+
+def hexdump(data: bytes, limit: int = 512) -> str:
+    lines = []
+    for i in range(0, min(len(data), limit), 16):
+        chunk = data[i:i + 16]
+        hx = " ".join(f"{b:02x}" for b in chunk)
+        lines.append(f"{i:04x}: {hx:<47}  [ {''.join(chr(b) if 32 <= b < 127 else '.' for b in chunk)} ]")
+    if len(data) > limit:
+        lines.append(f"… {len(data) - limit} more bytes")
+    return "\n".join(lines)
+
+
+def run(targets: list[tuple[str, int, str]], opts: AppOptions) -> list[PortReport]:
+    async def main() -> list[PortReport]:
+        return await Engine(opts).scan(targets)
+
+    return asyncio.run(main())
+
+
+def apply_to_host(host: model.HostResult, reports: list[PortReport]) -> None:
+    """Fill PortResult.service from reports; add distribution hints to host.os['hints']."""
+    by = {(r.port, r.proto): r for r in reports if r.address == host.address}
+    for p in host.ports:
+        r = by.get((p.port, p.protocol))
+        if r is None:
+            continue
+        svc = r.service()
+        if svc is None:
+            continue
+        p.service = svc
+        if p.protocol == "udp" and r.status == "open" and p.state == model.OPEN_FILTERED:
+            p.state, p.reason = model.OPEN, "udp-response"
+        hint = r.os_hint()
+        if hint is not None:
+            hints = host.os.setdefault("hints", [])
+            d = {**hint.to_dict(), "source": f"{p.port}/{p.protocol} {svc.name} banner"}
+            if d not in hints:
+                hints.append(d)
