@@ -466,6 +466,9 @@ SPEC_ANSWERS = [
     ("zookeeper", b"Zookeeper version: 3.8.1-74db005175a4ec545697012f9069cb9dcc8cdda7, built on 2023\n", "zookeeper",
      {"product": "Zookeeper", "version": "3.8.1"}),
     ("socks5", b"\x05\x00", "socks5", {}),
+    ("oracle-tns", b"\x00\x50\x00\x00\x04\x00\x00\x00\x00\x00\x00\x46(DESCRIPTION=(TMP=)(VSNNUM=318767104)(ERR=0)"
+                   b"(ALIAS=LISTENER))TNSLSNR for Linux: Version 19.0.0.0.0 - Production", "oracle-tns",
+     {"product": "Oracle TNS listener", "version": "19.0.0.0.0", "ostype": "Linux"}),
     ("smb2", b"\x00\x00\x01\x00\xfeSMB@\x00" + bytes(58) + b"A\x00" + bytes(60) + b"NTLMSSP\x00\x02\x00\x00\x00" + bytes(36)
              + b"\x0a\x00\x61\x4a\x00\x00\x00\x0f", "microsoft-ds",
      {"product": "Microsoft Windows SMB", "extrainfo": "NTLMSSP Windows 10.0 build 19041", "ostype": "Windows"}),
