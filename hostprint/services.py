@@ -110,40 +110,16 @@ def load_table(paths: list[str] | None = None) -> ServiceTable:
 
 
 def _cached_load(paths: list[str]) -> ServiceTable:
-    """load_table with a pickle cache keyed by the source file's path, size and mtime: parsing
-    nmap-services takes ~0.3 s of a 1–2 s scan, unpickling ~20 ms. A stale or unreadable cache is
-    ignored; the user's file is still what is read whenever it changes."""
-    import hashlib
+    """load_table through the file cache: parsing nmap-services takes ~0.3 s of a 1–2 s scan."""
     import os
-    import pickle
+
+    from hostprint.cache import from_file
 
     for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        key = hashlib.sha1(f"{path}|{st.st_size}|{st.st_mtime_ns}|1".encode()).hexdigest()[:16]
-        cache_dir = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hostprint")
-        cache = os.path.join(cache_dir, f"services-{key}.pickle")
-        try:
-            with open(cache, "rb") as fh:
-                table = pickle.load(fh)
-            if isinstance(table, ServiceTable):
+        if os.path.exists(path):
+            table = from_file(path, "services", lambda p=path: load_table([p]))
+            if isinstance(table, ServiceTable) and table.source is not None:
                 return table
-        except Exception:  # noqa: BLE001 - any cache problem means: parse the file
-            pass
-        table = load_table([path])
-        if table.source is None:
-            continue
-        try:
-            os.makedirs(cache_dir, exist_ok=True)
-            tmp = f"{cache}.{os.getpid()}"
-            with open(tmp, "wb") as fh:
-                pickle.dump(table, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, cache)
-        except OSError:
-            pass
-        return table
     return ServiceTable()
 
 

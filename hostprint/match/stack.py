@@ -106,41 +106,16 @@ class StackMatcher:
 
 
 def cached_matcher(db_path: str | None = None) -> StackMatcher:
-    """A matcher for an installed DB, compiled once and pickled in ~/.cache/hostprint keyed by the
-    file's path, size and mtime (parsing + compiling nmap-os-db costs ~2 s, unpickling ~0.2 s)."""
-    import hashlib
-    import os
-    import pickle
-
+    """A matcher for an installed DB, compiled once through the file cache (parsing and compiling
+    nmap-os-db costs ~2 s, unpickling ~0.2 s)."""
+    from hostprint.cache import from_file
     from hostprint.signatures import nmap_os_db
 
     path = db_path or nmap_os_db.default_path()
     if path is None:
         return StackMatcher(nmap_os_db.load(db_path))
-    try:
-        st = os.stat(path)
-    except OSError:
-        return StackMatcher(nmap_os_db.load(path))
-    key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|1".encode()).hexdigest()[:16]
-    cache_dir = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hostprint")
-    cache = os.path.join(cache_dir, f"osdb-{key}.pickle")
-    try:
-        with open(cache, "rb") as fh:
-            m = pickle.load(fh)
-        if isinstance(m, StackMatcher):
-            return m
-    except Exception:  # noqa: BLE001 - a missing or stale cache means: compile
-        pass
-    m = StackMatcher(nmap_os_db.load(path))
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{cache}.{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            pickle.dump(m, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, cache)
-    except OSError:
-        pass
-    return m
+    m = from_file(path, "osdb", lambda: StackMatcher(nmap_os_db.load(path)))
+    return m if isinstance(m, StackMatcher) else StackMatcher(nmap_os_db.load(path))
 
 
 def representative(fp: Fingerprint) -> Tests:
