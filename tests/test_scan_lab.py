@@ -242,3 +242,13 @@ def test_port_forwarding_is_reported(tmp_path):
     assert port_states(h) == {22: "open", 8080: "open"} and ttl == {22: 64, 8080: 63}
     arch = h["os"]["architecture"]
     assert [a["kind"] for a in arch] == ["port-forward"] and "8080" in arch[0]["detail"]
+
+
+def test_os_detection_on_a_silent_host_claims_nothing(scanlab):
+    """Only "no response" lines to compare: any DB print made of R=N lines would score 100 %, so
+    hostprint must report no stack match and say why instead of naming a device."""
+    if not os.path.exists("/usr/share/nmap/nmap-os-db"):
+        pytest.skip("nmap-os-db not installed")
+    h = scan_json(scanlab, "scan", "-sS", "-O", "-p", "22,80", "-Pn", T3)[T3]
+    assert h["os"]["stack"]["matches"] == [] and "matches" not in h["os"]
+    assert any("too little evidence" in c for c in h["os"]["stack"]["conditions"])

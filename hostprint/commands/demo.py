@@ -40,10 +40,14 @@ def run(args: argparse.Namespace) -> int:
         print("demo lab up:", ", ".join(f"{h.name} {h.address} {' '.join(h.services) or '(no services)'}"
                                         for h in spec.hosts), flush=True)
         rc = _hostprint(lab, "discover", f"{prefix}.1-50", "--db", db, "--progress", "never")
-        rc |= _hostprint(lab, "scan", "-sS", "-p-", "-T4", "--sequence", f"{prefix}.{targets}",
+        rc |= _hostprint(lab, "scan", "-sS", "-p-", "-T4", "-sV", "-O", "--sequence", f"{prefix}.{targets}",
                          "--db", db, "-oA", os.path.join(out, "demo"), "--progress", "never")
-        rc |= _hostprint(lab, "scan", "-sU", "-p", "53,69,123,161,40125", "-Pn", f"{prefix}.{targets.split(',')[0]}",
+        web = spec.hosts[0].address
+        rc |= _hostprint(lab, "timing", web, "-p", "80", "--tests", "sf", "--cron-timeout", "40",
+                         "-oJ", os.path.join(out, "timing.jsonl"))
+        rc |= _hostprint(lab, "scan", "-sU", "-p", "53,69,123,161,40125", "-Pn", web,
                          "--db", db, "--progress", "never")
         rc |= _hostprint(lab, "history", "--db", db)
-    print(f"\noutputs and inventory in {out}")
+        rc |= _hostprint(lab, "report", "--db", db, "-2", "-o", os.path.join(out, "report.html"))
+    print(f"\noutputs, HTML report and inventory in {out}")
     return rc

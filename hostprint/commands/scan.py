@@ -376,6 +376,10 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
             links.close()
 
 
+# A stack match must rest on more than a few attributes: 50 of nmap's points is just "R=N" lines.
+MIN_STACK_POINTS = 500
+
+
 async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], links, closed_sample: dict[str, int],
                      prog) -> None:
     """-O (issue 4, first part): nmap's second-generation probes, the fingerprint in nmap's notation,
@@ -401,7 +405,15 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
                          "distance": res.distance, "ports": {"open": open_tcp[0] if open_tcp else None,
                                                              "closed": closed, "closed_udp": closed_udp}}
         matches = []
-        for m in matcher.rank(res.tests, top=10, threshold=0.85):
+        tcp_answered = any(attrs.get("R", "Y") == "Y" for t, attrs in res.tests.items() if t.startswith(("T", "SEQ", "ECN")))
+        ranked = []
+        if tcp_answered:
+            ranked = matcher.rank(res.tests, top=10, threshold=0.85)
+        else:  # only silence to compare: every print whose lines say "no response" would score 100 %
+            res.conditions.append("no TCP answer to any probe: too little evidence for a stack match")
+        for m in ranked:
+            if m.possible < MIN_STACK_POINTS:
+                continue
             for c in m.print.classes[:1]:
                 matches.append({"name": m.print.name, "family": c.family, "vendor": c.vendor,
                                 "generation": c.generation, "device_type": c.device_type,

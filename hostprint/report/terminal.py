@@ -58,15 +58,32 @@ def _host_table(run: ScanRun, h: HostResult) -> Table:
 
 
 def _os_line(h: HostResult) -> Text | None:
+    """The verdict, then the strongest piece of evidence of each method that supports it, what
+    sits in between (relay, forwarding), and why test conditions were not ideal."""
+    os_block = h.os if isinstance(h.os, dict) else {}
     matches = ns.os_matches(h)
-    if not matches:
+    arch = [a for a in os_block.get("architecture") or [] if isinstance(a, dict)]
+    conditions = [c for c in (os_block.get("stack") or {}).get("conditions") or [] if isinstance(c, str)] \
+        if isinstance(os_block.get("stack"), dict) else []
+    if not matches and not arch and not conditions:
         return None
-    best = matches[0]
-    t = Text("OS: ", style="bold")
-    t.append(f"{best['name']} ({ns.accuracy_percent(best)}%)")
-    evidence = best.get("evidence")
-    if isinstance(evidence, list) and evidence:
-        t.append("  evidence: " + "; ".join(str(e) for e in evidence[:5]), style="dim")
+    t = Text()
+    if matches:
+        best = matches[0]
+        t.append("OS: ", style="bold")
+        t.append(f"{best['name']} ({ns.accuracy_percent(best)}%)")
+        others = [m["name"] for m in matches[1:3]]
+        if others:
+            t.append(f"; next: {', '.join(others)}", style="dim")
+        seen: set[str] = set()
+        for e in best.get("evidence") or []:
+            if isinstance(e, dict) and e.get("method") not in seen:
+                seen.add(e.get("method"))
+                t.append(f"\n  {e.get('method')}: {e.get('detail')}", style="dim")
+    for a in arch:
+        t.append(("\n" if len(t) else "") + f"Architecture: {a.get('kind')}: {a.get('detail')}", style="bold yellow")
+    if conditions:
+        t.append(("\n" if len(t) else "") + "OS detection conditions not ideal: " + "; ".join(conditions), style="dim")
     return t
 
 
