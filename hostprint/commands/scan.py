@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import os
 import sys
 import time
 
@@ -505,6 +504,3 @@ def run_scan(args: argparse.Namespace) -> int:
     _finish(args, run, outs)
     return 0
 
-
-def is_root() -> bool:
-    return os.geteuid() == 0

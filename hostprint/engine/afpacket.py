@@ -19,7 +19,7 @@ import mmap
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,8 +27,6 @@ from hostprint.engine import bpf
 from hostprint.errors import NeedsRoot
 
 SOL_PACKET = 263
-PACKET_ADD_MEMBERSHIP = 1
-PACKET_MR_PROMISC = 1
 PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
@@ -64,12 +62,6 @@ def open_packet_socket(iface: str, prog: list[bpf.Insn] | None = None) -> socket
         s.close()
         raise OSError(e.errno, f"cannot bind a packet socket to interface {iface!r}: {e.strerror}") from None
     return s
-
-
-def set_promiscuous(s: socket.socket, iface: str) -> None:
-    idx = socket.if_nametoindex(iface)
-    mreq = struct.pack("iHH8s", idx, PACKET_MR_PROMISC, 0, b"")
-    s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
 
 
 class RxRing:
@@ -296,9 +288,3 @@ def open_tx_socket(iface: str) -> socket.socket:
         pass
     return s
 
-
-def iter_frames(ring: RxRing) -> Iterator[tuple[int, bytes]]:
-    """Copying iterator for tests and slow paths."""
-    out: list[tuple[int, bytes]] = []
-    ring.drain(lambda ts, fr: out.append((ts, bytes(fr))))
-    yield from out

@@ -77,10 +77,6 @@ def receive_filter(addresses: list[str], snaplen: int = 2048, arp: bool = True) 
     return assemble(lines)
 
 
-def accept_all(snaplen: int = 65535) -> list[Insn]:
-    return [(RET_K, 0, 0, snaplen)]
-
-
 def run(prog: list[Insn], frame: bytes, pkttype: int = 0) -> int:
     """A small interpreter for the instructions used above, for tests: returns the accept length."""
     a = x = 0

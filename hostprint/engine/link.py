@@ -225,6 +225,23 @@ class Link:
         return None
 
 
+async def until_quiet(links: list[Link], wait: float | Callable[[], float], last_reply: Callable[[], float],
+                      quiet: float | None = None) -> None:
+    """Drain the links until `wait` seconds have passed and no reply has come for `quiet` seconds
+    (default: `wait`). `wait` may be a callable, re-read each turn, for RTT timeouts that tighten
+    as samples arrive. This is how every probe decides that silence means "no answer"."""
+    start = time.monotonic()
+    while True:
+        for link in links:
+            link.poll()
+        w = wait() if callable(wait) else wait
+        q = w if quiet is None else min(quiet, w)
+        now = time.monotonic()
+        if now - start >= w and now - max(last_reply(), start) >= q:
+            break
+        await asyncio.sleep(min(0.005, max(w / 4, 0.001)))
+
+
 class Links:
     """The links a set of targets needs, opened once per interface."""
 

@@ -25,10 +25,6 @@ class Route:
     gateway: str | None  # None: the target is on-link
     local: bool = False  # the target is one of our own addresses (loopback path)
 
-    @property
-    def next_hop(self) -> str | None:
-        return self.gateway
-
 
 def _ip_json(*args: str) -> list[dict]:
     try:

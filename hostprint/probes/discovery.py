@@ -14,7 +14,6 @@ The volume is small (targets x methods), so frames are built one by one with the
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 import time
@@ -24,7 +23,7 @@ from hostprint import model
 from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
-from hostprint.engine.link import Link, Links
+from hostprint.engine.link import Link, Links, until_quiet
 from hostprint.engine.rate import Pacer, Timing
 
 UDP_SWEEP_PORT = 40125  # an unlikely-to-be-open port, so the answer is ICMP port unreachable
@@ -137,8 +136,7 @@ class Discovery:
                 qip, rest = q
                 dst = socket.inet_ntoa(qip.dst)
                 if qip.proto == P.IPPROTO_UDP and len(rest) >= 4:
-                    sport, dport = int.from_bytes(rest[0:2], "big"), int.from_bytes(rest[2:4], "big")
-                    if sport == self._udp_sport(dst):
+                    if int.from_bytes(rest[0:2], "big") == self._udp_sport(dst):
                         reason = "port-unreach" if l4.code == 3 else "icmp-unreach"
                         self._saw(dst, reason, ts, ip.ttl, "udp")
         elif isinstance(l4, P.TCP):
@@ -224,7 +222,7 @@ class Discovery:
                     self.sent_ns.setdefault((a, "arp"), time.time_ns())
                     link.send(link.arp_request_frame(a))
                 if pending:
-                    await self._quiet(list(links.values()), self._wait())
+                    await until_quiet(list(links.values()), self._wait(), lambda: self.last_reply, quiet=0.05)
             for link, a in onlink:
                 self.macs[a] = link.neigh.get(a)
                 if arp_wanted and self.macs[a] is not None and a not in self.seen:
@@ -258,7 +256,7 @@ class Discovery:
                 if "broadcast" in self._enabled and attempt == 0:
                     n += await self._send_broadcast(pacer)
                 if n or attempt == 0:
-                    await self._quiet(list(links.values()), self._wait())
+                    await until_quiet(list(links.values()), self._wait(), lambda: self.last_reply, quiet=0.05)
         finally:
             for link in links.values():
                 link.unsubscribe(self._on_frame)
@@ -297,15 +295,6 @@ class Discovery:
             return self.timing.initial_rtt
         return min(max(4 * max(rtts) / 1e6, self.timing.min_rtt), self.timing.initial_rtt)
 
-    async def _quiet(self, links: list[Link], wait: float) -> None:
-        start = time.monotonic()
-        while True:
-            for link in links:
-                link.poll()
-            now = time.monotonic()
-            if now - start >= wait and now - max(self.last_reply, start) >= min(wait, 0.05):
-                break
-            await asyncio.sleep(0.005)
 
 
 def host_results(targets: list[str], seen: dict[str, Seen]) -> list[model.HostResult]:

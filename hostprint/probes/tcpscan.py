@@ -26,7 +26,7 @@ from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import FastCookie
 from hostprint.engine.craft import TcpTemplate
-from hostprint.engine.link import Link, Links
+from hostprint.engine.link import Link, Links, until_quiet
 from hostprint.engine.rate import Pacer, Timing
 from hostprint.engine.rstguard import RstGuard
 from hostprint.errors import UsageError
@@ -390,19 +390,6 @@ class TcpScan:
                     await f
         return sent
 
-    async def _quiet(self, links: list[Link]) -> None:
-        """Wait until no reply has arrived for one RTT timeout after the last probe."""
-        start = time.monotonic()
-        while True:
-            for link in links:
-                link.poll()
-            to = self.timeout()
-            now = time.monotonic()
-            last = max(self.last_reply, start)
-            if now - last >= to and now - start >= to:
-                break
-            await asyncio.sleep(min(0.005, to / 4))
-
     def _install_guard(self, links: list[Link]) -> RstGuard | None:
         """Replies dropped before our IP stack (and our RSTs sent by us); without nftables the
         scan still works, only our kernel spends more time on replies."""
@@ -430,7 +417,7 @@ class TcpScan:
         pacer = Pacer(self.timing.rate, burst=max_batch)
         try:
             await self._send_round(groups, None, pacer)
-            await self._quiet(list(groups))
+            await until_quiet(list(groups), self.timeout, lambda: self.last_reply)
             self.stats.rounds = 1
             answered_before = self.stats.replies
             loss_seen = False
@@ -451,7 +438,7 @@ class TcpScan:
                     break
                 self.stats.retransmitted += pending
                 await self._send_round(groups, which, pacer)
-                await self._quiet(list(groups))
+                await until_quiet(list(groups), self.timeout, lambda: self.last_reply)
                 self.stats.rounds += 1
                 new = self.stats.replies - answered_before
                 answered_before = self.stats.replies
@@ -528,5 +515,3 @@ def guess_distance(ttl: int) -> int:
     return 0
 
 
-def addr_str(x: int) -> str:
-    return socket.inet_ntoa(x.to_bytes(4, "big"))

@@ -9,7 +9,6 @@ continue while they still bring answers, like the TCP scan's loss handling.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 
@@ -17,7 +16,7 @@ from hostprint import model
 from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
-from hostprint.engine.link import Link, Links
+from hostprint.engine.link import Link, Links, until_quiet
 from hostprint.engine.rate import Pacer, Timing
 from hostprint.probes.udppayloads import payload_for
 
@@ -107,7 +106,7 @@ class UdpScan:
                         self.probes += 1
                 if pending == 0:
                     break
-                await self._quiet(list(links.values()))
+                await until_quiet(list(links.values()), max(self.timing.min_rtt * 2, 0.2), lambda: self.last_reply)
                 if rnd >= 1 and len(self.result) == before:
                     break
         finally:
@@ -116,17 +115,6 @@ class UdpScan:
             if self.own_links:
                 self.links.close()
         return self.result
-
-    async def _quiet(self, links: list[Link]) -> None:
-        wait = max(self.timing.min_rtt * 2, 0.2)
-        start = time.monotonic()
-        while True:
-            for link in links:
-                link.poll()
-            now = time.monotonic()
-            if now - start >= wait and now - max(self.last_reply, start) >= wait:
-                break
-            await asyncio.sleep(0.005)
 
     def results(self, addr: str) -> list[model.PortResult]:
         out = []
