@@ -74,7 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--open", dest="only_open", action="store_true", help="show only open ports")
     p.add_argument("--sequence", action="store_true", help="IP ID and TCP ISN predictability report")
     p.add_argument("-O", dest="os_detect", action="store_true", help="stack OS fingerprint (nmap's probes)")
-    p.add_argument("--os-db", default="nmap", metavar="DB", help="-O reference DB: nmap (the installed nmap-os-db) or a file")
+    p.add_argument("--os-db", default="hostprint", metavar="DB",
+                   help="-O reference DBs, comma separated: hostprint (ours, default), nmap (the installed "
+                        "nmap-os-db), p0f (p0f.fp SYN+ACK signatures) or files")
     p.add_argument("--cron-os", metavar="slf", help="timing OS tests on an open port of each up host: "
                    "s = SYN_RCVD, l = LAST_ACK, f = FIN_WAIT1 (results in os.timing)")
     p.add_argument("--cron-timeout", type=float, default=60.0, metavar="S", help="--cron-os listen limit per test (default 60, max 240)")
@@ -375,20 +377,22 @@ async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.H
             links.close()
 
 
-# A stack match must rest on more than a few attributes: 50 of nmap's points is just "R=N" lines.
-MIN_STACK_POINTS = 500
-
-
 async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], links, closed_sample: dict[str, int],
                      prog) -> None:
-    """-O (issue 4, first part): nmap's second-generation probes, the fingerprint in nmap's notation,
-    and matches against the user's installed nmap-os-db (hostprint's own stack DB and the combined
-    verdict are not built yet: the matches say which DB they come from)."""
-    from hostprint.match.stack import cached_matcher
+    """-O (issue 4): nmap's second-generation probes plus hostprint's own (load-balancer twins, one
+    connection's timestamp clock), classified against the selected DBs (hostprint's classes by
+    default); the architecture found on the way (load balancing) joins os.architecture."""
+    from hostprint.match import architecture
+    from hostprint.match.stack import classify, load_matchers
     from hostprint.probes.stack import StackProbe
 
-    matcher = cached_matcher(None if args.os_db in ("nmap", None) else args.os_db)
-    db = matcher.db
+    matchers = load_matchers(args.os_db)
+    want_p0f = "p0f" in [x.strip() for x in args.os_db.split(",")]
+    p0f_db = None
+    if want_p0f:
+        from hostprint.match.stack_p0f import load_db
+
+        p0f_db = load_db()
     task = prog.phase("OS detection", len(up))
     for a in up:
         h = hosts[a]
@@ -400,27 +404,29 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
         res = await StackProbe(a, open_tcp[0] if open_tcp else None, closed, closed_udp, links, wait=wait).run()
         prog.advance(task, 1)
         fp = res.fingerprint()
-        h.os["stack"] = {"tests": res.tests, "fingerprint": fp, "conditions": res.conditions,
-                         "distance": res.distance, "ports": {"open": open_tcp[0] if open_tcp else None,
-                                                             "closed": closed, "closed_udp": closed_udp}}
-        matches = []
+        stack: dict = {"tests": res.tests, "fingerprint": fp, "conditions": res.conditions,
+                       "distance": res.distance, "ports": {"open": open_tcp[0] if open_tcp else None,
+                                                           "closed": closed, "closed_udp": closed_udp}}
+        if res.ts_rate:
+            stack["ts_rate_hz"] = round(res.ts_rate, 1)
+        h.os["stack"] = stack
         tcp_answered = any(attrs.get("R", "Y") == "Y" for t, attrs in res.tests.items() if t.startswith(("T", "SEQ", "ECN")))
-        ranked = []
         if tcp_answered:
-            ranked = matcher.rank(res.tests, top=10, threshold=0.85)
+            verdict = classify(res.tests, matchers, ideal=not res.conditions)
+            stack["matches"] = verdict["matches"]
+            if verdict["unknown"]:
+                stack["unknown"] = verdict["unknown"]
+            if p0f_db is not None:
+                from hostprint.match.stack_p0f import p0f_matches
+
+                stack["matches"] += p0f_matches(res, p0f_db)
+                stack["matches"].sort(key=lambda d: -d["confidence"])
         else:  # only silence to compare: every print whose lines say "no response" would score 100 %
             res.conditions.append("no TCP answer to any probe: too little evidence for a stack match")
-        for m in ranked:
-            if m.possible < MIN_STACK_POINTS:
-                continue
-            for c in m.print.classes[:1]:
-                matches.append({"name": m.print.name, "family": c.family, "vendor": c.vendor,
-                                "generation": c.generation, "device_type": c.device_type,
-                                "confidence": round(m.accuracy * (0.9 if res.conditions else 1.0), 3),
-                                "cpe": m.print.cpes, "line": m.print.line,
-                                "evidence": [{"method": "stack", "detail": f"{db.source} line {m.print.line}: "
-                                              f"{m.earned}/{m.possible} points"}]})
-        h.os["stack"]["matches"] = matches
+            stack["matches"] = []
+        lb = architecture.from_twins(res.twins, res.ts_rate)
+        if lb:
+            h.os.setdefault("architecture", []).extend(lb)
         if res.conditions:
             h.os["conditions"] = res.conditions
         prev = h.os.get("fingerprint")

@@ -36,3 +36,43 @@ def from_port_ttls(host: model.HostResult) -> list[dict[str, str]]:
     detail = (f"{len(groups)} stacks answer for {host.address}: " + "; ".join(parts)
               + f" (ports {','.join(map(str, sorted(behind)))} are forwarded to another machine)")
     return [{"kind": kind, "detail": detail}]
+
+
+def from_twins(twins: list[dict], ts_rate: float | None) -> list[dict[str, str]]:
+    """Load balancing: identical SYNs from different source ports answered by different stacks
+    (option layout, window, initial TTL, hop count or DF differ), or by several TCP timestamp clocks.
+
+    Clocks are compared only when one connection gave the rate (probes/stack.py): a stack that
+    draws a random offset per connection (Linux) shows one "clock" per connection, so only groups of
+    two or more answers on one clock count, and every answer must sit on one of them."""
+    if len(twins) < 2:
+        return []
+    shapes: dict[tuple, list[str]] = {}
+    for t in twins:
+        shapes.setdefault((t["O"], t["W"], t["TG"], t["hops"], t["DF"]), []).append(t["probe"])
+    if len(shapes) > 1:
+        parts = [f"{len(ps)} answer{'s' if len(ps) > 1 else ''} with options {k[0] or '-'} window {k[1]} "
+                 f"initial TTL {int(k[2], 16)} {k[3]} hop{'s' if k[3] != '1' else ''} DF {k[4]}"
+                 for k, ps in sorted(shapes.items(), key=lambda kv: -len(kv[1]))]
+        return [{"kind": "load-balancer",
+                 "detail": f"{len(twins)} identical SYNs met {len(shapes)} different stacks: " + "; ".join(parts)}]
+    stamped = [t for t in twins if t.get("ts") is not None]
+    if ts_rate and len(stamped) >= 4:
+        t0 = stamped[0]["at"]
+        clocks: list[list[dict]] = []
+        for t in stamped:  # offset of this answer's clock at t0; one list per clock
+            off = (t["ts"] - ts_rate * (t["at"] - t0)) % (1 << 32)
+            for c in clocks:
+                ref = (c[0]["ts"] - ts_rate * (c[0]["at"] - t0)) % (1 << 32)
+                d = abs((off - ref + (1 << 31)) % (1 << 32) - (1 << 31))
+                if d <= 0.05 * ts_rate * abs(t["at"] - c[0]["at"]) + 20:
+                    c.append(t)
+                    break
+            else:
+                clocks.append([t])
+        shared = [c for c in clocks if len(c) >= 2]
+        if len(shared) >= 2 and sum(len(c) for c in shared) == len(stamped):
+            return [{"kind": "load-balancer",
+                     "detail": f"{len(stamped)} identical SYNs were answered by {len(shared)} TCP timestamp clocks "
+                               f"({', '.join(str(len(c)) for c in shared)} answers each, {ts_rate:.0f} Hz)"}]
+    return []

@@ -11,13 +11,14 @@ attribute (about 5 ms), which makes whole-DB self-checks and many hosts cheap.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from hostprint.signatures.nmap_os_db import Fingerprint, OsDb, Tests
 
-LIT, RANGE, GT, LT = 0, 1, 2, 3
+LIT, RANGE, GT, LT, GLOB = 0, 1, 2, 3, 4
 NO_NUM = -1
 
 
@@ -37,6 +38,8 @@ class _Attr:
     lo: np.ndarray  # int64
     hi: np.ndarray
     lit: np.ndarray  # object (str) per alternative
+    globs: np.ndarray | None = None  # bool per alternative: a '*' pattern (hostprint DB)
+    patterns: list | None = None  # compiled regex per alternative (None where not a pattern)
 
 
 @dataclass
@@ -61,7 +64,9 @@ class StackMatcher:
                     present.setdefault(k, np.zeros(n, bool))[i] = True
                     rows = keys.setdefault(k, [])
                     for alt in expr.split("|"):
-                        if alt[:1] == ">" and _hex(alt[1:]) != NO_NUM:
+                        if "*" in alt:  # hostprint DB only: "any value here" inside an option string
+                            rows.append((i, GLOB, 0, 0, alt))
+                        elif alt[:1] == ">" and _hex(alt[1:]) != NO_NUM:
                             rows.append((i, GT, _hex(alt[1:]), 0, alt))
                         elif alt[:1] == "<" and _hex(alt[1:]) != NO_NUM:
                             rows.append((i, LT, _hex(alt[1:]), 0, alt))
@@ -73,8 +78,13 @@ class StackMatcher:
         for k, rows in keys.items():
             w = db.weight(*k)
             arr = np.array([r[:4] for r in rows], dtype=np.int64)
-            self.attrs[k] = _Attr(w, present[k], arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3],
-                                  np.array([r[4] for r in rows], dtype=object))
+            at = _Attr(w, present[k], arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3],
+                       np.array([r[4] for r in rows], dtype=object))
+            if (arr[:, 1] == GLOB).any():
+                at.globs = arr[:, 1] == GLOB
+                at.patterns = [re.compile(".*".join(map(re.escape, r[4].split("*")))) if r[1] == GLOB else None
+                               for r in rows]
+            self.attrs[k] = at
 
     def score(self, observed: Tests) -> tuple[np.ndarray, np.ndarray]:
         """(earned, possible) per reference print."""
@@ -89,6 +99,8 @@ class StackMatcher:
                 possible += at.weight * at.present
                 ov = _hex(val)
                 hit = at.lit == val
+                if at.globs is not None:
+                    hit |= at.globs & np.array([g is not None and g.fullmatch(val) is not None for g in at.patterns])
                 if ov != NO_NUM:
                     hit |= ((at.kind == RANGE) & (at.lo <= ov) & (ov <= at.hi)) | ((at.kind == GT) & (ov > at.lo)) \
                         | ((at.kind == LT) & (ov < at.lo)) | ((at.kind == LIT) & (at.lo == ov))
@@ -100,7 +112,8 @@ class StackMatcher:
     def rank(self, observed: Tests, top: int = 10, threshold: float = 0.0) -> list[Match]:
         earned, possible = self.score(observed)
         acc = np.where(possible > 0, earned / np.maximum(possible, 1), 0.0)
-        order = np.argsort(-acc, kind="stable")[:max(top, 1)]
+        # ties go to the entry that checked more (the more specific class)
+        order = np.lexsort((-possible, -acc))[:max(top, 1)]
         return [Match(float(acc[i]), self.db.prints[i], int(earned[i]), int(possible[i]))
                 for i in order if acc[i] >= threshold]
 
@@ -114,7 +127,7 @@ def cached_matcher(db_path: str | None = None) -> StackMatcher:
     path = db_path or nmap_os_db.default_path()
     if path is None:
         return StackMatcher(nmap_os_db.load(db_path))
-    m = from_file(path, "osdb", lambda: StackMatcher(nmap_os_db.load(path)))
+    m = from_file(path, "osdb", lambda: StackMatcher(nmap_os_db.load(path)), version=2)
     return m if isinstance(m, StackMatcher) else StackMatcher(nmap_os_db.load(path))
 
 
@@ -135,4 +148,104 @@ def representative(fp: Fingerprint) -> Tests:
             else:
                 o[a] = alt
         out[test] = o
+    return out
+
+
+# ---------------------------------------------------------------------------- classification
+
+# Our DB's entries are classes, so a member should meet nearly all of an entry's attributes; below
+# this accuracy the stack is called unknown and the nearest class is given with its distance.
+UNKNOWN_BELOW = 0.85
+NMAP_THRESHOLD = 0.85  # nmap prints: nmap's own cut-off for listing a match (osscan2.cc)
+# A match must rest on more than a few attributes: 50 of nmap's points is just "R=N" lines.
+MIN_POINTS = 500
+
+
+def attr_match(observed: str, expr: str) -> bool:
+    """One attribute against one reference expression, '*' patterns included."""
+    from hostprint.signatures.nmap_os_db import expr_match
+
+    if expr_match(observed, expr):
+        return True
+    return any("*" in alt and re.fullmatch(".*".join(map(re.escape, alt.split("*"))), observed) for alt in expr.split("|"))
+
+
+def disagreements(observed: Tests, fp: Fingerprint) -> list[str]:
+    """What the observation says where the reference says otherwise: 'W1=1234 (class: FE88|FAF0)'."""
+    out = []
+    for test, attrs in observed.items():
+        ref = fp.tests.get(test, {})
+        for a, v in attrs.items():
+            if a in ref and not attr_match(v, ref[a]):
+                out.append(f"{test}.{a}={v} (class: {ref[a]})")
+    return out
+
+
+def _class_dict(m: Match, db_label: str, penalty: float) -> dict:
+    c = m.print.classes[0]
+    srcs = m.print.sources
+    where = f"{db_label} {m.print.source + ' ' if m.print.source else ''}line {m.print.line}"
+    return {"name": m.print.name, "family": c.family, "vendor": c.vendor, "generation": c.generation,
+            "device_type": c.device_type, "confidence": round(m.accuracy * penalty, 3), "accuracy": round(m.accuracy, 3),
+            "db": db_label, "cpe": m.print.cpes, "line": m.print.line,
+            "evidence": [{"method": "stack", "detail": f"{where}: {m.earned}/{m.possible} points"
+                          + (f"; {srcs[0].split(':', 1)[0]} class" if srcs else "")}]}
+
+
+def classify(observed: Tests, matchers: list[tuple[str, StackMatcher]], ideal: bool = True, top: int = 5) -> dict:
+    """Matches from every selected DB, best first, plus an 'unknown' verdict for stacks that are far
+    from every class of hostprint's own DB: {"matches": [...], "unknown": None | {"nearest", "distance",
+    "disagreements"}}. Confidence is the accuracy, lowered by a tenth when test conditions were not
+    ideal (no open or closed port, no UDP answer), as nmap does."""
+    penalty = 1.0 if ideal else 0.9
+    matches: list[dict] = []
+    unknown = None
+    for label, m in matchers:
+        own = label == "hostprint"
+        ranked = [r for r in m.rank(observed, top=top + 5) if r.possible >= (200 if own else MIN_POINTS)]
+        if own:
+            if ranked and ranked[0].accuracy < UNKNOWN_BELOW:
+                best = ranked[0]
+                unknown = {"nearest": best.print.name, "family": best.print.classes[0].family,
+                           "distance": round(1 - best.accuracy, 3),
+                           "disagreements": disagreements(observed, best.print)[:12]}
+                continue
+            ranked = [r for r in ranked if r.accuracy >= UNKNOWN_BELOW]
+        else:
+            ranked = [r for r in ranked if r.accuracy >= NMAP_THRESHOLD]
+        matches.extend(_class_dict(r, label, penalty) for r in ranked[:top])
+    # our classes first when they tie with a print of another DB: they say where their facts come from
+    matches.sort(key=lambda d: (-d["confidence"], d["db"] != "hostprint"))
+    return {"matches": matches, "unknown": unknown}
+
+
+def load_matchers(spec: str) -> list[tuple[str, StackMatcher]]:
+    """--os-db: comma-separated 'hostprint' (ours, the default), 'nmap' (the installed nmap-os-db) or
+    files (nmap-os-db format when they hold 'Fingerprint' entries, else ours). 'p0f' is handled by
+    match/stack_p0f.py because p0f's SYN+ACK signatures are not in nmap's notation."""
+    from hostprint.errors import UsageError
+    from hostprint.signatures import stack_db
+
+    out: list[tuple[str, StackMatcher]] = []
+    for part in [x.strip() for x in spec.split(",") if x.strip()]:
+        if part == "hostprint":
+            extra = [u] if (u := stack_db.user_file()) else []
+            out.append(("hostprint", StackMatcher(stack_db.load(extra=extra))))
+        elif part == "nmap":
+            out.append(("nmap", cached_matcher(None)))
+        elif part == "p0f":
+            continue
+        else:
+            try:
+                with open(part, encoding="utf-8", errors="replace") as fh:
+                    head = fh.read(1 << 20)
+            except OSError:
+                raise UsageError(f"--os-db: no such DB or file: {part!r} (use hostprint, nmap, p0f or a file)") from None
+            if "\nFingerprint " in head or head.startswith("Fingerprint "):
+                out.append((part, cached_matcher(part)))
+            else:
+                from hostprint.signatures.nmap_os_db import OsDb
+
+                base = stack_db.load()
+                out.append((part, StackMatcher(OsDb(base.points, stack_db.parse(head, part), part))))
     return out

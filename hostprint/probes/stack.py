@@ -43,6 +43,7 @@ T_PROBES = {
     "T6": (P.ACK, 32768, True, "closed"),
     "T7": (P.FIN | P.PSH | P.URG, 65535, False, "closed"),
 }
+LB_TWINS = 8  # extra copies of SEQ1 from other source ports: do identical probes meet one stack?
 U1_ID = 0x1042
 U1_PAYLOAD = b"C" * 300
 PROBE_TTL = 64
@@ -114,6 +115,8 @@ class StackResult:
     replies: dict[str, Reply] = field(default_factory=dict)
     conditions: list[str] = field(default_factory=list)  # why test conditions are not ideal
     distance: int | None = None
+    twins: list[dict] = field(default_factory=list)  # answers to identical SYNs (load-balancer check)
+    ts_rate: float | None = None  # Hz, from one connection's SYN-ACK retransmission
 
     def fingerprint(self) -> str:
         order = ("SEQ", "OPS", "WIN", "ECN", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "U1", "IE")
@@ -133,10 +136,12 @@ class StackProbe:
         self.cookie = Cookie()
         lo, hi = route.probe_port_range()
         self.sport = {name: lo + 128 + i for i, name in enumerate(
-            ["SEQ1", "SEQ2", "SEQ3", "SEQ4", "SEQ5", "SEQ6", "ECN", "T2", "T3", "T4", "T5", "T6", "T7", "U1"])}
+            ["SEQ1", "SEQ2", "SEQ3", "SEQ4", "SEQ5", "SEQ6", "ECN", "T2", "T3", "T4", "T5", "T6", "T7", "U1"]
+            + [f"LB{i}" for i in range(1, LB_TWINS + 1)])}
         self.by_sport = {v: k for k, v in self.sport.items()}
         self.sent: dict[str, tuple[float, int, int, bytes]] = {}  # name -> (time, seq, ack, packet)
         self.replies: dict[str, Reply] = {}
+        self.all_replies: dict[str, list[Reply]] = {}  # every answer, e.g. a SYN-ACK and its retransmission
         self.dst = socket.inet_aton(addr)
         self.icmp_id = self.cookie(P.ip_to_int(addr), 0, 0, 55) & 0xFFFF
 
@@ -158,8 +163,13 @@ class StackProbe:
                 q = l4.quoted_packet()
                 if q and q[0].proto == P.IPPROTO_UDP and len(q[1]) >= 2 and int.from_bytes(q[1][:2], "big") == self.sport["U1"]:
                     name = "U1"
-        if name and name not in self.replies:
-            self.replies[name] = Reply(ts / 1e9, p.ip, l4)
+        if name:
+            rep = Reply(ts / 1e9, p.ip, l4)
+            self.replies.setdefault(name, rep)
+            self.all_replies.setdefault(name, []).append(rep)
+
+    def _frame_again(self, name: str, link, mac) -> bytes:
+        return link.eth(mac).encode() + self.sent[name][3]
 
     def _tcp(self, link, mac, name: str, port: int, flags: int, window: int, opts, df: bool,
              reserved: int = 0, urg: int = 0) -> None:
@@ -189,6 +199,15 @@ class StackProbe:
                             self._tcp(link, mac, name, self.open_port, P.SYN, win, opts, False)
                         if attempt == 0:
                             await asyncio.sleep(0.1)
+                    if attempt == 0:
+                        for i in range(1, LB_TWINS + 1):
+                            win, opts = SEQ_PROBES[0]
+                            self._tcp(link, mac, f"LB{i}", self.open_port, P.SYN, win, opts, False)
+                        # SEQ1 again on the same connection: its SYN-ACK is retransmitted with the same
+                        # timestamp offset, so the TS clock rate is measurable even on stacks that give
+                        # every connection its own random offset (Linux with tcp_timestamps=1)
+                        if "SEQ1" in self.sent:
+                            link.send(self._frame_again("SEQ1", link, mac))
                     if "ECN" not in self.replies:
                         self._tcp(link, mac, "ECN", self.open_port, P.SYN | P.ECE | P.CWR, 3,
                                   [(P.OPT_WS, 10), (P.OPT_NOP, None), (P.OPT_MSS, 1460), (P.OPT_SACKOK, None),
@@ -216,9 +235,66 @@ class StackProbe:
             link.unsubscribe(self._on_frame)
         res.replies = dict(self.replies)
         self._attributes(res)
+        res.twins = self._twins()
+        res.ts_rate = getattr(self, "ts_rate", None)
         return res
 
     # ------------------------------------------------------------------ attributes
+
+    def _timestamp_attrs(self, syn: list[tuple[str, Reply]]) -> dict[str, str]:
+        """TS (clock rate class, nmap's encoding) and TSO (ours: C = per-connection offsets, H = one
+        host clock). nmap takes the rate across its six connections, which on a stack with random
+        per-connection offsets (Linux tcp_timestamps=1, measured on 6.18) gives noise; we take it from
+        one connection's SYN-ACK and its retransmission (kernel receive times), then ask whether the
+        other connections' values sit on that clock."""
+        if not syn:
+            return {}
+        stamps = [(r.ts, r.l4.timestamps) for _, r in syn]
+        if any(ts is None for _, ts in stamps):
+            return {"TS": "U"}
+        if all(ts[0] == 0 for _, ts in stamps):
+            return {"TS": "0"}
+        rate = None
+        again = [r for r in self.all_replies.get("SEQ1", []) if isinstance(r.l4, P.TCP) and r.l4.timestamps]
+        if len(again) >= 2 and again[-1].ts - again[0].ts > 0.05:
+            rate = ((again[-1].l4.timestamps[0] - again[0].l4.timestamps[0]) & 0xFFFFFFFF) / (again[-1].ts - again[0].ts)
+            if rate > 1e5:  # a wrapped or unrelated value, not a clock
+                rate = None
+        self.ts_rate = rate
+        out: dict[str, str] = {}
+        if rate is not None and len(stamps) >= 2:
+            t0, v0 = stamps[0][0], stamps[0][1][0]
+            fits = all(abs(((v - v0 - rate * (t - t0)) + (1 << 31)) % (1 << 32) - (1 << 31)) <= 0.05 * rate * abs(t - t0) + 20
+                       for t, (v, _) in stamps[1:])
+            out["TSO"] = "H" if fits else "C"
+        if rate is None and len(stamps) >= 2:  # nmap's way: across the connections
+            rates = [((b[1][0] - a[1][0]) & 0xFFFFFFFF) / max(b[0] - a[0], 1e-3) for a, b in zip(stamps, stamps[1:])]
+            rate = sum(rates) / len(rates)
+        if rate is not None:
+            if 0 < rate < 5.66:
+                out["TS"] = "1"
+            elif 70 < rate < 150:
+                out["TS"] = "7"
+            elif 150 < rate < 350:
+                out["TS"] = "8"
+            elif rate > 0:
+                out["TS"] = "%X" % round(math.log2(rate))
+        return dict(sorted(out.items(), key=lambda kv: kv[0] != "TS"))
+
+    def _twins(self) -> list[dict[str, str]]:
+        """The answers to SEQ1 and its LB twins (identical probes from other source ports), each as the
+        fields a stack decides: options, window, initial TTL, hops, DF, timestamp clock."""
+        out = []
+        for name in ["SEQ1"] + [f"LB{i}" for i in range(1, LB_TWINS + 1)]:
+            rep = self.replies.get(name)
+            if rep is None or not isinstance(rep.l4, P.TCP) or not rep.l4.flags & P.SYN:
+                continue
+            t = rep.l4
+            init = initial_ttl(rep.ip.ttl)
+            out.append({"probe": name, "O": options_string(t.options), "W": "%X" % t.window, "TG": "%X" % init,
+                        "hops": str(init - rep.ip.ttl), "DF": "Y" if rep.ip.df else "N",
+                        "ts": t.timestamps[0] if t.timestamps else None, "at": rep.ts, "ipid": rep.ip.id})
+        return out
 
     def _ttl_attrs(self, ttl: int, res: StackResult) -> dict[str, str]:
         d: dict[str, str] = {}
@@ -296,23 +372,8 @@ class StackProbe:
             tcp_ids = [r.ip.id for _, r in syn]
             step = ((tcp_ids[-1] - tcp_ids[0]) & 0xFFFF) / (len(tcp_ids) - 1)
             seq_t["SS"] = "S" if ((ie_ids[0] - tcp_ids[-1]) & 0xFFFF) < 3 * max(step, 1) + 10 else "O"
-        tsvals = [(self.sent[n][0], r.l4.timestamps) for n, r in syn]
-        if syn:
-            if any(ts is None for _, ts in tsvals):
-                seq_t["TS"] = "U"
-            elif all(ts[0] == 0 for _, ts in tsvals):
-                seq_t["TS"] = "0"
-            elif len(tsvals) >= 2:
-                hz = [((b[1][0] - a[1][0]) & 0xFFFFFFFF) / max(b[0] - a[0], 1e-3) for a, b in zip(tsvals, tsvals[1:])]
-                avg = sum(hz) / len(hz)
-                if 0 < avg < 5.66:
-                    seq_t["TS"] = "1"
-                elif 70 < avg < 150:
-                    seq_t["TS"] = "7"
-                elif 150 < avg < 350:
-                    seq_t["TS"] = "8"
-                elif avg > 0:
-                    seq_t["TS"] = "%X" % round(math.log2(avg))
+        ts_attrs = self._timestamp_attrs(syn)
+        seq_t.update(ts_attrs)
         if seq_t:
             tests["SEQ"] = seq_t
         # OPS / WIN from the SYN-ACKs

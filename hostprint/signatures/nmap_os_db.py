@@ -37,6 +37,8 @@ class Fingerprint:
     cpes: list[str] = field(default_factory=list)
     tests: Tests = field(default_factory=dict)
     line: int = 0
+    sources: list[str] = field(default_factory=list)  # hostprint DB: where each fact comes from
+    source: str = ""  # file the entry was read from
 
 
 @dataclass

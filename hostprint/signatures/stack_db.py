@@ -1,0 +1,115 @@
+"""Reader for hostprint's own stack DB (signatures/stack/*.txt).
+
+Why our own DB next to nmap-os-db: nmap's DB describes machines (thousands of prints, one per
+submission) and stops at the kernels its submitters ran, so a newer kernel lands on the nearest old
+print ("Linux 5.3 - 5.4" for 6.18). Our entries describe *classes* (a family and generation), keep
+only the attributes the whole class agrees on, and say where each fact comes from, so a kernel newer
+than any entry still falls into its family and generation, and a reader can check every claim.
+
+Format (see the header of stack/linux.txt): `Stack NAME` starts an entry; `Class vendor | family |
+generation | device type`, `CPE cpe:/…`, `Source documented|measured: …` lines; then test lines in
+nmap's second-generation notation with nmap's expression grammar (`|`, `A-B`, `>X`, `<X`), because
+that is what hostprint's -O probes measure. `weights.txt` holds the per-attribute points. Entries
+are returned as nmap_os_db.OsDb/Fingerprint so one matcher scores every DB.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from hostprint.errors import UsageError
+from hostprint.signatures.nmap_os_db import TESTS, Fingerprint, OsClass, OsDb, parse_test_line
+
+DB_DIR = Path(__file__).with_name("stack")
+EXTRA_TESTS = ("XI",)  # ours: the xprobe2-style ICMP view, when an entry describes it
+_ALT = re.compile(r"^(>|<)?[0-9A-Za-z+*]*(-[0-9A-F]+)?$")
+
+
+def _check_expr(expr: str, where: str) -> None:
+    for alt in expr.split("|"):
+        if alt and not _ALT.match(alt):
+            raise UsageError(f"{where}: bad expression {alt!r}")
+
+
+def parse(text: str, source: str, points: dict | None = None) -> list[Fingerprint]:
+    prints: list[Fingerprint] = []
+    cur: Fingerprint | None = None
+
+    def done(fp: Fingerprint | None) -> None:
+        if fp is None:
+            return
+        if not fp.classes:
+            raise UsageError(f"{source}:{fp.line}: stack entry {fp.name!r} has no Class line")
+        if not fp.sources:
+            raise UsageError(f"{source}:{fp.line}: stack entry {fp.name!r} has no Source line")
+        prints.append(fp)
+
+    for no, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("Source") else raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, rest = line.partition(" ")
+        rest = rest.strip()
+        if key == "Weights":
+            continue
+        if key == "Stack":
+            done(cur)
+            cur = Fingerprint(rest, line=no, source=source)
+            continue
+        t = parse_test_line(line)
+        if cur is None:
+            if t is not None and points is not None:
+                points[t[0]] = t[1]
+                continue
+            raise UsageError(f"{source}:{no}: {key!r} outside a Stack entry")
+        if key == "Class":
+            parts = [p.strip() for p in rest.split("|")]
+            if len(parts) != 4 or not parts[1]:
+                raise UsageError(f"{source}:{no}: Class needs 'vendor | family | generation | device type': {rest!r}")
+            cur.classes.append(OsClass(*parts))
+        elif key == "CPE":
+            cur.cpes.append(rest.split()[0])
+        elif key == "Source":
+            kind = rest.split(":", 1)[0]
+            if kind not in ("documented", "measured"):
+                raise UsageError(f"{source}:{no}: Source must start with 'documented:' or 'measured:', got {kind!r}")
+            cur.sources.append(rest)
+        elif t is not None:
+            name, attrs = t
+            if name not in TESTS and name not in EXTRA_TESTS:
+                raise UsageError(f"{source}:{no}: unknown test {name!r}")
+            for a, v in attrs.items():
+                _check_expr(v, f"{source}:{no}: {name}.{a}")
+            cur.tests[name] = attrs
+        else:
+            raise UsageError(f"{source}:{no}: cannot read {key!r}")
+    done(cur)
+    return prints
+
+
+def load(directory: str | Path | None = None, extra: list[str] | None = None) -> OsDb:
+    """All entries of the shipped DB (every *.txt beside weights.txt), plus the user's own files."""
+    d = Path(directory) if directory else DB_DIR
+    points: dict = {}
+    wfile = d / "weights.txt"
+    if wfile.exists():
+        parse(wfile.read_text(encoding="utf-8"), str(wfile), points)
+    prints: list[Fingerprint] = []
+    files = sorted(p for p in d.glob("*.txt") if p.name != "weights.txt") + [Path(x) for x in (extra or [])]
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"cannot read stack DB {f}: {e.strerror}") from None
+        prints.extend(parse(text, f.name if f.parent == d else str(f), points))
+    if not prints:
+        raise UsageError(f"no Stack entries in {d}")
+    return OsDb(points, prints, "hostprint stack DB")
+
+
+def user_file() -> str | None:
+    """~/.config/hostprint/stack.txt, when the user keeps entries of their own."""
+    p = os.path.join(os.path.expanduser("~"), ".config", "hostprint", "stack.txt")
+    return p if os.path.exists(p) else None
