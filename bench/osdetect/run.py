@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """OS detection benchmark: hostprint -O vs nmap -O on the same lab hosts, in one run.
 
-Hosts: the lab kernel (Linux 6.18 here) with default sysctls, and with the "old stack"
-personality (TTL 128, no TCP timestamps / SACK / window scaling). Both tools get the same ports
-(-p 22,80,81: open, open, closed). Prints each tool's best guess per host and wall time per host.
-The truth is the lab's kernel (uname -r); nmap 7.93's DB has no Linux 6.x entry.
-hostprint -O currently matches against the installed nmap-os-db (its own stack DB is not built
-yet, see NOTES.md), so this measures the probe engine and the matcher, not a new DB.
+Hosts: the lab kernel (Linux 6.18 here) with default sysctls, with the "old stack" personality
+(TTL 128, no TCP timestamps / SACK / window scaling), with forced SYN cookies, with timestamps but no
+random offsets, and a round-robin DNAT load balancer in front of two Linux backends. Both tools get
+the same ports (-p 22,80,81 or 80,81: open …, closed). Prints each tool's best answer per host, wall
+time per host, and whether the answer is right: family Linux and a generation range that contains
+the lab kernel's major version (nmap 7.93's DB has no Linux 6.x entry, so its best is a 5.x print).
+hostprint uses its own class DB (the default --os-db hostprint).
 Usage (root): python3 bench/osdetect/run.py [--reps 2]
 """
 
@@ -25,7 +26,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from hostprint.lab import HostSpec, Lab, LabSpec  # noqa: E402
 
-HOSTS = {"linux-default": "198.18.0.10", "linux-old-personality": "198.18.0.11"}
+HOSTS = {"linux-default": "198.18.0.10", "linux-old-personality": "198.18.0.11", "linux-syncookies": "198.18.0.12",
+         "linux-ts-no-offsets": "198.18.0.13", "load-balancer": "198.18.0.2"}
+PORTS = {"load-balancer": "80,81"}
 
 
 def spec() -> LabSpec:
@@ -34,7 +37,27 @@ def spec() -> LabSpec:
         HostSpec(name="b", address=HOSTS["linux-old-personality"], services=["nginx:80", "ssh:22"],
                  sysctls={"net.ipv4.ip_default_ttl": "128", "net.ipv4.tcp_timestamps": "0",
                           "net.ipv4.tcp_sack": "0", "net.ipv4.tcp_window_scaling": "0"}),
+        HostSpec(name="c", address=HOSTS["linux-syncookies"], services=["nginx:80", "ssh:22"],
+                 sysctls={"net.ipv4.tcp_syncookies": "2"}),
+        HostSpec(name="d", address=HOSTS["linux-ts-no-offsets"], services=["nginx:80", "ssh:22"],
+                 sysctls={"net.ipv4.tcp_timestamps": "2"}),
+        HostSpec(name="lb", address=HOSTS["load-balancer"], router=True, services=[]),
+        HostSpec(name="be1", address="198.19.0.11", segment=2, services=["nginx:80"]),
+        HostSpec(name="be2", address="198.19.0.12", segment=2, services=["nginx:80"],
+                 sysctls={"net.ipv4.tcp_timestamps": "0"}),
     ])
+
+
+def right(answer: str, generation: str | None, major: int) -> str:
+    """'yes' when the answer names Linux and its generation range covers the kernel's major version."""
+    if "linux" not in answer.lower():
+        return "no"
+    text = generation or answer
+    majors = [int(x) for x in re.findall(r"(?<![\d.])(\d+)\.(?:x|X|\d+)", text)]
+    if not majors:
+        return "family only"
+    lo, hi = min(majors), max(majors)
+    return "yes" if lo <= major <= hi else "family only"
 
 
 def main() -> int:
@@ -42,32 +65,48 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=2)
     args = ap.parse_args()
     rows = []
+    major = int(platform.release().split(".")[0])
     with Lab(spec()) as lab:
+        lab.exec("lb", ["nft", "-f", "-"], check=True, text=True, input=(
+            "table ip hplb {\n chain pre {\n  type nat hook prerouting priority -100;\n"
+            "  tcp dport 80 dnat to numgen inc mod 2 map { 0 : 198.19.0.11, 1 : 198.19.0.12 }\n }\n}\n"))
         for name, addr in HOSTS.items():
+            ports = PORTS.get(name, "22,80,81")
             t_n, t_h = [], []
             guess_n = guess_h = ""
             for _ in range(args.reps):
                 t = time.monotonic()
-                r = lab.exec(lab.scanner_ns, ["nmap", "-O", "-n", "-Pn", "-p", "22,80,81", addr], capture_output=True, text=True)
+                r = lab.exec(lab.scanner_ns, ["nmap", "-O", "-n", "-Pn", "-p", ports, addr], capture_output=True, text=True)
                 t_n.append(time.monotonic() - t)
                 m = re.search(r"^(OS details|Aggressive OS guesses):\s*(.*)$", r.stdout, re.M)
                 guess_n = m.group(2)[:60] if m else ("no exact match" if "No exact OS matches" in r.stdout else "none")
-                r = lab.exec(lab.scanner_ns, ["nmap", "-O", "--osscan-guess", "-n", "-Pn", "-p", "22,80,81", addr],
+                first_n = m.group(2).split(", ")[0] if m else ""
+                r = lab.exec(lab.scanner_ns, ["nmap", "-O", "--osscan-guess", "-n", "-Pn", "-p", ports, addr],
                              capture_output=True, text=True)
                 m = re.search(r"^(OS details|Aggressive OS guesses):\s*(.*)$", r.stdout, re.M)
                 guess_n += "; --osscan-guess: " + (m.group(2).split(", ")[0] if m else "none")
+                first_n = first_n or (m.group(2).split(", ")[0] if m else "")
                 t = time.monotonic()
-                r = lab.exec(lab.scanner_ns, [sys.executable, "-m", "hostprint", "scan", "-sS", "-O", "-n", "-Pn", "-p", "22,80,81",
+                r = lab.exec(lab.scanner_ns, [sys.executable, "-m", "hostprint", "scan", "-sS", "-O", "-n", "-Pn", "-p", ports,
                                               addr, "-oJ", "-", "--no-db", "--progress", "never"], capture_output=True, text=True)
                 t_h.append(time.monotonic() - t)
                 h = json.loads(r.stdout.splitlines()[0])
                 ms = h["os"].get("matches") or []
                 guess_h = f"{ms[0]['name']} ({ms[0]['confidence']:.0%})" if ms else "no match"
-            rows.append((name, statistics.median(t_n), statistics.median(t_h), guess_n, guess_h))
+                arch = [a["kind"] for a in h["os"].get("architecture") or []]
+                if arch:
+                    guess_h += "; architecture: " + ", ".join(arch)
+                ok_h = right(ms[0]["name"], ms[0].get("generation"), major) if ms else "no"
+                ok_n = right(first_n, None, major)
+            rows.append((name, statistics.median(t_n), statistics.median(t_h), guess_n, guess_h, ok_n, ok_h))
     print(f"\nOS detection benchmark ({time.strftime('%Y-%m-%d %H:%M')}, lab kernel {platform.release()}, median of {args.reps})")
-    print("| host | nmap -O s | hostprint -O s | time / nmap's | nmap's answer | hostprint's answer |\n|---|---:|---:|---:|---|---|")
-    for name, tn, th, gn, gh in rows:
-        print(f"| {name} | {tn:.2f} | {th:.2f} | {th / tn:.2f} | {gn} | {gh} |")
+    print("| host | nmap -O s | hostprint -O s | time / nmap's | nmap's answer | right? | hostprint's answer | right? |\n"
+          "|---|---:|---:|---:|---|---|---|---|")
+    for name, tn, th, gn, gh, okn, okh in rows:
+        print(f"| {name} | {tn:.2f} | {th:.2f} | {th / tn:.2f} | {gn} | {okn} | {gh} | {okh} |")
+    print(f"right (family and generation): nmap {sum(r[5] == 'yes' for r in rows)}/{len(rows)}, "
+          f"hostprint {sum(r[6] == 'yes' for r in rows)}/{len(rows)}; load balancer reported by hostprint: "
+          f"{'yes' if any('load-balancer' in r[4] for r in rows if r[0] == 'load-balancer') else 'no'}")
     return 0
 
 

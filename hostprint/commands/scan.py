@@ -383,16 +383,13 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
     connection's timestamp clock), classified against the selected DBs (hostprint's classes by
     default); the architecture found on the way (load balancing) joins os.architecture."""
     from hostprint.match import architecture
+    from hostprint.match.first_gen import first_gen_view
     from hostprint.match.stack import classify, load_matchers
+    from hostprint.probes.icmp_stack import IcmpStackProbe
     from hostprint.probes.stack import StackProbe
 
-    matchers = load_matchers(args.os_db)
-    want_p0f = "p0f" in [x.strip() for x in args.os_db.split(",")]
-    p0f_db = None
-    if want_p0f:
-        from hostprint.match.stack_p0f import load_db
-
-        p0f_db = load_db()
+    matchers = getattr(args, "os_matchers", None) or load_matchers(args.os_db)
+    p0f_db = getattr(args, "os_p0f_db", None)
     task = prog.phase("OS detection", len(up))
     for a in up:
         h = hosts[a]
@@ -402,6 +399,11 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
         rtt = (h.rtt_us or 0) / 1e6
         wait = min(max(8 * rtt, 0.25), 1.0) if rtt else 1.0  # silence means "no answer" after this
         res = await StackProbe(a, open_tcp[0] if open_tcp else None, closed, closed_udp, links, wait=wait).run()
+        # xprobe2's ICMP view after the TCP probes (the two pick ICMP IDs independently); its XI test
+        # joins the observation, so classes that describe ICMP behaviour are scored on it too
+        icmp = await IcmpStackProbe(a, links, closed_udp, wait=wait).run()
+        if icmp.tests.get("XI"):
+            res.tests["XI"] = icmp.tests["XI"]
         prog.advance(task, 1)
         fp = res.fingerprint()
         stack: dict = {"tests": res.tests, "fingerprint": fp, "conditions": res.conditions,
@@ -409,6 +411,10 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
                                                            "closed": closed, "closed_udp": closed_udp}}
         if res.ts_rate:
             stack["ts_rate_hz"] = round(res.ts_rate, 1)
+        if res.summary:
+            stack["summary"] = res.summary
+        stack["icmp"] = icmp.to_dict()
+        stack["first_gen"] = first_gen_view(res.tests, icmp.tests.get("XI"))
         h.os["stack"] = stack
         tcp_answered = any(attrs.get("R", "Y") == "Y" for t, attrs in res.tests.items() if t.startswith(("T", "SEQ", "ECN")))
         if tcp_answered:
@@ -417,10 +423,11 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
             if verdict["unknown"]:
                 stack["unknown"] = verdict["unknown"]
             if p0f_db is not None:
-                from hostprint.match.stack_p0f import p0f_matches
+                from hostprint.match.stack_p0f import p0f_matches, raw_signatures
 
                 stack["matches"] += p0f_matches(res, p0f_db)
                 stack["matches"].sort(key=lambda d: -d["confidence"])
+                stack["p0f_raw"] = raw_signatures(res)  # shows why a stack gets no p0f label
         else:  # only silence to compare: every print whose lines say "no response" would score 100 %
             res.conditions.append("no TCP answer to any probe: too little evidence for a stack match")
             stack["matches"] = []
@@ -490,6 +497,14 @@ def run_scan(args: argparse.Namespace) -> int:
         parse_tests(args.cron_os)
         check_timeout(args.cron_timeout)
         args.timing_db_loaded = resolve_timing_db(args.timing_db)  # a bad DB fails before scanning
+    if args.os_detect:  # a bad or missing -O DB fails before scanning too
+        from hostprint.match.stack import load_matchers
+
+        args.os_matchers = load_matchers(args.os_db)
+        if "p0f" in [x.strip() for x in args.os_db.split(",")]:
+            from hostprint.match.stack_p0f import load_db
+
+            args.os_p0f_db = load_db()
     kinds = _scan_kinds(args)
     timing = _timing(args)
     if args.data_length < 0 or args.data_length > 1400:

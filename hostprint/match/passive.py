@@ -262,7 +262,7 @@ def raw_signature(o: TcpObservation, peer_mss: int | None = None) -> str:
     n, mtu = win_multiple(o, peer_mss)
     win = f"{'mtu' if mtu else 'mss'}*{n}" if n else str(o.win)
     scale = str(o.wscale or 0)  # p0f prints 0 when there is no window scale option
-    mss = "*" if o.mss is None else str(o.mss)
+    mss = str(o.mss or 0)  # p0f keeps 0 for "no MSS option" and prints it (checked against p0f -r)
     quirks = ",".join(q for q in QUIRK_ORDER if q in o.quirks)
     return f"{o.ver}:{ttl}:{o.olen}:{mss}:{win},{scale}:{','.join(o.layout)}:{quirks}:{'+' if o.pclass else '0'}"
 
@@ -329,7 +329,7 @@ class PassiveMatcher:
                     continue
             elif e.ittl < o.ttl or e.ittl - o.ttl > MAX_DIST:
                 is_fuzzy = True
-            if e.mss is not None and e.mss != o.mss:
+            if e.mss is not None and e.mss != (o.mss or 0):  # p0f: no MSS option = 0
                 continue
             if e.wscale is not None and e.wscale != (o.wscale or 0):  # no WS option = scale 0
                 continue

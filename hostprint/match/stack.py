@@ -86,8 +86,10 @@ class StackMatcher:
                                for r in rows]
             self.attrs[k] = at
 
-    def score(self, observed: Tests) -> tuple[np.ndarray, np.ndarray]:
-        """(earned, possible) per reference print."""
+    def score(self, observed: Tests, informative: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(earned, possible) per reference print. With `informative`, attributes whose observed value
+        at least that share of the prints that test it accept are left out: a value every class
+        shares (a RST with ACK to a closed port's SYN) says nothing about which class this is."""
         n = len(self.db.prints)
         earned = np.zeros(n, np.int64)
         possible = np.zeros(n, np.int64)
@@ -106,6 +108,9 @@ class StackMatcher:
                         | ((at.kind == LT) & (ov < at.lo)) | ((at.kind == LIT) & (at.lo == ov))
                 matched = np.zeros(n, bool)
                 matched[at.idx[hit]] = True
+                if informative is not None and at.present.any() and matched[at.present].mean() >= informative:
+                    possible -= at.weight * at.present
+                    continue
                 earned += at.weight * matched
         return earned, possible
 
@@ -161,6 +166,19 @@ NMAP_THRESHOLD = 0.85  # nmap prints: nmap's own cut-off for listing a match (os
 MIN_POINTS = 500
 
 
+# Distance = the share of *informative* points (attributes that fewer than 90 % of the classes accept
+# for this observation) that the class misses. Plain accuracy is inflated by behaviour every stack
+# shares (RFC 793 resets, ICMP quoting), so a stranger scores ~0.85 against some class of ours.
+INFORMATIVE = 0.9
+UNKNOWN_DISTANCE = 0.3
+
+
+def _distance(m: StackMatcher, observed: Tests, best: Match) -> float:
+    e, p = m.score(observed, informative=INFORMATIVE)
+    i = m.db.prints.index(best.print)
+    return float(1 - e[i] / p[i]) if p[i] > 0 else 0.0
+
+
 def attr_match(observed: str, expr: str) -> bool:
     """One attribute against one reference expression, '*' patterns included."""
     from hostprint.signatures.nmap_os_db import expr_match
@@ -204,10 +222,11 @@ def classify(observed: Tests, matchers: list[tuple[str, StackMatcher]], ideal: b
         own = label == "hostprint"
         ranked = [r for r in m.rank(observed, top=top + 5) if r.possible >= (200 if own else MIN_POINTS)]
         if own:
-            if ranked and ranked[0].accuracy < UNKNOWN_BELOW:
+            dist = _distance(m, observed, ranked[0]) if ranked else 1.0
+            if ranked and (ranked[0].accuracy < UNKNOWN_BELOW or dist > UNKNOWN_DISTANCE):
                 best = ranked[0]
                 unknown = {"nearest": best.print.name, "family": best.print.classes[0].family,
-                           "distance": round(1 - best.accuracy, 3),
+                           "distance": round(dist, 3), "accuracy": round(best.accuracy, 3),
                            "disagreements": disagreements(observed, best.print)[:12]}
                 continue
             ranked = [r for r in ranked if r.accuracy >= UNKNOWN_BELOW]

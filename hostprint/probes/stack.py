@@ -107,6 +107,7 @@ class Reply:
     ts: float  # kernel receive time, seconds
     ip: P.IPv4
     l4: object
+    raw: bytes = b""  # the IP packet as received (p0f-style parsing, quirks)
 
 
 @dataclass
@@ -115,11 +116,12 @@ class StackResult:
     replies: dict[str, Reply] = field(default_factory=dict)
     conditions: list[str] = field(default_factory=list)  # why test conditions are not ideal
     distance: int | None = None
+    summary: dict = field(default_factory=dict)  # the attributes in words (TTL, window, options, quirks …)
     twins: list[dict] = field(default_factory=list)  # answers to identical SYNs (load-balancer check)
     ts_rate: float | None = None  # Hz, from one connection's SYN-ACK retransmission
 
     def fingerprint(self) -> str:
-        order = ("SEQ", "OPS", "WIN", "ECN", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "U1", "IE")
+        order = ("SEQ", "OPS", "WIN", "ECN", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "U1", "IE", "XI")
         return "\n".join(f"{t}({'%'.join(f'{k}={v}' for k, v in self.tests[t].items())})"
                          for t in order if t in self.tests)
 
@@ -164,7 +166,7 @@ class StackProbe:
                 if q and q[0].proto == P.IPPROTO_UDP and len(q[1]) >= 2 and int.from_bytes(q[1][:2], "big") == self.sport["U1"]:
                     name = "U1"
         if name:
-            rep = Reply(ts / 1e9, p.ip, l4)
+            rep = Reply(ts / 1e9, p.ip, l4, bytes(fr[14:]))
             self.replies.setdefault(name, rep)
             self.all_replies.setdefault(name, []).append(rep)
 
@@ -237,6 +239,7 @@ class StackProbe:
         self._attributes(res)
         res.twins = self._twins()
         res.ts_rate = getattr(self, "ts_rate", None)
+        res.summary = self._summary(res)
         return res
 
     # ------------------------------------------------------------------ attributes
@@ -280,6 +283,36 @@ class StackProbe:
             elif rate > 0:
                 out["TS"] = "%X" % round(math.log2(rate))
         return dict(sorted(out.items(), key=lambda kv: kv[0] != "TS"))
+
+    def _summary(self, res: StackResult) -> dict:
+        """The issue's attribute list in plain words, from the SYN-ACK to SEQ1 (p0f's field and quirk
+        names, parsed by the passive module's reader) and the SEQ/U1 results."""
+        from hostprint.probes.passive import parse_tcp
+
+        out: dict = {}
+        rep = self.replies.get("SEQ1")
+        if rep is not None and rep.raw and isinstance(rep.l4, P.TCP) and rep.l4.flags & P.SYN:
+            parsed = parse_tcp(rep.raw, 0, len(rep.raw), 4, True)
+            if parsed is not None:
+                o = parsed[0]
+                init = initial_ttl(o.ttl)
+                out.update({"initial_ttl": init, "ttl": o.ttl, "hops": (res.distance - 1) if res.distance else init - o.ttl,
+                            "df": "df" in o.quirks, "window": o.win, "wscale": o.wscale, "mss": o.mss,
+                            "options": ",".join(o.layout), "quirks": sorted(o.quirks - {"df"})})
+        seq = res.tests.get("SEQ", {})
+        names = {"Z": "all zero", "I": "incremental", "RI": "random increments", "BI": "broken incremental (x256)",
+                 "RD": "random"}
+        ids = {k: names.get(seq[a], f"constant {seq[a]}") for k, a in (("tcp", "TI"), ("closed_tcp", "CI"), ("icmp", "II")) if a in seq}
+        if ids:
+            out["ip_id"] = ids
+        if "GCD" in seq:
+            out["isn"] = {"gcd": int(seq["GCD"], 16), "rate_log2x8": int(seq.get("ISR", "0"), 16),
+                          "predictability_log2x8": int(seq.get("SP", "0"), 16)}
+        if getattr(self, "ts_rate", None):
+            out["ts_rate_hz"] = round(self.ts_rate, 1)
+        if "TSO" in seq:
+            out["ts_offsets"] = "per connection" if seq["TSO"] == "C" else "one host clock"
+        return out
 
     def _twins(self) -> list[dict[str, str]]:
         """The answers to SEQ1 and its LB twins (identical probes from other source ports), each as the

@@ -174,6 +174,18 @@ def os_matches(host: HostResult) -> list[dict]:
     return sorted(good, key=lambda m: -_confidence(m))
 
 
+def unknown_stack_line(host: HostResult) -> str | None:
+    """'No class fits' in words: the nearest class, how far, and the first attributes that disagree."""
+    os_block = host.os if isinstance(host.os, dict) else {}
+    st = os_block.get("stack") if isinstance(os_block.get("stack"), dict) else {}
+    u = st.get("unknown") if isinstance(st, dict) else None
+    if not isinstance(u, dict) or not u.get("nearest"):
+        return None
+    dis = [str(d) for d in (u.get("disagreements") or [])[:4]]
+    return (f"OS: unknown stack; nearest class {u['nearest']} at distance {u.get('distance')}"
+            + (f" (differs in {', '.join(dis)})" if dis else ""))
+
+
 def _confidence(match: dict) -> float:
     c = match.get("confidence")
     try:

@@ -46,6 +46,9 @@ def _os_lines(h: HostResult) -> list[str]:
             lines.append("OS details: " + ", ".join(m["name"] for m in matches if ns.accuracy_percent(m) == ns.accuracy_percent(best)))
         else:
             lines.append("Aggressive OS guesses: " + ", ".join(f"{m['name']} ({ns.accuracy_percent(m)}%)" for m in matches[:10]))
+    unknown = ns.unknown_stack_line(h)
+    if unknown:
+        lines.append(unknown)
     fp = h.os.get("fingerprint") if isinstance(h.os, dict) else None
     if fp:
         lines.append("TCP/IP fingerprint:")

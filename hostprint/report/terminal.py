@@ -65,12 +65,15 @@ def _os_line(h: HostResult) -> Text | None:
     arch = [a for a in os_block.get("architecture") or [] if isinstance(a, dict)]
     conditions = [c for c in (os_block.get("stack") or {}).get("conditions") or [] if isinstance(c, str)] \
         if isinstance(os_block.get("stack"), dict) else []
-    if not matches and not arch and not conditions:
+    unknown = ns.unknown_stack_line(h)
+    if not matches and not arch and not conditions and not unknown:
         return None
     t = Text()
+    if unknown:
+        t.append(unknown, style="bold")
     if matches:
         best = matches[0]
-        t.append("OS: ", style="bold")
+        t.append(("\n" if len(t) else "") + "OS: ", style="bold")
         t.append(f"{best['name']} ({ns.accuracy_percent(best)}%)")
         others = [m["name"] for m in matches[1:3]]
         if others:
