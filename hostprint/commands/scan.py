@@ -431,7 +431,8 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
         else:  # only silence to compare: every print whose lines say "no response" would score 100 %
             res.conditions.append("no TCP answer to any probe: too little evidence for a stack match")
             stack["matches"] = []
-        lb = architecture.from_twins(res.twins, res.ts_rate)
+        lb = architecture.from_twins(res.twins, res.ts_rate) + architecture.from_stack_class(
+            (stack.get("matches") or [None])[0])
         if lb:
             h.os.setdefault("architecture", []).extend(lb)
         if res.conditions:

@@ -76,3 +76,20 @@ def from_twins(twins: list[dict], ts_rate: float | None) -> list[dict[str, str]]
                      "detail": f"{len(stamped)} identical SYNs were answered by {len(shared)} TCP timestamp clocks "
                                f"({', '.join(str(len(c)) for c in shared)} answers each, {ts_rate:.0f} Hz)"}]
     return []
+
+
+# Classes whose stack is not the host's own: the answer comes from a relay in front of it.
+RELAY_KINDS = {"netfilter SYNPROXY": "syn-relay", "libslirp": "nat", "pasta": "nat"}
+
+
+def from_stack_class(best: dict | None) -> list[dict[str, str]]:
+    """The best stack class is a relay (SYN proxy, user-mode NAT): say so, since the OS classes of
+    the other methods then describe the machine behind it, not the one that answered -O."""
+    if not best or best.get("db") != "hostprint":
+        return []
+    kind = RELAY_KINDS.get(best.get("family") or "")
+    if kind is None:
+        return []
+    what = "the TCP handshake" if kind == "syn-relay" else "every TCP/UDP/ICMP exchange"
+    return [{"kind": kind, "detail": f"{what} is answered by {best['name']} ({best['confidence']:.0%} of its class), "
+                                     "not by the target host's own stack"}]

@@ -199,12 +199,22 @@ def disagreements(observed: Tests, fp: Fingerprint) -> list[str]:
     return out
 
 
+def _generation(fp: Fingerprint) -> str:
+    """One range over an entry's Class lines of its first family: '11.X' … '14.X' -> '11.X-14.X'."""
+    fam = fp.classes[0].family
+    gens = list(dict.fromkeys(c.generation for c in fp.classes if c.family == fam and c.generation))
+    if len(gens) <= 1:
+        return gens[0] if gens else ""
+    return f"{gens[0].split(' - ')[0]}-{gens[-1].split(' - ')[-1]}"
+
+
 def _class_dict(m: Match, db_label: str, penalty: float) -> dict:
     c = m.print.classes[0]
     srcs = m.print.sources
     where = f"{db_label} {m.print.source + ' ' if m.print.source else ''}line {m.print.line}"
-    return {"name": m.print.name, "family": c.family, "vendor": c.vendor, "generation": c.generation,
-            "device_type": c.device_type, "confidence": round(m.accuracy * penalty, 3), "accuracy": round(m.accuracy, 3),
+    types = "|".join(dict.fromkeys(k.device_type for k in m.print.classes if k.device_type))
+    return {"name": m.print.name, "family": c.family, "vendor": c.vendor, "generation": _generation(m.print),
+            "device_type": types or c.device_type, "confidence": round(m.accuracy * penalty, 3), "accuracy": round(m.accuracy, 3),
             "db": db_label, "cpe": m.print.cpes, "line": m.print.line,
             "evidence": [{"method": "stack", "detail": f"{where}: {m.earned}/{m.possible} points"
                           + (f"; {srcs[0].split(':', 1)[0]} class" if srcs else "")}]}

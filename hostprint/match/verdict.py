@@ -96,7 +96,8 @@ def _detail(method: str, m: dict[str, Any]) -> str:
 
 def _vendor(family: str) -> str | None:
     return {"linux": "Linux", "windows": "Microsoft", "freebsd": "FreeBSD", "openbsd": "OpenBSD",
-            "netbsd": "NetBSD", "macos": "Apple", "ios": "Cisco", "solaris": "Oracle"}.get(_family(family))
+            "netbsd": "NetBSD", "macos": "Apple", "mac os x": "Apple", "os x": "Apple", "ios": "Cisco",
+            "solaris": "Oracle", "junos": "Juniper", "vxworks": "Wind River", "gvisor": "Google"}.get(_family(family))
 
 
 def apply(host: Any) -> None:

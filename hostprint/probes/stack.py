@@ -19,6 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from hostprint.engine import packets as P
+from hostprint.engine.checksum import checksum
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
 from hostprint.engine.link import Links
@@ -177,7 +178,9 @@ class StackProbe:
              reserved: int = 0, urg: int = 0) -> None:
         sport = self.sport[name]
         seq = self.cookie(P.ip_to_int(self.addr), port, sport)
-        ack = self.cookie(P.ip_to_int(self.addr), port, sport, 1) if flags & P.ACK else 0
+        # T2-T7 carry an acknowledgment number even without the ACK flag (as nmap's do): stacks that
+        # copy it into their RST show S=A, which a zero field would hide as S=Z
+        ack = self.cookie(P.ip_to_int(self.addr), port, sport, 1) if flags & P.ACK or name in T_PROBES else 0
         ip = P.IPv4(socket.inet_aton(link.src), self.dst, ttl=PROBE_TTL, id=(seq >> 3) & 0xFFFF, df=df)
         frame = P.build_frame(link.eth(mac), ip, P.TCP(sport, port, seq, ack, flags, window, urg, opts, reserved=reserved))
         self.sent[name] = (time.time(), seq, ack, frame[14:])
@@ -447,8 +450,9 @@ class StackProbe:
                 qip, rest = q
                 d["RIPL"] = "G" if qip.total_length == len(sent) else "%X" % (qip.total_length or 0)
                 d["RID"] = "G" if qip.id == U1_ID else "%X" % qip.id
-                sent_ck = int.from_bytes(sent[10:12], "big")
-                d["RIPCK"] = "Z" if qip.csum == 0 else "G" if qip.csum == sent_ck else "I"
+                # valid for the header as quoted: a router on the way lowers the TTL and fixes the sum
+                hdr = icmp.quoted[:len(icmp.quoted) - len(rest)]
+                d["RIPCK"] = "Z" if qip.csum == 0 else "G" if checksum(hdr) == 0 else "I"
                 if len(rest) >= 8:
                     ck = int.from_bytes(rest[6:8], "big")
                     d["RUCK"] = "G" if ck == int.from_bytes(sent[26:28], "big") else "%X" % ck

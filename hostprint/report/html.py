@@ -525,6 +525,16 @@ def verdict_section(h: HostResult) -> str:
                        f'<td>{_e(a.get("detail") or "")}{_reasons(a.get("reasons"))}</td></tr>' for a in arch)
         out.append('<h3>Network architecture</h3><table class="architecture"><thead><tr><th style="width:160px">'
                    f'finding</th><th>detail</th></tr></thead><tbody>{rows}</tbody></table>')
+    unknown = ns.unknown_stack_line(h)
+    if unknown:
+        out.append(f"<p><b>{_e(unknown)}</b></p>")
+    st = _os_block(h).get("stack")
+    summary = st.get("summary") if isinstance(st, dict) and isinstance(st.get("summary"), dict) else {}
+    if summary:
+        rows = "".join(f'<tr><td>{_e(k.replace("_", " "))}</td><td class="mono">'
+                       f'{_e(", ".join(f"{a}: {b}" for a, b in v.items()) if isinstance(v, dict) else ", ".join(map(str, v)) if isinstance(v, list) else v)}'
+                       f"</td></tr>" for k, v in summary.items())
+        out.append(f'<details><summary>Stack attributes</summary><table class="summary"><tbody>{rows}</tbody></table></details>')
     fp = _os_block(h).get("fingerprint")
     if isinstance(fp, str) and fp.strip():
         out.append(f"<details><summary>Stack fingerprint</summary><pre>{_e(fp)}</pre></details>")
