@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 DEBS=(nmap p0f masscan hping3 tcpdump nftables iptables iproute2 iputils-ping procps util-linux
       xsltproc libxml2-utils chromium tmux gcc libc6-dev liblwip-dev openssl
+      # user-space network stacks whose answers -O must recognise (rootless-container networking)
+      slirp4netns passt
       # real daemons the lab runs in its namespaces (never as system services)
       openssh-server openssh-client nginx-light vsftpd redis-server stunnel4 dnsmasq-base memcached
       mosquitto dovecot-imapd dovecot-pop3d mariadb-server postgresql exim4-daemon-light squid slapd

@@ -65,7 +65,7 @@ def from_twins(twins: list[dict], ts_rate: float | None) -> list[dict[str, str]]
             for c in clocks:
                 ref = (c[0]["ts"] - ts_rate * (c[0]["at"] - t0)) % (1 << 32)
                 d = abs((off - ref + (1 << 31)) % (1 << 32) - (1 << 31))
-                if d <= 0.05 * ts_rate * abs(t["at"] - c[0]["at"]) + 20:
+                if d <= 0.05 * ts_rate * abs(t["at"] - c[0]["at"]) + 100:  # slack as in probes/stack.py
                     c.append(t)
                     break
             else:

@@ -82,7 +82,7 @@ class StackMatcher:
                        np.array([r[4] for r in rows], dtype=object))
             if (arr[:, 1] == GLOB).any():
                 at.globs = arr[:, 1] == GLOB
-                at.patterns = [re.compile(".*".join(map(re.escape, r[4].split("*")))) if r[1] == GLOB else None
+                at.patterns = [re.compile("[0-9A-F]+".join(map(re.escape, r[4].split("*")))) if r[1] == GLOB else None
                                for r in rows]
             self.attrs[k] = at
 
@@ -185,7 +185,7 @@ def attr_match(observed: str, expr: str) -> bool:
 
     if expr_match(observed, expr):
         return True
-    return any("*" in alt and re.fullmatch(".*".join(map(re.escape, alt.split("*"))), observed) for alt in expr.split("|"))
+    return any("*" in alt and re.fullmatch("[0-9A-F]+".join(map(re.escape, alt.split("*"))), observed) for alt in expr.split("|"))
 
 
 def disagreements(observed: Tests, fp: Fingerprint) -> list[str]:
