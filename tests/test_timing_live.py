@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import hostprint, needs_root
+from hostprint.lab.stacks import SYNPROXY_RULES as SYNPROXY
+from hostprint.lab.stacks import build_lwip as _build_lwip
 
 pytestmark = pytest.mark.lab
 
@@ -26,15 +28,6 @@ LIN, TUN, TUN3, CK, DL, BEHIND, MANY = ("198.18.0.10", "198.18.0.11", "198.18.0.
                                         "198.18.0.14", "198.19.0.10", "198.18.0.30")
 MANY_EXTRA = [f"198.18.1.{i}" for i in range(1, 100)]
 LWIP = "198.18.0.50"  # lwIP on a tap device in host "lwh" (198.18.0.51), which routes to it
-LWIP_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lwip", "lwip_server.c")
-
-SYNPROXY = [
-    ["iptables", "-t", "raw", "-A", "PREROUTING", "-i", "eth0", "-p", "tcp", "--syn", "-j", "CT", "--notrack"],
-    ["iptables", "-A", "FORWARD", "-i", "eth0", "-p", "tcp", "-m", "conntrack", "--ctstate", "INVALID,UNTRACKED",
-     "-j", "SYNPROXY", "--sack-perm", "--timestamp", "--wscale", "7", "--mss", "1460"],
-    ["iptables", "-A", "FORWARD", "-i", "eth0", "-p", "tcp", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"],
-    ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
-]
 
 
 def _spec(name: str):
@@ -56,31 +49,10 @@ def _spec(name: str):
     ])
 
 
-def _build_lwip(tmpdir: str) -> str | None:
-    """Compile the lwIP test server against Debian's liblwip-dev; None when that is not installed."""
-    import shutil
-    import subprocess
-
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if not cc or not os.path.exists("/usr/include/lwip/lwip/api.h") or not os.path.exists("/dev/net/tun"):
-        return None
-    out = os.path.join(tmpdir, "lwip_server")
-    subprocess.run([cc, LWIP_SRC, "-I/usr/include/lwip", "-llwip", "-lpthread", "-o", out], check=True)
-    return out
-
-
 def _start_lwip(lab, binary: str) -> None:
-    import subprocess
+    from hostprint.lab.stacks import start_lwip
 
-    ns = lab.host("lwh").ns
-    for argv in (["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"], ["ip", "link", "set", "tap0", "up"],
-                 ["ip", "route", "add", f"{LWIP}/32", "dev", "tap0"],
-                 ["sysctl", "-qw", "net.ipv4.conf.tap0.proxy_arp=1"]):
-        lab.exec(ns, argv, check=True, capture_output=True)
-    p = lab.spawn(ns, [binary, LWIP, "80"], env={**os.environ, "PRECONFIGURED_TAPIF": "tap0"},
-                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = p.stdout.readline().strip()
-    assert line == "ready", f"lwip_server did not start: {line!r}"
+    start_lwip(lab, binary, "lwh", LWIP)
 
 
 @pytest.fixture(scope="module")

@@ -401,6 +401,8 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
         res = await StackProbe(a, open_tcp[0] if open_tcp else None, closed, closed_udp, links, wait=wait).run()
         # xprobe2's ICMP view after the TCP probes (the two pick ICMP IDs independently); its XI test
         # joins the observation, so classes that describe ICMP behaviour are scored on it too
+        if res.rtt:  # the TCP answers told us how long to wait for ICMP ones
+            wait = min(max(8 * res.rtt, 0.25), 1.0)
         icmp = await IcmpStackProbe(a, links, closed_udp, wait=wait).run()
         if icmp.tests.get("XI"):
             res.tests["XI"] = icmp.tests["XI"]

@@ -120,6 +120,7 @@ class StackResult:
     summary: dict = field(default_factory=dict)  # the attributes in words (TTL, window, options, quirks …)
     twins: list[dict] = field(default_factory=list)  # answers to identical SYNs (load-balancer check)
     ts_rate: float | None = None  # Hz, from one connection's SYN-ACK retransmission
+    rtt: float | None = None  # s, the slowest answer's round trip
 
     def fingerprint(self) -> str:
         order = ("SEQ", "OPS", "WIN", "ECN", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "U1", "IE", "XI")
@@ -170,6 +171,24 @@ class StackProbe:
             rep = Reply(ts / 1e9, p.ip, l4, bytes(fr[14:]))
             self.replies.setdefault(name, rep)
             self.all_replies.setdefault(name, []).append(rep)
+
+    async def _quiet(self, link, limit: float) -> None:
+        """Wait for late answers: `limit` while nothing has come back, then 8 round trips of the
+        slowest answer so far (at least 0.25 s). Without a known RTT (-Pn) a fixed second per round
+        made -O three times slower than it needs to be on a LAN."""
+        start = time.monotonic()
+        while True:
+            await link.settle(0.01)
+            rtts = [rep.ts - self.sent[n][0] for n, rep in self.replies.items() if n in self.sent]
+            need = min(max(8 * max(rtts), 0.25), limit) if rtts else limit
+            if time.monotonic() - start >= need:
+                return
+
+    @property
+    def rtt(self) -> float | None:
+        """The slowest round trip among the answers (kernel receive time - our send time)."""
+        rtts = [rep.ts - self.sent[n][0] for n, rep in self.replies.items() if n in self.sent]
+        return max(rtts) if rtts else None
 
     def _frame_again(self, name: str, link, mac) -> bytes:
         return link.eth(mac).encode() + self.sent[name][3]
@@ -237,7 +256,7 @@ class StackProbe:
                         frame = P.build_frame(link.eth(mac), ip, P.ICMP(P.ICMP_ECHO, code, icmp_id, seq, b"\0" * size))
                         self.sent[n] = (time.time(), 0, 0, frame[14:])
                         link.send(frame)
-                await link.settle(self.wait if attempt == 0 else self.wait / 2)
+                await self._quiet(link, self.wait if attempt == 0 else self.wait / 2)
         finally:
             link.unsubscribe(self._on_frame)
         res.replies = dict(self.replies)
@@ -245,6 +264,7 @@ class StackProbe:
         res.twins = self._twins()
         res.ts_rate = getattr(self, "ts_rate", None)
         res.summary = self._summary(res)
+        res.rtt = self.rtt
         return res
 
     # ------------------------------------------------------------------ attributes
