@@ -23,6 +23,7 @@ pytestmark = pytest.mark.lab
 
 PORTS = "80,81"  # 80 open, 81 closed on every target
 LIN, CK, BEHIND = "198.18.0.10", "198.18.0.13", "198.19.0.10"
+LWIP = "198.18.0.50"  # lwIP on a tap in host "lwh" (198.18.0.51), which proxy-ARPs and routes to it
 
 
 def _scan_cli() -> list[str]:
@@ -61,12 +62,12 @@ def pasta():
 @pytest.fixture(scope="module")
 def mlab():
     """Linux, Linux with tcp_syncookies=2, a Linux host behind an iptables SYNPROXY router, and lwIP
-    on a tap (the lwIP server and the SYNPROXY recipe are the timing tests' own)."""
+    on a tap (hostprint/lab/stacks.py: the same recipes as the timing tests and the benchmark)."""
     needs_root()
     import shutil
 
     from hostprint.lab import HostSpec, Lab, LabSpec
-    from test_timing_live import LWIP, SYNPROXY, _build_lwip, _start_lwip
+    from hostprint.lab.stacks import build_lwip, start_lwip, start_synproxy
 
     if not shutil.which("iptables"):
         pytest.skip("needs iptables (SYNPROXY target)")
@@ -79,11 +80,10 @@ def mlab():
                  sysctls={"net.ipv4.ip_forward": "1", "net.ipv4.conf.eth0.proxy_arp": "1"}),
     ])
     with tempfile.TemporaryDirectory(prefix="hpt-lwip-") as tmp, Lab(spec) as lab:
-        for argv in SYNPROXY:
-            lab.exec("r", argv, check=True, capture_output=True)
-        binary = _build_lwip(tmp)
+        start_synproxy(lab, "r")
+        binary = build_lwip(tmp)
         if binary:
-            _start_lwip(lab, binary)
+            start_lwip(lab, binary, "lwh", LWIP)
         lab.lwip = LWIP if binary else None
         lab.hosts_json = scan_json(lab, "scan", "-sS", "-O", "-p", PORTS, "--os-db", "hostprint",
                                    LIN, CK, BEHIND, *([LWIP] if binary else []))
