@@ -34,3 +34,38 @@ def test_more_independent_methods_raise_confidence():
 
 def test_no_evidence_no_verdict():
     assert combine({}) == [] and combine({"timing": {"matches": []}, "hints": []}) == []
+
+
+def _twins(ipids, ts=None, shapes=None):
+    return [{"probe": f"LB{i}", "O": (shapes or {}).get(i, "M5B4NW8ST11"), "W": "2000", "TG": "80", "hops": "0",
+             "DF": "Y", "ts": None if ts is None else ts[i], "at": 0.6 + 0.001 * i, "ipid": ipid}
+            for i, ipid in enumerate(ipids)]
+
+
+def test_load_balancer_from_ip_id_counters():
+    """Two Windows-like backends (incrementing IP IDs) behind one address: two counters. One host,
+    random IDs or Linux's zero IDs must not be called a load balancer."""
+    from hostprint.match.architecture import from_twins
+
+    two = _twins([1000, 52000, 1001, 52001, 1003, 52002, 1004, 52004, 1005])
+    [f] = from_twins(two, None)
+    assert f["kind"] == "load-balancer" and "2 IP ID counters" in f["detail"]
+    assert from_twins(_twins([1000, 1001, 1003, 1004, 1006, 1007, 1008, 1010, 1011]), None) == []
+    assert from_twins(_twins([17, 40000, 9000, 61234, 30000, 5, 45000, 22222, 60001]), None) == []
+    assert from_twins(_twins([0] * 9), None) == []
+
+
+def test_load_balancer_from_stack_shapes_and_clocks():
+    from hostprint.match.architecture import from_twins
+
+    mixed = _twins([0] * 9, shapes={1: "M5B4", 3: "M5B4", 5: "M5B4"})
+    [f] = from_twins(mixed, None)
+    assert "2 different stacks" in f["detail"]
+    # two host-wide 1 kHz clocks far apart vs one clock
+    ts2 = [1_000_000 + i if i % 2 else 9_000_000 + i for i in range(9)]
+    [f] = from_twins(_twins([0] * 9, ts=ts2), 1000.0)
+    assert "2 TCP timestamp clocks" in f["detail"]
+    assert from_twins(_twins([0] * 9, ts=[1_000_000 + i for i in range(9)]), 1000.0) == []
+    # per-connection random offsets: every answer its own clock -> no claim
+    rnd = [123456789 * (i + 1) % (1 << 32) for i in range(9)]
+    assert from_twins(_twins([0] * 9, ts=rnd), 1000.0) == []

@@ -56,6 +56,11 @@ def from_twins(twins: list[dict], ts_rate: float | None) -> list[dict[str, str]]
                  for k, ps in sorted(shapes.items(), key=lambda kv: -len(kv[1]))]
         return [{"kind": "load-balancer",
                  "detail": f"{len(twins)} identical SYNs met {len(shapes)} different stacks: " + "; ".join(parts)}]
+    counters = _ipid_counters(twins)
+    if counters:
+        return [{"kind": "load-balancer",
+                 "detail": f"{len(twins)} identical SYNs were answered from {len(counters)} IP ID counters "
+                           f"({', '.join(f'{c[0]}..{c[-1]}' for c in counters)})"}]
     stamped = [t for t in twins if t.get("ts") is not None]
     if ts_rate and len(stamped) >= 4:
         t0 = stamped[0]["at"]
@@ -93,3 +98,21 @@ def from_stack_class(best: dict | None) -> list[dict[str, str]]:
     what = "the TCP handshake" if kind == "syn-relay" else "every TCP/UDP/ICMP exchange"
     return [{"kind": kind, "detail": f"{what} is answered by {best['name']} ({best['confidence']:.0%} of its class), "
                                      "not by the target host's own stack"}]
+
+
+def _ipid_counters(twins: list[dict]) -> list[list[int]]:
+    """Several incrementing IP ID counters among identical answers (a host with one global or
+    per-destination counter shows one). Each ID joins the counter whose last ID it follows by 1-2000;
+    only counters of two or more IDs covering every answer count, so random or zero IDs claim nothing."""
+    ids = [t["ipid"] for t in sorted(twins, key=lambda t: t["at"]) if t.get("ipid") is not None]
+    if len(ids) < 4 or 0 in ids:
+        return []
+    chains: list[list[int]] = []
+    for i in ids:
+        for c in chains:
+            if 0 < (i - c[-1]) & 0xFFFF <= 2000:
+                c.append(i)
+                break
+        else:
+            chains.append([i])
+    return chains if len(chains) >= 2 and all(len(c) >= 2 for c in chains) else []
