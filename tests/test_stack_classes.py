@@ -86,6 +86,11 @@ def test_shared_host_clock_is_told_apart(plab):
     clock, so TSO is H and the 6.x class (which says C) no longer fits that attribute."""
     st = _host(plab, "tsnooff")["os"]["stack"]
     assert st["tests"]["SEQ"]["TSO"] == "H" and st["tests"]["SEQ"]["TS"] == "A"
+    # no offset: the clock counts milliseconds since boot, so the uptime is the kernel's (mod 49.7 days)
+    with open("/proc/uptime") as fh:
+        up = float(fh.read().split()[0]) % ((1 << 32) / 1000)
+    assert abs(st["summary"]["uptime_s"] - up) < 120, (st["summary"], up)
+    assert "uptime_s" not in _host(plab, "defaults")["os"]["stack"]["summary"]
 
 
 def test_load_balancer_behind_one_address(plab):

@@ -339,6 +339,12 @@ class StackProbe:
             out["ts_rate_hz"] = round(self.ts_rate, 1)
         if "TSO" in seq:
             out["ts_offsets"] = "per connection" if seq["TSO"] == "C" else "one host clock"
+        rep = self.replies.get("SEQ1")
+        if seq.get("TSO") == "H" and getattr(self, "ts_rate", None) and rep is not None and rep.l4.timestamps:
+            # one host clock with no offset counts from boot (Linux with tcp_timestamps=2, the BSDs);
+            # like p0f, the answer is modulo the counter's wrap (2^32 ticks: 49.7 days at 1 kHz)
+            out["uptime_s"] = round(rep.l4.timestamps[0] / self.ts_rate)
+            out["uptime_wrap_days"] = round((1 << 32) / self.ts_rate / 86400, 1)
         return out
 
     def _twins(self) -> list[dict[str, str]]:
