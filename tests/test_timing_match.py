@@ -263,3 +263,17 @@ def test_cli_bad_csv_names_line_and_column(tmp_path, capsys, body, where):
     assert main(["timing", "classify", str(obs), "-oJ", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert where in err and err.count("\n") == 1
+
+
+def test_one_extra_packet_is_explained_at_a_price(builtin):
+    """A DB holding only Linux >= 3.1 (6 SYN-ACKs, as a learned DB holds one class): a 7th SYN-ACK used
+    to get zero likelihood and came out unknown. Now it still names the class, less surely than the
+    exact schedule; a long linear schedule stays unknown."""
+    one = TimingClassifier(TimingDB("t", [c for c in builtin.db.classes if c.id == "linux-3.1+"]))
+    hdr = dict(window=64240, ttl=64, df=1, options="MSTNW", mss=1460)
+    exact = one.classify(TimingObservation(arrivals=[0.0, 1.0, 3.0, 7.0, 15.0, 31.0], **hdr))
+    extra = one.classify(TimingObservation(arrivals=[0.0, 1.0, 3.0, 7.0, 15.0, 31.0, 63.0], **hdr))
+    assert exact.best is not None and extra.best is not None and extra.best.id == "linux-3.1+"
+    assert extra.to_dict()["confidence"] <= exact.to_dict()["confidence"]
+    lin = TimingObservation(arrivals=[0.05 + 2.5 * i for i in range(9)], window=1234, ttl=200, df=0, options="MWT")
+    assert one.classify(lin).outcome == "unknown"
