@@ -265,15 +265,23 @@ def test_cli_bad_csv_names_line_and_column(tmp_path, capsys, body, where):
     assert where in err and err.count("\n") == 1
 
 
-def test_one_extra_packet_is_explained_at_a_price(builtin):
-    """A DB holding only Linux >= 3.1 (6 SYN-ACKs, as a learned DB holds one class): a 7th SYN-ACK used
-    to get zero likelihood and came out unknown. Now it still names the class, less surely than the
-    exact schedule; a long linear schedule stays unknown."""
-    one = TimingClassifier(TimingDB("t", [c for c in builtin.db.classes if c.id == "linux-3.1+"]))
+def test_one_extra_fin_is_explained_at_a_price_but_not_an_extra_synack(builtin):
+    """A DB with one class (as a learned DB holds): LAST_ACK with one FIN more than the class sends
+    used to get zero likelihood and came out unknown; it now names the class, less surely than the
+    exact schedule. One SYN-ACK more is another retry setting, so it stays unknown."""
+    from hostprint.signatures.timing_db import Schedule
+
+    base = next(c for c in builtin.db.classes if c.id == "linux-3.1+")
+    fin = Schedule.from_gaps("lastack", np.array([0.18, 0.37, 0.74]), np.array([0.28, 0.53, 1.0]))
+    syn = Schedule.from_gaps("syn", np.array([0.9, 1.9]), np.array([1.1, 2.1]))
+    import dataclasses
+
+    cls = dataclasses.replace(base, id="learned", schedules=[syn, fin])
+    one = TimingClassifier(TimingDB("t", [cls]))
     hdr = dict(window=64240, ttl=64, df=1, options="MSTNW", mss=1460)
-    exact = one.classify(TimingObservation(arrivals=[0.0, 1.0, 3.0, 7.0, 15.0, 31.0], **hdr))
-    extra = one.classify(TimingObservation(arrivals=[0.0, 1.0, 3.0, 7.0, 15.0, 31.0, 63.0], **hdr))
-    assert exact.best is not None and extra.best is not None and extra.best.id == "linux-3.1+"
+    exact = one.classify(TimingObservation(arrivals=[0.0, 0.22, 0.66, 1.5], test="lastack", **hdr))
+    extra = one.classify(TimingObservation(arrivals=[0.0, 0.22, 0.66, 1.5, 3.2], test="lastack", **hdr))
+    assert exact.best is not None and extra.best is not None and extra.best.id == "learned"
     assert extra.to_dict()["confidence"] <= exact.to_dict()["confidence"]
-    lin = TimingObservation(arrivals=[0.05 + 2.5 * i for i in range(9)], window=1234, ttl=200, df=0, options="MWT")
-    assert one.classify(lin).outcome == "unknown"
+    more_syn = one.classify(TimingObservation(arrivals=[0.0, 1.0, 3.0, 7.0], **hdr))
+    assert more_syn.outcome == "unknown"
