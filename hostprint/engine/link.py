@@ -262,6 +262,12 @@ class Links:
             self.by_iface[iface] = link
         return self.by_iface[iface]
 
+    async def toward(self, addr: str) -> tuple[Link, bytes | None]:
+        """The link a packet to `addr` leaves by, and the next hop's MAC (None: no ARP answer)."""
+        r = route.table().lookup(addr)
+        link = self.for_route(r)
+        return link, await link.resolve(r.gateway or addr)
+
     def close(self) -> None:
         for link in self.by_iface.values():
             link.close()

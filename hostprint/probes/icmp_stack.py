@@ -222,9 +222,7 @@ class IcmpStackProbe:
         link.send(link.eth(mac).encode() + self.record(name, ip, l4))
 
     async def run(self) -> IcmpStackResult:
-        r = route.table().lookup(self.addr)
-        link = self.links.for_route(r)
-        mac = await link.resolve(r.gateway or self.addr)
+        link, mac = await self.links.toward(self.addr)
         res = IcmpStackResult()
         if mac is None:
             res.conditions.append("target did not answer ARP")

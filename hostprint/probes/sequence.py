@@ -60,9 +60,7 @@ def isn_stats(isns: list[int], times: list[float]) -> dict[str, float | int]:
 
 
 async def sequence_report(addr: str, port: int, links: Links, probes: int = 6, spacing: float = 0.1) -> dict:
-    r = route.table().lookup(addr)
-    link = links.for_route(r)
-    mac = await link.resolve(r.gateway or addr)
+    link, mac = await links.toward(addr)
     if mac is None:
         return {}
     cookie = Cookie()

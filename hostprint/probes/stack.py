@@ -206,9 +206,7 @@ class StackProbe:
         link.send(frame)
 
     async def run(self) -> StackResult:
-        r = route.table().lookup(self.addr)
-        link = self.links.for_route(r)
-        mac = await link.resolve(r.gateway or self.addr)
+        link, mac = await self.links.toward(self.addr)
         res = StackResult()
         if mac is None:
             res.conditions.append("target did not answer ARP")
