@@ -99,7 +99,9 @@ def test_load_balancer_behind_one_address(plab):
     h = plab.results["198.18.0.90"]
     arch = h["os"].get("architecture") or []
     assert [a["kind"] for a in arch if a["kind"] == "load-balancer"] == ["load-balancer"], arch
-    assert "2 different stacks" in arch[0]["detail"] or "stacks" in arch[0]["detail"]
+    assert "2 different stacks" in arch[0]["detail"]
+    # and the stack match is marked as mixing two stacks
+    assert any("more than one stack" in c for c in h["os"]["stack"]["conditions"])
     for name in PERSONALITIES:
         assert not any(a["kind"] == "load-balancer" for a in _host(plab, name)["os"].get("architecture") or [])
 

@@ -437,6 +437,10 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
             (stack.get("matches") or [None])[0])
         if lb:
             h.os.setdefault("architecture", []).extend(lb)
+        if any(f["kind"] == "load-balancer" for f in lb):  # the probes met more than one stack
+            res.conditions.append("answers came from more than one stack (load balancer): the stack match mixes them")
+            for m in stack.get("matches") or []:
+                m["confidence"] = round(m["confidence"] * 0.8, 3)
         if res.conditions:
             h.os["conditions"] = res.conditions
         prev = h.os.get("fingerprint")
