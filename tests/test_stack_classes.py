@@ -128,3 +128,15 @@ def test_os_db_errors_are_one_line():
 
     with pytest.raises(UsageError, match="no-such-db"):
         load_matchers("hostprint,no-such-db")
+
+
+def test_newer_kernel_than_every_class_keeps_family_and_generation(plab):
+    """Without the class measured on this kernel, the lab kernel still lands in the generation class
+    whose facts come from older kernels' prints and source (Linux 4.x - 6.x), not in 2.6 - 3.x: the
+    generalisation nmap-os-db lacks (nmap calls this kernel 5.3 - 5.4)."""
+    base = stack_db.load()
+    older = [fp for fp in base.prints if fp.classes[0].generation != "6.x"]
+    m = StackMatcher(OsDb(base.points, older, "test"))
+    for name in ("defaults", "nots", "cookies"):
+        v = classify(_host(plab, name)["os"]["stack"]["tests"], [("hostprint", m)])
+        assert v["matches"] and v["matches"][0]["name"] == "Linux 4.x - 6.x", (name, v)
