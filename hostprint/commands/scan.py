@@ -391,22 +391,25 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
     matchers = getattr(args, "os_matchers", None) or load_matchers(args.os_db)
     p0f_db = getattr(args, "os_p0f_db", None)
     task = prog.phase("OS detection", len(up))
-    for a in up:
+    # Hosts run side by side (nmap does too): each probe keeps its own replies by address and
+    # cookie, so a /24 costs about what one host costs. The TCP and the ICMP (xprobe2) probe of a
+    # host run together as well; they pick ICMP IDs and UDP source ports of their own.
+    gate = asyncio.Semaphore(OS_PARALLEL_HOSTS)
+
+    async def probe(a: str) -> None:
         h = hosts[a]
         open_tcp = [p.port for p in h.ports if p.protocol == "tcp" and p.state == model.OPEN]
         closed = closed_sample.get(a) or next((p.port for p in h.ports if p.protocol == "tcp" and p.state == model.CLOSED), None)
         closed_udp = next((p.port for p in h.ports if p.protocol == "udp" and p.state == model.CLOSED), 40125)
         rtt = (h.rtt_us or 0) / 1e6
-        wait = min(max(8 * rtt, 0.25), 1.0) if rtt else 1.0  # silence means "no answer" after this
-        res = await StackProbe(a, open_tcp[0] if open_tcp else None, closed, closed_udp, links, wait=wait).run()
-        # xprobe2's ICMP view after the TCP probes (the two pick ICMP IDs independently); its XI test
-        # joins the observation, so classes that describe ICMP behaviour are scored on it too
-        if res.rtt:  # the TCP answers told us how long to wait for ICMP ones
-            wait = min(max(8 * res.rtt, 0.25), 1.0)
-        icmp = await IcmpStackProbe(a, links, closed_udp, wait=wait).run()
-        if icmp.tests.get("XI"):
-            res.tests["XI"] = icmp.tests["XI"]
+        wait = min(max(8 * rtt, 0.25), 1.0) if rtt else 1.0  # until answers tell the RTT
+        async with gate:
+            res, icmp = await asyncio.gather(
+                StackProbe(a, open_tcp[0] if open_tcp else None, closed, closed_udp, links, wait=wait).run(),
+                IcmpStackProbe(a, links, closed_udp, wait=wait).run())
         prog.advance(task, 1)
+        if icmp.tests.get("XI"):  # classes that describe ICMP behaviour are scored on it too
+            res.tests["XI"] = icmp.tests["XI"]
         fp = res.fingerprint()
         stack: dict = {"tests": res.tests, "fingerprint": fp, "conditions": res.conditions,
                        "distance": res.distance, "ports": {"open": open_tcp[0] if open_tcp else None,
@@ -446,7 +449,10 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
         prev = h.os.get("fingerprint")
         h.os["fingerprint"] = (prev + "\n" if prev else "") + fp
 
+    await asyncio.gather(*(probe(a) for a in up))
 
+
+OS_PARALLEL_HOSTS = 64
 PREFERRED_TIMING_PORTS = (80, 8080, 8000, 6379, 21, 22)
 
 

@@ -242,6 +242,18 @@ async def until_quiet(links: list[Link], wait: float | Callable[[], float], last
         await asyncio.sleep(min(0.005, max(w / 4, 0.001)))
 
 
+async def answers_settle(link: Link, limit: float, rtts: Callable[[], list[float]], factor: float = 8,
+                         floor: float = 0.25) -> None:
+    """Wait for late answers to a round of probes: `limit` while nothing has come back, else
+    `factor` round trips of the slowest answer so far (at least `floor`, at most `limit`). A probe
+    that does not know the RTT beforehand (-Pn) learns it from its own first answers."""
+    def wait() -> float:
+        r = rtts()
+        return min(max(factor * max(r), floor), limit) if r else limit
+
+    await until_quiet([link], wait, lambda: 0.0, quiet=0.0)
+
+
 class Links:
     """The links a set of targets needs, opened once per interface."""
 

@@ -77,7 +77,7 @@ from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.checksum import checksum
 from hostprint.engine.cookie import Cookie
-from hostprint.engine.link import Links
+from hostprint.engine.link import Links, answers_settle
 from hostprint.probes.stack import initial_ttl
 
 PROBE_TTL = 64
@@ -221,6 +221,10 @@ class IcmpStackProbe:
         ip, l4 = self.build(name, socket.inet_aton(link.src))
         link.send(link.eth(mac).encode() + self.record(name, ip, l4))
 
+    def _rtts(self) -> list[float]:
+        got = {**self.errors, **self.replies}
+        return [rep.ts - self.sent[n][0] for n, rep in got.items() if n in self.sent]
+
     async def run(self) -> IcmpStackResult:
         link, mac = await self.links.toward(self.addr)
         res = IcmpStackResult()
@@ -233,7 +237,7 @@ class IcmpStackProbe:
                 for name in PROBES:
                     if name not in self.replies and name not in self.errors:
                         self._send(link, mac, name)
-                await link.settle(self.wait if attempt == 0 else self.wait / 2)
+                await answers_settle(link, self.wait if attempt == 0 else self.wait / 2, self._rtts)
                 if all(n in self.replies or n in self.errors for n in PROBES):
                     break
         finally:

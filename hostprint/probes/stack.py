@@ -22,7 +22,7 @@ from hostprint.engine import packets as P
 from hostprint.engine.checksum import checksum
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
-from hostprint.engine.link import Links
+from hostprint.engine.link import Links, answers_settle
 
 # (window, options) of the six SEQ probes; TS = (0xFFFFFFFF, 0)
 _TS = (P.OPT_TS, (0xFFFFFFFF, 0))
@@ -172,22 +172,13 @@ class StackProbe:
             self.replies.setdefault(name, rep)
             self.all_replies.setdefault(name, []).append(rep)
 
-    async def _quiet(self, link, limit: float) -> None:
-        """Wait for late answers: `limit` while nothing has come back, then 8 round trips of the
-        slowest answer so far (at least 0.25 s). Without a known RTT (-Pn) a fixed second per round
-        made -O three times slower than it needs to be on a LAN."""
-        start = time.monotonic()
-        while True:
-            await link.settle(0.01)
-            rtts = [rep.ts - self.sent[n][0] for n, rep in self.replies.items() if n in self.sent]
-            need = min(max(8 * max(rtts), 0.25), limit) if rtts else limit
-            if time.monotonic() - start >= need:
-                return
+    def _rtts(self) -> list[float]:
+        return [rep.ts - self.sent[n][0] for n, rep in self.replies.items() if n in self.sent]
 
     @property
     def rtt(self) -> float | None:
         """The slowest round trip among the answers (kernel receive time - our send time)."""
-        rtts = [rep.ts - self.sent[n][0] for n, rep in self.replies.items() if n in self.sent]
+        rtts = self._rtts()
         return max(rtts) if rtts else None
 
     def _frame_again(self, name: str, link, mac) -> bytes:
@@ -254,7 +245,8 @@ class StackProbe:
                         frame = P.build_frame(link.eth(mac), ip, P.ICMP(P.ICMP_ECHO, code, icmp_id, seq, b"\0" * size))
                         self.sent[n] = (time.time(), 0, 0, frame[14:])
                         link.send(frame)
-                await self._quiet(link, self.wait if attempt == 0 else self.wait / 2)
+                # without a known RTT (-Pn) a fixed second per round made -O 3x slower on a LAN
+                await answers_settle(link, self.wait if attempt == 0 else self.wait / 2, self._rtts)
         finally:
             link.unsubscribe(self._on_frame)
         res.replies = dict(self.replies)
