@@ -196,6 +196,40 @@ class StackProbe:
         self.sent[name] = (time.time(), seq, ack, frame[14:])
         link.send(frame)
 
+    def _seq(self, link, mac, i: int) -> None:
+        name = f"SEQ{i}"
+        if self.open_port is not None and name not in self.replies:
+            win, opts = SEQ_PROBES[i - 1]
+            self._tcp(link, mac, name, self.open_port, P.SYN, win, opts, False)
+
+    def _ecn_t_u1(self, link, mac) -> None:
+        if self.open_port is not None and "ECN" not in self.replies:
+            self._tcp(link, mac, "ECN", self.open_port, P.SYN | P.ECE | P.CWR, 3,
+                      [(P.OPT_WS, 10), (P.OPT_NOP, None), (P.OPT_MSS, 1460), (P.OPT_SACKOK, None),
+                       (P.OPT_NOP, None), (P.OPT_NOP, None)], False, reserved=8, urg=0xF7F5)
+        for name, (flags, win, df, kind) in T_PROBES.items():
+            port = self.open_port if kind == "open" else self.closed_port
+            if port is not None and name not in self.replies:
+                opts = [(P.OPT_WS, 15)] + T_OPTS[1:] if name == "T7" else T_OPTS
+                self._tcp(link, mac, name, port, flags, win, opts, df)
+        if "U1" not in self.replies:
+            ip = P.IPv4(socket.inet_aton(link.src), self.dst, P.IPPROTO_UDP, ttl=PROBE_TTL, id=U1_ID)
+            frame = P.build_frame(link.eth(mac), ip, P.UDP(self.sport["U1"], self.closed_udp, U1_PAYLOAD))
+            self.sent["U1"] = (time.time(), 0, 0, frame[14:])
+            link.send(frame)
+
+    def _ie(self, link, mac) -> None:
+        for n, (df, tos, code, size, seq) in (("IE1", (True, 0, 9, 120, 295)), ("IE2", (False, 4, 0, 150, 296))):
+            if n not in self.replies:
+                # unrelated IP IDs: a stack that copies the request's ID (lwIP) must not
+                # look like an incrementing II/SS generator because of our own probes
+                ip = P.IPv4(socket.inet_aton(link.src), self.dst, P.IPPROTO_ICMP, ttl=PROBE_TTL, tos=tos, df=df,
+                            id=self.cookie(P.ip_to_int(self.addr), 0, seq, 61) & 0xFFFF)
+                icmp_id = self.icmp_id if n == "IE1" else (self.icmp_id + 1) & 0xFFFF
+                frame = P.build_frame(link.eth(mac), ip, P.ICMP(P.ICMP_ECHO, code, icmp_id, seq, b"\0" * size))
+                self.sent[n] = (time.time(), 0, 0, frame[14:])
+                link.send(frame)
+
     async def run(self) -> StackResult:
         link, mac = await self.links.toward(self.addr)
         res = StackResult()
@@ -205,46 +239,25 @@ class StackProbe:
         link.subscribe(self._on_frame)
         try:
             for attempt in range(2):  # one retransmission of what got no answer
-                if self.open_port is not None:
-                    for i, (win, opts) in enumerate(SEQ_PROBES):
-                        name = f"SEQ{i + 1}"
-                        if name not in self.replies:
-                            self._tcp(link, mac, name, self.open_port, P.SYN, win, opts, False)
-                        if attempt == 0:
-                            await asyncio.sleep(0.1)
-                    if attempt == 0:
-                        for i in range(1, LB_TWINS + 1):
-                            win, opts = SEQ_PROBES[0]
-                            self._tcp(link, mac, f"LB{i}", self.open_port, P.SYN, win, opts, False)
-                        # SEQ1 again on the same connection: its SYN-ACK is retransmitted with the same
-                        # timestamp offset, so the TS clock rate is measurable even on stacks that give
-                        # every connection its own random offset (Linux with tcp_timestamps=1)
-                        if "SEQ1" in self.sent:
-                            link.send(self._frame_again("SEQ1", link, mac))
-                    if "ECN" not in self.replies:
-                        self._tcp(link, mac, "ECN", self.open_port, P.SYN | P.ECE | P.CWR, 3,
-                                  [(P.OPT_WS, 10), (P.OPT_NOP, None), (P.OPT_MSS, 1460), (P.OPT_SACKOK, None),
-                                   (P.OPT_NOP, None), (P.OPT_NOP, None)], False, reserved=8, urg=0xF7F5)
-                for name, (flags, win, df, kind) in T_PROBES.items():
-                    port = self.open_port if kind == "open" else self.closed_port
-                    if port is not None and name not in self.replies:
-                        opts = [(P.OPT_WS, 15)] + T_OPTS[1:] if name == "T7" else T_OPTS
-                        self._tcp(link, mac, name, port, flags, win, opts, df)
-                if "U1" not in self.replies:
-                    ip = P.IPv4(socket.inet_aton(link.src), self.dst, P.IPPROTO_UDP, ttl=PROBE_TTL, id=U1_ID)
-                    frame = P.build_frame(link.eth(mac), ip, P.UDP(self.sport["U1"], self.closed_udp, U1_PAYLOAD))
-                    self.sent["U1"] = (time.time(), 0, 0, frame[14:])
-                    link.send(frame)
-                for n, (df, tos, code, size, seq) in (("IE1", (True, 0, 9, 120, 295)), ("IE2", (False, 4, 0, 150, 296))):
-                    if n not in self.replies:
-                        # unrelated IP IDs: a stack that copies the request's ID (lwIP) must not
-                        # look like an incrementing II/SS generator because of our own probes
-                        ip = P.IPv4(socket.inet_aton(link.src), self.dst, P.IPPROTO_ICMP, ttl=PROBE_TTL, tos=tos, df=df,
-                                    id=self.cookie(P.ip_to_int(self.addr), 0, seq, 61) & 0xFFFF)
-                        icmp_id = self.icmp_id if n == "IE1" else (self.icmp_id + 1) & 0xFFFF
-                        frame = P.build_frame(link.eth(mac), ip, P.ICMP(P.ICMP_ECHO, code, icmp_id, seq, b"\0" * size))
-                        self.sent[n] = (time.time(), 0, 0, frame[14:])
-                        link.send(frame)
+                # SEQ1, then ECN/T2-T7/U1 inside the first 100 ms gap (their answers come back while
+                # the SEQ series goes on), SEQ2-SEQ6, the twins and the repeated SEQ1, and the echo
+                # requests last: IE after the SEQ series is what the shared IP ID test (SS) compares.
+                self._seq(link, mac, 1)
+                self._ecn_t_u1(link, mac)
+                for i in range(2, len(SEQ_PROBES) + 1):
+                    if attempt == 0 and self.open_port is not None:
+                        await asyncio.sleep(0.1)
+                    self._seq(link, mac, i)
+                if attempt == 0 and self.open_port is not None:
+                    for i in range(1, LB_TWINS + 1):
+                        win, opts = SEQ_PROBES[0]
+                        self._tcp(link, mac, f"LB{i}", self.open_port, P.SYN, win, opts, False)
+                    # SEQ1 again on the same connection: its SYN-ACK is retransmitted with the same
+                    # timestamp offset, so the TS clock rate is measurable even on stacks that give
+                    # every connection its own random offset (Linux with tcp_timestamps=1)
+                    if "SEQ1" in self.sent:
+                        link.send(self._frame_again("SEQ1", link, mac))
+                self._ie(link, mac)
                 # without a known RTT (-Pn) a fixed second per round made -O 3x slower on a LAN
                 await answers_settle(link, self.wait if attempt == 0 else self.wait / 2, self._rtts)
         finally:
