@@ -382,9 +382,8 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
     """-O (issue 4): nmap's second-generation probes plus hostprint's own (load-balancer twins, one
     connection's timestamp clock), classified against the selected DBs (hostprint's classes by
     default); the architecture found on the way (load balancing) joins os.architecture."""
-    from hostprint.match import architecture
-    from hostprint.match.first_gen import first_gen_view
-    from hostprint.match.stack import classify, load_matchers
+    from hostprint.match.stack import load_matchers
+    from hostprint.match.stack_report import stack_report
     from hostprint.probes.icmp_stack import IcmpStackProbe
     from hostprint.probes.stack import StackProbe
 
@@ -408,44 +407,14 @@ async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], li
                 StackProbe(a, open_tcp[0] if open_tcp else None, closed, closed_udp, links, wait=wait).run(),
                 IcmpStackProbe(a, links, closed_udp, wait=wait).run())
         prog.advance(task, 1)
-        if icmp.tests.get("XI"):  # classes that describe ICMP behaviour are scored on it too
-            res.tests["XI"] = icmp.tests["XI"]
-        fp = res.fingerprint()
-        stack: dict = {"tests": res.tests, "fingerprint": fp, "conditions": res.conditions,
-                       "distance": res.distance, "ports": {"open": open_tcp[0] if open_tcp else None,
-                                                           "closed": closed, "closed_udp": closed_udp}}
-        if res.ts_rate:
-            stack["ts_rate_hz"] = round(res.ts_rate, 1)
-        if res.summary:
-            stack["summary"] = res.summary
-        stack["icmp"] = icmp.to_dict()
-        stack["first_gen"] = first_gen_view(res.tests, icmp.tests.get("XI"))
+        stack, found, conditions = stack_report(res, icmp, matchers, p0f_db, {
+            "open": open_tcp[0] if open_tcp else None, "closed": closed, "closed_udp": closed_udp})
         h.os["stack"] = stack
-        tcp_answered = any(attrs.get("R", "Y") == "Y" for t, attrs in res.tests.items() if t.startswith(("T", "SEQ", "ECN")))
-        if tcp_answered:
-            verdict = classify(res.tests, matchers, ideal=not res.conditions)
-            stack["matches"] = verdict["matches"]
-            if verdict["unknown"]:
-                stack["unknown"] = verdict["unknown"]
-            if p0f_db is not None:
-                from hostprint.match.stack_p0f import p0f_matches, raw_signatures
-
-                stack["matches"] += p0f_matches(res, p0f_db)
-                stack["matches"].sort(key=lambda d: -d["confidence"])
-                stack["p0f_raw"] = raw_signatures(res)  # shows why a stack gets no p0f label
-        else:  # only silence to compare: every print whose lines say "no response" would score 100 %
-            res.conditions.append("no TCP answer to any probe: too little evidence for a stack match")
-            stack["matches"] = []
-        lb = architecture.from_twins(res.twins, res.ts_rate) + architecture.from_stack_class(
-            (stack.get("matches") or [None])[0])
-        if lb:
-            h.os.setdefault("architecture", []).extend(lb)
-        if any(f["kind"] == "load-balancer" for f in lb):  # the probes met more than one stack
-            res.conditions.append("answers came from more than one stack (load balancer): the stack match mixes them")
-            for m in stack.get("matches") or []:
-                m["confidence"] = round(m["confidence"] * 0.8, 3)
-        if res.conditions:
-            h.os["conditions"] = res.conditions
+        if found:
+            h.os.setdefault("architecture", []).extend(found)
+        if conditions:
+            h.os["conditions"] = conditions
+        fp = stack["fingerprint"]
         prev = h.os.get("fingerprint")
         h.os["fingerprint"] = (prev + "\n" if prev else "") + fp
 
