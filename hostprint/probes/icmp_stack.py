@@ -77,7 +77,8 @@ from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.checksum import checksum
 from hostprint.engine.cookie import Cookie
-from hostprint.engine.link import Links, answers_settle
+from hostprint.engine.link import Links
+from hostprint.probes.rounds import TwoRounds
 from hostprint.probes.stack import initial_ttl
 
 PROBE_TTL = 64
@@ -139,7 +140,7 @@ class IcmpStackResult:
                 "distance": self.distance}
 
 
-class IcmpStackProbe:
+class IcmpStackProbe(TwoRounds):
     def __init__(self, addr: str, links: Links, closed_udp: int, wait: float = 1.0):
         self.addr = addr
         self.links = links
@@ -225,23 +226,18 @@ class IcmpStackProbe:
         got = {**self.errors, **self.replies}
         return [rep.ts - self.sent[n][0] for n, rep in got.items() if n in self.sent]
 
+    async def _send_round(self, link, mac: bytes, attempt: int) -> None:
+        for name in PROBES:
+            if name not in self.replies and name not in self.errors:
+                self._send(link, mac, name)
+
+    def _complete(self) -> bool:
+        return all(n in self.replies or n in self.errors for n in PROBES)
+
     async def run(self) -> IcmpStackResult:
-        link, mac = await self.links.toward(self.addr)
         res = IcmpStackResult()
-        if mac is None:
-            res.conditions.append("target did not answer ARP")
+        if not await self._rounds(res.conditions):
             return res
-        link.subscribe(self._on_frame)
-        try:
-            for attempt in range(2):  # one retransmission of what got no answer
-                for name in PROBES:
-                    if name not in self.replies and name not in self.errors:
-                        self._send(link, mac, name)
-                await answers_settle(link, self.wait if attempt == 0 else self.wait / 2, self._rtts)
-                if all(n in self.replies or n in self.errors for n in PROBES):
-                    break
-        finally:
-            link.unsubscribe(self._on_frame)
         res.replies, res.errors = dict(self.replies), dict(self.errors)
         self.attributes(res)
         return res

@@ -22,7 +22,8 @@ from hostprint.engine import packets as P
 from hostprint.engine.checksum import checksum
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
-from hostprint.engine.link import Links, answers_settle
+from hostprint.engine.link import Links
+from hostprint.probes.rounds import TwoRounds
 
 # (window, options) of the six SEQ probes; TS = (0xFFFFFFFF, 0)
 _TS = (P.OPT_TS, (0xFFFFFFFF, 0))
@@ -128,7 +129,7 @@ class StackResult:
                          for t in order if t in self.tests)
 
 
-class StackProbe:
+class StackProbe(TwoRounds):
     def __init__(self, addr: str, open_port: int | None, closed_port: int | None, closed_udp: int,
                  links: Links, wait: float = 1.0):
         self.addr = addr
@@ -230,38 +231,31 @@ class StackProbe:
                 self.sent[n] = (time.time(), 0, 0, frame[14:])
                 link.send(frame)
 
+    async def _send_round(self, link, mac: bytes, attempt: int) -> None:
+        # SEQ1, then ECN/T2-T7/U1 inside the first 100 ms gap (their answers come back while the
+        # SEQ series goes on), SEQ2-SEQ6, the twins and the repeated SEQ1, and the echo requests
+        # last: IE after the SEQ series is what the shared IP ID test (SS) compares.
+        self._seq(link, mac, 1)
+        self._ecn_t_u1(link, mac)
+        for i in range(2, len(SEQ_PROBES) + 1):
+            if attempt == 0 and self.open_port is not None:
+                await asyncio.sleep(0.1)
+            self._seq(link, mac, i)
+        if attempt == 0 and self.open_port is not None:
+            for i in range(1, LB_TWINS + 1):
+                win, opts = SEQ_PROBES[0]
+                self._tcp(link, mac, f"LB{i}", self.open_port, P.SYN, win, opts, False)
+            # SEQ1 again on the same connection: its SYN-ACK is retransmitted with the same
+            # timestamp offset, so the TS clock rate is measurable even on stacks that give
+            # every connection its own random offset (Linux with tcp_timestamps=1)
+            if "SEQ1" in self.sent:
+                link.send(self._frame_again("SEQ1", link, mac))
+        self._ie(link, mac)
+
     async def run(self) -> StackResult:
-        link, mac = await self.links.toward(self.addr)
         res = StackResult()
-        if mac is None:
-            res.conditions.append("target did not answer ARP")
+        if not await self._rounds(res.conditions):
             return res
-        link.subscribe(self._on_frame)
-        try:
-            for attempt in range(2):  # one retransmission of what got no answer
-                # SEQ1, then ECN/T2-T7/U1 inside the first 100 ms gap (their answers come back while
-                # the SEQ series goes on), SEQ2-SEQ6, the twins and the repeated SEQ1, and the echo
-                # requests last: IE after the SEQ series is what the shared IP ID test (SS) compares.
-                self._seq(link, mac, 1)
-                self._ecn_t_u1(link, mac)
-                for i in range(2, len(SEQ_PROBES) + 1):
-                    if attempt == 0 and self.open_port is not None:
-                        await asyncio.sleep(0.1)
-                    self._seq(link, mac, i)
-                if attempt == 0 and self.open_port is not None:
-                    for i in range(1, LB_TWINS + 1):
-                        win, opts = SEQ_PROBES[0]
-                        self._tcp(link, mac, f"LB{i}", self.open_port, P.SYN, win, opts, False)
-                    # SEQ1 again on the same connection: its SYN-ACK is retransmitted with the same
-                    # timestamp offset, so the TS clock rate is measurable even on stacks that give
-                    # every connection its own random offset (Linux with tcp_timestamps=1)
-                    if "SEQ1" in self.sent:
-                        link.send(self._frame_again("SEQ1", link, mac))
-                self._ie(link, mac)
-                # without a known RTT (-Pn) a fixed second per round made -O 3x slower on a LAN
-                await answers_settle(link, self.wait if attempt == 0 else self.wait / 2, self._rtts)
-        finally:
-            link.unsubscribe(self._on_frame)
         res.replies = dict(self.replies)
         self._attributes(res)
         res.twins = self._twins()
