@@ -7,7 +7,6 @@ half the wait: one lost packet must not read as "this stack does not answer that
 
 from __future__ import annotations
 
-
 from hostprint.engine.link import Link, Links, answers_settle
 
 
