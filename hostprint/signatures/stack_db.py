@@ -103,7 +103,7 @@ def load(directory: str | Path | None = None, extra: list[str] | None = None) ->
             text = f.read_text(encoding="utf-8")
         except OSError as e:
             raise UsageError(f"cannot read stack DB {f}: {e.strerror}") from None
-        prints.extend(parse(text, f.name if f.parent == d else str(f), points))
+        prints.extend(parse(text, f.name if f.parent == d else str(f)))  # weights only from weights.txt
     if not prints:
         raise UsageError(f"no Stack entries in {d}")
     return OsDb(points, prints, "hostprint stack DB")
