@@ -18,6 +18,7 @@ ENTRY = """Stack Test stack
 Class Acme | AcmeOS | 1.x | router
 Source measured: made up for this test
 OPS(O1=M*NW*|M*)
+T1(R=Y%F=AS%S=O%A=S+)
 T5(R=Y%F=AR)
 """
 
@@ -79,7 +80,14 @@ def test_own_format_file_as_os_db(tmp_path):
     f = tmp_path / "mine.txt"
     f.write_text(ENTRY)
     [(label, m)] = load_matchers(str(f))
-    assert label == str(f) and [fp.name for fp in m.db.prints] == ["Test stack"]
+    assert label == f"hostprint:{f}" and [fp.name for fp in m.db.prints] == ["Test stack"]
+    # a file of our format gets the class rules: far from its only class -> unknown, not a weak match
+    v = classify({"OPS": {"O1": "NNT11"}, "T1": {"R": "Y", "F": "AR", "S": "Z", "A": "Z"}, "T5": {"R": "N"}},
+                 [(label, m)])
+    assert v["matches"] == [] and v["unknown"]["nearest"] == "Test stack"
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(UsageError, match="no Stack entries"):
+        load_matchers(str(tmp_path / "empty.txt"))
 
 
 def _family(name: str) -> str:

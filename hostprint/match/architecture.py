@@ -90,7 +90,7 @@ RELAY_KINDS = {"netfilter SYNPROXY": "syn-relay", "libslirp": "nat", "pasta": "n
 def from_stack_class(best: dict | None) -> list[dict[str, str]]:
     """The best stack class is a relay (SYN proxy, user-mode NAT): say so, since the OS classes of
     the other methods then describe the machine behind it, not the one that answered -O."""
-    if not best or best.get("db") != "hostprint":
+    if not best or not str(best.get("db") or "").startswith("hostprint"):
         return []
     kind = RELAY_KINDS.get(best.get("family") or "")
     if kind is None:

@@ -229,7 +229,7 @@ def classify(observed: Tests, matchers: list[tuple[str, StackMatcher]], ideal: b
     matches: list[dict] = []
     unknown = None
     for label, m in matchers:
-        own = label == "hostprint"
+        own = is_class_db(label)
         ranked = [r for r in m.rank(observed, top=top + 5) if r.possible >= (200 if own else MIN_POINTS)]
         if own:
             dist = _distance(m, observed, ranked[0]) if ranked else 1.0
@@ -244,8 +244,14 @@ def classify(observed: Tests, matchers: list[tuple[str, StackMatcher]], ideal: b
             ranked = [r for r in ranked if r.accuracy >= NMAP_THRESHOLD]
         matches.extend(_class_dict(r, label, penalty) for r in ranked[:top])
     # our classes first when they tie with a print of another DB: they say where their facts come from
-    matches.sort(key=lambda d: (-d["confidence"], d["db"] != "hostprint"))
+    matches.sort(key=lambda d: (-d["confidence"], not is_class_db(d["db"])))
     return {"matches": matches, "unknown": unknown}
+
+
+def is_class_db(label: str) -> bool:
+    """Our class format (the shipped DB, or a user's file as 'hostprint:PATH'): classes, so the
+    unknown verdict applies; nmap's prints are machines and keep nmap's own cut-off."""
+    return label == "hostprint" or label.startswith("hostprint:")
 
 
 def load_matchers(spec: str) -> list[tuple[str, StackMatcher]]:
@@ -276,5 +282,8 @@ def load_matchers(spec: str) -> list[tuple[str, StackMatcher]]:
                 from hostprint.signatures.nmap_os_db import OsDb
 
                 base = stack_db.load()
-                out.append((part, StackMatcher(OsDb(base.points, stack_db.parse(head, part), part))))
+                prints = stack_db.parse(head, part)
+                if not prints:
+                    raise UsageError(f"--os-db: no Stack entries in {part!r}")
+                out.append((f"hostprint:{part}", StackMatcher(OsDb(base.points, prints, part))))
     return out
