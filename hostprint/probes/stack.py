@@ -147,6 +147,7 @@ class StackProbe(TwoRounds):
         self.sent: dict[str, tuple[float, int, int, bytes]] = {}  # name -> (time, seq, ack, packet)
         self.replies: dict[str, Reply] = {}
         self.all_replies: dict[str, list[Reply]] = {}  # every answer, e.g. a SYN-ACK and its retransmission
+        self.ts_rate: float | None = None  # Hz, set by _timestamp_attrs from one connection's clock
         self.dst = socket.inet_aton(addr)
         self.icmp_id = self.cookie(P.ip_to_int(addr), 0, 0, 55) & 0xFFFF
 
@@ -259,7 +260,7 @@ class StackProbe(TwoRounds):
         res.replies = dict(self.replies)
         self._attributes(res)
         res.twins = self._twins()
-        res.ts_rate = getattr(self, "ts_rate", None)
+        res.ts_rate = self.ts_rate
         res.summary = self._summary(res)
         res.rtt = self.rtt
         return res
@@ -332,12 +333,12 @@ class StackProbe(TwoRounds):
         if "GCD" in seq:
             out["isn"] = {"gcd": int(seq["GCD"], 16), "rate_log2x8": int(seq.get("ISR", "0"), 16),
                           "predictability_log2x8": int(seq.get("SP", "0"), 16)}
-        if getattr(self, "ts_rate", None):
+        if self.ts_rate:
             out["ts_rate_hz"] = round(self.ts_rate, 1)
         if "TSO" in seq:
             out["ts_offsets"] = "per connection" if seq["TSO"] == "C" else "one host clock"
         rep = self.replies.get("SEQ1")
-        if seq.get("TSO") == "H" and getattr(self, "ts_rate", None) and rep is not None and rep.l4.timestamps:
+        if seq.get("TSO") == "H" and self.ts_rate and rep is not None and rep.l4.timestamps:
             # one host clock with no offset counts from boot (Linux with tcp_timestamps=2, the BSDs);
             # like p0f, the answer is modulo the counter's wrap (2^32 ticks: 49.7 days at 1 kHz)
             out["uptime_s"] = round(rep.l4.timestamps[0] / self.ts_rate)
