@@ -15,27 +15,53 @@ DEBS=(nmap p0f masscan hping3 tcpdump nftables iptables iproute2 iputils-ping pr
       snmpd chrony tftpd-hpa rsync inetutils-telnetd erlang-base cups-daemon rpcbind etcd-server
       xvfb tigervnc-standalone-server samba)
 
+# Every run refreshes the package lists and brings exactly the listed packages -- and the other
+# binary packages built from the same Debian sources, e.g. dovecot-core beside dovecot-imapd,
+# samba-common-bin beside samba -- to the versions a fresh machine gets today. CI on a new machine
+# installs today's versions (a security update once changed what cupsd accepts), so a developer's
+# machine must test the same. Nothing else on the system is upgraded.
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ]; then
+if [ "$(id -u)" != 0 ]; then
+  if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: these Debian packages are missing and installing them needs root: ${missing[*]}" >&2
     exit 2
   fi
-  echo "setup: installing Debian packages: ${missing[*]}"
-  apt-get update -qq
+  echo "setup: warning: not root, so the listed Debian packages were not brought to current versions" >&2
+else
+  if ! apt-get update -qq; then
+    if [ ${#missing[@]} -gt 0 ]; then
+      echo "setup: apt-get update failed and these packages are missing: ${missing[*]}" >&2
+      exit 1
+    fi
+    echo "setup: warning: apt-get update failed; testing the installed package versions" >&2
+  fi
   # The lab starts its own copies of these daemons inside namespaces: keep the packages' postinst
-  # scripts from starting system-wide ones (policy-rc.d exit 101 = "not allowed"), and remove the
-  # policy again afterwards unless it was already there.
+  # scripts from starting (or restarting) system-wide ones (policy-rc.d exit 101 = "not allowed"),
+  # and remove the policy again afterwards unless it was already there.
   own_policy=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
   fi
   trap '[ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
+  versions() { dpkg-query -W -f='${binary:Package} ${Version}\n' "$@" 2>/dev/null | sort; }
+  # sources of the listed packages -> every installed binary package built from them
+  srcs=$(dpkg-query -W -f='${source:Package}\n' "${DEBS[@]}" 2>/dev/null | sort -u)
+  siblings=$(dpkg-query -W -f='${binary:Package} ${source:Package} ${db:Status-Abbrev}\n' 2>/dev/null \
+             | awk -v s="$srcs" 'BEGIN{n=split(s,a,"\n"); for(i=1;i<=n;i++) src[a[i]]=1} $3 ~ /^ii/ && ($2 in src) {print $1}')
+  before=$(versions "${DEBS[@]}" $siblings)
+  apt_opts=(-y -qq --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  [ ${#missing[@]} -gt 0 ] && echo "setup: installing Debian packages: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" "${DEBS[@]}" >/dev/null
+  if [ -n "$siblings" ]; then
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install --only-upgrade "${apt_opts[@]}" $siblings >/dev/null
+  fi
+  after=$(versions "${DEBS[@]}" $siblings)
+  changed=$(join -a2 <(echo "$before") <(echo "$after") | awk 'NF==3 && $2!=$3 {print "  " $1 " " $2 " -> " $3}')
+  [ -n "$changed" ] && printf 'setup: Debian packages brought to current versions:\n%s\n' "$changed"
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -E "^WARNING: (Running pip as|Location)" || true

@@ -317,7 +317,7 @@ def test_failing_daemon_names_itself_and_lab_is_torn_down(monkeypatch):
 
     monkeypatch.setitem(svc.REGISTRY, "broken", svc.ServiceKind("broken", 5000, broken))
     name = _name("tf")
-    with pytest.raises(LabError, match=r"broken:5000 on web exited with 3 .*stdio.log.*cannot-bind"):
+    with pytest.raises(LabError, match=r"broken:5000 on web .*exited with 3.*cannot-bind.*stdio.log"):
         with Lab(LabSpec(name, [HostSpec("web", "198.18.0.10", services=["redis:6379", "broken:5000"])])):
             pass
     assert not [ns for ns in S.list_netns() if ns.startswith(f"hpl-{name}-")]

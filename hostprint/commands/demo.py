@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     spec = demo_spec()
     targets = ",".join(h.address.split(".")[-1] for h in spec.hosts)
     prefix = ".".join(spec.hosts[0].address.split(".")[:3])
-    with Lab(spec, keep=args.keep) as lab:
+    with Lab(spec, keep=args.keep, strict=False) as lab:  # a broken daemon is reported; the rest runs
         print("demo lab up:", ", ".join(f"{h.name} {h.address} {' '.join(h.services) or '(no services)'}"
                                         for h in spec.hosts), flush=True)
         rc = _hostprint(lab, "discover", f"{prefix}.1-50", "--db", db, "--progress", "never")

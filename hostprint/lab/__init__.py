@@ -5,8 +5,8 @@ Everything the scanner is tested against lives here, so tests exercise real kern
 servers instead of mocks (brief rule 2).
 """
 
-from hostprint.lab.lab import HostHandle, Lab, lab_status
+from hostprint.lab.lab import DaemonUnavailable, HostHandle, Lab, lab_status
 from hostprint.lab.netns import LabError
 from hostprint.lab.spec import HostSpec, LabSpec, demo_spec
 
-__all__ = ["Lab", "LabSpec", "HostSpec", "HostHandle", "LabError", "demo_spec", "lab_status"]
+__all__ = ["DaemonUnavailable", "Lab", "LabSpec", "HostSpec", "HostHandle", "LabError", "demo_spec", "lab_status"]

@@ -18,6 +18,7 @@ import atexit
 import dataclasses
 import ipaddress
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,7 +32,8 @@ from hostprint.errors import UsageError
 from hostprint.lab import netns as N
 from hostprint.lab import state as S
 from hostprint.lab.netns import LabError
-from hostprint.lab.services import REGISTRY, ServiceContext, helper_env, parse_service
+from hostprint.lab.daemoncheck import ServiceFailure, rejected_line, run_checker
+from hostprint.lab.services import REGISTRY, ServiceContext, ServiceKind, helper_env, parse_service
 from hostprint.lab.spec import SCANNER_ADDR, HostSpec, LabSpec
 
 LOSS_TABLE = "hostprint_loss"
@@ -67,12 +69,16 @@ class HostHandle:
 class Lab:
     """A running lab. Use as a context manager: teardown happens on every exit path."""
 
-    def __init__(self, spec: LabSpec, *, daemon_timeout: float = 15.0, keep: bool = False):
-        """keep=True: leave it running when this process exits (the CLI `lab up`)."""
+    def __init__(self, spec: LabSpec, *, daemon_timeout: float = 15.0, keep: bool = False, strict: bool = True):
+        """keep=True: leave it running when this process exits (the CLI `lab up`).
+        strict=False: a daemon that cannot start is recorded in `failures` (and reported by
+        `need()`) instead of failing the whole lab, so the rest of the lab still runs."""
         self.spec = spec
         self.name = spec.name
         self.daemon_timeout = daemon_timeout
         self.keep = keep
+        self.strict = strict
+        self.failures: list[ServiceFailure] = []
         self.scanner_ns = ns_name(spec.name, "scan")
         self.switch_ns = ns_name(spec.name, "sw")
         self.scanner_addr = SCANNER_ADDR
@@ -359,45 +365,98 @@ class Lab:
         h.delay = {"mean_ms": 0.0, "jitter_ms": 0.0, "dist": "exp", "fifo": True, "direction": "both"}
 
     def _start_services(self) -> None:
+        """Check every daemon's config with its own checker, start the daemons, wait until each
+        listens. A daemon that fails any step is one ServiceFailure (daemon, package version,
+        rejected line): fatal in a strict lab, recorded and skipped otherwise (`need()`)."""
         assert self.tmpdir is not None
-        waiting: list[tuple[HostHandle, str, int, ServiceContext, subprocess.Popen[bytes]]] = []
+        planned: list[tuple[HostHandle, ServiceKind, int, ServiceContext, list[str]]] = []
         for hs in self.spec.hosts:
             h = self.hosts[hs.name]
             for text in hs.services:
-                kind, port = parse_service(text)
-                d = self.tmpdir / hs.name / f"{kind}-{port}"
+                kind_name, port = parse_service(text)
+                kind = REGISTRY[kind_name]
+                d = self.tmpdir / hs.name / f"{kind_name}-{port}"
                 d.mkdir(parents=True, exist_ok=True)
-                ctx = ServiceContext(kind=kind, port=port, host=hs.name, dir=d, lab_dir=self.tmpdir)
-                argv = REGISTRY[kind].build(ctx)
-                out = open(d / "stdio.log", "ab")
-                p = subprocess.Popen(["ip", "netns", "exec", h.ns, *argv], stdin=subprocess.DEVNULL,
-                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                     cwd=str(d), env=helper_env())
-                out.close()
-                self._procs.append(p)
-                rec = self._track(p.pid, f"{kind}:{port} on {hs.name}")
-                h.daemons.append({**rec, "kind": kind, "port": port, "log": str(ctx.log),
-                                  "stdio": str(d / "stdio.log")})
-                waiting.append((h, kind, port, ctx, p))
+                ctx = ServiceContext(kind=kind_name, port=port, host=hs.name, dir=d, lab_dir=self.tmpdir)
+                try:
+                    argv = kind.build(ctx)
+                except (OSError, subprocess.SubprocessError, UsageError, LabError) as e:
+                    self._fail(ServiceFailure(kind_name, port, hs.name, kind.packages, "set-up", str(e)))
+                    continue
+                planned.append((h, kind, port, ctx, argv))
+        planned = self._check_configs(planned)
+        waiting: list[tuple[HostHandle, ServiceKind, int, ServiceContext, subprocess.Popen[bytes], dict[str, Any]]] = []
+        for h, kind, port, ctx, argv in planned:
+            out = open(ctx.dir / "stdio.log", "ab")
+            p = subprocess.Popen(["ip", "netns", "exec", h.ns, *argv], stdin=subprocess.DEVNULL,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                 cwd=str(ctx.dir), env=helper_env())
+            out.close()
+            self._procs.append(p)
+            rec = self._track(p.pid, f"{kind.name}:{port} on {h.name}")
+            h.daemons.append({**rec, "kind": kind.name, "port": port, "log": str(ctx.log),
+                              "stdio": str(ctx.dir / "stdio.log")})
+            waiting.append((h, kind, port, ctx, p, rec))
         deadline = time.monotonic() + self.daemon_timeout
         while waiting:
             by_ns: dict[str, set[int]] = {}
             still = []
-            for h, kind, port, ctx, p in waiting:
+            for h, kind, port, ctx, p, rec in waiting:
                 if p.poll() is not None:
-                    raise LabError(f"{kind}:{port} on {h.name} exited with {p.returncode} "
-                                   f"(logs {ctx.log}, {ctx.dir / 'stdio.log'}){_tail(ctx)}")
+                    self._fail(_runtime_failure(kind, port, h.name, ctx, f"exited with {p.returncode}", "start"))
+                    continue
                 if h.ns not in by_ns:
                     by_ns[h.ns] = N.listening_tcp_ports(h.ns)
                 if port not in by_ns[h.ns]:
-                    still.append((h, kind, port, ctx, p))
+                    still.append((h, kind, port, ctx, p, rec))
             waiting = still
             if waiting:
                 if time.monotonic() > deadline:
-                    h, kind, port, ctx, _p = waiting[0]
-                    raise LabError(f"{kind}:{port} on {h.name} not listening after "
-                                   f"{self.daemon_timeout:.0f}s (logs {ctx.log}, {ctx.dir / 'stdio.log'})")
+                    for h, kind, port, ctx, _p, rec in waiting:
+                        S.kill_records([rec], grace=1.0)
+                        self._fail(_runtime_failure(kind, port, h.name, ctx,
+                                                    f"not listening after {self.daemon_timeout:.0f}s", "listen"))
+                    break
                 time.sleep(0.03)
+
+    def _check_configs(self, planned: list[tuple[HostHandle, ServiceKind, int, ServiceContext, list[str]]]
+                       ) -> list[tuple[HostHandle, ServiceKind, int, ServiceContext, list[str]]]:
+        """Run the checkers side by side (each in the daemon's namespace); keep what passes."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(item: tuple[HostHandle, ServiceKind, int, ServiceContext, list[str]]) -> ServiceFailure | None:
+            h, kind, port, ctx, argv = item
+            if kind.check is None:
+                return None
+            return check_config(kind, ctx, argv, ns=h.ns)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(one, planned))
+        kept = []
+        for item, failure in zip(planned, results):
+            if failure is None:
+                kept.append(item)
+            else:
+                self._fail(failure)
+        return kept
+
+    def _fail(self, failure: ServiceFailure) -> None:
+        if self.strict:
+            raise LabError(failure.message())
+        self.failures.append(failure)
+        print(f"hostprint lab {self.name}: {failure.message()}", file=sys.stderr, flush=True)
+
+    def need(self, *selectors: str) -> None:
+        """Raise DaemonUnavailable if a daemon the caller needs did not start. Selectors are a kind
+        ('ipp'), kind:port ('ipp:10631') or kind:port@host; none means every daemon of the lab."""
+        def wanted(f: ServiceFailure) -> bool:
+            if not selectors:
+                return True
+            return any(sel in (f.kind, f"{f.kind}:{f.port}", f.key) for sel in selectors)
+
+        bad = [f.message() for f in self.failures if wanted(f)]
+        if bad:
+            raise DaemonUnavailable("\n".join(bad))
 
     def _track(self, pid: int, what: str) -> dict[str, Any]:
         rec = S.pid_record(pid, what)
@@ -451,14 +510,39 @@ def _firewall_ruleset(hs: HostSpec) -> str:
             "}\n")
 
 
-def _tail(ctx: ServiceContext, n: int = 400) -> str:
+class DaemonUnavailable(AssertionError):
+    """A daemon a test needs did not start; the message says which, from which package, and why.
+    An AssertionError, so a test that needs the daemon fails (not errors) with that message."""
+
+
+def check_config(kind: ServiceKind, ctx: ServiceContext, argv: list[str], *, ns: str | None = None
+                 ) -> ServiceFailure | None:
+    """Run the kind's config checker (in namespace `ns` if given); None when it accepts."""
+    assert kind.check is not None
+    checker = kind.check(ctx, argv)
+    code, out = run_checker(["ip", "netns", "exec", ns, *checker] if ns else checker)
+    failed = code != 0 or bool(kind.check_fails_on and re.search(kind.check_fails_on, out))
+    if not failed:
+        return None
+    configs = [ctx.dir / kind.config] if kind.config else []
+    line, complaint = rejected_line(out, configs)
+    prog = os.path.basename(checker[0]) + (" " + checker[1] if len(checker) > 1 and checker[1].startswith("-") else "")
+    return ServiceFailure(kind.name, ctx.port, ctx.host, kind.packages, f"config check ({prog})",
+                          complaint or f"exit {code}", line)
+
+
+def _runtime_failure(kind: ServiceKind, port: int, host: str, ctx: ServiceContext, what: str,
+                     stage: str) -> ServiceFailure:
     text = ""
     for p in (ctx.log, ctx.dir / "stdio.log"):
         try:
-            text += p.read_text(errors="replace")[-n:]
+            text += p.read_text(errors="replace")[-4000:] + "\n"
         except OSError:
             pass
-    return f": {text.strip()}" if text.strip() else ""
+    line, complaint = rejected_line(text, [ctx.dir / kind.config] if kind.config else [])
+    detail = what + (f": {complaint}" if complaint else "")
+    return ServiceFailure(kind.name, port, host, kind.packages, stage, detail, line,
+                          log=f"{ctx.log}, {ctx.dir / 'stdio.log'}")
 
 
 def status_from_state(st: dict[str, Any]) -> dict[str, Any]:

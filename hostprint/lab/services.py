@@ -39,6 +39,8 @@ class ServiceContext:
 
 
 Builder = Callable[[ServiceContext], list[str]]
+#: argv of a daemon's own config checker, given the context and the daemon's argv.
+Checker = Callable[[ServiceContext, list[str]], list[str]]
 
 
 @dataclass
@@ -46,14 +48,23 @@ class ServiceKind:
     name: str
     default_port: int
     build: Builder
+    #: Debian packages whose versions a failure message names (the daemon's own package first).
+    packages: tuple[str, ...] = ()
+    #: The program's config checker (nginx -t, sshd -t …), run before the daemon starts.
+    check: Checker | None = None
+    #: The main config file, relative to ctx.dir (where a checker's complaint usually points).
+    config: str | None = None
+    #: Output of a checker that exits 0 but still means "rejected" (testparm only warns).
+    check_fails_on: str | None = None
 
 
 REGISTRY: dict[str, ServiceKind] = {}
 
 
-def service(name: str, default_port: int) -> Callable[[Builder], Builder]:
+def service(name: str, default_port: int, *, packages: tuple[str, ...] = (), check: Checker | None = None,
+            config: str | None = None, check_fails_on: str | None = None) -> Callable[[Builder], Builder]:
     def deco(fn: Builder) -> Builder:
-        REGISTRY[name] = ServiceKind(name, default_port, fn)
+        REGISTRY[name] = ServiceKind(name, default_port, fn, packages, check, config, check_fails_on)
         return fn
 
     return deco
@@ -89,7 +100,23 @@ def _world_readable(path: Path) -> None:
         p.chmod(p.stat().st_mode | 0o755)
 
 
-@service("nginx", default_port=80)
+def _bin(name: str, fallback: str) -> str:
+    return shutil.which(name) or fallback
+
+
+def _check_nginx(ctx: ServiceContext, argv: list[str]) -> list[str]:
+    return [_bin("nginx", "/usr/sbin/nginx"), "-t", "-p", str(ctx.dir), "-c", str(ctx.dir / "nginx.conf"), "-e", str(ctx.log)]
+
+
+def _check_sshd(ctx: ServiceContext, argv: list[str]) -> list[str]:
+    return ["/usr/sbin/sshd", "-t", "-f", str(ctx.dir / "sshd_config")]
+
+
+def _check_dovecot(ctx: ServiceContext, argv: list[str]) -> list[str]:
+    return [_bin("doveconf", "/usr/bin/doveconf"), "-n", "-c", str(ctx.dir / "dovecot.conf")]
+
+
+@service("nginx", default_port=80, packages=("nginx",), check=_check_nginx, config="nginx.conf")
 def _nginx(ctx: ServiceContext) -> list[str]:
     root = ctx.dir / "html"
     root.mkdir(parents=True, exist_ok=True)
@@ -137,7 +164,7 @@ def _ssh_host_keys(lab_dir: Path) -> list[Path]:
     return keys
 
 
-@service("ssh", default_port=22)
+@service("ssh", default_port=22, packages=("openssh-server",), check=_check_sshd, config="sshd_config")
 def _ssh(ctx: ServiceContext) -> list[str]:
     keys = _ssh_host_keys(ctx.lab_dir)
     # sshd refuses to start without its privilege separation dir; Debian's unit creates it at boot,
@@ -155,7 +182,7 @@ def _ssh(ctx: ServiceContext) -> list[str]:
     return ["/usr/sbin/sshd", "-D", "-e", "-f", str(conf), "-E", str(ctx.log)]
 
 
-@service("ftp", default_port=21)
+@service("ftp", default_port=21, packages=("vsftpd",), config="vsftpd.conf")
 def _ftp(ctx: ServiceContext) -> list[str]:
     conf = ctx.dir / "vsftpd.conf"
     conf.write_text(
@@ -171,7 +198,7 @@ def _ftp(ctx: ServiceContext) -> list[str]:
     return [shutil.which("vsftpd") or "/usr/sbin/vsftpd", str(conf)]
 
 
-@service("redis", default_port=6379)
+@service("redis", default_port=6379, packages=("redis-server",))
 def _redis(ctx: ServiceContext) -> list[str]:
     return [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(ctx.port),
             "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no",
@@ -239,7 +266,7 @@ def _stunnel_in_front(ctx: ServiceContext, backend: list[str], sock: Path) -> li
                         f"{shlex.quote(str(conf))}"]
 
 
-@service("tls-redis", default_port=6380)
+@service("tls-redis", default_port=6380, packages=("stunnel4", "redis-server"), config="stunnel.conf")
 def _tls_redis(ctx: ServiceContext) -> list[str]:
     """stunnel4 + redis-server on a unix socket (ssl/redis)."""
     sock = ctx.dir / "redis.sock"
@@ -249,7 +276,7 @@ def _tls_redis(ctx: ServiceContext) -> list[str]:
                                    str(ctx.dir / "redis.log")], sock)
 
 
-@service("tls-http", default_port=8443)
+@service("tls-http", default_port=8443, packages=("stunnel4", "nginx"), check=_check_nginx, config="nginx.conf")
 def _tls_http(ctx: ServiceContext) -> list[str]:
     """stunnel4 + nginx on a unix socket (ssl/http)."""
     sock = ctx.dir / "nginx.sock"
@@ -259,14 +286,14 @@ def _tls_http(ctx: ServiceContext) -> list[str]:
     return _stunnel_in_front(ctx, argv, sock)
 
 
-@service("memcached", default_port=11211)
+@service("memcached", default_port=11211, packages=("memcached",))
 def _memcached(ctx: ServiceContext) -> list[str]:
     """memcached; UDP off (-U 0) as in Debian's default config."""
     return [shutil.which("memcached") or "/usr/bin/memcached", "-u", "memcache", "-p", str(ctx.port),
             "-U", "0", "-l", "0.0.0.0", "-m", "16"]
 
 
-@service("mqtt", default_port=1883)
+@service("mqtt", default_port=1883, packages=("mosquitto",), config="mosquitto.conf")
 def _mqtt(ctx: ServiceContext) -> list[str]:
     """mosquitto (MQTT broker)."""
     conf = ctx.dir / "mosquitto.conf"
@@ -275,7 +302,8 @@ def _mqtt(ctx: ServiceContext) -> list[str]:
     return [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)]
 
 
-@service("dns", default_port=53)
+@service("dns", default_port=53, packages=("dnsmasq-base",),
+         check=lambda ctx, argv: [argv[0], "--test", *[a for a in argv[1:] if a != "-k"]])
 def _dns(ctx: ServiceContext) -> list[str]:
     """dnsmasq-base: DNS on TCP and UDP ctx.port, no upstream, answers version.bind."""
     return [shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "-k", "-C", "/dev/null", f"--port={ctx.port}",
@@ -325,19 +353,21 @@ service {other}-login {{
     return [shutil.which("dovecot") or "/usr/sbin/dovecot", "-F", "-c", str(conf)]
 
 
-@service("imap", default_port=143)
+@service("imap", default_port=143, packages=("dovecot-imapd", "dovecot-core"), check=_check_dovecot,
+         config="dovecot.conf")
 def _imap(ctx: ServiceContext) -> list[str]:
     """dovecot-imapd."""
     return _dovecot(ctx, "imap")
 
 
-@service("pop3", default_port=110)
+@service("pop3", default_port=110, packages=("dovecot-pop3d", "dovecot-core"), check=_check_dovecot,
+         config="dovecot.conf")
 def _pop3(ctx: ServiceContext) -> list[str]:
     """dovecot-pop3d."""
     return _dovecot(ctx, "pop3")
 
 
-@service("mysql", default_port=3306)
+@service("mysql", default_port=3306, packages=("mariadb-server", "mariadb-server-core"))
 def _mysql(ctx: ServiceContext) -> list[str]:
     """mariadb-server with a fresh datadir; skip-name-resolve so greetings are not delayed by DNS."""
     data = ctx.dir / "data"
@@ -351,7 +381,16 @@ def _mysql(ctx: ServiceContext) -> list[str]:
             f"--log-error={ctx.log}", "--innodb-buffer-pool-size=8M", "--skip-log-bin"]
 
 
-@service("postgresql", default_port=5432)
+def _pg_package() -> tuple[str, ...]:
+    """postgresql-NN of the newest installed server (the metapackage's version says little)."""
+    import glob
+
+    majors = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]) if p.split("/")[-2].isdigit() else 0)
+    return (f"postgresql-{majors[-1].split('/')[-2]}",) if majors else ("postgresql",)
+
+
+@service("postgresql", default_port=5432, packages=_pg_package(),
+         check=lambda ctx, argv: [*argv, "-C", "port"], config="data/postgresql.conf")
 def _postgresql(ctx: ServiceContext) -> list[str]:
     """postgresql-15 (cluster made with initdb as user postgres, never as root)."""
     import glob
@@ -374,7 +413,8 @@ def _postgresql(ctx: ServiceContext) -> list[str]:
             "-c", "logging_collector=off"]
 
 
-@service("smtp", default_port=25)
+@service("smtp", default_port=25, packages=("exim4-daemon-light",),
+         check=lambda ctx, argv: [argv[0], "-bV"])
 def _smtp(ctx: ServiceContext) -> list[str]:
     """exim4-daemon-light with Debian's generated config; -oX picks the port, -bdf stays in front."""
     # Debian's config listens on loopback only; -oX with an address list overrides local_interfaces.
@@ -382,7 +422,8 @@ def _smtp(ctx: ServiceContext) -> list[str]:
             "-oP", str(ctx.dir / "exim.pid")]
 
 
-@service("squid", default_port=3128)
+@service("squid", default_port=3128, packages=("squid",),
+         check=lambda ctx, argv: [argv[0], "-k", "parse", "-f", str(ctx.dir / "squid.conf")], config="squid.conf")
 def _squid(ctx: ServiceContext) -> list[str]:
     """squid (HTTP proxy), no cache, no access log."""
     conf = ctx.dir / "squid.conf"
@@ -395,7 +436,8 @@ def _squid(ctx: ServiceContext) -> list[str]:
     return [shutil.which("squid") or "/usr/sbin/squid", "-N", "-f", str(conf)]
 
 
-@service("ldap", default_port=389)
+@service("ldap", default_port=389, packages=("slapd",),
+         check=lambda ctx, argv: [argv[0], "-T", "test", "-u", "-f", str(ctx.dir / "slapd.conf")], config="slapd.conf")
 def _ldap(ctx: ServiceContext) -> list[str]:
     """slapd with a minimal slapd.conf (core schema, one mdb database)."""
     db = ctx.dir / "db"
@@ -408,7 +450,7 @@ def _ldap(ctx: ServiceContext) -> list[str]:
             "-f", str(conf)]
 
 
-@service("rsync", default_port=873)
+@service("rsync", default_port=873, packages=("rsync",), config="rsyncd.conf")
 def _rsync(ctx: ServiceContext) -> list[str]:
     """rsync --daemon with one read-only module."""
     conf = ctx.dir / "rsyncd.conf"
@@ -417,13 +459,13 @@ def _rsync(ctx: ServiceContext) -> list[str]:
             f"--config={conf}", f"--log-file={ctx.log}"]
 
 
-@service("epmd", default_port=4369)
+@service("epmd", default_port=4369, packages=("erlang-base",))
 def _epmd(ctx: ServiceContext) -> list[str]:
     """erlang-base's epmd (Erlang port mapper)."""
     return [shutil.which("epmd") or "/usr/bin/epmd", "-port", str(ctx.port)]
 
 
-@service("snmp", default_port=161)
+@service("snmp", default_port=161, packages=("snmpd",), config="snmpd.conf")
 def _snmp(ctx: ServiceContext) -> list[str]:
     """snmpd on UDP and TCP ctx.port (TCP too so the lab's readiness check sees it), community public."""
     conf = ctx.dir / "snmpd.conf"
@@ -441,7 +483,9 @@ def _udp_with_marker(ctx: ServiceContext, argv: list[str]) -> list[str]:
                         f"--port {ctx.port}"]
 
 
-@service("ntp", default_port=123)
+@service("ntp", default_port=123, packages=("chrony",),
+         check=lambda ctx, argv: [_bin("chronyd", "/usr/sbin/chronyd"), "-p", "-f", str(ctx.dir / "chrony.conf")],
+         config="chrony.conf")
 def _ntp(ctx: ServiceContext) -> list[str]:
     """chrony serving NTP on UDP ctx.port (never touches the clock: -x)."""
     conf = ctx.dir / "chrony.conf"
@@ -451,7 +495,7 @@ def _ntp(ctx: ServiceContext) -> list[str]:
                                   "-f", str(conf)])
 
 
-@service("tftp", default_port=69)
+@service("tftp", default_port=69, packages=("tftpd-hpa",))
 def _tftp(ctx: ServiceContext) -> list[str]:
     """tftpd-hpa in standalone mode (-L) on UDP ctx.port."""
     root = ctx.dir / "tftproot"
@@ -460,14 +504,15 @@ def _tftp(ctx: ServiceContext) -> list[str]:
                                   "--address", f"0.0.0.0:{ctx.port}", "-s", str(root)])
 
 
-@service("telnet", default_port=23)
+@service("telnet", default_port=23, packages=("inetutils-telnetd",))
 def _telnet(ctx: ServiceContext) -> list[str]:
     """inetutils-telnetd behind a tiny inetd (hostprint.lab.inetd: one process per connection)."""
     return [sys.executable, "-m", "hostprint.lab.inetd", "--port", str(ctx.port), "--",
             shutil.which("telnetd") or "/usr/sbin/telnetd"]
 
 
-@service("ipp", default_port=631)
+@service("ipp", default_port=631, packages=("cups-daemon",),
+         check=lambda ctx, argv: [argv[0], "-t", *argv[2:]], config="cupsd.conf")
 def _ipp(ctx: ServiceContext) -> list[str]:
     """cups-daemon (cupsd -f) with its files under ctx.dir."""
     for d in ("spool", "cache", "state", "log", "tmp", "ppd"):
@@ -479,11 +524,11 @@ def _ipp(ctx: ServiceContext) -> list[str]:
                      "SystemGroup root\nFileDevice No\nSandboxing Relaxed\n")
     conf = ctx.dir / "cupsd.conf"
     conf.write_text(f"Listen 0.0.0.0:{ctx.port}\nServerName lab.hostprint.test\nBrowsing No\nWebInterface Yes\n"
-                    f"PidFile {ctx.dir / 'cupsd.pid'}\nLogLevel warn\n<Location />\n  Order allow,deny\n  Allow all\n</Location>\n")
+                    "LogLevel warn\n<Location />\n  Order allow,deny\n  Allow all\n</Location>\n")
     return [shutil.which("cupsd") or "/usr/sbin/cupsd", "-f", "-c", str(conf), "-s", str(files)]
 
 
-@service("rpcbind", default_port=111)
+@service("rpcbind", default_port=111, packages=("rpcbind",))
 def _rpcbind(ctx: ServiceContext) -> list[str]:
     """rpcbind (ONC RPC port mapper) in the foreground; its port is fixed at 111 by rpcbind itself."""
     if ctx.port != 111:
@@ -492,7 +537,7 @@ def _rpcbind(ctx: ServiceContext) -> list[str]:
     return [shutil.which("rpcbind") or "/usr/sbin/rpcbind", "-f", "-w"]
 
 
-@service("etcd", default_port=2379)
+@service("etcd", default_port=2379, packages=("etcd-server",))
 def _etcd(ctx: ServiceContext) -> list[str]:
     """etcd-server: client API on ctx.port, peer URL on loopback ctx.port+1 (single member)."""
     return [shutil.which("etcd") or "/usr/bin/etcd", "--name", "lab", "--data-dir", str(ctx.dir / "data"),
@@ -502,7 +547,7 @@ def _etcd(ctx: ServiceContext) -> list[str]:
             f"lab=http://127.0.0.1:{ctx.port + 1}", "--logger", "zap", "--log-outputs", "stderr"]
 
 
-@service("x11", default_port=6001)
+@service("x11", default_port=6001, packages=("xvfb",))
 def _x11(ctx: ServiceContext) -> list[str]:
     """xvfb: X server display N on TCP 6000+N, access control off (-ac) so the setup reply is sent."""
     if not 6000 <= ctx.port <= 6063:
@@ -511,7 +556,7 @@ def _x11(ctx: ServiceContext) -> list[str]:
             "-nolisten", "unix", "-screen", "0", "320x200x8"]
 
 
-@service("erlang", default_port=25672)
+@service("erlang", default_port=25672, packages=("erlang-base",))
 def _erlang(ctx: ServiceContext) -> list[str]:
     """erlang-base: a bare Erlang node whose distribution port is ctx.port; it starts its own epmd
     on ctx.port+1 (ERL_EPMD_PORT) so it never meets the lab's `epmd` kind."""
@@ -520,14 +565,16 @@ def _erlang(ctx: ServiceContext) -> list[str]:
             str(ctx.port), "-kernel", "inet_dist_listen_max", str(ctx.port)]
 
 
-@service("vnc", default_port=5900)
+@service("vnc", default_port=5900, packages=("tigervnc-standalone-server",))
 def _vnc(ctx: ServiceContext) -> list[str]:
     """tigervnc-standalone-server (Xvnc), no authentication; X display picked free (-displayfd)."""
     return [shutil.which("Xvnc") or "/usr/bin/Xvnc", "-displayfd", "1", "-rfbport", str(ctx.port),
             "-interface", "0.0.0.0", "-SecurityTypes", "None", "-nolisten", "tcp", "-geometry", "320x200"]
 
 
-@service("smb", default_port=445)
+@service("smb", default_port=445, packages=("samba", "samba-common-bin"),
+         check=lambda ctx, argv: [_bin("testparm", "/usr/bin/testparm"), "-s", str(ctx.dir / "smb.conf")],
+         config="smb.conf", check_fails_on=r"Unknown parameter encountered|Ignoring unknown parameter")
 def _smb(ctx: ServiceContext) -> list[str]:
     """samba's smbd, standalone server, every state directory under ctx.dir."""
     dirs = {k: ctx.dir / k for k in ("lock", "state", "cache", "private", "ncalrpc", "share")}
