@@ -30,7 +30,8 @@ def from_file(path: str, kind: str, build: Callable[[], T], version: int = 1) ->
     cache = os.path.join(cache_dir(), f"{kind}-{key}.pickle")
     try:
         with open(cache, "rb") as fh:
-            return pickle.load(fh)
+            obj: T = pickle.load(fh)
+            return obj
     except Exception:  # noqa: BLE001 - any cache problem means: build it
         pass
     value = build()

@@ -14,7 +14,7 @@ line up with.
 
 from __future__ import annotations
 
-from hostprint.model import ExtraPorts, HostResult, PortResult, ScanRun, Service
+from hostprint.model import ExtraPorts, HostResult, OsEvidence, PortResult, ScanRun, Service
 
 HOSTILE_PRODUCT = 'nginx"><img src="http://198.18.255.253/banner.png">'
 HOSTILE_HOSTNAME = "<script>document.title='pwned'</script>h.example"
@@ -78,7 +78,7 @@ def run_a() -> ScanRun:
         PortResult(6379, "tcp", "open", "syn-ack", 64, _svc("redis", "Redis key-value store", "7.0.15")),
     ])
     t1.extraports = [ExtraPorts("closed", 1, {"reset": 1})]  # 8080
-    t1.os = _t1_os("Linux 3.1 and later")
+    t1.os = OsEvidence.from_dict(_t1_os("Linux 3.1 and later"))
     t1.sequence = {
         "responses": 6,
         "isn": {"gcd": 1, "isr": 262, "sp": 255, "rate_per_s": 6.9e9, "values": ISN_VALUES},
@@ -106,11 +106,11 @@ def run_b() -> ScanRun:
     t1.ports[1].state, t1.ports[1].reason = "filtered", "no-response"
     t1.ports[2].state, t1.ports[2].reason = "open", "syn-ack"
     t1.ports[2].service = _svc("https", HOSTILE_PRODUCT, "1.22.1")
-    t1.os = _t1_os("Linux 4.8 and later")
+    t1.os = OsEvidence.from_dict(_t1_os("Linux 4.8 and later"))
     t2.status, t2.reasons = "down", ["no-response"]
     t3 = HostResult("198.18.0.12", "up", ["echo-reply"])
     t3.set_ports([PortResult(22, "tcp", "open", "syn-ack", 64, _svc("ssh", "Dropbear sshd", "2022.83"))])
     t3.extraports = [ExtraPorts("closed", 4, {"reset": 4})]
-    t3.os = {"matches": [{"name": "Embedded Linux (busybox)", "confidence": 0.7}]}
+    t3.os = OsEvidence.from_dict({"matches": [{"name": "Embedded Linux (busybox)", "confidence": 0.7}]})
     r.hosts[2] = t3
     return r

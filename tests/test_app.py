@@ -155,7 +155,7 @@ def test_amap_cli_bad_input_is_one_line():
     for args in (["198.18.0.1", "22", "-c", "999"], ["198.18.0.1"], ["198.18.0.1", "22", "-m"],
                  ["198.18.0.1", "22", "-D", "/nonexistent/x"], ["198.18.0.1", "22", "--sv-db", "foo"],
                  ["198.18.0.1", "22", "-p", "nosuchtrigger"]):
-        r = subprocess.run([sys.executable, "-m", "hostprint.commands.amap", *args], capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "hostprint", "amap", *args], capture_output=True,
                            text=True, cwd=ROOT, timeout=60)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, args
     for args in (["--sv-timeout", "0"], ["--sv-timeout", "x"], ["--sv-db", "nmap,bogus"]):
@@ -337,9 +337,9 @@ def test_sv_silent_closing_and_hostile_ports(sv, applab):
     g = ports[(9004, "tcp")]["service"]
     assert g["name"] == "ssl" and g["tls"] and "error" in g["tls"]
     # bounded reads: run the engine on the hostile ports and report the largest answer kept
-    code = ("import sys,resource; from hostprint.probes import app; from hostprint.signatures import app_db\n"
-            f"r=app.run([('{ADDR}',p,'tcp') for p in (9001,9002,9003,9004)], app.AppOptions(app_db.load(), "
-            "connect_timeout=2,response_timeout=2,banner_timeout=2))\n"
+    code = ("import asyncio,sys,resource; from hostprint.probes import app; from hostprint.signatures import app_db\n"
+            f"r=asyncio.run(app.Engine(app.AppOptions(app_db.load(), connect_timeout=2,response_timeout=2,"
+            f"banner_timeout=2)).scan([('{ADDR}',p,'tcp') for p in (9001,9002,9003,9004)]))\n"
             "print(max(len(x.data) for rep in r for x in rep.responses), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     out = applab.exec(applab.scanner_ns, [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                       cwd=ROOT)
@@ -356,7 +356,7 @@ def app_default_cap() -> int:
 
 
 def amap_cmd(lab, *args: str, timeout: float = 150) -> subprocess.CompletedProcess:
-    return lab.exec(lab.scanner_ns, [sys.executable, "-m", "hostprint.commands.amap", *args], capture_output=True,
+    return lab.exec(lab.scanner_ns, [sys.executable, "-m", "hostprint", "amap", *args], capture_output=True,
                     text=True, timeout=timeout, cwd=ROOT)
 
 

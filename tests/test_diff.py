@@ -14,7 +14,7 @@ import pytest
 from report_runs import HOSTILE_PRODUCT, run_a, run_b
 
 from hostprint import cli
-from hostprint.model import ExtraPorts, HostResult, PortResult, ScanRun, Service
+from hostprint.model import ExtraPorts, HostResult, OsEvidence, PortResult, ScanRun, Service
 from hostprint.report.diff import NOT_LISTED, diff_runs, diff_summary
 from hostprint.report.inventory import Inventory
 
@@ -85,7 +85,7 @@ def _one_host(ports: list[PortResult], scanned: list[int], extra: list[ExtraPort
     h.ports = ports
     h.extraports = extra or []
     if os_name:
-        h.os = {"matches": [{"name": os_name, "confidence": 0.9}]}
+        h.os = OsEvidence.from_dict({"matches": [{"name": os_name, "confidence": 0.9}]})
     r.hosts = [h]
     return r
 

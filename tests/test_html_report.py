@@ -32,7 +32,7 @@ from report_runs import (HOSTILE_HOSTNAME, HOSTILE_PRODUCT, ISN_VALUES, LASTACK_
                          run_a, run_b)
 
 from hostprint import cli
-from hostprint.model import HostResult, ScanRun
+from hostprint.model import HostResult, OsEvidence, ScanRun
 from hostprint.report.diff import diff_runs
 from hostprint.report.html import SignatureSource, render_report, signature_instants
 from hostprint.report.inventory import Inventory
@@ -360,7 +360,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | 
 @given(os_block=_json, sequence=_json)
 def test_malformed_stored_blocks_never_crash_the_report(os_block: object, sequence: object) -> None:
     h = HostResult("198.18.0.40", "up", ["syn-ack"])
-    h.os = os_block  # type: ignore[assignment]  # whatever an older/newer writer left in the inventory
+    h.os = OsEvidence.from_dict(os_block)  # whatever an older/newer writer left in the inventory
     h.sequence = sequence  # type: ignore[assignment]
     page = render_report(ScanRun(args=["hostprint"], hosts=[h]))
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")

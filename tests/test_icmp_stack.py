@@ -194,7 +194,7 @@ def test_bsd_style_quote_is_told_apart():
     ln, ident = struct.unpack_from("!HH", q, 2)
     struct.pack_into("<HH", q, 2, ln, ident)  # host byte order on a little-endian box
     struct.pack_into("!H", q, 26, 0)  # UDP checksum zeroed
-    p._on_frame(0, _frame(_from_target(p, ttl=255, tos=0, df=True), P.ICMP(P.ICMP_UNREACH, 3, quoted=bytes(q))))
+    p.feed(0, _frame(_from_target(p, ttl=255, tos=0, df=True), P.ICMP(P.ICMP_UNREACH, 3, quoted=bytes(q))))
     res = I.IcmpStackResult()
     p.attributes(res)
     xi = res.tests["XI"]
@@ -207,7 +207,7 @@ def test_consistent_quote_after_a_router_is_good():
     p = _probe()
     q = _fix_ip_checksum(_quote(p, "PU", 8 + len(I.PU_PAYLOAD), ttl=60))
     q[-1] ^= 0xFF  # one payload byte altered
-    p._on_frame(0, _frame(_from_target(p, ttl=60, tos=0xC0), P.ICMP(P.ICMP_UNREACH, 3, quoted=bytes(q))))
+    p.feed(0, _frame(_from_target(p, ttl=60, tos=0xC0), P.ICMP(P.ICMP_UNREACH, 3, quoted=bytes(q))))
     res = I.IcmpStackResult()
     p.attributes(res)
     xi = res.tests["XI"]
@@ -218,14 +218,14 @@ def test_errors_instead_of_replies_and_junk():
     p = _probe()
     ts_query = p.sent["TS"][1]
     reject = P.ICMP(P.ICMP_UNREACH, 13, quoted=ts_query[:28])  # nft "reject with icmp admin-prohibited"
-    p._on_frame(0, _frame(_from_target(p), reject))
+    p.feed(0, _frame(_from_target(p), reject))
     # a mask reply with the wrong ICMP id, an echo reply from another host, and bytes that are no frame
-    p._on_frame(0, _frame(_from_target(p), P.ICMP(P.ICMP_MASKREPLY, 0, (p.icmp_id["AM"] + 7) & 0xFFFF, 1)))
+    p.feed(0, _frame(_from_target(p), P.ICMP(P.ICMP_MASKREPLY, 0, (p.icmp_id["AM"] + 7) & 0xFFFF, 1)))
     other = P.IPv4(bytes([198, 18, 0, 99]), bytes(4), P.IPPROTO_ICMP)
-    p._on_frame(0, _frame(other, P.ICMP(P.ICMP_ECHOREPLY, 0, p.icmp_id["ECHO"], 1)))
+    p.feed(0, _frame(other, P.ICMP(P.ICMP_ECHOREPLY, 0, p.icmp_id["ECHO"], 1)))
     for junk in (b"", b"\0" * 13, b"\xff" * 60, bytes(_frame(_from_target(p), P.ICMP(3, 3, quoted=b"\x45\0")))):
-        p._on_frame(0, memoryview(junk))
-    p._on_frame(0, _frame(_from_target(p), P.ICMP(P.ICMP_MASKREPLY, 0, p.icmp_id["AM"], 1, mask=b"\xff\xff\xff\0")))
+        p.feed(0, memoryview(junk))
+    p.feed(0, _frame(_from_target(p), P.ICMP(P.ICMP_MASKREPLY, 0, p.icmp_id["AM"], 1, mask=b"\xff\xff\xff\0")))
     res = I.IcmpStackResult()
     p.attributes(res)
     xi = res.tests["XI"]

@@ -259,3 +259,55 @@ def test_vectorised_block_receiver_never_raises(batch):
     starts = np.cumsum([0] + [len(b) for b in batch[:-1]]).astype(np.int64)
     lens = np.array([len(b) for b in batch], np.int64)
     s._on_block(ring, starts, lens, np.zeros(len(batch), np.int64))
+
+
+# ------------------------------------------------------------------ reply validation (engine/replies.py)
+
+
+def _ip_frame(src: str, dst: str, l4, proto: int) -> bytes:
+    return P.build_frame(P.Ethernet(b"\x02" * 6, b"\x02" * 6), P.IPv4(socket.inet_aton(src), socket.inet_aton(dst), proto), l4)
+
+
+def test_reply_checks_accept_the_cookie_and_reject_forgeries():
+    from hostprint.engine import replies as R
+
+    ck = Cookie(1234)
+    us, them = "198.18.0.1", "198.18.0.10"
+    peer = socket.inet_aton(them)
+    c = ck(int.from_bytes(peer, "big"), 80, 40000, 4)
+    synack = P.TCP(80, 40000, 777, (c + 1) & 0xFFFFFFFF, P.SYN | P.ACK, 1000)
+    want = R.Want(frozenset({peer}), frozenset({P.IPPROTO_TCP}), (32768, 60999), errors=False, valid=R.acks_cookie(ck, 4))
+    r = R.decode_reply(5, _ip_frame(them, us, synack, P.IPPROTO_TCP))
+    assert r is not None and want.accepts(r) and (r.peer, r.our_port, r.their_port) == (peer, 40000, 80)
+    forged = P.TCP(80, 40000, 777, (c + 2) & 0xFFFFFFFF, P.SYN | P.ACK, 1000)
+    assert not want.accepts(R.decode_reply(5, _ip_frame(them, us, forged, P.IPPROTO_TCP)))
+    assert not want.accepts(R.decode_reply(5, _ip_frame("198.18.0.11", us, synack, P.IPPROTO_TCP)))
+    # an ICMP port unreachable is matched by the datagram it quotes: our cookie source port
+    lo, hi = 32768, 60999
+    sport = R.cookie_port(ck, lo, hi, peer, 53, 17)
+    dgram = P.build_ip(P.IPv4(socket.inet_aton(us), peer, P.IPPROTO_UDP), P.UDP(sport, 53, b"x"))
+    err = R.decode_reply(7, _ip_frame(them, us, P.ICMP(P.ICMP_UNREACH, 3, quoted=dgram[:28]), P.IPPROTO_ICMP))
+    uwant = R.Want(frozenset({peer}), frozenset({P.IPPROTO_UDP}), (lo, hi), valid=R.port_is_cookie(ck, lo, hi, 17))
+    assert err is not None and err.error is not None and uwant.accepts(err) and err.their_port == 53
+    wrong = P.build_ip(P.IPv4(socket.inet_aton(us), peer, P.IPPROTO_UDP), P.UDP(sport ^ 1, 53, b"x"))
+    assert not uwant.accepts(R.decode_reply(7, _ip_frame(them, us, P.ICMP(P.ICMP_UNREACH, 3, quoted=wrong[:28]),
+                                                          P.IPPROTO_ICMP)))
+    # ICMP query replies by id/seq
+    i, s = R.icmp_ident(ck, peer, 1)
+    echo = R.decode_reply(9, _ip_frame(them, us, P.ICMP(P.ICMP_ECHOREPLY, 0, i, s, b""), P.IPPROTO_ICMP))
+    ewant = R.Want(frozenset({peer}), frozenset({P.IPPROTO_ICMP}), errors=False,
+                   icmp_types=frozenset({P.ICMP_ECHOREPLY}), valid=R.ident_is_cookie(ck, 1))
+    assert echo is not None and ewant.accepts(echo)
+    assert not ewant.accepts(R.decode_reply(9, _ip_frame(them, us, P.ICMP(P.ICMP_ECHOREPLY, 0, i, s ^ 1, b""),
+                                                         P.IPPROTO_ICMP)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(frames)
+def test_reply_dispatch_never_raises(fr):
+    """Garbage from the wire goes through the one decoder every probe listens behind."""
+    from hostprint.engine import replies as R
+
+    seen = []
+    handler = R.dispatch([(R.Want(valid=lambda r: True), seen.append), (R.Want(peers=frozenset({b"\x00" * 4})), seen.append)])
+    handler(0, memoryview(fr))

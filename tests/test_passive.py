@@ -26,8 +26,10 @@ from hypothesis import strategies as st
 from hostprint.engine import packets as P
 from hostprint.engine import pcapfile as PF
 from hostprint.errors import UsageError
-from hostprint.match.passive import PassiveMatcher, parse_tcp_sig, Label
-from hostprint.probes.passive import PassiveAnalyzer, parse_http, parse_tcp
+from hostprint.match.passive import PassiveMatcher
+from hostprint.signatures.passive_sigs import Label, parse_tcp_sig
+from hostprint.engine.headers import http_head, parse_tcp
+from hostprint.probes.passive import PassiveAnalyzer
 from hostprint.signatures.passive_db import load_passive_db, resolve_db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,11 +56,18 @@ def cli(*args: str, env: dict | None = None, ns: str | None = None, timeout: flo
 
 
 def records(out: str) -> tuple[list[dict], dict[str, dict]]:
+    """Observations, and per address what the host record (scan's shape, "type": "host") says:
+    its os.passive block's facts, "os" = the passive class, "verdict" = the combined matches,
+    "server_ports" = its open ports."""
     obs, hosts = [], {}
     for line in out.splitlines():
         d = json.loads(line)
-        if d.get("type") == "host-summary":
-            hosts[d["address"]] = d
+        if d.get("type") == "host":
+            assert set(d) >= {"address", "status", "ports", "extraports", "os", "scan"}, d.keys()
+            p = d["os"].get("passive") or {}
+            hosts[d["address"]] = {**p, "address": d["address"], "os": (p.get("matches") or [None])[0],
+                                   "verdict": d["os"].get("matches") or [],
+                                   "server_ports": [x["port"] for x in d["ports"] if x["state"] == "open"]}
         else:
             obs.append(d)
     return obs, hosts
@@ -145,9 +154,10 @@ def test_truncated_and_malformed_frames_never_raise():
 
 
 def test_http_parsing_and_fake_user_agent():
-    h = parse_http(b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: " + FAKE_UA.encode() + b"\r\nAccept: */*\r\n\r\n")
-    assert h["headers"] == ["Host", "User-Agent", "Accept"] and h["version"] == 1
-    assert parse_http(b"SSH-2.0-OpenSSH_9.2\r\n") is None
+    h = http_head(b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: " + FAKE_UA.encode() + b"\r\nAccept: */*\r\n\r\n")
+    assert h is not None and h[0] and h[1] == 1 and h[3] == (b"Host", b"User-Agent", b"Accept")
+    assert h[4][b"user-agent"] == FAKE_UA.encode()
+    assert http_head(b"SSH-2.0-OpenSSH_9.2\r\n") is None
     syn = syn_frame(LINUX_OPTS, sport=6000, seq=10)
     data = syn_frame([], flags=P.PSH | P.ACK, ack=1, sport=6000, seq=11,
                      payload=b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: " + FAKE_UA.encode() + b"\r\n\r\n")
@@ -432,6 +442,9 @@ def test_lab_personalities(plab):
             assert (raw["mss"], raw["mtu"], raw["link"], o["distance"], o["role"]) == (1460, 1500, "Ethernet", 0, "client")
             assert o["os"]["name"] == osname and o["os"]["confidence"] >= 0.9
         assert hosts[addr]["os"]["name"] == osname
+        # the combined verdict over passive evidence alone names the same family
+        assert hosts[addr]["verdict"][0]["methods"] == ["passive"]
+        assert hosts[addr]["verdict"][0]["family"] == hosts[addr]["os"]["family"]
         assert not hosts[addr]["nat"]["suspected"], hosts[addr]["nat"]
     srv = hosts[SRV]
     assert srv["server_ports"] == [80] and srv["os"]["family"] == "Linux"
@@ -554,8 +567,9 @@ def test_lab_live_capture(plab, tmp_path):
         runs = inv.runs()
         assert runs and runs[0]["scan_types"] == ["passive"]
         run = inv.load_run(runs[0]["id"])
-        verdicts = {h.address: h.os["passive"]["os"] for h in run.hosts}
-        assert verdicts[CLIENTS["cnots"][0]]["name"] == "Linux 6.x (no timestamps)"
+        verdicts = {h.address: h.os.block("passive").matches[0] for h in run.hosts if h.os.block("passive").matches}
+        assert verdicts[CLIENTS["cnots"][0]].name == "Linux 6.x (no timestamps)"
+        assert any(h.os.matches and h.os.matches[0].methods == ["passive"] for h in run.hosts)
         assert inv.observations(run.id, CLIENTS["cnots"][0], "passive")
 
 

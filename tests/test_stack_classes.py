@@ -119,8 +119,8 @@ def test_far_stack_is_unknown_with_nearest_class(plab):
         pytest.skip("no non-Linux classes in the DB yet")
     m = StackMatcher(OsDb(base.points, others, "test"))
     v = classify(st["tests"], [("hostprint", m)])
-    assert v["matches"] == [] and v["unknown"]["distance"] > 0.15
-    assert v["unknown"]["nearest"] and v["unknown"]["disagreements"]
+    assert v.matches == [] and v.unknown.distance > 0.15
+    assert v.unknown.nearest and v.unknown.disagreements
 
 
 def test_os_db_errors_are_one_line():
@@ -139,4 +139,4 @@ def test_newer_kernel_than_every_class_keeps_family_and_generation(plab):
     m = StackMatcher(OsDb(base.points, older, "test"))
     for name in ("defaults", "nots", "cookies"):
         v = classify(_host(plab, name)["os"]["stack"]["tests"], [("hostprint", m)])
-        assert v["matches"] and v["matches"][0]["name"] == "Linux 4.x - 6.x", (name, v)
+        assert v.matches and v.matches[0].name == "Linux 4.x - 6.x", (name, v)

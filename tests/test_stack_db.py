@@ -84,7 +84,7 @@ def test_own_format_file_as_os_db(tmp_path):
     # a file of our format gets the class rules: far from its only class -> unknown, not a weak match
     v = classify({"OPS": {"O1": "NNT11"}, "T1": {"R": "Y", "F": "AR", "S": "Z", "A": "Z"}, "T5": {"R": "N"}},
                  [(label, m)])
-    assert v["matches"] == [] and v["unknown"]["nearest"] == "Test stack"
+    assert v.matches == [] and v.unknown.nearest == "Test stack"
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(UsageError, match="no Stack entries"):
         load_matchers(str(tmp_path / "empty.txt"))
@@ -120,13 +120,13 @@ def test_classes_against_nmaps_measured_prints():
         obs = representative(fp)
         v = classify(obs, [("hostprint", full)])
         total[f] += 1
-        best = v["matches"][0] if v["matches"] else None
-        if best and ("apple" if best["vendor"] == "Apple" else _family(best["family"])) == f:
+        best = v.matches[0] if v.matches else None
+        if best and ("apple" if best.vendor == "Apple" else _family(best.family)) == f:
             right[f] += 1
         if f in ("linux", "windows", "freebsd", "openbsd", "ios"):
             tried += 1
             w = classify(obs, [("hostprint", without[f])])
-            unknown_ok += not w["matches"] or w["unknown"] is not None
+            unknown_ok += not w.matches or w.unknown is not None
     overall = sum(right.values()) / sum(total.values())
     per = {f: round(right[f] / total[f], 2) for f in total}
     assert overall >= 0.85, per

@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 from hostprint.engine import packets as P
 from hostprint.engine import pcapfile as PF
 from hostprint.errors import UsageError
-from hostprint.match import stack_p0f
-from hostprint.match.stack_p0f import SEQ_NAMES, p0f_matches, raw_signatures
+from hostprint.probes import stack_p0f
+from hostprint.probes.stack_p0f import SEQ_NAMES, raw_signatures
+from hostprint.probes.stack_p0f import p0f_matches as _p0f_matches
 from hostprint.probes.stack import SEQ_PROBES, Reply, StackResult
 from hostprint.signatures.p0f import default_path, load_p0f
 
@@ -34,6 +35,11 @@ from conftest import needs_root
 
 US, THEM = "198.18.0.1", "198.18.0.20"
 MAC_US, MAC_THEM = b"\x02\0\0\0\0\x01", b"\x02\0\0\0\0\x14"
+
+
+def p0f_matches(*args):
+    """The typed matches in their JSON form (what -oJ shows), for readable assertions."""
+    return [m.to_dict() for m in _p0f_matches(*args)]
 
 
 def need_p0f_db() -> str:
@@ -133,7 +139,7 @@ def test_fuzzy_and_specific_rank_and_agreement():
 
 
 def test_label_classes():
-    from hostprint.match.passive import Label
+    from hostprint.signatures.passive_sigs import Label
 
     def cls(name: str, flavor: str, c: str = "unix") -> tuple:
         d = stack_p0f.os_class(Label(False, c, name, flavor, "p0f.fp:1"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hostprint.match.stack import load_matchers
 from hostprint.match.stack_report import stack_report
+from hostprint.model import Twin
 from hostprint.probes.stack import StackResult
 from hostprint.signatures.nmap_os_db import parse_test_line
 
@@ -29,28 +30,27 @@ def _res(text: str, twins=None) -> StackResult:
                        twins=twins or [], ts_rate=1000.0)
 
 
-def _twin(i: int, opts: str) -> dict:
-    return {"probe": f"LB{i}", "O": opts, "W": "FE88", "TG": "40", "hops": "0", "DF": "Y", "ts": None,
-            "at": 0.6 + i / 1000, "ipid": 0}
+def _twin(i: int, opts: str) -> Twin:
+    return Twin(f"LB{i}", opts, "FE88", "40", "0", "Y", None, 0.6 + i / 1000, 0)
 
 
 def test_linux_618_is_6x_with_fingerprint_and_first_gen_view():
-    stack, found, cond = stack_report(_res(LINUX_618), None, load_matchers("hostprint"))
-    assert stack["matches"][0]["name"] == "Linux 6.x" and stack["matches"][0]["db"] == "hostprint"
-    assert "unknown" not in stack and found == [] and cond == []
-    assert stack["fingerprint"].startswith("SEQ(") and stack["first_gen"].startswith("TSeq(")
+    stack, found = stack_report(_res(LINUX_618), None, load_matchers("hostprint"))
+    assert stack.matches[0].name == "Linux 6.x" and stack.matches[0].db == "hostprint"
+    assert stack.unknown is None and found == [] and stack.conditions == []
+    assert stack.fingerprint.startswith("SEQ(") and stack.first_gen.startswith("TSeq(")
 
 
 def test_silence_gives_no_match():
     quiet = "\n".join(f"{t}(R=N)" for t in ("ECN", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "U1", "IE"))
-    stack, _, cond = stack_report(_res(quiet), None, load_matchers("hostprint"))
-    assert stack["matches"] == [] and any("too little evidence" in c for c in cond)
+    stack, _ = stack_report(_res(quiet), None, load_matchers("hostprint"))
+    assert stack.matches == [] and any("too little evidence" in c for c in stack.conditions)
 
 
 def test_two_stacks_behind_one_address_discount_the_match():
-    one, _, _ = stack_report(_res(LINUX_618), None, load_matchers("hostprint"))
+    one, _ = stack_report(_res(LINUX_618), None, load_matchers("hostprint"))
     twins = [_twin(i, "M5B4ST11NWA" if i % 2 else "M5B4") for i in range(9)]
-    lb, found, cond = stack_report(_res(LINUX_618, twins), None, load_matchers("hostprint"))
-    assert [f["kind"] for f in found] == ["load-balancer"]
-    assert any("more than one stack" in c for c in cond)
-    assert lb["matches"][0]["confidence"] < one["matches"][0]["confidence"]
+    lb, found = stack_report(_res(LINUX_618, twins), None, load_matchers("hostprint"))
+    assert [f.kind for f in found] == ["load-balancer"]
+    assert any("more than one stack" in c for c in lb.conditions)
+    assert lb.matches[0].confidence < one.matches[0].confidence

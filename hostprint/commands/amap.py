@@ -8,7 +8,6 @@ engine (hostprint/probes/app.py) and the signature DBs are shared with `scan -sV
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import TextIO
 
 from hostprint import model
 from hostprint.errors import UsageError
+from hostprint.report.jsonl import dumps_record
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -106,61 +106,13 @@ def read_nmap_file(path: str) -> list[tuple[str, int, str]]:
 
 
 def _db(args: argparse.Namespace):
-    from hostprint.match.app import SignatureDB
     from hostprint.signatures import amap as amap_db
+    from hostprint.signatures.sv_db import sv_db
 
     if args.defs:
         db = amap_db.load(args.defs)
         return db.extend(sv_db(args.sv_db)) if args.sv_db else db
     return sv_db(args.sv_db or "hostprint")
-
-
-def check_sv_db(spec: str) -> str:
-    """argparse type for --sv-db: names checked before any scanning starts."""
-    for s in spec.split(","):
-        if s.strip().partition("=")[0] not in ("hostprint", "amap", "nmap"):
-            raise argparse.ArgumentTypeError(f"bad --sv-db {spec!r}: use hostprint, amap[=FILE] or nmap[=FILE]")
-    return spec
-
-
-def sv_timeout(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0 < v <= 240:
-        raise argparse.ArgumentTypeError(f"bad --sv-timeout {text!r}: use 0-240 seconds")
-    return v
-
-
-def sv_db(spec: str):
-    """--sv-db: 'hostprint', 'amap[=FILE]', 'nmap[=FILE]', comma separated, merged in that order."""
-    from hostprint.match.app import SignatureDB
-    from hostprint.signatures import amap as amap_db
-    from hostprint.signatures import app_db, nmap_probes
-
-    db = SignatureDB()
-    specs = [s.strip() for s in spec.split(",") if s.strip()]
-    if not specs:
-        raise UsageError(f"bad --sv-db {spec!r}: use hostprint, amap[=FILE] or nmap[=FILE]")
-    for s in specs:
-        name, _, arg = s.partition("=")
-        if name == "hostprint":
-            db.extend(app_db.load())
-        elif name == "amap":
-            db.extend(amap_db.load(arg or _default_amap_dir()))
-        elif name == "nmap":
-            db.extend(nmap_probes.load(arg or None))
-        else:
-            raise UsageError(f"bad --sv-db {s!r}: use hostprint, amap[=FILE] or nmap[=FILE]")
-    return db
-
-
-def _default_amap_dir() -> str:
-    for d in ("/usr/share/amap", "/usr/local/share/amap", "/etc/amap"):
-        if Path(d, "appdefs.resp").is_file():
-            return d
-    raise UsageError("--sv-db amap: no appdefs files found (give amap=DIR or -D FILE)")
 
 
 def options_from(args: argparse.Namespace, db):
@@ -294,25 +246,39 @@ def _open_log(path: str) -> TextIO:
         raise UsageError(f"cannot write -o {path}: {e.strerror}") from None
 
 
-def to_run(reps, argv: list[str]) -> model.ScanRun:
-    run = model.ScanRun(args=argv, scan_types=["amap"])
+def _hosts(targets: list[tuple[str, int, str]]) -> dict[str, model.HostResult]:
+    """The ports amap is told to map, as hosts the service technique probes (state 'open': amap
+    tries every port it is given; what the engine finds replaces the state)."""
     hosts: dict[str, model.HostResult] = {}
-    for r in reps:
-        h = hosts.setdefault(r.address, model.HostResult(r.address, "up", ["user-set"]))
-        state = {"open": model.OPEN, "closed": model.CLOSED, "open|filtered": model.OPEN_FILTERED}.get(r.status,
-                                                                                                      model.FILTERED)
-        h.ports.append(model.PortResult(r.port, r.proto, state, "amap"))
-    from hostprint.probes.app import apply_to_host
+    for a, p, proto in targets:
+        h = hosts.setdefault(a, model.HostResult(a, "up", ["user-set"]))
+        h.ports.append(model.PortResult(p, proto, model.OPEN if proto == "tcp" else model.OPEN_FILTERED, "amap"))
+    return hosts
 
+
+def to_run(tech, hosts: dict[str, model.HostResult], by: dict, argv: list[str]) -> model.ScanRun:
+    from hostprint.match import verdict
+
+    run = model.ScanRun(args=argv, scan_types=["amap"])
     for h in hosts.values():
-        apply_to_host(h, reps)
+        reps = {(r.port, r.proto): r for r in by.get(h.address, [])}
+        for p in h.ports:
+            r = reps.get((p.port, p.protocol))
+            p.state = {"open": model.OPEN, "closed": model.CLOSED, "open|filtered": model.OPEN_FILTERED}.get(
+                r.status if r else "", model.FILTERED)
+        tech.record(h, list(reps.values()))
+        verdict.apply(h.os)
     run.hosts = list(hosts.values())
     run.finished = time.time()
     return run
 
 
 def run(args: argparse.Namespace) -> int:
-    from hostprint.probes import app as engine
+    import asyncio
+
+    from hostprint.engine.rate import template
+    from hostprint.probes.app import ServiceScan
+    from hostprint.probes.base import Session
 
     if args.machine and not args.logfile:
         raise UsageError("-m needs -o FILE (amap: machine-readable log output)")
@@ -337,7 +303,11 @@ def run(args: argparse.Namespace) -> int:
         for s in db.skipped[: 20 if args.verbose > 1 else 5]:
             print(f"  skipped {s}", file=sys.stderr)
     t0 = time.time()
-    reps = engine.run(targets, opts)
+    tech = ServiceScan(opts)
+    hosts = _hosts(targets)
+    by = asyncio.run(tech.probe(list(hosts.values()), Session(template("3"))))
+    order = {t: i for i, t in enumerate(targets)}
+    reps = sorted((r for rs in by.values() for r in rs), key=lambda r: order.get((r.address, r.port, r.proto), 0))
     lines, machine = report_lines(reps, args)
     if args.oJ != "-":
         for ln in lines:
@@ -351,8 +321,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 f.write("\n".join(lines) + "\n")
     if args.oJ:
-        run_ = to_run(reps, ["hostprint", *sys.argv[1:]])
-        recs = [json.dumps(run_.host_record(h)) for h in run_.hosts]
+        run_ = to_run(tech, hosts, by, ["hostprint", *sys.argv[1:]])
+        recs = [dumps_record(run_.host_record(h)) for h in run_.hosts]
         if args.oJ == "-":
             print("\n".join(recs))
         else:
@@ -361,22 +331,3 @@ def run(args: argparse.Namespace) -> int:
             except OSError as e:
                 raise UsageError(f"cannot write -oJ {args.oJ}: {e.strerror}") from None
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m hostprint.commands.amap …` until the command is listed in cli.COMMANDS."""
-    from hostprint.cli import _Parser
-
-    p = _Parser(prog="hostprint")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
-    register(sub)
-    try:
-        args = p.parse_args(["amap", *(sys.argv[1:] if argv is None else argv)])
-        return args.func(args)
-    except UsageError as e:
-        print(f"hostprint: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,9 +4,10 @@
   hostprint passive -i IFACE [-c COUNT] [--timeout SECONDS] [-oJ FILE] ...
 
 Output: JSON lines (`-oJ`), one record per observation (SYN, SYN+ACK, HTTP request/response) and
-then one `host-summary` record per address; a table of hosts on the terminal; and the run in the
-SQLite inventory (`hostprint history` lists it; each host's `os.passive` holds the verdict and
-one observation per host holds the summary). `--db`/`--no-db` choose the inventory as in `scan`.
+then one host record per address in the shape `scan` writes (plus `"type": "host"`): `os.passive`
+holds what the host's own traffic showed and `os.matches` the combined verdict; a table of hosts
+on the terminal; and the run in the SQLite inventory (`hostprint history` lists it; one
+observation per host keeps the raw summary). `--db`/`--no-db` choose the inventory as in `scan`.
 
 Why `-i` uses our own AF_PACKET ring and a kernel BPF filter (IPv4/IPv6 TCP with SYN or PSH, no
 fragments): on a busy link only a few percent of frames can carry a fingerprint, so the kernel
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import select
 import sys
 import time
 from pathlib import Path
@@ -82,102 +82,31 @@ def capture_files(path: str) -> list[Path]:
     return out
 
 
-class _Sink:
-    """Streams JSON lines to a file or stdout (or nowhere)."""
+def check_iface(iface: str) -> None:
+    """Root and an existing interface, checked before capturing (one line, exit 2)."""
+    import socket
 
-    def __init__(self, path: str | None):
-        self.fp = None
-        if path is not None:
-            if path == "-":
-                self.fp = sys.stdout
-            else:
-                try:
-                    self.fp = open(path, "w", encoding="utf-8", buffering=1 << 20)  # noqa: SIM115
-                except OSError as e:
-                    raise UsageError(f"cannot write JSON lines output {path}: {e.strerror or e}") from None
-        self.path = path
-        import json
-
-        self._dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
-
-    def write(self, rec: dict[str, Any]) -> None:
-        if self.fp is not None:
-            self.fp.write(self._dumps(rec) + "\n")
-
-    def close(self) -> None:
-        if self.fp is not None:
-            self.fp.flush()
-            if self.fp is not sys.stdout:
-                self.fp.close()
-
-
-def live_filter(snaplen: int = 2048) -> list:
-    """Kernel BPF: IPv4 TCP (not a later fragment) or IPv6 TCP (no extension headers) whose flags
-    have SYN or PSH: the only frames that can start a fingerprint or carry HTTP headers."""
-    from hostprint.engine import bpf as B
-
-    return B.assemble([
-        (B.LD_H_ABS, 12),
-        (B.JEQ_K, 0x0800, None, "v6"),
-        (B.LD_B_ABS, 23),
-        (B.JEQ_K, 6, None, "drop"),
-        (B.LD_H_ABS, 20),
-        (B.JSET_K, 0x1FFF, "drop", None),
-        (B.LDX_B_MSH, 14),
-        (B.LD_B_IND, 27),
-        (B.JSET_K, 0x0A, "accept", "drop"),
-        ("v6:",),
-        (B.JEQ_K, 0x86DD, None, "drop"),
-        (B.LD_B_ABS, 20),
-        (B.JEQ_K, 6, None, "drop"),
-        (B.LD_B_ABS, 67),
-        (B.JSET_K, 0x0A, "accept", "drop"),
-        ("accept:",),
-        (B.RET_K, snaplen),
-        ("drop:",),
-        (B.RET_K, 0),
-    ])
-
-
-def _live(an: Any, iface: str, count: int | None, timeout: float | None) -> None:
-    from hostprint.engine import afpacket
-    from hostprint.errors import have_raw_sockets, NeedsRoot
+    from hostprint.errors import NeedsRoot, have_raw_sockets
 
     if not have_raw_sockets():
         raise NeedsRoot(f"live capture on {iface}")
     try:
-        import socket
-
         socket.if_nametoindex(iface)
     except OSError:
         raise UsageError(f"-i {iface}: no such interface") from None
-    sock = afpacket.open_packet_socket(iface, live_filter())
-    ring = afpacket.RxRing(sock, block_size=1 << 20, block_nr=16, retire_ms=20)
-    deadline = time.monotonic() + timeout if timeout else None
-
-    def handler(ts_ns: int, frame: memoryview) -> None:
-        an.feed_frame(ts_ns / 1e9, bytes(frame))
-
-    try:
-        while True:
-            wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
-            select.select([ring.fileno()], [], [], wait)
-            ring.drain(handler)
-            if count is not None and an.observations >= count:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-    finally:
-        ring.close()
-        sock.close()
 
 
 def run(args: argparse.Namespace) -> int:
-    from hostprint.engine.pcapfile import CaptureError, read_batches
+    import asyncio
+
+    from hostprint.engine.rate import template
+    from hostprint.match import verdict
     from hostprint.match.passive import PassiveMatcher
-    from hostprint.model import HostResult, PortResult, ScanRun
-    from hostprint.probes.passive import PassiveAnalyzer
+    from hostprint.model import HostResult, ScanRun
+    from hostprint.probes.base import Session
+    from hostprint.probes.passive import PassiveTechnique
     from hostprint.report import check_output_paths
+    from hostprint.report.jsonl import JsonlWriter
     from hostprint.signatures.passive_db import resolve_db
 
     count = _positive(args.count, "-c")
@@ -186,49 +115,39 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-c and --timeout apply to live capture (-i), not to -r")
     check_output_paths(oJ=args.oJ)
     files = capture_files(args.read) if args.read else []
+    if args.iface:
+        check_iface(args.iface)
     db = resolve_db(args.sigdb, args.p0f_db)
-    sink = _Sink(args.oJ)
-    an = PassiveAnalyzer(PassiveMatcher(db), None, write=sink.fp.write if sink.fp is not None else None)
+    sink = JsonlWriter(args.oJ, buffered=True) if args.oJ is not None else None
+    tech = PassiveTechnique(PassiveMatcher(db), files=files, iface=args.iface, count=count, timeout=timeout,
+                            write=sink.write_line if sink is not None else None)
+    an = tech.analyzer
     run_ = ScanRun(args=["hostprint", *sys.argv[1:]] if sys.argv[1:2] == ["passive"] else ["hostprint", "passive"],
                    scan_types=["passive"])
-    error: CaptureError | None = None
     t0 = time.perf_counter()
     # The analyzer's tables hold no reference cycles (flows are lists of numbers, hosts slotted
     # records of dicts/sets of strings), so refcounting frees everything; the cyclic collector
     # would only rescan the ever-growing tables: measured 2.3x slower on a 200k-new-host capture.
     gc.disable()
+    seen: dict[str, dict[str, Any]] = {}
     try:
-        if args.iface:
-            try:
-                _live(an, args.iface, count, timeout)
-            except KeyboardInterrupt:
-                pass
-        else:
-            for f in files:
-                try:
-                    for b in read_batches(f):
-                        an.feed_batch(b)
-                except CaptureError as e:
-                    error = e
-                    break
+        seen = asyncio.run(tech.probe([], Session(template("3"))))
     finally:
         elapsed = time.perf_counter() - t0
-        summaries = an.summaries()
-        for s in summaries:
-            sink.write({"type": "host-summary", **s})
-        sink.close()
+        summaries = list(seen.values()) or an.summaries()
         run_.finished = time.time()
         run_.stats = {**an.stats, "observations": an.observations, "seconds": round(elapsed, 3),
                       "signature_sources": db.sources, "files": [str(f) for f in files],
                       "interface": args.iface}
         for s in summaries:
-            h = HostResult(s["address"], status="up", reasons=["passive"], distance=s["distance"])
-            h.started, h.finished = s["first_seen"], s["last_seen"]
-            # a SYN+ACK seen from a port means it was open at that time (nmap's reason word)
-            h.set_ports([PortResult(p, "tcp", "open", "syn-ack") for p in s["server_ports"]])
-            h.os = {"passive": {"os": s["os"], "http": s["http"], "nat": s["nat"], "uptime": s["uptime"],
-                                "link": s["link"], "mtu": s["mtu"], "dishonest": s["dishonest"]}}
+            h = HostResult(s["address"])
+            tech.record(h, s)
+            verdict.apply(h.os)
             run_.hosts.append(h)
+        if sink is not None:
+            for h in run_.hosts:
+                sink.write_host(run_, h, type="host")
+            sink.close()
         if not args.no_db:
             from hostprint.report import emit_outputs
             from hostprint.report.inventory import Inventory
@@ -240,8 +159,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet and args.oJ != "-":
             _print_table(summaries, an.stats, elapsed)
         gc.enable()
-    if error is not None:
-        raise error
+    if tech.error is not None:
+        raise tech.error
     return 0
 
 

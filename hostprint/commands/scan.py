@@ -7,12 +7,13 @@ import asyncio
 import dataclasses
 import sys
 import time
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from hostprint import model
-from hostprint.match import architecture, verdict
 from hostprint.errors import NeedsRoot, UsageError, have_raw_sockets
+
+if TYPE_CHECKING:
+    from hostprint.probes.options import ScanOptions
 
 RAW_SCANS = {"sS": "syn", "sA": "ack", "sW": "window", "sF": "fin", "sN": "null", "sX": "xmas", "sSA": "synack"}
 SCANFLAGS = {"SYNACK": "synack", "SYN": "syn", "ACK": "ack", "FIN": "fin", "NULL": "null", "": "null",
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cron-timeout", type=float, default=60.0, metavar="S", help="--cron-os listen limit per test (default 60, max 240)")
     p.add_argument("--timing-db", default="hostprint", metavar="DB", help="--cron-os DB: hostprint, hershel420, hershel116 or a file")
     p.add_argument("-sV", dest="service_scan", action="store_true", help="identify services on open ports (banners, triggers, TLS)")
-    from hostprint.commands.amap import check_sv_db, sv_timeout
+    from hostprint.signatures.sv_db import check_sv_db, sv_timeout
 
     p.add_argument("--sv-db", default="hostprint", type=check_sv_db, metavar="DB",
                    help="-sV signatures: hostprint, amap[=FILE], nmap[=FILE] (comma separated)")
@@ -188,41 +189,7 @@ def _need_raw(what: str) -> None:
         raise NeedsRoot(what)
 
 
-# ---------------------------------------------------------------------------- discover
-
-
-async def _discover(targets: list[str], methods, timing, links):
-    from hostprint.probes.discovery import Discovery, host_results
-
-    d = Discovery(targets, methods, timing, links=links)
-    seen = await d.run()
-    return host_results(targets, seen)
-
-
-def run_discover(args: argparse.Namespace) -> int:
-    from hostprint.engine.link import Links
-
-    targets = _targets(args)
-    timing = _timing(args)
-    outs = _outputs(args)
-    _need_raw("host discovery sends ICMP, TCP, UDP and ARP probes")
-    run = model.ScanRun(args=["hostprint", *sys.argv[1:]] if sys.argv else ["hostprint"], scan_types=["ping"])
-    with _progress(args) as prog:
-        task = prog.phase("discovery", len(targets))
-        links = Links()
-        try:
-            hosts = asyncio.run(_discover(targets, _ping_methods(args), timing, links))
-        finally:
-            links.close()
-        prog.advance(task, len(targets))
-    for h in hosts:
-        h.set_ports([])
-    run.hosts = hosts
-    _finish(args, run, outs)
-    return 0
-
-
-# ---------------------------------------------------------------------------- scan
+# ---------------------------------------------------------------------------- options
 
 
 def _scan_kinds(args: argparse.Namespace) -> list[str]:
@@ -267,243 +234,63 @@ def _ports(args: argparse.Namespace, kinds: list[str]) -> dict[str, list[int]]:
     return ps
 
 
-async def _scan(args, targets, kinds, ports, timing, prog) -> tuple[list[model.HostResult], dict]:
-    from hostprint.engine.link import Links
-    from hostprint.probes import tcpscan
-    from hostprint.probes.connect import ConnectScan
-    from hostprint.probes.discovery import Discovery
-    from hostprint.probes.udpscan import UdpScan
+def scan_options(args: argparse.Namespace, *, discovery_only: bool = False) -> ScanOptions:
+    """The typed options of a `scan` / `discover` command line (every value checked here)."""
+    from hostprint.probes.options import ScanOptions
 
-    raw = any(k != "connect" for k in kinds) or not args.no_ping or bool(args.cron_os) or args.os_detect
-    links = Links() if raw else None
-    stats: dict = {}
-    try:
-        hosts = {a: model.HostResult(a, "up", ["user-set"]) for a in targets}
-        if not args.no_ping:
-            task = prog.phase("discovery", len(targets))
-            d = Discovery(targets, _ping_methods(args), timing, links=links)
-            seen = await d.run()
-            prog.advance(task, len(targets))
-            for a in targets:
-                s = seen.get(a)
-                if s is None:
-                    hosts[a] = model.HostResult(a, "down", ["no-response"])
-                else:
-                    hosts[a] = model.HostResult(a, "up", list(s.reasons), mac=s.mac, rtt_us=s.rtt_us,
-                                                distance=tcpscan.guess_distance(s.ttl) if s.ttl else None)
-            prog.update_counts(hosts_up=sum(h.status == "up" for h in hosts.values()))
-        up = [a for a in targets if hosts[a].status == "up"]
-        results: dict[str, list[model.PortResult]] = {a: [] for a in up}
-        extras: dict[str, list[model.ExtraPorts]] = {a: [] for a in up}
-        closed_sample: dict[str, int] = {}  # one closed TCP port per host, for -O
-        open_total = 0
-        for kind in kinds:
-            if not up:
-                break
-            if kind == "connect":
-                task = prog.phase("connect scan", len(up) * len(ports["tcp"]))
-                cs = ConnectScan(up, ports["tcp"], timing)
-                await cs.run()
-                prog.advance(task, len(up) * len(ports["tcp"]))
-                for a in up:
-                    results[a] += cs.results(a)
-                stats["connect"] = {"attempts": cs.attempts}
-            elif kind == "udp":
-                task = prog.phase("UDP scan", len(up) * len(ports["udp"]))
-                us = UdpScan(up, ports["udp"], timing, links=links, data_length=args.data_length or None)
-                await us.run()
-                prog.advance(task, len(up) * len(ports["udp"]))
-                for a in up:
-                    results[a] += us.results(a)
-                stats["udp"] = {"probes": us.probes}
-            else:
-                total = len(up) * len(ports["tcp"])
-                task = prog.phase(f"{kind} scan", total)
-                ts = tcpscan.TcpScan(kind, up, ports["tcp"], timing, links=links, data_length=args.data_length,
-                                     progress=lambda n, _t: prog.advance(task, n))
-                states = await ts.run()
-                for st in states:
-                    closed_idx = np.nonzero(st.state == tcpscan.RST)[0] if kind == "syn" else ()
-                    if len(closed_idx):
-                        closed_sample[st.address] = int(ts.ports[closed_idx[0]])
-                    listed, folded = ts.results(st, fold_over=model.EXTRAPORTS_THRESHOLD)
-                    results[st.address] += listed
-                    extras[st.address] += folded
-                    if args.no_ping and tcpscan.answered(st):
-                        hosts[st.address].reasons = ["user-set"]
-                s = ts.stats
-                stats[kind] = {"probes": s.probes, "replies": s.replies, "rounds": s.rounds,
-                               "retransmitted": s.retransmitted, "elapsed": round(s.elapsed, 3),
-                               "ring_drops": s.ring_drops}
-        from hostprint.services import service_name
-
-        for a in up:
-            rs = results[a]
-            for r in rs:
-                if r.state in (model.OPEN, model.OPEN_FILTERED, model.FILTERED, model.CLOSED) and r.service is None:
-                    name = service_name(r.port, r.protocol)
-                    if name and r.state != model.CLOSED:
-                        r.service = model.Service(name=name, method="port-table", confidence=0.3)
-            if args.only_open:
-                rs = [r for r in rs if r.state == model.OPEN]
-            hosts[a].set_ports(rs)
-            hosts[a].extraports = sorted(hosts[a].extraports + extras[a], key=lambda e: -e.count)
-            ttls = [r.reason_ttl for r in rs if r.reason_ttl]
-            if hosts[a].distance is None and ttls:
-                hosts[a].distance = tcpscan.guess_distance(min(ttls))
-            open_total += sum(1 for r in rs if r.state == model.OPEN)
-            prog.update_counts(ports_open=open_total)
-            found = architecture.from_port_ttls(hosts[a])
-            if found:
-                hosts[a].os.setdefault("architecture", []).extend(found)
-        if args.sequence:
-            from hostprint.probes.sequence import sequence_report
-
-            for a in up:
-                open_ports = [p.port for p in hosts[a].ports if p.state == model.OPEN and p.protocol == "tcp"]
-                if open_ports:
-                    hosts[a].sequence = await sequence_report(a, open_ports[0], links or Links())
-        if getattr(args, "service_scan", False):
-            await _service_scan(args, hosts, up, prog)
-        if args.cron_os:
-            await _cron_os(args, hosts, up, links)
-        if args.os_detect:
-            await _os_detect(args, hosts, up, links or Links(), closed_sample, prog)
-        for a in up:  # one verdict from every kind of OS evidence gathered above
-            verdict.apply(hosts[a])
-        return [hosts[a] for a in targets], stats
-    finally:
-        if links is not None:
-            links.close()
-
-
-async def _os_detect(args, hosts: dict[str, model.HostResult], up: list[str], links, closed_sample: dict[str, int],
-                     prog) -> None:
-    """-O (issue 4): nmap's second-generation probes plus hostprint's own (load-balancer twins, one
-    connection's timestamp clock), classified against the selected DBs (hostprint's classes by
-    default); the architecture found on the way (load balancing) joins os.architecture."""
-    from hostprint.match.stack import load_matchers
-    from hostprint.match.stack_report import stack_report
-    from hostprint.probes.icmp_stack import IcmpStackProbe
-    from hostprint.probes.stack import StackProbe
-
-    matchers = getattr(args, "os_matchers", None) or load_matchers(args.os_db)
-    p0f_db = getattr(args, "os_p0f_db", None)
-    task = prog.phase("OS detection", len(up))
-    # Hosts run side by side (nmap does too): each probe keeps its own replies by address and
-    # cookie, so a /24 costs about what one host costs. The TCP and the ICMP (xprobe2) probe of a
-    # host run together as well; they pick ICMP IDs and UDP source ports of their own.
-    gate = asyncio.Semaphore(OS_PARALLEL_HOSTS)
-
-    async def probe(a: str) -> None:
-        h = hosts[a]
-        open_tcp = [p.port for p in h.ports if p.protocol == "tcp" and p.state == model.OPEN]
-        closed = closed_sample.get(a) or next((p.port for p in h.ports if p.protocol == "tcp" and p.state == model.CLOSED), None)
-        closed_udp = next((p.port for p in h.ports if p.protocol == "udp" and p.state == model.CLOSED), 40125)
-        rtt = (h.rtt_us or 0) / 1e6
-        wait = min(max(8 * rtt, 0.25), 1.0) if rtt else 1.0  # until answers tell the RTT
-        async with gate:
-            res, icmp = await asyncio.gather(
-                StackProbe(a, open_tcp[0] if open_tcp else None, closed, closed_udp, links, wait=wait).run(),
-                IcmpStackProbe(a, links, closed_udp, wait=wait).run())
-        prog.advance(task, 1)
-        stack, found, conditions = stack_report(res, icmp, matchers, p0f_db, {
-            "open": open_tcp[0] if open_tcp else None, "closed": closed, "closed_udp": closed_udp})
-        h.os["stack"] = stack
-        if found:
-            h.os.setdefault("architecture", []).extend(found)
-        if conditions:
-            h.os["conditions"] = conditions
-        fp = stack["fingerprint"]
-        prev = h.os.get("fingerprint")
-        h.os["fingerprint"] = (prev + "\n" if prev else "") + fp
-
-    await asyncio.gather(*(probe(a) for a in up))
-
-
-OS_PARALLEL_HOSTS = 64
-PREFERRED_TIMING_PORTS = (80, 8080, 8000, 6379, 21, 22)
-
-
-async def _cron_os(args, hosts: dict[str, model.HostResult], up: list[str], links) -> None:
-    """Timing OS tests (issue 3) against the first open TCP port of every up host, all at once."""
-    from hostprint.match.timing import TimingClassifier
-    from hostprint.probes.timing import fingerprint_hosts, host_report, parse_tests
-
-    targets = {}
-    for a in up:
-        open_ports = [p.port for p in hosts[a].ports if p.state == model.OPEN and p.protocol == "tcp"]
-        if open_ports:
-            # ports whose server closes promptly on our FIN / request first (probes/timing.py TRIGGERS)
-            pref = {p: i for i, p in enumerate(PREFERRED_TIMING_PORTS)}
-            targets[a] = sorted(open_ports, key=lambda p: (pref.get(p, len(pref)), p))[:1]
-    if not targets:
-        return
-    db = args.timing_db_loaded
-    by, _ = await fingerprint_hosts(targets, parse_tests(args.cron_os), db, timeout=args.cron_timeout,
-                                    links=links)
-    clf = TimingClassifier(db)
-    for a, res in by.items():
-        rep = host_report(clf, res, args.timing_db)
-        hosts[a].os["timing"] = rep["timing"]
-        if rep["architecture"]:
-            hosts[a].os.setdefault("architecture", []).extend(rep["architecture"])
-        fp = hosts[a].os.get("fingerprint")
-        hosts[a].os["fingerprint"] = (fp + "\n" if fp else "") + rep["fingerprint"]
-
-
-async def _service_scan(args, hosts: dict[str, model.HostResult], up: list[str], prog) -> None:
-    """-sV (issue 5): banners, triggers and TLS on every open (and open|filtered UDP) port."""
-    from hostprint.commands.amap import sv_db
-    from hostprint.probes.app import AppOptions, Engine, apply_to_host
-
-    todo = [(a, p.port, p.protocol) for a in up for p in hosts[a].ports
-            if p.state == model.OPEN or (p.protocol == "udp" and p.state == model.OPEN_FILTERED)]
-    if not todo:
-        return
-    task = prog.phase("service scan", len(todo))
-    w = args.sv_timeout
-    reps = await Engine(AppOptions(sv_db(args.sv_db), connect_timeout=w, response_timeout=w, banner_timeout=w,
-                                   retries=1, parallel=64)).scan(todo)
-    prog.advance(task, len(todo))
-    for a in up:
-        apply_to_host(hosts[a], reps)
-
-
-def run_scan(args: argparse.Namespace) -> int:
-    targets = _targets(args)
-    if args.cron_os:
-        from hostprint.probes.timing import check_timeout, parse_tests
-        from hostprint.signatures.timing_db import resolve_timing_db
-
-        parse_tests(args.cron_os)
-        check_timeout(args.cron_timeout)
-        args.timing_db_loaded = resolve_timing_db(args.timing_db)  # a bad DB fails before scanning
-    if args.os_detect:  # a bad or missing -O DB fails before scanning too
-        from hostprint.match.stack import load_matchers
-
-        args.os_matchers = load_matchers(args.os_db)
-        if "p0f" in [x.strip() for x in args.os_db.split(",")]:
-            from hostprint.match.stack_p0f import load_db
-
-            args.os_p0f_db = load_db()
-    kinds = _scan_kinds(args)
-    timing = _timing(args)
+    opts = ScanOptions(timing=_timing(args), ping=[] if getattr(args, "no_ping", False) else _ping_methods(args))
+    if discovery_only:
+        return opts
     if args.data_length < 0 or args.data_length > 1400:
         raise UsageError(f"bad --data-length '{args.data_length}': use 0-1400")
+    opts.scan_kinds = _scan_kinds(args)
+    opts.ports = _ports(args, opts.scan_kinds)
+    opts.data_length = args.data_length
+    opts.only_open = args.only_open
+    opts.sequence = args.sequence
+    opts.os_detect, opts.os_db = args.os_detect, args.os_db
+    opts.cron_os, opts.cron_timeout, opts.timing_db = args.cron_os, args.cron_timeout, args.timing_db
+    opts.service_scan, opts.sv_db, opts.sv_timeout = args.service_scan, args.sv_db, args.sv_timeout
+    return opts
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], names: list[str] | None = None) -> int:
+    """Targets and outputs checked, techniques created (DBs loaded) — all before the first packet —
+    then the run, the terminal report and every output."""
+    from hostprint.probes import registry, runner
+    from hostprint.probes.base import Session
+
+    targets = _targets(args)
     outs = _outputs(args)
-    if args.ping_only:
-        return run_discover(args)
-    ports = _ports(args, kinds)
-    if any(k != "connect" for k in kinds) or not args.no_ping or args.sequence or args.cron_os or args.os_detect:
-        why = "raw scans (-sS/-sA/-sF/-sN/-sX/-sU/-sW, --scanflags) and host discovery; use -sT -Pn without root"
-        _need_raw(why)
-    run = model.ScanRun(args=["hostprint", *(sys.argv[1:] if sys.argv else [])], scan_types=kinds,
-                        ports_scanned={k: v for k, v in ports.items() if v})
+    techniques = registry.create(opts, names)
+    if any(t.needs_raw for t in techniques):
+        _need_raw("raw scans (-sS/-sA/-sF/-sN/-sX/-sU/-sW, --scanflags), host discovery, -O, --sequence and "
+                  "--cron-os; use -sT -Pn without root")
+    run = model.ScanRun(args=["hostprint", *(sys.argv[1:] if sys.argv else [])], scan_types=scan_types,
+                        ports_scanned={k: v for k, v in opts.ports.items() if v})
     with _progress(args) as prog:
-        hosts, stats = asyncio.run(_scan(args, targets, kinds, ports, timing, prog))
-    run.hosts = hosts
-    run.stats = stats
+        session = Session(opts.timing, progress=prog)
+        try:
+            run.hosts = asyncio.run(runner.run(techniques, targets, session, only_open=opts.only_open))
+        finally:
+            session.close()
+    run.stats = dict(session.stats)
     _finish(args, run, outs)
     return 0
 
+
+def run_discover(args: argparse.Namespace) -> int:
+    opts = scan_options(args, discovery_only=True)
+    if not opts.ping:
+        raise UsageError("host discovery with -Pn has nothing to do")
+    return _run(args, opts, ["ping"], ["discovery"])
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    if args.ping_only:
+        return run_discover(args)
+    opts = scan_options(args)
+    return _run(args, opts, opts.scan_kinds)

@@ -217,34 +217,47 @@ def _port_result(port: int, res: list):
 
 
 def run_live(args: argparse.Namespace) -> int:
+    """The timing technique (probes/timing.py) on the given ports of every target; each host's
+    ports say what the tests saw, its os block the timing evidence and the verdict over it."""
     import asyncio
     import time
 
     from hostprint import model
-    from hostprint.probes.timing import fingerprint_hosts, host_report
+    from hostprint.engine.rate import template
+    from hostprint.match import verdict
+    from hostprint.probes.base import Session
+    from hostprint.probes.options import ScanOptions
+    from hostprint.probes.timing import TimingTechnique
     from hostprint.report import check_output_paths, emit_outputs
 
     targets, ports, tests, timeout = live_setup(args)
     check_output_paths(oJ=args.oJ, oX=args.oX, oN=args.oN)
-    db = resolve_timing_db(args.timing_db, args.timing_db_mapping)
-    clf = TimingClassifier(db)
+    opts = ScanOptions(timing=template("3"), cron_os=args.tests, cron_timeout=timeout, timing_db=args.timing_db,
+                       timing_db_mapping=args.timing_db_mapping, timing_ports={a: ports for a in targets},
+                       timing_full=args.full)
+    tech = TimingTechnique(opts)  # the DB is loaded (and checked) before anything is sent
     run = model.ScanRun(args=["hostprint", *sys.argv[1:]], scan_types=["timing"], ports_scanned={"tcp": ports})
-    t = time.time()
-    by, _ = asyncio.run(fingerprint_hosts({a: ports for a in targets}, tests, db, timeout=timeout, full=args.full))
-    run.stats = {"timing": {"elapsed": round(time.time() - t, 3), "tests": len(targets) * len(ports) * len(tests)}}
-    for a in targets:
-        res = by[a]
-        h = model.HostResult(a, "up" if any(r.status != "no-response" for r in res) else "unknown", ["timing"])
+    hosts = [model.HostResult(a, "up", ["timing"]) for a in targets]
+    session = Session(opts.timing)
+    try:
+        by = asyncio.run(tech.probe(hosts, session))
+    finally:
+        session.close()
+    run.stats = dict(session.stats)
+    for h in hosts:
+        res = by.get(h.address, [])
+        h.status = "up" if any(r.status != "no-response" for r in res) else "unknown"
         rtts = [r.rtt_us for r in res if r.rtt_us is not None]
         h.rtt_us = min(rtts) if rtts else None
         h.set_ports([_port_result(p, [r for r in res if r.port == p]) for p in ports])
-        h.os.update(host_report(clf, res, db.name if db.kind != "hostprint" else "hostprint"))
+        tech.record(h, res)
+        verdict.apply(h.os)
         run.hosts.append(h)
     run.finished = time.time()
     if not args.quiet and args.oJ != "-":
         for h in run.hosts:
             print(f"Timing report for {h.address}")
-            for line in h.os["timing"]["lines"]:
+            for line in h.os.timing.lines if h.os.timing else []:
                 print(line)
     emit_outputs(run, oJ=args.oJ, oX=args.oX, oN=args.oN, record=False)
     return 0

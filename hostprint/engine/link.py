@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from hostprint.engine import afpacket, bpf, packets, route
+from hostprint.engine import afpacket, bpf, packets, replies, route
 from hostprint.engine.packets import ARP, ETH_P_ARP, Ethernet
 
 Handler = Callable[[int, memoryview], None]
@@ -48,6 +48,8 @@ class Link:
             self.sender = afpacket.RawIPBatchSender(self.raw, frame_size=frame_size)
         self.handlers: list[Handler] = []
         self.block_handlers: list[afpacket.BlockHandler] = []
+        self.listeners: list[tuple[replies.Want, replies.Handler]] = []
+        self._dispatch: Handler | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.neigh: dict[str, bytes] = {}
         self._arp_waiters: dict[bytes, list[asyncio.Future]] = {}
@@ -92,6 +94,22 @@ class Link:
     def unsubscribe(self, handler: Handler) -> None:
         if handler in self.handlers:
             self.handlers.remove(handler)
+
+    def listen(self, want: replies.Want, handler: replies.Handler) -> tuple[replies.Want, replies.Handler]:
+        """Have `handler` called with every decoded, cookie-checked reply `want` accepts
+        (engine/replies.py); returns the token for unlisten()."""
+        token = (want, handler)
+        self.listeners.append(token)
+        if self._dispatch is None:
+            self._dispatch = self.subscribe(replies.dispatch(self.listeners))
+        return token
+
+    def unlisten(self, token: tuple[replies.Want, replies.Handler]) -> None:
+        if token in self.listeners:
+            self.listeners.remove(token)
+        if not self.listeners and self._dispatch is not None:
+            self.unsubscribe(self._dispatch)
+            self._dispatch = None
 
     def subscribe_blocks(self, handler: afpacket.BlockHandler) -> afpacket.BlockHandler:
         """Vectorised consumers (bulk scans) get whole ring blocks as numpy arrays."""

@@ -14,6 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from hostprint.model import OsHint
+from hostprint.signatures.knowledge import distro_rules
+
 #: Name of the empty trigger: what a server says before we say anything.
 NULL = "NULL"
 
@@ -301,55 +304,13 @@ def parse_ports(spec: str) -> frozenset[int]:
 # ---------------------------------------------------------------------------- OS hints
 
 
-@dataclass
-class OsHint:
-    family: str
-    distribution: str | None
-    release: str | None
-    evidence: str
-
-    @property
-    def cpe(self) -> str | None:
-        if self.distribution == "Debian":
-            return "cpe:/o:debian:debian_linux" + (f":{self.release}" if self.release else "")
-        if self.distribution == "Ubuntu":
-            return "cpe:/o:canonical:ubuntu_linux" + (f":{self.release}" if self.release else "")
-        if self.distribution == "Red Hat Enterprise Linux":
-            return "cpe:/o:redhat:enterprise_linux" + (f":{self.release}" if self.release else "")
-        return None
-
-    def to_dict(self) -> dict[str, str | None]:
-        return {"family": self.family, "distribution": self.distribution, "release": self.release,
-                "evidence": self.evidence, "cpe": self.cpe}
-
-
-# Distribution package revisions leak into banners (sshd's comment, MariaDB's version string,
-# Apache's "(Debian)").  Debian security/point updates are numbered "+debNNuM"/"~debNNuM" with NN the
-# Debian major release (Debian Policy 5.6.12 and the security team's versioning convention);
-# Ubuntu appends "ubuntuX.Y" to the package revision (Ubuntu packaging guide) — which does not by
-# itself name the release; Red Hat's dist tag is ".elN" / ".elN_M" (Fedora/RHEL packaging
-# guidelines, "%{?dist}").
-_DEB = re.compile(r"[+~]deb(\d{1,2})u\d+")
-_UBU = re.compile(r"ubuntu\d+(?:\.\d+)*", re.I)
-_EL = re.compile(r"\.el(\d{1,2})(?:_\d+)?\b")
-_PAREN_DISTRO = re.compile(r"\((Debian|Ubuntu|Red Hat|CentOS|Raspbian)\b")
-
-
 def os_hint(text: str) -> OsHint | None:
-    """Distribution (and release, when the package suffix pins it) named by a banner."""
-    m = _DEB.search(text)
-    if m:
-        return OsHint("Linux", "Debian", m.group(1), m.group(0))
-    m = _UBU.search(text)
-    if m:
-        return OsHint("Linux", "Ubuntu", None, m.group(0))
-    m = _EL.search(text)
-    if m:
-        return OsHint("Linux", "Red Hat Enterprise Linux", m.group(1), m.group(0).lstrip("."))
-    m = _PAREN_DISTRO.search(text)
-    if m:
-        name = {"Red Hat": "Red Hat Enterprise Linux"}.get(m.group(1), m.group(1))
-        return OsHint("Linux", name, None, m.group(0) + ")")
-    if re.search(r"\bDebian\b", text):
-        return OsHint("Linux", "Debian", None, "Debian")
+    """Distribution (and release, when the package suffix pins it) named by a banner; the rules
+    and their sources are signatures/knowledge/distros.txt, tried in order."""
+    for rule in distro_rules():
+        m = rule.pattern.search(text)
+        if m is None:
+            continue
+        release = m.group(rule.release_group) if rule.release_group else None
+        return OsHint(rule.family, rule.name, release, m.group(0).lstrip("."), rule.cpe_for(release))
     return None

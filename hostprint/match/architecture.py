@@ -5,21 +5,17 @@ Port forwarding / NAT: replies from different ports of one address carry TTLs th
 initial TTLs (different stacks) or different hop counts (a machine behind the forwarding one). The
 TTL of every reply is already in the port scan's results (reason_ttl), so this costs no probe.
 Other findings (SYN relay from timing tests, load balancers from several clocks) are added by their
-probes under the same `os.architecture` list: {"kind", "detail"}.
+techniques to the same `os.architecture` list (model.ArchitectureFinding).
 """
 
 from __future__ import annotations
 
 from hostprint import model
+from hostprint.model import ArchitectureFinding, OsMatch, Twin
+from hostprint.signatures.knowledge import relays
+from hostprint.stackfacts import initial_ttl, on_clock
 
-INITIAL_TTLS = (32, 64, 128, 255)
-
-
-def initial_ttl(ttl: int) -> int:
-    return next((t for t in INITIAL_TTLS if ttl <= t), 255)
-
-
-def from_port_ttls(host: model.HostResult) -> list[dict[str, str]]:
+def from_port_ttls(host: model.HostResult) -> list[ArchitectureFinding]:
     """Group the open TCP ports by (initial TTL, hops); more than one group means forwarding."""
     groups: dict[tuple[int, int], list[int]] = {}
     for p in host.ports:
@@ -35,10 +31,10 @@ def from_port_ttls(host: model.HostResult) -> list[dict[str, str]]:
     kind = "port-forward" if any(k[0] == nearest[0] for k in groups if k != nearest) else "nat"
     detail = (f"{len(groups)} stacks answer for {host.address}: " + "; ".join(parts)
               + f" (ports {','.join(map(str, sorted(behind)))} are forwarded to another machine)")
-    return [{"kind": kind, "detail": detail}]
+    return [ArchitectureFinding(kind, detail, "ports")]
 
 
-def from_twins(twins: list[dict], ts_rate: float | None) -> list[dict[str, str]]:
+def from_twins(twins: list[Twin], ts_rate: float | None) -> list[ArchitectureFinding]:
     """Load balancing: identical SYNs from different source ports answered by different stacks
     (option layout, window, initial TTL, hop count or DF differ), or by several TCP timestamp clocks.
 
@@ -47,64 +43,58 @@ def from_twins(twins: list[dict], ts_rate: float | None) -> list[dict[str, str]]
     two or more answers on one clock count, and every answer must sit on one of them."""
     if len(twins) < 2:
         return []
-    shapes: dict[tuple, list[str]] = {}
+    shapes: dict[tuple[str, str, str, str, str], list[str]] = {}
     for t in twins:
-        shapes.setdefault((t["O"], t["W"], t["TG"], t["hops"], t["DF"]), []).append(t["probe"])
+        shapes.setdefault((t.O, t.W, t.TG, t.hops, t.DF), []).append(t.probe)
     if len(shapes) > 1:
         parts = [f"{len(ps)} answer{'s' if len(ps) > 1 else ''} with options {k[0] or '-'} window {k[1]} "
                  f"initial TTL {int(k[2], 16)} {k[3]} hop{'s' if k[3] != '1' else ''} DF {k[4]}"
                  for k, ps in sorted(shapes.items(), key=lambda kv: -len(kv[1]))]
-        return [{"kind": "load-balancer",
-                 "detail": f"{len(twins)} identical SYNs met {len(shapes)} different stacks: " + "; ".join(parts)}]
+        return [ArchitectureFinding("load-balancer",
+                                    f"{len(twins)} identical SYNs met {len(shapes)} different stacks: " + "; ".join(parts),
+                                    "stack")]
     counters = _ipid_counters(twins)
     if counters:
-        return [{"kind": "load-balancer",
-                 "detail": f"{len(twins)} identical SYNs were answered from {len(counters)} IP ID counters "
-                           f"({', '.join(f'{c[0]}..{c[-1]}' for c in counters)})"}]
-    stamped = [t for t in twins if t.get("ts") is not None]
+        return [ArchitectureFinding("load-balancer",
+                                    f"{len(twins)} identical SYNs were answered from {len(counters)} IP ID counters "
+                                    f"({', '.join(f'{c[0]}..{c[-1]}' for c in counters)})", "stack")]
+    stamped = [(t.at, t.ts) for t in twins if t.ts is not None]
     if ts_rate and len(stamped) >= 4:
-        t0 = stamped[0]["at"]
-        clocks: list[list[dict]] = []
-        for t in stamped:  # offset of this answer's clock at t0; one list per clock
-            off = (t["ts"] - ts_rate * (t["at"] - t0)) % (1 << 32)
+        clocks: list[list[tuple[float, int]]] = []
+        for at, ts in stamped:  # one list per clock: an answer joins the first clock it continues
             for c in clocks:
-                ref = (c[0]["ts"] - ts_rate * (c[0]["at"] - t0)) % (1 << 32)
-                d = abs((off - ref + (1 << 31)) % (1 << 32) - (1 << 31))
-                if d <= 0.05 * ts_rate * abs(t["at"] - c[0]["at"]) + 100:  # slack as in probes/stack.py
-                    c.append(t)
+                if on_clock(c[0][0], c[0][1], at, ts, ts_rate):
+                    c.append((at, ts))
                     break
             else:
-                clocks.append([t])
+                clocks.append([(at, ts)])
         shared = [c for c in clocks if len(c) >= 2]
         if len(shared) >= 2 and sum(len(c) for c in shared) == len(stamped):
-            return [{"kind": "load-balancer",
-                     "detail": f"{len(stamped)} identical SYNs were answered by {len(shared)} TCP timestamp clocks "
-                               f"({', '.join(str(len(c)) for c in shared)} answers each, {ts_rate:.0f} Hz)"}]
+            return [ArchitectureFinding("load-balancer",
+                                        f"{len(stamped)} identical SYNs were answered by {len(shared)} TCP timestamp "
+                                        f"clocks ({', '.join(str(len(c)) for c in shared)} answers each, "
+                                        f"{ts_rate:.0f} Hz)", "stack")]
     return []
 
 
-# Classes whose stack is not the host's own: the answer comes from a relay in front of it.
-RELAY_KINDS = {"netfilter SYNPROXY": "syn-relay", "libslirp": "nat", "pasta": "nat"}
-
-
-def from_stack_class(best: dict | None) -> list[dict[str, str]]:
-    """The best stack class is a relay (SYN proxy, user-mode NAT): say so, since the OS classes of
-    the other methods then describe the machine behind it, not the one that answered -O."""
-    if not best or not str(best.get("db") or "").startswith("hostprint"):
+def from_stack_class(best: OsMatch | None) -> list[ArchitectureFinding]:
+    """The best stack class is a relay (SYN proxy, user-mode NAT; signatures/knowledge/relays.txt):
+    say so, since the OS classes of the other methods then describe the machine behind it, not the
+    one that answered -O. Only our own class DB names relays."""
+    if best is None or not (best.db or "").startswith("hostprint"):
         return []
-    kind = RELAY_KINDS.get(best.get("family") or "")
-    if kind is None:
+    relay = relays().get(best.family or "")
+    if relay is None:
         return []
-    what = "the TCP handshake" if kind == "syn-relay" else "every TCP/UDP/ICMP exchange"
-    return [{"kind": kind, "detail": f"{what} is answered by {best['name']} ({best['confidence']:.0%} of its class), "
-                                     "not by the target host's own stack"}]
+    return [ArchitectureFinding(relay.kind, f"{relay.answers} is answered by {best.name} ({best.confidence:.0%} of its "
+                                            "class), not by the target host's own stack", "stack")]
 
 
-def _ipid_counters(twins: list[dict]) -> list[list[int]]:
+def _ipid_counters(twins: list[Twin]) -> list[list[int]]:
     """Several incrementing IP ID counters among identical answers (a host with one global or
     per-destination counter shows one). Each ID joins the counter whose last ID it follows by 1-2000;
     only counters of two or more IDs covering every answer count, so random or zero IDs claim nothing."""
-    ids = [t["ipid"] for t in sorted(twins, key=lambda t: t["at"]) if t.get("ipid") is not None]
+    ids = [t.ipid for t in sorted(twins, key=lambda t: t.at) if t.ipid is not None]
     if len(ids) < 4 or 0 in ids:
         return []
     chains: list[list[int]] = []

@@ -53,7 +53,7 @@ SEQ_PROBE_MSS = {"O2": 1400, "O5": 536, "O6": 265}  # SEQ probes whose replies s
 TEST_ORDER = ("T1", "T2", "T3", "T4", "T5", "T6", "T7")
 
 
-def _d(x: object) -> dict:
+def _d(x: object) -> dict[str, str]:
     """Tests may come back from a stored report: anything that is not a dict counts as absent."""
     return x if isinstance(x, dict) else {}
 

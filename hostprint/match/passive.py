@@ -15,216 +15,28 @@ tools (class '!') never match fuzzily. Confidence is hostprint's own scale over 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from hostprint.errors import UsageError
-
-MAX_DIST = 35  # p0f config.h: a TTL more than this far below the initial TTL is out of range
-QUIRK_ORDER = ("df", "id+", "id-", "ecn", "0+", "flow", "seq-", "ack+", "ack-", "uptr+", "urgf+",
-               "pushf+", "ts1-", "ts2+", "opt+", "exws", "bad")
-QUIRKS = frozenset(QUIRK_ORDER)
-V4_ONLY = frozenset({"df", "id+", "id-", "0+"})
-V6_ONLY = frozenset({"flow"})
-FUZZY_MAY_VANISH = frozenset({"df", "id+"})
-FUZZY_MAY_APPEAR = frozenset({"id-", "ecn"})
-INITIAL_TTLS = (32, 64, 128, 255)
-
-# Our confidence for each match outcome (specific > generic > fuzzy); not a p0f number.
-CONFIDENCE = {(False, False): 0.9, (True, False): 0.7, (False, True): 0.5, (True, True): 0.4}
-
-
-def guess_ittl(ttl: int) -> int:
-    """Round an observed TTL up to the nearest common initial TTL (p0f guess_dist's rule)."""
-    for t in INITIAL_TTLS:
-        if ttl <= t:
-            return t
-    return 255
-
-
-@dataclass(frozen=True)
-class Label:
-    generic: bool
-    cls: str  # "unix", "win", "other", ... or "!" for applications
-    name: str
-    flavor: str
-    source: str  # where the entry comes from (file:line plus its documented origin)
-
-    @property
-    def full(self) -> str:
-        return f"{self.name} {self.flavor}".strip()
-
-
-@dataclass
-class TcpSigEntry:
-    label: Label
-    text: str
-    ver: int | None  # None = '*'
-    ittl: int
-    bad_ttl: bool
-    olen: int
-    mss: int | None
-    wtype: str  # "n" literal, "mod", "mss", "mtu", "*"
-    wval: int
-    wscale: int | None
-    layout: tuple[str, ...]
-    quirks: frozenset[str]
-    pclass: int | None
-
-
-@dataclass
-class HttpSigEntry:
-    label: Label
-    text: str
-    ver: int | None
-    horder: list[tuple[str, bool, str | None]]  # (lower-case name, optional, value substring)
-    habsent: frozenset[str]
-    expsw: str
-    sys: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SignatureDB:
-    syn: list[TcpSigEntry] = field(default_factory=list)
-    synack: list[TcpSigEntry] = field(default_factory=list)
-    http_request: list[HttpSigEntry] = field(default_factory=list)
-    http_response: list[HttpSigEntry] = field(default_factory=list)
-    mtu: dict[int, str] = field(default_factory=dict)
-    ua_os: list[tuple[str, str]] = field(default_factory=list)  # (substring in User-Agent, OS name)
-    sources: list[str] = field(default_factory=list)
-
-    def extend(self, other: SignatureDB) -> None:
-        self.syn += other.syn
-        self.synack += other.synack
-        self.http_request += other.http_request
-        self.http_response += other.http_response
-        for k, v in other.mtu.items():
-            self.mtu.setdefault(k, v)
-        self.ua_os += [u for u in other.ua_os if u not in self.ua_os]
-        self.sources += other.sources
-
-
-# --------------------------------------------------------------------------- grammar
-
-
-def parse_tcp_sig(text: str, label: Label, where: str) -> TcpSigEntry:
-    """`ver:ittl:olen:mss:wsize,scale:olayout:quirks:pclass` (p0f README §5)."""
-    parts = text.strip().split(":")
-    if len(parts) != 8:
-        raise UsageError(f"{where}: TCP signature {text!r}: expected 8 ':'-separated fields")
-    ver_s, ittl_s, olen_s, mss_s, win_s, lay_s, q_s, pc_s = parts
-    try:
-        ver = None if ver_s == "*" else int(ver_s)
-        if ver not in (None, 4, 6):
-            raise ValueError
-        bad_ttl = ittl_s.endswith("-")
-        ittl_s = ittl_s.rstrip("-")
-        if "+" in ittl_s:  # observed+distance form
-            a, b = ittl_s.split("+", 1)
-            ittl = int(a) + (0 if b == "?" else int(b))
-        else:
-            ittl = int(ittl_s)
-        if not 1 <= ittl <= 255:
-            raise ValueError
-        olen = int(olen_s)
-        mss = None if mss_s == "*" else int(mss_s)
-        w_s, _, sc_s = win_s.partition(",")
-        wscale = None if sc_s in ("*", "") else int(sc_s)
-        if w_s == "*":
-            wtype, wval = "*", 0
-        elif w_s.startswith("mss*"):
-            wtype, wval = "mss", int(w_s[4:])
-        elif w_s.startswith("mtu*"):
-            wtype, wval = "mtu", int(w_s[4:])
-        elif w_s.startswith("%"):
-            wtype, wval = "mod", int(w_s[1:])
-            if wval <= 0:
-                raise ValueError
-        else:
-            wtype, wval = "n", int(w_s)
-        layout = tuple(x.strip() for x in lay_s.split(",") if x.strip())
-        for item in layout:
-            if item not in ("nop", "mss", "ws", "sok", "sack", "ts") and not (
-                    item.startswith("eol+") and item[4:].isdigit()) and not (item.startswith("?") and item[1:].isdigit()):
-                raise ValueError(f"option {item!r}")
-        quirks = frozenset(x.strip() for x in q_s.split(",") if x.strip())
-        if quirks - QUIRKS:
-            raise ValueError(f"quirk {sorted(quirks - QUIRKS)[0]!r}")
-        pclass = None if pc_s == "*" else (0 if pc_s == "0" else 1 if pc_s == "+" else int("x"))
-    except ValueError as e:
-        why = f" (bad {e})" if str(e) and not str(e).startswith("invalid literal") else ""
-        raise UsageError(f"{where}: bad TCP signature {text!r}{why}") from None
-    return TcpSigEntry(label, text.strip(), ver, ittl, bad_ttl, olen, mss, wtype, wval, wscale, layout, quirks, pclass)
-
-
-def parse_http_sig(text: str, label: Label, where: str, sys: list[str] | None = None) -> HttpSigEntry:
-    """`ver:horder:habsent:expsw`; in horder '?Name' is optional and 'Name=[substr]' checks a value."""
-    parts = text.strip().split(":", 3)
-    if len(parts) != 4:
-        raise UsageError(f"{where}: HTTP signature {text!r}: expected 4 ':'-separated fields")
-    ver_s, order_s, absent_s, expsw = parts
-    if ver_s not in ("*", "0", "1"):
-        raise UsageError(f"{where}: HTTP signature {text!r}: version {ver_s!r} is not 0, 1 or *")
-    horder: list[tuple[str, bool, str | None]] = []
-    for item in _split_headers(order_s):
-        opt = item.startswith("?")
-        item = item[1:] if opt else item
-        name, eq, val = item.partition("=")
-        if eq:
-            if not (val.startswith("[") and val.endswith("]")):
-                raise UsageError(f"{where}: HTTP signature {text!r}: value of {name!r} must be [..]")
-            horder.append((name.strip().lower(), opt, val[1:-1]))
-        else:
-            horder.append((name.strip().lower(), opt, None))
-    habsent = frozenset(x.strip().lower() for x in absent_s.split(",") if x.strip())
-    return HttpSigEntry(label, text.strip(), None if ver_s == "*" else int(ver_s), horder, habsent, expsw, sys or [])
-
-
-def _split_headers(s: str) -> list[str]:
-    """Commas separate headers except inside a [value]."""
-    out, cur, depth = [], [], 0
-    for ch in s:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth = max(0, depth - 1)
-        if ch == "," and depth == 0:
-            out.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    if "".join(cur).strip():
-        out.append("".join(cur).strip())
-    return [x for x in out if x]
-
+from hostprint.engine.headers import TcpObservation
+from hostprint.model import Evidence, OsBlock, OsMatch, to_json
+from hostprint.signatures.passive_sigs import (  # noqa: F401 - the grammar's names, re-exported for matchers
+    CONFIDENCE,
+    FUZZY_MAY_APPEAR,
+    FUZZY_MAY_VANISH,
+    MAX_DIST,
+    QUIRK_ORDER,
+    QUIRKS,
+    HttpSigEntry,
+    Label,
+    SignatureDB,
+    V4_ONLY,
+    V6_ONLY,
+    TcpSigEntry,
+    guess_ittl,
+)
 
 # --------------------------------------------------------------------------- observed signatures
-
-
-@dataclass(slots=True)
-class TcpObservation:
-    """One SYN or SYN+ACK as p0f describes it (fields named after its signature)."""
-
-    ver: int
-    ttl: int
-    olen: int
-    mss: int | None
-    win: int
-    wscale: int | None
-    layout: tuple[str, ...]
-    quirks: frozenset[str]
-    pclass: int
-    tos: int
-    hdr_len: int  # IP + TCP header bytes (p0f's "actual size" for the mtu* window form)
-    tsval: int | None
-    tsecr: int | None
-    synack: bool
-    ipid: int = 0
-    flow: int = 0
-
-    def key(self, peer_mss: int | None) -> tuple:
-        return (self.synack, self.ver, self.ttl, self.olen, self.mss, self.win, self.wscale, self.layout,
-                self.quirks, self.pclass, self.hdr_len, peer_mss if self.synack else None)
 
 
 def win_multiple(o: TcpObservation, peer_mss: int | None = None) -> tuple[int, bool]:
@@ -425,3 +237,28 @@ def _order_fits(horder: list[tuple[str, bool, str | None]], names: list[str], va
         elif not optional:
             return False
     return i == len(seq)
+
+
+def passive_block(summary: dict[str, Any]) -> OsBlock:
+    """A passively seen host's evidence block (technique "passive"): the most frequent TCP match
+    of its own traffic as the class it names, and what else the traffic revealed (HTTP software,
+    NAT signs, uptime from the TCP timestamp clock, link MTU, claims that contradict the stack)."""
+    from hostprint.signatures.knowledge import families
+
+    best = summary.get("os")
+    matches = []
+    if isinstance(best, dict) and best.get("name"):
+        fam = families().get(best.get("family"))
+        how = ("generic" if best.get("generic") else "exact") + (", fuzzy" if best.get("fuzzy") else "")
+        seen = summary.get("observations") or {}
+        n = sum(v for v in seen.values() if isinstance(v, int)) if isinstance(seen, dict) else 0
+        matches.append(OsMatch(
+            name=str(best["name"]), family=fam.name if fam else best.get("family"), vendor=fam.vendor if fam else None,
+            device_type=fam.device_type if fam and fam.device_type else None,
+            confidence=float(best.get("confidence") or 0), db="p0f" if "p0f" in str(best.get("source")) else "hostprint",
+            evidence=[Evidence("passive", f"{best.get('signature')} ({how}; {best.get('source')}; "
+                                          f"{n} packets seen)")],
+            data={k: to_json(best.get(k)) for k in ("class", "generic", "fuzzy", "signature", "source")}))
+    keep = ("first_seen", "last_seen", "observations", "labels", "mtu", "link", "initial_ttls", "signatures",
+            "uptime", "timestamps", "http", "dishonest", "nat")
+    return OsBlock("passive", matches=matches, data={k: to_json(summary.get(k)) for k in keep})

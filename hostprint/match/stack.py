@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hostprint.model import Evidence, OsMatch, UnknownOs
 from hostprint.signatures.nmap_os_db import Fingerprint, OsDb, Tests
 
 LIT, RANGE, GT, LT, GLOB = 0, 1, 2, 3, 4
@@ -39,7 +40,7 @@ class _Attr:
     hi: np.ndarray
     lit: np.ndarray  # object (str) per alternative
     globs: np.ndarray | None = None  # bool per alternative: a '*' pattern (hostprint DB)
-    patterns: list | None = None  # compiled regex per alternative (None where not a pattern)
+    patterns: list[re.Pattern[str] | None] | None = None  # compiled regex per alternative
 
 
 @dataclass
@@ -101,7 +102,7 @@ class StackMatcher:
                 possible += at.weight * at.present
                 ov = _hex(val)
                 hit = at.lit == val
-                if at.globs is not None:
+                if at.globs is not None and at.patterns is not None:
                     hit |= at.globs & np.array([g is not None and g.fullmatch(val) is not None for g in at.patterns])
                 if ov != NO_NUM:
                     hit |= ((at.kind == RANGE) & (at.lo <= ov) & (ov <= at.hi)) | ((at.kind == GT) & (ov > at.lo)) \
@@ -208,25 +209,31 @@ def _generation(fp: Fingerprint) -> str:
     return f"{gens[0].split(' - ')[0]}-{gens[-1].split(' - ')[-1]}"
 
 
-def _class_dict(m: Match, db_label: str, penalty: float) -> dict:
+def _class_match(m: Match, db_label: str, penalty: float) -> OsMatch:
     c = m.print.classes[0]
     srcs = m.print.sources
     where = f"{db_label} {m.print.source + ' ' if m.print.source else ''}line {m.print.line}"
     types = "|".join(dict.fromkeys(k.device_type for k in m.print.classes if k.device_type))
-    return {"name": m.print.name, "family": c.family, "vendor": c.vendor, "generation": _generation(m.print),
-            "device_type": types or c.device_type, "confidence": round(m.accuracy * penalty, 3), "accuracy": round(m.accuracy, 3),
-            "db": db_label, "cpe": m.print.cpes, "line": m.print.line,
-            "evidence": [{"method": "stack", "detail": f"{where}: {m.earned}/{m.possible} points"
-                          + (f"; {srcs[0].split(':', 1)[0]} class" if srcs else "")}]}
+    return OsMatch(name=m.print.name, family=c.family, vendor=c.vendor, generation=_generation(m.print),
+                   device_type=types or c.device_type, confidence=round(m.accuracy * penalty, 3),
+                   accuracy=round(m.accuracy, 3), db=db_label, cpe=list(m.print.cpes), line=m.print.line,
+                   evidence=[Evidence("stack", f"{where}: {m.earned}/{m.possible} points"
+                                      + (f"; {srcs[0].split(':', 1)[0]} class" if srcs else ""))])
 
 
-def classify(observed: Tests, matchers: list[tuple[str, StackMatcher]], ideal: bool = True, top: int = 5) -> dict:
+@dataclass
+class StackVerdict:
+    matches: list[OsMatch]
+    unknown: UnknownOs | None
+
+
+def classify(observed: Tests, matchers: list[tuple[str, StackMatcher]], ideal: bool = True, top: int = 5) -> StackVerdict:
     """Matches from every selected DB, best first, plus an 'unknown' verdict for stacks that are far
-    from every class of hostprint's own DB: {"matches": [...], "unknown": None | {"nearest", "distance",
-    "disagreements"}}. Confidence is the accuracy, lowered by a tenth when test conditions were not
-    ideal (no open or closed port, no UDP answer), as nmap does."""
+    from every class of hostprint's own DB (the nearest class, its distance and the attributes that
+    disagree). Confidence is the accuracy, lowered by a tenth when test conditions were not ideal
+    (no open or closed port, no UDP answer), as nmap does."""
     penalty = 1.0 if ideal else 0.9
-    matches: list[dict] = []
+    matches: list[OsMatch] = []
     unknown = None
     for label, m in matchers:
         own = is_class_db(label)
@@ -235,17 +242,17 @@ def classify(observed: Tests, matchers: list[tuple[str, StackMatcher]], ideal: b
             dist = _distance(m, observed, ranked[0]) if ranked else 1.0
             if ranked and (ranked[0].accuracy < UNKNOWN_BELOW or dist > UNKNOWN_DISTANCE):
                 best = ranked[0]
-                unknown = {"nearest": best.print.name, "family": best.print.classes[0].family,
-                           "distance": round(dist, 3), "accuracy": round(best.accuracy, 3),
-                           "disagreements": disagreements(observed, best.print)[:12]}
+                unknown = UnknownOs(nearest=best.print.name, family=best.print.classes[0].family,
+                                    distance=round(dist, 3), accuracy=round(best.accuracy, 3),
+                                    disagreements=disagreements(observed, best.print)[:12])
                 continue
             ranked = [r for r in ranked if r.accuracy >= UNKNOWN_BELOW]
         else:
             ranked = [r for r in ranked if r.accuracy >= NMAP_THRESHOLD]
-        matches.extend(_class_dict(r, label, penalty) for r in ranked[:top])
+        matches.extend(_class_match(r, label, penalty) for r in ranked[:top])
     # our classes first when they tie with a print of another DB: they say where their facts come from
-    matches.sort(key=lambda d: (-d["confidence"], not is_class_db(d["db"])))
-    return {"matches": matches, "unknown": unknown}
+    matches.sort(key=lambda d: (-d.confidence, not is_class_db(d.db or "")))
+    return StackVerdict(matches, unknown)
 
 
 def is_class_db(label: str) -> bool:

@@ -16,11 +16,14 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hostprint import model
 from hostprint.match.app import NULL, Match, SignatureDB, Trigger, best, os_hint
+from hostprint.probes.base import Session, Technique
+from hostprint.probes.options import ScanOptions
 
 # nmap calls a port that accepts and closes without a word "tcpwrapped" (nmap book, "tcpwrapped").
 TCPWRAPPED = "tcpwrapped"
@@ -619,13 +622,6 @@ def hexdump(data: bytes, limit: int = 512) -> str:
     return "\n".join(lines)
 
 
-def run(targets: list[tuple[str, int, str]], opts: AppOptions) -> list[PortReport]:
-    async def main() -> list[PortReport]:
-        return await Engine(opts).scan(targets)
-
-    return asyncio.run(main())
-
-
 def apply_to_host(host: model.HostResult, reports: list[PortReport]) -> None:
     """Fill PortResult.service from reports; add distribution hints to host.os['hints']."""
     by = {(r.port, r.proto): r for r in reports if r.address == host.address}
@@ -641,7 +637,44 @@ def apply_to_host(host: model.HostResult, reports: list[PortReport]) -> None:
             p.state, p.reason = model.OPEN, "udp-response"
         hint = r.os_hint()
         if hint is not None:
-            hints = host.os.setdefault("hints", [])
-            d = {**hint.to_dict(), "source": f"{p.port}/{p.protocol} {svc.name} banner"}
-            if d not in hints:
-                hints.append(d)
+            hint.source = f"{p.port}/{p.protocol} {svc.name} banner"
+            host.os.add_hint(hint)
+
+
+class ServiceScan(Technique[list[PortReport]]):
+    """-sV through the contract of probes/base.py: banners, triggers and TLS on every open TCP
+    port and every open or open|filtered UDP port of the up hosts."""
+
+    name = "service"
+    phase = 20
+    needs_raw = False
+    label = "service scan"
+
+    def __init__(self, opts: AppOptions):
+        self.opts = opts
+
+    @classmethod
+    def create(cls, options: ScanOptions) -> list[ServiceScan]:
+        if not options.service_scan:
+            return []
+        from hostprint.signatures.sv_db import sv_db
+
+        w = options.sv_timeout
+        return [cls(AppOptions(sv_db(options.sv_db), connect_timeout=w, response_timeout=w, banner_timeout=w,
+                               retries=1, parallel=64))]
+
+    async def probe(self, hosts: Sequence[model.HostResult], session: Session) -> dict[str, list[PortReport]]:
+        todo = [(h.address, p.port, p.protocol) for h in hosts for p in h.ports
+                if p.state == model.OPEN or (p.protocol == "udp" and p.state == model.OPEN_FILTERED)]
+        if not todo:
+            return {}
+        task = session.progress.phase(self.label, len(todo))
+        reps = await Engine(self.opts).scan(todo)
+        session.progress.advance(task, len(todo))
+        out: dict[str, list[PortReport]] = {}
+        for r in reps:
+            out.setdefault(r.address, []).append(r)
+        return out
+
+    def record(self, host: model.HostResult, result: list[PortReport]) -> None:
+        apply_to_host(host, result)

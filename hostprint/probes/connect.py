@@ -7,6 +7,8 @@ connections are in flight at once, bounded by a semaphore sized from the timing 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncio
 import errno
 import socket
@@ -14,6 +16,8 @@ import time
 
 from hostprint import model
 from hostprint.engine.rate import Timing
+from hostprint.probes.base import Session, Technique
+from hostprint.probes.options import ScanOptions
 
 
 class ConnectScan:
@@ -75,3 +79,31 @@ class ConnectScan:
     def results(self, addr: str) -> list[model.PortResult]:
         return [model.PortResult(p, "tcp", *self.result.get((addr, p), (model.FILTERED, "no-response")))
                 for p in self.ports]
+
+
+class ConnectPortScan(Technique[list[model.PortResult]]):
+    """-sT through the contract of probes/base.py: needs no raw sockets."""
+
+    name = "connect"
+    phase = 10
+    needs_raw = False
+    label = "connect scan"
+
+    def __init__(self, options: ScanOptions):
+        self.ports = options.ports.get("tcp", [])
+
+    @classmethod
+    def create(cls, options: ScanOptions) -> list[ConnectPortScan]:
+        return [cls(options)] if "connect" in options.scan_kinds and options.ports.get("tcp") else []
+
+    async def probe(self, hosts: Sequence[model.HostResult], session: Session) -> dict[str, list[model.PortResult]]:
+        addrs = [h.address for h in hosts]
+        task = session.progress.phase(self.label, len(addrs) * len(self.ports))
+        cs = ConnectScan(addrs, self.ports, session.timing)
+        await cs.run()
+        session.progress.advance(task, len(addrs) * len(self.ports))
+        session.stats["connect"] = {"attempts": cs.attempts}
+        return {a: cs.results(a) for a in addrs}
+
+    def record(self, host: model.HostResult, result: list[model.PortResult]) -> None:
+        host.ports.extend(result)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hostprint import model
@@ -24,7 +25,20 @@ from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
 from hostprint.engine.link import Link, Links, until_quiet
+from hostprint.engine.replies import (
+    Reply,
+    Want,
+    acks_cookie,
+    cookie_port,
+    icmp_ident,
+    ident_is_cookie,
+    port_is_cookie,
+    seq_is_cookie,
+)
 from hostprint.engine.rate import Pacer, Timing
+from hostprint.probes.base import Session, Technique
+from hostprint.probes.options import ScanOptions
+from hostprint.stackfacts import distance
 
 UDP_SWEEP_PORT = 40125  # an unlikely-to-be-open port, so the answer is ICMP port unreachable
 # Answers that are ICMP errors (port unreachable) pass Linux's global ICMP limiter: a bucket of
@@ -93,70 +107,82 @@ class Discovery:
         self.last_reply = time.monotonic()
 
     def _icmp_ident(self, addr: str, method: str) -> tuple[int, int]:
-        c = self.cookie(P.ip_to_int(addr), 0, 0, SALT[method])
-        return c >> 16, c & 0xFFFF
+        return icmp_ident(self.cookie, socket.inet_aton(addr), SALT[method])
 
     # ------------------------------------------------------------------ receive
 
-    def _on_frame(self, ts: int, fr: memoryview) -> None:
+    def _on_arp(self, ts: int, fr: memoryview) -> None:
+        if len(fr) < 42 or fr[12] != 0x08 or fr[13] != 0x06:
+            return
         try:
-            p = P.decode_frame(fr)
+            arp = P.decode_arp(fr, 14)
         except P.DecodeError:
             return
-        if p.arp is not None:
-            if p.arp.op == 2:
-                a = socket.inet_ntoa(p.arp.spa)
-                if a in self.target_set and "arp" in self._enabled:
-                    self._saw(a, "arp-response", ts, None, "arp", mac=P.mac_str(p.arp.sha))
-                    self.seen[a].mac = P.mac_str(p.arp.sha)
-            return
-        ip = p.ip
-        if ip is None:
-            return
-        src = socket.inet_ntoa(ip.src)
-        l4 = p.l4
-        if isinstance(l4, P.ICMP):
-            if l4.type == P.ICMP_ECHOREPLY:
-                if "echo" in self._enabled and (l4.id, l4.seq) == self._icmp_ident(src, "echo"):
-                    self._saw(src, "echo-reply", ts, ip.ttl, "echo")
-                elif (l4.id, l4.seq) in self.bcast_idents:
-                    self.sent_ns.setdefault((src, "broadcast"), self.bcast_sent_ns)
-                    self._saw(src, "broadcast-echo-reply", ts, ip.ttl, "broadcast")
-            elif l4.type == P.ICMP_TSTAMPREPLY and "timestamp" in self._enabled:
-                if (l4.id, l4.seq) == self._icmp_ident(src, "timestamp"):
-                    self._saw(src, "timestamp-reply", ts, ip.ttl, "timestamp",
-                              timestamp={"recv": l4.recv, "xmit": l4.xmit})
-            elif l4.type == P.ICMP_MASKREPLY and "mask" in self._enabled:
-                if (l4.id, l4.seq) == self._icmp_ident(src, "mask"):
-                    self._saw(src, "mask-reply", ts, ip.ttl, "mask", mask=socket.inet_ntoa(l4.mask))
-            elif l4.type == P.ICMP_UNREACH and "udp" in self._enabled:
-                q = l4.quoted_packet()
-                if q is None:
-                    return
-                qip, rest = q
-                dst = socket.inet_ntoa(qip.dst)
-                if qip.proto == P.IPPROTO_UDP and len(rest) >= 4:
-                    if int.from_bytes(rest[0:2], "big") == self._udp_sport(dst):
-                        reason = "port-unreach" if l4.code == 3 else "icmp-unreach"
-                        self._saw(dst, reason, ts, ip.ttl, "udp")
-        elif isinstance(l4, P.TCP):
-            if not self.sport_lo <= l4.dport <= self.sport_hi:
-                return
-            for m in ("syn", "ack"):
-                if m not in self._enabled:
-                    continue
-                c = self.cookie(P.ip_to_int(src), l4.sport, l4.dport, SALT[m])
-                if m == "syn" and l4.ack == (c + 1) & 0xFFFFFFFF:
-                    self._saw(src, "syn-ack" if l4.flags & P.SYN else "syn-reset", ts, ip.ttl, m)
-                elif m == "ack" and l4.flags & P.RST and l4.seq == c:
-                    self._saw(src, "ack-reset", ts, ip.ttl, m)
-        elif isinstance(l4, P.UDP) and "udp" in self._enabled:
-            if l4.dport == self._udp_sport(src):
-                self._saw(src, "udp-response", ts, ip.ttl, "udp")
+        if arp.op == 2 and "arp" in self._enabled:
+            a = socket.inet_ntoa(arp.spa)
+            if a in self.target_set:
+                self._saw(a, "arp-response", ts, None, "arp", mac=P.mac_str(arp.sha))
+                self.seen[a].mac = P.mac_str(arp.sha)
 
-    def _udp_sport(self, addr: str) -> int:
-        span = self.sport_hi - self.sport_lo + 1
-        return self.sport_lo + self.cookie(P.ip_to_int(addr), UDP_SWEEP_PORT, 0, SALT["udp"]) % span
+    def _wants(self) -> list[tuple[Want, Callable[[Reply], None]]]:
+        """One Want per enabled method: the engine checks the method's cookie (engine/replies.py)."""
+        peers = frozenset(socket.inet_aton(a) for a in self.targets)
+        icmp, tcp, udp = frozenset({P.IPPROTO_ICMP}), frozenset({P.IPPROTO_TCP}), frozenset({P.IPPROTO_UDP})
+        ports = (self.sport_lo, self.sport_hi)
+
+        def saw(reason: str, method: str, **details: object) -> Callable[[Reply], None]:
+            def on(r: Reply) -> None:
+                self._saw(socket.inet_ntoa(r.peer), reason, r.ts_ns, r.ip.ttl, method, **details)
+            return on
+
+        def timestamp(r: Reply) -> None:
+            m = r.icmp
+            assert m is not None
+            self._saw(socket.inet_ntoa(r.peer), "timestamp-reply", r.ts_ns, r.ip.ttl, "timestamp",
+                      timestamp={"recv": m.recv, "xmit": m.xmit})
+
+        def mask(r: Reply) -> None:
+            m = r.icmp
+            assert m is not None
+            self._saw(socket.inet_ntoa(r.peer), "mask-reply", r.ts_ns, r.ip.ttl, "mask", mask=socket.inet_ntoa(m.mask))
+
+        def broadcast(r: Reply) -> None:
+            src = socket.inet_ntoa(r.peer)
+            self.sent_ns.setdefault((src, "broadcast"), self.bcast_sent_ns)
+            self._saw(src, "broadcast-echo-reply", r.ts_ns, r.ip.ttl, "broadcast")
+
+        def syn(r: Reply) -> None:
+            t = r.tcp
+            assert t is not None
+            self._saw(socket.inet_ntoa(r.peer), "syn-ack" if t.flags & P.SYN else "syn-reset", r.ts_ns, r.ip.ttl, "syn")
+
+        def udp_answer(r: Reply) -> None:
+            reason = "udp-response" if r.error is None else "port-unreach" if r.error.code == 3 else "icmp-unreach"
+            if r.error is None or r.error.type == P.ICMP_UNREACH:
+                self._saw(socket.inet_ntoa(r.peer), reason, r.ts_ns, r.ip.ttl, "udp")
+
+        seq_ok = seq_is_cookie(self.cookie, SALT["ack"])
+        table: dict[str, list[tuple[Want, Callable[[Reply], None]]]] = {
+            "echo": [(Want(peers, icmp, errors=False, icmp_types=frozenset({P.ICMP_ECHOREPLY}),
+                           valid=ident_is_cookie(self.cookie, SALT["echo"])), saw("echo-reply", "echo"))],
+            "broadcast": [(Want(None, icmp, errors=False, icmp_types=frozenset({P.ICMP_ECHOREPLY}),
+                                valid=lambda r: r.icmp is not None and (r.icmp.id, r.icmp.seq) in self.bcast_idents),
+                           broadcast)],
+            "timestamp": [(Want(peers, icmp, errors=False, icmp_types=frozenset({P.ICMP_TSTAMPREPLY}),
+                                valid=ident_is_cookie(self.cookie, SALT["timestamp"])), timestamp)],
+            "mask": [(Want(peers, icmp, errors=False, icmp_types=frozenset({P.ICMP_MASKREPLY}),
+                           valid=ident_is_cookie(self.cookie, SALT["mask"])), mask)],
+            "syn": [(Want(peers, tcp, ports, errors=False, valid=acks_cookie(self.cookie, SALT["syn"])), syn)],
+            "ack": [(Want(peers, tcp, ports, errors=False,
+                          valid=lambda r: r.tcp is not None and bool(r.tcp.flags & P.RST) and seq_ok(r)),
+                     saw("ack-reset", "ack"))],
+            "udp": [(Want(peers, udp, ports, valid=port_is_cookie(self.cookie, self.sport_lo, self.sport_hi, SALT["udp"])),
+                     udp_answer)],
+        }
+        return [w for name in self._enabled for w in table.get(name, [])]
+
+    def _udp_sport(self, addr: str, port: int) -> int:
+        return cookie_port(self.cookie, self.sport_lo, self.sport_hi, socket.inet_aton(addr), port, SALT["udp"])
 
     # ------------------------------------------------------------------ send
 
@@ -183,7 +209,7 @@ class Discovery:
                 tcp = P.TCP(sport, m.port, 0, c, P.ACK, 1024)
             return [P.build_frame(eth, P.IPv4(src, dst, P.IPPROTO_TCP, id=ipid), tcp)]
         if m.name == "udp":
-            return [P.build_frame(eth, P.IPv4(src, dst, P.IPPROTO_UDP, id=ipid), P.UDP(self._udp_sport(addr), m.port, b""))]
+            return [P.build_frame(eth, P.IPv4(src, dst, P.IPPROTO_UDP, id=ipid), P.UDP(self._udp_sport(addr, m.port), m.port, b""))]
         return []
 
     def _broadcast_targets(self) -> dict[str, tuple[Link, str]]:
@@ -208,8 +234,8 @@ class Discovery:
             r = tab.lookup(a)
             plan.append((self.links.for_route(r), a, r))
         links = {id(link): link for link, _, _ in plan}
-        for link in links.values():
-            link.subscribe(self._on_frame)
+        wants = self._wants()
+        tokens = [(link, link.subscribe(self._on_arp), [link.listen(w, h) for w, h in wants]) for link in links.values()]
         pacer = Pacer(min(self.timing.rate, 20_000), burst=256)
         try:
             # ARP first: it also gives the MACs every other on-link probe needs.
@@ -258,8 +284,10 @@ class Discovery:
                 if n or attempt == 0:
                     await until_quiet(list(links.values()), self._wait(), lambda: self.last_reply, quiet=0.05)
         finally:
-            for link in links.values():
-                link.unsubscribe(self._on_frame)
+            for link, arp, listening in tokens:
+                link.unsubscribe(arp)
+                for token in listening:
+                    link.unlisten(token)
             if self.own_links:
                 self.links.close()
         return self.seen
@@ -304,11 +332,37 @@ def host_results(targets: list[str], seen: dict[str, Seen]) -> list[model.HostRe
         if s is None:
             out.append(model.HostResult(a, "down", ["no-response"]))
             continue
-        h = model.HostResult(a, "up", list(s.reasons), mac=s.mac, rtt_us=s.rtt_us)
-        if s.ttl is not None:
-            from hostprint.probes.tcpscan import guess_distance
-            h.distance = guess_distance(s.ttl)
-        if s.details:
-            h.os.setdefault("discovery", {}).update({k: v for k, v in s.details.items() if k != "mac"})
+        h = model.HostResult(a)
+        DiscoveryTechnique([]).record(h, s)
         out.append(h)
     return out
+
+
+class DiscoveryTechnique(Technique[Seen]):
+    """Host discovery through the contract of probes/base.py. It runs first; the runner marks
+    the targets it got no answer from as down (reason no-response)."""
+
+    name = "discovery"
+    phase = 0
+    label = "discovery"
+
+    def __init__(self, methods: list[MethodSpec]):
+        self.methods = methods
+
+    @classmethod
+    def create(cls, options: ScanOptions) -> list[DiscoveryTechnique]:
+        return [cls(options.ping)] if options.ping else []
+
+    async def probe(self, hosts: Sequence[model.HostResult], session: Session) -> dict[str, Seen]:
+        task = session.progress.phase(self.label, len(hosts))
+        seen = await Discovery([h.address for h in hosts], self.methods, session.timing, links=session.links).run()
+        session.progress.advance(task, len(hosts))
+        return seen
+
+    def record(self, host: model.HostResult, result: Seen) -> None:
+        host.status, host.reasons = "up", list(result.reasons)
+        host.mac, host.rtt_us = result.mac, result.rtt_us
+        if result.ttl is not None:
+            host.distance = distance(result.ttl)
+        if result.details:
+            host.os.discovery.update({k: model.to_json(v) for k, v in result.details.items() if k != "mac"})

@@ -77,9 +77,10 @@ from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.checksum import checksum
 from hostprint.engine.cookie import Cookie
+from hostprint.engine import replies
 from hostprint.engine.link import Links
 from hostprint.probes.rounds import TwoRounds
-from hostprint.probes.stack import initial_ttl
+from hostprint.stackfacts import initial_ttl
 
 PROBE_TTL = 64
 ECHO_CODE = 0x5A
@@ -93,7 +94,6 @@ QUERIES = {  # name: (request type, reply type)
     "INFO": (P.ICMP_INFO, P.ICMP_INFOREPLY),
 }
 PROBES = (*QUERIES, "PU")
-ICMP_ERRORS = (P.ICMP_UNREACH, P.ICMP_TIMXCEED, 4, 5, 12)
 
 
 def ms_since_midnight_ut(t: float | None = None) -> int:
@@ -165,36 +165,31 @@ class IcmpStackProbe(TwoRounds):
 
     # ------------------------------------------------------------------ receive
 
-    def _on_frame(self, ts: int, fr: memoryview) -> None:
-        try:
-            p = P.decode_frame(fr)
-        except P.DecodeError:
+    def _want(self) -> replies.Want:
+        """Replies to our four queries (by type and id), the port unreachable quoting our UDP
+        datagram, and any ICMP error quoting one of our queries."""
+        def ours(r: replies.Reply) -> bool:
+            if r.error is None:
+                return r.icmp is not None and (r.icmp.type, r.icmp.id) in self.by_id
+            if r.proto == P.IPPROTO_UDP:
+                return (r.our_port, r.their_port) == (self.sport, self.closed_udp)
+            return r.quoted_icmp in self.by_query
+
+        return replies.Want(peers=frozenset({self.dst}), protos=frozenset({P.IPPROTO_ICMP, P.IPPROTO_UDP}),
+                            icmp_types=frozenset(t for _, t in QUERIES.values()), valid=ours)
+
+    def _on_reply(self, r: replies.Reply) -> None:
+        m = r.error or r.icmp
+        assert m is not None
+        if r.ip.src != self.dst:  # an error from a router on the way, not from the target
             return
-        if p.ip is None or p.ip.src != self.dst or not isinstance(p.l4, P.ICMP):
-            return
-        m: P.ICMP = p.l4
-        rep = IcmpReply(ts / 1e9, p.ip, m)
-        name = self.by_id.get((m.type, m.id))
-        if name is not None:
-            self.replies.setdefault(name, rep)
-            return
-        if m.type not in ICMP_ERRORS:
-            return
-        q = m.quoted_packet()
-        if q is None:
-            return
-        qip, rest = q
-        if qip.dst != self.dst:
-            return
-        if qip.proto == P.IPPROTO_UDP and len(rest) >= 4 and struct.unpack_from("!HH", rest) == (self.sport, self.closed_udp):
-            if m.type == P.ICMP_UNREACH:
-                self.replies.setdefault("PU", rep)
-            else:
-                self.errors.setdefault("PU", rep)
-        elif qip.proto == P.IPPROTO_ICMP and len(rest) >= 6:
-            qname = self.by_query.get((rest[0], struct.unpack_from("!H", rest, 4)[0]))
-            if qname is not None:
-                self.errors.setdefault(qname, rep)
+        rep = IcmpReply(r.ts, r.ip, m)
+        if r.error is None:
+            self.replies.setdefault(self.by_id[(m.type, m.id)], rep)
+        elif r.proto == P.IPPROTO_UDP:
+            (self.replies if m.type == P.ICMP_UNREACH else self.errors).setdefault("PU", rep)
+        elif r.quoted_icmp is not None:
+            self.errors.setdefault(self.by_query[r.quoted_icmp], rep)
 
     # ------------------------------------------------------------------ send
 

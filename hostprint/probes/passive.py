@@ -21,7 +21,6 @@ so a million-flow capture does not grow memory without bound.
 from __future__ import annotations
 
 import json
-import re
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -29,244 +28,36 @@ from typing import Any
 import numpy as np
 
 from hostprint.engine import pcapfile as PF
+from hostprint.engine.headers import (
+    ACK,
+    PSH,
+    RST,
+    SYN,
+    U16,
+    U16X2,
+    TcpObservation,
+    addr_text,
+    http_head,
+    parse_tcp,
+    syn_cache_key,
+)
 from hostprint.match.passive import (
     MAX_DIST,
     QUIRK_ORDER,
     PassiveMatcher,
-    TcpObservation,
     guess_ittl,
     raw_signature,
     win_multiple,
 )
+from hostprint.model import OPEN, HostResult, PortResult
+from hostprint.probes.base import Technique
 from hostprint.probes.passive_hosts import HostState, addr_key, same_os
 
-SYN, ACK, PSH, URG, RST, FIN, ECE, CWR = 0x02, 0x10, 0x08, 0x20, 0x04, 0x01, 0x40, 0x80
-_OPTNAME = {1: "nop", 2: "mss", 3: "ws", 4: "sok", 5: "sack", 8: "ts"}
-_IP4 = struct.Struct("!BBHHHBBH")
-_TCP = struct.Struct("!HHIIBBHHH")
-_H = struct.Struct("!H")
-_HH = struct.Struct("!HH")
 _HTTP_FIRST = np.frombuffer(b"CDGHOPT", np.uint8).astype(np.int64)
-_II = struct.Struct("!II")
-
-HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ")
-MAX_HEADERS = 64
-
-
-def _int_to_ip(b: bytes) -> str:
-    if len(b) == 4:
-        return "%d.%d.%d.%d" % (b[0], b[1], b[2], b[3])
-    import ipaddress
-
-    return str(ipaddress.IPv6Address(b))
-
-
-def parse_tcp(buf: bytes, ip: int, end: int, ver: int, synack: bool) -> tuple[TcpObservation, int, int, int, int] | None:
-    """SYN / SYN+ACK at IP header offset `ip` (frame bytes end at `end`) -> (observation,
-    source port, destination port, TCP header offset, offset of the timestamp option within the
-    options or -1); None when too short to say anything."""
-    if ver == 4:
-        if end - ip < 20:
-            return None
-        vihl, tos, total, ipid, ff, ttl, _proto, _ck = _IP4.unpack_from(buf, ip)
-        ihl = (vihl & 15) << 2
-        if ihl < 20:
-            return None
-        end = min(end, ip + total) if total >= ihl else end
-        quirks = set()
-        if ff & 0x4000:
-            quirks.add("df")
-            if ipid:
-                quirks.add("id+")
-        elif not ipid:
-            quirks.add("id-")
-        if ff & 0x8000:
-            quirks.add("0+")
-        if tos & 3:
-            quirks.add("ecn")
-        olen = ihl - 20
-        flow = 0
-    else:
-        if end - ip < 40:
-            return None
-        w0 = struct.unpack_from("!I", buf, ip)[0]
-        tos = (w0 >> 20) & 0xFF
-        flow = w0 & 0xFFFFF
-        plen = _H.unpack_from(buf, ip + 4)[0]
-        ttl = buf[ip + 7]
-        ihl = 40
-        end = min(end, ip + 40 + plen)
-        quirks = set()
-        if flow:
-            quirks.add("flow")
-        if tos & 3:
-            quirks.add("ecn")
-        olen = 0
-        ipid = 0
-    t = ip + ihl
-    if end - t < 20:
-        return None
-    sport, dport, seq, ackn, doff, flags, win, _ck, urp = _TCP.unpack_from(buf, t)
-    thl = (doff >> 4) << 2
-    if thl < 20 or t + thl > end:
-        return None
-    if flags & (ECE | CWR) or doff & 1:
-        quirks.add("ecn")
-    if not seq:
-        quirks.add("seq-")
-    if flags & ACK:
-        if not ackn:
-            quirks.add("ack-")
-    elif ackn:
-        quirks.add("ack+")
-    if flags & URG:
-        quirks.add("urgf+")
-    elif urp:
-        quirks.add("uptr+")
-    if flags & PSH:
-        quirks.add("pushf+")
-    # options
-    layout: list[str] = []
-    mss = wscale = tsval = tsecr = None
-    ts_off = -1
-    i, oend = t + 20, t + thl
-    while i < oend:
-        k = buf[i]
-        if k == 0:
-            pad = buf[i + 1: oend]
-            layout.append(f"eol+{len(pad)}")
-            if pad.count(0) != len(pad):
-                quirks.add("opt+")
-            break
-        if k == 1:
-            layout.append("nop")
-            i += 1
-            continue
-        if i + 1 >= oend:
-            quirks.add("bad")
-            layout.append(_OPTNAME.get(k) or f"?{k}")
-            break
-        ln = buf[i + 1]
-        if ln < 2 or i + ln > oend:
-            quirks.add("bad")
-            layout.append(_OPTNAME.get(k) or f"?{k}")
-            break
-        if k == 2:
-            if ln != 4:
-                quirks.add("bad")
-            else:
-                mss = _H.unpack_from(buf, i + 2)[0]
-            layout.append("mss")
-        elif k == 3:
-            if ln != 3:
-                quirks.add("bad")
-            else:
-                wscale = buf[i + 2]
-                if wscale > 14:
-                    quirks.add("exws")
-            layout.append("ws")
-        elif k == 4:
-            if ln != 2:
-                quirks.add("bad")
-            layout.append("sok")
-        elif k == 5:
-            layout.append("sack")
-        elif k == 8:
-            if ln != 10:
-                quirks.add("bad")
-            else:
-                tsval, tsecr = _II.unpack_from(buf, i + 2)
-                if ts_off < 0:
-                    ts_off = i - t - 20
-                if not tsval:
-                    quirks.add("ts1-")
-                if tsecr and not synack:
-                    quirks.add("ts2+")
-            layout.append("ts")
-        else:
-            layout.append(f"?{k}")
-        i += ln
-    pclass = 1 if end > t + thl else 0
-    o = TcpObservation(ver, ttl, olen, mss, win, wscale, tuple(layout), frozenset(quirks), pclass, tos,
-                       ihl + thl, tsval, tsecr, synack, ipid, flow)
-    return o, sport, dport, t, ts_off
-
-
-def syn_cache_key(buf: bytes, ip: int, t: int, end: int) -> tuple[tuple, int | None] | None:
-    """(key, tsval) for an IPv4 SYN or SYN+ACK: every header bit the signature depends on, with
-    the timestamp values cut out of the options (they change on every packet). Two packets with
-    the same key have the same signature, because the option walk up to the timestamp reads only
-    bytes inside the key (the caller checks once, on the parse that fills the cache, that the
-    timestamp option really starts where `find` saw it)."""
-    vihl, tos, total, ipid, ff, ttl, _p, _c = _IP4.unpack_from(buf, ip)
-    ihl = (vihl & 15) << 2
-    if total >= ihl:
-        end = min(end, ip + total)
-    if end - t < 20:
-        return None
-    _sp, _dp, seq, ackn, doff, flags, win, _ck, urp = _TCP.unpack_from(buf, t)
-    thl = (doff >> 4) << 2
-    if thl < 20 or t + thl > end:
-        return None
-    opts = buf[t + 20: t + thl]
-    i = opts.find(b"\x08\x0a")
-    tsval = tsecr = None
-    if i >= 0 and i + 10 <= len(opts):
-        tsval, tsecr = _II.unpack_from(opts, i + 2)
-        opts = opts[: i + 2] + opts[i + 10:]
-    else:
-        i = -1
-    return ((vihl, tos, ff & 0xE000, not ipid, ttl, buf[ip + 20: t] if ihl > 20 else b"", doff, flags, win, not urp,
-             not seq, not ackn, end > t + thl, opts, i, tsval == 0, bool(tsecr)), tsval)
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-_HEADER = re.compile(rb"\r\n([^\s:]+):[ \t]*([^\r\n]*)")
-
-
-def http_head(payload: bytes) -> tuple[bool, int, bytes, tuple[bytes, ...], dict[bytes, bytes]] | None:
-    """(is_request, minor version, first line, header names in order, lower-case name -> raw
-    value) of an HTTP/1.x first segment; None when the bytes are not HTTP/1.x. One regex pass in
-    C; nothing is decoded here (the caller decodes only what its caches have not seen)."""
-    request = payload.startswith(HTTP_METHODS)
-    if not request and not payload.startswith(b"HTTP/1."):
-        return None
-    end = payload.find(b"\r\n\r\n")
-    head = payload if end < 0 else payload[: end + 2]
-    i = head.find(b"\r\n")
-    first = head if i < 0 else head[:i]
-    if request:
-        ver = first[first.rfind(b" ") + 1:]
-        if not ver.startswith(b"HTTP/1."):
-            return None
-        v = ver[7:8]
-    else:
-        v = first[7:8]
-    if v != b"1" and v != b"0":
-        return None
-    pairs = _HEADER.findall(head, i if i >= 0 else len(head))[:MAX_HEADERS]
-    return request, v[0] - 48, first, tuple([n for n, _ in pairs]), {n.lower(): val for n, val in pairs}
 
 
 def _val(b: bytes | None) -> str | None:
     return None if b is None else b[:256].decode("latin-1")
-
-
-def parse_http(payload: bytes) -> dict[str, Any] | None:
-    """The start of an HTTP/1.x request or response as a record: version, header names in
-    order, first line, User-Agent / Server / Via."""
-    r = http_head(payload)
-    if r is None:
-        return None
-    request, version, first, names, values = r
-    d: dict[str, Any] = {"kind": "request" if request else "response", "version": version,
-                         "first_line": first[:200].decode("latin-1"), "headers": [n.decode("latin-1") for n in names]}
-    for k, f in ((b"user-agent", "user_agent"), (b"server", "server"), (b"via", "via")):
-        if k in values:
-            d[f] = _val(values[k])
-    return d
 
 
 # --------------------------------------------------------------------------- the analyzer
@@ -397,10 +188,10 @@ class PassiveAnalyzer:
             off = s + 12
             if end - off < 2:
                 return
-            et = _H.unpack_from(buf, off)[0]
+            et = U16.unpack_from(buf, off)[0]
             off += 2
             while et in (0x8100, 0x88A8) and end - off >= 4:
-                et = _H.unpack_from(buf, off + 2)[0]
+                et = U16.unpack_from(buf, off + 2)[0]
                 off += 4
             if et not in (0x0800, 0x86DD):
                 self.stats["non_ip"] += 1
@@ -421,7 +212,7 @@ class PassiveAnalyzer:
             return
         ver = buf[ip] >> 4
         if ver == 4:
-            if buf[ip + 9] != 6 or (_H.unpack_from(buf, ip + 6)[0] & 0x1FFF):
+            if buf[ip + 9] != 6 or (U16.unpack_from(buf, ip + 6)[0] & 0x1FFF):
                 return
             t = ip + ((buf[ip] & 15) << 2)
         elif ver == 6:
@@ -481,7 +272,7 @@ class PassiveAnalyzer:
             else:
                 o, hit = got
                 tsval = fast[1]
-            sport, dport = _HH.unpack_from(ports)
+            sport, dport = U16X2.unpack_from(ports)
             if synack:
                 self.stats["synack"] += 1
             else:
@@ -512,17 +303,17 @@ class PassiveAnalyzer:
             del flows[fk]
         thl = (buf[t + 12] >> 4) << 2
         if ver == 4:
-            total = _H.unpack_from(buf, ip + 2)[0]
+            total = U16.unpack_from(buf, ip + 2)[0]
             pend = min(end, ip + total)
         else:
-            pend = min(end, ip + 40 + _H.unpack_from(buf, ip + 4)[0])
+            pend = min(end, ip + 40 + U16.unpack_from(buf, ip + 4)[0])
         if pend - (t + thl) < 16:
             return
         h = http_head(buf[t + thl: pend])
         if h is None or h[0] != request:
             return
         self.stats["http"] += 1
-        sport, dport = _HH.unpack_from(buf, t)
+        sport, dport = U16X2.unpack_from(buf, t)
         self._observe_http(h, buf[a0: a0 + alen], sport, buf[a1: a1 + alen], dport, ts)
 
     # ---------------------------------------------------------------- bookkeeping
@@ -555,7 +346,7 @@ class PassiveAnalyzer:
         if a is None:
             if len(self._addrs) > 65536:
                 self._addrs.clear()
-            a = self._addrs[b] = _int_to_ip(b)
+            a = self._addrs[b] = addr_text(b)
         return a
 
     def _observe(self, o: TcpObservation, tsval: int | None, src: bytes, sport: int, dst: bytes, dport: int,
@@ -706,3 +497,58 @@ class PassiveAnalyzer:
 
     def summaries(self) -> list[dict[str, Any]]:
         return [h.summary() for h in sorted(self.hosts.values(), key=lambda x: addr_key(x.address))]
+
+
+class PassiveTechnique(Technique[dict[str, Any]]):
+    """Passive observation through the contract of probes/base.py. A listening technique: it
+    sends nothing, and `probe` returns every host its source (capture files or a live interface)
+    showed, given hosts or not; `record` turns a host's summary into its os.passive block and the
+    ports it was seen serving. The command builds it with its source (`passive -r/-i`)."""
+
+    name = "passive"
+    phase = 60
+    needs_raw = False
+    label = "passive"
+
+    def __init__(self, matcher: PassiveMatcher, *, files: list[Any] | None = None, iface: str | None = None,
+                 count: int | None = None, timeout: float | None = None, write: Callable[[str], Any] | None = None):
+        self.analyzer = PassiveAnalyzer(matcher, None, write=write)
+        self.files = files or []
+        self.iface = iface
+        self.count = count
+        self.timeout = timeout
+        self.error: Exception | None = None  # a damaged capture: what was read before it is kept
+
+    @classmethod
+    def create(cls, options: Any) -> list[PassiveTechnique]:
+        return []  # only `hostprint passive` runs it, with its capture source
+
+    async def probe(self, hosts: Any, session: Any) -> dict[str, dict[str, Any]]:
+        from hostprint.engine.pcapfile import CaptureError, read_batches
+
+        if self.iface:
+            from hostprint.engine.capture import live_capture
+
+            try:
+                live_capture(self.iface, lambda ts, fr: self.analyzer.feed_frame(ts, fr),
+                             stop=lambda: self.count is not None and self.analyzer.observations >= self.count,
+                             timeout=self.timeout)
+            except KeyboardInterrupt:
+                pass
+        for f in self.files:
+            try:
+                for b in read_batches(f):
+                    self.analyzer.feed_batch(b)
+            except CaptureError as e:
+                self.error = e
+                break
+        return {s["address"]: s for s in self.analyzer.summaries()}
+
+    def record(self, host: HostResult, result: dict[str, Any]) -> None:
+        from hostprint.match.passive import passive_block
+
+        host.status, host.reasons, host.distance = "up", ["passive"], result["distance"]
+        host.started, host.finished = result["first_seen"], result["last_seen"]
+        # a SYN+ACK seen from a port means it was open at that time (nmap's reason word)
+        host.set_ports([PortResult(p, "tcp", OPEN, "syn-ack") for p in result["server_ports"]])
+        host.os.add(passive_block(result))

@@ -7,18 +7,29 @@ half the wait: one lost packet must not read as "this stack does not answer that
 
 from __future__ import annotations
 
+from hostprint.engine import replies
 from hostprint.engine.link import Link, Links, answers_settle
 
 
 class TwoRounds:
-    """Subclasses set `addr`, `links`, `wait` and provide `_on_frame`, `_rtts`, `_send_round`."""
+    """Subclasses set `addr`, `links`, `wait` and provide `_want` (the replies they take, cookie
+    checks included: engine/replies.py), `_on_reply`, `_rtts`, `_send_round`."""
 
     addr: str
     links: Links
     wait: float
 
-    def _on_frame(self, ts: int, fr: memoryview) -> None:
+    def _want(self) -> replies.Want:
         raise NotImplementedError
+
+    def _on_reply(self, r: replies.Reply) -> None:
+        raise NotImplementedError
+
+    def feed(self, ts_ns: int, frame: bytes | memoryview) -> None:
+        """One frame as the link would hand it over (tests on captured bytes use this)."""
+        r = replies.decode_reply(ts_ns, frame)
+        if r is not None and self._want().accepts(r):
+            self._on_reply(r)
 
     def _rtts(self) -> list[float]:
         raise NotImplementedError
@@ -36,7 +47,7 @@ class TwoRounds:
         if mac is None:
             conditions.append("target did not answer ARP")
             return False
-        link.subscribe(self._on_frame)
+        token = link.listen(self._want(), self._on_reply)
         try:
             for attempt in range(2):
                 await self._send_round(link, mac, attempt)
@@ -45,7 +56,7 @@ class TwoRounds:
                 if self._complete():
                     break
         finally:
-            link.unsubscribe(self._on_frame)
+            link.unlisten(token)
         return True
 
 

@@ -10,130 +10,109 @@ later by the stack fingerprint issue.
 from __future__ import annotations
 
 import asyncio
-import math
 import socket
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
 from hostprint.engine.link import Links
+from hostprint.engine.replies import Reply, Want, acks_cookie
+from hostprint.model import OPEN, HostResult, Json
+from hostprint.probes.base import Session, Technique
+from hostprint.probes.options import ScanOptions
+from hostprint.stackfacts import CLOCK_MAX_HZ, ip_id_class, ip_id_words, isn_stats, nominal_hz, uptime
 
 
-def ip_id_class(ids: list[int]) -> str:
-    """nmap's TI classes: Z all zero, RD random with a jump >= 20000, RI random positive
-    increments (some >= 1000 not multiples of 256), BI broken little-endian (multiples of 256),
-    I incremental (< 10 per step), else 'unknown'."""
-    if len(ids) < 2:
-        return "unknown"
-    if all(i == 0 for i in ids):
-        return "Z"
-    diffs = [(b - a) & 0xFFFF for a, b in zip(ids, ids[1:])]
-    if any(d >= 20000 for d in diffs):
-        return "RD"
-    if all(d == 0 for d in diffs) and ids[0]:
-        return "fixed"
-    if all(d % 256 == 0 and d <= 5120 for d in diffs):
-        return "BI"
-    if all(d < 10 for d in diffs):
-        return "I"
-    if any(d >= 1000 and d % 256 for d in diffs):
-        return "RI"
-    return "unknown"
+@dataclass(frozen=True)
+class SeqSample:
+    """One SYN-ACK of the series: when our SYN left, when the answer arrived (kernel time), its
+    ISN, IP ID and TCP timestamp value."""
+
+    sent: float
+    received: float
+    isn: int
+    ip_id: int
+    tsval: int | None
 
 
-def isn_stats(isns: list[int], times: list[float]) -> dict[str, float | int]:
-    diffs = [(b - a) & 0xFFFFFFFF for a, b in zip(isns, isns[1:])]
-    diffs = [d if d < 1 << 31 else (1 << 32) - d for d in diffs]
-    g = 0
-    for d in diffs:
-        g = math.gcd(g, d)
-    rates = [d / max(t2 - t1, 1e-6) for d, t1, t2 in zip(diffs, times, times[1:])]
-    avg = sum(rates) / len(rates) if rates else 0.0
-    isr = round(8 * math.log2(avg)) if avg >= 1 else 0
-    sd = 0.0
-    if len(rates) > 1 and g:
-        mean = sum(r / g for r in rates) / len(rates)
-        sd = math.sqrt(sum((r / g - mean) ** 2 for r in rates) / (len(rates) - 1))
-    sp = round(8 * math.log2(sd)) if sd >= 1 else 0
-    return {"gcd": g, "isr": isr, "sp": sp, "rate_per_s": round(avg, 1)}
-
-
-async def sequence_report(addr: str, port: int, links: Links, probes: int = 6, spacing: float = 0.1) -> dict:
+async def probe_sequence(addr: str, port: int, links: Links, probes: int = 6, spacing: float = 0.1) -> list[SeqSample]:
+    """Six SYNs to one open port, 100 ms apart (nmap's SEQ spacing); the SYN-ACKs in probe order."""
     link, mac = await links.toward(addr)
     if mac is None:
-        return {}
+        return []
     cookie = Cookie()
     lo, hi = route.probe_port_range()
     got: dict[int, tuple[int, int, int, tuple[int, int] | None]] = {}
+    sent: dict[int, float] = {}
     dst_int = P.ip_to_int(addr)
+    def on_reply(r: Reply) -> None:
+        t = r.tcp
+        if t is not None and t.flags & P.SYN and t.flags & P.ACK:
+            got.setdefault(r.our_port or 0, (r.ts_ns, t.seq, r.ip.id, t.timestamps))
 
-    def on_frame(ts: int, fr: memoryview) -> None:
-        try:
-            p = P.decode_frame(fr)
-        except P.DecodeError:
-            return
-        t = p.tcp
-        if t is None or p.ip is None or p.ip.src != socket.inet_aton(addr) or t.sport != port:
-            return
-        if not lo <= t.dport <= hi or not (t.flags & P.SYN and t.flags & P.ACK):
-            return
-        if t.ack != (cookie(dst_int, port, t.dport) + 1) & 0xFFFFFFFF:
-            return
-        got.setdefault(t.dport, (ts, t.seq, p.ip.id, t.timestamps))
-
-    link.subscribe(on_frame)
+    token = link.listen(Want(peers=frozenset({socket.inet_aton(addr)}), protos=frozenset({P.IPPROTO_TCP}),
+                             our_ports=(lo, hi), errors=False, valid=acks_cookie(cookie)), on_reply)
     try:
         for i in range(probes):
             sport = lo + i
             tcp = P.TCP(sport, port, cookie(dst_int, port, sport), 0, P.SYN, 1024,
                         options=[(P.OPT_WS, 10), (P.OPT_NOP, None), (P.OPT_MSS, 1460),
                                  (P.OPT_TS, (0xFFFFFFFF, 0)), (P.OPT_SACKOK, None)])
+            sent[sport] = time.time()
             link.send(P.build_frame(link.eth(mac), P.IPv4(socket.inet_aton(link.src), socket.inet_aton(addr), id=i + 1), tcp))
             await asyncio.sleep(spacing)
         await link.settle(0.3)
     finally:
-        link.unsubscribe(on_frame)
-    rows = [got[k] for k in sorted(got)]
-    if len(rows) < 2:
-        return {"responses": len(rows)}
-    times = [ts / 1e9 for ts, *_ in rows]
+        link.unlisten(token)
+    return [SeqSample(sent[k], ts / 1e9, isn, ipid, tss[0] if tss else None)
+            for k, (ts, isn, ipid, tss) in sorted(got.items())]
+
+
+def sequence_report(samples: list[SeqSample]) -> dict[str, Json]:
+    """The predictability report (JSON: isn, ip_id, tcp_ts, and nmap's XML shapes) of a SYN-ACK
+    series, from --sequence's own probes or from -O's SEQ probes (the same six SYNs)."""
+    if len(samples) < 2:
+        return {"responses": len(samples)}
+    times = [s.received for s in samples]
     t0 = times[0]
-    out: dict = {"responses": len(rows),
-                 "isn": {**isn_stats([r[1] for r in rows], times), "values": [r[1] for r in rows],
-                         "times": [round(t - t0, 6) for t in times]},
-                 "ip_id": {"class": ip_id_class([r[2] for r in rows]), "values": [r[2] for r in rows]}}
-    tss = [r[3][0] for r in rows if r[3]]
-    if len(tss) >= 2 and len(tss) == len(rows):
+    isns = [s.isn for s in samples]
+    ids = [s.ip_id for s in samples]
+    stats = isn_stats(isns, [s.sent for s in samples])
+    assert stats is not None
+    cls = ip_id_class(ids)
+    out: dict[str, Json] = {"responses": len(samples),
+                            "isn": {"gcd": stats.gcd, "isr": stats.isr, "sp": stats.sp, "rate_per_s": stats.rate_per_s,
+                                    "values": list(isns), "times": [round(t - t0, 6) for t in times]},
+                            "ip_id": {"class": cls or "unknown", "values": list(ids)}}
+    tss = [s.tsval for s in samples if s.tsval is not None]
+    ts_block: dict[str, Json] = {}
+    if len(tss) >= 2 and len(tss) == len(samples):
         steps = [(b - a) & 0xFFFFFFFF for a, b in zip(tss, tss[1:])]
         hz = sum(steps) / max(times[-1] - times[0], 1e-6)
-        ts_block = {"values": tss, "times": [round(t - t0, 6) for t in times]}
-        if any(st >= 1 << 31 for st in steps) or hz > 10_000:
+        ts_block = {"values": list(tss), "times": [round(t - t0, 6) for t in times]}
+        if any(st >= 1 << 31 for st in steps) or hz > CLOCK_MAX_HZ:
             # Linux >= 4.10 adds a random offset per connection (RFC 7323 §5.4): no shared clock.
-            out["tcp_ts"] = {"hz": None, "clock": "per-connection offsets", **ts_block}
+            ts_block = {"hz": None, "clock": "per-connection offsets", **ts_block}
         else:
-            out["tcp_ts"] = {"hz": round(hz, 1), "clock": "shared", **ts_block}
-        for nominal in (2, 100, 200, 1000) if out["tcp_ts"]["hz"] else ():
-            if abs(hz - nominal) / nominal < 0.2:
-                out["tcp_ts"]["uptime_s"] = round(tss[-1] / nominal)
-                out["tcp_ts"]["nominal_hz"] = nominal
+            ts_block = {"hz": round(hz, 1), "clock": "shared", **ts_block}
+            nominal = nominal_hz(hz)
+            if nominal:
+                ts_block["uptime_s"], _wrap = uptime(tss[-1], nominal)
+                ts_block["nominal_hz"] = nominal
+        out["tcp_ts"] = ts_block
     # The same facts in nmap's XML shapes (<tcpsequence>, <ipidsequence>, <tcptssequence>).
-    isn = out["isn"]
-    out["tcpsequence"] = {"index": isn["sp"], "difficulty": _difficulty(isn["sp"]),
-                          "values": ",".join("%X" % r[1] for r in rows)}
-    out["ipidsequence"] = {"class": IPID_CLASS_WORDS.get(out["ip_id"]["class"], out["ip_id"]["class"]),
-                           "values": ",".join("%X" % r[2] for r in rows)}
-    ts = out.get("tcp_ts", {})
-    if ts:
-        cls = "other" if ts.get("hz") is None else f"{ts.get('nominal_hz', round(ts['hz']))}HZ"
-        out["tcptssequence"] = {"class": cls, "values": ",".join("%X" % t for t in tss)}
+    out["tcpsequence"] = {"index": stats.sp, "difficulty": _difficulty(stats.sp),
+                          "values": ",".join("%X" % v for v in isns)}
+    out["ipidsequence"] = {"class": ip_id_words(cls), "values": ",".join("%X" % v for v in ids)}
+    if ts_block:
+        hz_v = ts_block.get("hz")
+        tcls = "other" if not isinstance(hz_v, (int, float)) else f"{ts_block.get('nominal_hz') or round(hz_v)}HZ"
+        out["tcptssequence"] = {"class": tcls, "values": ",".join("%X" % t for t in tss)}
     out["measured_at"] = time.time()
     return out
-
-
-# nmap's words for the IP ID classes in its XML/normal output (nmap book, "IP ID sequence generation").
-IPID_CLASS_WORDS = {"Z": "All zeros", "I": "Incremental", "BI": "Broken little-endian incremental",
-                    "RI": "Randomized", "RD": "Randomized", "fixed": "Constant"}
 
 
 def _difficulty(sp: int) -> str:
@@ -151,3 +130,27 @@ def _difficulty(sp: int) -> str:
     if sp < 16:
         return "Worthy challenge"
     return "Good luck!"
+
+
+class SequenceTechnique(Technique[dict[str, Json]]):
+    """--sequence through the contract of probes/base.py. With -O the stack probe sends the same
+    six SYNs and reports the sequence itself (probes/stack.py), so this one stands down."""
+
+    name = "sequence"
+    phase = 30
+    label = "sequence"
+
+    @classmethod
+    def create(cls, options: ScanOptions) -> list[SequenceTechnique]:
+        return [cls()] if options.sequence and not options.os_detect else []
+
+    async def probe(self, hosts: Sequence[HostResult], session: Session) -> dict[str, dict[str, Json]]:
+        out = {}
+        for h in hosts:
+            open_ports = [p.port for p in h.ports if p.state == OPEN and p.protocol == "tcp"]
+            if open_ports:
+                out[h.address] = sequence_report(await probe_sequence(h.address, open_ports[0], session.links))
+        return out
+
+    def record(self, host: HostResult, result: dict[str, Json]) -> None:
+        host.sequence = result

@@ -16,14 +16,21 @@ import math
 import socket
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hostprint.engine import packets as P
+from hostprint.stackfacts import initial_ttl, ip_id_class, isn_stats, on_clock, uptime
 from hostprint.engine.checksum import checksum
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
+from hostprint.engine import replies
 from hostprint.engine.link import Links
 from hostprint.probes.rounds import TwoRounds
+from hostprint.model import CLOSED, OPEN, HostResult, Twin
+from hostprint.probes.base import Session, Technique
+from hostprint.probes.options import ScanOptions
+from hostprint.probes.sequence import SeqSample
 
 # (window, options) of the six SEQ probes; TS = (0xFFFFFFFF, 0)
 _TS = (P.OPT_TS, (0xFFFFFFFF, 0))
@@ -76,34 +83,6 @@ def flags_nmap(flags: int) -> str:
     return "".join(c for bit, c in order if flags & bit)
 
 
-def initial_ttl(ttl: int) -> int:
-    for t in (32, 64, 128, 255):
-        if ttl <= t:
-            return t
-    return 255
-
-
-def ipid_class(ids: list[int]) -> str | None:
-    """TI/CI/II: Z all zero; constant value in hex; RD a jump >= 20000; BI steps multiple of 256
-    (<= 5120); I steps < 10; RI increments >= 1000 that are not multiples of 256; else None."""
-    if len(ids) < 2:
-        return None
-    if all(i == 0 for i in ids):
-        return "Z"
-    if len(set(ids)) == 1:
-        return "%X" % ids[0]
-    diffs = [(b - a) & 0xFFFF for a, b in zip(ids, ids[1:])]
-    if any(d >= 20000 for d in diffs):
-        return "RD"
-    if all(d % 256 == 0 and 0 < d <= 5120 for d in diffs):
-        return "BI"
-    if all(d < 10 for d in diffs):
-        return "I"
-    if any(d >= 1000 and d % 256 for d in diffs):
-        return "RI"
-    return None
-
-
 @dataclass
 class Reply:
     ts: float  # kernel receive time, seconds
@@ -119,9 +98,12 @@ class StackResult:
     conditions: list[str] = field(default_factory=list)  # why test conditions are not ideal
     distance: int | None = None
     summary: dict = field(default_factory=dict)  # the attributes in words (TTL, window, options, quirks …)
-    twins: list[dict] = field(default_factory=list)  # answers to identical SYNs (load-balancer check)
+    twins: list[Twin] = field(default_factory=list)  # answers to identical SYNs (load-balancer check)
     ts_rate: float | None = None  # Hz, from one connection's SYN-ACK retransmission
     rtt: float | None = None  # s, the slowest answer's round trip
+    #: the SEQ probes' SYN-ACKs as a --sequence series (the same six SYNs, 100 ms apart)
+    sequence: list[SeqSample] = field(default_factory=list)
+    ports: dict[str, int | None] = field(default_factory=dict)  # open / closed / closed_udp probed
 
     def fingerprint(self) -> str:
         order = ("SEQ", "OPS", "WIN", "ECN", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "U1", "IE", "XI")
@@ -151,28 +133,29 @@ class StackProbe(TwoRounds):
         self.dst = socket.inet_aton(addr)
         self.icmp_id = self.cookie(P.ip_to_int(addr), 0, 0, 55) & 0xFFFF
 
-    def _on_frame(self, ts: int, fr: memoryview) -> None:
-        try:
-            p = P.decode_frame(fr)
-        except P.DecodeError:
-            return
-        if p.ip is None or p.ip.src != self.dst:
-            return
-        l4 = p.l4
-        name = None
-        if isinstance(l4, P.TCP):
-            name = self.by_sport.get(l4.dport)
-        elif isinstance(l4, P.ICMP):
-            if l4.type == P.ICMP_ECHOREPLY and l4.id in (self.icmp_id, (self.icmp_id + 1) & 0xFFFF):
-                name = "IE1" if l4.id == self.icmp_id else "IE2"
-            elif l4.type == P.ICMP_UNREACH:
-                q = l4.quoted_packet()
-                if q and q[0].proto == P.IPPROTO_UDP and len(q[1]) >= 2 and int.from_bytes(q[1][:2], "big") == self.sport["U1"]:
-                    name = "U1"
-        if name:
-            rep = Reply(ts / 1e9, p.ip, l4, bytes(fr[14:]))
-            self.replies.setdefault(name, rep)
-            self.all_replies.setdefault(name, []).append(rep)
+    def _want(self) -> replies.Want:
+        """TCP answers to our source ports, echo replies with our two ids, and the port
+        unreachable quoting U1 (nmap's T tests check how a stack acknowledges, so the TCP answers
+        are taken by our port, not by an ACK cookie)."""
+        def ours(r: replies.Reply) -> bool:
+            if r.proto == P.IPPROTO_TCP:
+                return r.error is None and r.our_port in self.by_sport
+            if r.proto == P.IPPROTO_ICMP:
+                return r.error is None and r.icmp is not None and r.icmp.id in (self.icmp_id, (self.icmp_id + 1) & 0xFFFF)
+            return r.error is not None and r.error.type == P.ICMP_UNREACH and r.our_port == self.sport["U1"]
+
+        return replies.Want(peers=frozenset({self.dst}), icmp_types=frozenset({P.ICMP_ECHOREPLY}), valid=ours)
+
+    def _on_reply(self, r: replies.Reply) -> None:
+        if r.proto == P.IPPROTO_TCP:
+            name = self.by_sport[r.our_port or 0]
+        elif r.proto == P.IPPROTO_ICMP:
+            name = "IE1" if r.icmp is not None and r.icmp.id == self.icmp_id else "IE2"
+        else:
+            name = "U1"
+        rep = Reply(r.ts, r.ip, r.l4, r.raw)
+        self.replies.setdefault(name, rep)
+        self.all_replies.setdefault(name, []).append(rep)
 
     def _rtts(self) -> list[float]:
         return [rep.ts - self.sent[n][0] for n, rep in self.replies.items() if n in self.sent]
@@ -263,6 +246,9 @@ class StackProbe(TwoRounds):
         res.ts_rate = self.ts_rate
         res.summary = self._summary(res)
         res.rtt = self.rtt
+        res.sequence = [SeqSample(self.sent[n][0], r.ts, r.l4.seq, r.ip.id, r.l4.timestamps[0] if r.l4.timestamps else None)
+                        for n in (f"SEQ{i}" for i in range(1, 7)) if (r := self.replies.get(n)) is not None
+                        and isinstance(r.l4, P.TCP) and r.l4.flags & P.SYN and n in self.sent]
         return res
 
     # ------------------------------------------------------------------ attributes
@@ -290,10 +276,7 @@ class StackProbe(TwoRounds):
         out: dict[str, str] = {}
         if rate is not None and len(stamps) >= 2:
             t0, v0 = stamps[0][0], stamps[0][1][0]
-            # 100 ticks of slack: SYN cookies (SYNPROXY, Linux under flood) keep option bits in the low
-            # 6 bits of TSval; a random 32-bit offset lands this close with odds of ~1 in 20 million
-            fits = all(abs(((v - v0 - rate * (t - t0)) + (1 << 31)) % (1 << 32) - (1 << 31)) <= 0.05 * rate * abs(t - t0) + 100
-                       for t, (v, _) in stamps[1:])
+            fits = all(on_clock(t0, v0, t, v, rate) for t, (v, _) in stamps[1:])
             out["TSO"] = "H" if fits else "C"
         if rate is None and len(stamps) >= 2:  # nmap's way: across the connections
             rates = [((b[1][0] - a[1][0]) & 0xFFFFFFFF) / max(b[0] - a[0], 1e-3) for a, b in zip(stamps, stamps[1:])]
@@ -312,7 +295,7 @@ class StackProbe(TwoRounds):
     def _summary(self, res: StackResult) -> dict:
         """The issue's attribute list in plain words, from the SYN-ACK to SEQ1 (p0f's field and quirk
         names, parsed by the passive module's reader) and the SEQ/U1 results."""
-        from hostprint.probes.passive import parse_tcp
+        from hostprint.engine.headers import parse_tcp
 
         out: dict = {}
         rep = self.replies.get("SEQ1")
@@ -341,11 +324,10 @@ class StackProbe(TwoRounds):
         if seq.get("TSO") == "H" and self.ts_rate and rep is not None and rep.l4.timestamps:
             # one host clock with no offset counts from boot (Linux with tcp_timestamps=2, the BSDs);
             # like p0f, the answer is modulo the counter's wrap (2^32 ticks: 49.7 days at 1 kHz)
-            out["uptime_s"] = round(rep.l4.timestamps[0] / self.ts_rate)
-            out["uptime_wrap_days"] = round((1 << 32) / self.ts_rate / 86400, 1)
+            out["uptime_s"], out["uptime_wrap_days"] = uptime(rep.l4.timestamps[0], self.ts_rate)
         return out
 
-    def _twins(self) -> list[dict[str, str]]:
+    def _twins(self) -> list[Twin]:
         """The answers to SEQ1 and its LB twins (identical probes from other source ports), each as the
         fields a stack decides: options, window, initial TTL, hops, DF, timestamp clock."""
         out = []
@@ -355,9 +337,8 @@ class StackProbe(TwoRounds):
                 continue
             t = rep.l4
             init = initial_ttl(rep.ip.ttl)
-            out.append({"probe": name, "O": options_string(t.options), "W": "%X" % t.window, "TG": "%X" % init,
-                        "hops": str(init - rep.ip.ttl), "DF": "Y" if rep.ip.df else "N",
-                        "ts": t.timestamps[0] if t.timestamps else None, "at": rep.ts, "ipid": rep.ip.id})
+            out.append(Twin(name, options_string(t.options), "%X" % t.window, "%X" % init, str(init - rep.ip.ttl),
+                            "Y" if rep.ip.df else "N", t.timestamps[0] if t.timestamps else None, rep.ts, rep.ip.id))
         return out
 
     def _ttl_attrs(self, ttl: int, res: StackResult) -> dict[str, str]:
@@ -403,33 +384,18 @@ class StackProbe(TwoRounds):
         syn = [(n, self.replies[n]) for n in (f"SEQ{i}" for i in range(1, 7))
                if n in self.replies and isinstance(self.replies[n].l4, P.TCP) and self.replies[n].l4.flags & P.SYN]
         seq_t: dict[str, str] = {}
-        if len(syn) >= 4:
-            isns = [r.l4.seq for _, r in syn]
-            sent_t = [self.sent[n][0] for n, _ in syn]
-            diffs = [(b - a) & 0xFFFFFFFF for a, b in zip(isns, isns[1:])]
-            diffs = [d if d <= 1 << 31 else (1 << 32) - d for d in diffs]
-            g = 0
-            for d in diffs:
-                g = math.gcd(g, d)
-            rates = [d / max(t2 - t1, 1e-3) for d, t1, t2 in zip(diffs, sent_t, sent_t[1:])]
-            avg = sum(rates) / len(rates)
-            seq_t["SP"] = "0"
-            div = g if g > 9 else 1
-            if len(rates) > 1:
-                m = sum(r / div for r in rates) / len(rates)
-                sd = math.sqrt(sum((r / div - m) ** 2 for r in rates) / (len(rates) - 1))
-                seq_t["SP"] = "%X" % (round(8 * math.log2(sd)) if sd > 1 else 0)
-            seq_t["GCD"] = "%X" % g
-            seq_t["ISR"] = "%X" % (round(8 * math.log2(avg)) if avg >= 1 else 0)
-        ti = ipid_class([r.ip.id for _, r in syn])
+        isn = isn_stats([r.l4.seq for _, r in syn], [self.sent[n][0] for n, _ in syn]) if len(syn) >= 4 else None
+        if isn is not None:
+            seq_t["SP"], seq_t["GCD"], seq_t["ISR"] = "%X" % isn.sp, "%X" % isn.gcd, "%X" % isn.isr
+        ti = ip_id_class([r.ip.id for _, r in syn])
         if ti:
             seq_t["TI"] = ti
         closed = [self.replies[n].ip.id for n in ("T5", "T6", "T7") if n in self.replies]
-        ci = ipid_class(closed)
+        ci = ip_id_class(closed)
         if ci:
             seq_t["CI"] = ci
         ie_ids = [self.replies[n].ip.id for n in ("IE1", "IE2") if n in self.replies]
-        ii = ipid_class(ie_ids)
+        ii = ip_id_class(ie_ids)
         if ii:
             seq_t["II"] = ii
         if ti in ("I", "RI", "BI") and ii in ("I", "RI", "BI") and len(syn) >= 2 and ie_ids:
@@ -497,3 +463,78 @@ class StackProbe(TwoRounds):
             c1, c2 = e1.l4.code, e2.l4.code
             cd = "Z" if c1 == 0 and c2 == 0 else "S" if (c1, c2) == (9, 0) else "%X" % c1 if c1 == c2 else "O"
             tests["IE"] = {"R": "Y", "DFI": dfi, **self._ttl_attrs(e1.ip.ttl, res), "CD": cd}
+
+
+# ---------------------------------------------------------------------------------------------
+# The technique (probes/base.py): -O = this probe + the xprobe2-style ICMP probe, per host
+# ---------------------------------------------------------------------------------------------
+
+OS_PARALLEL_HOSTS = 64
+
+
+class StackTechnique(Technique[tuple[StackResult, object]]):
+    """-O: nmap's second-generation probes plus ours and the ICMP view, side by side for up to
+    64 hosts (each probe keeps its replies by address and cookie, so a /24 costs about what one
+    host costs), matched against the DBs chosen with --os-db by match/stack_report.py. With
+    --sequence, the SEQ probes' answers are also the host's sequence report."""
+
+    name = "stack"
+    phase = 50
+    label = "OS detection"
+
+    def __init__(self, options: ScanOptions):
+        from hostprint.match.stack import load_matchers
+
+        self.matchers = load_matchers(options.os_db)  # a bad or missing DB fails before any packet
+        self.p0f_db = None
+        if "p0f" in [x.strip() for x in options.os_db.split(",")]:
+            from hostprint.probes.stack_p0f import load_db
+
+            self.p0f_db = load_db()
+        self.sequence = options.sequence
+
+    @classmethod
+    def create(cls, options: ScanOptions) -> list[StackTechnique]:
+        return [cls(options)] if options.os_detect else []
+
+    async def probe(self, hosts: Sequence[HostResult], session: Session) -> dict[str, tuple[StackResult, object]]:
+        from hostprint.probes.icmp_stack import IcmpStackProbe
+
+        task = session.progress.phase(self.label, len(hosts))
+        gate = asyncio.Semaphore(OS_PARALLEL_HOSTS)
+        out: dict[str, tuple[StackResult, object]] = {}
+
+        async def one(h: HostResult) -> None:
+            open_tcp = [p.port for p in h.ports if p.protocol == "tcp" and p.state == OPEN]
+            closed = session.closed_tcp.get(h.address) or next(
+                (p.port for p in h.ports if p.protocol == "tcp" and p.state == CLOSED), None)
+            closed_udp = next((p.port for p in h.ports if p.protocol == "udp" and p.state == CLOSED), 40125)
+            rtt = (h.rtt_us or 0) / 1e6
+            wait = min(max(8 * rtt, 0.25), 1.0) if rtt else 1.0  # until answers tell the RTT
+            async with gate:
+                res, icmp = await asyncio.gather(
+                    StackProbe(h.address, open_tcp[0] if open_tcp else None, closed, closed_udp, session.links,
+                               wait=wait).run(),
+                    IcmpStackProbe(h.address, session.links, closed_udp, wait=wait).run())
+            res.ports = {"open": open_tcp[0] if open_tcp else None, "closed": closed, "closed_udp": closed_udp}
+            out[h.address] = (res, icmp)
+            session.progress.advance(task, 1)
+
+        await asyncio.gather(*(one(h) for h in hosts))
+        return out
+
+    def record(self, host: HostResult, result: tuple[StackResult, object]) -> None:
+        from hostprint.match.stack_report import stack_report
+
+        res, icmp = result
+        p0f = None
+        if self.p0f_db is not None and any(attrs.get("R", "Y") == "Y" for attrs in res.tests.values()):
+            from hostprint.probes.stack_p0f import p0f_matches, raw_signatures
+
+            p0f = (p0f_matches(res, self.p0f_db), raw_signatures(res))
+        block, found = stack_report(res, icmp, self.matchers, p0f, res.ports)
+        host.os.add(block, architecture=found, fingerprint=block.fingerprint, conditions=block.conditions)
+        if self.sequence and res.sequence:
+            from hostprint.probes.sequence import sequence_report
+
+            host.sequence = sequence_report(res.sequence)

@@ -16,7 +16,7 @@ import shutil
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +30,8 @@ from hostprint.engine.link import Link, Links, until_quiet
 from hostprint.engine.rate import Pacer, Timing
 from hostprint.engine.rstguard import RstGuard
 from hostprint.errors import UsageError
+from hostprint.probes.base import Session, Technique
+from hostprint.probes.options import ScanOptions
 
 # Reply codes in the state matrix
 NONE, SYNACK, RST, RST_WIN, ICMP_BASE = 0, 1, 2, 3, 16
@@ -515,3 +517,47 @@ def guess_distance(ttl: int) -> int:
     return 0
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The technique (probes/base.py): one instance per raw TCP scan kind asked for (-sS, -sA …)
+# ---------------------------------------------------------------------------------------------
+
+
+class TcpPortScan(Technique[tuple[list[model.PortResult], list[model.ExtraPorts]]]):
+    name = "tcp-scan"
+    phase = 10
+
+    def __init__(self, kind: str, options: ScanOptions):
+        self.kind = kind
+        self.options = options
+        self.label = f"{kind} scan"
+
+    @classmethod
+    def create(cls, options: ScanOptions) -> list[TcpPortScan]:
+        return [cls(k, options) for k in options.scan_kinds if k in KINDS and options.ports.get("tcp")]
+
+    async def probe(self, hosts: Sequence[model.HostResult], session: Session
+                    ) -> dict[str, tuple[list[model.PortResult], list[model.ExtraPorts]]]:
+        addrs = [h.address for h in hosts]
+        ports = self.options.ports["tcp"]
+        task = session.progress.phase(self.label, len(addrs) * len(ports))
+        ts = TcpScan(self.kind, addrs, ports, session.timing, links=session.links,
+                     data_length=self.options.data_length, progress=lambda n, _t: session.progress.advance(task, n))
+        out = {}
+        for st in await ts.run():
+            if self.kind == "syn":
+                closed = np.nonzero(st.state == RST)[0]
+                if len(closed):
+                    session.closed_tcp[st.address] = int(ts.ports[closed[0]])
+            out[st.address] = ts.results(st, fold_over=model.EXTRAPORTS_THRESHOLD)
+        s = ts.stats
+        session.stats[self.kind] = {"probes": s.probes, "replies": s.replies, "rounds": s.rounds,
+                                    "retransmitted": s.retransmitted, "elapsed": round(s.elapsed, 3),
+                                    "ring_drops": s.ring_drops}
+        return out
+
+    def record(self, host: model.HostResult, result: tuple[list[model.PortResult], list[model.ExtraPorts]]) -> None:
+        listed, folded = result
+        host.ports.extend(listed)
+        host.extraports.extend(folded)

@@ -26,7 +26,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from hostprint.engine.cookie import Cookie
 from hostprint.engine.link import Link, Links
 from hostprint.errors import UsageError
 from hostprint.match.timing import TimingClassifier, TimingObservation, TimingVerdict
+from hostprint.model import OPEN, HostResult
+from hostprint.probes.base import Session, Technique
+from hostprint.probes.options import ScanOptions
 from hostprint.signatures.timing_db import TimingDB
 
 TEST_LETTERS = {"s": "syn", "l": "lastack", "f": "finwait"}
@@ -590,3 +593,64 @@ async def fingerprint_hosts(targets: dict[str, list[int]], tests: list[str], db:
     for r in res:
         by[r.address].append(r)
     return by, prober
+
+
+# ---------------------------------------------------------------------------------------------
+# The technique (probes/base.py): --cron-os in `scan`, and `hostprint timing`
+# ---------------------------------------------------------------------------------------------
+
+#: ports whose server closes promptly on our FIN / request first (TRIGGERS above)
+PREFERRED_TIMING_PORTS = (80, 8080, 8000, 6379, 21, 22)
+
+
+class TimingTechnique(Technique[list[TestResult]]):
+    name = "timing"
+    phase = 40
+    label = "timing tests"
+
+    def __init__(self, options: ScanOptions):
+        from hostprint.signatures.timing_db import resolve_timing_db
+
+        self.tests = parse_tests(options.cron_os or "")
+        check_timeout(options.cron_timeout)
+        self.timeout = options.cron_timeout
+        self.db = resolve_timing_db(options.timing_db, options.timing_db_mapping)  # fails before any packet
+        self.db_name = self.db.name if self.db.kind != "hostprint" else "hostprint"
+        self.clf = TimingClassifier(self.db)
+        self.ports = options.timing_ports
+        self.full = options.timing_full
+
+    @classmethod
+    def create(cls, options: ScanOptions) -> list[TimingTechnique]:
+        return [cls(options)] if options.cron_os else []
+
+    def _targets(self, hosts: Sequence[HostResult]) -> dict[str, list[int]]:
+        if self.ports is not None:
+            return {h.address: self.ports[h.address] for h in hosts if self.ports.get(h.address)}
+        pref = {p: i for i, p in enumerate(PREFERRED_TIMING_PORTS)}
+        out = {}
+        for h in hosts:
+            open_ports = [p.port for p in h.ports if p.state == OPEN and p.protocol == "tcp"]
+            if open_ports:
+                out[h.address] = sorted(open_ports, key=lambda p: (pref.get(p, len(pref)), p))[:1]
+        return out
+
+    async def probe(self, hosts: Sequence[HostResult], session: Session) -> dict[str, list[TestResult]]:
+        targets = self._targets(hosts)
+        if not targets:
+            return {}
+        task = session.progress.phase(self.label, sum(len(p) for p in targets.values()) * len(self.tests))
+        t0 = time.time()
+        by, _ = await fingerprint_hosts(targets, self.tests, self.db, timeout=self.timeout, full=self.full,
+                                        links=session.links)
+        session.progress.advance(task, sum(len(r) for r in by.values()))
+        session.stats["timing"] = {"elapsed": round(time.time() - t0, 3),
+                                   "tests": sum(len(p) for p in targets.values()) * len(self.tests)}
+        return by
+
+    def record(self, host: HostResult, result: list[TestResult]) -> None:
+        from hostprint.model import ArchitectureFinding, TimingBlock
+
+        rep = host_report(self.clf, result, self.db_name)
+        host.os.add(TimingBlock.from_dict("timing", rep["timing"]),
+                    architecture=ArchitectureFinding.many(rep["architecture"]), fingerprint=rep["fingerprint"])

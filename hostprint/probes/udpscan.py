@@ -9,6 +9,8 @@ continue while they still bring answers, like the TCP scan's loss handling.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import socket
 import time
 
@@ -17,11 +19,15 @@ from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
 from hostprint.engine.link import Link, Links, until_quiet
+from hostprint.engine.replies import Reply, Want, cookie_port, port_is_cookie
 from hostprint.engine.rate import Pacer, Timing
 from hostprint.probes.udppayloads import payload_for
+from hostprint.probes.base import Session, Technique
+from hostprint.probes.options import ScanOptions
 
 FILTER_CODES = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 9: "net-prohibited",
                 10: "host-prohibited", 13: "admin-prohibited"}
+SALT = 17  # separates the UDP scan's source-port cookies from other probes'
 
 
 class UdpScan:
@@ -37,43 +43,30 @@ class UdpScan:
         self.sport_lo, self.sport_hi = route.probe_port_range()
         self.result: dict[tuple[str, int], tuple[str, str, int]] = {}
         self.last_reply = 0.0
-        self.target_set = set(targets)
         self.probes = 0
 
     def sport(self, addr: str, port: int) -> int:
-        span = self.sport_hi - self.sport_lo + 1
-        return self.sport_lo + self.cookie(P.ip_to_int(addr), port, 0, 17) % span
+        return cookie_port(self.cookie, self.sport_lo, self.sport_hi, socket.inet_aton(addr), port, SALT)
 
-    def _on_frame(self, ts: int, fr: memoryview) -> None:
-        try:
-            p = P.decode_frame(fr)
-        except P.DecodeError:
-            return
-        if p.ip is None:
-            return
-        if isinstance(p.l4, P.UDP):
-            src = socket.inet_ntoa(p.ip.src)
-            if src in self.target_set and p.l4.dport == self.sport(src, p.l4.sport):
-                self.result[(src, p.l4.sport)] = (model.OPEN, "udp-response", p.ip.ttl)
-                self.last_reply = time.monotonic()
-        elif isinstance(p.l4, P.ICMP) and p.l4.type == P.ICMP_UNREACH:
-            q = p.l4.quoted_packet()
-            if q is None:
-                return
-            qip, rest = q
-            dst = socket.inet_ntoa(qip.dst)
-            if qip.proto != P.IPPROTO_UDP or len(rest) < 4 or dst not in self.target_set:
-                return
-            sport, dport = int.from_bytes(rest[0:2], "big"), int.from_bytes(rest[2:4], "big")
-            if sport != self.sport(dst, dport):
-                return
-            if p.l4.code == 3:
-                st = (model.CLOSED, "port-unreach", p.ip.ttl)
+    def want(self) -> Want:
+        return Want(peers=frozenset(socket.inet_aton(a) for a in self.targets), protos=frozenset({P.IPPROTO_UDP}),
+                    our_ports=(self.sport_lo, self.sport_hi),
+                    valid=port_is_cookie(self.cookie, self.sport_lo, self.sport_hi, SALT))
+
+    def _on_reply(self, r: Reply) -> None:
+        key = (socket.inet_ntoa(r.peer), r.their_port or 0)
+        if r.error is None:
+            self.result[key] = (model.OPEN, "udp-response", r.ip.ttl)
+        elif r.error.type == P.ICMP_UNREACH:
+            if r.error.code == 3:
+                st = (model.CLOSED, "port-unreach", r.ip.ttl)
             else:
-                st = (model.FILTERED, FILTER_CODES.get(p.l4.code, "unreach"), p.ip.ttl)
-            if (dst, dport) not in self.result or self.result[(dst, dport)][0] != model.OPEN:
-                self.result[(dst, dport)] = st
-            self.last_reply = time.monotonic()
+                st = (model.FILTERED, FILTER_CODES.get(r.error.code, "unreach"), r.ip.ttl)
+            if key not in self.result or self.result[key][0] != model.OPEN:
+                self.result[key] = st
+        else:
+            return
+        self.last_reply = time.monotonic()
 
     async def run(self) -> dict[tuple[str, int], tuple[str, str, int]]:
         tab = route.table()
@@ -85,8 +78,8 @@ class UdpScan:
             if mac is not None:
                 plan.append((link, a, mac))
         links = {id(x[0]): x[0] for x in plan}
-        for link in links.values():
-            link.subscribe(self._on_frame)
+        want = self.want()
+        tokens = [link.listen(want, self._on_reply) for link in links.values()]
         pacer = Pacer(min(self.timing.rate, 50_000), burst=256)
         try:
             for rnd in range(self.timing.max_retries + 1):
@@ -110,8 +103,8 @@ class UdpScan:
                 if rnd >= 1 and len(self.result) == before:
                     break
         finally:
-            for link in links.values():
-                link.unsubscribe(self._on_frame)
+            for link, token in zip(links.values(), tokens):
+                link.unlisten(token)
             if self.own_links:
                 self.links.close()
         return self.result
@@ -125,3 +118,31 @@ class UdpScan:
             else:
                 out.append(model.PortResult(port, "udp", st[0], st[1], st[2]))
         return out
+
+
+class UdpPortScan(Technique[list[model.PortResult]]):
+    """-sU through the contract of probes/base.py."""
+
+    name = "udp"
+    phase = 10
+    label = "UDP scan"
+
+    def __init__(self, options: ScanOptions):
+        self.ports = options.ports.get("udp", [])
+        self.data_length = options.data_length or None
+
+    @classmethod
+    def create(cls, options: ScanOptions) -> list[UdpPortScan]:
+        return [cls(options)] if "udp" in options.scan_kinds and options.ports.get("udp") else []
+
+    async def probe(self, hosts: Sequence[model.HostResult], session: Session) -> dict[str, list[model.PortResult]]:
+        addrs = [h.address for h in hosts]
+        task = session.progress.phase(self.label, len(addrs) * len(self.ports))
+        us = UdpScan(addrs, self.ports, session.timing, links=session.links, data_length=self.data_length)
+        await us.run()
+        session.progress.advance(task, len(addrs) * len(self.ports))
+        session.stats["udp"] = {"probes": us.probes}
+        return {a: us.results(a) for a in addrs}
+
+    def record(self, host: model.HostResult, result: list[model.PortResult]) -> None:
+        host.ports.extend(result)

@@ -138,27 +138,15 @@ def _open_list(host: HostResult) -> list[str]:
     return out
 
 
-def os_matches(host: HostResult) -> list[dict]:
-    """nmapstyle.os_matches, also when a stored `matches` is not a list at all."""
-    block = host.os if isinstance(host.os, dict) else {}
-    return ns.os_matches(host) if isinstance(block.get("matches"), list) else []
-
-
 def best_os(host: HostResult) -> tuple[str | None, float | None]:
-    """The host verdict's best match; without one, the timing verdict when it is a match (a run
-    with --cron-os alone has no combined verdict, but it does know the OS)."""
-    matches = os_matches(host)
-    if not matches:
-        timing = host.os.get("timing") if isinstance(host.os, dict) else None
-        if not isinstance(timing, dict) or timing.get("outcome") != "match" \
-                or not isinstance(timing.get("matches"), list):
-            return None, None
-        tm = [m for m in timing["matches"] if isinstance(m, dict) and (m.get("name") or m.get("label"))]
-        if not tm:
-            return None, None
-        matches = [{"name": tm[0].get("name") or tm[0].get("label"), "confidence": tm[0].get("confidence")}]
-    c = matches[0].get("confidence")
-    return str(matches[0]["name"]), float(c) if isinstance(c, (int, float)) and not isinstance(c, bool) else None
+    """The host verdict's best match (or its "unknown, nearest …") and its confidence."""
+    matches = ns.os_matches(host)
+    if matches:
+        return matches[0].name, matches[0].confidence
+    u = host.os.unknown
+    if u is not None:
+        return f"unknown (nearest {u.nearest})" if u.nearest else "unknown", None
+    return None, None
 
 
 class _PortView:

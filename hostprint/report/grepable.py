@@ -46,7 +46,7 @@ def _host_lines(run: ScanRun, h: HostResult) -> list[str]:
             fields.append(f"Ignored State: {biggest.state} ({biggest.count})")
     matches = ns.os_matches(h)
     if matches:
-        fields.append("OS: " + _field(" or ".join(m["name"] for m in matches[:1])))
+        fields.append("OS: " + _field(" or ".join(m.name for m in matches[:1])))
     if fields:
         lines.append(prefix + "\t" + "\t".join(fields))
     return lines

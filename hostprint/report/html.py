@@ -5,17 +5,11 @@ opened on air-gapped machines; a page that fetches fonts, scripts or images leak
 opened (and from where) and breaks offline. Everything that came off the wire (banners, labels,
 hostnames) is escaped, because a hostile service chooses its own banner.
 
-Inputs are the stored `ScanRun` plus optional extras other phases write into `HostResult.os` /
-`.sequence`; every block is optional and tolerated when malformed, because the inventory holds
-runs written by older and newer hostprint versions. Shapes read here:
-  os["matches"]       [{name, family, vendor, generation, device_type, confidence, evidence:
-                        [{method, detail} | str]}], best first
-  os["architecture"]  [{kind, detail, reasons?}]  (relay, NAT, load balancer, ...)
-  os["timing"]        {"tests": [{test, port, rtt_us, arrivals, rst, signature}],
-                       "matches": [{id | class, name | label, confidence, arrivals | gaps (optional)}],
-                       "outcome", "unknown": {nearest}, "db"}  (hostprint/probes/timing.py host_report)
-  sequence            {"isn": {..., values?, times?}, "ip_id": {class, values, times?},
-                       "tcp_ts": {..., values?, times?}}  (values plotted when present; times in seconds)
+Inputs are the stored `ScanRun`: the typed OS evidence of each host (model.OsEvidence: the
+combined matches or "unknown", architecture findings, the stack and timing blocks; stored runs of
+any version were read through OsEvidence.from_dict, which drops what does not fit) and
+`.sequence` ({"isn": {..., values?, times?}, "ip_id": {class, values, times?}, "tcp_ts": {...}},
+values plotted when present; times in seconds), tolerated when malformed.
 """
 
 from __future__ import annotations
@@ -26,9 +20,9 @@ from html import escape
 from typing import Any
 
 from hostprint import __version__
-from hostprint.model import OPEN, HostResult, ScanRun
+from hostprint.model import OPEN, Evidence, HostResult, ScanRun
 from hostprint.report import nmapstyle as ns
-from hostprint.report.diff import RunDiff, best_os, os_matches
+from hostprint.report.diff import RunDiff, best_os
 from hostprint.report.plots import LANE_COLOURS, Lane, fmt_num, fmt_seconds, line_chart_svg, timeline_svg
 
 TEST_TITLES = {
@@ -157,10 +151,6 @@ def _dicts(v: object) -> list[dict]:
     return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
 
 
-def _os_block(h: HostResult) -> dict:
-    return h.os if isinstance(h.os, dict) else {}
-
-
 # ---------------------------------------------------------------------------------------------- timing
 
 
@@ -278,16 +268,6 @@ def _match_label(m: dict) -> str:
     return str(m.get("label") or m.get("name") or m.get("class") or m.get("id") or "?")
 
 
-def _timing_matches(timing: dict) -> list[dict]:
-    ms = _dicts(timing.get("matches"))
-    if ms:
-        return ms
-    if timing.get("class") or timing.get("label"):  # a TimingVerdict.to_dict() block
-        return [{"class": timing.get("class"), "label": timing.get("label"),
-                 "confidence": timing.get("confidence")}] + _dicts(timing.get("alternatives"))
-    return []
-
-
 def _range_text(r: tuple[float, float] | None) -> str:
     if r is None:
         return "—"
@@ -296,17 +276,17 @@ def _range_text(r: tuple[float, float] | None) -> str:
 
 
 def timing_section(h: HostResult, source: SignatureSource) -> str:
-    timing = _os_block(h).get("timing")
-    if not isinstance(timing, dict):
+    tb = h.os.timing
+    if tb is None:
         return ""
-    tests = _dicts(timing.get("tests"))
-    host_matches = _timing_matches(timing)
+    # the plot helpers take the JSON form of tests and matches (a match may carry its own instants)
+    tests = [t.to_dict() for t in tb.tests]
+    host_matches: list[dict[str, Any]] = [m.to_dict() for m in tb.matches]
     if not tests and not host_matches:
         return ""
     out = ['<h3>Retransmission timing</h3>']
-    outcome = timing.get("outcome")
-    unknown = timing.get("unknown") if isinstance(timing.get("unknown"), dict) else {}
-    nearest = unknown.get("nearest") if isinstance(unknown.get("nearest"), str) else None
+    outcome = tb.outcome
+    nearest = tb.unknown.nearest if tb.unknown is not None else None
     if host_matches:
         m0 = host_matches[0]
         out.append(f'<p>Timing verdict: <b>{_e(_match_label(m0))}</b> {_confidence(m0.get("confidence"))}')
@@ -330,7 +310,7 @@ def timing_section(h: HostResult, source: SignatureSource) -> str:
         sig_rows: list[tuple[str, list[tuple[float, float]], tuple[float, float] | None]] = []
         first = arrivals[0] if arrivals else 0.0
         for role, m in zip(roles, matches[:2]):
-            got = signature_instants(m, t, source, timing.get("db"))
+            got = signature_instants(m, t, source, tb.db)
             label = _match_label(m)
             conf = _num(m.get("confidence"))
             note = role + (f", {conf * 100:.0f} %" if conf is not None and conf <= 1 else "")
@@ -477,66 +457,56 @@ def _best_os_cell(h: HostResult) -> str:
     name, conf = best_os(h)
     if name is None:
         return '<span class="muted">—</span>'
-    via = "" if os_matches(h) else " (timing)"
-    return f"{_e(name)}{_e(via)} {_conf_pct(conf)}"
+    return f"{_e(name)} {_conf_pct(conf)}"
 
 
-def _architecture(h: HostResult) -> list[dict]:
-    return _dicts(_os_block(h).get("architecture"))
-
-
-def _evidence(ev: object) -> str:
-    if not isinstance(ev, list) or not ev:
+def _evidence(ev: list[Evidence]) -> str:
+    if not ev:
         return '<span class="muted">—</span>'
-    items = []
-    for e in ev:
-        if isinstance(e, dict):
-            items.append(f'<li><span class="method">{_e(e.get("method") or "?")}</span>'
-                         f'{_e(e.get("detail") or "")}</li>')
-        else:
-            items.append(f"<li>{_e(e)}</li>")
+    items = [f'<li><span class="method">{_e(e.method)}</span>{_e(e.detail)}</li>' for e in ev]
     return f'<ul class="evidence">{"".join(items)}</ul>'
 
 
-def _reasons(reasons: object) -> str:
-    if not isinstance(reasons, list) or not reasons:
+def _reasons(reasons: list[str]) -> str:
+    if not reasons:
         return ""
     return '<ul class="evidence muted">' + "".join(f"<li>{_e(r)}</li>" for r in reasons) + "</ul>"
 
 
 def verdict_section(h: HostResult) -> str:
-    matches = os_matches(h)
-    arch = _architecture(h)
+    matches = ns.os_matches(h)
+    arch = h.os.architecture
     out = []
     if matches:
         rows = []
         for i, m in enumerate(matches):
             cls = ' class="verdict-best"' if i == 0 else ""
-            kind = " / ".join(str(m[k]) for k in ("vendor", "family", "generation") if m.get(k))
-            cpe = "".join(f'<div class="mono muted">{_e(c)}</div>' for c in ns.match_cpes(m)[:3])
-            rows.append(f"<tr{cls}><td class=\"num\">{i + 1}</td><td><b>{_e(m.get('name'))}</b>{cpe}</td>"
-                        f"<td>{_e(kind) or '—'}</td><td>{_e(m.get('device_type') or '—')}</td>"
-                        f"<td>{_confidence(m.get('confidence'))}</td><td>{_evidence(m.get('evidence'))}</td></tr>")
+            kind = " / ".join(x for x in (m.vendor, m.family, m.generation) if x)
+            cpe = "".join(f'<div class="mono muted">{_e(c)}</div>' for c in m.cpe[:3])
+            rows.append(f"<tr{cls}><td class=\"num\">{i + 1}</td><td><b>{_e(m.name)}</b>{cpe}</td>"
+                        f"<td>{_e(kind) or '—'}</td><td>{_e(m.device_type or '—')}</td>"
+                        f"<td>{_confidence(m.confidence)}</td><td>{_evidence(m.evidence)}</td></tr>")
         out.append('<h3>Host verdict</h3><table class="verdict"><thead><tr><th class="num">#</th><th>OS / device'
                    '</th><th>vendor / family / generation</th><th>type</th><th>confidence</th><th>evidence</th>'
                    f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
     if arch:
-        rows = "".join(f'<tr><td><span class="badge arch">{_e(a.get("kind") or "?")}</span></td>'
-                       f'<td>{_e(a.get("detail") or "")}{_reasons(a.get("reasons"))}</td></tr>' for a in arch)
+        rows = "".join(f'<tr><td><span class="badge arch">{_e(a.kind)}</span></td>'
+                       f'<td>{_e(a.detail)}{_reasons(a.reasons)}</td></tr>' for a in arch)
         out.append('<h3>Network architecture</h3><table class="architecture"><thead><tr><th style="width:160px">'
                    f'finding</th><th>detail</th></tr></thead><tbody>{rows}</tbody></table>')
     unknown = ns.unknown_stack_line(h)
     if unknown:
         out.append(f"<p><b>{_e(unknown)}</b></p>")
-    st = _os_block(h).get("stack")
-    summary = st.get("summary") if isinstance(st, dict) and isinstance(st.get("summary"), dict) else {}
+        if h.os.unknown is not None and h.os.unknown.evidence:
+            out.append(_evidence(h.os.unknown.evidence))
+    summary = h.os.stack.summary if h.os.stack is not None else {}
     if summary:
         rows = "".join(f'<tr><td>{_e(k.replace("_", " "))}</td><td class="mono">'
                        f'{_e(", ".join(f"{a}: {b}" for a, b in v.items()) if isinstance(v, dict) else ", ".join(map(str, v)) if isinstance(v, list) else v)}'
                        f"</td></tr>" for k, v in summary.items())
         out.append(f'<details><summary>Stack attributes</summary><table class="summary"><tbody>{rows}</tbody></table></details>')
-    fp = _os_block(h).get("fingerprint")
-    if isinstance(fp, str) and fp.strip():
+    fp = h.os.fingerprint
+    if fp and fp.strip():
         out.append(f"<details><summary>Stack fingerprint</summary><pre>{_e(fp)}</pre></details>")
     return "".join(out)
 
@@ -585,7 +555,7 @@ def overview_table(run: ScanRun) -> str:
         open_ports = [p for p in h.ports if p.state == OPEN]
         svcs = ", ".join(f"{p.port}/{ns.service_name(p.service)}" if p.service else f"{p.port}/{p.protocol}"
                          for p in open_ports[:8]) + (" …" if len(open_ports) > 8 else "")
-        arch = " ".join(f'<span class="badge arch">{_e(a.get("kind") or "?")}</span>' for a in _architecture(h))
+        arch = " ".join(f'<span class="badge arch">{_e(a.kind)}</span>' for a in h.os.architecture)
         addr = (f'<a href="#{_anchor(h.address)}">{_e(h.address)}</a>' if h.status == "up" else _e(h.address))
         rows.append(f'<tr><td class="mono">{addr}</td><td>{_e(h.hostname or "")}</td><td>{_state_badge(h.status)}</td>'
                     f'<td class="num">{len(open_ports)}</td><td>{_e(svcs)}</td><td>{_best_os_cell(h)}</td>'

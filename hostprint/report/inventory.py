@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from hostprint.errors import UsageError
-from hostprint.model import ExtraPorts, HostResult, PortResult, ScanRun, Service
+from hostprint.model import ExtraPorts, HostResult, OsEvidence, PortResult, ScanRun, Service
 from hostprint.report.jsonl import dumps_record
 from hostprint.report.nmapstyle import port_ranges
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# 2: `hosts.os` holds model.OsEvidence.to_dict() with the combined verdict of every technique
+#    (version 1 rows: loose per-technique dicts; passive rows had `os.passive.os` and no verdict).
 
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -233,7 +235,30 @@ class Inventory:
             raise UsageError(
                 f"inventory {self.path} has schema version {version}, this hostprint reads up to {SCHEMA_VERSION}"
             )
-        # Future migrations: `if version < 2: ...` inside a transaction, then bump schema_version.
+        if version < 2:
+            self._upgrade_os_rows()
+
+    def _upgrade_os_rows(self) -> None:
+        """Version 1 -> 2, once: every stored `os` object is read through OsEvidence.from_dict
+        (the one reader of every older shape), given the combined verdict it lacked (timing and
+        passive runs had none) and written back."""
+        from hostprint.match import verdict
+        from hostprint.model import OsEvidence
+
+        with self._transaction() as c:
+            row = c.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            if row and isinstance(row[0], int) and row[0] >= 2:  # another process upgraded it meanwhile
+                return
+            rows = c.execute("SELECT run_id, idx, os FROM hosts").fetchall()
+            for run_id, idx, text in rows:
+                try:
+                    ev = OsEvidence.from_dict(json.loads(text) if text else {})
+                except ValueError:
+                    ev = OsEvidence()
+                if not ev.matches and ev.unknown is None:
+                    verdict.apply(ev)
+                c.execute("UPDATE hosts SET os = ? WHERE run_id = ? AND idx = ?", (_dumps(ev.to_dict()), run_id, idx))
+            c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
 
     def close(self) -> None:
         if self._conn is not None:
@@ -274,7 +299,7 @@ class Inventory:
                 [
                     (
                         run.id, i, h.address, h.status, _dumps(list(h.reasons)), h.hostname, h.mac,
-                        h.distance, h.rtt_us, _dumps(h.os), _dumps(h.sequence), h.started, h.finished,
+                        h.distance, h.rtt_us, _dumps(h.os.to_dict()), _dumps(h.sequence), h.started, h.finished,
                     )
                     for i, h in enumerate(run.hosts)
                 ],
@@ -433,7 +458,7 @@ class Inventory:
                 mac=mac,
                 distance=distance,
                 rtt_us=rtt,
-                os=_loads(os_, {}),
+                os=OsEvidence.from_dict(_loads(os_, {})),
                 sequence=_loads(seq, {}),
                 started=hs,
                 finished=hf,

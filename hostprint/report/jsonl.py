@@ -47,27 +47,42 @@ def dumps_record(record: dict[str, Any]) -> str:
 
 
 class JsonlWriter:
-    """Append-as-you-go writer for a path, or '-' for stdout (which is never closed)."""
+    """Append-as-you-go writer for a path, or '-' for stdout (which is never closed).
 
-    def __init__(self, path: str | Path):
+    Host records are flushed one by one (a finished host is on disk at once); `buffered=True`
+    keeps a 1 MB buffer for streams of many small records (passive observations), flushed at
+    `close()`."""
+
+    def __init__(self, path: str | Path, *, buffered: bool = False):
         self.path = str(path)
         self._owns = self.path != "-"
+        self.buffered = buffered
         if self._owns:
             try:
-                self._fp: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+                self._fp: IO[str] = open(self.path, "w", encoding="utf-8",  # noqa: SIM115
+                                         buffering=(1 << 20) if buffered else -1)
             except OSError as e:
                 raise UsageError(f"cannot write JSON lines output {self.path}: {e.strerror or e}") from None
         else:
             self._fp = sys.stdout
         self.count = 0
 
-    def write_host(self, run: ScanRun, host: HostResult) -> None:
+    def write_line(self, line: str) -> None:
+        """One record already encoded as JSON (ending in a newline)."""
         try:
-            self._fp.write(dumps_record(run.host_record(host)) + "\n")
-            self._fp.flush()
+            self._fp.write(line)
+            if not self.buffered:
+                self._fp.flush()
         except OSError as e:
             raise UsageError(f"cannot write JSON lines output {self.path}: {e.strerror or e}") from None
         self.count += 1
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        self.write_line(dumps_record(record) + "\n")
+
+    def write_host(self, run: ScanRun, host: HostResult, **extra: Any) -> None:
+        """The host record of the README's schema (`extra` keys first, e.g. passive's "type")."""
+        self.write_record({**extra, **run.host_record(host)})
 
     def close(self) -> None:
         if self._owns and not self._fp.closed:

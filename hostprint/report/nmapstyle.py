@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 
 from hostprint import __version__
-from hostprint.model import OPEN, ExtraPorts, HostResult, ScanRun, Service
+from hostprint.model import OPEN, ExtraPorts, HostResult, OsMatch, ScanRun, Service
 
 # Reasons that only one transport can produce; used to tell which protocol an ExtraPorts block
 # (which carries no protocol field) belongs to. Words are nmap's (reason.cc).
@@ -164,48 +164,38 @@ def open_port_count(host: HostResult) -> int:
     return sum(1 for p in host.ports if p.state == OPEN)
 
 
-def os_matches(host: HostResult) -> list[dict]:
-    """The host's OS matches, best first, tolerant of a missing or malformed `os` block."""
-    os_block = host.os if isinstance(host.os, dict) else {}
-    matches = os_block.get("matches") or []
-    if not isinstance(matches, list):
-        return []
-    good = [m for m in matches if isinstance(m, dict) and m.get("name")]
-    return sorted(good, key=lambda m: -_confidence(m))
+def os_matches(host: HostResult) -> list[OsMatch]:
+    """The host's combined OS matches, best first."""
+    return sorted(host.os.matches, key=lambda m: -m.confidence)
 
 
 def unknown_stack_line(host: HostResult) -> str | None:
-    """'No class fits' in words: the nearest class, how far, and the first attributes that disagree."""
-    os_block = host.os if isinstance(host.os, dict) else {}
-    st = os_block.get("stack") if isinstance(os_block.get("stack"), dict) else {}
-    u = st.get("unknown") if isinstance(st, dict) else None
-    if not isinstance(u, dict) or not u.get("nearest"):
+    """'No class fits' in words: the combined verdict's unknown (why, and the nearest class), else
+    the stack probes' own (nearest class, how far, the first attributes that disagree)."""
+    u = host.os.unknown
+    st = host.os.stack
+    if u is None and st is not None and st.unknown is not None:
+        u = st.unknown
+    if u is None or not (u.nearest or u.reason):
         return None
-    dis = [str(d) for d in (u.get("disagreements") or [])[:4]]
-    return (f"OS: unknown stack; nearest class {u['nearest']} at distance {u.get('distance')}"
-            + (f" (differs in {', '.join(dis)})" if dis else ""))
+    dis = u.disagreements[:4]
+    text = "OS: unknown"
+    if u.reason:
+        text += f" ({u.reason})"
+    elif u.nearest:
+        text += " stack"
+    if u.nearest:
+        text += f"; nearest class {u.nearest}"
+        if u.distance is not None:
+            text += f" at distance {u.distance:g}"
+    if dis:
+        text += f" (differs in {', '.join(dis)})"
+    return text
 
 
-def _confidence(match: dict) -> float:
-    c = match.get("confidence")
-    try:
-        return float(c) if c is not None else 0.0
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def accuracy_percent(match: dict) -> int:
+def accuracy_percent(match: OsMatch) -> int:
     """Confidence 0..1 as nmap's integer accuracy percentage."""
-    return max(0, min(100, round(_confidence(match) * 100)))
-
-
-def match_cpes(match: dict) -> list[str]:
-    cpe = match.get("cpe")
-    if isinstance(cpe, str):
-        return [cpe]
-    if isinstance(cpe, (list, tuple)):
-        return [c for c in cpe if isinstance(c, str)]
-    return []
+    return max(0, min(100, round(match.confidence * 100)))
 
 
 def scanner_banner() -> str:

@@ -308,20 +308,19 @@ def _service(svc: Service) -> str:
 
 def _os(h: HostResult) -> str:
     matches = ns.os_matches(h)
-    fp = h.os.get("fingerprint") if isinstance(h.os, dict) else None
+    fp = h.os.fingerprint
     if not matches and not fp:
         return ""
     lines = ["<os>"]
     for m in matches:
         acc = ns.accuracy_percent(m)
-        line = m.get("line") if isinstance(m.get("line"), int) else 0
-        lines.append(_tag("osmatch", [("name", m["name"]), ("accuracy", acc), ("line", line)], close=False))
-        cpes = "".join(f"<cpe>{_text(c)}</cpe>" for c in ns.match_cpes(m))
+        lines.append(_tag("osmatch", [("name", m.name), ("accuracy", acc), ("line", m.line or 0)], close=False))
+        cpes = "".join(f"<cpe>{_text(c)}</cpe>" for c in m.cpe)
         cls = [
-            ("type", m.get("device_type")),
-            ("vendor", m.get("vendor") or m.get("family") or "unknown"),
-            ("osfamily", m.get("family") or m.get("vendor") or "unknown"),
-            ("osgen", m.get("generation")),
+            ("type", m.device_type),
+            ("vendor", m.vendor or m.family or "unknown"),
+            ("osfamily", m.family or m.vendor or "unknown"),
+            ("osgen", m.generation),
             ("accuracy", acc),
         ]
         lines.append(_tag("osclass", cls, close=False) + cpes + "</osclass>")

@@ -28,31 +28,31 @@ def _os_lines(h: HostResult) -> list[str]:
     matches = ns.os_matches(h)
     lines: list[str] = []
     if matches:
-        types = _unique(m.get("device_type") for m in matches)
+        types = _unique(m.device_type for m in matches)
         if types:
             lines.append("Device type: " + "|".join(types))
-        running = _unique(
-            " ".join(x for x in (m.get("vendor") or m.get("family"), m.get("generation")) if x) for m in matches
-        )
+        running = _unique(" ".join(x for x in (m.vendor or m.family, m.generation) if x) for m in matches)
         # "Linux" adds nothing next to "Linux 5.X"
         running = [r for r in running if not any(o != r and o.startswith(r + " ") for o in running)]
         if running:
             lines.append("Running: " + ", ".join(running))
-        cpes = _unique(c for m in matches for c in ns.match_cpes(m))
+        cpes = _unique(c for m in matches for c in m.cpe)
         if cpes:
             lines.append("OS CPE: " + " ".join(cpes))
         best = matches[0]
-        if float(best.get("confidence") or 0) >= OS_DETAILS_CONFIDENCE:
-            lines.append("OS details: " + ", ".join(m["name"] for m in matches if ns.accuracy_percent(m) == ns.accuracy_percent(best)))
+        if best.confidence >= OS_DETAILS_CONFIDENCE:
+            lines.append("OS details: " + ", ".join(m.name for m in matches
+                                                    if ns.accuracy_percent(m) == ns.accuracy_percent(best)))
         else:
-            lines.append("Aggressive OS guesses: " + ", ".join(f"{m['name']} ({ns.accuracy_percent(m)}%)" for m in matches[:10]))
+            lines.append("Aggressive OS guesses: " + ", ".join(f"{m.name} ({ns.accuracy_percent(m)}%)"
+                                                               for m in matches[:10]))
     unknown = ns.unknown_stack_line(h)
     if unknown:
         lines.append(unknown)
-    fp = h.os.get("fingerprint") if isinstance(h.os, dict) else None
+    fp = h.os.fingerprint
     if fp:
         lines.append("TCP/IP fingerprint:")
-        lines.extend(str(fp).rstrip("\n").splitlines())
+        lines.extend(fp.rstrip("\n").splitlines())
     return lines
 
 

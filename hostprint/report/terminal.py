@@ -60,31 +60,32 @@ def _host_table(run: ScanRun, h: HostResult) -> Table:
 def _os_line(h: HostResult) -> Text | None:
     """The verdict, then the strongest piece of evidence of each method that supports it, what
     sits in between (relay, forwarding), and why test conditions were not ideal."""
-    os_block = h.os if isinstance(h.os, dict) else {}
     matches = ns.os_matches(h)
-    arch = [a for a in os_block.get("architecture") or [] if isinstance(a, dict)]
-    conditions = [c for c in (os_block.get("stack") or {}).get("conditions") or [] if isinstance(c, str)] \
-        if isinstance(os_block.get("stack"), dict) else []
+    arch = h.os.architecture
+    conditions = h.os.stack.conditions if h.os.stack else []
     unknown = ns.unknown_stack_line(h)
     if not matches and not arch and not conditions and not unknown:
         return None
     t = Text()
     if unknown:
         t.append(unknown, style="bold")
+        if h.os.unknown is not None:
+            for e in h.os.unknown.evidence:
+                t.append(f"\n  {e.method}: {e.detail}", style="dim")
     if matches:
         best = matches[0]
         t.append(("\n" if len(t) else "") + "OS: ", style="bold")
-        t.append(f"{best['name']} ({ns.accuracy_percent(best)}%)")
-        others = [m["name"] for m in matches[1:3]]
+        t.append(f"{best.name} ({ns.accuracy_percent(best)}%)")
+        others = [m.name for m in matches[1:3]]
         if others:
             t.append(f"; next: {', '.join(others)}", style="dim")
         seen: set[str] = set()
-        for e in best.get("evidence") or []:
-            if isinstance(e, dict) and e.get("method") not in seen:
-                seen.add(e.get("method"))
-                t.append(f"\n  {e.get('method')}: {e.get('detail')}", style="dim")
+        for e in best.evidence:
+            if e.method not in seen:
+                seen.add(e.method)
+                t.append(f"\n  {e.method}: {e.detail}", style="dim")
     for a in arch:
-        t.append(("\n" if len(t) else "") + f"Architecture: {a.get('kind')}: {a.get('detail')}", style="bold yellow")
+        t.append(("\n" if len(t) else "") + f"Architecture: {a.kind}: {a.detail}", style="bold yellow")
     if conditions:
         t.append(("\n" if len(t) else "") + "OS detection conditions not ideal: " + "; ".join(conditions), style="dim")
     return t

@@ -15,6 +15,7 @@ That grammar is inferred (amap's changelog and amapcrap's output), not verified 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from hostprint.errors import UsageError
@@ -64,7 +65,7 @@ def _payload(s: str) -> bytes:
     raise ParseError('trigger must be "…" or 0x…')
 
 
-def _lines(text: str, origin: str, db: SignatureDB):
+def _lines(text: str, origin: str, db: SignatureDB) -> Iterator[tuple[int, str]]:
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip("\r")
         if len(line) > MAX_LINE:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hostprint.errors import UsageError
-from hostprint.match.passive import Label, SignatureDB, parse_http_sig, parse_tcp_sig
+from hostprint.signatures.passive_sigs import Label, SignatureDB, parse_http_sig, parse_tcp_sig
 
 DEFAULT_PATHS = ("/etc/p0f/p0f.fp", "/usr/share/p0f/p0f.fp", "/usr/local/etc/p0f.fp")
 

@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 
 from hostprint.errors import UsageError
-from hostprint.match.passive import Label, SignatureDB, parse_http_sig, parse_tcp_sig
+from hostprint.signatures.passive_sigs import Label, SignatureDB, parse_http_sig, parse_tcp_sig
 
 BUILTIN = Path(__file__).with_name("passive.txt")
 
@@ -54,8 +54,8 @@ def load_passive_db(path: str | Path = BUILTIN) -> SignatureDB:
         if kind in ("tcp-syn", "tcp-synack"):
             if len(f) != 6 or f[1] not in ("s", "g"):
                 raise UsageError(f"{where}: expected '{kind} s|g CLASS NAME \"FLAVOR\" SIG'")
-            e = parse_tcp_sig(f[5], Label(f[1] == "g", f[2], f[3], f[4], src), where)
-            (db.syn if kind == "tcp-syn" else db.synack).append(e)
+            entry = parse_tcp_sig(f[5], Label(f[1] == "g", f[2], f[3], f[4], src), where)
+            (db.syn if kind == "tcp-syn" else db.synack).append(entry)
         elif kind in ("http-req", "http-resp"):
             if len(f) != 5 or f[1] not in ("s", "g"):
                 raise UsageError(f"{where}: expected '{kind} s|g NAME \"FLAVOR\" SIG'")

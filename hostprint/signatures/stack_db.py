@@ -33,7 +33,7 @@ def _check_expr(expr: str, where: str) -> None:
             raise UsageError(f"{where}: bad expression {alt!r}")
 
 
-def parse(text: str, source: str, points: dict | None = None) -> list[Fingerprint]:
+def parse(text: str, source: str, points: dict[str, dict[str, str]] | None = None) -> list[Fingerprint]:
     prints: list[Fingerprint] = []
     cur: Fingerprint | None = None
 
@@ -92,7 +92,7 @@ def parse(text: str, source: str, points: dict | None = None) -> list[Fingerprin
 def load(directory: str | Path | None = None, extra: list[str] | None = None) -> OsDb:
     """All entries of the shipped DB (every *.txt beside weights.txt), plus the user's own files."""
     d = Path(directory) if directory else DB_DIR
-    points: dict = {}
+    points: dict[str, dict[str, str]] = {}
     wfile = d / "weights.txt"
     if wfile.exists():
         parse(wfile.read_text(encoding="utf-8"), str(wfile), points)

@@ -1,5 +1,8 @@
 """-O against p0f's SYN+ACK signatures (`--os-db p0f`): the user's installed p0f.fp as an extra DB.
 
+It lives beside the probe because it reads what the probe sent (the peer MSS of each SEQ probe)
+to read the answers; the matching itself is match/passive.py's.
+
 Why: p0f.fp's `[tcp:response]` section describes SYN+ACKs of systems we cannot run here (Windows
 XP/7/8, FreeBSD, OpenBSD, Mac OS X, Solaris, HP-UX ...). Our -O probe already collects SYN+ACKs,
 so the same file can vote on an active scan at no extra packet cost. Matching reuses the passive
@@ -28,49 +31,21 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from typing import Any
 
 from hostprint.engine import packets as P
 from hostprint.errors import UsageError
-from hostprint.match.passive import (
-    CONFIDENCE,
-    Label,
-    PassiveMatcher,
-    SignatureDB,
-    TcpMatch,
-    TcpObservation,
-    raw_signature,
-)
-from hostprint.probes.passive import parse_tcp
+from hostprint.engine.headers import TcpObservation
+from hostprint.match.passive import CONFIDENCE, PassiveMatcher, TcpMatch, raw_signature
+from hostprint.signatures.passive_sigs import Label, SignatureDB
+from hostprint.model import Evidence, OsMatch
+from hostprint.engine.headers import parse_tcp
 from hostprint.probes.stack import SEQ_PROBES, Reply, StackResult
+from hostprint.signatures.knowledge import families
 from hostprint.signatures.p0f import DEFAULT_PATHS, default_path, load_p0f
 
 SEQ_NAMES = tuple(f"SEQ{i + 1}" for i in range(len(SEQ_PROBES)))
 # The MSS each SEQ probe offered (None: SEQ4 sends none); p0f's "peer MSS" for that SYN+ACK.
 PEER_MSS = {name: next((v for k, v in opts if k == P.OPT_MSS), None) for name, (_, opts) in zip(SEQ_NAMES, SEQ_PROBES)}
-
-# p0f label name -> (family, vendor) as nmap-os-db's Class lines spell them, so the verdict groups
-# p0f and nmap matches of one system (names from p0f.fp 3.09b labels; vendors from nmap-os-db 7.93).
-FAMILY = {
-    "linux": ("Linux", "Linux"),
-    "windows": ("Windows", "Microsoft"),
-    "freebsd": ("FreeBSD", "FreeBSD"),
-    "openbsd": ("OpenBSD", "OpenBSD"),
-    "netbsd": ("NetBSD", "NetBSD"),
-    "mac os x": ("Mac OS X", "Apple"),
-    "macos x": ("Mac OS X", "Apple"),
-    "ios": ("iOS", "Apple"),
-    "android": ("Android", "Google"),
-    "solaris": ("Solaris", "Oracle"),
-    "hp-ux": ("HP-UX", "HP"),
-    "openvms": ("OpenVMS", "HP"),
-    "tru64": ("Tru64 UNIX", "HP"),
-    "blackberry": ("BlackBerry", "RIM"),
-    "nintendo": ("embedded", "Nintendo"),
-    "nextstep": ("NeXTSTEP", "NeXT"),
-}
-# Device types nmap uses for these vendors' classes; everything else in p0f.fp is a computer OS.
-DEVICE_TYPE = {"BlackBerry": "phone", "iOS": "phone", "Android": "phone", "embedded": "game console"}
 
 _DB_CACHE: dict[str, tuple[SignatureDB, PassiveMatcher]] = {}
 
@@ -156,17 +131,17 @@ def label_text(lb: Label) -> str:
 
 
 def os_class(lb: Label) -> dict[str, str | None]:
-    """family/vendor/generation/device_type for a p0f label, in nmap-os-db's vocabulary."""
+    """family/vendor/generation/device_type for a p0f label, in nmap-os-db's vocabulary (the label
+    names map onto families by the aliases in signatures/knowledge/families.txt, so the verdict
+    groups p0f and nmap matches of one system)."""
     if lb.cls == "!":  # an application (possible in a user's file): says nothing about the OS
         return {"family": None, "vendor": None, "generation": lb.flavor.strip() or None, "device_type": None}
-    family, vendor = FAMILY.get(lb.name.strip().lower(), (lb.name, None))
-    if family == "embedded":  # Nintendo 3DS / Wii: the flavor is the product
-        gen = lb.flavor or None
-    else:
-        gen = lb.flavor.strip() or None
-        if gen and gen.endswith(".x"):
-            gen = gen[:-2] + ".X"
-    dtype = DEVICE_TYPE.get(family) or ("general purpose" if lb.cls in ("unix", "win") else None)
+    fam = families().get(lb.name)
+    family, vendor = (fam.name, fam.vendor) if fam else (lb.name, None)
+    gen = lb.flavor.strip() or None
+    if gen and gen.endswith(".x") and family != "embedded":  # Nintendo 3DS / Wii: the flavor is the product
+        gen = gen[:-2] + ".X"
+    dtype = (fam.device_type if fam else None) or ("general purpose" if lb.cls in ("unix", "win") else None)
     return {"family": family, "vendor": vendor, "generation": gen, "device_type": dtype}
 
 
@@ -174,7 +149,7 @@ def _kind(m: TcpMatch) -> str:
     return ("generic" if m.generic else "exact") + (", fuzzy" if m.fuzzy else "")
 
 
-def p0f_matches(res: StackResult, db: SignatureDB | None = None) -> list[dict[str, Any]]:
+def p0f_matches(res: StackResult, db: SignatureDB | None = None) -> list[OsMatch]:
     """Labels for the -O SYN+ACKs, best first: the label of the first answered SEQ probe (SEQ1
     normally), then labels only other SEQ replies produced, by how many replies agree.
     Raises UsageError (one line) when no DB is given and p0f.fp is not installed."""
@@ -201,10 +176,12 @@ def p0f_matches(res: StackResult, db: SignatureDB | None = None) -> list[dict[st
         line = m.label.source.split(":", 1)[1] if ":" in m.label.source else "?"
         detail = (f"p0f.fp {path} [tcp:response] label {label_text(m.label)} (line {line}): raw_sig {raw} "
                   f"({_kind(m)}) from {name}{others} ({len(agree)}/{answered} SYN+ACKs)")
-        out.append({"name": m.label.full, **os_class(m.label), "confidence": round(conf, 3),
-                    "evidence": [{"method": "stack", "detail": detail}], "raw_sig": raw,
-                    "signature": m.entry.text, "probe": name, "agree": agree, "distance": m.distance,
-                    "line": int(line) if line.isdigit() else None})
+        cls = os_class(m.label)
+        out.append(OsMatch(name=m.label.full, family=cls["family"], vendor=cls["vendor"], generation=cls["generation"],
+                           device_type=cls["device_type"], confidence=round(conf, 3), db="p0f",
+                           evidence=[Evidence("stack", detail)], line=int(line) if line.isdigit() else None,
+                           data={"raw_sig": raw, "signature": m.entry.text, "probe": name, "agree": list(agree),
+                                 "distance": m.distance}))
     return out
 
 

@@ -1,0 +1,194 @@
+"""Reply validation in one place: a probe says which replies it wants, the link hands it decoded,
+cookie-checked replies.
+
+Every probe used to decode each frame itself and repeat the same filters (source in my targets,
+port in my range, an ICMP error quoting one of my probes, the cookie echoed). Now a probe
+subscribes a `Want` with `Link.listen()`; the link decodes each frame once, works out which
+probe it answers (for an ICMP error: the quoted packet's destination and ports) and calls the
+handlers whose Want matches, after the Want's cookie check. The checks themselves are the
+functions at the bottom: the keyed cookie of engine/cookie.py echoed back in an ACK number, a
+sequence number, a source port or an ICMP id/seq.
+
+The bulk TCP port scan keeps its own vectorised path over whole ring blocks (probes/tcpscan.py):
+there the same cookie check runs in numpy on thousands of replies at once.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hostprint.engine import packets as P
+from hostprint.engine.cookie import Cookie
+
+
+@dataclass(slots=True)
+class Reply:
+    """One frame that answers a probe, decoded once."""
+
+    ts_ns: int  # kernel receive time
+    ip: P.IPv4  # the reply's IP header
+    l4: P.TCP | P.UDP | P.ICMP  # the reply's transport
+    raw: bytes  # the IP packet as received
+    peer: bytes  # the probed address: the reply's source, or the quoted destination of an ICMP error
+    proto: int  # the protocol of the probe it answers (the quoted one for an ICMP error)
+    our_port: int | None  # our side: TCP/UDP destination port, or the quoted source port
+    their_port: int | None  # the probed port: TCP/UDP source port, or the quoted destination port
+    error: P.ICMP | None = None  # the ICMP error, when the reply is one
+    quoted: tuple[P.IPv4, bytes] | None = None  # the error's quoted IP header and what follows
+
+    @property
+    def ts(self) -> float:
+        return self.ts_ns / 1e9
+
+    @property
+    def tcp(self) -> P.TCP | None:
+        return self.l4 if isinstance(self.l4, P.TCP) else None
+
+    @property
+    def icmp(self) -> P.ICMP | None:
+        return self.l4 if isinstance(self.l4, P.ICMP) else None
+
+    @property
+    def quoted_icmp(self) -> tuple[int, int] | None:
+        """(type, id) of the ICMP query an ICMP error quotes."""
+        if self.quoted is None or self.quoted[0].proto != P.IPPROTO_ICMP or len(self.quoted[1]) < 6:
+            return None
+        return self.quoted[1][0], struct.unpack_from("!H", self.quoted[1], 4)[0]
+
+
+#: ICMP types that are errors quoting the packet that caused them (RFC 792).
+ICMP_ERRORS = frozenset({3, 4, 5, 11, 12})
+
+
+@dataclass(frozen=True)
+class Want:
+    """The replies one probe wants.
+
+    peers: the probed addresses (4 bytes each), None for any; protos: the probe protocols
+    (TCP, UDP, ICMP); our_ports: our side's port range (TCP/UDP replies and the quoted source
+    port of ICMP errors); errors: ICMP errors quoting a matching probe; icmp_types: replies to
+    ICMP queries (echo reply 0, timestamp reply 14, mask reply 18, information reply 16);
+    valid: the probe kind's cookie check (one of the functions below), run last."""
+
+    peers: frozenset[bytes] | None = None
+    protos: frozenset[int] = frozenset({P.IPPROTO_TCP, P.IPPROTO_UDP, P.IPPROTO_ICMP})
+    our_ports: tuple[int, int] | None = None
+    errors: bool = True
+    icmp_types: frozenset[int] = frozenset()
+    valid: Callable[[Reply], bool] | None = None
+
+    def accepts(self, r: Reply) -> bool:
+        if r.proto not in self.protos or (self.peers is not None and r.peer not in self.peers):
+            return False
+        if r.error is not None:
+            if not self.errors:
+                return False
+        elif r.proto == P.IPPROTO_ICMP:
+            icmp = r.icmp
+            if icmp is None or icmp.type not in self.icmp_types:
+                return False
+        if self.our_ports is not None and r.proto != P.IPPROTO_ICMP:
+            if r.our_port is None or not self.our_ports[0] <= r.our_port <= self.our_ports[1]:
+                return False
+        return self.valid is None or self.valid(r)
+
+
+Handler = Callable[[Reply], None]
+
+
+def decode_reply(ts_ns: int, fr: bytes | memoryview) -> Reply | None:
+    """The reply a frame carries, or None (not IPv4 TCP/UDP/ICMP, malformed, or an ICMP error
+    whose quote says nothing about our probe)."""
+    try:
+        p = P.decode_frame(fr)
+    except P.DecodeError:
+        return None
+    ip, l4 = p.ip, p.l4
+    if ip is None or not isinstance(l4, (P.TCP, P.UDP, P.ICMP)):
+        return None
+    raw = bytes(fr[14:])
+    if isinstance(l4, (P.TCP, P.UDP)):
+        proto = P.IPPROTO_TCP if isinstance(l4, P.TCP) else P.IPPROTO_UDP
+        return Reply(ts_ns, ip, l4, raw, ip.src, proto, l4.dport, l4.sport)
+    if l4.type in ICMP_ERRORS:
+        q = l4.quoted_packet()
+        if q is None:
+            return None
+        qip, rest = q
+        ours = theirs = None
+        if qip.proto in (P.IPPROTO_TCP, P.IPPROTO_UDP) and len(rest) >= 4:
+            ours, theirs = struct.unpack_from("!HH", rest)
+        return Reply(ts_ns, ip, l4, raw, qip.dst, qip.proto, ours, theirs, error=l4, quoted=q)
+    return Reply(ts_ns, ip, l4, raw, ip.src, P.IPPROTO_ICMP, None, None)
+
+
+def dispatch(listeners: list[tuple[Want, Handler]]) -> Callable[[int, memoryview], None]:
+    """A link frame handler that decodes once and feeds every listener whose Want accepts."""
+    def on_frame(ts_ns: int, fr: memoryview) -> None:
+        r = decode_reply(ts_ns, fr)
+        if r is None:
+            return
+        for want, handler in listeners:
+            try:
+                if want.accepts(r):
+                    handler(r)
+            except Exception:  # noqa: BLE001 - one bad frame or handler must not stop the others
+                pass
+    return on_frame
+
+
+# ---------------------------------------------------------------------------- the cookie checks
+# A probe's identity is a keyed hash of (probed address, probed port, our port, salt) put in a
+# field the reply must echo (engine/cookie.py). Each check recomputes it from the reply alone.
+
+
+def _key(r: Reply) -> int:
+    return int.from_bytes(r.peer, "big")
+
+
+def acks_cookie(cookie: Cookie, salt: int = 0, delta: int = 1) -> Callable[[Reply], bool]:
+    """A TCP reply whose ACK is our SYN's (or probe's) sequence cookie + delta."""
+    def check(r: Reply) -> bool:
+        t = r.tcp
+        return (t is not None and r.their_port is not None and r.our_port is not None
+                and t.ack == (cookie(_key(r), r.their_port, r.our_port, salt) + delta) & 0xFFFFFFFF)
+    return check
+
+
+def seq_is_cookie(cookie: Cookie, salt: int = 0) -> Callable[[Reply], bool]:
+    """A RST whose sequence number is our ACK probe's acknowledgement cookie (RFC 793 p. 36)."""
+    def check(r: Reply) -> bool:
+        t = r.tcp
+        return (t is not None and r.their_port is not None and r.our_port is not None
+                and t.seq == cookie(_key(r), r.their_port, r.our_port, salt))
+    return check
+
+
+def cookie_port(cookie: Cookie, lo: int, hi: int, addr: bytes, port: int, salt: int) -> int:
+    """Our source port toward addr:port, a cookie inside [lo, hi]."""
+    return lo + cookie(int.from_bytes(addr, "big"), port, 0, salt) % (hi - lo + 1)
+
+
+def port_is_cookie(cookie: Cookie, lo: int, hi: int, salt: int) -> Callable[[Reply], bool]:
+    """A UDP answer (or an ICMP error quoting our datagram) to the source port cookie_port()
+    chose for that address and port."""
+    def check(r: Reply) -> bool:
+        return (r.our_port is not None and r.their_port is not None
+                and r.our_port == cookie_port(cookie, lo, hi, r.peer, r.their_port, salt))
+    return check
+
+
+def icmp_ident(cookie: Cookie, addr: bytes, salt: int) -> tuple[int, int]:
+    """(id, seq) of our ICMP query to addr."""
+    c = cookie(int.from_bytes(addr, "big"), 0, 0, salt)
+    return c >> 16, c & 0xFFFF
+
+
+def ident_is_cookie(cookie: Cookie, salt: int) -> Callable[[Reply], bool]:
+    """An ICMP query reply whose id/seq is our query's cookie for its source."""
+    def check(r: Reply) -> bool:
+        m = r.icmp
+        return m is not None and r.error is None and (m.id, m.seq) == icmp_ident(cookie, r.peer, salt)
+    return check

@@ -1,0 +1,108 @@
+"""The technique contract. Every way hostprint learns about hosts — discovery, each port scan,
+-sV, --sequence, --cron-os timing, -O, passive observation — is one `Technique` subclass in its
+own module under probes/, named by one line in probes/registry.py. This docstring is the whole
+contract (zmap's probe_modules.h and httpx's transport base were the models):
+
+1. **Set-up before any packet.** `Technique.create(options)` returns the configured instances the
+   options ask for (none when not asked; several when one module serves several scan kinds). It
+   loads every DB, payload and option the technique needs: a bad DB or option raises UsageError
+   here, while the command still has sent nothing.
+2. **Probe.** `await technique.probe(hosts, session)` measures the given hosts (HostResults that
+   earlier phases filled: status, ports) over the session's shared links and returns one typed
+   result per address it measured. It does not write into the hosts; facts later techniques
+   need (a closed port seen by the SYN scan) go to the session.
+3. **Record.** `technique.record(host, result)` turns one result into what the host carries:
+   ports and services (port scans, -sV), or an evidence block for `host.os` plus architecture
+   findings, built by the technique's matcher in match/. The combined verdict reads every block
+   generically (match/verdict.py), so a technique never touches another's evidence.
+
+`phase` orders techniques in a run (discovery, port scans, services, sequence, timing, stack);
+`needs_raw` says whether it sends crafted packets (CAP_NET_RAW); `label` names its progress bar.
+Adding a technique = this subclass in one probe module + one matcher + one registry line.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+
+from hostprint.model import HostResult, Json
+
+if TYPE_CHECKING:
+    from hostprint.engine.link import Links
+    from hostprint.engine.rate import Timing
+    from hostprint.probes.options import ScanOptions
+
+R = TypeVar("R")
+
+
+class Progress(Protocol):
+    """What techniques report to the terminal (report.terminal.ScanProgress implements it)."""
+
+    def phase(self, name: str, total: int | None) -> int: ...
+
+    def advance(self, task: int, n: int = 1) -> None: ...
+
+    def update_counts(self, hosts_up: int | None = None, ports_open: int | None = None,
+                      fingerprints: int | None = None) -> None: ...
+
+
+class NoProgress:
+    def phase(self, name: str, total: int | None) -> int:
+        return 0
+
+    def advance(self, task: int, n: int = 1) -> None:
+        pass
+
+    def update_counts(self, hosts_up: int | None = None, ports_open: int | None = None,
+                      fingerprints: int | None = None) -> None:
+        pass
+
+
+@dataclass
+class Session:
+    """What the techniques of one run share: the timing template, the raw links (opened on
+    first use, closed by whoever made the session), progress, per-technique statistics and facts
+    one technique leaves for another."""
+
+    timing: Timing
+    progress: Progress = field(default_factory=NoProgress)
+    stats: dict[str, dict[str, Json]] = field(default_factory=dict)
+    #: one closed TCP port per address, seen by the SYN scan (-O needs a closed port)
+    closed_tcp: dict[str, int] = field(default_factory=dict)
+    _links: Links | None = None
+
+    @property
+    def links(self) -> Links:
+        if self._links is None:
+            from hostprint.engine.link import Links
+
+            self._links = Links()
+        return self._links
+
+    def close(self) -> None:
+        if self._links is not None:
+            self._links.close()
+            self._links = None
+
+
+class Technique(ABC, Generic[R]):
+    name: ClassVar[str]
+    phase: ClassVar[int]
+    needs_raw: ClassVar[bool] = True
+    label: str = ""  # progress bar name (default: the technique's name)
+
+    @classmethod
+    @abstractmethod
+    def create(cls, options: ScanOptions) -> Sequence[Technique[Any]]:
+        """The instances `options` ask for, with DBs loaded (UsageError before any packet)."""
+
+    @abstractmethod
+    async def probe(self, hosts: Sequence[HostResult], session: Session) -> Mapping[str, R]:
+        """Measure `hosts`; one result per address measured."""
+
+    @abstractmethod
+    def record(self, host: HostResult, result: R) -> None:
+        """Put one result into the host (ports, services, or an evidence block in host.os)."""
