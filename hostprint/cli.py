@@ -16,7 +16,10 @@ import sys
 from hostprint import __version__
 from hostprint.errors import UsageError
 
+#: Subcommand names (a first word that is none of these means "scan"). `discover` is registered by
+#: the scan module, which shares its flags.
 COMMANDS = ["scan", "discover", "timing", "learn", "amap", "passive", "report", "diff", "history", "lab", "demo"]
+MODULES = [c for c in COMMANDS if c != "discover"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,14 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="hostprint", description="Who is on the other end of this address.")
     p.add_argument("--version", action="version", version=f"hostprint {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"hostprint.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"hostprint.commands.{name}":
-                continue
-            raise
-        mod.register(sub)
+    for name in MODULES:
+        importlib.import_module(f"hostprint.commands.{name}").register(sub)
     return p
 
 

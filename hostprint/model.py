@@ -7,16 +7,15 @@ The JSON lines schema in the README is exactly `HostResult.to_dict()` plus the `
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-import math
 from typing import Any, ClassVar, Dict, List, Union
 
 # Port states and reasons use nmap's words so that nmap tooling reads our XML unchanged.
 OPEN, CLOSED, FILTERED, UNFILTERED = "open", "closed", "filtered", "unfiltered"
 OPEN_FILTERED, CLOSED_FILTERED = "open|filtered", "closed|filtered"
-PORT_STATES = (OPEN, CLOSED, FILTERED, UNFILTERED, OPEN_FILTERED, CLOSED_FILTERED)
 
 # A state seen on more than this many ports of a host is summarised as <extraports> (nmap's rule).
 EXTRAPORTS_THRESHOLD = 25
@@ -83,11 +82,11 @@ class Twin:
     load-balancer check): the fields a stack decides, in nmap's notation."""
 
     probe: str
-    O: str  # option string
-    W: str  # window, hex
-    TG: str  # initial TTL, hex
+    options: str  # nmap's option string (O)
+    window: str  # hex (W)
+    ittl: str  # initial TTL, hex (TG)
     hops: str
-    DF: str  # Y | N
+    df: str  # Y | N
     ts: int | None  # TSval
     at: float  # kernel receive time, seconds
     ipid: int | None

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, SHARED, hostprint, needs_root
-
 from hostprint.errors import UsageError
 from hostprint.match.app import NULL, expand, os_hint
 from hostprint.signatures import amap as amap_db
@@ -509,7 +508,8 @@ def test_rules_on_spec_built_answers(trigger, data, service, fields):
 
 
 def test_http_title_goes_into_extrainfo():
-    from hostprint.probes.app import NULL as _N, PortReport, Response
+    from hostprint.probes.app import NULL as _N
+    from hostprint.probes.app import PortReport, Response
 
     rep = PortReport("198.18.0.1", 8000, "tcp")
     data = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\r\n<html><head><TITLE>\n Lab  page </TITLE></head>"

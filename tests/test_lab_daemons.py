@@ -16,7 +16,6 @@ import shutil
 import pytest
 
 from conftest import needs_root
-
 from hostprint.lab import DaemonUnavailable, HostSpec, Lab, LabSpec
 from hostprint.lab import services as svc
 from hostprint.lab.daemoncheck import package_version

@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 
 from hostprint.engine import packets as P
 from hostprint.engine import pcapfile as PF
+from hostprint.engine.headers import http_head, parse_tcp
 from hostprint.errors import UsageError
 from hostprint.match.passive import PassiveMatcher
-from hostprint.signatures.passive_sigs import Label, parse_tcp_sig
-from hostprint.engine.headers import http_head, parse_tcp
 from hostprint.probes.passive import PassiveAnalyzer
 from hostprint.signatures.passive_db import load_passive_db, resolve_db
+from hostprint.signatures.passive_sigs import Label, parse_tcp_sig
 
 ROOT = Path(__file__).resolve().parent.parent
 SRV = "198.18.6.10"
@@ -47,8 +47,7 @@ FAKE_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/1
 
 
 def cli(*args: str, env: dict | None = None, ns: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-c", "import sys; from hostprint.cli import COMMANDS, main\n"
-            "'passive' in COMMANDS or COMMANDS.append('passive')\nsys.exit(main())", *args]
+    argv = [sys.executable, "-m", "hostprint", *args]
     if ns:
         argv = ["ip", "netns", "exec", ns, *argv]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
@@ -542,9 +541,7 @@ def test_lab_live_capture(plab, tmp_path):
     lab, _, _ = plab
     out = tmp_path / "live.jsonl"
     db = tmp_path / "inv.sqlite"
-    argv = [sys.executable, "-c", "import sys; from hostprint.cli import COMMANDS, main\n"
-            "'passive' in COMMANDS or COMMANDS.append('passive')\nsys.exit(main())",
-            "passive", "-i", "eth0", "-c", "4", "--timeout", "30", "-oJ", str(out), "--db", str(db), "--quiet"]
+    argv = [sys.executable, "-m", "hostprint", "passive", "-i", "eth0", "-c", "4", "--timeout", "30", "-oJ", str(out), "--db", str(db), "--quiet"]
     p = lab.spawn("srv", argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from hostprint.errors import UsageError
 from hostprint.model import ExtraPorts, HostResult, PortResult, ScanRun, Service
 from hostprint.report import check_output_paths, emit_outputs
-from hostprint.report.grepable import format_grepable, write_grepable
+from hostprint.report.grepable import format_grepable
 from hostprint.report.inventory import SCHEMA_VERSION, Inventory, default_path
 from hostprint.report.jsonl import JsonlWriter
-from hostprint.report.nmapxml import to_xml, write_xml
+from hostprint.report.nmapxml import to_xml
 from hostprint.report.normal import format_normal
 
 DTD = Path("/usr/share/nmap/nmap.dtd")
@@ -153,7 +153,7 @@ def test_xml_is_valid_against_nmap_dtd(run: ScanRun, tmp_path: Path) -> None:
     _need_dtd()
     xmllint = _need("xmllint")
     out = tmp_path / "scan.xml"
-    write_xml(run, out)
+    out.write_text(to_xml(run), encoding="utf-8")
     r = subprocess.run([xmllint, "--noout", "--dtdvalid", str(DTD), str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
@@ -231,7 +231,7 @@ def test_libnmap_reads_hosts_ports_services(run: ScanRun, tmp_path: Path) -> Non
     from libnmap.parser import NmapParser
 
     out = tmp_path / "scan.xml"
-    write_xml(run, out)
+    out.write_text(to_xml(run), encoding="utf-8")
     rep = NmapParser.parse_fromfile(str(out))
     assert rep.commandline.startswith("hostprint ")
     assert rep.scan_type == "ack"  # libnmap keeps the last <scaninfo>: the SYN|ACK scan
@@ -266,7 +266,7 @@ def test_nmap_xsl_renders_the_report(run: ScanRun, tmp_path: Path) -> None:
     if not XSL.exists():
         pytest.skip(f"{XSL} missing (Debian package nmap-common)")
     out = tmp_path / "scan.xml"
-    write_xml(run, out)
+    out.write_text(to_xml(run), encoding="utf-8")
     r = subprocess.run([xsltproc, str(XSL), str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     html = r.stdout
@@ -405,9 +405,7 @@ def _parse_gnmap(text: str) -> dict[str, dict[str, str]]:
 
 
 def test_grepable(run: ScanRun) -> None:
-    buf = io.StringIO()
-    write_grepable(run, buf)
-    text = buf.getvalue()
+    text = format_grepable(run)
     lines = text.splitlines()
     assert lines[0].startswith("# hostprint 0.1.0 scan initiated ") and "as: hostprint scan -sS" in lines[0]
     assert lines[-1].startswith("# hostprint done at ") and lines[-1].endswith(

@@ -50,8 +50,10 @@ def _tables(lab) -> str:
 def test_guard_keeps_target_half_open(scanlab):
     """Unguarded, our kernel RSTs the SYN-ACK and the target never retransmits; guarded, the target
     retransmits after its 1 s initial RTO (Linux TCP_TIMEOUT_INIT)."""
-    run = lambda g: int(scanlab.exec(scanlab.scanner_ns, [sys.executable, "-c", COUNT_SYNACKS, g],
-                                     capture_output=True, text=True, check=True).stdout.strip())
+    def run(g: str) -> int:
+        return int(scanlab.exec(scanlab.scanner_ns, [sys.executable, "-c", COUNT_SYNACKS, g],
+                                capture_output=True, text=True, check=True).stdout.strip())
+
     assert run("0") == 1
     assert run("1") >= 2
     assert "hostprint_" not in _tables(scanlab)

@@ -22,16 +22,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import needs_root
 from hostprint.engine import packets as P
 from hostprint.engine import pcapfile as PF
 from hostprint.errors import UsageError
 from hostprint.probes import stack_p0f
+from hostprint.probes.stack import SEQ_PROBES, Reply, StackResult
 from hostprint.probes.stack_p0f import SEQ_NAMES, raw_signatures
 from hostprint.probes.stack_p0f import p0f_matches as _p0f_matches
-from hostprint.probes.stack import SEQ_PROBES, Reply, StackResult
 from hostprint.signatures.p0f import default_path, load_p0f
-
-from conftest import needs_root
 
 US, THEM = "198.18.0.1", "198.18.0.20"
 MAC_US, MAC_THEM = b"\x02\0\0\0\0\x01", b"\x02\0\0\0\0\x14"

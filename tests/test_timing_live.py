@@ -62,9 +62,9 @@ def tlab():
 
     if not shutil.which("iptables"):
         pytest.skip("needs iptables (SYNPROXY target)")
-    from hostprint.lab import Lab
-
     import tempfile
+
+    from hostprint.lab import Lab
 
     with tempfile.TemporaryDirectory(prefix="hpt-lwip-") as tmp, Lab(_spec(f"tm{os.getpid() % 10000}")) as lab:
         for argv in SYNPROXY:

@@ -269,7 +269,6 @@ def test_one_extra_fin_is_explained_at_a_price_but_not_an_extra_synack(builtin):
     """A DB with one class (as a learned DB holds): LAST_ACK with one FIN more than the class sends
     used to get zero likelihood and came out unknown; it now names the class, less surely than the
     exact schedule. One SYN-ACK more is another retry setting, so it stays unknown."""
-    from hostprint.signatures.timing_db import Schedule
 
     base = next(c for c in builtin.db.classes if c.id == "linux-3.1+")
     fin = Schedule.from_gaps("lastack", np.array([0.18, 0.37, 0.74]), np.array([0.28, 0.53, 1.0]))

@@ -24,10 +24,17 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
+from simulate import LEVELS, HeaderNoise, perturb  # noqa: E402
+
 from hostprint.match.timing import TimingClassifier, TimingModel, TimingObservation  # noqa: E402
 from hostprint.signatures.timing_db import (  # noqa: E402
-    HershelRow, TimingDB, classes_from_rows, header_of_row, read_hershel_rows, read_mapping)
-from simulate import LEVELS, HeaderNoise, perturb  # noqa: E402
+    HershelRow,
+    TimingDB,
+    classes_from_rows,
+    header_of_row,
+    read_hershel_rows,
+    read_mapping,
+)
 
 # Hershel+ built from its public source and run on exactly this protocol (recorded in issue #3;
 # it cannot be built here). exact, label accuracy per level; throughput 57-700 obs per CPU-second.
@@ -102,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     build_s = time.process_time() - t0
     nn = None if args.no_baseline else NearestNeighbour(train)
     noise = HeaderNoise(hdir / "faulds")
-    ids = [c.id for c in db.classes]
     labels = {c.id: c.label for c in db.classes}
 
     print(f"# timing classifier benchmark  {datetime.date.today()}  {platform.node()}  "

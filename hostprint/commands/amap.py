@@ -11,7 +11,6 @@ import argparse
 import os
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TextIO
 
@@ -75,34 +74,11 @@ def parse_port_args(words: list[str]) -> list[int]:
 
 
 def read_nmap_file(path: str) -> list[tuple[str, int, str]]:
-    """Open ports from nmap -oG/-oM (amap's -i) or -oX output: (address, port, proto)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise UsageError(f"cannot read -i {path}: {e.strerror}") from None
-    out: list[tuple[str, int, str]] = []
-    if text.lstrip().startswith("<?xml") or "<nmaprun" in text[:2000]:
-        try:
-            root = ET.fromstring(text)
-        except ET.ParseError as e:
-            raise UsageError(f"-i {path}: not valid nmap XML ({e})") from None
-        for h in root.iter("host"):
-            addr = next((a.get("addr") for a in h.iter("address") if a.get("addrtype") in ("ipv4", "ipv6")), None)
-            for p in h.iter("port"):
-                st = p.find("state")
-                if addr and st is not None and st.get("state") == "open" and (p.get("portid") or "").isdigit():
-                    out.append((addr, int(p.get("portid")), p.get("protocol") or "tcp"))
-        return out
-    for line in text.splitlines():
-        if not line.startswith("Host: ") or "Ports: " not in line:
-            continue
-        addr = line.split()[1]
-        ports = line.split("Ports: ", 1)[1].split("\t", 1)[0]
-        for entry in ports.split(","):
-            f = entry.strip().split("/")
-            if len(f) >= 3 and f[0].isdigit() and f[1] == "open" and f[2] in ("tcp", "udp"):
-                out.append((addr, int(f[0]), f[2]))
-    return out
+    """Open ports from nmap -oG or -oX output (amap's -i): (address, port, proto)."""
+    from hostprint.targets import read_nmap_results
+
+    return [(a, p, proto) for a, ports in read_nmap_results(path).items() for p, proto, state, _name in ports
+            if state == "open" and proto in ("tcp", "udp")]
 
 
 def _db(args: argparse.Namespace):

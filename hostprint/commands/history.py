@@ -11,7 +11,7 @@ import argparse
 import json
 import time
 
-from hostprint.errors import UsageError
+from hostprint.commands.args import positive
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,18 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-n", dest="limit", metavar="N", help="list only the N newest runs")
     p.add_argument("--json", action="store_true", help="machine-readable output (JSON lines)")
     p.set_defaults(func=run)
-
-
-def _limit(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        raise UsageError(f"bad -n value {text!r}: expected a positive number") from None
-    if n < 1:
-        raise UsageError(f"bad -n value {text!r}: expected a positive number")
-    return n
 
 
 def _duration(r: dict) -> str:  # type: ignore[type-arg]
@@ -58,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hostprint.report.inventory import Inventory
 
-    limit = _limit(args.limit)
+    limit = positive(args.limit, "-n")
     with Inventory(args.db, create=False) as inv:
         if args.run:
             stored = inv.load_run(args.run)

@@ -22,8 +22,15 @@ import numpy as np
 
 from hostprint.commands.timing import add_live_options, live_setup
 from hostprint.errors import UsageError
-from hostprint.signatures.timing_db import (Schedule, TimingClass, format_class, normalise_ttl, read_cronos_db,
-                                            rst_code, rst_win3)
+from hostprint.signatures.timing_db import (
+    Schedule,
+    TimingClass,
+    format_class,
+    normalise_ttl,
+    read_cronos_db,
+    rst_code,
+    rst_win3,
+)
 
 DEFAULT_OUT = Path.home() / ".local" / "share" / "hostprint" / "timing-user.txt"
 REL_SLACK, ABS_SLACK = 0.13, 0.02

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hostprint.commands.args import positive
 from hostprint.errors import UsageError
 
 MAX_OBSERVATION_HOSTS = 2000  # hosts whose summary is also stored as an inventory observation
@@ -45,18 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--no-db", action="store_true", help="do not record this run in the inventory")
     p.add_argument("--quiet", action="store_true", help="no host table on the terminal")
     p.set_defaults(func=run)
-
-
-def _positive(text: str | None, opt: str, cast: type = int) -> Any:
-    if text is None:
-        return None
-    try:
-        v = cast(text)
-    except ValueError:
-        raise UsageError(f"bad {opt} value {text!r}: expected a positive number") from None
-    if v <= 0:
-        raise UsageError(f"bad {opt} value {text!r}: expected a positive number")
-    return v
 
 
 def capture_files(path: str) -> list[Path]:
@@ -109,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
     from hostprint.report.jsonl import JsonlWriter
     from hostprint.signatures.passive_db import resolve_db
 
-    count = _positive(args.count, "-c")
-    timeout = _positive(args.timeout, "--timeout", float)
+    count = positive(args.count, "-c")
+    timeout = positive(args.timeout, "--timeout", float)
     if args.read and (count or timeout):
         raise UsageError("-c and --timeout apply to live capture (-i), not to -r")
     check_output_paths(oJ=args.oJ)

@@ -14,7 +14,7 @@ import struct
 import numpy as np
 
 from hostprint.engine.checksum import inet_sum
-from hostprint.engine.packets import IPPROTO_TCP, IPPROTO_UDP, OPT_MSS, encode_tcp_options
+from hostprint.engine.packets import IPPROTO_TCP, OPT_MSS, encode_tcp_options
 
 ETH, IP = 14, 20
 U64 = np.uint64
@@ -90,41 +90,4 @@ class TcpTemplate:
         s = (U64(self.tcp_base) + dsum + sp + dp + (sq >> U64(16)) + (sq & U64(0xFFFF))
              + (ak >> U64(16)) + (ak & U64(0xFFFF)))
         _put16(b, t + 16, _fold(s))
-        return n
-
-
-class UdpTemplate:
-    """UDP probes with a fixed payload (one template per payload)."""
-
-    def __init__(self, src_mac: bytes, src_ip: str, payload: bytes = b"", ttl: int = 64):
-        self.payload = payload
-        self.udp_len = 8 + len(payload)
-        self.length = ETH + IP + self.udp_len
-        src = socket.inet_aton(src_ip)
-        row = bytearray(self.length)
-        row[6:12] = src_mac
-        row[12:14] = b"\x08\x00"
-        struct.pack_into("!BBHHHBBH4s4s", row, ETH, 0x45, 0, IP + self.udp_len, 0, 0, ttl, IPPROTO_UDP, 0, src, b"\0" * 4)
-        struct.pack_into("!HHHH", row, ETH + IP, 0, 0, self.udp_len, 0)
-        row[ETH + IP + 8:] = payload
-        self.row = np.frombuffer(bytes(row), np.uint8)
-        self.ip_base = inet_sum(bytes(row[ETH:ETH + IP]))
-        self.udp_base = inet_sum(src) + IPPROTO_UDP + self.udp_len + inet_sum(bytes(row[ETH + IP:]))
-
-    def fill(self, buf: np.ndarray, dst_mac: np.ndarray, dst: np.ndarray, sport: np.ndarray,
-             dport: np.ndarray, ipid: np.ndarray) -> int:
-        n = len(dst)
-        b = buf[:n]
-        b[:, :self.length] = self.row
-        b[:, 0:6] = dst_mac
-        dst64, ipid64 = dst.astype(U64), ipid.astype(U64)
-        _put16(b, ETH + 4, ipid64)
-        _put32(b, ETH + 16, dst64)
-        dsum = (dst64 >> U64(16)) + (dst64 & U64(0xFFFF))
-        _put16(b, ETH + 10, _fold(U64(self.ip_base) + dsum + ipid64))
-        sp, dp = sport.astype(U64), dport.astype(U64)
-        _put16(b, ETH + IP, sp)
-        _put16(b, ETH + IP + 2, dp)
-        c = _fold(U64(self.udp_base) + dsum + sp + dp)
-        _put16(b, ETH + IP + 6, np.where(c == 0, U64(0xFFFF), c))
         return n

@@ -168,8 +168,8 @@ class Link:
         scan's cost once replies are parsed vectorised. Sender threads pinned to different CPUs
         spread that work; ctypes drops the GIL during the call, so Python is not the limit."""
         if self._senders is None:
-            from concurrent.futures import ThreadPoolExecutor
             import os
+            from concurrent.futures import ThreadPoolExecutor
 
             cpus = sorted(os.sched_getaffinity(0))
             if self.loopback or len(cpus) < 2:

@@ -492,7 +492,3 @@ def build_frame(eth: Ethernet, ip: IPv4, l4: TCP | UDP | ICMP | bytes) -> bytes:
 
 def ip_to_int(addr: str) -> int:
     return int.from_bytes(socket.inet_aton(addr), "big")
-
-
-def int_to_ip(x: int) -> str:
-    return socket.inet_ntoa(x.to_bytes(4, "big"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
@@ -89,14 +88,6 @@ def iface_mac(iface: str) -> str:
         raise UsageError(f"no such interface: {iface}") from None
 
 
-def iface_mtu(iface: str) -> int:
-    try:
-        with open(f"/sys/class/net/{iface}/mtu") as f:
-            return int(f.read())
-    except OSError:
-        return 1500
-
-
 def local_port_range() -> tuple[int, int]:
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
@@ -115,15 +106,3 @@ def probe_port_range(size: int = 4096) -> tuple[int, int]:
     if lo - size >= 1024:
         return lo - size, lo - 1
     return 65536 - size, 65535
-
-
-def source_for(dst: str) -> str:
-    """The kernel's choice of source address for `dst` (a UDP connect sends nothing)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect((dst, 9))
-        return s.getsockname()[0]
-    except OSError as e:
-        raise UsageError(f"no route to host {dst}: {e.strerror}") from None
-    finally:
-        s.close()

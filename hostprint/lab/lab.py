@@ -31,8 +31,8 @@ from typing import Any, Sequence
 from hostprint.errors import UsageError
 from hostprint.lab import netns as N
 from hostprint.lab import state as S
-from hostprint.lab.netns import LabError
 from hostprint.lab.daemoncheck import ServiceFailure, rejected_line, run_checker
+from hostprint.lab.netns import LabError
 from hostprint.lab.services import REGISTRY, ServiceContext, ServiceKind, helper_env, parse_service
 from hostprint.lab.spec import SCANNER_ADDR, HostSpec, LabSpec
 
@@ -160,7 +160,7 @@ class Lab:
             raise UsageError(f"bad delay distribution {dist!r} (exp, uniform)")
         if direction not in ("both", "to_host", "from_host"):
             raise UsageError(f"bad delay direction {direction!r} (both, to_host, from_host)")
-        from hostprint.lab.delayrelay import write_control, read_ack
+        from hostprint.lab.delayrelay import read_ack, write_control
 
         ctl = self.tmpdir / name / "delay.json"
         gen = write_control(ctl, mean_ms=mean_ms, jitter_ms=jitter_ms, dist=dist, fifo=fifo,

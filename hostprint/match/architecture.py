@@ -15,6 +15,7 @@ from hostprint.model import ArchitectureFinding, OsMatch, Twin
 from hostprint.signatures.knowledge import relays
 from hostprint.stackfacts import initial_ttl, on_clock
 
+
 def from_port_ttls(host: model.HostResult) -> list[ArchitectureFinding]:
     """Group the open TCP ports by (initial TTL, hops); more than one group means forwarding."""
     groups: dict[tuple[int, int], list[int]] = {}
@@ -45,7 +46,7 @@ def from_twins(twins: list[Twin], ts_rate: float | None) -> list[ArchitectureFin
         return []
     shapes: dict[tuple[str, str, str, str, str], list[str]] = {}
     for t in twins:
-        shapes.setdefault((t.O, t.W, t.TG, t.hops, t.DF), []).append(t.probe)
+        shapes.setdefault((t.options, t.window, t.ittl, t.hops, t.df), []).append(t.probe)
     if len(shapes) > 1:
         parts = [f"{len(ps)} answer{'s' if len(ps) > 1 else ''} with options {k[0] or '-'} window {k[1]} "
                  f"initial TTL {int(k[2], 16)} {k[3]} hop{'s' if k[3] != '1' else ''} DF {k[4]}"

@@ -27,11 +27,11 @@ from hostprint.signatures.passive_sigs import (  # noqa: F401 - the grammar's na
     MAX_DIST,
     QUIRK_ORDER,
     QUIRKS,
+    V4_ONLY,
+    V6_ONLY,
     HttpSigEntry,
     Label,
     SignatureDB,
-    V4_ONLY,
-    V6_ONLY,
     TcpSigEntry,
     guess_ittl,
 )

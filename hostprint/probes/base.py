@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
-from hostprint.model import HostResult, Json
+from hostprint.model import HostResult, Json, PortResult
 
 if TYPE_CHECKING:
     from hostprint.engine.link import Links
@@ -106,3 +106,35 @@ class Technique(ABC, Generic[R]):
     @abstractmethod
     def record(self, host: HostResult, result: R) -> None:
         """Put one result into the host (ports, services, or an evidence block in host.os)."""
+
+
+class PortListScan(Technique[list[PortResult]]):
+    """A port scan whose result for a host is its list of PortResults (connect(), UDP): the
+    subclass names its protocol and scan kind and implements `scan`."""
+
+    phase = 10
+    protocol: ClassVar[str]
+    kind: ClassVar[str]
+
+    def __init__(self, options: ScanOptions):
+        self.options = options
+        self.ports = options.ports.get(self.protocol, [])
+
+    @classmethod
+    def create(cls, options: ScanOptions) -> Sequence[Technique[Any]]:
+        return [cls(options)] if cls.kind in options.scan_kinds and options.ports.get(cls.protocol) else []
+
+    async def probe(self, hosts: Sequence[HostResult], session: Session) -> Mapping[str, list[PortResult]]:
+        addrs = [h.address for h in hosts]
+        task = session.progress.phase(self.label or self.name, len(addrs) * len(self.ports))
+        out, stats = await self.scan(addrs, session)
+        session.progress.advance(task, len(addrs) * len(self.ports))
+        session.stats[self.name] = stats
+        return out
+
+    @abstractmethod
+    async def scan(self, addrs: list[str], session: Session) -> tuple[dict[str, list[PortResult]], dict[str, Json]]:
+        """Results per address and this scan's statistics."""
+
+    def record(self, host: HostResult, result: list[PortResult]) -> None:
+        host.ports.extend(result)

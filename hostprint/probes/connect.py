@@ -7,8 +7,6 @@ connections are in flight at once, bounded by a semaphore sized from the timing 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import asyncio
 import errno
 import socket
@@ -16,8 +14,8 @@ import time
 
 from hostprint import model
 from hostprint.engine.rate import Timing
-from hostprint.probes.base import Session, Technique
-from hostprint.probes.options import ScanOptions
+from hostprint.model import Json
+from hostprint.probes.base import PortListScan, Session
 
 
 class ConnectScan:
@@ -81,29 +79,15 @@ class ConnectScan:
                 for p in self.ports]
 
 
-class ConnectPortScan(Technique[list[model.PortResult]]):
+class ConnectPortScan(PortListScan):
     """-sT through the contract of probes/base.py: needs no raw sockets."""
 
     name = "connect"
-    phase = 10
     needs_raw = False
     label = "connect scan"
+    protocol, kind = "tcp", "connect"
 
-    def __init__(self, options: ScanOptions):
-        self.ports = options.ports.get("tcp", [])
-
-    @classmethod
-    def create(cls, options: ScanOptions) -> list[ConnectPortScan]:
-        return [cls(options)] if "connect" in options.scan_kinds and options.ports.get("tcp") else []
-
-    async def probe(self, hosts: Sequence[model.HostResult], session: Session) -> dict[str, list[model.PortResult]]:
-        addrs = [h.address for h in hosts]
-        task = session.progress.phase(self.label, len(addrs) * len(self.ports))
+    async def scan(self, addrs: list[str], session: Session) -> tuple[dict[str, list[model.PortResult]], dict[str, Json]]:
         cs = ConnectScan(addrs, self.ports, session.timing)
         await cs.run()
-        session.progress.advance(task, len(addrs) * len(self.ports))
-        session.stats["connect"] = {"attempts": cs.attempts}
-        return {a: cs.results(a) for a in addrs}
-
-    def record(self, host: model.HostResult, result: list[model.PortResult]) -> None:
-        host.ports.extend(result)
+        return {a: cs.results(a) for a in addrs}, {"attempts": cs.attempts}

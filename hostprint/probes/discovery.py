@@ -25,6 +25,7 @@ from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
 from hostprint.engine.link import Link, Links, until_quiet
+from hostprint.engine.rate import Pacer, Timing
 from hostprint.engine.replies import (
     Reply,
     Want,
@@ -35,7 +36,6 @@ from hostprint.engine.replies import (
     port_is_cookie,
     seq_is_cookie,
 )
-from hostprint.engine.rate import Pacer, Timing
 from hostprint.probes.base import Session, Technique
 from hostprint.probes.options import ScanOptions
 from hostprint.stackfacts import distance
@@ -322,20 +322,6 @@ class Discovery:
         if not rtts:
             return self.timing.initial_rtt
         return min(max(4 * max(rtts) / 1e6, self.timing.min_rtt), self.timing.initial_rtt)
-
-
-
-def host_results(targets: list[str], seen: dict[str, Seen]) -> list[model.HostResult]:
-    out = []
-    for a in targets:
-        s = seen.get(a)
-        if s is None:
-            out.append(model.HostResult(a, "down", ["no-response"]))
-            continue
-        h = model.HostResult(a)
-        DiscoveryTechnique([]).record(h, s)
-        out.append(h)
-    return out
 
 
 class DiscoveryTechnique(Technique[Seen]):

@@ -74,10 +74,9 @@ import time
 from dataclasses import dataclass, field
 
 from hostprint.engine import packets as P
-from hostprint.engine import route
+from hostprint.engine import replies, route
 from hostprint.engine.checksum import checksum
 from hostprint.engine.cookie import Cookie
-from hostprint.engine import replies
 from hostprint.engine.link import Links
 from hostprint.probes.rounds import TwoRounds
 from hostprint.stackfacts import initial_ttl

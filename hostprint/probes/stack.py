@@ -17,31 +17,21 @@ import socket
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from hostprint.engine import packets as P
-from hostprint.stackfacts import initial_ttl, ip_id_class, isn_stats, on_clock, uptime
+from hostprint.engine import replies, route
 from hostprint.engine.checksum import checksum
-from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
-from hostprint.engine import replies
 from hostprint.engine.link import Links
-from hostprint.probes.rounds import TwoRounds
 from hostprint.model import CLOSED, OPEN, HostResult, Twin
 from hostprint.probes.base import Session, Technique
 from hostprint.probes.options import ScanOptions
+from hostprint.probes.rounds import TwoRounds
 from hostprint.probes.sequence import SeqSample
+from hostprint.probes.stack_result import SEQ_PROBES, Reply, StackResult  # noqa: F401 - re-exported
+from hostprint.stackfacts import initial_ttl, ip_id_class, isn_stats, on_clock, uptime
 
-# (window, options) of the six SEQ probes; TS = (0xFFFFFFFF, 0)
 _TS = (P.OPT_TS, (0xFFFFFFFF, 0))
-SEQ_PROBES = [
-    (1, [(P.OPT_WS, 10), (P.OPT_NOP, None), (P.OPT_MSS, 1460), _TS, (P.OPT_SACKOK, None)]),
-    (63, [(P.OPT_MSS, 1400), (P.OPT_WS, 0), (P.OPT_SACKOK, None), _TS, (P.OPT_EOL, None)]),
-    (4, [_TS, (P.OPT_NOP, None), (P.OPT_NOP, None), (P.OPT_WS, 5), (P.OPT_NOP, None), (P.OPT_MSS, 640)]),
-    (4, [(P.OPT_SACKOK, None), _TS, (P.OPT_WS, 10), (P.OPT_EOL, None)]),
-    (16, [(P.OPT_MSS, 536), (P.OPT_SACKOK, None), _TS, (P.OPT_WS, 10), (P.OPT_EOL, None)]),
-    (512, [(P.OPT_MSS, 265), (P.OPT_SACKOK, None), _TS]),
-]
 T_OPTS = [(P.OPT_WS, 10), (P.OPT_NOP, None), (P.OPT_MSS, 265), _TS, (P.OPT_SACKOK, None)]
 # name: (flags, window, DF, port kind)
 T_PROBES = {
@@ -81,34 +71,6 @@ def flags_nmap(flags: int) -> str:
     """F attribute: set flags in nmap's order E U A P R S F."""
     order = [(P.ECE, "E"), (P.URG, "U"), (P.ACK, "A"), (P.PSH, "P"), (P.RST, "R"), (P.SYN, "S"), (P.FIN, "F")]
     return "".join(c for bit, c in order if flags & bit)
-
-
-@dataclass
-class Reply:
-    ts: float  # kernel receive time, seconds
-    ip: P.IPv4
-    l4: object
-    raw: bytes = b""  # the IP packet as received (p0f-style parsing, quirks)
-
-
-@dataclass
-class StackResult:
-    tests: dict[str, dict[str, str]] = field(default_factory=dict)
-    replies: dict[str, Reply] = field(default_factory=dict)
-    conditions: list[str] = field(default_factory=list)  # why test conditions are not ideal
-    distance: int | None = None
-    summary: dict = field(default_factory=dict)  # the attributes in words (TTL, window, options, quirks …)
-    twins: list[Twin] = field(default_factory=list)  # answers to identical SYNs (load-balancer check)
-    ts_rate: float | None = None  # Hz, from one connection's SYN-ACK retransmission
-    rtt: float | None = None  # s, the slowest answer's round trip
-    #: the SEQ probes' SYN-ACKs as a --sequence series (the same six SYNs, 100 ms apart)
-    sequence: list[SeqSample] = field(default_factory=list)
-    ports: dict[str, int | None] = field(default_factory=dict)  # open / closed / closed_udp probed
-
-    def fingerprint(self) -> str:
-        order = ("SEQ", "OPS", "WIN", "ECN", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "U1", "IE", "XI")
-        return "\n".join(f"{t}({'%'.join(f'{k}={v}' for k, v in self.tests[t].items())})"
-                         for t in order if t in self.tests)
 
 
 class StackProbe(TwoRounds):

@@ -33,15 +33,14 @@ import dataclasses
 import struct
 
 from hostprint.engine import packets as P
+from hostprint.engine.headers import TcpObservation, parse_tcp
 from hostprint.errors import UsageError
-from hostprint.engine.headers import TcpObservation
 from hostprint.match.passive import CONFIDENCE, PassiveMatcher, TcpMatch, raw_signature
-from hostprint.signatures.passive_sigs import Label, SignatureDB
 from hostprint.model import Evidence, OsMatch
-from hostprint.engine.headers import parse_tcp
-from hostprint.probes.stack import SEQ_PROBES, Reply, StackResult
+from hostprint.probes.stack_result import SEQ_PROBES, Reply, StackResult
 from hostprint.signatures.knowledge import families
 from hostprint.signatures.p0f import DEFAULT_PATHS, default_path, load_p0f
+from hostprint.signatures.passive_sigs import Label, SignatureDB
 
 SEQ_NAMES = tuple(f"SEQ{i + 1}" for i in range(len(SEQ_PROBES)))
 # The MSS each SEQ probe offered (None: SEQ4 sends none); p0f's "peer MSS" for that SYN+ACK.

@@ -25,8 +25,8 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 

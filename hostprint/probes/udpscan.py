@@ -9,8 +9,6 @@ continue while they still bring answers, like the TCP scan's loss handling.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import socket
 import time
 
@@ -19,11 +17,11 @@ from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
 from hostprint.engine.link import Link, Links, until_quiet
-from hostprint.engine.replies import Reply, Want, cookie_port, port_is_cookie
 from hostprint.engine.rate import Pacer, Timing
+from hostprint.engine.replies import Reply, Want, cookie_port, port_is_cookie
+from hostprint.model import Json
+from hostprint.probes.base import PortListScan, Session
 from hostprint.probes.udppayloads import payload_for
-from hostprint.probes.base import Session, Technique
-from hostprint.probes.options import ScanOptions
 
 FILTER_CODES = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 9: "net-prohibited",
                 10: "host-prohibited", 13: "admin-prohibited"}
@@ -120,29 +118,14 @@ class UdpScan:
         return out
 
 
-class UdpPortScan(Technique[list[model.PortResult]]):
+class UdpPortScan(PortListScan):
     """-sU through the contract of probes/base.py."""
 
     name = "udp"
-    phase = 10
     label = "UDP scan"
+    protocol, kind = "udp", "udp"
 
-    def __init__(self, options: ScanOptions):
-        self.ports = options.ports.get("udp", [])
-        self.data_length = options.data_length or None
-
-    @classmethod
-    def create(cls, options: ScanOptions) -> list[UdpPortScan]:
-        return [cls(options)] if "udp" in options.scan_kinds and options.ports.get("udp") else []
-
-    async def probe(self, hosts: Sequence[model.HostResult], session: Session) -> dict[str, list[model.PortResult]]:
-        addrs = [h.address for h in hosts]
-        task = session.progress.phase(self.label, len(addrs) * len(self.ports))
-        us = UdpScan(addrs, self.ports, session.timing, links=session.links, data_length=self.data_length)
+    async def scan(self, addrs: list[str], session: Session) -> tuple[dict[str, list[model.PortResult]], dict[str, Json]]:
+        us = UdpScan(addrs, self.ports, session.timing, links=session.links, data_length=self.options.data_length or None)
         await us.run()
-        session.progress.advance(task, len(addrs) * len(self.ports))
-        session.stats["udp"] = {"probes": us.probes}
-        return {a: us.results(a) for a in addrs}
-
-    def record(self, host: model.HostResult, result: list[model.PortResult]) -> None:
-        host.ports.extend(result)
+        return {a: us.results(a) for a in addrs}, {"probes": us.probes}

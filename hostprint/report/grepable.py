@@ -9,8 +9,6 @@ characters are replaced in service text (nmap uses '|' for '/' too: 'ssl|http').
 
 from __future__ import annotations
 
-from typing import IO
-
 from hostprint.model import HostResult, PortResult, ScanRun
 from hostprint.report import nmapstyle as ns
 
@@ -58,8 +56,3 @@ def format_grepable(run: ScanRun) -> str:
         lines.extend(_host_lines(run, h))
     lines.append(f"# hostprint done at {ns.ctime(ns.finished_at(run))} -- {ns.done_summary(run)}")
     return "\n".join(lines) + "\n"
-
-
-def write_grepable(run: ScanRun, fp: IO[str]) -> None:
-    """Write the run to an open text file (emit_outputs opens paths and maps errors)."""
-    fp.write(format_grepable(run))

@@ -117,12 +117,6 @@ def _open_out(path_or_file: str | Path | IO[str]) -> Iterator[IO[str]]:
         fp.close()
 
 
-def write_xml(run: ScanRun, path_or_file: str | Path | IO[str]) -> None:
-    """Write the whole run as one nmap XML document to a path, '-' (stdout) or an open text file."""
-    with _open_out(path_or_file) as fp:
-        fp.write(to_xml(run))
-
-
 def to_xml(run: ScanRun) -> str:
     out: list[str] = []
     w = out.append

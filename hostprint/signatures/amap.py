@@ -175,8 +175,3 @@ def load(base: str | Path) -> SignatureDB:
     if files["rpc"].is_file():
         db.extend(parse_rpc(files["rpc"].read_text(encoding="latin-1"), files["rpc"].name))
     return db
-
-
-def base_service(amap_id: str) -> str:
-    """'http-apache-2' -> 'http' (amap's 'protocol-product' convention)."""
-    return amap_id.split("-", 1)[0]

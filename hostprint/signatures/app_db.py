@@ -18,8 +18,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hostprint.match.app import (NULL, ParseError, Rule, SignatureDB, Trigger, compile_regex, hex_bytes,
-                                 parse_match_spec, parse_ports, unescape)
+from hostprint.match.app import (
+    NULL,
+    ParseError,
+    Rule,
+    SignatureDB,
+    Trigger,
+    compile_regex,
+    hex_bytes,
+    parse_match_spec,
+    parse_ports,
+    unescape,
+)
 
 HERE = Path(__file__).resolve().parent
 

@@ -13,8 +13,18 @@ import re
 from pathlib import Path
 
 from hostprint.errors import UsageError
-from hostprint.match.app import (NULL, ParseError, Rule, SignatureDB, Trigger, compile_regex, delimited,
-                                 parse_match_spec, parse_ports, unescape)
+from hostprint.match.app import (
+    NULL,
+    ParseError,
+    Rule,
+    SignatureDB,
+    Trigger,
+    compile_regex,
+    delimited,
+    parse_match_spec,
+    parse_ports,
+    unescape,
+)
 
 DEFAULT_PATHS = ("/usr/share/nmap/nmap-service-probes", "/usr/local/share/nmap/nmap-service-probes")
 

@@ -28,6 +28,7 @@ def load_passive_db(path: str | Path = BUILTIN) -> SignatureDB:
     name = "hostprint" if Path(path) == BUILTIN else str(path)
     db = SignatureDB(sources=[f"{name} ({path})"])
     source: str | None = None
+    shadow: dict[tuple[str, str], str] = {}
     in_source = False  # comment lines right after '# source:' continue it
     for n, line in enumerate(text.splitlines(), 1):
         s = line.strip()
@@ -55,11 +56,13 @@ def load_passive_db(path: str | Path = BUILTIN) -> SignatureDB:
             if len(f) != 6 or f[1] not in ("s", "g"):
                 raise UsageError(f"{where}: expected '{kind} s|g CLASS NAME \"FLAVOR\" SIG'")
             entry = parse_tcp_sig(f[5], Label(f[1] == "g", f[2], f[3], f[4], src), where)
+            _refuse_shadowed(shadow, (kind, entry.text), where)
             (db.syn if kind == "tcp-syn" else db.synack).append(entry)
         elif kind in ("http-req", "http-resp"):
             if len(f) != 5 or f[1] not in ("s", "g"):
                 raise UsageError(f"{where}: expected '{kind} s|g NAME \"FLAVOR\" SIG'")
             e2 = parse_http_sig(f[4], Label(f[1] == "g", "!", f[2], f[3], src), where)
+            _refuse_shadowed(shadow, (kind, e2.text), where)
             (db.http_request if kind == "http-req" else db.http_response).append(e2)
         elif kind == "mtu":
             if len(f) != 3 or not f[1].isdigit():
@@ -72,6 +75,14 @@ def load_passive_db(path: str | Path = BUILTIN) -> SignatureDB:
         else:
             raise UsageError(f"{where}: unknown entry kind {kind!r}")
     return db
+
+
+def _refuse_shadowed(seen: dict[tuple[str, str], str], key: tuple[str, str], where: str) -> None:
+    """The same signature twice: the second could never match (the first one wins), so it is an
+    error in the file, as p0f's reader treats a duplicate signature."""
+    if key in seen:
+        raise UsageError(f"{where}: {key[0]} signature {key[1]!r} is shadowed by the same signature at {seen[key]}")
+    seen[key] = where
 
 
 def resolve_db(db: str | None, p0f: str | None) -> SignatureDB:

@@ -106,7 +106,21 @@ def load(directory: str | Path | None = None, extra: list[str] | None = None) ->
         prints.extend(parse(text, f.name if f.parent == d else str(f)))  # weights only from weights.txt
     if not prints:
         raise UsageError(f"no Stack entries in {d}")
+    refuse_shadowed(prints)
     return OsDb(points, prints, "hostprint stack DB")
+
+
+def refuse_shadowed(prints: list[Fingerprint]) -> None:
+    """An entry whose test lines are the same as an earlier entry's can never be the better match
+    (ties go to the earlier one): refuse it, as p0f refuses a duplicate signature."""
+    seen: dict[tuple[tuple[str, tuple[tuple[str, str], ...]], ...], Fingerprint] = {}
+    for fp in prints:
+        key = tuple(sorted((t, tuple(sorted(a.items()))) for t, a in fp.tests.items()))
+        first = seen.get(key)
+        if first is not None:
+            raise UsageError(f"{fp.source}:{fp.line}: stack entry {fp.name!r} has the same tests as {first.name!r} "
+                             f"({first.source}:{first.line}), which shadows it")
+        seen[key] = fp
 
 
 def user_file() -> str | None:
