@@ -12,6 +12,7 @@ import argparse
 import importlib
 import signal
 import sys
+from typing import NoReturn
 
 from hostprint import __version__
 from hostprint.errors import UsageError
@@ -23,7 +24,7 @@ MODULES = [c for c in COMMANDS if c != "discover"]
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other bad input
         raise UsageError(message)
 
 

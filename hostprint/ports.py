@@ -50,7 +50,7 @@ def _item_ports(item: str, protos: tuple[str, ...], table: ServiceTable | None) 
     if not _NAME.fullmatch(item) or not any(c.isalpha() or c in "*?" for c in item):
         raise _bad(item, "not a port, range or service name")
     table = table or default_table()  # loaded only when a service name is used (0.3 s to parse)
-    named = {p: table.ports_named(item, p) for p in protos}
+    named: dict[str, range | list[int]] = {p: table.ports_named(item, p) for p in protos}
     if any(named.values()):
         return named
     if table.knows_name(item):

@@ -117,7 +117,7 @@ def _cached_load(paths: list[str]) -> ServiceTable:
 
     for path in paths:
         if os.path.exists(path):
-            table = from_file(path, "services", lambda p=path: load_table([p]))
+            table = from_file(path, "services", functools.partial(load_table, [path]))
             if isinstance(table, ServiceTable) and table.source is not None:
                 return table
     return ServiceTable()

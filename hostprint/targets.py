@@ -38,8 +38,11 @@ def _bad(token: str, why: str) -> UsageError:
 
 
 class _Pattern(Protocol):
-    family: int
-    count: int
+    @property
+    def family(self) -> int: ...
+
+    @property
+    def count(self) -> int: ...
 
     def ints(self) -> Iterator[int]: ...
     def __contains__(self, addr: int) -> bool: ...
@@ -161,7 +164,7 @@ def _resolve(name: str) -> int:
         infos = []
     if not infos:
         raise UsageError(f"cannot resolve host: {show_token(name)}")
-    return int.from_bytes(socket.inet_aton(infos[0][4][0]), "big")
+    return int.from_bytes(socket.inet_aton(str(infos[0][4][0])), "big")
 
 
 def _parse_hostname(token: str, name: str, prefix_s: str | None, resolve: bool) -> _Pattern:

@@ -209,7 +209,7 @@ class BatchSender:
         self.buf = np.zeros((max_batch, frame_size), np.uint8)
         self.iov = (_IOVec * max_batch)()
         self.msgs = (_MMsgHdr * max_batch)()
-        self._iov = np.frombuffer(self.iov, dtype=np.dtype([("base", "<u8"), ("len", "<u8")]))
+        self._iov = np.frombuffer(memoryview(self.iov), dtype=np.dtype([("base", "<u8"), ("len", "<u8")]))
         self._iov["base"] = self.buf.ctypes.data + np.arange(max_batch, dtype=np.uint64) * frame_size
         for i in range(max_batch):
             self.msgs[i].hdr.iov = ctypes.pointer(self.iov[i])

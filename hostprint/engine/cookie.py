@@ -35,7 +35,8 @@ class Cookie:
 
     def batch(self, addr: np.ndarray, dport: np.ndarray, sport: np.ndarray, salt: int = 0) -> np.ndarray:
         """The same function over arrays (uint32 result)."""
-        x = (addr.astype(np.uint64) << np.uint64(32)) | (dport.astype(np.uint64) << np.uint64(16)) | sport.astype(np.uint64)
+        x: np.ndarray = ((addr.astype(np.uint64) << np.uint64(32)) | (dport.astype(np.uint64) << np.uint64(16))
+                         | sport.astype(np.uint64))
         x ^= np.uint64(self.key ^ (salt * 0x9E3779B97F4A7C15 & _M64))
         with np.errstate(over="ignore"):
             x = (x ^ (x >> np.uint64(30))) * np.uint64(_C1)

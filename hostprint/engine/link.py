@@ -13,6 +13,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 from hostprint.engine import afpacket, bpf, packets, replies, route
 from hostprint.engine.packets import ARP, ETH_P_ARP, Ethernet
@@ -160,7 +161,7 @@ class Link:
 
     # ------------------------------------------------------------------ send
 
-    def parallel_senders(self) -> list[tuple[afpacket.BatchSender, object]]:
+    def parallel_senders(self) -> list[tuple[afpacket.BatchSender, Executor]]:
         """(sender, single-thread executor) pairs for bulk scans: one thread per CPU, two buffers each.
 
         On veth and loopback the kernel does the receiving host's whole TCP work inside our

@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Union, cast
 
 from hostprint.engine.checksum import checksum, pseudo_header_sum
 
@@ -191,15 +191,15 @@ def encode_tcp_options(opts: list[TCPOption]) -> bytes:
         elif kind == OPT_SACKOK:
             out += b"\x04\x02"
         elif kind == OPT_SACK:
-            blocks = list(val)  # type: ignore[arg-type]
+            blocks = list(cast("list[tuple[int, int]]", val))
             out += struct.pack("!BB", 5, 2 + 8 * len(blocks))
             for left, right in blocks:
                 out += struct.pack("!II", left, right)
         elif kind == OPT_TS:
-            tsval, tsecr = val  # type: ignore[misc]
+            tsval, tsecr = cast("tuple[int, int]", val)
             out += struct.pack("!BBII", 8, 10, tsval, tsecr)
         else:
-            raw = bytes(val or b"")  # type: ignore[arg-type]
+            raw = bytes(cast(bytes, val or b""))
             out += struct.pack("!BB", kind, 2 + len(raw)) + raw
     out += b"\0" * (-len(out) % 4)
     return bytes(out)

@@ -59,7 +59,8 @@ class RouteTable:
         for net, r in self.routes:
             if a in net:
                 dev = r["dev"]
-                src = r.get("prefsrc") or (self.addrs.get(dev) or [None])[0]
+                addrs = self.addrs.get(dev) or []
+                src = r.get("prefsrc") or (addrs[0] if addrs else None)
                 if src is None:
                     raise UsageError(f"no IPv4 source address on interface {dev} to reach {dst}")
                 return Route(dev, src, r.get("gateway"))

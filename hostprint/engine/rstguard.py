@@ -43,7 +43,7 @@ def list_tables() -> list[tuple[str, str, int]]:
 
 def remove_stale() -> list[str]:
     """Delete guard tables whose owning process no longer runs; returns their names."""
-    removed = []
+    removed: list[str] = []
     if not shutil.which("nft"):
         return removed
     for family, name, pid in list_tables():

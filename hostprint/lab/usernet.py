@@ -179,7 +179,7 @@ class UserNet:
             if dead:
                 with open(self._logs[dead[0].pid], "rb") as f:
                     err = f.read().decode(errors="replace")
-                raise LabError(f"waiting for {what}: {' '.join(map(str, dead[0].args))[:80]} exited "
+                raise LabError(f"waiting for {what}: {str(dead[0].args)[:80]} exited "
                                f"{dead[0].returncode}: {err.strip()[-300:]}")
             if time.monotonic() > deadline:
                 raise LabError(f"timed out waiting for {what}")

@@ -41,17 +41,11 @@ from hostprint.engine.headers import (
     parse_tcp,
     syn_cache_key,
 )
-from hostprint.match.passive import (
-    MAX_DIST,
-    QUIRK_ORDER,
-    PassiveMatcher,
-    guess_ittl,
-    raw_signature,
-    win_multiple,
-)
+from hostprint.match.passive import PassiveMatcher, raw_signature, win_multiple
 from hostprint.model import OPEN, HostResult, PortResult
 from hostprint.probes.base import Technique
 from hostprint.probes.passive_hosts import HostState, addr_key, same_os
+from hostprint.signatures.passive_sigs import MAX_DIST, QUIRK_ORDER, guess_ittl
 
 _HTTP_FIRST = np.frombuffer(b"CDGHOPT", np.uint8).astype(np.int64)
 
@@ -95,7 +89,7 @@ class PassiveAnalyzer:
         # [t, client's SYN MSS, want request, want response, client endpoint]
         self.flows: dict[bytes, list] = {}
         self.hosts: dict[str, HostState] = {}
-        self._cache: dict[tuple, tuple[dict | None, int, dict, str]] = {}
+        self._cache: dict[tuple, tuple] = {}
         self.stats = {"packets": 0, "candidates": 0, "syn": 0, "synack": 0, "http": 0, "malformed": 0,
                       "flows_expired": 0, "hosts_dropped": 0, "non_ip": 0}
         self.now = 0.0
@@ -270,6 +264,7 @@ class PassiveAnalyzer:
                         self._syn_cache.clear()
                     got = self._syn_cache[ck] = [o, None]
             else:
+                assert fast is not None  # a cache hit comes from a key
                 o, hit = got
                 tsval = fast[1]
             sport, dport = U16X2.unpack_from(ports)

@@ -17,6 +17,7 @@ import socket
 import time
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 from hostprint.engine import packets as P
 from hostprint.engine import replies, route
@@ -51,7 +52,8 @@ PROBE_TTL = 64
 def options_string(opts: list[P.TCPOption]) -> str:
     """nmap's O attribute: M<mss hex>, N, W<ws hex>, T<tsval!=0><tsecr!=0>, S (SACK permitted), L (EOL)."""
     out = []
-    for k, v in opts:
+    for k, val in opts:
+        v: Any = val  # int for MSS/WS, (tsval, tsecr) for TS
         if k == P.OPT_MSS:
             out.append("M%X" % v)
         elif k == P.OPT_NOP:

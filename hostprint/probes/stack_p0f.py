@@ -35,16 +35,17 @@ import struct
 from hostprint.engine import packets as P
 from hostprint.engine.headers import TcpObservation, parse_tcp
 from hostprint.errors import UsageError
-from hostprint.match.passive import CONFIDENCE, PassiveMatcher, TcpMatch, raw_signature
+from hostprint.match.passive import PassiveMatcher, TcpMatch, raw_signature
 from hostprint.model import Evidence, OsMatch
 from hostprint.probes.stack_result import SEQ_PROBES, Reply, StackResult
 from hostprint.signatures.knowledge import families
 from hostprint.signatures.p0f import DEFAULT_PATHS, default_path, load_p0f
-from hostprint.signatures.passive_sigs import Label, SignatureDB
+from hostprint.signatures.passive_sigs import CONFIDENCE, Label, SignatureDB
 
 SEQ_NAMES = tuple(f"SEQ{i + 1}" for i in range(len(SEQ_PROBES)))
 # The MSS each SEQ probe offered (None: SEQ4 sends none); p0f's "peer MSS" for that SYN+ACK.
-PEER_MSS = {name: next((v for k, v in opts if k == P.OPT_MSS), None) for name, (_, opts) in zip(SEQ_NAMES, SEQ_PROBES)}
+PEER_MSS: dict[str, int | None] = {name: next((int(v) for k, v in opts if k == P.OPT_MSS and isinstance(v, int)), None)
+                                   for name, (_, opts) in zip(SEQ_NAMES, SEQ_PROBES)}
 
 _DB_CACHE: dict[str, tuple[SignatureDB, PassiveMatcher]] = {}
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hostprint.engine import packets as P
 from hostprint.model import Twin
@@ -26,7 +27,7 @@ SEQ_PROBES = [
 class Reply:
     ts: float  # kernel receive time, seconds
     ip: P.IPv4
-    l4: object
+    l4: Any  # P.TCP, P.UDP or P.ICMP: readers check which before using it
     raw: bytes = b""  # the IP packet as received (p0f-style parsing, quirks)
 
 

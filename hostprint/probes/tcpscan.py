@@ -224,7 +224,7 @@ class TcpScan:
         icmp = ip & (proto == 1)
         if icmp.any():
             for a, ln, t in zip(starts[icmp].tolist(), lens[icmp].tolist(), ts[icmp].tolist()):
-                self._on_frame(t, memoryview(ring[a: a + ln]))
+                self._on_frame(t, memoryview(ring[a: a + ln].tobytes()))
         sel = ip & (proto == 6)
         if not sel.any():
             return
@@ -340,10 +340,10 @@ class TcpScan:
             else:
                 parts_t, parts_p = [], []
                 for s in live:
-                    ti = idx[id(s)]
-                    if ti in which and len(which[ti]):
-                        parts_t.append(np.full(len(which[ti]), ti))
-                        parts_p.append(which[ti])
+                    k = idx[id(s)]
+                    if k in which and len(which[k]):
+                        parts_t.append(np.full(len(which[k]), k))
+                        parts_p.append(which[k])
                 if not parts_t:
                     continue
                 # interleave targets: sort by position within each target's list
@@ -364,9 +364,10 @@ class TcpScan:
                 i = turn % len(senders)
                 turn += 1
                 sender, pool = senders[i]
-                if busy[i] is not None:  # this sender's buffer is still being sent
-                    await busy[i]
-                n = await pacer.budget(min(total - pos, sender.max_batch))
+                pending = busy[i]
+                if pending is not None:  # this sender's buffer is still being sent
+                    await pending
+                n = int(await pacer.budget(min(total - pos, sender.max_batch)))
                 ti = tis[pos:pos + n]
                 pi = pis[pos:pos + n]
                 dport = self.ports[pi]

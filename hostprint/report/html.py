@@ -147,6 +147,10 @@ def _list(v: object) -> list:
     return v if isinstance(v, list) else []
 
 
+def _dict(v: object) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
 def _dicts(v: object) -> list[dict]:
     return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
 
@@ -190,7 +194,7 @@ class SignatureSource:
         return self._dbs[spec]
 
     def find(self, match: dict, db_name: object = None) -> Any:
-        specs = [self.spec] if self.spec else []
+        specs: list[str | None] = [self.spec] if self.spec else []
         if isinstance(db_name, str) and db_name:
             specs.append(db_name)
         specs.append(None)
@@ -304,7 +308,7 @@ def timing_section(h: HostResult, source: SignatureSource) -> str:
         lanes = [Lane("measured", "measured", [(a, a) for a in arrivals], (rst, rst) if rst is not None else None,
                       note=f"{len(arrivals)} packets" + (" + RST" if rst is not None else ""))]
         matches = _dicts(t.get("matches")) or host_matches
-        roles = ("best match", "runner-up")
+        roles: tuple[str, ...] = ("best match", "runner-up")
         if not matches and nearest:  # "unknown stack": still show what it was closest to
             matches, roles = [{"name": nearest}], ("nearest known stack",)
         sig_rows: list[tuple[str, list[tuple[float, float]], tuple[float, float] | None]] = []
@@ -399,8 +403,9 @@ def sequence_section(h: HostResult) -> str:
     seq = h.sequence if isinstance(h.sequence, dict) else {}
     if not seq:
         return ""
-    figs, facts = [], []
-    isn, ipid, ts = (seq.get(k) if isinstance(seq.get(k), dict) else {} for k in ("isn", "ip_id", "tcp_ts"))
+    figs: list[str] = []
+    facts: list[tuple[str, str]] = []
+    isn, ipid, ts = (_dict(seq.get(k)) for k in ("isn", "ip_id", "tcp_ts"))
     if isn:
         bits = [f"{k.upper()} {isn[k]}" for k in ("gcd", "isr", "sp") if k in isn]
         if _num(isn.get("rate_per_s")) is not None:
@@ -490,10 +495,10 @@ def verdict_section(h: HostResult) -> str:
                    '</th><th>vendor / family / generation</th><th>type</th><th>confidence</th><th>evidence</th>'
                    f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
     if arch:
-        rows = "".join(f'<tr><td><span class="badge arch">{_e(a.kind)}</span></td>'
-                       f'<td>{_e(a.detail)}{_reasons(a.reasons)}</td></tr>' for a in arch)
+        arows = "".join(f'<tr><td><span class="badge arch">{_e(a.kind)}</span></td>'
+                        f'<td>{_e(a.detail)}{_reasons(a.reasons)}</td></tr>' for a in arch)
         out.append('<h3>Network architecture</h3><table class="architecture"><thead><tr><th style="width:160px">'
-                   f'finding</th><th>detail</th></tr></thead><tbody>{rows}</tbody></table>')
+                   f'finding</th><th>detail</th></tr></thead><tbody>{arows}</tbody></table>')
     unknown = ns.unknown_stack_line(h)
     if unknown:
         out.append(f"<p><b>{_e(unknown)}</b></p>")
@@ -501,10 +506,10 @@ def verdict_section(h: HostResult) -> str:
             out.append(_evidence(h.os.unknown.evidence))
     summary = h.os.stack.summary if h.os.stack is not None else {}
     if summary:
-        rows = "".join(f'<tr><td>{_e(k.replace("_", " "))}</td><td class="mono">'
+        srows = "".join(f'<tr><td>{_e(k.replace("_", " "))}</td><td class="mono">'
                        f'{_e(", ".join(f"{a}: {b}" for a, b in v.items()) if isinstance(v, dict) else ", ".join(map(str, v)) if isinstance(v, list) else v)}'
                        f"</td></tr>" for k, v in summary.items())
-        out.append(f'<details><summary>Stack attributes</summary><table class="summary"><tbody>{rows}</tbody></table></details>')
+        out.append(f'<details><summary>Stack attributes</summary><table class="summary"><tbody>{srows}</tbody></table></details>')
     fp = h.os.fingerprint
     if fp and fp.strip():
         out.append(f"<details><summary>Stack fingerprint</summary><pre>{_e(fp)}</pre></details>")
