@@ -16,8 +16,8 @@ from hostprint.signatures.timing_db import read_background, read_cronos_db, reso
 
 # Linux 6.18 measured here (reference notes §1.4): SYN-ACKs at 0, 1.017, 3.033, 7.257, 15.449, 31.577 s
 LINUX = [0.0002, 1.017, 3.033, 7.257, 15.449, 31.577]
-LINUX_HDR = dict(window=64240, ttl=64, df=1, options="MSTNW", mss=1460)
-NEUTRAL_HDR = dict(window=65535, ttl=64, df=0, options="MNWST", mss=1460)  # no class pins this header
+LINUX_HDR = {"window": 64240, "ttl": 64, "df": 1, "options": "MSTNW", "mss": 1460}
+NEUTRAL_HDR = {"window": 65535, "ttl": 64, "df": 0, "options": "MNWST", "mss": 1460}  # no class pins it
 DEFAULT, S2, S3, S4, S6 = ("linux-3.1+", "linux-3.1+-synack2", "linux-3.1+-synack3", "linux-3.1+-synack4",
                            "linux-3.1+-synack6")
 
@@ -32,7 +32,7 @@ def cut(times, limit):
 
 
 def conf(v, cid):
-    return dict((c.id, p) for c, p in v.ranked).get(cid, 0.0)
+    return {c.id: p for c, p in v.ranked}.get(cid, 0.0)
 
 
 # --- right-censoring ---------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def test_non_rfc_schedules_are_not_generic(clf):
     slirp = TimingObservation(arrivals=[0.0003, 6.0, 18.0], rtt=0.0003, listen_s=25.0, **NEUTRAL_HDR)
     assert clf.rfc_default(clf.db.by_id()["libslirp"]) is None
     assert clf.classify_host([slirp]).best.id == "libslirp"
-    lw = dict(arrivals=[0.0003, 2.64, 8.64], rtt=0.0003, listen_s=25.0)  # lwIP 2.1 measured here
+    lw = {"arrivals": [0.0003, 2.64, 8.64], "rtt": 0.0003, "listen_s": 25.0}  # lwIP 2.1 measured here
     assert clf.rfc_default(clf.db.by_id()["lwip"]) == 3.0
     assert clf.classify_host([TimingObservation(**lw, **NEUTRAL_HDR)]).outcome == "generic"
     v = clf.classify_host([TimingObservation(**lw, window=65535, ttl=255, df=0, options="MNW", mss=1460)])

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from hostprint.signatures.timing_db import read_hershel_rows  # noqa: E402
+from hostprint.signatures.timing_db import read_hershel_rows  # noqa: E402 - after the sys.path insert
 
 FIELDS = ("ttl", "df", "options", "mss", "window")
 

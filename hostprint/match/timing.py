@@ -169,7 +169,7 @@ class TimingModel:
     rfc_bases: tuple[float, ...] = (1.0, 3.0)  # RFC 6298 §2.1 initial RTO, RFC 2988/1122's 3 s
 
     @classmethod
-    def closed_world(cls, **kw) -> "TimingModel":
+    def closed_world(cls, **kw) -> TimingModel:
         """Hershel's setting: the DB holds every stack there is (no "unknown" from misfit, no
         "generic"), and RST flags are a header field like the window (a changed field may turn the
         last SYN-ACK into a "RST"). What the Hershel+ benchmark protocol simulates; the defaults are
@@ -729,7 +729,8 @@ class TimingClassifier:
             without = self._fitting_ids(L0, U)
             if with_limit - without and len(with_limit) > 1 and pu < ranked[0][1]:
                 censored = [self.classes[i] for i in sorted(with_limit, key=lambda i: -pc[i])]
-        kw = dict(obs_id=o0.obs_id, ratio=m.ambiguity_ratio, listen_limit_s=limit, censored_ambiguous=censored)
+        kw = {"obs_id": o0.obs_id, "ratio": m.ambiguity_ratio, "listen_limit_s": limit,
+              "censored_ambiguous": censored}
         if not ranked or pu >= ranked[0][1]:
             nearest = self.classes[int(np.argmax(L))] if len(L) else None
             # the nearest class and how far it is: log-likelihood shortfall against "unknown" (nats)
