@@ -506,7 +506,17 @@ def _class_gaps_ms(cls, test: str) -> str:
 
 
 def host_report(clf: TimingClassifier, results: list[TestResult], db_name: str = "hostprint") -> dict:
-    """The `os` entries of one host: timing block, architecture, Cron-OS fingerprint lines."""
+    """The `os` entries of one host: timing block, architecture, Cron-OS fingerprint lines.
+
+    timing block: db, tests, outcome (match | ambiguous | unknown | generic | no-response), matches
+    (only for match / ambiguous: unknown and generic name no class), fitting, lines, and
+      unknown: {nearest, distance, reasons}     why no class explains the packets
+      generic: {schedule, initial_rto_s, evidence_lr, evidence, consistent, reason}   an RFC 6298
+               default schedule whose header does not name an OS
+      listen_limit_s: the --cron-timeout that ended a test before it ended by itself (else null)
+      censored_ambiguous: labels of the classes that limit cannot separate (they differ only in
+               packets due after it); empty when it separates them or nothing was cut
+    """
     out: dict = {"timing": {"db": db_name, "tests": [r.to_dict() for r in results], "matches": []}}
     obs = host_observations(results)
     arch: list[dict] = []
