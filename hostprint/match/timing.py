@@ -872,7 +872,7 @@ class TimingClassifier:
     def misfit(self, obs: TimingObservation, cls: TimingClass) -> dict[str, float]:
         """Human-readable distance to a class: header fields that differ, packets it would have had
         to lose, and seconds of gap residual of the best alignment (no noise model)."""
-        hv = obs.header_values()
+        hv = self._header_values(obs)
         mism = sum(1 for f, v in hv.items() if cls.header.get(f) and v not in cls.header[f])
         t = np.sort(obs.times())
         if self.model.strict_packets and obs.rst_time is not None and \
