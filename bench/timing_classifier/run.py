@@ -94,7 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hershel-dir", default=str(REPO.parent / "shared" / "datasets" / "hershel"))
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--levels", default="0,1,2,3")
+    ap.add_argument("--profiles", default="closed,open",
+                    help="closed = TimingModel.closed_world() (the Hershel+ protocol's setting: every stack is in "
+                         "the DB, RST flags are a header field); open = the defaults a live prober uses "
+                         "(unknown on misfit, generic RFC schedules, strict RST)")
+    ap.add_argument("--model", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a TimingModel field, e.g. strict_packets=0 or generic_rule=0 (repeatable)")
     args = ap.parse_args(argv)
+    overrides = {}
+    for item in args.model:
+        k, _, v = item.partition("=")
+        cur = getattr(TimingModel(), k)  # AttributeError names a bad field
+        overrides[k] = (v.lower() in ("1", "true", "yes")) if isinstance(cur, bool) else type(cur)(v)
 
     hdir = Path(args.hershel_dir)
     if not (hdir / "420OS_db.txt").exists():
@@ -105,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     train, test = split(rows, 40, args.per_class)
     db = TimingDB("hershel420-train", classes_from_rows(train, mapping, "samples 0-39"), kind="hershel420")
     t0 = time.process_time()
-    clf = TimingClassifier(db, TimingModel())
-    build_s = time.process_time() - t0
+    profiles = {"closed": TimingModel.closed_world(**overrides), "open": TimingModel(**overrides)}
+    profiles = {k: profiles[k] for k in args.profiles.split(",")}
+    clfs = {k: TimingClassifier(db, m) for k, m in profiles.items()}
+    build_s = (time.process_time() - t0) / len(clfs)
     nn = None if args.no_baseline else NearestNeighbour(train)
     noise = HeaderNoise(hdir / "faulds")
     labels = {c.id: c.label for c in db.classes}
@@ -115,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.processor() or platform.machine()}  python {platform.python_version()}  "
           f"numpy {np.__version__}")
     print(f"# DB: 420 classes x samples 0-39; observations: samples 40-{39 + args.per_class} "
-          f"({len(test)} per level), seed {args.seed}; classifier built in {build_s:.2f} CPU-s")
-    hdr = (f"{'level':<18} {'hostprint exact/label':>22} {'obs/CPU-s':>10} {'NN exact/label':>16} "
+          f"({len(test)} per level), seed {args.seed}; classifier built in {build_s:.2f} CPU-s; "
+          f"model overrides {overrides or 'none'}")
+    hdr = (f"{'level':<18} {'profile':<7} {'hostprint exact/label':>22} {'obs/CPU-s':>10} {'NN exact/label':>16} "
            f"{'obs/CPU-s':>10} {'Hershel+ anchor':>16} {'ratio hp/H+':>12} {'goal':>5} "
-           f"{'match/amb/unk':>14} {'ECE':>6}")
+           f"{'match/amb/unk/gen':>19} {'ECE':>6} {'named':>6} {'right|named':>6}")
     print(hdr)
     results = []
     for li in [int(x) for x in args.levels.split(",")]:
@@ -126,20 +140,6 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(args.seed * 1000 + li)
         obs = [perturb(r, lvl, rng, noise, obs_id=str(i)) for i, r in enumerate(test)]
         truth = [str(r.class_id) for r in test]
-        t0 = time.process_time()
-        verdicts = clf.classify_many(obs)
-        dt = time.process_time() - t0
-        pred = [v.best.id if v.best else None for v in verdicts]
-        exact = np.mean([p == t for p, t in zip(pred, truth)])
-        lab = np.mean([p is not None and labels[p] == labels[t] for p, t in zip(pred, truth)])
-        rate = len(obs) / dt
-        outc = {k: sum(v.outcome == k for v in verdicts) / len(obs) for k in ("match", "ambiguous", "unknown")}
-        # expected calibration error of the top-class confidence (10 bins)
-        conf = np.asarray([v.ranked[0][1] if v.ranked else 0.0 for v in verdicts])
-        top_ok = np.asarray([bool(v.ranked) and v.ranked[0][0].id == t for v, t in zip(verdicts, truth)])
-        bins = np.minimum((conf * 10).astype(int), 9)
-        ece = sum(abs(conf[bins == b].mean() - top_ok[bins == b].mean()) * (bins == b).mean()
-                  for b in range(10) if (bins == b).any())
         if nn is not None:
             t0 = time.process_time()
             npred = nn.predict(obs)
@@ -149,14 +149,37 @@ def main(argv: list[str] | None = None) -> int:
             nn_txt, nn_rate = f"{nex:.3f}/{nlab:.3f}", f"{len(obs) / ndt:.0f}"
         else:
             nn_txt, nn_rate = "-", "-"
-        a = ANCHOR[li]
-        print(f"{lvl.name:<18} {exact:>10.3f}/{lab:.3f}{'':>5} {rate:>10.0f} {nn_txt:>16} {nn_rate:>10} "
-              f"{a[0]:>9.3f}/{a[1]:.3f} {exact / a[0]:>6.3f}/{lab / a[1]:.3f} {GOAL[li]:>5.2f} "
-              f"{outc['match']:.2f}/{outc['ambiguous']:.2f}/{outc['unknown']:.2f} {ece:>6.3f}")
-        results.append((lvl.name, exact, lab, rate))
+        for prof, clf in clfs.items():
+            t0 = time.process_time()
+            verdicts = clf.classify_many(obs)
+            dt = time.process_time() - t0
+            pred = [v.best.id if v.best else None for v in verdicts]
+            exact = np.mean([p == t for p, t in zip(pred, truth)])
+            lab = np.mean([p is not None and labels[p] == labels[t] for p, t in zip(pred, truth)])
+            rate = len(obs) / dt
+            outc = {k: sum(v.outcome == k for v in verdicts) / len(obs)
+                    for k in ("match", "ambiguous", "unknown", "generic")}
+            # expected calibration error of the top-class confidence (10 bins)
+            conf = np.asarray([v.ranked[0][1] if v.ranked else 0.0 for v in verdicts])
+            top_ok = np.asarray([bool(v.ranked) and v.ranked[0][0].id == t for v, t in zip(verdicts, truth)])
+            bins = np.minimum((conf * 10).astype(int), 9)
+            ece = sum(abs(conf[bins == b].mean() - top_ok[bins == b].mean()) * (bins == b).mean()
+                      for b in range(10) if (bins == b).any())
+            # how often a named class is right (the open profile abstains with unknown / generic)
+            named = [p is not None for p in pred]
+            prec = np.mean([p == t for p, t in zip(pred, truth) if p is not None]) if any(named) else 0.0
+            a = ANCHOR[li]
+            print(f"{lvl.name:<18} {prof:<7} {exact:>10.3f}/{lab:.3f}{'':>5} {rate:>10.0f} {nn_txt:>16} {nn_rate:>10} "
+                  f"{a[0]:>9.3f}/{a[1]:.3f} {exact / a[0]:>6.3f}/{lab / a[1]:.3f} {GOAL[li]:>5.2f} "
+                  f"{outc['match']:.2f}/{outc['ambiguous']:.2f}/{outc['unknown']:.2f}/{outc['generic']:.2f} {ece:>6.3f} "
+                  f"{np.mean(named):>6.3f} {prec:>6.3f}")
+            results.append((lvl.name, prof, exact, lab, rate))
     print("# Hershel+ anchor = recorded numbers from issue #3 (Hershel+ built from its public source, "
           "same protocol, 4,200 obs/level, 57-700 obs per CPU-second); not re-run here.")
     print("# ratio = hostprint / Hershel+ anchor (exact/label). obs/CPU-s = single process, process_time.")
+    print("# closed = TimingModel.closed_world() (this protocol's setting); open = the defaults (unknown on misfit,")
+    print("# generic RFC 6298 schedules, RST aligned only to a class's RST). named = share of observations given a")
+    print("# class; right|named = exact accuracy among those.")
     return 0
 
 

@@ -25,6 +25,31 @@ Model (per class c, observation with k packets x_0 < ... < x_{k-1}):
   class's value, with probability pi anything (background frequency of the value in the DB).
 - "unknown": header values from the background, gaps from a broad log-uniform density. Its prior
   is small; it wins only when no class explains the observation much better than chance.
+- Packets are what they are (`strict_packets`, the default): a RST is aligned only to a class's
+  final RST, never to one of its SYN-ACK / FIN slots; a RST from a class that sends none is either
+  something else's (a middlebox: probability `spurious_rst`, its time from the broad density) or
+  the class is wrong. Whether a RST came is judged here, by the timing model (a class's RST may be
+  lost, dropped by a middlebox, or due after the listen limit); its flags (ACK, window, ACK field)
+  are a header field compared only when a RST was seen.
+- Right-censoring: an observation carries the time we stopped listening (`listen_s`). A class
+  packet that would arrive after it was not lost, just not seen: a trailing packet whose arrival
+  window (after the last observed packet, per the class's gap ranges) lies a fraction c beyond the
+  limit costs c + (1 - c) p instead of p. Classes that differ only after the limit then score
+  alike, and the verdict names them (`censored_ambiguous`).
+
+Decisions on top of the posterior (each one tested, see `_verdict`):
+- "unknown" also when the best class does not account for the packets: a RST it never sends, or
+  gaps beyond its ranges by more than jitter explains (the summed delay excess R of its best
+  alignment has tail probability < `adequacy_alpha` under exponential per-packet jitter whose mean
+  is the handshake RTT, clipped to the model's jitter scales; the largest scale without an RTT).
+  The nearest class and these distances are reported.
+- "generic": the best class's SYN-ACK schedule is an RFC 6298 default schedule (initial RTO 1 s
+  or 3 s, doubling, no RST: every gap range contains r*2^i) — any stack that took the RFC's numbers
+  sends it, so the schedule alone names no OS. The class is named only when the rest of the
+  evidence (header fields the class pins, against their frequency among stacks in general —
+  timing_background.txt — and any LAST_ACK / FIN_WAIT1 fit against the broad density) favours it
+  by a likelihood ratio of at least `generic_min_lr`; otherwise the outcome is "generic" with the
+  classes the schedule is consistent with.
 
 Everything is vectorised over the precomputed alignment variants of all classes with numpy and over
 batches of observations of the same length, which is what makes thousands of observations per
@@ -42,12 +67,14 @@ import numpy as np
 
 from hostprint.signatures.timing_db import (
     HEADER_FIELDS,
+    HeaderBackground,
     Schedule,
     TimingClass,
     TimingDB,
     cronos_from_times,
     format_cronos,
     normalise_ttl,
+    read_background,
     rst_code,
     rst_win3,
 )
@@ -79,6 +106,7 @@ class TimingObservation:
     rtt: float | None = None  # handshake RTT in seconds (Connect=)
     test: str = "syn"  # "syn" | "lastack" | "finwait"
     obs_id: str | None = None
+    listen_s: float | None = None  # we stopped listening this long after the probe (None = no limit)
 
     def times(self) -> np.ndarray:
         t = list(self.arrivals)
@@ -86,8 +114,10 @@ class TimingObservation:
             t.append(self.rst_time)
         return np.asarray(t, dtype=float)
 
-    def header_values(self) -> dict[str, object]:
-        """Header features as the DBs store them (TTL rounded up to its initial value)."""
+    def header_values(self, absent_rst: bool = True) -> dict[str, object]:
+        """Header features as the DBs store them (TTL rounded up to its initial value). With
+        `absent_rst` False the RST field is left out when no RST was seen (its absence is then the
+        timing model's business: lost, dropped, or due after the listen limit)."""
         out: dict[str, object] = {}
         if self.window is not None:
             out["window"] = int(self.window)
@@ -99,7 +129,7 @@ class TimingObservation:
             out["options"] = self.options or "X"
         if self.mss is not None:
             out["mss"] = int(self.mss)
-        if self.test == "syn":
+        if self.test == "syn" and (self.rst or absent_rst):
             win = int(self.window) if self.window is not None else -1
             out["rst"] = (rst_code(1, self.rst_ack, rst_win3(self.rst_win, win), self.rst_nonzero)
                           if self.rst else 0)
@@ -131,21 +161,39 @@ class TimingModel:
     batch: int = 64  # observations scored together (memory ~ batch x variants x k floats)
     match_threshold: float = 0.5  # top confidence needed for a "match" outcome
     ambiguity_ratio: float = 0.25  # classes within this factor of the top are listed as fitting
+    strict_packets: bool = True  # a RST aligns only to a class's RST (False: flags are a header field)
+    spurious_rst: float = 0.01  # a RST that is not the stack's (middlebox); Hershel+'s RST volatility
+    adequacy_alpha: float = 1e-3  # timing excess with a smaller tail probability is beyond jitter
+    generic_rule: bool = True  # RFC 6298 default schedules name no OS by themselves
+    generic_min_lr: float = 10.0  # evidence beyond such a schedule needed to name the class
+    rfc_bases: tuple[float, ...] = (1.0, 3.0)  # RFC 6298 §2.1 initial RTO, RFC 2988/1122's 3 s
+
+    @classmethod
+    def closed_world(cls, **kw) -> TimingModel:
+        """Hershel's setting: the DB holds every stack there is (no "unknown" from misfit, no
+        "generic"), and RST flags are a header field like the window (a changed field may turn the
+        last SYN-ACK into a "RST"). What the Hershel+ benchmark protocol simulates; the defaults are
+        the open world a live prober meets."""
+        return cls(strict_packets=False, generic_rule=False, adequacy_alpha=0.0, **kw)
 
 
 @dataclass
 class TimingVerdict:
-    outcome: str  # "match" | "ambiguous" | "unknown"
+    outcome: str  # "match" | "ambiguous" | "unknown" | "generic"
     ranked: list[tuple[TimingClass, float]]  # best first, confidence = posterior probability
     unknown_probability: float
     nearest: TimingClass | None = None
-    distance: dict[str, float] = field(default_factory=dict)
+    distance: dict[str, object] = field(default_factory=dict)
     obs_id: str | None = None
     ratio: float = 0.25  # classes within this factor of the top count as fitting equally
+    reasons: list[str] = field(default_factory=list)  # why "unknown" / "generic"
+    generic: dict[str, object] | None = None  # the RFC schedule and the evidence beyond it
+    listen_limit_s: float | None = None  # the shortest listen limit among the observations
+    censored_ambiguous: list[TimingClass] = field(default_factory=list)  # the limit cannot separate these
 
     @property
     def best(self) -> TimingClass | None:
-        return None if self.outcome == "unknown" or not self.ranked else self.ranked[0][0]
+        return None if self.outcome in ("unknown", "generic") or not self.ranked else self.ranked[0][0]
 
     @property
     def fitting(self) -> list[tuple[TimingClass, float]]:
@@ -173,7 +221,13 @@ class TimingVerdict:
                 "nearest": self.nearest.id if self.nearest else None,
                 "nearest_label": self.nearest.label if self.nearest else None,
                 "distance": self.distance,
+                "reasons": list(self.reasons),
             }
+        if self.outcome == "generic" and self.generic is not None:
+            out["generic"] = dict(self.generic)
+        if self.listen_limit_s is not None:
+            out["listen_limit_s"] = round(self.listen_limit_s, 3)
+            out["censored_ambiguous"] = [c.id for c in self.censored_ambiguous]
         return out
 
 
@@ -230,8 +284,12 @@ class _VariantIndex:
                     status = 0
                     if s.has_rst:
                         status = 1 if pos[-1] == n - 1 else 2
+                    # packets after the last matched one: their offsets from it (for censoring)
+                    last = pos[-1]
+                    tail = (clo[last + 1:] - clo[last], chi[last + 1:] - chi[last])
                     per_k.setdefault(k, []).append(
-                        (cidx, glo, ghi, s.pos_lo[pos[0]], s.pos_hi[pos[0]], n, status, lw, olo, ohi, ref))
+                        (cidx, glo, ghi, s.pos_lo[pos[0]], s.pos_hi[pos[0]], n, status, lw, olo, ohi, ref,
+                         last + 1 - k, tail, len(s.samples)))
         for k, rows in per_k.items():
             rows.sort(key=lambda r: r[0])
             cls = np.asarray([r[0] for r in rows], dtype=np.int64)
@@ -246,6 +304,7 @@ class _VariantIndex:
                 "olo": np.asarray([r[8] for r in rows], dtype=float).reshape(len(rows), k),
                 "ohi": np.asarray([r[9] for r in rows], dtype=float).reshape(len(rows), k),
                 "ref": np.asarray([r[10] for r in rows], dtype=np.int64),
+                "nsamp": np.asarray([r[13] for r in rows], dtype=float),
                 "flo": np.asarray([r[3] for r in rows]), "fhi": np.asarray([r[4] for r in rows]),
                 "n": np.asarray([r[5] for r in rows], dtype=np.int64),
                 "status": np.asarray([r[6] for r in rows], dtype=np.int64),
@@ -256,6 +315,19 @@ class _VariantIndex:
                 "inv_early": np.float32(1.0 / model.first_early_scale),
             }
             t = self.tables[k]
+            T = max(len(r[12][0]) for r in rows)
+            tlo = np.full((len(rows), T), np.inf)
+            thi = np.full((len(rows), T), np.inf)
+            trst = np.zeros((len(rows), T), dtype=bool)
+            for i, r in enumerate(rows):
+                m = len(r[12][0])
+                tlo[i, :m], thi[i, :m] = r[12]
+                if r[6] == 2:
+                    trst[i, m - 1] = True  # the class's RST is the last unmatched packet
+            status = t["status"]
+            t.update(tlo=tlo, thi=thi, trst=trst, tvalid=np.isfinite(tlo),
+                     interior=np.asarray([r[11] for r in rows], dtype=float),
+                     kq=np.where(status == 1, k - 1, k).astype(float), rstm=(status == 1).astype(float))
             t["const"] = t["const"].astype(np.float32)
             for key in ("olo", "ohi", "flo", "fhi", "lo", "hi"):
                 t[key] = t[key].astype(np.float32)
@@ -280,8 +352,62 @@ class _VariantIndex:
             out[:, :, st] = _logsumexp(np.stack(terms[st]), axis=0) + w
         return np.where(out < -1e20, NEG, out)
 
-    def score(self, times: Sequence[np.ndarray]) -> np.ndarray:
-        """(B, C) log-likelihood of timing + loss for a batch of packet-time vectors."""
+    def censored_loss(self, tab: dict[str, np.ndarray], x_last: float, limit: float) -> np.ndarray:
+        """Per variant: the loss term when nothing arrived after `x_last` up to the listen `limit`.
+
+        Each unmatched packet after the last matched one is either lost (p; the class's RST: p or a
+        middlebox drop) or due after the limit; its arrival window is x_last + the class's summed gap
+        range, so the probability c that it falls after the limit is the part of that window beyond
+        it (uniform). With the limit far away (c = 0) this is the plain loss term.
+        """
+        m = self.model
+        lo, hi = x_last + tab["tlo"], x_last + tab["thi"]
+        with np.errstate(invalid="ignore"):
+            c = np.where(hi > lo, (hi - limit) / np.maximum(hi - lo, 1e-9), (lo > limit).astype(float))
+        c = np.where(tab["tvalid"], np.clip(c, 0.0, 1.0), 1.0)
+        terms = []
+        for p in m.loss_probs:
+            pr = p + (1 - p) * m.rst_drop
+            pt = np.where(tab["trst"], pr, p)
+            v = np.sum(np.log(c + (1 - c) * pt), axis=1) if c.shape[1] else np.zeros(len(c))
+            v = v + tab["interior"] * math.log(p) + tab["kq"] * math.log(1 - p) + tab["rstm"] * math.log(1 - pr)
+            terms.append(v)
+        return _logsumexp(np.stack(terms), axis=0) - math.log(len(m.loss_probs))
+
+    def excess(self, t: np.ndarray, cidx: int, allowed: Sequence[int] | None = None) -> float | None:
+        """Smallest summed delay excess (s) over class `cidx`'s alignments of packet times `t` (the
+        quantity the timing likelihood prices); None when no alignment of that length exists."""
+        k = min(len(t), self.model.k_max)
+        tab = self.tables.get(k)
+        if tab is None or k == 0:
+            return None
+        sel = tab["cls"] == cidx
+        if allowed is not None:
+            sel &= np.isin(tab["status"], np.asarray(allowed))
+        if not sel.any():
+            return None
+        if k == 1:
+            return 0.0
+        X = np.asarray(t[:k], dtype=float)
+        ref = tab["ref"][sel]
+        olo, ohi = tab["olo"][sel].astype(float), tab["ohi"][sel].astype(float)
+        # ranges taken from n training samples understate the class's own spread: widen each end by
+        # range / (n - 1) (the unbiased estimate of a uniform's support from its sample extremes)
+        n = tab["nsamp"][sel][:, None]
+        wid = np.where(n > 1, (ohi - olo) / np.maximum(n - 1, 1), 0.0)
+        olo, ohi = olo - wid, ohi + wid
+        D = X[None, :] - X[ref][:, None]
+        r = D - np.minimum(np.maximum(D, olo), ohi)
+        R = r.sum(axis=1) - k * r.min(axis=1)
+        return float(R.min())
+
+    def score(self, times: Sequence[np.ndarray], allowed: Sequence[int] | None = None,
+              listen: Sequence[float | None] | None = None) -> np.ndarray:
+        """(B, C) log-likelihood of timing + loss for a batch of packet-time vectors.
+
+        `allowed`: RST statuses of the variants that may explain the packets (0 class without RST,
+        1 the last packet is the class's RST, 2 the class's RST was not seen); `listen`: per
+        observation the listen limit on the same clock as the times (None = none)."""
         m = self.model
         B = len(times)
         out = np.full((B, self.n_classes), NEG)
@@ -327,6 +453,17 @@ class _VariantIndex:
                 d = np.minimum(np.maximum(np.float32(0.0), x0 - tab["fhi"]), x0 - tab["flo"])
                 tl += np.where(d >= 0, d * tab["inv_mu"], d * tab["inv_early"])
                 tl += static
+                if listen is not None:
+                    for bi, i in enumerate(ids):
+                        lim = listen[i]
+                        if lim is None or len(times[i]) > kk or not math.isfinite(lim):
+                            continue
+                        cl = self.censored_loss(tab, float(times[i][kk - 1]), float(lim))
+                        tl[bi] += (cl - ln_k).astype(np.float32)
+                if allowed is not None:
+                    ok = np.isin(tab["status"], np.asarray(allowed))
+                    if not ok.all():
+                        tl[:, ~ok] = NEG
                 trunc = np.flatnonzero(ktrue > kk)
                 if len(trunc):  # observations longer than k_max: their true count enters the loss term
                     st = np.where(tab["status"] == 2, 1, tab["status"])
@@ -344,20 +481,31 @@ class _VariantIndex:
 class TimingClassifier:
     """Ranks the classes of a TimingDB for TimingObservations (see the module docstring)."""
 
-    def __init__(self, db: TimingDB, model: TimingModel | None = None):
+    def __init__(self, db: TimingDB, model: TimingModel | None = None,
+                 background: HeaderBackground | None = None):
         self.db = db
         self.model = model or TimingModel()
         self.classes = db.classes
+        self._background = background
         self._build_headers()
         self._index: dict[str, _VariantIndex | None] = {}
         self._has_test: dict[str, np.ndarray] = {}
+        self._sends_rst: dict[str, np.ndarray] = {}
         for test in ("syn", "lastack", "finwait"):
             entries = [(i, s) for i, c in enumerate(self.classes) for s in c.schedules_for(test)]
             self._has_test[test] = np.asarray([bool(c.schedules_for(test)) for c in self.classes])
+            self._sends_rst[test] = np.asarray([any(s.has_rst for s in c.schedules_for(test)) for c in self.classes])
             if any(s.rtt_scaled for _, s in entries):
                 self._index[test] = None  # built per observation from RTT-scaled schedules
             elif entries:
                 self._index[test] = _VariantIndex(entries, len(self.classes), self.model)
+        self._rfc = [self.rfc_default(c) for c in self.classes]
+
+    @property
+    def background(self) -> HeaderBackground:
+        if self._background is None:
+            self._background = read_background()
+        return self._background
 
     # -- header part --------------------------------------------------------------------------
 
@@ -370,13 +518,21 @@ class TimingClassifier:
         alpha = 0.5
         for f in HEADER_FIELDS:
             vocab: dict[object, int] = {}
+            dists: list[dict[object, float]] = []
             for c in self.classes:
-                for v in c.header.get(f, {}):
+                vals = dict(c.header.get(f) or {})
+                if f == "rst" and self.model.strict_packets:
+                    # whether a RST comes is timing evidence; the field then holds only its flags,
+                    # compared when one came (a class that never sends one has no flags to compare)
+                    vals.pop(0, None)
+                    tot = sum(vals.values())
+                    vals = {v: p / tot for v, p in vals.items()} if tot > 0 else {}
+                dists.append(vals)
+                for v in vals:
                     vocab.setdefault(v, len(vocab))
             P = np.zeros((C, len(vocab) + 1))
             wild = np.zeros(C, dtype=bool)
-            for i, c in enumerate(self.classes):
-                vals = c.header.get(f)
+            for i, vals in enumerate(dists):
                 if not vals:
                     wild[i] = True
                     continue
@@ -385,6 +541,9 @@ class TimingClassifier:
             counts = P[~wild].sum(axis=0)
             bg = (counts + alpha) / (counts.sum() + alpha * (len(vocab) + 1))
             self._vocab[f], self._hprob[f], self._hwild[f], self._hbg[f] = vocab, P, wild, bg
+
+    def _header_values(self, o: TimingObservation) -> dict[str, object]:
+        return o.header_values(absent_rst=not self.model.strict_packets)
 
     def header_loglik(self, values: list[dict[str, object]]) -> tuple[np.ndarray, np.ndarray]:
         """(B, C) class header log-likelihoods and (B,) the unknown model's."""
@@ -411,19 +570,49 @@ class TimingClassifier:
 
     # -- timing part --------------------------------------------------------------------------
 
-    def _background_timing(self, t: np.ndarray) -> float:
+    def _gap_density(self, g: np.ndarray | float) -> float:
+        """log density of gaps under the broad log-uniform model (the unknown stack's)."""
         lo, hi = self.model.background_gap
-        g = np.clip(np.diff(t[: self.model.k_max]), lo, hi)
-        bg = float(np.sum(-np.log(g * math.log(hi / lo))))
+        g = np.clip(np.asarray(g, dtype=float), lo, hi)
+        return float(np.sum(-np.log(g * math.log(hi / lo))))
+
+    def _background_timing(self, t: np.ndarray) -> float:
+        bg = self._gap_density(np.diff(t[: self.model.k_max]))
         x0 = max(float(t[0]), 0.0) if len(t) else 0.0
         # how many packets a stack sends: a broad 1/(k(k+1)) prior, so that long observations cost
         # the unknown model something too (classes pay for every packet they must have lost)
         count = -math.log(len(t) * (len(t) + 1)) if len(t) else 0.0
         return bg + count - x0 / self.model.first_delay_mean - math.log(self.model.first_delay_mean)
 
-    def timing_loglik(self, obs: Sequence[TimingObservation], test: str) -> np.ndarray:
+    def timing_loglik(self, obs: Sequence[TimingObservation], test: str, censor: bool = True) -> np.ndarray:
+        N = len(obs)
         times = [np.sort(o.times()) for o in obs]
-        res = self._score_times(times, obs, test)
+        listen = [o.listen_s if censor else None for o in obs]
+        if not self.model.strict_packets:
+            res = self._score_times(times, obs, test, None, listen)
+            plain = list(range(N))
+        else:
+            res = np.full((N, len(self.classes)), NEG)
+            plain = [i for i, o in enumerate(obs) if o.rst_time is None]
+            with_rst = [i for i, o in enumerate(obs) if o.rst_time is not None]
+            if plain:
+                res[plain] = self._score_times([times[i] for i in plain], [obs[i] for i in plain], test, (0, 2),
+                                               [listen[i] for i in plain])
+            if with_rst:
+                sub = [obs[i] for i in with_rst]
+                # (a) the RST is the class's own final RST
+                a = self._score_times([times[i] for i in with_rst], sub, test, (1,), [listen[i] for i in with_rst])
+                # (b) the RST came from elsewhere: the class's packets alone, cut off by that RST
+                syn_only = [np.sort(np.asarray(o.arrivals, dtype=float)) for o in sub]
+                # a RST ends the connection: what the class would send after it is censored (only for
+                # observations that carry a listen limit; offline ones say nothing about listening)
+                cut = [None if listen[i] is None else min(listen[i], obs[i].rst_time) for i in with_rst]
+                b = self._score_times(syn_only, sub, test, (0, 2), cut)
+                extra = np.asarray([math.log(self.model.spurious_rst) + self._gap_density(
+                    o.rst_time - (max(o.arrivals) if o.arrivals else 0.0)) for o in sub])
+                b = np.where(b <= NEG / 2, NEG, b + extra[:, None])
+                res[with_rst] = np.logaddexp(a, b)
+                res[with_rst] = np.where(res[with_rst] <= NEG / 2, NEG, res[with_rst])
         # Linux ends the FIN retransmissions of LAST_ACK / FIN_WAIT1 on elapsed *time* (tcp_timer.c
         # retransmits_timed_out(): the time `boundary` retransmissions take from TCP_RTO_MIN), so a
         # first RTO a little above 200 ms sometimes buys one more packet than the class recorded
@@ -431,9 +620,10 @@ class TimingClassifier:
         # can explain fewer packets but never more. Where no class explains the whole observation,
         # score it without its last packet, at a price. Not for SYN_RCVD: SYN-ACK retries are counted
         # (tcp_synack_retries), and one more SYN-ACK is another class.
-        bad = [i for i, t in enumerate(times) if test != "syn" and len(t) >= 3 and res[i].max() <= NEG / 2]
+        bad = [i for i in plain if test != "syn" and len(times[i]) >= 3 and res[i].max() <= NEG / 2]
         if bad:
-            trimmed = self._score_times([times[i][:-1] for i in bad], [obs[i] for i in bad], test)
+            trimmed = self._score_times([times[i][:-1] for i in bad], [obs[i] for i in bad], test,
+                                        (0, 2) if self.model.strict_packets else None, [listen[i] for i in bad])
             res[bad] = np.where(trimmed <= NEG / 2, NEG, trimmed + EXTRA_PACKET_LOGP)
         # classes without a signature for this test say nothing: background timing
         if not self._has_test[test].all():
@@ -441,26 +631,36 @@ class TimingClassifier:
             res[:, ~self._has_test[test]] = bgt[:, None]
         return res
 
-    def _score_times(self, times: list[np.ndarray], obs: Sequence[TimingObservation], test: str) -> np.ndarray:
+    def _index_for(self, test: str, o: TimingObservation) -> _VariantIndex | None:
+        idx = self._index.get(test)
+        if idx is not None or test not in self._index:
+            return idx
+        rtt_us = o.rtt * 1e6 if o.rtt is not None else None
+        entries = [(ci, s.scaled(rtt_us)) for ci, c in enumerate(self.classes) for s in c.schedules_for(test)]
+        return _VariantIndex(entries, len(self.classes), self.model)
+
+    def _score_times(self, times: list[np.ndarray], obs: Sequence[TimingObservation], test: str,
+                     allowed: Sequence[int] | None = None,
+                     listen: Sequence[float | None] | None = None) -> np.ndarray:
         idx = self._index.get(test)
         if idx is not None:
-            return idx.score(times)
+            return idx.score(times, allowed, listen)
         res = np.full((len(obs), len(self.classes)), NEG)
         if test in self._index:  # RTT-scaled schedules: one small index per observation
             for i, o in enumerate(obs):
-                rtt_us = o.rtt * 1e6 if o.rtt is not None else None
-                entries = [(ci, s.scaled(rtt_us)) for ci, c in enumerate(self.classes) for s in c.schedules_for(test)]
-                res[i] = _VariantIndex(entries, len(self.classes), self.model).score([times[i]])[0]
+                ix = self._index_for(test, o)
+                assert ix is not None
+                res[i] = ix.score([times[i]], allowed, [listen[i]] if listen is not None else None)[0]
         return res
 
     # -- public -------------------------------------------------------------------------------
 
-    def loglik(self, obs: Sequence[TimingObservation]) -> tuple[np.ndarray, np.ndarray]:
+    def loglik(self, obs: Sequence[TimingObservation], censor: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(N, C) class log-likelihoods and (N,) the unknown model's, each observation on its own."""
         N, C = len(obs), len(self.classes)
         L = np.zeros((N, C))
         U = np.zeros(N)
-        hl, hu = self.header_loglik([o.header_values() for o in obs])
+        hl, hu = self.header_loglik([self._header_values(o) for o in obs])
         L += hl
         U += hu
         by_test: dict[str, list[int]] = {}
@@ -468,7 +668,7 @@ class TimingClassifier:
             by_test.setdefault(o.test, []).append(i)
         for test, ids in by_test.items():
             sub = [obs[i] for i in ids]
-            L[ids] += self.timing_loglik(sub, test)
+            L[ids] += self.timing_loglik(sub, test, censor)
             U[ids] += np.asarray([self._background_timing(np.sort(o.times())) if len(o.times()) else 0.0
                                   for o in sub])
         return L, U
@@ -478,13 +678,22 @@ class TimingClassifier:
 
     def classify_many(self, obs: Sequence[TimingObservation], top: int = 10) -> list[TimingVerdict]:
         L, U = self.loglik(obs)
-        return [self._verdict(L[i], U[i], obs[i], top) for i in range(len(obs))]
+        L0 = None
+        cens = [i for i, o in enumerate(obs) if o.listen_s is not None]
+        if cens:
+            L0 = np.array(L)
+            L0[cens] = self.loglik([obs[i] for i in cens], censor=False)[0]
+        return [self._verdict(L[i], U[i], [obs[i]], top, L[i:i + 1], U[i:i + 1],
+                              None if L0 is None else L0[i]) for i in range(len(obs))]
 
     def classify_host(self, observations: Sequence[TimingObservation], top: int = 10) -> TimingVerdict:
         """Several tests of one host: their evidence multiplies (header counted from the syn test)."""
+        observations = list(observations) or [TimingObservation(arrivals=[])]
         L, U = self.loglik(observations)
-        o = observations[0] if observations else TimingObservation(arrivals=[])
-        return self._verdict(L.sum(axis=0), float(U.sum()), o, top)
+        L0 = None
+        if any(o.listen_s is not None for o in observations):
+            L0 = self.loglik(observations, censor=False)[0].sum(axis=0)
+        return self._verdict(L.sum(axis=0), float(U.sum()), observations, top, L, U, L0)
 
     def posteriors(self, L: np.ndarray, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class and unknown posteriors from log-likelihoods (rows = observations)."""
@@ -498,30 +707,177 @@ class TimingClassifier:
         p /= p.sum(axis=-1, keepdims=True)
         return p[..., :C], p[..., C]
 
-    def _verdict(self, L: np.ndarray, U: float, obs: TimingObservation, top: int) -> TimingVerdict:
+    def _fitting_ids(self, L: np.ndarray, U: float) -> set[int]:
+        pc, _ = self.posteriors(L[None, :], np.asarray([U]))
+        pc = pc[0]
+        top = float(pc.max()) if len(pc) else 0.0
+        return {int(i) for i in np.flatnonzero((pc >= top * self.model.ambiguity_ratio) & (L > NEG / 2))}
+
+    def _verdict(self, L: np.ndarray, U: float, obs: Sequence[TimingObservation], top: int,
+                 Lrows: np.ndarray, Urows: np.ndarray, L0: np.ndarray | None = None) -> TimingVerdict:
         m = self.model
+        o0 = obs[0]
         pc, pu = self.posteriors(L[None, :], np.asarray([U]))
         pc, pu = pc[0], float(pu[0])
-        order = np.argsort(-pc)[:top]
+        order = np.argsort(-pc, kind="stable")[:top]  # ties: DB order (the default class comes first)
         ranked = [(self.classes[i], float(pc[i])) for i in order if L[i] > NEG / 2]
+        limits = [o.listen_s for o in obs if o.listen_s is not None]
+        limit = min(limits) if limits else None
+        censored: list[TimingClass] = []
+        if L0 is not None and ranked:
+            with_limit = self._fitting_ids(L, U)
+            without = self._fitting_ids(L0, U)
+            if with_limit - without and len(with_limit) > 1 and pu < ranked[0][1]:
+                censored = [self.classes[i] for i in sorted(with_limit, key=lambda i: -pc[i])]
+        kw = {"obs_id": o0.obs_id, "ratio": m.ambiguity_ratio, "listen_limit_s": limit,
+              "censored_ambiguous": censored}
         if not ranked or pu >= ranked[0][1]:
             nearest = self.classes[int(np.argmax(L))] if len(L) else None
             # the nearest class and how far it is: log-likelihood shortfall against "unknown" (nats)
             # and the plain misfit of its best alignment
-            dist = {"nats": round(float(U - L.max()), 2) if len(L) else 0.0}
+            dist: dict[str, object] = {"nats": round(float(U - L.max()), 2) if len(L) else 0.0}
+            reasons = ["no class explains the observation better than a stack outside the DB"]
             if nearest is not None:
-                dist.update(self.misfit(obs, nearest))
-            return TimingVerdict("unknown", ranked, pu, nearest, dist, obs.obs_id, m.ambiguity_ratio)
-        # renormalise over classes for the reported confidences, keep pu separately
+                dist.update(self.misfit(o0, nearest))
+                ex = self.explain(obs, self.classes.index(nearest))
+                dist.update(ex["distance"])
+                reasons += ex["unexplained"]
+            return TimingVerdict("unknown", ranked, pu, nearest, dist, reasons=reasons, **kw)
+        best = ranked[0][0]
+        bi = self.classes.index(best)
+        ex = self.explain(obs, bi) if m.strict_packets or m.adequacy_alpha > 0 else {"unexplained": []}
+        if ex["unexplained"]:
+            dist = dict(self.misfit(o0, best))
+            dist.update(ex["distance"])
+            return TimingVerdict("unknown", ranked, pu, best, dist, reasons=list(ex["unexplained"]), **kw)
+        if m.generic_rule:
+            gen = self.generic_evidence(obs, bi, Lrows, Urows)
+            if gen is not None and gen["evidence_lr"] < m.generic_min_lr:
+                # the classes whose SYN-ACK schedule fits about as well, whatever their header
+                syn = [o for o in obs if o.test == "syn"]
+                T = self.timing_loglik(syn, "syn").sum(axis=0)
+                cut = T.max() + math.log(m.ambiguity_ratio)
+                gen["consistent"] = [self.classes[i].id for i in np.argsort(-T, kind="stable")
+                                     if T[i] >= cut and T[i] > NEG / 2 and self._has_test["syn"][i]][:8]
+                reason = (f"the SYN-ACK schedule is the RFC 6298 default ({gen['schedule']}), which any stack "
+                          f"using the RFC's numbers sends; the rest of the evidence favours {best.label} only "
+                          f"{gen['evidence_lr']:.1f}:1 over a stack in general (needed {m.generic_min_lr:g}:1)")
+                return TimingVerdict("generic", ranked, pu, best, {}, reasons=[reason], generic=gen, **kw)
         outcome = "match" if ranked[0][1] >= m.match_threshold else "ambiguous"
-        return TimingVerdict(outcome, ranked, pu, None, {}, obs.obs_id, m.ambiguity_ratio)
+        return TimingVerdict(outcome, ranked, pu, None, {}, **kw)
+
+    # -- decisions on top of the posterior ------------------------------------------------------
+
+    def jitter_bound(self, obs: TimingObservation) -> float:
+        """Mean per-packet jitter the adequacy test allows: the handshake RTT clipped to the model's
+        jitter scales (queueing on a path varies by about its RTT), the largest scale without one."""
+        lo, hi = min(self.model.jitter_scales), max(self.model.jitter_scales)
+        return hi if obs.rtt is None else min(max(float(obs.rtt), lo), hi)
+
+    def explain(self, obs: Sequence[TimingObservation], cidx: int) -> dict[str, object]:
+        """Does class `cidx` account for every packet? {"unexplained": [reasons], "distance": {...}}."""
+        cls = self.classes[cidx]
+        out: list[str] = []
+        dist: dict[str, object] = {}
+        what = {"syn": "SYN-ACK", "lastack": "FIN", "finwait": "FIN"}
+        for o in obs:
+            if not self._has_test[o.test][cidx] or not len(o.times()):
+                continue
+            t = np.sort(o.times())
+            arr = np.sort(np.asarray(o.arrivals, dtype=float))
+            strict = self.model.strict_packets
+            if strict and o.rst_time is not None and not self._sends_rst[o.test][cidx]:
+                after = o.rst_time - float(arr[-1]) if len(arr) else o.rst_time
+                out.append(f"{o.test}: RST {after:.3f} s after the last {what[o.test]}; {cls.label} never sends one")
+                t, allowed = arr, (0, 2)
+            elif strict:
+                allowed = (1,) if o.rst_time is not None else (0, 2)
+            else:
+                allowed = None
+            if not len(t):
+                continue
+            ix = self._index_for(o.test, o)
+            R = ix.excess(t, cidx, allowed) if ix is not None else None
+            if R is None and o.test != "syn" and len(t) >= 3 and ix is not None:
+                R = ix.excess(t[:-1], cidx, allowed)  # one packet more: explained at a price (timing_loglik)
+            if R is None:
+                n = max((s.n for s in cls.schedules_for(o.test)), default=0)
+                out.append(f"{o.test}: {len(t)} packets, {cls.label} sends at most {n}")
+                continue
+            b = self.jitter_bound(o)
+            m = min(len(t), self.model.k_max) - 1
+            tail = _gamma_tail(m, R / b) if m > 0 else 1.0
+            dist[f"{o.test}_excess_s"] = round(R, 3)
+            dist[f"{o.test}_jitter_s"] = round(b, 3)
+            if tail < self.model.adequacy_alpha:
+                out.append(f"{o.test}: gaps off {cls.label}'s schedule by {R:.3f} s in total, more than jitter "
+                           f"of {b * 1000:.0f} ms per packet explains (p = {tail:.1e})")
+        return {"unexplained": out, "distance": dist}
+
+    def rfc_default(self, cls: TimingClass) -> float | None:
+        """The initial RTO r (s) when every SYN-ACK schedule of `cls` is an RFC 6298 default one:
+        no RST, at least one retransmission, and each gap range holds r*2^i (or, at and above 60 s,
+        any cap RFC 6298 §2.5 allows), for one r of `rfc_bases`. None otherwise."""
+        ss = cls.schedules_for("syn")
+        if not ss or any(s.has_rst or len(s.gap_lo) == 0 for s in ss):
+            return None
+        for r in self.model.rfc_bases:
+            ok = True
+            for s in ss:
+                for i, (lo, hi) in enumerate(zip(s.gap_lo, s.gap_hi)):
+                    want = r * 2.0 ** i
+                    if want >= 60.0:
+                        if hi < 60.0 * 0.98 or lo > want * 1.02:
+                            ok = False
+                    elif lo > want * 1.02 or hi < want * 0.98:
+                        ok = False
+            if ok:
+                return r
+        return None
+
+    def generic_evidence(self, obs: Sequence[TimingObservation], cidx: int, Lrows: np.ndarray,
+                         Urows: np.ndarray) -> dict[str, object] | None:
+        """For a best class with an RFC-default SYN-ACK schedule that the SYN_RCVD test saw (no RST):
+        how much the evidence outside that schedule favours the class over a stack in general.
+        None when the rule does not apply."""
+        r = self._rfc[cidx]
+        syn = [o for o in obs if o.test == "syn" and o.rst_time is None and len(o.arrivals) >= 2]
+        if r is None or not syn:
+            return None
+        cls = self.classes[cidx]
+        pis = self.model.header_change
+        pi = float(sum(pis) / len(pis))
+        llr = 0.0
+        fields: dict[str, float] = {}
+        for o in obs:
+            for f, v in self._header_values(o).items():
+                if f == "rst":
+                    continue
+                dist = cls.header.get(f)
+                b = self.background.p(f, v)
+                if not dist or b is None:
+                    continue
+                lr = ((1 - pi) * dist.get(v, 0.0) + pi * b) / b
+                fields[f"{f}={v}"] = round(lr, 2)
+                llr += math.log(lr)
+        for i, o in enumerate(obs):  # connection tests the class has schedules for
+            if o.test != "syn" and self._has_test[o.test][cidx] and Lrows[i, cidx] > NEG / 2:
+                d = float(Lrows[i, cidx] - Urows[i])
+                fields[f"{o.test} schedule"] = round(math.exp(min(d, 50.0)), 2)
+                llr += d
+        n = max(len(o.arrivals) for o in syn) - 1
+        return {"schedule": f"{r:g} s initial RTO, doubling, {n} retransmission{'s' if n != 1 else ''} seen",
+                "initial_rto_s": r, "evidence_lr": round(math.exp(min(llr, 50.0)), 2), "evidence": fields}
 
     def misfit(self, obs: TimingObservation, cls: TimingClass) -> dict[str, float]:
         """Human-readable distance to a class: header fields that differ, packets it would have had
         to lose, and seconds of gap residual of the best alignment (no noise model)."""
-        hv = obs.header_values()
+        hv = self._header_values(obs)
         mism = sum(1 for f, v in hv.items() if cls.header.get(f) and v not in cls.header[f])
         t = np.sort(obs.times())
+        if self.model.strict_packets and obs.rst_time is not None and \
+                not any(s.has_rst for s in cls.schedules_for(obs.test)):
+            t = np.sort(np.asarray(obs.arrivals, dtype=float))  # its RST is not the class's packet
         best = (math.inf, 0)
         for s in cls.schedules_for(obs.test):
             s = s.scaled(obs.rtt * 1e6 if obs.rtt is not None else None)
@@ -540,6 +896,17 @@ class TimingClassifier:
         return {"header_mismatches": float(mism),
                 "timing_residual_s": round(best[0], 3) if math.isfinite(best[0]) else -1.0,
                 "missing_packets": float(best[1])}
+
+
+def _gamma_tail(m: int, x: float) -> float:
+    """P(Gamma(m, 1) >= x) for integer shape m >= 1: e^-x * sum_{i<m} x^i / i!."""
+    if x <= 0:
+        return 1.0
+    term, total = 1.0, 1.0
+    for i in range(1, m):
+        term *= x / i
+        total += term
+    return float(min(1.0, math.exp(-x + math.log(total))))
 
 
 def observation_from_times(times: Iterable[float], *, rst: bool = False, **header) -> TimingObservation:

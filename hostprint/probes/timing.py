@@ -101,10 +101,12 @@ class TestResult:
         hdr = {}
         if with_header:
             hdr = dict(window=self.window, ttl=self.ttl, df=self.df, options=self.options, mss=self.mss)
+        # what we did not see because we stopped listening is censored, not lost (match/timing.py)
         return TimingObservation(arrivals=list(self.arrivals), rst_time=self.rst, rst=self.rst is not None,
                                  rst_ack=self.rst_ack, rst_win=self.rst_win, rst_nonzero=self.rst_nonzero,
                                  rtt=self.rtt_us / 1e6 if self.rtt_us is not None else None, test=self.test,
-                                 obs_id=f"{self.address}:{self.port}/{self.test}", **hdr)
+                                 obs_id=f"{self.address}:{self.port}/{self.test}",
+                                 listen_s=self.listened if self.listened > 0 else None, **hdr)
 
     def signature(self) -> str:
         return self.observation(False).signature(time_s=round(self.listened))
@@ -507,7 +509,17 @@ def _class_gaps_ms(cls, test: str) -> str:
 
 
 def host_report(clf: TimingClassifier, results: list[TestResult], db_name: str = "hostprint") -> dict:
-    """The `os` entries of one host: timing block, architecture, Cron-OS fingerprint lines."""
+    """The `os` entries of one host: timing block, architecture, Cron-OS fingerprint lines.
+
+    timing block: db, tests, outcome (match | ambiguous | unknown | generic | no-response), matches
+    (only for match / ambiguous: unknown and generic name no class), fitting, lines, and
+      unknown: {nearest, distance, reasons}     why no class explains the packets
+      generic: {schedule, initial_rto_s, evidence_lr, evidence, consistent, reason}   an RFC 6298
+               default schedule whose header does not name an OS
+      listen_limit_s: the --cron-timeout that ended a test before it ended by itself (else null)
+      censored_ambiguous: labels of the classes that limit cannot separate (they differ only in
+               packets due after it); empty when it separates them or nothing was cut
+    """
     out: dict = {"timing": {"db": db_name, "tests": [r.to_dict() for r in results], "matches": []}}
     obs = host_observations(results)
     arch: list[dict] = []
@@ -529,29 +541,50 @@ def host_report(clf: TimingClassifier, results: list[TestResult], db_name: str =
         verdict = vb
     elif obs:
         verdict = clf.classify_host(obs)
+    limit = listen_limit(results)
+    out["timing"]["listen_limit_s"] = limit
+    out["timing"]["censored_ambiguous"] = []
     if verdict is not None:
-        fitting = verdict.fitting if verdict.outcome != "unknown" else []
+        named = verdict.outcome in ("match", "ambiguous")
+        fitting = verdict.fitting if named else []
         out["timing"]["outcome"] = verdict.outcome
+        # "unknown" and "generic" name no class: no matches, so no verdict can promote one
         out["timing"]["matches"] = [{"name": c.label, "id": c.id, "family": c.family, "confidence": round(p, 4)}
-                                    for c, p in (verdict.ranked[:5] if verdict.outcome != "unknown" else [])]
+                                    for c, p in (verdict.ranked[:5] if named else [])]
         if verdict.outcome == "unknown":
             out["timing"]["unknown"] = {"nearest": verdict.nearest.label if verdict.nearest else None,
-                                        "distance": verdict.distance}
+                                        "distance": verdict.distance, "reasons": list(verdict.reasons)}
+        if verdict.outcome == "generic":
+            g = dict(verdict.generic or {})
+            byid = {c.id: c.label for c in clf.classes}
+            g["consistent"] = [byid.get(i, i) for i in g.get("consistent", [])]
+            g["reason"] = verdict.reasons[0] if verdict.reasons else ""
+            out["timing"]["generic"] = g
         out["timing"]["fitting"] = [c.label for c, _ in fitting]
+        if named and limit is not None:
+            out["timing"]["censored_ambiguous"] = [c.label for c in verdict.censored_ambiguous]
     else:
         out["timing"]["outcome"] = "no-response"
     out["architecture"] = arch
-    out["timing"]["lines"] = terminal_lines(results, verdict, arch)
+    out["timing"]["lines"] = terminal_lines(results, verdict, arch, limit)
     # what XML <osfingerprint> and normal output carry: the guess line and the Cron-OS lines
     out["fingerprint"] = "\n".join(out["timing"]["lines"][:1] + cron_lines(results, verdict))
     return out
+
+
+def listen_limit(results: list[TestResult]) -> float | None:
+    """The listen limit (--cron-timeout) that ended a test before it ended on its own, in s (None
+    when every test ended by itself: a RST, or the stop rule saw every class's next packet overdue)."""
+    cut = [r.listened for r in results if r.status == "ok" and r.stopped == "timeout"]
+    return round(max(cut), 3) if cut else None
 
 
 def cron_lines(results: list[TestResult], verdict: TimingVerdict | None) -> list[str]:
     return [r.signature() for r in results if r.status == "ok"]
 
 
-def terminal_lines(results: list[TestResult], verdict: TimingVerdict | None, arch: list[dict]) -> list[str]:
+def terminal_lines(results: list[TestResult], verdict: TimingVerdict | None, arch: list[dict],
+                   limit: float | None = None) -> list[str]:
     """nmap-cron-OS style: guesses with (Nsuccess/Mtests), then measured vs signature gaps."""
     ok = sum(1 for r in results if r.status == "ok")
     lines = []
@@ -560,16 +593,27 @@ def terminal_lines(results: list[TestResult], verdict: TimingVerdict | None, arc
     elif verdict.outcome == "unknown":
         near = verdict.nearest.label if verdict.nearest else "?"
         d = verdict.distance
-        res_s = d.get("timing_residual_s", -1.0)
+        res_s = float(d.get("timing_residual_s", -1.0))  # type: ignore[arg-type]
         lines.append(f"Remote OS guesses: unknown stack ({ok}success/{len(results)}tests); nearest: {near} "
-                     f"(header mismatches {d.get('header_mismatches', 0):.0f}, timing residual "
+                     f"(header mismatches {float(d.get('header_mismatches', 0)):.0f}, timing residual "  # type: ignore[arg-type]
                      f"{'no alignment' if res_s < 0 else f'{res_s:.3f} s'}, "
-                     f"missing packets {d.get('missing_packets', 0):.0f})")
+                     f"missing packets {float(d.get('missing_packets', 0)):.0f})")  # type: ignore[arg-type]
+        lines += [f"  Why unknown: {x}" for x in verdict.reasons]
+    elif verdict.outcome == "generic":
+        g = verdict.generic or {}
+        lines.append(f"Remote OS guesses: none by timing ({ok}success/{len(results)}tests): RFC 6298 default "
+                     f"schedule ({g.get('schedule', '?')}), names no OS by itself")
+        lines += [f"  Why generic: {x}" for x in verdict.reasons]
     else:
         fit = verdict.fitting
         head = ", ".join(f"{c.label} ({p * 100:.0f}%)" for c, p in fit[:4])
         more = "" if verdict.outcome == "match" else " [several classes fit equally]"
         lines.append(f"Remote OS guesses: {head} ({ok}success/{len(results)}tests){more}")
+    if limit is not None:
+        amb = verdict.censored_ambiguous if verdict is not None and verdict.outcome in ("match", "ambiguous") else []
+        tail = (f"; it cannot separate {', '.join(c.label for c in amb)} (they differ only in packets due after it)"
+                if amb else "")
+        lines.append(f"  Listen limit {round(limit, 1):g} s (--cron-timeout){tail}")
     best = (verdict.best or verdict.nearest) if verdict is not None else None
     for r in results:
         what = {"syn": "SYN_RCVD", "lastack": "LAST_ACK", "finwait": "FIN_WAIT1"}[r.test]

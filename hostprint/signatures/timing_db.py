@@ -659,6 +659,67 @@ def format_class(c: TimingClass) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Header background: how common a SYN-ACK header value is among stacks in general
+# ---------------------------------------------------------------------------------------------
+
+BUILTIN_BACKGROUND = Path(__file__).with_name("timing_background.txt")
+_BG_FIELDS = ("ttl", "df", "options", "mss", "window")
+
+
+@dataclass
+class HeaderBackground:
+    """Population frequencies of header values (timing_background.txt): `probs[field][value]`, and
+    `other[field]` = the probability of any one value not listed."""
+
+    probs: dict[str, dict[object, float]]
+    other: dict[str, float]
+
+    def p(self, fld: str, value: object) -> float | None:
+        """Frequency of `value` in field `fld`; None when the field has no background."""
+        if fld not in self.probs:
+            return None
+        return self.probs[fld].get(value, self.other.get(fld, 0.0))
+
+
+def read_background(path: str | Path = BUILTIN_BACKGROUND) -> HeaderBackground:
+    """`Background <field> value=p ... [*=MASS/N]` lines; '#' comments. Errors name file:line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read timing background {path}: {e.strerror}") from None
+    probs: dict[str, dict[object, float]] = {}
+    other: dict[str, float] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{path}:{lineno}"
+        parts = line.split()
+        if len(parts) < 3 or parts[0] != "Background" or parts[1] not in _BG_FIELDS:
+            raise UsageError(f"{where}: expected 'Background <{'|'.join(_BG_FIELDS)}> value=p ...'")
+        fld = parts[1]
+        vals: dict[object, float] = {}
+        for item in parts[2:]:
+            k, sep, v = item.partition("=")
+            try:
+                if k == "*":
+                    mass, _, cnt = v.partition("/")
+                    other[fld] = float(mass) / max(int(cnt or 1), 1)
+                    continue
+                prob = float(v)
+                key: object = k if fld == "options" else int(k)
+            except ValueError:
+                raise UsageError(f"{where}: bad item {item!r}") from None
+            if not sep or not 0 < prob <= 1:
+                raise UsageError(f"{where}: bad item {item!r}")
+            vals[key] = prob
+        probs[fld] = vals
+        other.setdefault(fld, min(vals.values()) / 2 if vals else 0.01)
+    return HeaderBackground(probs, other)
+
+
+# ---------------------------------------------------------------------------------------------
 # Resolving --timing-db
 # ---------------------------------------------------------------------------------------------
 
