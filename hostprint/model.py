@@ -253,6 +253,7 @@ class UnknownOs:
     components: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
     evidence: list[Evidence] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # what the nearest class does not explain
 
     def to_dict(self) -> dict[str, Json]:
         d: dict[str, Json] = {"nearest": self.nearest}
@@ -268,6 +269,8 @@ class UnknownOs:
             d["reason"] = self.reason
         if self.evidence:
             d["evidence"] = [e.to_dict() for e in self.evidence]
+        if self.reasons:
+            d["reasons"] = list(self.reasons)
         return d
 
     @classmethod
@@ -278,7 +281,8 @@ class UnknownOs:
         comps = {str(k): float(v) for k, v in dist.items() if _num(v) is not None} if isinstance(dist, dict) else {}
         return cls(nearest=_str(d.get("nearest")), family=_str(d.get("family")), distance=_num(dist),
                    accuracy=_num(d.get("accuracy")), disagreements=_strs(d.get("disagreements")), components=comps,
-                   reason=_str(d.get("reason")), evidence=Evidence.many(d.get("evidence")))
+                   reason=_str(d.get("reason")), evidence=Evidence.many(d.get("evidence")),
+                   reasons=_strs(d.get("reasons")))
 
 
 @dataclass
@@ -369,6 +373,14 @@ class OsBlock:
     def _read_fields(self, d: dict[str, object]) -> None:
         pass
 
+    #: the classes' confidences are one distribution (they add up): a family's share is their sum
+    exclusive: ClassVar[bool] = False
+
+    def notes(self) -> list[Evidence]:
+        """What the technique says that scores nothing but a reader should see (why it named no
+        class, which classes it could not tell apart)."""
+        return []
+
 
 @dataclass
 class StackBlock(OsBlock):
@@ -444,6 +456,24 @@ class TimingBlock(OsBlock):
     lines: list[str] = field(default_factory=list)
 
     _typed = OsBlock._typed | {"db", "tests", "outcome", "fitting", "lines"}
+    exclusive = True
+
+    @property
+    def censored_ambiguous(self) -> list[str]:
+        """Classes the listen limit cannot separate (they differ only after it)."""
+        return _strs(self.data.get("censored_ambiguous"))
+
+    def notes(self) -> list[Evidence]:
+        out = []
+        g = self.data.get("generic")
+        if self.outcome == "generic" and isinstance(g, dict):
+            fits = _strs(g.get("consistent"))
+            out.append(Evidence("timing", f"{g.get('reason') or 'an RFC default retransmission schedule'}"
+                                          + (f" (fits {', '.join(fits[:4])})" if fits else "")))
+        if self.censored_ambiguous:
+            limit = self.data.get("listen_limit_s")
+            out.append(Evidence("timing", f"listening {limit} s cannot separate {', '.join(self.censored_ambiguous)}"))
+        return out
 
     def _fields_dict(self) -> dict[str, Json]:
         return {"db": self.db, "tests": [t.to_dict() for t in self.tests], "outcome": self.outcome,

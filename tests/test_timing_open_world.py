@@ -267,7 +267,7 @@ def _result(arrivals, *, rst=None, listened, stopped, hdr=LINUX_HDR, **kw):
 
 
 def test_host_report_says_listen_limit_and_what_it_cannot_separate(clf):
-    from hostprint.probes.timing import host_report
+    from hostprint.match.timing_report import host_report
 
     tm = host_report(clf, [_result(cut(LINUX, 20.0), listened=20.003, stopped="timeout")])["timing"]
     assert {"db", "tests", "matches", "outcome", "fitting", "lines"} <= set(tm)  # the shape stays
@@ -283,7 +283,7 @@ def test_host_report_says_listen_limit_and_what_it_cannot_separate(clf):
 
 
 def test_host_report_generic_and_unknown_name_no_class(clf):
-    from hostprint.probes.timing import host_report
+    from hostprint.match.timing_report import host_report
 
     g = host_report(clf, [_result([0.0002, 3.0, 9.0, 21.0, 45.0, 93.0], listened=120.0, stopped="early",
                                   hdr=NEUTRAL_HDR)])["timing"]

@@ -141,3 +141,28 @@ def test_os_evidence_round_trips_through_json():
     verdict.apply(ev)
     again = OsEvidence.from_dict(ev.to_dict())
     assert again == ev and again.to_dict()["some_future_key"] == {"a": 1}
+
+
+def test_timing_outcomes_reach_the_verdict_as_the_matcher_meant_them():
+    """Timing's posterior is one distribution: tied classes of a family add up; a listen limit
+    that cannot separate classes vouches for the family only; a generic (RFC default) schedule
+    names nothing but is said."""
+    tied = {"timing": {"outcome": "ambiguous", "matches": [
+        {"name": "Linux 3.1 and later", "family": "Linux", "confidence": 0.3},
+        {"name": "Linux 3.1 and later, 4 SYN-ACK retransmissions (tuned)", "family": "Linux", "confidence": 0.3},
+        {"name": "Linux 3.1 and later, 6 SYN-ACK retransmissions (tuned)", "family": "Linux", "confidence": 0.3}],
+        "listen_limit_s": 20, "censored_ambiguous": ["Linux 3.1 and later",
+                                                    "Linux 3.1 and later, 4 SYN-ACK retransmissions (tuned)"]}}
+    m = combine(tied)[0]
+    one = combine({"timing": {"matches": [{"name": "Linux 3.1 and later", "family": "Linux", "confidence": 0.3}]}})[0]
+    assert m["confidence"] > one["confidence"] and m["name"] == "Linux"
+    assert any("cannot separate" in e["detail"] for e in m["evidence"])
+    generic = OsEvidence.from_dict({"timing": {"outcome": "generic", "matches": [],
+                                               "generic": {"reason": "RFC 6298 default schedule", "consistent": ["X"]}}})
+    matches, unknown = verdict.combine(generic)
+    assert matches == [] and unknown is not None and "RFC 6298" in unknown.evidence[0].detail
+    # beside a stack match, the generic schedule is shown and costs nothing
+    both = OsEvidence.from_dict({**generic.to_dict(), "stack": STACK_LINUX})
+    matches, unknown = verdict.combine(both)
+    assert unknown is None and matches[0].confidence == combine({"stack": STACK_LINUX})[0]["confidence"]
+    assert any("RFC 6298" in e.detail for e in matches[0].evidence)

@@ -18,7 +18,7 @@ Each technique leaves a block in `host.os` (model.OsBlock): the classes it names
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hostprint.model import Evidence, OsEvidence, OsHint, OsMatch, UnknownOs
 from hostprint.signatures.knowledge import families
@@ -58,13 +58,26 @@ def _key(family: str) -> str:
 
 
 def _claims(ev: OsEvidence) -> list[_Claim]:
+    """Each technique's classes, one claim per (technique, family): its best class of that family,
+    or for a technique whose confidences are one distribution (timing's posterior) the family's
+    summed share (three tied Linux classes at 0.3 are 0.9 for Linux). When a listen limit left
+    classes it cannot separate, the technique vouches for the family only, not for a class name."""
     out = []
     for method, block in ev.blocks.items():
         if method == "banner":
             continue
+        fams: dict[str, list[OsMatch]] = {}
         for m in block.matches:
             if m.family:
-                out.append(_Claim(method, m, m.family))
+                fams.setdefault(_key(m.family), []).append(m)
+        censored = bool(getattr(block, "censored_ambiguous", []))
+        for ms in fams.values():
+            best = max(ms, key=lambda m: m.confidence)
+            if block.exclusive and len(ms) > 1:
+                best = replace(best, confidence=min(1.0, sum(m.confidence for m in ms)))
+            if censored:
+                best = replace(best, name=best.family or best.name, generation=None)
+            out.append(_Claim(method, best, best.family or ""))
     for h in ev.hints:
         what = " ".join(x for x in (h.distribution, h.release) if x) or h.family
         m = OsMatch(name=what, family=h.family, confidence=0.9 if h.release else 0.7, cpe=[h.cpe] if h.cpe else [],
@@ -89,31 +102,40 @@ def _unknown_detail(method: str, u: UnknownOs) -> str:
         how = ", ".join(f"{k} {v:g}" for k, v in u.components.items())
     else:
         how = u.reason or "no class fits"
-    return f"no class fits; nearest {u.nearest or '?'} ({how})"
+    why = f": {'; '.join(u.reasons[:3])}" if u.reasons else ""
+    return f"no class fits; nearest {u.nearest or '?'} ({how}){why}"
 
 
 def combine(ev: OsEvidence) -> tuple[list[OsMatch], UnknownOs | None]:
     """(combined matches best first, or an explicit unknown). Both empty without evidence."""
     claims = _claims(ev)
     unknowns = {m: b.unknown for m, b in ev.blocks.items() if b.unknown is not None and not b.matches}
+    notes = [n for b in ev.blocks.values() for n in b.notes()]
     for method in DECISIVE_UNKNOWN:
         u = unknowns.get(method)
         if u is not None:
-            return [], _decisive_unknown(method, u, claims)
+            verdict = _decisive_unknown(method, u, claims, unknowns)
+            verdict.evidence += notes
+            return [], verdict
     disagreement = _disagreement(claims)
     if disagreement is not None:
+        disagreement.evidence += notes
         return [], disagreement
     if not claims:
+        if notes:  # a technique measured something and said why it names no class
+            return [], UnknownOs(reason="no technique names a class", evidence=notes)
         return [], None
     fams: dict[str, list[_Claim]] = {}
     for c in claims:
         fams.setdefault(_key(c.family), []).append(c)
     out = [_family_match(cs, unknowns) for cs in fams.values()]
     out.sort(key=lambda m: -m.confidence)
+    out[0].evidence += notes
     return out, None
 
 
-def _decisive_unknown(method: str, u: UnknownOs, claims: list[_Claim]) -> UnknownOs:
+def _decisive_unknown(method: str, u: UnknownOs, claims: list[_Claim],
+                      unknowns: Mapping[str, UnknownOs | None]) -> UnknownOs:
     evidence = [Evidence(method, _unknown_detail(method, u))]
     best: dict[str, _Claim] = {}
     for c in claims:
@@ -121,6 +143,8 @@ def _decisive_unknown(method: str, u: UnknownOs, claims: list[_Claim]) -> Unknow
             best[c.method] = c
     evidence += [Evidence(c.method, f"names {_detail(c)}, but the {method} probes fit no class")
                  for c in best.values()]
+    evidence += [Evidence(m, _unknown_detail(m, other)) for m, other in unknowns.items()
+                 if m != method and other is not None]
     return UnknownOs(nearest=u.nearest, family=u.family, distance=u.distance, accuracy=u.accuracy,
                      disagreements=list(u.disagreements), components=dict(u.components),
                      reason=f"the {method} probes fit no known class", evidence=evidence)

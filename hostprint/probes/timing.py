@@ -26,7 +26,6 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,7 +34,8 @@ from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
 from hostprint.engine.link import Link, Links
 from hostprint.errors import UsageError
-from hostprint.match.timing import TimingClassifier, TimingObservation, TimingVerdict
+from hostprint.match.timing import TimingClassifier
+from hostprint.match.timing_report import TestResult, host_report, timing_evidence  # noqa: F401 - re-exported
 from hostprint.model import OPEN, HostResult
 from hostprint.probes.base import Session, Technique
 from hostprint.probes.options import ScanOptions
@@ -71,54 +71,6 @@ def check_timeout(v: float) -> float:
     if not (isinstance(v, (int, float)) and math.isfinite(v) and 1 <= v <= MAX_TIMEOUT):
         raise UsageError(f"bad --cron-timeout {v!r}: use 1-{MAX_TIMEOUT:g} seconds")
     return float(v)
-
-
-@dataclass
-class TestResult:
-    """What one test saw on one target port (times in s since our probe: SYN / FIN / request)."""
-
-    test: str
-    address: str
-    port: int
-    sport: int
-    status: str = "pending"  # ok | no-response | closed | reset | no-close | no-handshake
-    rtt_us: float | None = None
-    arrivals: list[float] = field(default_factory=list)
-    rst: float | None = None
-    rst_ack: int = 0
-    rst_win: int = 0
-    rst_nonzero: int = 0
-    window: int | None = None  # first SYN-ACK's header
-    ttl: int | None = None
-    df: int | None = None
-    options: str | None = None
-    mss: int | None = None
-    seg_ttl: int | None = None  # TTL of the first measured FIN / data segment (relay detection)
-    listened: float = 0.0  # seconds we listened after the probe
-    stopped: str = ""  # early | timeout | rst | closed
-
-    def observation(self, with_header: bool) -> TimingObservation:
-        hdr = {}
-        if with_header:
-            hdr = dict(window=self.window, ttl=self.ttl, df=self.df, options=self.options, mss=self.mss)
-        # what we did not see because we stopped listening is censored, not lost (match/timing.py)
-        return TimingObservation(arrivals=list(self.arrivals), rst_time=self.rst, rst=self.rst is not None,
-                                 rst_ack=self.rst_ack, rst_win=self.rst_win, rst_nonzero=self.rst_nonzero,
-                                 rtt=self.rtt_us / 1e6 if self.rtt_us is not None else None, test=self.test,
-                                 obs_id=f"{self.address}:{self.port}/{self.test}",
-                                 listen_s=self.listened if self.listened > 0 else None, **hdr)
-
-    def signature(self) -> str:
-        return self.observation(False).signature(time_s=round(self.listened))
-
-    def to_dict(self) -> dict:
-        return {"test": self.test, "port": self.port, "rtt_us": round(self.rtt_us) if self.rtt_us is not None else None,
-                "arrivals": [round(a, 6) for a in self.arrivals], "rst": round(self.rst, 6) if self.rst is not None else None,
-                "signature": self.signature(), "status": self.status, "stopped": self.stopped,
-                "segment_ttl": self.seg_ttl,
-                "listened_s": round(self.listened, 3),
-                "synack": {"window": self.window, "ttl": self.ttl, "df": self.df, "options": self.options,
-                           "mss": self.mss} if self.window is not None else None}
 
 
 class StopRule:
@@ -456,176 +408,6 @@ class TimingProber:
                 links.close()
 
 
-# ---------------------------------------------------------------------------------------------
-# Verdicts per host: classification, SYN-relay detection, report lines
-# ---------------------------------------------------------------------------------------------
-
-
-def host_observations(results: list[TestResult]) -> list[TimingObservation]:
-    """The observations of one host that carry evidence (the SYN-ACK header counted once)."""
-    usable = [r for r in results if r.status == "ok"]
-    usable.sort(key=lambda r: ("syn", "lastack", "finwait").index(r.test))
-    return [r.observation(with_header=(i == 0)) for i, r in enumerate(usable)]
-
-
-def syn_relay(results: list[TestResult]) -> dict | None:
-    """The seed's Nokia case: the SYN_RCVD test shows a stateless answer (one SYN-ACK, nothing
-    retransmitted) while the connection tests show a stack that does retransmit, so the SYN was
-    answered by SYN cookies or by something in front. A TTL on the SYN-ACK that differs from the
-    TTL of the host's own segments says the answer came from another box ("syn-relay", e.g. an
-    iptables SYNPROXY router); the same TTL leaves "syn-cookie" (the host itself, or a relay on
-    the same hop that we cannot tell apart)."""
-    syn = [r for r in results if r.test == "syn" and r.status == "ok"]
-    conn = [r for r in results if r.test in ("lastack", "finwait") and r.status == "ok" and len(r.arrivals) >= 2]
-    if not syn or not conn:
-        return None
-    s = syn[0]
-    reasons = []
-    if len(s.arrivals) == 1 and s.rst is None and s.listened >= 3.0:
-        reasons.append("SYN-ACK never retransmitted (stateless SYN cookie answer)")
-    relay = False
-    for c in conn:
-        if c.seg_ttl is not None and s.ttl is not None and c.seg_ttl != s.ttl:
-            reasons.append(f"SYN-ACK TTL {s.ttl} but the host's own segments arrive with TTL {c.seg_ttl}")
-            relay = True
-            break
-    if not reasons:
-        return None
-    return {"kind": "syn-relay" if relay else "syn-cookie", "reasons": reasons}
-
-
-def _gaps_ms(times: list[float]) -> str:
-    return ",".join(f"{(b - a) * 1000:.0f}" for a, b in zip(times, times[1:])) or "-"
-
-
-def _class_gaps_ms(cls, test: str) -> str:
-    ss = cls.schedules_for(test) if cls is not None else []
-    if not ss:
-        return "-"
-    s = ss[0]
-    n = len(s.gap_lo) - (1 if s.has_rst else 0)
-    return ",".join(f"{lo * 1000:.0f}" if abs(hi - lo) < 1e-3 else f"{lo * 1000:.0f}-{hi * 1000:.0f}"
-                    for lo, hi in zip(s.gap_lo[:n], s.gap_hi[:n])) or "-"
-
-
-def host_report(clf: TimingClassifier, results: list[TestResult], db_name: str = "hostprint") -> dict:
-    """The `os` entries of one host: timing block, architecture, Cron-OS fingerprint lines.
-
-    timing block: db, tests, outcome (match | ambiguous | unknown | generic | no-response), matches
-    (only for match / ambiguous: unknown and generic name no class), fitting, lines, and
-      unknown: {nearest, distance, reasons}     why no class explains the packets
-      generic: {schedule, initial_rto_s, evidence_lr, evidence, consistent, reason}   an RFC 6298
-               default schedule whose header does not name an OS
-      listen_limit_s: the --cron-timeout that ended a test before it ended by itself (else null)
-      censored_ambiguous: labels of the classes that limit cannot separate (they differ only in
-               packets due after it); empty when it separates them or nothing was cut
-    """
-    out: dict = {"timing": {"db": db_name, "tests": [r.to_dict() for r in results], "matches": []}}
-    obs = host_observations(results)
-    arch: list[dict] = []
-    verdict: TimingVerdict | None = None
-    relay = syn_relay(results)
-    if relay:
-        # classify the host behind the relay from the connection tests alone; the relay's own
-        # answer is explained by the relay
-        behind = [r.observation(with_header=False) for r in results
-                  if r.test != "syn" and r.status == "ok"]
-        vb = clf.classify_host(behind) if behind else None
-        front = clf.classify_host([o for o in obs if o.test == "syn"])
-        name = vb.best.label if vb is not None and vb.best is not None else "unknown stack"
-        fname = front.best.label if front.best else "unknown"
-        detail = (f"SYN relay in front ({fname}); host behind: {name}" if relay["kind"] == "syn-relay" else
-                  f"SYN answered statelessly ({fname}: SYN cookies on the host or a same-hop SYN proxy); "
-                  f"host: {name}")
-        arch.append({"kind": relay["kind"], "detail": detail, "reasons": relay["reasons"]})
-        verdict = vb
-    elif obs:
-        verdict = clf.classify_host(obs)
-    limit = listen_limit(results)
-    out["timing"]["listen_limit_s"] = limit
-    out["timing"]["censored_ambiguous"] = []
-    if verdict is not None:
-        named = verdict.outcome in ("match", "ambiguous")
-        fitting = verdict.fitting if named else []
-        out["timing"]["outcome"] = verdict.outcome
-        # "unknown" and "generic" name no class: no matches, so no verdict can promote one
-        out["timing"]["matches"] = [{"name": c.label, "id": c.id, "family": c.family, "confidence": round(p, 4)}
-                                    for c, p in (verdict.ranked[:5] if named else [])]
-        if verdict.outcome == "unknown":
-            out["timing"]["unknown"] = {"nearest": verdict.nearest.label if verdict.nearest else None,
-                                        "distance": verdict.distance, "reasons": list(verdict.reasons)}
-        if verdict.outcome == "generic":
-            g = dict(verdict.generic or {})
-            byid = {c.id: c.label for c in clf.classes}
-            g["consistent"] = [byid.get(i, i) for i in g.get("consistent", [])]
-            g["reason"] = verdict.reasons[0] if verdict.reasons else ""
-            out["timing"]["generic"] = g
-        out["timing"]["fitting"] = [c.label for c, _ in fitting]
-        if named and limit is not None:
-            out["timing"]["censored_ambiguous"] = [c.label for c in verdict.censored_ambiguous]
-    else:
-        out["timing"]["outcome"] = "no-response"
-    out["architecture"] = arch
-    out["timing"]["lines"] = terminal_lines(results, verdict, arch, limit)
-    # what XML <osfingerprint> and normal output carry: the guess line and the Cron-OS lines
-    out["fingerprint"] = "\n".join(out["timing"]["lines"][:1] + cron_lines(results, verdict))
-    return out
-
-
-def listen_limit(results: list[TestResult]) -> float | None:
-    """The listen limit (--cron-timeout) that ended a test before it ended on its own, in s (None
-    when every test ended by itself: a RST, or the stop rule saw every class's next packet overdue)."""
-    cut = [r.listened for r in results if r.status == "ok" and r.stopped == "timeout"]
-    return round(max(cut), 3) if cut else None
-
-
-def cron_lines(results: list[TestResult], verdict: TimingVerdict | None) -> list[str]:
-    return [r.signature() for r in results if r.status == "ok"]
-
-
-def terminal_lines(results: list[TestResult], verdict: TimingVerdict | None, arch: list[dict],
-                   limit: float | None = None) -> list[str]:
-    """nmap-cron-OS style: guesses with (Nsuccess/Mtests), then measured vs signature gaps."""
-    ok = sum(1 for r in results if r.status == "ok")
-    lines = []
-    if verdict is None:
-        lines.append(f"Remote OS guesses: none (0success/{len(results)}tests)")
-    elif verdict.outcome == "unknown":
-        near = verdict.nearest.label if verdict.nearest else "?"
-        d = verdict.distance
-        res_s = float(d.get("timing_residual_s", -1.0))  # type: ignore[arg-type]
-        lines.append(f"Remote OS guesses: unknown stack ({ok}success/{len(results)}tests); nearest: {near} "
-                     f"(header mismatches {float(d.get('header_mismatches', 0)):.0f}, timing residual "  # type: ignore[arg-type]
-                     f"{'no alignment' if res_s < 0 else f'{res_s:.3f} s'}, "
-                     f"missing packets {float(d.get('missing_packets', 0)):.0f})")  # type: ignore[arg-type]
-        lines += [f"  Why unknown: {x}" for x in verdict.reasons]
-    elif verdict.outcome == "generic":
-        g = verdict.generic or {}
-        lines.append(f"Remote OS guesses: none by timing ({ok}success/{len(results)}tests): RFC 6298 default "
-                     f"schedule ({g.get('schedule', '?')}), names no OS by itself")
-        lines += [f"  Why generic: {x}" for x in verdict.reasons]
-    else:
-        fit = verdict.fitting
-        head = ", ".join(f"{c.label} ({p * 100:.0f}%)" for c, p in fit[:4])
-        more = "" if verdict.outcome == "match" else " [several classes fit equally]"
-        lines.append(f"Remote OS guesses: {head} ({ok}success/{len(results)}tests){more}")
-    if limit is not None:
-        amb = verdict.censored_ambiguous if verdict is not None and verdict.outcome in ("match", "ambiguous") else []
-        tail = (f"; it cannot separate {', '.join(c.label for c in amb)} (they differ only in packets due after it)"
-                if amb else "")
-        lines.append(f"  Listen limit {round(limit, 1):g} s (--cron-timeout){tail}")
-    best = (verdict.best or verdict.nearest) if verdict is not None else None
-    for r in results:
-        what = {"syn": "SYN_RCVD", "lastack": "LAST_ACK", "finwait": "FIN_WAIT1"}[r.test]
-        rtt = f"{r.rtt_us / 1000:.2f}ms" if r.rtt_us is not None else "-"
-        rst = f" RST at {r.rst:.3f}s" if r.rst is not None else ""
-        lines.append(f"  {what:9} port {r.port}: {r.status}, {len(r.arrivals)} pkts, Connect={rtt}, "
-                     f"gaps ms {_gaps_ms(r.arrivals)}{rst}  | {best.id if best else '-'}: {_class_gaps_ms(best, r.test)}")
-    for a in arch:
-        lines.append(f"  Architecture: {a['detail']}")
-    return lines
-
-
 async def fingerprint_hosts(targets: dict[str, list[int]], tests: list[str], db: TimingDB, *,
                             timeout: float = DEFAULT_TIMEOUT, full: bool = False,
                             links: Links | None = None) -> tuple[dict[str, list[TestResult]], TimingProber]:
@@ -693,8 +475,5 @@ class TimingTechnique(Technique[list[TestResult]]):
         return by
 
     def record(self, host: HostResult, result: list[TestResult]) -> None:
-        from hostprint.model import ArchitectureFinding, TimingBlock
-
-        rep = host_report(self.clf, result, self.db_name)
-        host.os.add(TimingBlock.from_dict("timing", rep["timing"]),
-                    architecture=ArchitectureFinding.many(rep["architecture"]), fingerprint=rep["fingerprint"])
+        block, found, fingerprint = timing_evidence(self.clf, result, self.db_name)
+        host.os.add(block, architecture=found, fingerprint=fingerprint)
