@@ -301,6 +301,9 @@ def timing_section(h: HostResult, source: SignatureSource) -> str:
         out.append(f"<p>Timing verdict: <b>{_e(outcome)}</b>"
                    + (f' <span class="muted">(nearest known stack: {_e(nearest)})</span>' if nearest else "")
                    + "</p>")
+    why = (tb.unknown.reasons if tb.unknown is not None else []) + [n.detail for n in tb.notes()]
+    if why:  # why no class was named, what the listen limit could not separate
+        out.append('<ul class="evidence muted">' + "".join(f"<li>{_e(w)}</li>" for w in why) + "</ul>")
     for t in tests:
         name = str(t.get("test") or "syn")
         arrivals = sorted(x for x in (_num(v) for v in _list(t.get("arrivals"))) if x is not None)
