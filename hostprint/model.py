@@ -11,7 +11,7 @@ import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Dict, List, Union
+from typing import Any, ClassVar, Dict, List, Self, Union
 
 # Port states and reasons use nmap's words so that nmap tooling reads our XML unchanged.
 OPEN, CLOSED, FILTERED, UNFILTERED = "open", "closed", "filtered", "unfiltered"
@@ -363,7 +363,7 @@ class OsBlock:
         return {}
 
     @classmethod
-    def from_dict(cls, method: str, d: object) -> OsBlock:
+    def from_dict(cls, method: str, d: object) -> Self:
         d = d if isinstance(d, dict) else {}
         block = cls(method=method, matches=OsMatch.many(d.get("matches")), unknown=UnknownOs.from_dict(d.get("unknown")),
                     data={str(k): to_json(v) for k, v in d.items() if k not in cls._typed})

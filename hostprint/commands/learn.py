@@ -17,12 +17,15 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hostprint.commands.timing import add_live_options, live_setup
 from hostprint.errors import UsageError
 from hostprint.signatures.timing_db import (
+    FloatArray,
+    Header,
     Schedule,
     TimingClass,
     format_class,
@@ -32,11 +35,14 @@ from hostprint.signatures.timing_db import (
     rst_win3,
 )
 
+if TYPE_CHECKING:
+    from hostprint.match.timing_report import TestResult
+
 DEFAULT_OUT = Path.home() / ".local" / "share" / "hostprint" / "timing-user.txt"
 REL_SLACK, ABS_SLACK = 0.13, 0.02
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("learn", help="measure a known host's timing and add it to your timing DB",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("targets", nargs=1, metavar="TARGET")
@@ -50,19 +56,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _ranges(samples: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+def _ranges(samples: list[list[float]]) -> tuple[FloatArray, FloatArray]:
     m = np.asarray(samples, dtype=float)
     lo = np.maximum(m.min(axis=0) * (1 - REL_SLACK) - ABS_SLACK, 0.0)
     hi = m.max(axis=0) * (1 + REL_SLACK) + ABS_SLACK
     return lo, hi
 
 
-def build_class(label: str, family: str | None, results: list, target: str, port: int,
+def build_class(label: str, family: str | None, results: list[TestResult], target: str, port: int,
                 existing: set[str]) -> TimingClass:
     """One TimingClass from repeated TestResults of one host (UsageError when nothing was seen)."""
-    from hostprint.probes.timing import TestResult
-
-    res: list[TestResult] = [r for r in results if r.status == "ok" and r.arrivals]
+    res = [r for r in results if r.status == "ok" and r.arrivals]
     if not res:
         raise UsageError(f"learn {target}:{port}: no test got an answer (is the port open?)")
     cid = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "learned"
@@ -70,7 +74,7 @@ def build_class(label: str, family: str | None, results: list, target: str, port
     while cid in existing:
         cid, i = f"{base}-{i}", i + 1
     schedules: list[Schedule] = []
-    notes = []
+    notes: list[str] = []
     for test in ("syn", "lastack", "finwait"):
         rs = [r for r in res if r.test == test]
         if not rs:
@@ -82,7 +86,8 @@ def build_class(label: str, family: str | None, results: list, target: str, port
         longest = max(n for n, _ in shapes)
         shape = max((sh for sh in set(shapes) if sh[0] == longest), key=shapes.count)
         rs = [r for r, s in zip(rs, shapes) if s == shape]
-        gaps = [list(np.diff(r.arrivals)) + ([r.rst - r.arrivals[-1]] if r.rst is not None else []) for r in rs]
+        gaps: list[list[float]] = [list(np.diff(r.arrivals)) + ([r.rst - r.arrivals[-1]] if r.rst is not None else [])
+                                   for r in rs]
         rtts = [r.rtt_us for r in rs if r.rtt_us is not None]
         connect = float(np.median(rtts)) if rtts and test != "syn" else None
         if gaps and gaps[0]:
@@ -93,10 +98,12 @@ def build_class(label: str, family: str | None, results: list, target: str, port
                                             connect_us=connect))
         notes.append(f"{test} {len(rs)}/{len(shapes)} runs")
     first = next((r for r in res if r.test == "syn"), res[0])
-    header: dict[str, dict[object, float]] = {}
+    header: Header = {}
     if first.window is not None:
-        header = {"window": {first.window: 1.0}, "ttl": {normalise_ttl(first.ttl or 64): 1.0},
-                  "df": {first.df: 1.0}, "options": {first.options or "X": 1.0}}
+        header = {"window": {first.window: 1.0}, "ttl": {normalise_ttl(first.ttl or 64): 1.0}}
+        if first.df is not None:  # set with the window (the same SYN-ACK)
+            header["df"] = {first.df: 1.0}
+        header["options"] = {first.options or "X": 1.0}
         if first.mss is not None:
             header["mss"] = {first.mss: 1.0}
         syn = [r for r in res if r.test == "syn"]

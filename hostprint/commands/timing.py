@@ -21,17 +21,21 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from hostprint.errors import UsageError
-from hostprint.match.timing import TimingClassifier, TimingObservation
+from hostprint.match.timing import TimingClassifier, TimingObservation, VerdictDict
 from hostprint.signatures.timing_db import TESTS, resolve_timing_db
+
+if TYPE_CHECKING:
+    from hostprint.match.timing_report import TestResult
+    from hostprint.model import PortResult
 
 REQUIRED = ("obs_id", "n_arrivals")
 INT_COLUMNS = ("window", "ttl", "df", "mss", "rst", "rst_ack", "rst_win", "rst_nonzero")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "timing",
         help="timing OS fingerprinting; offline: `timing classify OBS.csv --timing-db DB -oJ OUT`",
@@ -128,7 +132,7 @@ def read_observations(path: str | Path, fh: TextIO | None = None) -> list[Timing
                 n = _int(cell("n_arrivals"), where, "n_arrivals")
                 if n is None or n < 0:
                     raise UsageError(f"{where}: column n_arrivals: need a count >= 0, got {cell('n_arrivals')!r}")
-                times = []
+                times: list[float] = []
                 for j in range(n):
                     c = f"t{j}"
                     if c not in idx:
@@ -142,9 +146,9 @@ def read_observations(path: str | Path, fh: TextIO | None = None) -> list[Timing
                     if ints[c] not in (None, 0, 1):
                         raise UsageError(f"{where}: column {c}: must be 0 or 1, got {cell(c)!r}")
                 for c in ("window", "mss", "rst_win"):
-                    if ints[c] is not None and not 0 <= ints[c] <= 65535:
+                    if (val := ints[c]) is not None and not 0 <= val <= 65535:
                         raise UsageError(f"{where}: column {c}: out of range 0-65535: {cell(c)!r}")
-                if ints["ttl"] is not None and not 0 <= ints["ttl"] <= 255:
+                if (ttl := ints["ttl"]) is not None and not 0 <= ttl <= 255:
                     raise UsageError(f"{where}: column ttl: out of range 0-255: {cell('ttl')!r}")
                 opts = cell("options") or None
                 if opts is not None and not all(ch in "MNWSTEX" for ch in opts):
@@ -173,6 +177,7 @@ def classify_file(obs_csv: str, db_spec: str, mapping: str | None, out: TextIO, 
     verdicts = {id(o): v for o, v in zip(have, clf.classify_many(have))} if have else {}
     for o in obs:
         v = verdicts.get(id(o))
+        rec: VerdictDict
         if v is None:
             rec = {"obs_id": o.obs_id, "outcome": "no-response", "class": None, "label": None,
                    "confidence": None, "alternatives": []}
@@ -205,7 +210,7 @@ def live_setup(args: argparse.Namespace) -> tuple[list[str], list[int], list[str
     return targets, ports, tests, timeout
 
 
-def _port_result(port: int, res: list):
+def _port_result(port: int, res: list[TestResult]) -> PortResult:
     """What the tests saw of a port, in scan terms (a SYN-ACK = open, an RST to the SYN = closed)."""
     from hostprint import model
 

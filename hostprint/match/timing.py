@@ -61,13 +61,16 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, NamedTuple, NotRequired, Sequence, TypedDict, Unpack
 
 import numpy as np
+import numpy.typing as npt
 
 from hostprint.signatures.timing_db import (
     HEADER_FIELDS,
+    FloatArray,
     HeaderBackground,
+    HeaderValue,
     Schedule,
     TimingClass,
     TimingDB,
@@ -81,6 +84,10 @@ from hostprint.signatures.timing_db import (
 
 NEG = -1e30
 EXTRA_PACKET_LOGP = math.log(0.01)  # one packet more than the class sends (see timing_loglik)
+
+F32Array = npt.NDArray[np.float32]  # the scoring tables (float32 halves the memory traffic)
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass
@@ -108,17 +115,17 @@ class TimingObservation:
     obs_id: str | None = None
     listen_s: float | None = None  # we stopped listening this long after the probe (None = no limit)
 
-    def times(self) -> np.ndarray:
+    def times(self) -> FloatArray:
         t = list(self.arrivals)
         if self.rst_time is not None:
             t.append(self.rst_time)
         return np.asarray(t, dtype=float)
 
-    def header_values(self, absent_rst: bool = True) -> dict[str, object]:
+    def header_values(self, absent_rst: bool = True) -> dict[str, HeaderValue]:
         """Header features as the DBs store them (TTL rounded up to its initial value). With
         `absent_rst` False the RST field is left out when no RST was seen (its absence is then the
         timing model's business: lost, dropped, or due after the listen limit)."""
-        out: dict[str, object] = {}
+        out: dict[str, HeaderValue] = {}
         if self.window is not None:
             out["window"] = int(self.window)
         if self.ttl is not None:
@@ -140,6 +147,46 @@ class TimingObservation:
         return format_cronos(cronos_from_times(
             self.test, self.arrivals, self.rst_time, time_s=time_s,
             connect_us=self.rtt * 1e6 if self.rtt is not None else None))
+
+
+class ObservationHeader(TypedDict, total=False):
+    """The keywords of TimingObservation besides the packet times (observation_from_times)."""
+
+    window: int | None
+    ttl: int | None
+    df: int | None
+    options: str | None
+    mss: int | None
+    rst_ack: int
+    rst_win: int
+    rst_nonzero: int
+    rtt: float | None
+    test: str
+    obs_id: str | None
+    listen_s: float | None
+
+
+class ClosedWorldOptions(TypedDict, total=False):
+    """TimingModel's fields that TimingModel.closed_world() leaves to its caller (all but
+    strict_packets, generic_rule and adequacy_alpha, which it sets)."""
+
+    jitter_scales: tuple[float, ...]
+    loss_probs: tuple[float, ...]
+    rst_drop: float
+    header_change: tuple[float, ...]
+    first_delay_mean: float
+    first_early_scale: float
+    max_skip: int
+    k_max: int
+    unknown_prior: float
+    background_gap: tuple[float, float]
+    temperature: float
+    batch: int
+    match_threshold: float
+    ambiguity_ratio: float
+    spurious_rst: float
+    generic_min_lr: float
+    rfc_bases: tuple[float, ...]
 
 
 @dataclass
@@ -169,12 +216,54 @@ class TimingModel:
     rfc_bases: tuple[float, ...] = (1.0, 3.0)  # RFC 6298 §2.1 initial RTO, RFC 2988/1122's 3 s
 
     @classmethod
-    def closed_world(cls, **kw) -> TimingModel:
+    def closed_world(cls, **kw: Unpack[ClosedWorldOptions]) -> TimingModel:
         """Hershel's setting: the DB holds every stack there is (no "unknown" from misfit, no
         "generic"), and RST flags are a header field like the window (a changed field may turn the
         last SYN-ACK into a "RST"). What the Hershel+ benchmark protocol simulates; the defaults are
         the open world a live prober meets."""
         return cls(strict_packets=False, generic_rule=False, adequacy_alpha=0.0, **kw)
+
+
+class GenericEvidence(TypedDict):
+    """Why an RFC 6298 default SYN-ACK schedule names (or does not name) its class."""
+
+    schedule: str  # in words: initial RTO, doubling, retransmissions seen
+    initial_rto_s: float
+    evidence_lr: float  # likelihood ratio of the evidence beyond the schedule: class vs stacks in general
+    evidence: dict[str, float]  # per header field / connection test: its likelihood ratio
+    consistent: NotRequired[list[str]]  # ids of the classes the schedule fits about as well
+
+
+class Explanation(TypedDict):
+    """Whether a class accounts for every packet (TimingClassifier.explain)."""
+
+    unexplained: list[str]  # what it does not account for, in words (empty: everything)
+    distance: dict[str, float]  # per test: summed delay excess and the jitter it was judged against
+
+
+class UnknownDict(TypedDict):
+    nearest: str | None
+    nearest_label: str | None
+    distance: dict[str, float]
+    reasons: list[str]
+
+
+AlternativeDict = TypedDict("AlternativeDict", {"class": str, "label": str, "confidence": float})
+
+#: TimingVerdict.to_dict(): one JSON line of `hostprint timing classify`
+VerdictDict = TypedDict("VerdictDict", {
+    "obs_id": str | None,
+    "outcome": str,
+    "class": str | None,
+    "label": str | None,
+    "confidence": float | None,
+    "alternatives": list[AlternativeDict],
+    "unknown_probability": NotRequired[float],
+    "unknown": NotRequired[UnknownDict],
+    "generic": NotRequired[GenericEvidence],
+    "listen_limit_s": NotRequired[float],
+    "censored_ambiguous": NotRequired[list[str]],
+})
 
 
 @dataclass
@@ -183,11 +272,11 @@ class TimingVerdict:
     ranked: list[tuple[TimingClass, float]]  # best first, confidence = posterior probability
     unknown_probability: float
     nearest: TimingClass | None = None
-    distance: dict[str, object] = field(default_factory=dict)
+    distance: dict[str, float] = field(default_factory=dict)
     obs_id: str | None = None
     ratio: float = 0.25  # classes within this factor of the top count as fitting equally
     reasons: list[str] = field(default_factory=list)  # why "unknown" / "generic"
-    generic: dict[str, object] | None = None  # the RFC schedule and the evidence beyond it
+    generic: GenericEvidence | None = None  # the RFC schedule and the evidence beyond it
     listen_limit_s: float | None = None  # the shortest listen limit among the observations
     censored_ambiguous: list[TimingClass] = field(default_factory=list)  # the limit cannot separate these
 
@@ -202,9 +291,9 @@ class TimingVerdict:
             return []
         return [self.ranked[0]] + [rc for rc in self.ranked[1:] if rc[1] >= self.ranked[0][1] * self.ratio]
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> VerdictDict:
         best = self.best
-        out: dict[str, object] = {
+        out: VerdictDict = {
             "obs_id": self.obs_id,
             "outcome": self.outcome,
             "class": best.id if best else None,
@@ -224,17 +313,68 @@ class TimingVerdict:
                 "reasons": list(self.reasons),
             }
         if self.outcome == "generic" and self.generic is not None:
-            out["generic"] = dict(self.generic)
+            out["generic"] = self.generic.copy()
         if self.listen_limit_s is not None:
             out["listen_limit_s"] = round(self.listen_limit_s, 3)
             out["censored_ambiguous"] = [c.id for c in self.censored_ambiguous]
         return out
 
 
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    m = np.max(a, axis=axis, keepdims=True)
+def _logsumexp(a: FloatArray, axis: int) -> FloatArray:
+    m: FloatArray = np.max(a, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
-    return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+    total: FloatArray = np.sum(np.exp(a - m), axis=axis)
+    return np.squeeze(m, axis) + np.log(total)
+
+
+class _Variant(NamedTuple):
+    """One alignment: class `cidx`'s schedule with `k` of its packets matched at chosen positions."""
+
+    cidx: int
+    glo: FloatArray  # (k-1,) summed gap ranges between the chosen positions
+    ghi: FloatArray
+    flo: float  # the first chosen packet's offset range from the schedule's first packet
+    fhi: float
+    n: int  # packets in the schedule
+    status: int  # RST: 0 the class sends none, 1 the last chosen packet is it, 2 it is not chosen
+    lw: float  # log weight of the schedule
+    olo: FloatArray  # (k,) offset ranges of the chosen packets from the reference one
+    ohi: FloatArray
+    ref: int  # the reference packet (index among the chosen ones)
+    interior: int  # packets skipped before the last chosen one
+    tail: tuple[FloatArray, FloatArray]  # offset ranges of the packets after the last chosen one from it
+    nsamp: int  # training samples behind the ranges (0: ranges from a source)
+
+
+@dataclass
+class _Table:
+    """The variants matching k packets, as arrays over the variants V (sorted by class)."""
+
+    cls: IntArray  # (V,) class index
+    const: F32Array  # (V, scales) log normaliser of the timing density per jitter scale
+    olo: F32Array  # (V, k) offset ranges against the reference packet
+    ohi: F32Array
+    oloT: F32Array  # (k, V) the same, transposed and contiguous
+    ohiT: F32Array
+    ref: IntArray  # (V,)
+    nsamp: FloatArray  # (V,)
+    flo: F32Array  # (V,) first matched packet's offset range
+    fhi: F32Array
+    n: IntArray  # (V,) schedule length
+    status: IntArray  # (V,) RST status (see _Variant)
+    lw: FloatArray  # (V,) schedule log weight
+    starts: IntArray  # first variant of each class present
+    seg_cls: IntArray  # the class of each of those segments
+    seg_of: IntArray  # (V,) segment of each variant
+    inv_mu: np.float32
+    inv_early: np.float32
+    tlo: FloatArray  # (V, T) offsets of the unmatched trailing packets from the last matched one (inf: none)
+    thi: FloatArray
+    trst: BoolArray  # (V, T) that trailing packet is the class's RST
+    tvalid: BoolArray
+    interior: FloatArray  # (V,) packets lost before the last matched one
+    kq: FloatArray  # (V,) matched packets that are not the RST
+    rstm: FloatArray  # (V,) 1.0 when the last matched packet is the RST
 
 
 class _VariantIndex:
@@ -248,12 +388,12 @@ class _VariantIndex:
     def __init__(self, entries: list[tuple[int, Schedule]], n_classes: int, model: TimingModel):
         self.model = model
         self.n_classes = n_classes
-        self.tables: dict[int, dict[str, np.ndarray]] = {}
+        self.tables: dict[int, _Table] = {}
         b = np.asarray(model.jitter_scales)
         self.logw_scale = -math.log(len(b))
         n_max = max([s.n for _, s in entries] + [1])
         self.loss = self._loss_table(max(n_max, 2) + 1)
-        per_k: dict[int, list] = {}
+        per_k: dict[int, list[_Variant]] = {}
         for cidx, s in entries:
             n = s.n
             lw = math.log(max(s.weight, 1e-12))
@@ -264,19 +404,23 @@ class _VariantIndex:
                 span = min(n, k + model.max_skip)
                 for pos in itertools.combinations(range(span), k):
                     p = np.asarray(pos)
+                    glo: FloatArray
+                    ghi: FloatArray
+                    olo: FloatArray
+                    ohi: FloatArray
                     if smp is not None:
                         # ranges straight from the training samples; offsets are taken relative to
                         # the packet that makes them tightest (old Linux's lag moves every
                         # retransmission against the first SYN-ACK, but not against each other)
                         g = np.diff(smp[:, p], axis=1)
                         glo, ghi = g.min(0), g.max(0)
-                        best = None
-                        for ref in range(k):
-                            o = smp[:, p] - smp[:, p[ref]][:, None]
+                        o = smp[:, p] - smp[:, p[0]][:, None]
+                        best_w, ref, olo, ohi = float((o.max(0) - o.min(0)).sum()), 0, o.min(0), o.max(0)
+                        for j in range(1, k):
+                            o = smp[:, p] - smp[:, p[j]][:, None]
                             w = float((o.max(0) - o.min(0)).sum())
-                            if best is None or w < best[0] - 1e-9:
-                                best = (w, ref, o.min(0), o.max(0))
-                        _, ref, olo, ohi = best
+                            if w < best_w - 1e-9:
+                                best_w, ref, olo, ohi = w, j, o.min(0), o.max(0)
                     else:
                         glo = clo[p[1:]] - clo[p[:-1]]
                         ghi = chi[p[1:]] - chi[p[:-1]]
@@ -288,59 +432,55 @@ class _VariantIndex:
                     last = pos[-1]
                     tail = (clo[last + 1:] - clo[last], chi[last + 1:] - chi[last])
                     per_k.setdefault(k, []).append(
-                        (cidx, glo, ghi, s.pos_lo[pos[0]], s.pos_hi[pos[0]], n, status, lw, olo, ohi, ref,
-                         last + 1 - k, tail, len(s.samples)))
+                        _Variant(cidx, glo, ghi, s.pos_lo[pos[0]], s.pos_hi[pos[0]], n, status, lw, olo, ohi, ref,
+                                 last + 1 - k, tail, len(s.samples)))
         for k, rows in per_k.items():
-            rows.sort(key=lambda r: r[0])
-            cls = np.asarray([r[0] for r in rows], dtype=np.int64)
-            lo = np.asarray([r[1] for r in rows], dtype=float).reshape(len(rows), k - 1)
-            hi = np.asarray([r[2] for r in rows], dtype=float).reshape(len(rows), k - 1)
+            rows.sort(key=lambda r: r.cidx)
+            cls = np.asarray([r.cidx for r in rows], dtype=np.int64)
+            lo = np.asarray([r.glo for r in rows], dtype=float).reshape(len(rows), k - 1)
+            hi = np.asarray([r.ghi for r in rows], dtype=float).reshape(len(rows), k - 1)
             width = hi - lo
             # log normaliser of "uniform range convolved with the delay density" per scale, plus scale weight
             const = np.stack([self.logw_scale - np.sum(np.log(width + 2 * bs), axis=1) for bs in b], axis=1)
             starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
-            self.tables[k] = {
-                "cls": cls, "lo": lo, "hi": hi, "const": const,
-                "olo": np.asarray([r[8] for r in rows], dtype=float).reshape(len(rows), k),
-                "ohi": np.asarray([r[9] for r in rows], dtype=float).reshape(len(rows), k),
-                "ref": np.asarray([r[10] for r in rows], dtype=np.int64),
-                "nsamp": np.asarray([r[13] for r in rows], dtype=float),
-                "flo": np.asarray([r[3] for r in rows]), "fhi": np.asarray([r[4] for r in rows]),
-                "n": np.asarray([r[5] for r in rows], dtype=np.int64),
-                "status": np.asarray([r[6] for r in rows], dtype=np.int64),
-                "lw": np.asarray([r[7] for r in rows]),
-                "starts": starts, "seg_cls": cls[starts],
-                "seg_of": np.cumsum(np.r_[False, cls[1:] != cls[:-1]]),
-                "inv_mu": np.float32(-1.0 / model.first_delay_mean),
-                "inv_early": np.float32(1.0 / model.first_early_scale),
-            }
-            t = self.tables[k]
-            T = max(len(r[12][0]) for r in rows)
+            vstatus = np.asarray([r.status for r in rows], dtype=np.int64)
+            T = max(len(r.tail[0]) for r in rows)
             tlo = np.full((len(rows), T), np.inf)
             thi = np.full((len(rows), T), np.inf)
             trst = np.zeros((len(rows), T), dtype=bool)
             for i, r in enumerate(rows):
-                m = len(r[12][0])
-                tlo[i, :m], thi[i, :m] = r[12]
-                if r[6] == 2:
+                m = len(r.tail[0])
+                tlo[i, :m], thi[i, :m] = r.tail
+                if r.status == 2:
                     trst[i, m - 1] = True  # the class's RST is the last unmatched packet
-            status = t["status"]
-            t.update(tlo=tlo, thi=thi, trst=trst, tvalid=np.isfinite(tlo),
-                     interior=np.asarray([r[11] for r in rows], dtype=float),
-                     kq=np.where(status == 1, k - 1, k).astype(float), rstm=(status == 1).astype(float))
-            t["const"] = t["const"].astype(np.float32)
-            for key in ("olo", "ohi", "flo", "fhi", "lo", "hi"):
-                t[key] = t[key].astype(np.float32)
-            t["oloT"] = np.ascontiguousarray(t["olo"].T)
-            t["ohiT"] = np.ascontiguousarray(t["ohi"].T)
+            olo32 = np.asarray([r.olo for r in rows], dtype=float).reshape(len(rows), k).astype(np.float32)
+            ohi32 = np.asarray([r.ohi for r in rows], dtype=float).reshape(len(rows), k).astype(np.float32)
+            self.tables[k] = _Table(
+                cls=cls, const=const.astype(np.float32), olo=olo32, ohi=ohi32,
+                oloT=np.ascontiguousarray(olo32.T), ohiT=np.ascontiguousarray(ohi32.T),
+                ref=np.asarray([r.ref for r in rows], dtype=np.int64),
+                nsamp=np.asarray([r.nsamp for r in rows], dtype=float),
+                flo=np.asarray([r.flo for r in rows]).astype(np.float32),
+                fhi=np.asarray([r.fhi for r in rows]).astype(np.float32),
+                n=np.asarray([r.n for r in rows], dtype=np.int64),
+                status=vstatus,
+                lw=np.asarray([r.lw for r in rows]),
+                starts=starts, seg_cls=cls[starts],
+                seg_of=np.cumsum(np.r_[False, cls[1:] != cls[:-1]]),
+                inv_mu=np.float32(-1.0 / model.first_delay_mean),
+                inv_early=np.float32(1.0 / model.first_early_scale),
+                tlo=tlo, thi=thi, trst=trst, tvalid=np.isfinite(tlo),
+                interior=np.asarray([r.interior for r in rows], dtype=float),
+                kq=np.where(vstatus == 1, k - 1, k).astype(float), rstm=(vstatus == 1).astype(float),
+            )
 
-    def _loss_table(self, size: int) -> np.ndarray:
+    def _loss_table(self, size: int) -> FloatArray:
         """log P(this particular loss pattern) for n sent, k received, RST status (none/kept/lost)."""
         m = self.model
         n = np.arange(size)[:, None]
         k = np.arange(size)[None, :]
         out = np.full((size, size, 3), NEG)
-        terms: list[list[np.ndarray]] = [[], [], []]
+        terms: list[list[FloatArray]] = [[], [], []]
         for p in m.loss_probs:
             pr = p + (1 - p) * m.rst_drop
             lp, lq = math.log(p), math.log(1 - p)
@@ -352,7 +492,7 @@ class _VariantIndex:
             out[:, :, st] = _logsumexp(np.stack(terms[st]), axis=0) + w
         return np.where(out < -1e20, NEG, out)
 
-    def censored_loss(self, tab: dict[str, np.ndarray], x_last: float, limit: float) -> np.ndarray:
+    def censored_loss(self, tab: _Table, x_last: float, limit: float) -> FloatArray:
         """Per variant: the loss term when nothing arrived after `x_last` up to the listen `limit`.
 
         Each unmatched packet after the last matched one is either lost (p; the class's RST: p or a
@@ -361,39 +501,39 @@ class _VariantIndex:
         it (uniform). With the limit far away (c = 0) this is the plain loss term.
         """
         m = self.model
-        lo, hi = x_last + tab["tlo"], x_last + tab["thi"]
+        lo, hi = x_last + tab.tlo, x_last + tab.thi
         with np.errstate(invalid="ignore"):
             c = np.where(hi > lo, (hi - limit) / np.maximum(hi - lo, 1e-9), (lo > limit).astype(float))
-        c = np.where(tab["tvalid"], np.clip(c, 0.0, 1.0), 1.0)
+        c = np.where(tab.tvalid, np.clip(c, 0.0, 1.0), 1.0)
         terms = []
         for p in m.loss_probs:
             pr = p + (1 - p) * m.rst_drop
-            pt = np.where(tab["trst"], pr, p)
+            pt = np.where(tab.trst, pr, p)
             v = np.sum(np.log(c + (1 - c) * pt), axis=1) if c.shape[1] else np.zeros(len(c))
-            v = v + tab["interior"] * math.log(p) + tab["kq"] * math.log(1 - p) + tab["rstm"] * math.log(1 - pr)
+            v = v + tab.interior * math.log(p) + tab.kq * math.log(1 - p) + tab.rstm * math.log(1 - pr)
             terms.append(v)
         return _logsumexp(np.stack(terms), axis=0) - math.log(len(m.loss_probs))
 
-    def excess(self, t: np.ndarray, cidx: int, allowed: Sequence[int] | None = None) -> float | None:
+    def excess(self, t: FloatArray, cidx: int, allowed: Sequence[int] | None = None) -> float | None:
         """Smallest summed delay excess (s) over class `cidx`'s alignments of packet times `t` (the
         quantity the timing likelihood prices); None when no alignment of that length exists."""
         k = min(len(t), self.model.k_max)
         tab = self.tables.get(k)
         if tab is None or k == 0:
             return None
-        sel = tab["cls"] == cidx
+        sel = tab.cls == cidx
         if allowed is not None:
-            sel &= np.isin(tab["status"], np.asarray(allowed))
+            sel &= np.isin(tab.status, np.asarray(allowed))
         if not sel.any():
             return None
         if k == 1:
             return 0.0
         X = np.asarray(t[:k], dtype=float)
-        ref = tab["ref"][sel]
-        olo, ohi = tab["olo"][sel].astype(float), tab["ohi"][sel].astype(float)
+        ref = tab.ref[sel]
+        olo, ohi = tab.olo[sel].astype(float), tab.ohi[sel].astype(float)
         # ranges taken from n training samples understate the class's own spread: widen each end by
         # range / (n - 1) (the unbiased estimate of a uniform's support from its sample extremes)
-        n = tab["nsamp"][sel][:, None]
+        n = tab.nsamp[sel][:, None]
         wid = np.where(n > 1, (ohi - olo) / np.maximum(n - 1, 1), 0.0)
         olo, ohi = olo - wid, ohi + wid
         D = X[None, :] - X[ref][:, None]
@@ -401,8 +541,8 @@ class _VariantIndex:
         R = r.sum(axis=1) - k * r.min(axis=1)
         return float(R.min())
 
-    def score(self, times: Sequence[np.ndarray], allowed: Sequence[int] | None = None,
-              listen: Sequence[float | None] | None = None) -> np.ndarray:
+    def score(self, times: Sequence[FloatArray], allowed: Sequence[int] | None = None,
+              listen: Sequence[float | None] | None = None) -> FloatArray:
         """(B, C) log-likelihood of timing + loss for a batch of packet-time vectors.
 
         `allowed`: RST statuses of the variants that may explain the packets (0 class without RST,
@@ -422,8 +562,8 @@ class _VariantIndex:
             if tab is None:
                 continue
             # loss term for observations that were not truncated (k == kk): one value per variant
-            ln_k = self.loss[np.minimum(tab["n"], L), min(kk, L), tab["status"]].astype(np.float32)
-            static = (ln_k + tab["lw"] - math.log(m.first_delay_mean)).astype(np.float32)
+            ln_k = self.loss[np.minimum(tab.n, L), min(kk, L), tab.status].astype(np.float32)
+            static = (ln_k + tab.lw - math.log(m.first_delay_mean)).astype(np.float32)
             for chunk in range(0, len(idx), m.batch):
                 ids = idx[chunk:chunk + m.batch]
                 X = np.vstack([times[i][:kk] for i in ids]).astype(np.float32)
@@ -431,27 +571,26 @@ class _VariantIndex:
                 if kk > 1:
                     # shifted-exponential delays: cost = sum of each packet's delay excess over the
                     # least-delayed one (shift-invariant, so any packet can be the reference)
-                    Xref = X[:, tab["ref"]]  # (b, V)
-                    olo, ohi = tab["oloT"], tab["ohiT"]
-                    R = mn = None
-                    for j in range(kk):  # position by position: (b, V) arrays stay contiguous
+                    Xref = X[:, tab.ref]  # (b, V)
+                    olo, ohi = tab.oloT, tab.ohiT
+                    D = X[:, 0:1] - Xref
+                    R: F32Array = D - np.minimum(np.maximum(D, olo[0]), ohi[0])
+                    mn = R.copy()
+                    for j in range(1, kk):  # position by position: (b, V) arrays stay contiguous
                         D = X[:, j:j + 1] - Xref
                         r = D - np.minimum(np.maximum(D, olo[j]), ohi[j])
-                        if R is None:
-                            R, mn = r, r.copy()
-                        else:
-                            R += r
-                            np.minimum(mn, r, out=mn)
+                        R += r
+                        np.minimum(mn, r, out=mn)
                     R -= kk * mn
-                    c = tab["const"]
-                    tl = c[:, 0] - R * inv_b[0]
+                    c = tab.const
+                    tl: F32Array = c[:, 0] - R * inv_b[0]
                     for j in range(1, len(inv_b)):
                         tl = np.logaddexp(tl, c[:, j] - R * inv_b[j])
                 else:
-                    tl = np.zeros((len(ids), len(tab["cls"])), dtype=np.float32)
+                    tl = np.zeros((len(ids), len(tab.cls)), dtype=np.float32)
                 x0 = X[:, :1]
-                d = np.minimum(np.maximum(np.float32(0.0), x0 - tab["fhi"]), x0 - tab["flo"])
-                tl += np.where(d >= 0, d * tab["inv_mu"], d * tab["inv_early"])
+                d = np.minimum(np.maximum(np.float32(0.0), x0 - tab.fhi), x0 - tab.flo)
+                tl += np.where(d >= 0, d * tab.inv_mu, d * tab.inv_early)
                 tl += static
                 if listen is not None:
                     for bi, i in enumerate(ids):
@@ -461,20 +600,20 @@ class _VariantIndex:
                         cl = self.censored_loss(tab, float(times[i][kk - 1]), float(lim))
                         tl[bi] += (cl - ln_k).astype(np.float32)
                 if allowed is not None:
-                    ok = np.isin(tab["status"], np.asarray(allowed))
+                    ok = np.isin(tab.status, np.asarray(allowed))
                     if not ok.all():
                         tl[:, ~ok] = NEG
                 trunc = np.flatnonzero(ktrue > kk)
                 if len(trunc):  # observations longer than k_max: their true count enters the loss term
-                    st = np.where(tab["status"] == 2, 1, tab["status"])
+                    st = np.where(tab.status == 2, 1, tab.status)
                     for ti in trunc:
-                        tl[ti] += (self.loss[np.minimum(tab["n"], L), min(ktrue[ti], L), st] - ln_k)
+                        tl[ti] += (self.loss[np.minimum(tab.n, L), min(ktrue[ti], L), st] - ln_k)
                 # per-class logsumexp over that class's variants (variants are sorted by class)
-                mx = np.maximum.reduceat(tl, tab["starts"], axis=1)
-                s = np.add.reduceat(np.exp(tl - mx[:, tab["seg_of"]]), tab["starts"], axis=1)
+                mx = np.maximum.reduceat(tl, tab.starts, axis=1)
+                s = np.add.reduceat(np.exp(tl - mx[:, tab.seg_of]), tab.starts, axis=1)
                 val = mx + np.log(s)
                 val = np.where(mx < -1e20, NEG, val)
-                out[np.asarray(ids)[:, None], tab["seg_cls"][None, :]] = val
+                out[np.asarray(ids)[:, None], tab.seg_cls[None, :]] = val
         return out
 
 
@@ -489,8 +628,8 @@ class TimingClassifier:
         self._background = background
         self._build_headers()
         self._index: dict[str, _VariantIndex | None] = {}
-        self._has_test: dict[str, np.ndarray] = {}
-        self._sends_rst: dict[str, np.ndarray] = {}
+        self._has_test: dict[str, BoolArray] = {}
+        self._sends_rst: dict[str, BoolArray] = {}
         for test in ("syn", "lastack", "finwait"):
             entries = [(i, s) for i, c in enumerate(self.classes) for s in c.schedules_for(test)]
             self._has_test[test] = np.asarray([bool(c.schedules_for(test)) for c in self.classes])
@@ -511,14 +650,14 @@ class TimingClassifier:
 
     def _build_headers(self) -> None:
         C = len(self.classes)
-        self._vocab: dict[str, dict[object, int]] = {}
-        self._hprob: dict[str, np.ndarray] = {}
-        self._hwild: dict[str, np.ndarray] = {}
-        self._hbg: dict[str, np.ndarray] = {}
+        self._vocab: dict[str, dict[HeaderValue, int]] = {}  # per field: value -> column
+        self._hprob: dict[str, FloatArray] = {}  # (C, values + 1): a class's probability of each value
+        self._hwild: dict[str, BoolArray] = {}  # (C,): the class does not pin the field down
+        self._hbg: dict[str, FloatArray] = {}  # (values + 1,): frequency among the classes (last: other)
         alpha = 0.5
         for f in HEADER_FIELDS:
-            vocab: dict[object, int] = {}
-            dists: list[dict[object, float]] = []
+            vocab: dict[HeaderValue, int] = {}
+            dists: list[dict[HeaderValue, float]] = []
             for c in self.classes:
                 vals = dict(c.header.get(f) or {})
                 if f == "rst" and self.model.strict_packets:
@@ -542,10 +681,10 @@ class TimingClassifier:
             bg = (counts + alpha) / (counts.sum() + alpha * (len(vocab) + 1))
             self._vocab[f], self._hprob[f], self._hwild[f], self._hbg[f] = vocab, P, wild, bg
 
-    def _header_values(self, o: TimingObservation) -> dict[str, object]:
+    def _header_values(self, o: TimingObservation) -> dict[str, HeaderValue]:
         return o.header_values(absent_rst=not self.model.strict_packets)
 
-    def header_loglik(self, values: list[dict[str, object]]) -> tuple[np.ndarray, np.ndarray]:
+    def header_loglik(self, values: Sequence[Mapping[str, HeaderValue]]) -> tuple[FloatArray, FloatArray]:
         """(B, C) class header log-likelihoods and (B,) the unknown model's."""
         pis = self.model.header_change
         B, C = len(values), len(self.classes)
@@ -553,7 +692,7 @@ class TimingClassifier:
         unk = np.zeros(B)
         for f in HEADER_FIELDS:
             vocab, P, wild, bg = self._vocab[f], self._hprob[f], self._hwild[f], self._hbg[f]
-            cols = np.asarray([vocab.get(v.get(f), len(vocab)) if f in v else -1 for v in values])
+            cols = np.asarray([vocab.get(v[f], len(vocab)) if f in v else -1 for v in values])
             have = cols >= 0
             if not have.any():
                 continue
@@ -570,13 +709,13 @@ class TimingClassifier:
 
     # -- timing part --------------------------------------------------------------------------
 
-    def _gap_density(self, g: np.ndarray | float) -> float:
+    def _gap_density(self, g: FloatArray | float) -> float:
         """log density of gaps under the broad log-uniform model (the unknown stack's)."""
         lo, hi = self.model.background_gap
         g = np.clip(np.asarray(g, dtype=float), lo, hi)
         return float(np.sum(-np.log(g * math.log(hi / lo))))
 
-    def _background_timing(self, t: np.ndarray) -> float:
+    def _background_timing(self, t: FloatArray) -> float:
         bg = self._gap_density(np.diff(t[: self.model.k_max]))
         x0 = max(float(t[0]), 0.0) if len(t) else 0.0
         # how many packets a stack sends: a broad 1/(k(k+1)) prior, so that long observations cost
@@ -584,7 +723,7 @@ class TimingClassifier:
         count = -math.log(len(t) * (len(t) + 1)) if len(t) else 0.0
         return bg + count - x0 / self.model.first_delay_mean - math.log(self.model.first_delay_mean)
 
-    def timing_loglik(self, obs: Sequence[TimingObservation], test: str, censor: bool = True) -> np.ndarray:
+    def timing_loglik(self, obs: Sequence[TimingObservation], test: str, censor: bool = True) -> FloatArray:
         N = len(obs)
         times = [np.sort(o.times()) for o in obs]
         listen = [o.listen_s if censor else None for o in obs]
@@ -594,7 +733,8 @@ class TimingClassifier:
         else:
             res = np.full((N, len(self.classes)), NEG)
             plain = [i for i, o in enumerate(obs) if o.rst_time is None]
-            with_rst = [i for i, o in enumerate(obs) if o.rst_time is not None]
+            rst_at = [(i, o.rst_time) for i, o in enumerate(obs) if o.rst_time is not None]
+            with_rst = [i for i, _ in rst_at]
             if plain:
                 res[plain] = self._score_times([times[i] for i in plain], [obs[i] for i in plain], test, (0, 2),
                                                [listen[i] for i in plain])
@@ -606,10 +746,10 @@ class TimingClassifier:
                 syn_only = [np.sort(np.asarray(o.arrivals, dtype=float)) for o in sub]
                 # a RST ends the connection: what the class would send after it is censored (only for
                 # observations that carry a listen limit; offline ones say nothing about listening)
-                cut = [None if listen[i] is None else min(listen[i], obs[i].rst_time) for i in with_rst]
+                cut = [None if (lim := listen[i]) is None else min(lim, rst) for i, rst in rst_at]
                 b = self._score_times(syn_only, sub, test, (0, 2), cut)
                 extra = np.asarray([math.log(self.model.spurious_rst) + self._gap_density(
-                    o.rst_time - (max(o.arrivals) if o.arrivals else 0.0)) for o in sub])
+                    rst - (max(obs[i].arrivals) if obs[i].arrivals else 0.0)) for i, rst in rst_at])
                 b = np.where(b <= NEG / 2, NEG, b + extra[:, None])
                 res[with_rst] = np.logaddexp(a, b)
                 res[with_rst] = np.where(res[with_rst] <= NEG / 2, NEG, res[with_rst])
@@ -639,9 +779,9 @@ class TimingClassifier:
         entries = [(ci, s.scaled(rtt_us)) for ci, c in enumerate(self.classes) for s in c.schedules_for(test)]
         return _VariantIndex(entries, len(self.classes), self.model)
 
-    def _score_times(self, times: list[np.ndarray], obs: Sequence[TimingObservation], test: str,
+    def _score_times(self, times: list[FloatArray], obs: Sequence[TimingObservation], test: str,
                      allowed: Sequence[int] | None = None,
-                     listen: Sequence[float | None] | None = None) -> np.ndarray:
+                     listen: Sequence[float | None] | None = None) -> FloatArray:
         idx = self._index.get(test)
         if idx is not None:
             return idx.score(times, allowed, listen)
@@ -655,7 +795,7 @@ class TimingClassifier:
 
     # -- public -------------------------------------------------------------------------------
 
-    def loglik(self, obs: Sequence[TimingObservation], censor: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def loglik(self, obs: Sequence[TimingObservation], censor: bool = True) -> tuple[FloatArray, FloatArray]:
         """(N, C) class log-likelihoods and (N,) the unknown model's, each observation on its own."""
         N, C = len(obs), len(self.classes)
         L = np.zeros((N, C))
@@ -678,7 +818,7 @@ class TimingClassifier:
 
     def classify_many(self, obs: Sequence[TimingObservation], top: int = 10) -> list[TimingVerdict]:
         L, U = self.loglik(obs)
-        L0 = None
+        L0: FloatArray | None = None
         cens = [i for i, o in enumerate(obs) if o.listen_s is not None]
         if cens:
             L0 = np.array(L)
@@ -690,12 +830,12 @@ class TimingClassifier:
         """Several tests of one host: their evidence multiplies (header counted from the syn test)."""
         observations = list(observations) or [TimingObservation(arrivals=[])]
         L, U = self.loglik(observations)
-        L0 = None
+        L0: FloatArray | None = None
         if any(o.listen_s is not None for o in observations):
             L0 = self.loglik(observations, censor=False)[0].sum(axis=0)
         return self._verdict(L.sum(axis=0), float(U.sum()), observations, top, L, U, L0)
 
-    def posteriors(self, L: np.ndarray, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def posteriors(self, L: FloatArray, U: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Class and unknown posteriors from log-likelihoods (rows = observations)."""
         m = self.model
         C = L.shape[-1]
@@ -707,18 +847,18 @@ class TimingClassifier:
         p /= p.sum(axis=-1, keepdims=True)
         return p[..., :C], p[..., C]
 
-    def _fitting_ids(self, L: np.ndarray, U: float) -> set[int]:
+    def _fitting_ids(self, L: FloatArray, U: float) -> set[int]:
         pc, _ = self.posteriors(L[None, :], np.asarray([U]))
         pc = pc[0]
         top = float(pc.max()) if len(pc) else 0.0
         return {int(i) for i in np.flatnonzero((pc >= top * self.model.ambiguity_ratio) & (L > NEG / 2))}
 
-    def _verdict(self, L: np.ndarray, U: float, obs: Sequence[TimingObservation], top: int,
-                 Lrows: np.ndarray, Urows: np.ndarray, L0: np.ndarray | None = None) -> TimingVerdict:
+    def _verdict(self, L: FloatArray, U: float, obs: Sequence[TimingObservation], top: int,
+                 Lrows: FloatArray, Urows: FloatArray, L0: FloatArray | None = None) -> TimingVerdict:
         m = self.model
         o0 = obs[0]
-        pc, pu = self.posteriors(L[None, :], np.asarray([U]))
-        pc, pu = pc[0], float(pu[0])
+        pcs, pus = self.posteriors(L[None, :], np.asarray([U]))
+        pc, pu = pcs[0], float(pus[0])
         order = np.argsort(-pc, kind="stable")[:top]  # ties: DB order (the default class comes first)
         ranked = [(self.classes[i], float(pc[i])) for i in order if L[i] > NEG / 2]
         limits = [o.listen_s for o in obs if o.listen_s is not None]
@@ -729,27 +869,32 @@ class TimingClassifier:
             without = self._fitting_ids(L0, U)
             if with_limit - without and len(with_limit) > 1 and pu < ranked[0][1]:
                 censored = [self.classes[i] for i in sorted(with_limit, key=lambda i: -pc[i])]
-        kw = {"obs_id": o0.obs_id, "ratio": m.ambiguity_ratio, "listen_limit_s": limit,
-              "censored_ambiguous": censored}
+
+        def verdict(outcome: str, nearest: TimingClass | None, dist: dict[str, float], reasons: list[str],
+                    generic: GenericEvidence | None = None) -> TimingVerdict:
+            return TimingVerdict(outcome, ranked, pu, nearest, dist, obs_id=o0.obs_id, ratio=m.ambiguity_ratio,
+                                 reasons=reasons, generic=generic, listen_limit_s=limit, censored_ambiguous=censored)
+
         if not ranked or pu >= ranked[0][1]:
             nearest = self.classes[int(np.argmax(L))] if len(L) else None
             # the nearest class and how far it is: log-likelihood shortfall against "unknown" (nats)
             # and the plain misfit of its best alignment
-            dist: dict[str, object] = {"nats": round(float(U - L.max()), 2) if len(L) else 0.0}
+            dist: dict[str, float] = {"nats": round(float(U - L.max()), 2) if len(L) else 0.0}
             reasons = ["no class explains the observation better than a stack outside the DB"]
             if nearest is not None:
                 dist.update(self.misfit(o0, nearest))
                 ex = self.explain(obs, self.classes.index(nearest))
                 dist.update(ex["distance"])
                 reasons += ex["unexplained"]
-            return TimingVerdict("unknown", ranked, pu, nearest, dist, reasons=reasons, **kw)
+            return verdict("unknown", nearest, dist, reasons)
         best = ranked[0][0]
         bi = self.classes.index(best)
-        ex = self.explain(obs, bi) if m.strict_packets or m.adequacy_alpha > 0 else {"unexplained": []}
+        ex = (self.explain(obs, bi) if m.strict_packets or m.adequacy_alpha > 0
+              else Explanation(unexplained=[], distance={}))
         if ex["unexplained"]:
             dist = dict(self.misfit(o0, best))
             dist.update(ex["distance"])
-            return TimingVerdict("unknown", ranked, pu, best, dist, reasons=list(ex["unexplained"]), **kw)
+            return verdict("unknown", best, dist, list(ex["unexplained"]))
         if m.generic_rule:
             gen = self.generic_evidence(obs, bi, Lrows, Urows)
             if gen is not None and gen["evidence_lr"] < m.generic_min_lr:
@@ -762,9 +907,9 @@ class TimingClassifier:
                 reason = (f"the SYN-ACK schedule is the RFC 6298 default ({gen['schedule']}), which any stack "
                           f"using the RFC's numbers sends; the rest of the evidence favours {best.label} only "
                           f"{gen['evidence_lr']:.1f}:1 over a stack in general (needed {m.generic_min_lr:g}:1)")
-                return TimingVerdict("generic", ranked, pu, best, {}, reasons=[reason], generic=gen, **kw)
+                return verdict("generic", best, {}, [reason], gen)
         outcome = "match" if ranked[0][1] >= m.match_threshold else "ambiguous"
-        return TimingVerdict(outcome, ranked, pu, None, {}, **kw)
+        return verdict(outcome, None, {}, [])
 
     # -- decisions on top of the posterior ------------------------------------------------------
 
@@ -774,11 +919,11 @@ class TimingClassifier:
         lo, hi = min(self.model.jitter_scales), max(self.model.jitter_scales)
         return hi if obs.rtt is None else min(max(float(obs.rtt), lo), hi)
 
-    def explain(self, obs: Sequence[TimingObservation], cidx: int) -> dict[str, object]:
+    def explain(self, obs: Sequence[TimingObservation], cidx: int) -> Explanation:
         """Does class `cidx` account for every packet? {"unexplained": [reasons], "distance": {...}}."""
         cls = self.classes[cidx]
         out: list[str] = []
-        dist: dict[str, object] = {}
+        dist: dict[str, float] = {}
         what = {"syn": "SYN-ACK", "lastack": "FIN", "finwait": "FIN"}
         for o in obs:
             if not self._has_test[o.test][cidx] or not len(o.times()):
@@ -786,6 +931,7 @@ class TimingClassifier:
             t = np.sort(o.times())
             arr = np.sort(np.asarray(o.arrivals, dtype=float))
             strict = self.model.strict_packets
+            allowed: tuple[int, ...] | None
             if strict and o.rst_time is not None and not self._sends_rst[o.test][cidx]:
                 after = o.rst_time - float(arr[-1]) if len(arr) else o.rst_time
                 out.append(f"{o.test}: RST {after:.3f} s after the last {what[o.test]}; {cls.label} never sends one")
@@ -835,8 +981,8 @@ class TimingClassifier:
                 return r
         return None
 
-    def generic_evidence(self, obs: Sequence[TimingObservation], cidx: int, Lrows: np.ndarray,
-                         Urows: np.ndarray) -> dict[str, object] | None:
+    def generic_evidence(self, obs: Sequence[TimingObservation], cidx: int, Lrows: FloatArray,
+                         Urows: FloatArray) -> GenericEvidence | None:
         """For a best class with an RFC-default SYN-ACK schedule that the SYN_RCVD test saw (no RST):
         how much the evidence outside that schedule favours the class over a stack in general.
         None when the rule does not apply."""
@@ -909,7 +1055,8 @@ def _gamma_tail(m: int, x: float) -> float:
     return float(min(1.0, math.exp(-x + math.log(total))))
 
 
-def observation_from_times(times: Iterable[float], *, rst: bool = False, **header) -> TimingObservation:
+def observation_from_times(times: Iterable[float], *, rst: bool = False,
+                           **header: Unpack[ObservationHeader]) -> TimingObservation:
     """Hershel convention (all packet times, the last one the RST when `rst`) -> TimingObservation."""
     t = [float(x) for x in times]
     rst_time = t.pop() if rst and t else None

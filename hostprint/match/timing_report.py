@@ -7,9 +7,89 @@ limit and the classes it cannot separate) are functions a test can call on recor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypedDict
 
-from hostprint.match.timing import TimingClassifier, TimingObservation, TimingVerdict
+from hostprint.match.timing import GenericEvidence, TimingClassifier, TimingObservation, TimingVerdict
 from hostprint.model import ArchitectureFinding, TimingBlock
+from hostprint.signatures.timing_db import TimingClass
+
+
+class SynAckDict(TypedDict):
+    window: int | None
+    ttl: int | None
+    df: int | None
+    options: str | None
+    mss: int | None
+
+
+class TimingTestDict(TypedDict):
+    """TestResult.to_dict(): one test in the host's timing block (`tests`)."""
+
+    test: str
+    port: int
+    rtt_us: int | None
+    arrivals: list[float]
+    rst: float | None
+    signature: str
+    status: str
+    stopped: str
+    segment_ttl: int | None
+    listened_s: float
+    synack: SynAckDict | None
+
+
+class SynRelay(TypedDict):
+    kind: str  # syn-relay | syn-cookie
+    reasons: list[str]
+
+
+class ArchitectureDict(TypedDict):
+    """An architecture finding as host_report writes it (model.ArchitectureFinding reads it)."""
+
+    kind: str
+    detail: str
+    reasons: list[str]
+
+
+class MatchDict(TypedDict):
+    name: str
+    id: str
+    family: str | None
+    confidence: float
+
+
+class UnknownReport(TypedDict):
+    nearest: str | None  # label of the nearest class
+    distance: dict[str, float]
+    reasons: list[str]
+
+
+class GenericReport(GenericEvidence):
+    reason: str
+
+
+class _TimingReportParts(TypedDict, total=False):
+    unknown: UnknownReport
+    generic: GenericReport
+    fitting: list[str]
+
+
+class TimingReport(_TimingReportParts):
+    """A host's timing block as host_report writes it (model.TimingBlock reads it)."""
+
+    db: str
+    tests: list[TimingTestDict]
+    matches: list[MatchDict]
+    listen_limit_s: float | None
+    censored_ambiguous: list[str]
+    outcome: str
+    lines: list[str]
+
+
+class HostReport(TypedDict):
+    timing: TimingReport
+    architecture: list[ArchitectureDict]
+    fingerprint: str
 
 
 @dataclass
@@ -37,20 +117,20 @@ class TestResult:
     stopped: str = ""  # early | timeout | rst | closed
 
     def observation(self, with_header: bool) -> TimingObservation:
-        hdr = {}
-        if with_header:
-            hdr = dict(window=self.window, ttl=self.ttl, df=self.df, options=self.options, mss=self.mss)
         # what we did not see because we stopped listening is censored, not lost (match/timing.py)
-        return TimingObservation(arrivals=list(self.arrivals), rst_time=self.rst, rst=self.rst is not None,
-                                 rst_ack=self.rst_ack, rst_win=self.rst_win, rst_nonzero=self.rst_nonzero,
-                                 rtt=self.rtt_us / 1e6 if self.rtt_us is not None else None, test=self.test,
-                                 obs_id=f"{self.address}:{self.port}/{self.test}",
-                                 listen_s=self.listened if self.listened > 0 else None, **hdr)
+        o = TimingObservation(arrivals=list(self.arrivals), rst_time=self.rst, rst=self.rst is not None,
+                              rst_ack=self.rst_ack, rst_win=self.rst_win, rst_nonzero=self.rst_nonzero,
+                              rtt=self.rtt_us / 1e6 if self.rtt_us is not None else None, test=self.test,
+                              obs_id=f"{self.address}:{self.port}/{self.test}",
+                              listen_s=self.listened if self.listened > 0 else None)
+        if with_header:
+            o.window, o.ttl, o.df, o.options, o.mss = self.window, self.ttl, self.df, self.options, self.mss
+        return o
 
     def signature(self) -> str:
         return self.observation(False).signature(time_s=round(self.listened))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> TimingTestDict:
         return {"test": self.test, "port": self.port, "rtt_us": round(self.rtt_us) if self.rtt_us is not None else None,
                 "arrivals": [round(a, 6) for a in self.arrivals], "rst": round(self.rst, 6) if self.rst is not None else None,
                 "signature": self.signature(), "status": self.status, "stopped": self.stopped,
@@ -74,7 +154,7 @@ def host_observations(results: list[TestResult]) -> list[TimingObservation]:
     return [r.observation(with_header=(i == 0)) for i, r in enumerate(usable)]
 
 
-def syn_relay(results: list[TestResult]) -> dict | None:
+def syn_relay(results: list[TestResult]) -> SynRelay | None:
     """The seed's Nokia case: the SYN_RCVD test shows a stateless answer (one SYN-ACK, nothing
     retransmitted) while the connection tests show a stack that does retransmit, so the SYN was
     answered by SYN cookies or by something in front. A TTL on the SYN-ACK that differs from the
@@ -104,7 +184,7 @@ def _gaps_ms(times: list[float]) -> str:
     return ",".join(f"{(b - a) * 1000:.0f}" for a, b in zip(times, times[1:])) or "-"
 
 
-def _class_gaps_ms(cls, test: str) -> str:
+def _class_gaps_ms(cls: TimingClass | None, test: str) -> str:
     ss = cls.schedules_for(test) if cls is not None else []
     if not ss:
         return "-"
@@ -114,7 +194,7 @@ def _class_gaps_ms(cls, test: str) -> str:
                     for lo, hi in zip(s.gap_lo[:n], s.gap_hi[:n])) or "-"
 
 
-def host_report(clf: TimingClassifier, results: list[TestResult], db_name: str = "hostprint") -> dict:
+def host_report(clf: TimingClassifier, results: list[TestResult], db_name: str = "hostprint") -> HostReport:
     """The `os` entries of one host: timing block, architecture, Cron-OS fingerprint lines.
 
     timing block: db, tests, outcome (match | ambiguous | unknown | generic | no-response), matches
@@ -126,9 +206,9 @@ def host_report(clf: TimingClassifier, results: list[TestResult], db_name: str =
       censored_ambiguous: labels of the classes that limit cannot separate (they differ only in
                packets due after it); empty when it separates them or nothing was cut
     """
-    out: dict = {"timing": {"db": db_name, "tests": [r.to_dict() for r in results], "matches": []}}
+    tests = [r.to_dict() for r in results]
     obs = host_observations(results)
-    arch: list[dict] = []
+    arch: list[ArchitectureDict] = []
     verdict: TimingVerdict | None = None
     relay = syn_relay(results)
     if relay:
@@ -148,34 +228,34 @@ def host_report(clf: TimingClassifier, results: list[TestResult], db_name: str =
     elif obs:
         verdict = clf.classify_host(obs)
     limit = listen_limit(results)
-    out["timing"]["listen_limit_s"] = limit
-    out["timing"]["censored_ambiguous"] = []
+    matches: list[MatchDict] = []
+    censored: list[str] = []
+    parts: _TimingReportParts = {}
     if verdict is not None:
         named = verdict.outcome in ("match", "ambiguous")
         fitting = verdict.fitting if named else []
-        out["timing"]["outcome"] = verdict.outcome
+        outcome = verdict.outcome
         # "unknown" and "generic" name no class: no matches, so no verdict can promote one
-        out["timing"]["matches"] = [{"name": c.label, "id": c.id, "family": c.family, "confidence": round(p, 4)}
-                                    for c, p in (verdict.ranked[:5] if named else [])]
+        matches = [{"name": c.label, "id": c.id, "family": c.family, "confidence": round(p, 4)}
+                   for c, p in (verdict.ranked[:5] if named else [])]
         if verdict.outcome == "unknown":
-            out["timing"]["unknown"] = {"nearest": verdict.nearest.label if verdict.nearest else None,
-                                        "distance": verdict.distance, "reasons": list(verdict.reasons)}
-        if verdict.outcome == "generic":
-            g = dict(verdict.generic or {})
+            parts["unknown"] = {"nearest": verdict.nearest.label if verdict.nearest else None,
+                                "distance": verdict.distance, "reasons": list(verdict.reasons)}
+        if verdict.outcome == "generic" and verdict.generic is not None:
+            gen = verdict.generic
             byid = {c.id: c.label for c in clf.classes}
-            g["consistent"] = [byid.get(i, i) for i in g.get("consistent", [])]
-            g["reason"] = verdict.reasons[0] if verdict.reasons else ""
-            out["timing"]["generic"] = g
-        out["timing"]["fitting"] = [c.label for c, _ in fitting]
+            parts["generic"] = {**gen, "consistent": [byid.get(i, i) for i in gen.get("consistent", [])],
+                                "reason": verdict.reasons[0] if verdict.reasons else ""}
+        parts["fitting"] = [c.label for c, _ in fitting]
         if named and limit is not None:
-            out["timing"]["censored_ambiguous"] = [c.label for c in verdict.censored_ambiguous]
+            censored = [c.label for c in verdict.censored_ambiguous]
     else:
-        out["timing"]["outcome"] = "no-response"
-    out["architecture"] = arch
-    out["timing"]["lines"] = terminal_lines(results, verdict, arch, limit)
+        outcome = "no-response"
+    lines = terminal_lines(results, verdict, arch, limit)
+    timing: TimingReport = {"db": db_name, "tests": tests, "matches": matches, "listen_limit_s": limit,
+                            "censored_ambiguous": censored, "outcome": outcome, **parts, "lines": lines}
     # what XML <osfingerprint> and normal output carry: the guess line and the Cron-OS lines
-    out["fingerprint"] = "\n".join(out["timing"]["lines"][:1] + cron_lines(results))
-    return out
+    return {"timing": timing, "architecture": arch, "fingerprint": "\n".join(lines[:1] + cron_lines(results))}
 
 
 def listen_limit(results: list[TestResult]) -> float | None:
@@ -189,26 +269,26 @@ def cron_lines(results: list[TestResult]) -> list[str]:
     return [r.signature() for r in results if r.status == "ok"]
 
 
-def terminal_lines(results: list[TestResult], verdict: TimingVerdict | None, arch: list[dict],
+def terminal_lines(results: list[TestResult], verdict: TimingVerdict | None, arch: list[ArchitectureDict],
                    limit: float | None = None) -> list[str]:
     """nmap-cron-OS style: guesses with (Nsuccess/Mtests), then measured vs signature gaps."""
     ok = sum(1 for r in results if r.status == "ok")
-    lines = []
+    lines: list[str] = []
     if verdict is None:
         lines.append(f"Remote OS guesses: none (0success/{len(results)}tests)")
     elif verdict.outcome == "unknown":
         near = verdict.nearest.label if verdict.nearest else "?"
         d = verdict.distance
-        res_s = float(d.get("timing_residual_s", -1.0))  # type: ignore[arg-type]
+        res_s = float(d.get("timing_residual_s", -1.0))
         lines.append(f"Remote OS guesses: unknown stack ({ok}success/{len(results)}tests); nearest: {near} "
-                     f"(header mismatches {float(d.get('header_mismatches', 0)):.0f}, timing residual "  # type: ignore[arg-type]
+                     f"(header mismatches {float(d.get('header_mismatches', 0)):.0f}, timing residual "
                      f"{'no alignment' if res_s < 0 else f'{res_s:.3f} s'}, "
-                     f"missing packets {float(d.get('missing_packets', 0)):.0f})")  # type: ignore[arg-type]
+                     f"missing packets {float(d.get('missing_packets', 0)):.0f})")
         lines += [f"  Why unknown: {x}" for x in verdict.reasons]
     elif verdict.outcome == "generic":
-        g = verdict.generic or {}
+        schedule = verdict.generic["schedule"] if verdict.generic else "?"
         lines.append(f"Remote OS guesses: none by timing ({ok}success/{len(results)}tests): RFC 6298 default "
-                     f"schedule ({g.get('schedule', '?')}), names no OS by itself")
+                     f"schedule ({schedule}), names no OS by itself")
         lines += [f"  Why generic: {x}" for x in verdict.reasons]
     else:
         fit = verdict.fitting

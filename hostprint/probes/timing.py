@@ -26,13 +26,14 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
-from hostprint.engine.link import Link, Links
+from hostprint.engine.link import Handler, Link, Links
 from hostprint.errors import UsageError
 from hostprint.match.timing import TimingClassifier
 from hostprint.match.timing_report import TestResult, host_report, timing_evidence  # noqa: F401 - re-exported
@@ -40,6 +41,9 @@ from hostprint.model import OPEN, HostResult
 from hostprint.probes.base import Session, Technique
 from hostprint.probes.options import ScanOptions
 from hostprint.signatures.timing_db import TimingDB
+
+if TYPE_CHECKING:
+    from hostprint.engine.rstguard import RstGuard
 
 TEST_LETTERS = {"s": "syn", "l": "lastack", "f": "finwait"}
 DEFAULT_TIMEOUT = 60.0
@@ -143,6 +147,7 @@ class _Conn:
 
     def _send(self, flags: int, seq: int, ack: int, payload: bytes = b"", syn_opts: bool = False) -> int:
         tsval = int(time.monotonic() * 1000) & 0xFFFFFFFF
+        opts: list[P.TCPOption]
         if syn_opts:
             opts = [(P.OPT_MSS, 1460), (P.OPT_SACKOK, None), (P.OPT_TS, (tsval, 0)), (P.OPT_NOP, None),
                     (P.OPT_WS, 7)]
@@ -317,7 +322,7 @@ class TimingProber:
         self.cookie = Cookie()
         self.stop_rule = StopRule(db)
         self.conns: dict[tuple[bytes, int, int], _Conn] = {}
-        self._handlers: dict[int, object] = {}
+        self._handlers: dict[int, Handler] = {}  # id(link) -> our frame handler on it
         lo, hi = route.probe_port_range()
         # start at a random offset so two runs against one target do not reuse a port that is
         # still in the target's TIME_WAIT / LAST_ACK from the previous run
@@ -330,7 +335,7 @@ class TimingProber:
         self._next = lo if self._next >= hi else self._next + 1
         return p
 
-    def _handler_for(self, link: Link):
+    def _handler_for(self, link: Link) -> Handler:
         def on_frame(ts: int, fr: memoryview) -> None:
             if len(fr) < 54 or fr[12] != 0x08 or fr[13] != 0x00 or fr[23] != 6:
                 return
@@ -349,7 +354,7 @@ class TimingProber:
                     pass
         return on_frame
 
-    async def run(self, jobs: Iterable[tuple[str, int, str]], guard=None) -> list[TestResult]:
+    async def run(self, jobs: Iterable[tuple[str, int, str]], guard: RstGuard | None = None) -> list[TestResult]:
         """jobs = (address, port, test); returns one TestResult per job, in order."""
         from hostprint.engine.rstguard import RstGuard
 
@@ -364,7 +369,7 @@ class TimingProber:
             rt = route.table()
             by_addr: dict[str, tuple[Link, bytes | None]] = {}
             ifaces = sorted({rt.lookup(a).iface for a, _, _ in jobs})
-            if own_guard:
+            if guard is None:  # own_guard
                 guard = RstGuard(lo, hi, ifaces=ifaces)
                 guard.install()
             guard.guard(*sorted({a for a, _, _ in jobs}))
@@ -401,7 +406,7 @@ class TimingProber:
             for link in list(links.by_iface.values()):
                 h = self._handlers.pop(id(link), None)
                 if h is not None:
-                    link.unsubscribe(h)  # type: ignore[arg-type]
+                    link.unsubscribe(h)
             if own_guard and guard is not None:
                 guard.remove()
             if own_links:

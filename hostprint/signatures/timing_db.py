@@ -22,9 +22,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, TypedDict, Unpack
 
 import numpy as np
+import numpy.typing as npt
 
 from hostprint.errors import UsageError
 
@@ -40,7 +41,13 @@ INITIAL_TTLS = (32, 64, 128, 255)
 # The option letters used by Hershel's string form and its 3-bit encoding (read from the DB rows:
 # MNWST <-> 7331 = 0o16243, i.e. M=1 W=2 T=3 S=4 E=5 N=6, most significant option first).
 OPTION_CODES = {1: "M", 2: "W", 3: "T", 4: "S", 5: "E", 6: "N"}
-SIGNIFICANT_OPTIONS = "MWST"
+
+#: seconds (gap ranges, packet offsets, observed packet times)
+FloatArray = npt.NDArray[np.float64]
+#: a SYN-ACK header field's value: an int (window, ttl, df, mss, rst code) or the options string
+HeaderValue = int | str
+#: per header field: value -> probability (a field left out is a wildcard)
+Header = dict[str, dict[HeaderValue, float]]
 
 
 def normalise_ttl(ttl: int) -> int:
@@ -80,6 +87,17 @@ def rst_decode(code: int) -> tuple[int, int, int, int]:
     return (code >> 4) & 1, (code >> 3) & 1, (code >> 1) & 3, code & 1
 
 
+class ScheduleOptions(TypedDict, total=False):
+    """The optional fields of a Schedule, as keywords of its constructors."""
+
+    weight: float
+    time_s: float | None
+    connect_us: float | None
+    rtt_scaled: bool
+    floor_s: float
+    cap_s: float
+
+
 @dataclass
 class Schedule:
     """One test's retransmission schedule of one stack.
@@ -90,10 +108,10 @@ class Schedule:
     """
 
     test: str
-    gap_lo: np.ndarray
-    gap_hi: np.ndarray
-    pos_lo: np.ndarray
-    pos_hi: np.ndarray
+    gap_lo: FloatArray
+    gap_hi: FloatArray
+    pos_lo: FloatArray
+    pos_hi: FloatArray
     has_rst: bool = False
     weight: float = 1.0
     time_s: float | None = None  # observation window the signature was recorded with
@@ -101,24 +119,26 @@ class Schedule:
     rtt_scaled: bool = False  # the stack's timer follows the RTT (LAST_ACK/FIN_WAIT1 after a handshake)
     floor_s: float = 0.0  # that stack's minimum RTO (first gap never below it when scaling)
     cap_s: float = math.inf  # that stack's maximum RTO
-    samples: list[np.ndarray] = field(default_factory=list)  # raw packet offsets, when learned from data
+    samples: list[FloatArray] = field(default_factory=list)  # raw packet offsets, when learned from data
 
     @property
     def n(self) -> int:
         return len(self.pos_lo)
 
     @staticmethod
-    def from_gaps(test: str, lo: Iterable[float], hi: Iterable[float], **kw) -> "Schedule":
+    def from_gaps(test: str, lo: Iterable[float], hi: Iterable[float], has_rst: bool = False,
+                  **kw: Unpack[ScheduleOptions]) -> Schedule:
         glo = np.asarray(list(lo), dtype=float)
         ghi = np.asarray(list(hi), dtype=float)
         if glo.shape != ghi.shape or np.any(ghi < glo) or np.any(glo < 0):
             raise ValueError("gap ranges must be non-negative and lo <= hi")
         plo = np.concatenate([[0.0], np.cumsum(glo)])
         phi = np.concatenate([[0.0], np.cumsum(ghi)])
-        return Schedule(test, glo, ghi, plo, phi, **kw)
+        return Schedule(test, glo, ghi, plo, phi, has_rst=has_rst, **kw)
 
     @staticmethod
-    def from_samples(test: str, samples: list[np.ndarray], has_rst: bool, **kw) -> "Schedule":
+    def from_samples(test: str, samples: list[FloatArray], has_rst: bool,
+                     **kw: Unpack[ScheduleOptions]) -> Schedule:
         """Ranges from equally long training samples (offsets from the first packet, first = 0)."""
         m = np.vstack(samples)
         m = m - m[:, :1]
@@ -134,7 +154,7 @@ class Schedule:
             **kw,
         )
 
-    def scaled(self, measured_connect_us: float | None) -> "Schedule":
+    def scaled(self, measured_connect_us: float | None) -> Schedule:
         """This schedule adjusted to the RTT measured on the target.
 
         Why: after a handshake (LAST_ACK, FIN_WAIT1) RTO = SRTT + 4*RTTVAR with a per-stack floor and
@@ -172,7 +192,7 @@ class TimingClass:
     id: str
     label: str
     family: str | None = None
-    header: dict[str, dict[object, float]] = field(default_factory=dict)
+    header: Header = field(default_factory=dict)
     schedules: list[Schedule] = field(default_factory=list)
     source: str = ""  # where the entry comes from (comment lines of the DB file)
 
@@ -229,7 +249,7 @@ class HershelRow:
     rst_ack: int
     rst_window: int
     rst_nonzero: int
-    times: np.ndarray  # packet offsets in seconds, first packet first; last = RST when rst_present
+    times: FloatArray  # packet offsets in seconds, first packet first; last = RST when rst_present
 
 
 def _detect_hershel_layout(lines: list[list[str]]) -> int:
@@ -311,7 +331,7 @@ def read_mapping(path: str | Path | None) -> dict[int, str]:
     return out
 
 
-def header_of_row(r: HershelRow) -> dict[str, object]:
+def header_of_row(r: HershelRow) -> dict[str, HeaderValue]:
     return {
         "window": r.window,
         "ttl": r.ttl,
@@ -330,12 +350,12 @@ def classes_from_rows(rows: list[HershelRow], mapping: dict[int, str], source: s
     out: list[TimingClass] = []
     for cid in sorted(by_class):
         rs = by_class[cid]
-        header: dict[str, dict[object, float]] = {f: {} for f in HEADER_FIELDS}
+        header: Header = {f: {} for f in HEADER_FIELDS}
         for r in rs:
             for f, v in header_of_row(r).items():
                 header[f][v] = header[f].get(v, 0.0) + 1.0
         header = {f: {v: n / len(rs) for v, n in d.items()} for f, d in header.items()}
-        by_len: dict[int, list[np.ndarray]] = {}
+        by_len: dict[int, list[FloatArray]] = {}
         rst_by_len: dict[int, int] = {}
         for r in rs:
             by_len.setdefault(len(r.times), []).append(r.times)
@@ -351,13 +371,13 @@ def classes_from_rows(rows: list[HershelRow], mapping: dict[int, str], source: s
 
 
 def load_hershel(db_path: str | Path, mapping_path: str | Path | None, name: str = "hershel",
-                 sample_filter=None) -> TimingDB:
+                 sample_filter: Callable[[int, int], bool] | None = None) -> TimingDB:
     """A Hershel-format DB as a TimingDB; `sample_filter(class_id, index_in_class)` keeps a subset
     (the benchmark builds its DB from samples 0-39 of each class)."""
     rows = read_hershel_rows(db_path)
     if sample_filter is not None:
         seen: dict[int, int] = {}
-        kept = []
+        kept: list[HershelRow] = []
         for r in rows:
             i = seen.get(r.class_id, 0)
             seen[r.class_id] = i + 1
@@ -519,11 +539,11 @@ def format_rst_token(code: int) -> str:
     return "R" + ("A" if ack else "") + f"W{w3}" + ("N" if nz else "")
 
 
-def parse_header_line(text: str, where: str) -> dict[str, dict[object, float]]:
+def parse_header_line(text: str, where: str) -> Header:
     m = re.fullmatch(r"CronOS_Hdr\((.*)\)", text.strip())
     if not m:
         raise UsageError(f"{where}: bad CronOS_Hdr line")
-    out: dict[str, dict[object, float]] = {}
+    out: Header = {}
     for item in filter(None, m.group(1).split("%")):
         k, sep, v = item.partition("=")
         if not sep or k not in _HDR_KEYS:
@@ -532,7 +552,7 @@ def parse_header_line(text: str, where: str) -> dict[str, dict[object, float]]:
         if v == "*":
             continue
         alts = v.split("|")
-        vals: list[object] = []
+        vals: list[HeaderValue] = []
         for a in alts:
             if fld == "options":
                 if not re.fullmatch(r"[MNWSTEX]+", a):
@@ -550,15 +570,34 @@ def parse_header_line(text: str, where: str) -> dict[str, dict[object, float]]:
     return out
 
 
-def format_header_line(header: dict[str, dict[object, float]]) -> str:
+def format_header_line(header: Header) -> str:
     parts = []
     for k, fld in _HDR_KEYS.items():
         vals = header.get(fld)
         if not vals:
             continue
-        txt = [format_rst_token(int(v)) if fld == "rst" else str(v) for v in vals]  # type: ignore[arg-type]
+        txt = [format_rst_token(int(v)) if fld == "rst" else str(v) for v in vals]
         parts.append(f"{k}={'|'.join(txt)}")
     return f"CronOS_Hdr({'%'.join(parts)})"
+
+
+#: what the classifier reads of one schedule: test, RST, gap ranges (µs), weight and, for an
+#: RTT-scaled one, Connect, floor and cap (Time= is the recording's listen window: not scored)
+_ScoredSchedule = tuple[str, bool, tuple[float, ...], tuple[float, ...], float,
+                        tuple[float | None, float, float] | None]
+_ScoredClass = tuple[frozenset[tuple[str, frozenset[tuple[HeaderValue, float]]]], tuple[_ScoredSchedule, ...]]
+
+
+def _scored_class(c: TimingClass) -> _ScoredClass:
+    """The part of a class the classifier scores (not its id, label, family or notes): two classes
+    with the same key score alike on every observation."""
+    header = frozenset((f, frozenset(d.items())) for f, d in c.header.items() if d)
+    scheds: list[_ScoredSchedule] = [
+        (s.test, s.has_rst, tuple(float(x) for x in s.gap_lo), tuple(float(x) for x in s.gap_hi), s.weight,
+         (s.connect_us, s.floor_s, s.cap_s) if s.rtt_scaled else None)
+        for s in c.schedules
+    ]
+    return header, tuple(sorted(scheds, key=repr))
 
 
 def read_cronos_db(path: str | Path, text: str | None = None) -> TimingDB:
@@ -573,6 +612,11 @@ def read_cronos_db(path: str | Path, text: str | None = None) -> TimingDB:
     `Fingerprint` starts a class (its text is the label), `Class` gives vendor | family | gen | type,
     optional `Id` overrides the generated id. Several CronOS_Syn lines in one block are alternative
     schedules of the same stack.
+
+    Every fact must say where it comes from, so a class without source notes is refused, and so is a
+    class an earlier one fully shadows (the same id again, or the same header fields and schedules:
+    it would tie with the earlier class on every observation and ties go to the earlier one, so it
+    could never win). Errors name file:line of the refused class's Fingerprint line.
     """
     path = Path(path)
     if text is None:
@@ -581,9 +625,9 @@ def read_cronos_db(path: str | Path, text: str | None = None) -> TimingDB:
         except OSError as e:
             raise UsageError(f"cannot read timing DB {path}: {e.strerror}") from None
     classes: list[TimingClass] = []
+    starts: list[int] = []  # line of each class's Fingerprint line
     cur: TimingClass | None = None
     notes: list[str] = []
-    ids: set[str] = set()
     for lineno, raw in enumerate(text.splitlines(), 1):
         where = f"{path}:{lineno}"
         line = raw.strip()
@@ -604,6 +648,7 @@ def read_cronos_db(path: str | Path, text: str | None = None) -> TimingDB:
             cur = TimingClass(id=cid, label=rest.strip(), source=" ".join(notes))
             notes = []
             classes.append(cur)
+            starts.append(lineno)
             continue
         if cur is None:
             raise UsageError(f"{where}: {key!r} outside a Fingerprint block")
@@ -619,12 +664,19 @@ def read_cronos_db(path: str | Path, text: str | None = None) -> TimingDB:
             cur.schedules.append(cl.to_schedule())
         else:
             raise UsageError(f"{where}: unknown line {key!r}")
-    for c in classes:
+    ids: dict[str, int] = {}
+    scored: dict[_ScoredClass, tuple[TimingClass, int]] = {}
+    for c, start in zip(classes, starts):
+        where = f"{path}:{start}"
         if c.id in ids:
-            raise UsageError(f"{path}: duplicate class id {c.id!r}")
-        ids.add(c.id)
+            raise UsageError(f"{where}: class id {c.id!r} is shadowed by the class with that id at line "
+                             f"{ids[c.id]} (it could never be used)")
+        ids[c.id] = start
+        if not c.source.strip():
+            raise UsageError(f"{where}: class {c.label!r} has no source: comment lines right before its "
+                             "Fingerprint line must say where the entry comes from")
         if not c.schedules:
-            raise UsageError(f"{path}: class {c.label!r} has no CronOS_ schedule line")
+            raise UsageError(f"{where}: class {c.label!r} has no CronOS_ schedule line")
         # Schedules of one test are alternatives of each other: their weights sum to 1 per test
         # (normalising over all tests of a class cost every test ~1.1 nats for 3-test classes).
         per_test: dict[str, float] = {}
@@ -632,6 +684,12 @@ def read_cronos_db(path: str | Path, text: str | None = None) -> TimingDB:
             per_test[s.test] = per_test.get(s.test, 0.0) + s.weight
         for s in c.schedules:
             s.weight /= per_test[s.test]
+        sk = _scored_class(c)
+        if sk in scored:
+            first, first_line = scored[sk]
+            raise UsageError(f"{where}: class {c.label!r} has the same header fields and schedules as "
+                             f"{first.label!r} (line {first_line}), which shadows it (it could never win)")
+        scored[sk] = (c, start)
     if not classes:
         raise UsageError(f"{path}: no Fingerprint blocks")
     return TimingDB(name=str(path), classes=classes, kind="hostprint")
@@ -671,10 +729,10 @@ class HeaderBackground:
     """Population frequencies of header values (timing_background.txt): `probs[field][value]`, and
     `other[field]` = the probability of any one value not listed."""
 
-    probs: dict[str, dict[object, float]]
+    probs: Header
     other: dict[str, float]
 
-    def p(self, fld: str, value: object) -> float | None:
+    def p(self, fld: str, value: HeaderValue) -> float | None:
         """Frequency of `value` in field `fld`; None when the field has no background."""
         if fld not in self.probs:
             return None
@@ -688,7 +746,7 @@ def read_background(path: str | Path = BUILTIN_BACKGROUND) -> HeaderBackground:
         text = path.read_text()
     except OSError as e:
         raise UsageError(f"cannot read timing background {path}: {e.strerror}") from None
-    probs: dict[str, dict[object, float]] = {}
+    probs: Header = {}
     other: dict[str, float] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -699,7 +757,7 @@ def read_background(path: str | Path = BUILTIN_BACKGROUND) -> HeaderBackground:
         if len(parts) < 3 or parts[0] != "Background" or parts[1] not in _BG_FIELDS:
             raise UsageError(f"{where}: expected 'Background <{'|'.join(_BG_FIELDS)}> value=p ...'")
         fld = parts[1]
-        vals: dict[object, float] = {}
+        vals: dict[HeaderValue, float] = {}
         for item in parts[2:]:
             k, sep, v = item.partition("=")
             try:
@@ -708,7 +766,7 @@ def read_background(path: str | Path = BUILTIN_BACKGROUND) -> HeaderBackground:
                     other[fld] = float(mass) / max(int(cnt or 1), 1)
                     continue
                 prob = float(v)
-                key: object = k if fld == "options" else int(k)
+                key: HeaderValue = k if fld == "options" else int(k)
             except ValueError:
                 raise UsageError(f"{where}: bad item {item!r}") from None
             if not sep or not 0 < prob <= 1:
