@@ -149,7 +149,7 @@ def task_exchange(spec: dict) -> dict:
                 guard.guard(*spec["guard_addrs"])
             mac = await ndp.resolve6(link, spec["next_hop"], timeout=1.0, tries=5)
             if mac is None:
-                return {"mac": None, "frames": []}
+                return {"mac": None, "frames": [], "ts": []}
             for probe in spec["probes"]:
                 link.send(link.eth(mac, 0x86DD).encode() + bytes.fromhex(probe))
             deadline = time.monotonic() + spec.get("timeout", 5.0)

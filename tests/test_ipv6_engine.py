@@ -565,7 +565,7 @@ def _exchange(lab, probes: list[bytes], expect: int, **kw) -> tuple[bytes, list[
             "probes": [p.hex() for p in probes], "expect": expect, **kw}
     out = lab.task(lab.a, "exchange", spec)
     assert out["mac"] is not None, "neighbour discovery got no answer"
-    pkts = [d6(bytes.fromhex(f)) for f in out["frames"]]
+    pkts = [P.decode_frame(bytes.fromhex(f), t / 1e9, ipv6=True) for f, t in zip(out["frames"], out["ts"])]
     return bytes.fromhex(out["mac"]), [p for p in pkts if not (p.icmp6 and p.icmp6.type in (135, 136))]
 
 
@@ -585,6 +585,7 @@ def test_lab_echo_syn_and_udp_through_the_engine(v6lab):
     echo = [p for p in pkts if p.icmp6 and p.icmp6.type == C6.ECHO_REPLY]
     assert len(echo) == 1 and (echo[0].icmp6.id, echo[0].icmp6.seq, echo[0].icmp6.data) == (0xABCD, 1, b"hello")
     assert echo[0].ip.hlim == 64 and echo[0].ip.src == R and echo[0].eth.src == R_MAC
+    assert all(abs(p.ts - time.time()) < 3600 for p in pkts)  # the ring's kernel receive stamps (wall clock, ns)
     tcp = {p.tcp.dport: p.tcp for p in pkts if p.tcp}
     assert P.flags_str(tcp[65010].flags) == "SA" and tcp[65010].ack == 1001 and tcp[65010].mss == 1440
     assert P.flags_str(tcp[65011].flags) == "RA" and tcp[65011].ack == 6
@@ -716,3 +717,35 @@ def test_lab_rst_guard_with_ipv6_set_removed_on_exception_and_sigterm(v6lab):
     while name in tables() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert name not in tables()
+
+
+# ----------------------------------------------------------------------------- bulk crafting
+
+
+def test_numpy_ipv6_templates_match_the_struct_codec_byte_for_byte():
+    from hostprint.engine.craft6 import Tcp6Template, Udp6Template
+
+    rng = np.random.default_rng(7)
+    n = 64
+    dsts = [rng.integers(0, 256, 16, dtype=np.uint8).tobytes() for _ in range(n - 2)] + [b"\xff" * 16, bytes(16)]
+    hi, lo = halves(dsts)
+    sport, dport = rng.integers(0, 65536, n), rng.integers(0, 65536, n)
+    seq, ack = rng.integers(0, 2**32, n, dtype=np.uint64), rng.integers(0, 2**32, n, dtype=np.uint64)
+    flow = rng.integers(0, 2**20, n)
+    macs = np.tile(np.frombuffer(R_MAC, np.uint8), (n, 1))
+    opts = [(P.OPT_MSS, 1440), (P.OPT_SACKOK, None), (P.OPT_TS, (0xFFFFFFFF, 0)), (P.OPT_NOP, None), (P.OPT_WS, 10)]
+    tmpl = Tcp6Template(A_MAC, "2001:2:0:1::1", flags=P.SYN | P.ECE | P.CWR, window=65535, options=opts, hlim=255,
+                        tc=0xFF, payload=b"\xff" * 33, urg=63477)
+    buf = np.zeros((n, 256), np.uint8)
+    tmpl.fill(buf, macs, hi, lo, sport, dport, seq, ack, flow)
+    for i in range(n):
+        ref = I6.build_frame6(P.Ethernet(R_MAC, A_MAC), I6.IPv6(A, dsts[i], hlim=255, tc=0xFF, flow=int(flow[i])),
+                              P.TCP(int(sport[i]), int(dport[i]), int(seq[i]), int(ack[i]), P.SYN | P.ECE | P.CWR, 65535, 63477,
+                                    opts, b"\xff" * 33))
+        assert bytes(buf[i, :tmpl.length]) == ref, i
+    u = Udp6Template(A_MAC, "2001:2:0:1::1", payload=b"\x43" * 300, hlim=64, flow=0x12345)
+    buf = np.zeros((n, 512), np.uint8)
+    u.fill(buf, macs, hi, lo, sport, dport)
+    for i in range(n):
+        ref = I6.build_frame6(P.Ethernet(R_MAC, A_MAC), I6.IPv6(A, dsts[i], flow=0x12345), P.UDP(int(sport[i]), int(dport[i]), b"\x43" * 300))
+        assert bytes(buf[i, :u.length]) == ref, i
