@@ -126,14 +126,14 @@ def decode_options(raw: bytes | memoryview) -> tuple[list[Option], bool]:
 
 
 @dataclass
-class HopByHop:
-    """Options for every node on the path. `nh` None = chained automatically on encode."""
+class _OptionsHeader:
+    """The TLV-options layout both option headers share. `nh` None = chained on encode."""
 
     options: list[Option] = field(default_factory=list)
     nh: int | None = None
     pad: bool = True
     bad: bool = False  # decode: an option ran past the header end
-    code: ClassVar[int] = IPPROTO_HOPOPTS
+    code: ClassVar[int]
 
     def encode(self, next_header: int) -> bytes:
         body = encode_options(self.options, self.pad)
@@ -141,8 +141,16 @@ class HopByHop:
 
 
 @dataclass
-class DestOpts(HopByHop):
-    """Options for the destination (or, before a routing header, for every listed hop)."""
+class HopByHop(_OptionsHeader):
+    """Options for every node on the path."""
+
+    code: ClassVar[int] = IPPROTO_HOPOPTS
+
+
+@dataclass
+class DestOpts(_OptionsHeader):
+    """Options for the destination (or, before a routing header, for every listed hop). Not a
+    HopByHop subclass, so isinstance tells the two apart."""
 
     code: ClassVar[int] = IPPROTO_DSTOPTS
 
@@ -349,7 +357,7 @@ def decode_ip6_packet(buf: bytes | memoryview, off: int = 0) -> tuple[IPv6, L4]:
         return ip, decode_udp(buf, poff, end)
     if ip.proto == IPPROTO_ICMPV6:
         return ip, decode_icmpv6(buf, poff, end)
-    return ip, bytes(buf[max(poff, 0):end])
+    return ip, bytes(buf[poff:end])
 
 
 def build_ip6(ip: IPv6, l4: object) -> bytes:
