@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from hostprint.engine.checksum import checksum, pseudo_header_sum6
+from hostprint.engine.icmpv6 import ICMPv6, decode_icmpv6
 from hostprint.engine.packets import (
     ETH_P_IPV6,
     IPPROTO_TCP,
@@ -342,11 +343,9 @@ def decode_ipv6(buf: bytes | memoryview, off: int = 0) -> tuple[IPv6, int, int]:
     return ip, p, end
 
 
-def decode_ip6_packet(buf: bytes | memoryview, off: int = 0) -> tuple[IPv6, L4]:
+def decode_ip6_packet(buf: bytes | memoryview, off: int = 0) -> tuple[IPv6, L4 | ICMPv6]:
     """The header and its transport: TCP, UDP, ICMPv6, or the raw bytes for fragments (not
     reassembled, as for IPv4) and anything else."""
-    from hostprint.engine.icmpv6 import decode_icmpv6
-
     ip, poff, end = decode_ipv6(buf, off)
     frag = ip.fragment()
     if frag is not None and (frag.offset or frag.more):
@@ -364,8 +363,6 @@ def build_ip6(ip: IPv6, l4: object) -> bytes:
     """An IPv6 packet with correct lengths and transport checksum (unless fixed values were set).
     The checksum uses the final destination when a routing header names one (RFC 8200 §8.1);
     `ip.proto` None is filled in from the transport."""
-    from hostprint.engine.icmpv6 import ICMPv6
-
     dst = ip.final_dst()
     if isinstance(l4, (TCP, UDP)):
         body = l4.encode(ip.src, dst)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import Self
+import socket
+from typing import TYPE_CHECKING, Self
 
 from hostprint.engine import afpacket, bpf, route
 from hostprint.engine.icmpv6 import (
@@ -31,6 +32,9 @@ from hostprint.engine.packets import (
     decode_ethernet,
     mac_bytes,
 )
+
+if TYPE_CHECKING:
+    from hostprint.engine.link import Link
 
 ND_HOP_LIMIT = 255  # RFC 4861: ND messages are sent, and only accepted, with hop limit 255
 
@@ -104,7 +108,8 @@ class Resolver6:
         self.neigh: dict[str, bytes] = {}
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.rx = self.tx = None
+        self.rx: socket.socket | None = None
+        self.tx: socket.socket | None = None
         if not self.loopback:
             self.rx = afpacket.open_packet_socket(iface, na_filter(self.src))
             self.rx.setblocking(False)
@@ -150,6 +155,8 @@ class Resolver6:
         """The MAC of on-link `target`: loopback, our cache, the kernel's cache, then NS/NA."""
         if self.loopback:
             return b"\0" * 6
+        if self.rx is None or self.tx is None:
+            raise ValueError("resolver is closed")
         addr = target.split("%", 1)[0]
         key = ip6_bytes(addr)
         name = ip6_str(key)
@@ -186,21 +193,21 @@ class Resolver6:
                 self._waiters.pop(key, None)
 
 
-async def resolve6(link: object, target: str, timeout: float = 1.0, tries: int = 3) -> bytes | None:
+async def resolve6(link: Link, target: str, timeout: float = 1.0, tries: int = 3) -> bytes | None:
     """ND on a Link (engine.link): its interface and its first IPv6 address of the target's scope
     (else the interface's best source by RFC 6724); the answer is also put in link.neigh, where
     Link.resolve looks first."""
-    neigh = getattr(link, "neigh", {})
+    neigh = link.neigh
     if target in neigh:
         return neigh[target]
     iface = link.iface
     dst = ipaddress.IPv6Address(target.split("%", 1)[0])
-    ours = [a for a in getattr(link, "addresses", []) if ":" in a
+    ours = [a for a in link.addresses if ":" in a
             and ipaddress.IPv6Address(a.split("%", 1)[0]).is_link_local == dst.is_link_local]
     src = ours[0] if ours else route.table6().source(iface, dst)
     if src is None:
         return None
-    with Resolver6(iface, src, getattr(link, "mac", None) if iface != "lo" else None) as r:
+    with Resolver6(iface, src, link.mac if iface != "lo" else None) as r:
         mac = await r.resolve(target, timeout, tries)
     if mac is not None:
         neigh[target] = mac

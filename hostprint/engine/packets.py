@@ -14,9 +14,13 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from hostprint.engine.checksum import checksum, pseudo_header_sum
+
+if TYPE_CHECKING:  # both import this module
+    from hostprint.engine.icmpv6 import ICMPv6
+    from hostprint.engine.ipv6 import IPv6
 
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
@@ -453,7 +457,8 @@ class Packet:
         return self.l4 if isinstance(self.l4, ICMP) else None
 
     @property
-    def icmp6(self):  # -> ICMPv6 | None (hostprint.engine.icmpv6; imported lazily, it imports us)
+    def icmp6(self) -> ICMPv6 | None:
+        # imported here: icmpv6 imports this module
         from hostprint.engine.icmpv6 import ICMPv6
 
         return self.l4 if isinstance(self.l4, ICMPv6) else None
@@ -490,12 +495,12 @@ def decode_frame(buf: bytes | memoryview, ts: float | None = None, ipv6: bool = 
     if ipv6 and eth.type == ETH_P_IPV6:
         from hostprint.engine.ipv6 import decode_ip6_packet
 
-        ip6, l4 = decode_ip6_packet(buf, off)
-        return Packet(eth, ip=ip6, l4=l4, ts=ts)  # type: ignore[arg-type]
+        ip6, l6 = decode_ip6_packet(buf, off)
+        return Packet(eth, ip=ip6, l4=l6, ts=ts)  # type: ignore[arg-type]
     return Packet(eth, ts=ts)
 
 
-def decode_ip_any(buf: bytes | memoryview, off: int = 0) -> tuple[object, L4]:
+def decode_ip_any(buf: bytes | memoryview, off: int = 0) -> tuple[IPv4 | IPv6, L4 | ICMPv6]:
     """An IPv4 or IPv6 packet without link header (raw-IP captures, raw sockets), by its version."""
     if len(buf) - off < 1:
         raise DecodeError("empty IP packet")

@@ -205,10 +205,8 @@ def probe_port_range(size: int = 4096) -> tuple[int, int]:
 
 
 def source_for(dst: str) -> str:
-    """The kernel's choice of source address for `dst` (a UDP connect sends nothing); either
-    family."""
-    v6 = ":" in dst
-    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    """The kernel's choice of source address for `dst` (a UDP connect sends nothing)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.connect((dst, 9))
         return s.getsockname()[0]
