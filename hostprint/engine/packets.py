@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import socket
 import struct
+import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
 from hostprint.engine.checksum import checksum, pseudo_header_sum
 
-if TYPE_CHECKING:  # both import this module
+if typing.TYPE_CHECKING:  # both import this module
     from hostprint.engine.icmpv6 import ICMPv6
     from hostprint.engine.ipv6 import IPv6
 
