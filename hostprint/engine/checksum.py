@@ -39,12 +39,22 @@ def checksum(data: bytes | bytearray | memoryview, start: int = 0) -> int:
 
 
 def pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
-    """Sum of the IPv4 pseudo-header used by TCP and UDP checksums."""
+    """Sum of the pseudo-header used by TCP and UDP checksums: IPv4's (RFC 9293), or IPv6's
+    (RFC 8200 §8.1) when the addresses are 16 bytes, so one transport encoder serves both."""
+    if len(src) == 16:
+        return pseudo_header_sum6(src, dst, proto, length)
     return (
         (src[0] << 8 | src[1]) + (src[2] << 8 | src[3])
         + (dst[0] << 8 | dst[1]) + (dst[2] << 8 | dst[3])
         + proto + length
     )
+
+
+def pseudo_header_sum6(src: bytes, dst: bytes, next_header: int, length: int) -> int:
+    """Sum of the IPv6 pseudo-header (RFC 8200 §8.1): both addresses, the 32-bit upper-layer
+    length and the upper-layer protocol. `dst` must be the *final* destination when a routing
+    header is present; ICMPv6 uses this pseudo-header too (RFC 4443 §2.3), unlike ICMP."""
+    return inet_sum(src) + inet_sum(dst) + (length >> 16) + (length & 0xFFFF) + next_header
 
 
 def u32_sum(x: int) -> int:

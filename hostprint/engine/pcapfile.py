@@ -297,6 +297,9 @@ def _pcapng_batches(path: str | Path, chunk: int) -> Iterator[Batch]:
                     if not ifaces:
                         err = "simple packet block before any interface"
                         break
+                    if blen < 16:  # found by fuzzing: a 12-byte block gave a captured length of -4
+                        err = "simple packet block too short"
+                        break
                     lt, snap, res = ifaces[0]
                     origlen = struct.unpack_from(e + "I", buf, off + 8)[0]
                     caplen = min(origlen, blen - 16, snap or origlen)

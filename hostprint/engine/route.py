@@ -1,8 +1,9 @@
 """Which interface, source address and next-hop MAC reach a target.
 
 Frames sent through AF_PACKET skip the kernel's routing, so we do the lookup ourselves: the routing
-tables are read once (`ip -j route show table main|local`) and matched by longest prefix, which
-scales to a /16 of targets where one `ip route get` per target would take minutes. Policy routing
+tables are read once (`ip -j route show table main|local`, `ip -6 ...` for IPv6) and matched by
+longest prefix, which scales to a /16 of targets where one `ip route get` per target would take
+minutes. Policy routing
 (ip rules) is not modelled; where it matters the raw-IP send path lets the kernel route.
 """
 
@@ -70,6 +71,92 @@ class RouteTable:
 @lru_cache(maxsize=1)
 def table() -> RouteTable:
     return RouteTable()
+
+
+def _common_prefix(a: ipaddress.IPv6Address, b: ipaddress.IPv6Address) -> int:
+    return 128 - (int(a) ^ int(b)).bit_length()
+
+
+class RouteTable6:
+    """The IPv6 counterpart of RouteTable (same longest-prefix idea, `ip -6 -j`).
+
+    Differences that matter: link-local destinations (fe80::/10) are on every interface, so they
+    need a zone (`fe80::1%eth0`) or the first interface with a link-local route wins; the source
+    address follows RFC 6724 in its two rules that decide on a scanner (same scope as the
+    destination, then the longest common prefix), skipping tentative and deprecated addresses,
+    which the kernel would not use either."""
+
+    def __init__(self) -> None:
+        self.routes: list[tuple[ipaddress.IPv6Network, int, dict]] = []
+        for r in _ip_json("-6", "route", "show", "table", "main"):
+            dst = r.get("dst", "")
+            try:
+                net = ipaddress.IPv6Network("::/0" if dst == "default" else dst, strict=False)
+            except ValueError:
+                continue
+            if r.get("type", "unicast") not in ("unicast",):
+                continue  # unreachable / prohibit / blackhole routes carry no device to send on
+            if "dev" not in r and r.get("nexthops"):
+                hop = r["nexthops"][0]
+                r = {**r, "dev": hop.get("dev"), "gateway": hop.get("gateway")}
+            if not r.get("dev"):
+                continue
+            self.routes.append((net, int(r.get("metric", 0)), r))
+        self.routes.sort(key=lambda x: (-x[0].prefixlen, x[1]))
+        self.local: list[tuple[ipaddress.IPv6Network, str]] = []
+        for r in _ip_json("-6", "route", "show", "table", "local"):
+            if r.get("type") == "local":
+                try:
+                    self.local.append((ipaddress.IPv6Network(r.get("dst", ""), strict=False), r.get("dev", "lo")))
+                except ValueError:
+                    continue
+        self.addrs: dict[str, list[str]] = {}
+        for link in _ip_json("-6", "addr", "show"):
+            self.addrs[link["ifname"]] = [
+                a["local"] for a in link.get("addr_info", [])
+                if a.get("family") == "inet6" and not a.get("tentative") and not a.get("dadfailed")
+                and a.get("preferred_life_time", 1) != 0]
+
+    def source(self, iface: str, dst: ipaddress.IPv6Address) -> str | None:
+        cands = [ipaddress.IPv6Address(a) for a in self.addrs.get(iface, [])]
+        if not cands:
+            return None
+        link_local = dst.is_link_local
+        same_scope = [a for a in cands if a.is_link_local == link_local] or cands
+        return str(max(same_scope, key=lambda a: _common_prefix(a, dst)))
+
+    def lookup(self, dst: str) -> Route:
+        addr, _, zone = dst.partition("%")
+        a = ipaddress.IPv6Address(addr)
+        if any(a in net for net, _ in self.local):
+            return Route("lo", addr, None, local=True)
+        for net, _, r in self.routes:
+            if a in net and (not zone or r["dev"] == zone):
+                dev = r["dev"]
+                src = r.get("prefsrc") or self.source(dev, a)
+                if src is None:
+                    raise UsageError(f"no usable IPv6 source address on interface {dev} to reach {dst}")
+                return Route(dev, src, r.get("gateway"))
+        raise UsageError(f"no route to host {dst}")
+
+
+@lru_cache(maxsize=1)
+def table6() -> RouteTable6:
+    return RouteTable6()
+
+
+def lookup_any(dst: str) -> Route:
+    """The route to an address of either family."""
+    return table6().lookup(dst) if ":" in dst else table().lookup(dst)
+
+
+def neighbours6(iface: str) -> dict[str, str]:
+    """The kernel's IPv6 neighbour cache for `iface`: address -> MAC (entries with an address)."""
+    out = {}
+    for n in _ip_json("-6", "neigh", "show", "dev", iface):
+        if n.get("lladdr") and "FAILED" not in n.get("state", []) and "INCOMPLETE" not in n.get("state", []):
+            out[str(ipaddress.IPv6Address(n["dst"]))] = n["lladdr"]
+    return out
 
 
 def neighbours(iface: str) -> dict[str, str]:

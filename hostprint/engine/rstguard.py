@@ -4,7 +4,7 @@ When we craft a SYN from a raw socket, the target's SYN-ACK reaches a kernel tha
 connection and answers with an RST, which kills the half-open state that the timing and stack
 tests need to observe. The guard drops TCP packets from the guarded targets to our reserved
 source-port range at the interfaces' netdev ingress hook (and, for routes it was not told about,
-in the inet input hook): the IP and TCP stacks never see them, so nothing is sent back, while our
+in the inet input hook), IPv4 and IPv6 alike (one address set per family in the same tables): the IP and TCP stacks never see them, so nothing is sent back, while our
 AF_PACKET receiver, which taps before ingress, still captures them. Dropping before IP input is the
 cheapest of the measured options (../shared/reference/packet-io.md §6) and, in a 4.2 M-probe scan,
 saved our own kernel ~10–15 % of the time it spent on replies.
@@ -73,10 +73,13 @@ class RstGuard:
 
     def install(self) -> None:
         remove_stale()
-        rule = f"ip saddr @targets tcp dport {self.sport_lo}-{self.sport_hi} drop"
+        ports = f"tcp dport {self.sport_lo}-{self.sport_hi} drop"
+        # One set per family in the same tables: IPv6 targets go to targets6 (see guard()).
+        rule = f"ip saddr @targets {ports}\n    ip6 saddr @targets6 {ports}"
+        sets = ("  set targets { type ipv4_addr; flags interval; }\n"
+                "  set targets6 { type ipv6_addr; flags interval; }\n")
         script = (
-            f"table inet {self.name} {{\n"
-            f"  set targets {{ type ipv4_addr; flags interval; }}\n"
+            f"table inet {self.name} {{\n{sets}"
             f"  chain input {{ type filter hook input priority -300; policy accept;\n    {rule}\n  }}\n"
             f"}}\n"
         )
@@ -84,7 +87,7 @@ class RstGuard:
             chains = "".join(
                 f"  chain in{i} {{ type filter hook ingress device \"{dev}\" priority -500; policy accept;\n    {rule}\n  }}\n"
                 for i, dev in enumerate(self.ifaces))
-            script += f"table netdev {self.name} {{\n  set targets {{ type ipv4_addr; flags interval; }}\n{chains}}}\n"
+            script += f"table netdev {self.name} {{\n{sets}{chains}}}\n"
         r = _nft(script)
         if r.returncode != 0:
             raise UsageError(f"cannot install the RST guard table {self.name}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else 'nft failed'}")
@@ -92,15 +95,17 @@ class RstGuard:
         atexit.register(self.remove)
 
     def guard(self, *addrs: str) -> None:
+        """IPv4 and IPv6 addresses (or prefixes) alike; each goes to its family's set."""
         new = [a for a in addrs if a not in self.guarded]
         if not new or not self.active:
             return
-        for i in range(0, len(new), 4096):
-            chunk = ", ".join(new[i:i + 4096])
-            script = f"add element inet {self.name} targets {{ {chunk} }}\n"
-            if self.ifaces:
-                script += f"add element netdev {self.name} targets {{ {chunk} }}\n"
-            _nft(script)
+        for setname, family in (("targets", [a for a in new if ":" not in a]), ("targets6", [a for a in new if ":" in a])):
+            for i in range(0, len(family), 4096):
+                chunk = ", ".join(family[i:i + 4096])
+                script = f"add element inet {self.name} {setname} {{ {chunk} }}\n"
+                if self.ifaces:
+                    script += f"add element netdev {self.name} {setname} {{ {chunk} }}\n"
+                _nft(script)
         self.guarded.update(new)
 
     def remove(self) -> None:
