@@ -11,6 +11,7 @@ import random
 import socket
 import struct
 
+from hostprint.engine import frames as F
 from hostprint.engine import icmpv6 as C6
 from hostprint.engine import ipv6 as I6
 from hostprint.engine import packets as P
@@ -37,10 +38,10 @@ def seeds() -> list[bytes]:
            I6.Routing.with_addresses([R, B]), I6.Fragment(ident=5), I6.RawExt(I6.IPPROTO_AH, bytes(14)), I6.DestOpts()]
     for l4 in (P.TCP(1, 2, options=opts), P.UDP(3, 4, b"x"), C6.echo_request(1, 2, b"y"),
                C6.neighbor_advertisement(R, b"\x02" * 6), C6.ICMPv6(C6.ROUTER_ADVERT, data=bytes(8), options=[(5, bytes(6))]),
-               C6.ICMPv6(C6.REDIRECT, target=R, dest=B), C6.error(C6.DST_UNREACH, 4, I6.build_ip6(I6.IPv6(R, A, ext=ext[:2]), P.UDP(5, 6)))):
-        out.append(I6.build_frame6(ETH, I6.IPv6(A, R, ext=ext), l4))
-        out.append(I6.build_frame6(ETH, I6.IPv6(A, R), l4))
-    out.append(I6.build_frame6(ETH, I6.IPv6(A, R, ext=[I6.Fragment(offset=9, more=True)]), b"frag"))
+               C6.ICMPv6(C6.REDIRECT, target=R, dest=B), C6.error(C6.DST_UNREACH, 4, F.build_ip6(I6.IPv6(R, A, ext=ext[:2]), P.UDP(5, 6)))):
+        out.append(F.build_frame6(ETH, I6.IPv6(A, R, ext=ext), l4))
+        out.append(F.build_frame6(ETH, I6.IPv6(A, R), l4))
+    out.append(F.build_frame6(ETH, I6.IPv6(A, R, ext=[I6.Fragment(offset=9, more=True)]), b"frag"))
     return out
 
 
@@ -148,12 +149,12 @@ def decode_all(fr: bytes) -> int:
     pkts = []
     for call in (
         lambda: pkts.append(P.decode_frame(fr)),
-        lambda: pkts.append(P.decode_frame(fr, ipv6=True)),
-        lambda: P.decode_ip_any(fr[14:]),
+        lambda: pkts.append(F.decode_frame_any(fr)),
+        lambda: F.decode_ip_any(fr[14:]),
         lambda: P.decode_ipv4(fr, 14),
         lambda: P.decode_ip_packet(fr, 14),
         lambda: I6.decode_ipv6(fr, 14),
-        lambda: I6.decode_ip6_packet(fr, 14),
+        lambda: F.decode_ip6_packet(fr, 14),
         lambda: P.decode_tcp(fr, 34),
         lambda: P.decode_tcp(fr, 54, len(fr) - 1),
         lambda: P.decode_udp(fr, 34),
@@ -172,13 +173,14 @@ def decode_all(fr: bytes) -> int:
     C6.decode_nd_options(fr[78:])
     ndp.parse_na(fr)
     for p in pkts:
-        p.version, p.tcp, p.udp, p.icmp, p.icmp6  # noqa: B018 - the accessors must not raise either
+        p.version, p.tcp, p.udp, p.icmp, getattr(p, "icmp6", None)  # noqa: B018 - the accessors must not raise
         if p.tcp is not None:
             P.options_layout(p.tcp.options), P.flags_str(p.tcp.flags), p.tcp.mss, p.tcp.wscale, p.tcp.timestamps
         if p.icmp is not None:
             p.icmp.quoted_packet()
-        if p.icmp6 is not None:
-            p.icmp6.quoted_packet(), p.icmp6.lladdr(), p.icmp6.mtu
+        m6 = getattr(p, "icmp6", None)
+        if m6 is not None:
+            m6.quoted_packet(), m6.lladdr(), m6.mtu
         if isinstance(p.ip, I6.IPv6):
             p.ip.final_dst(), p.ip.fragment(), p.ip.header_length
     return refused

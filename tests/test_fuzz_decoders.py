@@ -23,6 +23,7 @@ from fuzz_corpus import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hostprint.engine import frames as F
 from hostprint.engine import icmpv6 as C6
 from hostprint.engine import ipv6 as I6
 from hostprint.engine import packets as P
@@ -100,12 +101,12 @@ def test_well_formed_chains_round_trip(ext, tc, flow, hlim, kind):
     l4 = {"tcp": P.TCP(1, 2, 3, 4, P.SYN, 5), "udp": P.UDP(1, 2, b"u"), "echo": C6.echo_request(1, 2, b"e"),
           "na": C6.neighbor_advertisement(I6.ip6_bytes("2001:2::1"), b"\x02" * 6)}[kind]
     ip = I6.IPv6(I6.ip6_bytes("2001:2::1"), I6.ip6_bytes("2001:2::2"), None, hlim, tc, flow, ext)
-    raw = I6.build_ip6(ip, l4)
-    back, l4b = I6.decode_ip6_packet(raw)
+    raw = F.build_ip6(ip, l4)
+    back, l4b = F.decode_ip6_packet(raw)
     assert (back.tc, back.flow, back.hlim, len(back.ext)) == (tc, flow, hlim, len(ext))
     assert [type(h) for h in back.ext] == [type(h) for h in ext]
     assert type(l4b) is type(l4)
-    assert I6.build_ip6(back, l4b) == raw
+    assert F.build_ip6(back, l4b) == raw
 
 
 def test_harness_catches_a_bug():

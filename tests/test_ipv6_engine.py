@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hostprint.engine import bpf, ndp
+from hostprint.engine import frames as F
 from hostprint.engine import icmpv6 as C6
 from hostprint.engine import ipv6 as I6
 from hostprint.engine import packets as P
@@ -112,7 +113,7 @@ CAPTURES = {"KERNEL_NS": KERNEL_NS, "KERNEL_NA": KERNEL_NA, "ECHO_REPLY": ECHO_R
 
 
 def d6(fr: bytes) -> P.Packet:
-    return P.decode_frame(fr, ipv6=True)
+    return F.decode_frame_any(fr)
 
 
 def segment(fr: bytes) -> tuple[I6.IPv6, bytes]:
@@ -130,7 +131,7 @@ def test_echo_reply_from_linux():
     assert (I6.ip6_str(p.ip.src), I6.ip6_str(p.ip.dst)) == ("2001:2:0:1::2", "2001:2:0:1::1")
     m = p.icmp6
     assert (m.type, m.code, m.id, m.seq, m.data) == (C6.ECHO_REPLY, 0, 0xABCD, 1, b"hello")
-    assert I6.transport_checksum_ok(*segment(ECHO_REPLY))  # the kernel's ICMPv6 checksum, pseudo-header included
+    assert F.transport_checksum_ok(*segment(ECHO_REPLY))  # the kernel's ICMPv6 checksum, pseudo-header included
 
 
 def test_synack_and_rst_from_linux():
@@ -148,7 +149,7 @@ def test_icmpv6_errors_from_linux_quote_the_probe():
     qip, rest = m.quoted_packet()
     assert qip.proto == P.IPPROTO_UDP and qip.dst == R and struct.unpack("!HH", rest[:4]) == (65002, 9999)
     assert rest[8:] == b"x"
-    assert I6.transport_checksum_ok(*segment(PORT_UNREACH))
+    assert F.transport_checksum_ok(*segment(PORT_UNREACH))
 
     m = d6(TIME_EXCEEDED).icmp6
     assert (m.type, m.code) == (C6.TIME_EXCEEDED, C6.TIMXCEED_HOPLIMIT)
@@ -211,13 +212,13 @@ def test_mld_report_hop_by_hop_router_alert():
 def test_decode_then_encode_gives_the_captured_bytes(name):
     fr = CAPTURES[name]
     p = d6(fr)
-    assert I6.build_frame6(p.eth, p.ip, p.l4) == fr
+    assert F.build_frame6(p.eth, p.ip, p.l4) == fr
 
 
 def test_ipv6_is_opt_in_for_existing_callers():
     p = P.decode_frame(ECHO_REPLY)
     assert p.ip is None and p.l4 is None and p.eth.type == P.ETH_P_IPV6
-    ip, l4 = P.decode_ip_any(ECHO_REPLY[14:])
+    ip, l4 = F.decode_ip_any(ECHO_REPLY[14:])
     assert isinstance(ip, I6.IPv6) and l4.type == C6.ECHO_REPLY
 
 
@@ -226,10 +227,10 @@ def test_ipv6_is_opt_in_for_existing_callers():
 
 def test_ipv6_header_fields_settable():
     ip = I6.IPv6(A, R, hlim=3, tc=0xB8, flow=0xFFFFF)
-    raw = I6.build_ip6(ip, P.UDP(1, 2, b"abc"))
-    back, l4 = I6.decode_ip6_packet(raw)
+    raw = F.build_ip6(ip, P.UDP(1, 2, b"abc"))
+    back, l4 = F.decode_ip6_packet(raw)
     assert (back.hlim, back.tc, back.flow, back.plen, back.proto) == (3, 0xB8, 0xFFFFF, 11, P.IPPROTO_UDP)
-    assert l4.payload == b"abc" and I6.transport_checksum_ok(back, raw[40:])
+    assert l4.payload == b"abc" and F.transport_checksum_ok(back, raw[40:])
 
 
 def test_pseudo_header_sum_serves_both_families():
@@ -253,7 +254,7 @@ def test_udp_zero_checksum_becomes_ffff_over_ipv6():
 
 def test_routing_header_checksum_uses_final_destination():
     rh = I6.Routing.with_addresses([B])
-    raw = I6.build_ip6(I6.IPv6(A, R, ext=[rh]), C6.echo_request(1, 1))
+    raw = F.build_ip6(I6.IPv6(A, R, ext=[rh]), C6.echo_request(1, 1))
     ip, off, _ = I6.decode_ipv6(raw)
     assert ip.final_dst() == B and ip.ext[0].segleft == 1
     assert checksum(raw[off:], pseudo_header_sum6(A, B, 58, len(raw) - off)) == 0
@@ -265,8 +266,8 @@ def test_routing_header_checksum_uses_final_destination():
 def test_nmap_ie2_chain_in_wrong_order_round_trips():
     """nmap's IE2 probe: HbH, DestOpts, Routing, HbH — a second hop-by-hop header after others."""
     ext = [I6.HopByHop(), I6.DestOpts(), I6.Routing(0, 0), I6.HopByHop()]
-    raw = I6.build_ip6(I6.IPv6(A, R, flow=0x12345, ext=ext), C6.echo_request(0xABCD, 0, bytes(120), code=9))
-    ip, m = I6.decode_ip6_packet(raw)
+    raw = F.build_ip6(I6.IPv6(A, R, flow=0x12345, ext=ext), C6.echo_request(0xABCD, 0, bytes(120), code=9))
+    ip, m = F.decode_ip6_packet(raw)
     assert [type(h).__name__ for h in ip.ext] == ["HopByHop", "DestOpts", "Routing", "HopByHop"]
     assert [h.nh for h in ip.ext] == [60, 43, 0, 58] and ip.nh == 0
     assert (m.code, m.id, len(m.data)) == (9, 0xABCD, 120)
@@ -323,29 +324,29 @@ def test_scapy_builds_the_same_bytes():
     S = scapy
     a, r, b = "2001:2:0:1::1", "2001:2:0:1::2", "2001:2:0:2::2"
     ours_theirs = [
-        (I6.build_ip6(I6.IPv6(A, R, hlim=33, tc=0x28, flow=0x12345),
+        (F.build_ip6(I6.IPv6(A, R, hlim=33, tc=0x28, flow=0x12345),
                       P.TCP(40000, 80, 7, 0, P.SYN | P.ECE | P.CWR, 1024, 63477,
                             [(P.OPT_MSS, 1460), (P.OPT_SACKOK, None), (P.OPT_TS, (1, 2)), (P.OPT_NOP, None), (P.OPT_WS, 10)])),
          S.IPv6(src=a, dst=r, hlim=33, tc=0x28, fl=0x12345) / S.TCP(sport=40000, dport=80, seq=7, flags="SEC", window=1024, urgptr=63477,
                                                                       options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 2)), ("NOP", None), ("WScale", 10)])),
-        (I6.build_ip6(I6.IPv6(A, R), P.UDP(5353, 53, b"\x43" * 300)),
+        (F.build_ip6(I6.IPv6(A, R), P.UDP(5353, 53, b"\x43" * 300)),
          S.IPv6(src=a, dst=r) / S.UDP(sport=5353, dport=53) / (b"\x43" * 300)),
-        (I6.build_ip6(I6.IPv6(A, B, ext=[I6.HopByHop([(I6.OPT_ROUTER_ALERT, b"\0\0")]), I6.DestOpts(),
+        (F.build_ip6(I6.IPv6(A, B, ext=[I6.HopByHop([(I6.OPT_ROUTER_ALERT, b"\0\0")]), I6.DestOpts(),
                                          I6.Routing.with_addresses([R, B], segleft=2), I6.Fragment(ident=77)]),
                       C6.echo_request(1, 2, b"hi")),
          S.IPv6(src=a, dst=b) / S.IPv6ExtHdrHopByHop(options=[S.RouterAlert(value=0)]) / S.IPv6ExtHdrDestOpt()
          / S.IPv6ExtHdrRouting(addresses=[r, b], segleft=2) / S.IPv6ExtHdrFragment(id=77) / S.ICMPv6EchoRequest(id=1, seq=2, data=b"hi")),
-        (I6.build_ip6(I6.IPv6(A, R, hlim=255), C6.neighbor_solicitation(R, A_MAC)),
+        (F.build_ip6(I6.IPv6(A, R, hlim=255), C6.neighbor_solicitation(R, A_MAC)),
          S.IPv6(src=a, dst=r, hlim=255) / S.ICMPv6ND_NS(tgt=r) / S.ICMPv6NDOptSrcLLAddr(lladdr="02:68:36:00:01:01")),
-        (I6.build_ip6(I6.IPv6(R, A, hlim=255), C6.neighbor_advertisement(R, R_MAC, router=True)),
+        (F.build_ip6(I6.IPv6(R, A, hlim=255), C6.neighbor_advertisement(R, R_MAC, router=True)),
          S.IPv6(src=r, dst=a, hlim=255) / S.ICMPv6ND_NA(R=1, S=1, O=1, tgt=r) / S.ICMPv6NDOptDstLLAddr(lladdr="02:68:36:00:01:02")),
-        (I6.build_ip6(I6.IPv6(R, A), C6.error(C6.DST_UNREACH, 4, b"Q" * 60)),
+        (F.build_ip6(I6.IPv6(R, A), C6.error(C6.DST_UNREACH, 4, b"Q" * 60)),
          S.IPv6(src=r, dst=a) / S.ICMPv6DestUnreach(code=4) / S.Raw(b"Q" * 60)),
-        (I6.build_ip6(I6.IPv6(R, A), C6.error(C6.PACKET_TOO_BIG, 0, b"Q" * 60, word=1280)),
+        (F.build_ip6(I6.IPv6(R, A), C6.error(C6.PACKET_TOO_BIG, 0, b"Q" * 60, word=1280)),
          S.IPv6(src=r, dst=a) / S.ICMPv6PacketTooBig(mtu=1280) / S.Raw(b"Q" * 60)),
-        (I6.build_ip6(I6.IPv6(R, A), C6.error(C6.TIME_EXCEEDED, 1, b"Q" * 60)),
+        (F.build_ip6(I6.IPv6(R, A), C6.error(C6.TIME_EXCEEDED, 1, b"Q" * 60)),
          S.IPv6(src=r, dst=a) / S.ICMPv6TimeExceeded(code=1) / S.Raw(b"Q" * 60)),
-        (I6.build_ip6(I6.IPv6(R, A), C6.error(C6.PARAM_PROBLEM, 2, b"Q" * 60, word=42)),
+        (F.build_ip6(I6.IPv6(R, A), C6.error(C6.PARAM_PROBLEM, 2, b"Q" * 60, word=42)),
          S.IPv6(src=r, dst=a) / S.ICMPv6ParamProblem(code=2, ptr=42) / S.Raw(b"Q" * 60)),
     ]
     for i, (ours, theirs) in enumerate(ours_theirs):
@@ -371,10 +372,10 @@ def test_self_referencing_chain_ends_in_decode_error():
 
 
 def test_truncated_and_overlong_headers():
-    raw = I6.build_ip6(I6.IPv6(A, R, ext=[I6.DestOpts([(0x1E, bytes(20))])]), P.UDP(1, 2))
+    raw = F.build_ip6(I6.IPv6(A, R, ext=[I6.DestOpts([(0x1E, bytes(20))])]), P.UDP(1, 2))
     for cut in (41, 47, 60):
         with pytest.raises(P.DecodeError):
-            I6.decode_ip6_packet(raw[:cut])
+            F.decode_ip6_packet(raw[:cut])
     bad_len = raw[:41] + b"\xff" + raw[42:]  # header claims 2048 bytes
     with pytest.raises(P.DecodeError, match="past"):
         I6.decode_ipv6(bad_len)
@@ -384,28 +385,28 @@ def test_truncated_and_overlong_headers():
 
 
 def test_walk_stops_at_esp_no_next_header_and_non_first_fragments():
-    ip, l4 = I6.decode_ip6_packet(I6.IPv6(A, R, I6.IPPROTO_ESP).encode(8) + bytes(8))
+    ip, l4 = F.decode_ip6_packet(I6.IPv6(A, R, I6.IPPROTO_ESP).encode(8) + bytes(8))
     assert ip.proto == I6.IPPROTO_ESP and l4 == bytes(8)
-    ip, l4 = I6.decode_ip6_packet(I6.IPv6(A, R, ext=[I6.DestOpts()]).encode(0))
+    ip, l4 = F.decode_ip6_packet(I6.IPv6(A, R, ext=[I6.DestOpts()]).encode(0))
     assert ip.proto == I6.IPPROTO_NONE and l4 == b""
     # a non-first fragment whose data looks like a hop-by-hop header: not walked
     raw = I6.IPv6(A, R, ext=[I6.Fragment(offset=10, nh=0)]).encode(8) + b"\x06\x00" + bytes(6)
-    ip, l4 = I6.decode_ip6_packet(raw)
+    ip, l4 = F.decode_ip6_packet(raw)
     assert len(ip.ext) == 1 and ip.proto == 0 and l4 == b"\x06\x00" + bytes(6)
     # an atomic fragment (RFC 6946) is an ordinary packet
-    ip, l4 = I6.decode_ip6_packet(I6.build_ip6(I6.IPv6(A, R, ext=[I6.Fragment()]), P.TCP(1, 2)))
+    ip, l4 = F.decode_ip6_packet(F.build_ip6(I6.IPv6(A, R, ext=[I6.Fragment()]), P.TCP(1, 2)))
     assert isinstance(l4, P.TCP)
 
 
 def test_ah_length_counts_four_octet_units():
     ah = I6.RawExt(I6.IPPROTO_AH, bytes(22))  # 24 bytes = (4 + 2) * 4
-    raw = I6.build_ip6(I6.IPv6(A, R, ext=[ah]), P.TCP(1, 2))
-    ip, l4 = I6.decode_ip6_packet(raw)
+    raw = F.build_ip6(I6.IPv6(A, R, ext=[ah]), P.TCP(1, 2))
+    ip, l4 = F.decode_ip6_packet(raw)
     assert ip.ext[0].length == 4 and isinstance(l4, P.TCP) and l4.dport == 2
 
 
 def test_jumbo_payload_length_zero_means_rest_of_buffer():
-    raw = I6.build_ip6(I6.IPv6(A, R, plen=0), P.UDP(1, 2, b"zz"))
+    raw = F.build_ip6(I6.IPv6(A, R, plen=0), P.UDP(1, 2, b"zz"))
     ip, _, end = I6.decode_ipv6(raw)
     assert ip.plen == 0 and end == len(raw)
 
@@ -451,7 +452,7 @@ def test_ipv6_cookie_uses_every_address_bit_and_the_key():
 
 
 def _frame6(dst: bytes, marker: bytes = b"") -> bytes:
-    return I6.build_frame6(P.Ethernet(A_MAC, R_MAC), I6.IPv6(R, dst), P.UDP(1, 2, marker))
+    return F.build_frame6(P.Ethernet(A_MAC, R_MAC), I6.IPv6(R, dst), P.UDP(1, 2, marker))
 
 
 def _frame4(dst: str, marker: bytes = b"") -> bytes:
@@ -513,9 +514,9 @@ def test_block_parser_agrees_with_the_frame_decoder():
     frames = [SYNACK, RST, ECHO_REPLY, PORT_UNREACH, FRAG_LAST, KERNEL_NA]
     for i in range(40):
         ext = [[], [I6.DestOpts()], [I6.HopByHop(), I6.Fragment(ident=i)], [I6.RawExt(I6.IPPROTO_AH, bytes(14))]][i % 4]
-        frames.append(I6.build_frame6(eth, I6.IPv6(R, A, hlim=60 + i % 5, tc=i, flow=i * 977, ext=ext),
+        frames.append(F.build_frame6(eth, I6.IPv6(R, A, hlim=60 + i % 5, tc=i, flow=i * 977, ext=ext),
                                       P.TCP(80 + i, 65000 + i, 10 * i, 20 * i, P.SYN | P.ACK, 100 + i)))
-    frames.append(I6.build_frame6(eth, I6.IPv6(R, A, ext=[I6.Fragment(offset=5)]), P.TCP(1, 2)))  # non-first fragment
+    frames.append(F.build_frame6(eth, I6.IPv6(R, A, ext=[I6.Fragment(offset=5)]), P.TCP(1, 2)))  # non-first fragment
     frames.append(_frame4("198.18.200.1"))
     ring, starts, lens = _ring(frames)
     blk = tcp6(ring, starts, lens)
@@ -565,7 +566,7 @@ def _exchange(lab, probes: list[bytes], expect: int, **kw) -> tuple[bytes, list[
             "probes": [p.hex() for p in probes], "expect": expect, **kw}
     out = lab.task(lab.a, "exchange", spec)
     assert out["mac"] is not None, "neighbour discovery got no answer"
-    pkts = [P.decode_frame(bytes.fromhex(f), t / 1e9, ipv6=True) for f, t in zip(out["frames"], out["ts"])]
+    pkts = [F.decode_frame_any(bytes.fromhex(f), t / 1e9) for f, t in zip(out["frames"], out["ts"])]
     return bytes.fromhex(out["mac"]), [p for p in pkts if not (p.icmp6 and p.icmp6.type in (135, 136))]
 
 
@@ -575,11 +576,11 @@ def test_lab_echo_syn_and_udp_through_the_engine(v6lab):
     port and to a closed one, UDP to a closed port. A SYN with a wrong checksum goes unanswered,
     so the accepted ones prove the pseudo-header checksum."""
     syn = P.TCP(65010, 8080, 1000, 0, P.SYN, 1024, options=[(P.OPT_MSS, 1460)])
-    bad = I6.build_ip6(I6.IPv6(A, R), P.TCP(65013, 8080, 1000, 0, P.SYN, 1024))
+    bad = F.build_ip6(I6.IPv6(A, R), P.TCP(65013, 8080, 1000, 0, P.SYN, 1024))
     bad = bad[:56] + bytes([bad[56] ^ 0xFF]) + bad[57:]  # corrupt the TCP checksum
-    probes = [I6.build_ip6(I6.IPv6(A, R, flow=0x12345, hlim=7), C6.echo_request(0xABCD, 1, b"hello")),
-              I6.build_ip6(I6.IPv6(A, R), syn), I6.build_ip6(I6.IPv6(A, R), P.TCP(65011, 8081, 5, 0, P.SYN, 1024)),
-              I6.build_ip6(I6.IPv6(A, R), P.UDP(65012, 9999, b"x")), bad]
+    probes = [F.build_ip6(I6.IPv6(A, R, flow=0x12345, hlim=7), C6.echo_request(0xABCD, 1, b"hello")),
+              F.build_ip6(I6.IPv6(A, R), syn), F.build_ip6(I6.IPv6(A, R), P.TCP(65011, 8081, 5, 0, P.SYN, 1024)),
+              F.build_ip6(I6.IPv6(A, R), P.UDP(65012, 9999, b"x")), bad]
     mac, pkts = _exchange(v6lab, probes, 4, timeout=5, full_wait=True)
     assert mac == R_MAC
     echo = [p for p in pkts if p.icmp6 and p.icmp6.type == C6.ECHO_REPLY]
@@ -605,9 +606,9 @@ def test_lab_extension_headers_meet_a_real_kernel(v6lab):
     frag1 = I6.IPv6(A, B, I6.IPPROTO_ICMPV6, ext=[I6.Fragment(0, True, 0x5151, nh=58)]).encode(1200) + whole[:1200]
     frag2 = I6.IPv6(A, B, I6.IPPROTO_ICMPV6, ext=[I6.Fragment(150, False, 0x5151, nh=58)]).encode(len(whole) - 1200) + whole[1200:]
     probes = [
-        I6.build_ip6(I6.IPv6(A, R, ext=[I6.HopByHop([(I6.OPT_PADN, bytes(4))]), I6.DestOpts([(0x1E, b"ab")]), I6.Fragment(ident=9)]),
+        F.build_ip6(I6.IPv6(A, R, ext=[I6.HopByHop([(I6.OPT_PADN, bytes(4))]), I6.DestOpts([(0x1E, b"ab")]), I6.Fragment(ident=9)]),
                      C6.echo_request(0xABCD, 2, b"ext")),
-        I6.build_ip6(I6.IPv6(A, R, ext=[I6.DestOpts([(0x80, bytes(4))])]), C6.echo_request(0xABCD, 3, b"opt")),
+        F.build_ip6(I6.IPv6(A, R, ext=[I6.DestOpts([(0x80, bytes(4))])]), C6.echo_request(0xABCD, 3, b"opt")),
         frag1, frag2,
     ]
     _, pkts = _exchange(v6lab, probes, 4, timeout=5)
@@ -624,8 +625,8 @@ def test_lab_extension_headers_meet_a_real_kernel(v6lab):
 @pytest.mark.lab
 def test_lab_router_errors(v6lab):
     """R's kernel: time exceeded for hop limit 1, packet too big for B's 1280-byte link."""
-    probes = [I6.build_ip6(I6.IPv6(A, B, hlim=1), C6.echo_request(0xABCD, 5, b"ttl")),
-              I6.build_ip6(I6.IPv6(A, B), C6.echo_request(0xABCD, 6, bytes(1300)))]
+    probes = [F.build_ip6(I6.IPv6(A, B, hlim=1), C6.echo_request(0xABCD, 5, b"ttl")),
+              F.build_ip6(I6.IPv6(A, B), C6.echo_request(0xABCD, 6, bytes(1300)))]
     _, pkts = _exchange(v6lab, probes, 2, timeout=5)
     errs = {p.icmp6.type: p.icmp6 for p in pkts if p.icmp6}
     te, ptb = errs[C6.TIME_EXCEEDED], errs[C6.PACKET_TOO_BIG]
@@ -683,7 +684,7 @@ def test_lab_rst_guard_keeps_ipv6_target_half_open(v6lab):
 
     def synacks(guarded: bool, sport: int) -> int:
         spec = {"guard": [lo, hi] if guarded else None, "guard_addrs": ["2001:2:0:1::2"], "timeout": 2.5, "full_wait": True}
-        _, pkts = _exchange(v6lab, [I6.build_ip6(I6.IPv6(A, R), P.TCP(sport, 8080, 1000, 0, P.SYN, 1024))], 1, **spec)
+        _, pkts = _exchange(v6lab, [F.build_ip6(I6.IPv6(A, R), P.TCP(sport, 8080, 1000, 0, P.SYN, 1024))], 1, **spec)
         return sum(1 for p in pkts if p.tcp and p.tcp.dport == sport and p.tcp.flags & P.SYN and p.tcp.flags & P.ACK)
 
     assert synacks(False, lo + 1) == 1
@@ -739,7 +740,7 @@ def test_numpy_ipv6_templates_match_the_struct_codec_byte_for_byte():
     buf = np.zeros((n, 256), np.uint8)
     tmpl.fill(buf, macs, hi, lo, sport, dport, seq, ack, flow)
     for i in range(n):
-        ref = I6.build_frame6(P.Ethernet(R_MAC, A_MAC), I6.IPv6(A, dsts[i], hlim=255, tc=0xFF, flow=int(flow[i])),
+        ref = F.build_frame6(P.Ethernet(R_MAC, A_MAC), I6.IPv6(A, dsts[i], hlim=255, tc=0xFF, flow=int(flow[i])),
                               P.TCP(int(sport[i]), int(dport[i]), int(seq[i]), int(ack[i]), P.SYN | P.ECE | P.CWR, 65535, 63477,
                                     opts, b"\xff" * 33))
         assert bytes(buf[i, :tmpl.length]) == ref, i
@@ -747,5 +748,5 @@ def test_numpy_ipv6_templates_match_the_struct_codec_byte_for_byte():
     buf = np.zeros((n, 512), np.uint8)
     u.fill(buf, macs, hi, lo, sport, dport)
     for i in range(n):
-        ref = I6.build_frame6(P.Ethernet(R_MAC, A_MAC), I6.IPv6(A, dsts[i], flow=0x12345), P.UDP(int(sport[i]), int(dport[i]), b"\x43" * 300))
+        ref = F.build_frame6(P.Ethernet(R_MAC, A_MAC), I6.IPv6(A, dsts[i], flow=0x12345), P.UDP(int(sport[i]), int(dport[i]), b"\x43" * 300))
         assert bytes(buf[i, :u.length]) == ref, i

@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass, field
 
 from hostprint.engine.checksum import checksum, pseudo_header_sum6
+from hostprint.engine.ipv6 import decode_ipv6
 from hostprint.engine.packets import DecodeError
 
 # Types (RFC 4443 §2.1, RFC 4861 §4, RFC 2710/3810)
@@ -147,8 +148,6 @@ class ICMPv6:
         None when the quote does not parse."""
         if not self.quoted:
             return None
-        from hostprint.engine.ipv6 import decode_ipv6
-
         try:
             ip, poff, _end = decode_ipv6(self.quoted)
         except DecodeError:

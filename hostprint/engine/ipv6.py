@@ -19,19 +19,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from hostprint.engine.checksum import checksum, pseudo_header_sum6
-from hostprint.engine.icmpv6 import ICMPv6, decode_icmpv6
 from hostprint.engine.packets import (
-    ETH_P_IPV6,
-    IPPROTO_TCP,
-    IPPROTO_UDP,
-    L4,
-    TCP,
-    UDP,
     DecodeError,
-    Ethernet,
-    decode_tcp,
-    decode_udp,
 )
 
 IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT = 0, 43, 44
@@ -341,48 +330,3 @@ def decode_ipv6(buf: bytes | memoryview, off: int = 0) -> tuple[IPv6, int, int]:
             break  # fragment data follows, not headers
     ip.proto = cur
     return ip, p, end
-
-
-def decode_ip6_packet(buf: bytes | memoryview, off: int = 0) -> tuple[IPv6, L4 | ICMPv6]:
-    """The header and its transport: TCP, UDP, ICMPv6, or the raw bytes for fragments (not
-    reassembled, as for IPv4) and anything else."""
-    ip, poff, end = decode_ipv6(buf, off)
-    frag = ip.fragment()
-    if frag is not None and (frag.offset or frag.more):
-        return ip, bytes(buf[poff:end])
-    if ip.proto == IPPROTO_TCP:
-        return ip, decode_tcp(buf, poff, end)
-    if ip.proto == IPPROTO_UDP:
-        return ip, decode_udp(buf, poff, end)
-    if ip.proto == IPPROTO_ICMPV6:
-        return ip, decode_icmpv6(buf, poff, end)
-    return ip, bytes(buf[poff:end])
-
-
-def build_ip6(ip: IPv6, l4: object) -> bytes:
-    """An IPv6 packet with correct lengths and transport checksum (unless fixed values were set).
-    The checksum uses the final destination when a routing header names one (RFC 8200 §8.1);
-    `ip.proto` None is filled in from the transport."""
-    dst = ip.final_dst()
-    if isinstance(l4, (TCP, UDP)):
-        body = l4.encode(ip.src, dst)
-        proto = IPPROTO_TCP if isinstance(l4, TCP) else IPPROTO_UDP
-    elif isinstance(l4, ICMPv6):
-        body = l4.encode(ip.src, dst)
-        proto = IPPROTO_ICMPV6
-    else:
-        body = bytes(l4)  # type: ignore[call-overload]
-        proto = IPPROTO_NONE
-    if ip.proto is None:
-        ip = IPv6(ip.src, ip.dst, proto, ip.hlim, ip.tc, ip.flow, ip.ext, ip.plen, ip.nh, ip.version)
-    return ip.encode(len(body)) + body
-
-
-def build_frame6(eth: Ethernet, ip: IPv6, l4: object) -> bytes:
-    return Ethernet(eth.dst, eth.src, ETH_P_IPV6).encode() + build_ip6(ip, l4)
-
-
-def transport_checksum_ok(ip: IPv6, segment: bytes) -> bool:
-    """Whether a TCP/UDP/ICMPv6 segment's checksum verifies against this header (tests; replies
-    from veth may carry partial checksums, so receivers do not call this)."""
-    return checksum(segment, pseudo_header_sum6(ip.src, ip.final_dst(), ip.proto or 0, len(segment))) == 0

@@ -17,6 +17,7 @@ import socket
 from typing import TYPE_CHECKING, Self
 
 from hostprint.engine import afpacket, bpf, route
+from hostprint.engine.frames import build_ip6
 from hostprint.engine.icmpv6 import (
     NEIGHBOR_ADVERT,
     OPT_TARGET_LLADDR,
@@ -24,7 +25,7 @@ from hostprint.engine.icmpv6 import (
     decode_icmpv6,
     neighbor_solicitation,
 )
-from hostprint.engine.ipv6 import IPPROTO_ICMPV6, IPv6, build_ip6, ip6_bytes, ip6_str
+from hostprint.engine.ipv6 import IPPROTO_ICMPV6, IPv6, ip6_bytes, ip6_str
 from hostprint.engine.packets import (
     ETH_P_IPV6,
     DecodeError,

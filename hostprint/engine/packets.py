@@ -20,8 +20,7 @@ from typing import Union, cast
 from hostprint.engine.checksum import checksum, pseudo_header_sum
 
 if typing.TYPE_CHECKING:  # both import this module
-    from hostprint.engine.icmpv6 import ICMPv6
-    from hostprint.engine.ipv6 import IPv6
+    pass
 
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
@@ -458,13 +457,6 @@ class Packet:
         return self.l4 if isinstance(self.l4, ICMP) else None
 
     @property
-    def icmp6(self) -> ICMPv6 | None:
-        # imported here: icmpv6 imports this module
-        from hostprint.engine.icmpv6 import ICMPv6
-
-        return self.l4 if isinstance(self.l4, ICMPv6) else None
-
-    @property
     def version(self) -> int | None:
         """4 or 6 for an IP packet, None for ARP and frames we do not decode."""
         return None if self.ip is None else (4 if isinstance(self.ip, IPv4) else 6)
@@ -483,33 +475,16 @@ def decode_ip_packet(buf: bytes | memoryview, off: int = 0) -> tuple[IPv4, L4]:
     return ip, bytes(buf[poff:end])
 
 
-def decode_frame(buf: bytes | memoryview, ts: float | None = None, ipv6: bool = False) -> Packet:
-    """ARP and IPv4 frames decoded; with `ipv6`, IPv6 frames too (`Packet.ip` is then an
-    `ipv6.IPv6`, `l4` TCP, UDP, `icmpv6.ICMPv6` or bytes). IPv6 is opt-in so that handlers
-    written for IPv4 addresses never meet a 16-byte address they did not expect."""
+def decode_frame(buf: bytes | memoryview, ts: float | None = None) -> Packet:
+    """ARP and IPv4 frames decoded (engine/frames.py decodes IPv6 too: opt-in, so that handlers
+    written for IPv4 addresses never meet a 16-byte address they did not expect)."""
     eth, off = decode_ethernet(buf)
     if eth.type == ETH_P_ARP:
         return Packet(eth, arp=decode_arp(buf, off), ts=ts)
     if eth.type == ETH_P_IP:
         ip, l4 = decode_ip_packet(buf, off)
         return Packet(eth, ip=ip, l4=l4, ts=ts)
-    if ipv6 and eth.type == ETH_P_IPV6:
-        from hostprint.engine.ipv6 import decode_ip6_packet
-
-        ip6, l6 = decode_ip6_packet(buf, off)
-        return Packet(eth, ip=ip6, l4=l6, ts=ts)  # type: ignore[arg-type]
     return Packet(eth, ts=ts)
-
-
-def decode_ip_any(buf: bytes | memoryview, off: int = 0) -> tuple[IPv4 | IPv6, L4 | ICMPv6]:
-    """An IPv4 or IPv6 packet without link header (raw-IP captures, raw sockets), by its version."""
-    if len(buf) - off < 1:
-        raise DecodeError("empty IP packet")
-    if buf[off] >> 4 == 6:
-        from hostprint.engine.ipv6 import decode_ip6_packet
-
-        return decode_ip6_packet(buf, off)
-    return decode_ip_packet(buf, off)
 
 
 def build_ip(ip: IPv4, l4: TCP | UDP | ICMP | bytes) -> bytes:
