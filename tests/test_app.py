@@ -124,8 +124,11 @@ def test_nmap_probes_reader():
             "Probe TCP GetRequest q|GET / HTTP/1.0\\r\\n\\r\\n|\nrarity 1\nports 80\n"
             "softmatch http m|^HTTP/1\\.[01]|\nProbe UDP Rare q|\\x00|\nrarity 9\n")
     db = nmap_probes.parse_text(text)
-    assert [t.name for t in db.triggers] == ["NULL", "GetRequest"] and not db.skipped
+    # every probe is kept (rarity is weighed per port against --version-intensity by the engine)
+    assert [t.name for t in db.triggers] == ["NULL", "GetRequest", "Rare"] and not db.skipped
     assert db.triggers[1].payload == b"GET / HTTP/1.0\r\n\r\n" and 80 in db.triggers[1].ports
+    assert (db.triggers[0].wait_ms, db.triggers[0].tcpwrapped_ms, db.triggers[2].rarity) == (6000, 2000, 9)
+    assert ("tcp", 9100) in db.exclude and ("udp", 9100) not in db.exclude
     m = db.match(b"SSH-2.0-OpenSSH_9.2p1\r\n", "GetRequest", "tcp")  # NULL is every TCP probe's fallback
     assert m and m[0].fields == {"product": "OpenSSH", "version": "9.2p1", "extrainfo": "protocol 2.0"}
     if os.path.isfile(NMAP_FILE):

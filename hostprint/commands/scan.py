@@ -82,10 +82,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cron-timeout", type=float, default=60.0, metavar="S", help="--cron-os listen limit per test (default 60, max 240)")
     p.add_argument("--timing-db", default="hostprint", metavar="DB", help="--cron-os DB: hostprint, hershel420, hershel116 or a file")
     p.add_argument("-sV", dest="service_scan", action="store_true", help="identify services on open ports (banners, triggers, TLS)")
-    from hostprint.commands.amap import check_sv_db, sv_timeout
+    from hostprint.commands.amap import check_sv_db, sv_timeout, version_intensity
 
-    p.add_argument("--sv-db", default="hostprint", type=check_sv_db, metavar="DB",
-                   help="-sV signatures: hostprint, amap[=FILE], nmap[=FILE] (comma separated)")
+    p.add_argument("--sv-db", default=None, type=check_sv_db, metavar="DB",
+                   help="-sV signatures: hostprint, amap[=FILE], nmap[=FILE] (comma separated; default "
+                        "hostprint,nmap when nmap-service-probes is installed, else hostprint)")
+    p.add_argument("--version-intensity", type=version_intensity, default=7, metavar="0-9",
+                   help="-sV: also send probes of rarity up to this to ports they are not meant for (nmap's, default 7)")
     p.add_argument("--sv-timeout", type=sv_timeout, default=3.0, metavar="S", help="-sV wait for a banner / an answer (default 3)")
     p.set_defaults(func=run_scan)
 
@@ -454,7 +457,7 @@ async def _cron_os(args, hosts: dict[str, model.HostResult], up: list[str], link
 
 async def _service_scan(args, hosts: dict[str, model.HostResult], up: list[str], prog) -> None:
     """-sV (issue 5): banners, triggers and TLS on every open (and open|filtered UDP) port."""
-    from hostprint.commands.amap import sv_db
+    from hostprint.commands.amap import default_sv_db, sv_db
     from hostprint.probes.app import AppOptions, Engine, apply_to_host
 
     todo = [(a, p.port, p.protocol) for a in up for p in hosts[a].ports
@@ -463,8 +466,9 @@ async def _service_scan(args, hosts: dict[str, model.HostResult], up: list[str],
         return
     task = prog.phase("service scan", len(todo))
     w = args.sv_timeout
-    reps = await Engine(AppOptions(sv_db(args.sv_db), connect_timeout=w, response_timeout=w, banner_timeout=w,
-                                   retries=1, parallel=64)).scan(todo)
+    reps = await Engine(AppOptions(sv_db(args.sv_db or default_sv_db()), connect_timeout=w, response_timeout=w,
+                                   banner_timeout=w, retries=1, parallel=64,
+                                   intensity=args.version_intensity)).scan(todo)
     prog.advance(task, len(todo))
     for a in up:
         apply_to_host(hosts[a], reps)

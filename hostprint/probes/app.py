@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hostprint import model
-from hostprint.match.app import NULL, Match, SignatureDB, Trigger, best, os_hint
+from hostprint.match.app import NULL, Match, SignatureDB, Trigger, best, enrich, os_hint
 
 # nmap calls a port that accepts and closes without a word "tcpwrapped" (nmap book, "tcpwrapped").
 TCPWRAPPED = "tcpwrapped"
@@ -46,6 +46,14 @@ class AppOptions:
     rpc: bool = True  # amap -R disables
     max_bytes: int = 16384  # per response; amap matches only the first 1024 bytes
     udp_retries: int = 1
+    #: nmap --version-intensity (0-9): probes whose `ports` miss the port go only when rarity <= this.
+    intensity: int = 7
+    #: nmap --allports: also probe the DBs' excluded ports (nmap's `Exclude T:9100-9107`: printers).
+    allports: bool = False
+    #: Probes of one port in flight at once (each its own connection); the rest queue behind them.
+    per_port: int = 24
+    #: Start the rarer probes this long after the port's `ports` probes if those are still waiting.
+    next_group_after: float = 1.0
 
 
 @dataclass
@@ -61,7 +69,7 @@ class PortReport:
     address: str
     port: int
     proto: str
-    status: str = "open"  # open | closed | timeout | open|filtered
+    status: str = "open"  # open | closed | timeout | open|filtered | excluded
     responses: list[Response] = field(default_factory=list)
     matches: list[tuple[Match, bool]] = field(default_factory=list)  # (match, over TLS)
     tls: dict[str, Any] | None = None
@@ -80,7 +88,9 @@ class PortReport:
         if not pool:
             return None
         m = best(x for x, _ in pool)
-        return next((x, t) for x, t in pool if x is m)
+        assert m is not None
+        t = next(t for x, t in pool if x is m)
+        return enrich(m, [x for x, tt in pool if tt == t]), t
 
     def service(self) -> model.Service | None:
         """The port's Service record (nmap's fields), or None when nothing was learnt."""
@@ -99,7 +109,7 @@ class PortReport:
             return None
         m, over_tls = b
         name = _service_name(m)
-        tunnel = "ssl" if (over_tls or self.tls) and name != "ssl" else None
+        tunnel = "ssl" if (over_tls or self.tls or m.service.startswith("ssl/")) and name != "ssl" else None
         f = m.fields
         svc = AppService(name=name, tunnel=tunnel, product=f.get("product"), version=f.get("version"),
                          extrainfo=f.get("extrainfo"), hostname=f.get("hostname"), ostype=f.get("ostype"),
@@ -143,13 +153,21 @@ AMAP_PROTOCOLS = {"x-windows": "X11", "ms-sql": "ms-sql-s", "netbios-session": "
 
 
 def _service_name(m: Match) -> str:
-    """nmap's service name for a match; amap ids are 'protocol-product…' (amap 2.2's convention)."""
+    """nmap's service name for a match; amap ids are 'protocol-product…' (amap 2.2's convention);
+    nmap's 'ssl/NAME' lines name a service seen through TLS without a TLS pass (the tunnel is ssl)."""
     if m.rule.source != "amap":
-        return m.service
+        return m.service[4:] if m.service.startswith("ssl/") else m.service
     for proto, name in AMAP_PROTOCOLS.items():
         if m.service == proto or m.service.startswith(proto + "-"):
             return name
     return m.service.split("-", 1)[0]
+
+
+def _tls_said(m: Match) -> bool:
+    """A hard match saying "this port speaks TLS": nmap's `ssl` (its SSL pass follows) or
+    `ssl/NAME`; our rules also name plaintext answers that say TLS was expected (HTTP 400 texts,
+    an alert or handshake record in reply to a plaintext probe)."""
+    return not m.soft and (m.service == "ssl" or m.service.startswith("ssl/"))
 
 
 _TITLE = re.compile(rb"<title[^>]*>([^<]{1,200})</title>", re.I)
@@ -207,11 +225,14 @@ class ConnectFailed(Exception):
 
 
 async def _read(reader: asyncio.StreamReader, first_timeout: float, idle: float, cap: int,
-                done: Callable[[bytes], bool] | None = None) -> tuple[bytes, bool]:
+                done: Callable[[bytes], bool | None] | None = None) -> tuple[bytes, bool]:
     """Read one answer: wait up to first_timeout for the first bytes, then until quiet for `idle`,
-    EOF, `cap` bytes, or `done(data)` says enough. Returns (data, eof)."""
+    EOF, `cap` bytes, or `done(data)` says enough (True). `done` returning None means "only a soft
+    match so far": keep reading until first_timeout is used up (nmap reads on after a softmatch:
+    an IRC server's version comes after its lookups). Returns (data, eof)."""
     buf = bytearray()
     timeout = first_timeout
+    deadline = time.monotonic() + first_timeout
     while len(buf) < cap:
         try:
             chunk = await asyncio.wait_for(reader.read(min(65536, cap - len(buf))), timeout)
@@ -222,9 +243,10 @@ async def _read(reader: asyncio.StreamReader, first_timeout: float, idle: float,
         if not chunk:
             return bytes(buf), True
         buf += chunk
-        if done is not None and done(bytes(buf)):
+        verdict = done(bytes(buf)) if done is not None else False
+        if verdict:
             break
-        timeout = idle
+        timeout = max(idle, deadline - time.monotonic()) if verdict is None else idle
     return bytes(buf), False
 
 
@@ -282,7 +304,7 @@ class Engine:
         raise ConnectFailed(last)
 
     async def _exchange(self, addr: str, port: int, payload: bytes | None, tls: bool, first_timeout: float,
-                        done: Callable[[bytes], bool] | None = None) -> tuple[bytes, bool, dict | None]:
+                        done: Callable[[bytes], bool | None] | None = None) -> tuple[bytes, bool, dict | None]:
         async with self.sem:
             reader, writer = await self._connect(addr, port, tls)
             try:
@@ -298,7 +320,7 @@ class Engine:
             finally:
                 writer.transport.abort()  # no lingering FIN_WAIT or TLS close_notify waits
 
-    # ------------------------------------------------------------------------ TCP
+    # ------------------------------------------------------------------------ probe plan
     def _triggers(self, proto: str, port: int, tls: bool) -> list[Trigger]:
         ts = [t for t in self.o.db.triggers if t.fits(proto) and t.name != NULL and t.payload]
         if self.o.harmless_only:
@@ -306,32 +328,57 @@ class Engine:
         if self.o.only_trigger:
             ts = [t for t in ts if t.name == self.o.only_trigger]
         if tls:  # already inside: no ClientHello inside the tunnel
-            ts = [t for t in ts if t.name not in ("tls", "ssl")]
-        # Triggers meant for this port first (amap's never-implemented COMMON_PORT idea; nmap's
-        # `ports`), then by nmap rarity; stable otherwise (file order).
-        return sorted(ts, key=lambda t: (port not in t.ports and port not in t.ssl_ports, t.rarity))
+            ts = [t for t in ts if t.name not in ("tls", "ssl") and not t.payload.startswith((b"\x16\x03", b"\x80"))]
+        return ts
 
-    def _done(self, trigger: str, proto: str) -> Callable[[bytes], bool]:
+    def plan(self, proto: str, port: int, tls: bool) -> tuple[list[Trigger], list[Trigger]]:
+        """nmap's probe order (ServiceNFO::nextProbe): first the probes whose `ports` (inside TLS:
+        `sslports`) list this port, whatever their rarity; then the others whose rarity is at
+        most the intensity, in file order. amap's -p (one named trigger) ignores rarity."""
+        ts = self._triggers(proto, port, tls)
+        probable = [t for t in ts if t.probable(port, tls)]
+        rest = [t for t in ts if not t.probable(port, tls) and (self.o.only_trigger or t.rarity <= self.o.intensity)]
+        return probable, rest
+
+    def _null_probe(self) -> Trigger | None:
+        return next((t for t in self.o.db.trigger(NULL) if t.fits("tcp")), None)
+
+    def _wait(self, t: Trigger) -> float:
+        """nmap's totalwaitms where the DB states one, else the engine's answer timeout."""
+        return t.wait_ms / 1000 if t.wait_ms else self.o.response_timeout
+
+    def _excluded(self, proto: str, port: int) -> bool:
+        return not self.o.allports and (proto, port) in self.o.db.exclude
+
+    def _done(self, trigger: str, proto: str) -> Callable[[bytes], bool | None]:
         db = self.o.db
 
         # Stop reading early only when a hard rule already gave a version: rules without one may
         # be the first step of a longer answer (MQTT CONNACK before the $SYS/broker/version PUBLISH).
         # HTTP answers are read to the end (EOF after our HTTP/1.0 request): the body has the title.
-        def done(data: bytes) -> bool:
+        def done(data: bytes) -> bool | None:
             if data.startswith(b"HTTP/"):
                 return False
-            return any(not m.soft and "version" in m.fields
-                       for m in db.match(data[:self.o.max_bytes], trigger, proto))
+            ms = db.match(data[:self.o.max_bytes], trigger, proto)
+            if any(not m.soft and "version" in m.fields for m in ms):
+                return True
+            if ms and all(m.soft for m in ms):
+                return None
+            return False
 
         return done
 
+    # ------------------------------------------------------------------------ TCP
     async def scan_tcp(self, addr: str, port: int) -> PortReport:
         t0 = time.monotonic()
         rep = PortReport(addr, port, "tcp")
+        if self._excluded("tcp", port):
+            rep.status = "excluded"
+            return rep
         try:
             await self._tcp_pass(rep, tls=False)
             if (self.o.ssl and not self.o.banners_only and not self.o.portscan_only and rep.status == "open"
-                    and any(_service_name(m) == "ssl" for m, _ in rep.matches)):
+                    and any(_tls_said(m) for m, t in rep.matches if not t)):
                 await self._tcp_pass(rep, tls=True)
             if self._is_rpc(rep):
                 await self._rpc_sweep(rep)
@@ -340,33 +387,54 @@ class Engine:
         return rep
 
     async def _tcp_pass(self, rep: PortReport, tls: bool) -> None:
+        """One pass over a port (plain, or inside TLS): the NULL probe's banner wait on one
+        connection, the other probes each on its own connection, many at once (nmap sends them
+        one after the other); the first hard match that names a product ends the pass."""
         o = self.o
         addr, port = rep.address, rep.port
         stop = asyncio.Event()
         # A hard match that names no product (a bare "HTTP/1.1 404") does not end the wait: a more
         # specific answer to another trigger (etcd's /version) may still come; each waits -t at most.
         generic = asyncio.Event()
+        settled = asyncio.Event()
+        #: services soft-matched so far: later probes must be able to hard-match one (nmap).
+        soft: set[str] = set()
+        null = self._null_probe()
+        banner_wait = (null.wait_ms / 1000) if null is not None and null.wait_ms else o.banner_timeout
+        wrapped_s = ((null.tcpwrapped_ms if null is not None and null.tcpwrapped_ms else 2000) / 1000)
+        per_port = asyncio.Semaphore(max(1, o.per_port))
+        shared: dict[bytes, asyncio.Future[Any]] = {}
 
         def record(trigger: str, data: bytes, eof: bool) -> None:
             rep.responses.append(Response(trigger, data, tls, eof))
             if not data:
                 return
             for m in o.db.match(data[:o.max_bytes], trigger, "tcp", first=o.first):
-                if all(_same_id(m, x) is False or t != tls for x, t in rep.matches):
-                    rep.matches.append((m, tls))
-                    if not m.soft and o.first and _service_name(m) != "ssl":
-                        if "product" in m.fields or trigger == NULL:
-                            stop.set()
-                        else:
-                            generic.set()
-                    if _service_name(m) == "ssl" and not tls:
+                if any(_same_id(m, x) and t == tls for x, t in rep.matches):
+                    continue
+                rep.matches.append((m, tls))
+                if _tls_said(m) and not tls:
+                    if o.ssl and not o.banners_only:
                         stop.set()  # the rest is for the TLS pass
+                    continue
+                if m.soft:
+                    soft.add(_service_name(m))
+                elif o.first:
+                    # a version (or a banner) ends the pass; a product without version lets the
+                    # probes in flight finish (another may carry the version) but starts no more.
+                    if "version" in m.fields or trigger == NULL:
+                        stop.set()
+                    elif "product" in m.fields:
+                        settled.set()
+                    else:
+                        generic.set()
 
         async def banner() -> None:
+            t_conn = time.monotonic()
             try:
                 # -P: the connect is the answer; no banner wait
                 data, eof, info = await self._exchange(addr, port, None, tls,
-                                                       0.0 if o.portscan_only else o.banner_timeout,
+                                                       0.0 if o.portscan_only else banner_wait,
                                                        self._done(NULL, "tcp"))
             except ConnectFailed as e:
                 if tls:
@@ -378,20 +446,39 @@ class Engine:
             if tls and info:
                 rep.tls = info
             record(NULL, data, eof)
-            if not data and eof and not tls:
+            # nmap's tcpwrapped: the NULL probe's connection closed without a byte, quickly
+            # (tcpwrappedms); a service that closes idle clients after a while is not "wrapped".
+            if not data and eof and not tls and time.monotonic() - t_conn <= wrapped_s + o.connect_timeout:
                 rep.wrapped = True
             if o.portscan_only or o.banners_only:
                 stop.set()
 
         async def trigger(t: Trigger) -> None:
-            if stop.is_set():
+            async with per_port:
+                if stop.is_set() or settled.is_set():
+                    return
+                # nmap: after a soft match only probes that can hard-match that service
+                # (below intensity 9 for the port's own probes too).
+                if soft and o.intensity < 9 and not (o.db.possible(t.name) & soft):
+                    return
+                # Probes with the same bytes (our `http` and nmap's GetRequest) share one connection;
+                # the answer is judged by each probe's rules.
+                payload = t.payload_for(addr)
+                fut = shared.get(payload)
+                if fut is None:
+                    fut = shared[payload] = asyncio.get_running_loop().create_future()
+                    try:
+                        fut.set_result(await self._exchange(addr, port, payload, tls, self._wait(t),
+                                                            self._done(t.name, "tcp")))
+                    except ConnectFailed:
+                        fut.set_result(None)
+                    except BaseException:
+                        fut.cancel()
+                        raise
+            got = await asyncio.shield(fut)
+            if got is None:
                 return
-            try:
-                data, eof, info = await self._exchange(addr, port, t.payload, tls,
-                                                       (t.wait_ms / 1000) if t.wait_ms else o.response_timeout,
-                                                       self._done(t.name, "tcp"))
-            except ConnectFailed:
-                return
+            data, eof, info = got
             if tls and info and not rep.tls:
                 rep.tls = info
             record(t.name, data, eof)
@@ -402,35 +489,68 @@ class Engine:
         except (asyncio.TimeoutError, TimeoutError):
             pass
         if not (stop.is_set() or o.banners_only or o.portscan_only):
-            ts = self._triggers("tcp", port, tls)
-            hinted = [t for t in ts if port in t.ports or port in t.ssl_ports]
-            for group in ([hinted, [t for t in ts if t not in hinted]] if hinted else [ts]):
-                if stop.is_set() or rep.status != "open" or not group:
-                    continue
-                tasks = [asyncio.ensure_future(trigger(t)) for t in group]
-                stopper = asyncio.ensure_future(stop.wait())
-                pending = set(tasks)
-                while pending and not stop.is_set():
-                    await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    pending = {x for x in tasks if not x.done()}
-                for x in tasks:
-                    x.cancel()
-                stopper.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-        if (stop.is_set() or generic.is_set()) and o.first and rep.identified():
+            probable, rest = self.plan("tcp", port, tls)
+            if soft and o.intensity < 9:  # the banner soft-matched: nmap narrows every group
+                rest = [t for t in rest if o.db.possible(t.name) & soft]
+            await self._run_groups([probable, rest], trigger, stop, lambda: rep.status != "open" or settled.is_set())
+        if (stop.is_set() or generic.is_set() or settled.is_set()) and o.first and rep.identified():
             btask.cancel()
         await asyncio.gather(btask, return_exceptions=True)
         if rep.wrapped and any(r.data for r in rep.responses if not r.tls):
             rep.wrapped = False
 
+    async def _run_groups(self, groups: list[list[Trigger]], run: Callable[[Trigger], Any], stop: asyncio.Event,
+                          give_up: Callable[[], bool]) -> None:
+        """Start each group when the one before has finished, or `next_group_after` seconds after
+        it started (a probe that waits out its timeout does not hold the rarer ones back); end
+        everything at `stop`."""
+        tasks: list[asyncio.Future[Any]] = []
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            for group in groups:
+                if stop.is_set() or give_up():
+                    break
+                if not group:
+                    continue
+                mine = [asyncio.ensure_future(run(t)) for t in group]
+                tasks += mine
+                pending = set(mine)
+                deadline = time.monotonic() + self.o.next_group_after
+                while pending and not stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    await asyncio.wait(pending | {stopper}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                    pending = {x for x in mine if not x.done()}
+            while not stop.is_set() and any(not x.done() for x in tasks):
+                await asyncio.wait({x for x in tasks if not x.done()} | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for x in tasks:
+                x.cancel()
+            stopper.cancel()
+            await asyncio.gather(*tasks, stopper, return_exceptions=True)
+
     # ------------------------------------------------------------------------ UDP
     async def scan_udp(self, addr: str, port: int) -> PortReport:
         t0 = time.monotonic()
         rep = PortReport(addr, port, "udp", status="open|filtered")
+        if self._excluded("udp", port):
+            rep.status = "excluded"
+            return rep
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+        soft: set[str] = set()
+        per_port = asyncio.Semaphore(max(1, self.o.per_port))
 
         async def one(t: Trigger) -> None:
+            async with per_port:
+                if stop.is_set():
+                    return
+                if soft and self.o.intensity < 9 and not (self.o.db.possible(t.name) & soft):
+                    return
+                await send(t)
+
+        async def send(t: Trigger) -> None:
             fut: asyncio.Future[bytes] = loop.create_future()
 
             class P(asyncio.DatagramProtocol):
@@ -456,9 +576,10 @@ class Engine:
                 except OSError:
                     return
                 try:
-                    wait = (t.wait_ms / 1000) if t.wait_ms else self.o.response_timeout
-                    for attempt in range(1 + max(0, self.o.udp_retries)):
-                        tr.sendto(t.payload, (addr, port) if t.any_port else None)
+                    wait = self._wait(t)
+                    payload = t.payload_for(addr)
+                    for _attempt in range(1 + max(0, self.o.udp_retries)):
+                        tr.sendto(payload, (addr, port) if t.any_port else None)
                         try:
                             data = await asyncio.wait_for(asyncio.shield(fut), wait / (1 + self.o.udp_retries))
                         except (asyncio.TimeoutError, TimeoutError):
@@ -473,23 +594,19 @@ class Engine:
                         rep.responses.append(Response(t.name, data))
                         for m in self.o.db.match(data, t.name, "udp", first=self.o.first):
                             rep.matches.append((m, False))
-                            if not m.soft and self.o.first:
+                            if m.soft:
+                                soft.add(_service_name(m))
+                            elif self.o.first:
                                 stop.set()
                         return
                 finally:
                     tr.close()
 
-        async def finish() -> None:
-            if self._is_rpc(rep):
-                await self._rpc_sweep(rep)
-
-        ts = self._triggers("udp", port, False)
-        hinted = [t for t in ts if port in t.ports]
-        for group in ([hinted, [t for t in ts if t not in hinted]] if hinted else [ts]):
-            if stop.is_set() or not group or self.o.banners_only or self.o.portscan_only:
-                continue
-            await asyncio.gather(*(one(t) for t in group))
-        await finish()
+        if not (self.o.banners_only or self.o.portscan_only):
+            probable, rest = self.plan("udp", port, False)
+            await self._run_groups([probable, rest], one, stop, lambda: rep.status == "closed")
+        if self._is_rpc(rep):
+            await self._rpc_sweep(rep)
         rep.elapsed = time.monotonic() - t0
         return rep
 
