@@ -72,7 +72,7 @@ class LazyRegex:
     Pickles as its source, so a cached DB loads without compiling anything. A pattern Python's
     `re` cannot compile never matches and says why in `error`."""
 
-    __slots__ = ("pattern", "flags", "_rx", "error")
+    __slots__ = ("_rx", "error", "flags", "pattern")
 
     def __init__(self, pattern: bytes, flags: int):
         self.pattern = pattern
@@ -144,10 +144,17 @@ class Match:
     def soft(self) -> bool:
         return self.rule.soft
 
+    @property
+    def read_version(self) -> bool:
+        """The version was read from the answer ($n in the template), not written into the rule
+        as a constant (nmap's "Samba smbd 4.6.2" line names 4.6.2 for every Samba 4 it meets)."""
+        return "version" in self.fields and "$" in self.rule.templates.get("v", "")
+
     def score(self) -> tuple[int, ...]:
-        """Prefer hard matches, then the one telling the most (product, version), then specific
-        rules over our catch-alls, then our own DB (names the tests and users know), then fields."""
-        return (0 if self.soft else 1, "product" in self.fields, "version" in self.fields, not self.rule.generic,
+        """Prefer hard matches, then one naming a product, then specific rules over our catch-alls
+        (the raw Server header), then a version, then our own DB (names the tests and users
+        know), then the number of fields."""
+        return (0 if self.soft else 1, "product" in self.fields, not self.rule.generic, self.read_version,
                 self.rule.source == "hostprint", len(self.fields) + len(self.cpe))
 
 
@@ -263,7 +270,7 @@ class SignatureDB:
             if nm:
                 nmap_soft = nmap_soft or r.soft
                 nmap_done = not r.soft
-            if first and not r.soft:
+            if first and not r.soft and not r.generic:
                 break
         return out
 
@@ -295,7 +302,7 @@ def enrich(primary: Match, others: Iterable[Match]) -> Match:
                 m.fields["version"].startswith(fields["version"]) or fields["version"].startswith(m.fields["version"])):
             continue
         for k in ("product", "version", "hostname", "ostype", "devicetype"):
-            if k not in fields and k in m.fields:
+            if k not in fields and k in m.fields and (k != "version" or m.read_version):
                 fields[k] = m.fields[k]
         if "extrainfo" not in fields and "extrainfo" in m.fields:
             fields["extrainfo"] = m.fields["extrainfo"]

@@ -51,7 +51,7 @@ class AppOptions:
     #: nmap --allports: also probe the DBs' excluded ports (nmap's `Exclude T:9100-9107`: printers).
     allports: bool = False
     #: Probes of one port in flight at once (each its own connection); the rest queue behind them.
-    per_port: int = 24
+    per_port: int = 8
     #: Start the rarer probes this long after the port's `ports` probes if those are still waiting.
     next_group_after: float = 1.0
 
@@ -156,7 +156,7 @@ def _service_name(m: Match) -> str:
     """nmap's service name for a match; amap ids are 'protocol-product…' (amap 2.2's convention);
     nmap's 'ssl/NAME' lines name a service seen through TLS without a TLS pass (the tunnel is ssl)."""
     if m.rule.source != "amap":
-        return m.service[4:] if m.service.startswith("ssl/") else m.service
+        return m.service.removeprefix("ssl/")
     for proto, name in AMAP_PROTOCOLS.items():
         if m.service == proto or m.service.startswith(proto + "-"):
             return name
@@ -404,6 +404,8 @@ class Engine:
         wrapped_s = ((null.tcpwrapped_ms if null is not None and null.tcpwrapped_ms else 2000) / 1000)
         per_port = asyncio.Semaphore(max(1, o.per_port))
         shared: dict[bytes, asyncio.Future[Any]] = {}
+        order: dict[str, int] = {}
+        cut = [1 << 30]  # probes ordered after the first that gave a version are not needed
 
         def record(trigger: str, data: bytes, eof: bool) -> None:
             rep.responses.append(Response(trigger, data, tls, eof))
@@ -422,10 +424,17 @@ class Engine:
                 elif o.first:
                     # a version (or a banner) ends the pass; a product without version lets the
                     # probes in flight finish (another may carry the version) but starts no more.
-                    if "version" in m.fields or trigger == NULL:
+                    if trigger == NULL:
                         stop.set()
+                    elif "version" in m.fields:
+                        # nmap's answer is the first probe in its order that matches: probes
+                        # after this one stop, earlier ones still in flight may answer first.
+                        cut[0] = min(cut[0], order.get(trigger, 0))
                     elif "product" in m.fields:
+                        # a product without version: like a soft match, later probes are only
+                        # those that can still name this service (and so perhaps its version)
                         settled.set()
+                        soft.add(_service_name(m))
                     else:
                         generic.set()
 
@@ -455,7 +464,7 @@ class Engine:
 
         async def trigger(t: Trigger) -> None:
             async with per_port:
-                if stop.is_set() or settled.is_set():
+                if stop.is_set() or order.get(t.name, 0) > cut[0]:
                     return
                 # nmap: after a soft match only probes that can hard-match that service
                 # (below intensity 9 for the port's own probes too).
@@ -492,43 +501,60 @@ class Engine:
             probable, rest = self.plan("tcp", port, tls)
             if soft and o.intensity < 9:  # the banner soft-matched: nmap narrows every group
                 rest = [t for t in rest if o.db.possible(t.name) & soft]
-            await self._run_groups([probable, rest], trigger, stop, lambda: rep.status != "open" or settled.is_set())
-        if (stop.is_set() or generic.is_set() or settled.is_set()) and o.first and rep.identified():
+            for i, t in enumerate(probable + rest):
+                order.setdefault(t.name, i)
+            await self._run_groups([probable, rest], trigger, stop, lambda: rep.status != "open",
+                                   lambda: cut[0], order)
+        if (stop.is_set() or generic.is_set() or settled.is_set() or cut[0] < 1 << 30) and o.first and rep.identified():
             btask.cancel()
         await asyncio.gather(btask, return_exceptions=True)
         if rep.wrapped and any(r.data for r in rep.responses if not r.tls):
             rep.wrapped = False
 
     async def _run_groups(self, groups: list[list[Trigger]], run: Callable[[Trigger], Any], stop: asyncio.Event,
-                          give_up: Callable[[], bool]) -> None:
+                          give_up: Callable[[], bool], cut: Callable[[], int] = lambda: 1 << 30,
+                          order: dict[str, int] | None = None) -> None:
         """Start each group when the one before has finished, or `next_group_after` seconds after
         it started (a probe that waits out its timeout does not hold the rarer ones back); end
-        everything at `stop`."""
-        tasks: list[asyncio.Future[Any]] = []
+        everything at `stop`. Once a probe gave a version (`cut()` = its place in the order), no
+        group starts, probes after it are cancelled and those before it may still finish."""
+        tasks: list[tuple[int, asyncio.Future[Any]]] = []
         stopper = asyncio.ensure_future(stop.wait())
+        idx = (lambda t: order.get(t.name, 0)) if order is not None else (lambda t: 0)
+        done_at = cut
+
+        def needed() -> set[asyncio.Future[Any]]:
+            c = done_at()
+            for i, x in tasks:
+                if i > c and not x.done():
+                    x.cancel()
+            return {x for i, x in tasks if i <= c and not x.done()}
+
         try:
             for group in groups:
-                if stop.is_set() or give_up():
+                if stop.is_set() or give_up() or done_at() < 1 << 30:
                     break
                 if not group:
                     continue
-                mine = [asyncio.ensure_future(run(t)) for t in group]
+                mine = [(idx(t), asyncio.ensure_future(run(t))) for t in group]
                 tasks += mine
-                pending = set(mine)
                 deadline = time.monotonic() + self.o.next_group_after
-                while pending and not stop.is_set():
+                while not stop.is_set() and done_at() >= 1 << 30:
+                    pending = {x for _i, x in mine if not x.done()}
                     left = deadline - time.monotonic()
-                    if left <= 0:
+                    if not pending or left <= 0:
                         break
                     await asyncio.wait(pending | {stopper}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-                    pending = {x for x in mine if not x.done()}
-            while not stop.is_set() and any(not x.done() for x in tasks):
-                await asyncio.wait({x for x in tasks if not x.done()} | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+            while not stop.is_set():
+                pending = needed()
+                if not pending:
+                    break
+                await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for x in tasks:
+            for _i, x in tasks:
                 x.cancel()
             stopper.cancel()
-            await asyncio.gather(*tasks, stopper, return_exceptions=True)
+            await asyncio.gather(*(x for _i, x in tasks), stopper, return_exceptions=True)
 
     # ------------------------------------------------------------------------ UDP
     async def scan_udp(self, addr: str, port: int) -> PortReport:
@@ -539,6 +565,7 @@ class Engine:
             return rep
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+        settled = asyncio.Event()  # a product without version: no new probes, in-flight ones finish
         soft: set[str] = set()
         per_port = asyncio.Semaphore(max(1, self.o.per_port))
 
@@ -596,8 +623,11 @@ class Engine:
                             rep.matches.append((m, False))
                             if m.soft:
                                 soft.add(_service_name(m))
-                            elif self.o.first:
+                            elif self.o.first and "version" in m.fields:
                                 stop.set()
+                            elif self.o.first and "product" in m.fields:
+                                settled.set()
+                                soft.add(_service_name(m))
                         return
                 finally:
                     tr.close()
