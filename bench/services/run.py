@@ -189,13 +189,19 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "services" / "last_run.md"))
     ap.add_argument("--skip-nmap", action="store_true")
     ap.add_argument("--set", choices=("old", "new", "both"), default="both")
+    ap.add_argument("--only", metavar="KIND,…", help="only these lab kinds (e.g. a re-run of daemons that failed)")
     a = ap.parse_args()
+    if a.only:
+        keep = set(a.only.split(","))
+        for name, (tt, ut) in list(SETS.items()):
+            SETS[name] = ({p: v for p, v in tt.items() if v[0] in keep}, {p: v for p, v in ut.items() if v[0] in keep})
     if os.geteuid() != 0:
         raise SystemExit("needs root (lab namespaces)")
     from hostprint.lab import HostSpec, Lab, LabSpec
 
     sets = ["old", "new"] if a.set == "both" else [a.set]
     hosts = []
+    sets = [n for n in sets if SETS[n][0] or SETS[n][1]]
     for name in sets:
         tcp_t, udp_t = SETS[name]
         svcs = sorted({f"{k}:{p}" for p, (k, *_r) in tcp_t.items()} | {f"{k}:{p}" for p, (k, *_r) in udp_t.items()})
@@ -203,7 +209,7 @@ def main() -> int:
     spec = LabSpec(name=f"bsv{os.getpid() % 1000}", hosts=hosts)
     out_lines: list[str] = ["## Services run " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "",
                             "Command: `python3 bench/services/run.py" + (f" --set {a.set}" if a.set != "both" else "")
-                            + (" --skip-nmap" if a.skip_nmap else "") + "`", ""]
+                            + (" --skip-nmap" if a.skip_nmap else "") + (f" --only {a.only}" if a.only else "") + "`", ""]
     with Lab(spec, daemon_timeout=90, strict=False) as lab:
         for f in lab.failures:
             out_lines.append(f"- lab daemon failed: {f.message()}")

@@ -810,11 +810,13 @@ def _nats(ctx: ServiceContext) -> list[str]:
 
 @service("openvpn", default_port=1194, packages=("openvpn",))
 def _openvpn(ctx: ServiceContext) -> list[str]:
-    """openvpn TLS server over TCP with a null device (no tun needed), lab certificate, no tls-auth."""
+    """openvpn in server mode (many clients) over TCP, lab certificate, no tls-auth; its tun device
+    lives in the host's namespace with a 198.19.250.0/24 pool (benchmarking range, no route out)."""
     crt, key = _lab_cert(ctx.lab_dir)
-    return [_bin("openvpn", "/usr/sbin/openvpn"), "--dev", "null", "--proto", "tcp-server", "--lport", str(ctx.port),
-            "--local", "0.0.0.0", "--tls-server", "--ca", str(crt), "--cert", str(crt), "--key", str(key),
-            "--dh", "none", "--verb", "3", "--writepid", str(ctx.dir / "openvpn.pid")]
+    return [_bin("openvpn", "/usr/sbin/openvpn"), "--dev", "tun", "--proto", "tcp-server", "--port", str(ctx.port),
+            "--local", "0.0.0.0", "--server", "198.19.250.0", "255.255.255.0", "--topology", "subnet",
+            "--ca", str(crt), "--cert", str(crt), "--key", str(key), "--dh", "none", "--verb", "3",
+            "--writepid", str(ctx.dir / "openvpn.pid")]
 
 
 @service("ike", default_port=500, packages=("strongswan-charon",))
@@ -842,7 +844,7 @@ def _radius(ctx: ServiceContext) -> list[str]:
         with (raddb / "clients.conf").open("a") as f:
             f.write("\nclient hostprintlab {\n\tipaddr = 198.18.0.0/15\n\tsecret = hostprint-lab\n}\n")
     return _udp_with_marker(ctx, [_bin("freeradius", "/usr/sbin/freeradius"), "-f", "-d", str(raddb), "-l", "stdout",
-                                  "-p", str(ctx.port)])
+                                  "-i", "0.0.0.0", "-p", str(ctx.port)])
 
 
 def _krb5_env(ctx: ServiceContext) -> dict[str, str]:
