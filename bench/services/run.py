@@ -200,23 +200,19 @@ def main() -> int:
     from hostprint.lab import HostSpec, Lab, LabSpec
 
     sets = ["old", "new"] if a.set == "both" else [a.set]
-    hosts = []
     sets = [n for n in sets if SETS[n][0] or SETS[n][1]]
-    for name in sets:
-        tcp_t, udp_t = SETS[name]
-        svcs = sorted({f"{k}:{p}" for p, (k, *_r) in tcp_t.items()} | {f"{k}:{p}" for p, (k, *_r) in udp_t.items()})
-        hosts.append(HostSpec(name=f"z{name}", address=ADDRS[name], services=svcs))
-    spec = LabSpec(name=f"bsv{os.getpid() % 1000}", hosts=hosts)
     out_lines: list[str] = ["## Services run " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "",
                             "Command: `python3 bench/services/run.py" + (f" --set {a.set}" if a.set != "both" else "")
                             + (" --skip-nmap" if a.skip_nmap else "") + (f" --only {a.only}" if a.only else "") + "`", ""]
-    with Lab(spec, daemon_timeout=90, strict=False) as lab:
-        for f in lab.failures:
-            out_lines.append(f"- lab daemon failed: {f.message()}")
-        time.sleep(1.0)  # let slow starters (squid, cupsd) finish their own initialisation
-        for name in sets:
-            tcp_t, udp_t = SETS[name]
-            addr = ADDRS[name]
+    for name in sets:  # one lab per host: the two sets' daemons never compete at start-up
+        tcp_t, udp_t = SETS[name]
+        addr = ADDRS[name]
+        svcs = sorted({f"{k}:{p}" for p, (k, *_r) in tcp_t.items()} | {f"{k}:{p}" for p, (k, *_r) in udp_t.items()})
+        spec = LabSpec(name=f"bsv{os.getpid() % 1000}{name[0]}", hosts=[HostSpec(name=f"z{name}", address=addr, services=svcs)])
+        with Lab(spec, daemon_timeout=90, strict=False) as lab:
+            for f in lab.failures:
+                out_lines.append(f"- lab daemon failed: {f.message()}")
+            time.sleep(1.0)  # let slow starters (squid, cupsd) finish their own initialisation
             tcp = ",".join(map(str, tcp_t))
             udp = ",".join(map(str, udp_t))
             res = {"own": hostprint_scan(lab, addr, tcp, udp, "--sv-db", "hostprint"),

@@ -467,7 +467,7 @@ async def _service_scan(args, hosts: dict[str, model.HostResult], up: list[str],
     task = prog.phase("service scan", len(todo))
     w = args.sv_timeout
     reps = await Engine(AppOptions(sv_db(args.sv_db or default_sv_db()), connect_timeout=w, response_timeout=w,
-                                   banner_timeout=w, retries=1, parallel=64,
+                                   banner_timeout=w, retries=1, parallel=384,
                                    intensity=args.version_intensity)).scan(todo)
     prog.advance(task, len(todo))
     for a in up:

@@ -245,6 +245,17 @@ class SignatureDB:
             self._possible[trigger] = got
         return got
 
+    def versioned(self, trigger: str) -> frozenset[str]:
+        """Services this trigger's own rules (those naming it) can report with a version read
+        from the answer: the probes still worth sending once a product without version is known."""
+        key = "\0v" + trigger
+        got = self._possible.get(key)
+        if got is None:
+            got = frozenset(r.service.removeprefix("ssl/") for r in self.rules
+                            if not r.soft and trigger in r.triggers and "$" in r.templates.get("v", ""))
+            self._possible[key] = got
+        return got
+
     def match(self, data: bytes, trigger: str, proto: str, *, first: bool = False) -> list[Match]:
         """Every rule matching `data` received after `trigger` (amap: all ids, unless -1).
 

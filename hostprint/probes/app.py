@@ -51,7 +51,16 @@ class AppOptions:
     #: nmap --allports: also probe the DBs' excluded ports (nmap's `Exclude T:9100-9107`: printers).
     allports: bool = False
     #: Probes of one port in flight at once (each its own connection); the rest queue behind them.
+    #: A port that answered none of the first `per_port` probes (no byte, no close) gets
+    #: `per_port_silent` at once: nothing there is busy serving us, and each wave costs a timeout.
     per_port: int = 8
+    per_port_silent: int = 128
+    #: Each quick answer (a byte or a close within `quick` s) lets one more probe of that port run
+    #: at once, up to `per_port_max`: a server that keeps up gets more, one that slows down does not.
+    per_port_max: int = 32
+    quick: float = 0.5
+    #: UDP probes of one port in flight at once (datagrams: no connection to hold).
+    per_port_udp: int = 64
     #: Start the rarer probes this long after the port's `ports` probes if those are still waiting.
     next_group_after: float = 1.0
 
@@ -77,6 +86,8 @@ class PortReport:
     elapsed: float = 0.0
     #: ONC RPC program found by the RPC pass: {"program", "name", "low", "high"}.
     rpc: dict[str, Any] | None = None
+    #: Some connection got a byte or a close (a silent port never does).
+    alive: bool = False
 
     def identified(self, *, hard: bool = True) -> bool:
         return any(not (hard and m.soft) for m, _ in self.matches)
@@ -377,6 +388,9 @@ class Engine:
             return rep
         try:
             await self._tcp_pass(rep, tls=False)
+            if (not rep.identified() and rep.status == "open" and not rep.wrapped and not self.o.banners_only
+                    and not self.o.portscan_only and not self.o.only_trigger):
+                await self._serial_retry(rep)
             if (self.o.ssl and not self.o.banners_only and not self.o.portscan_only and rep.status == "open"
                     and any(_tls_said(m) for m, t in rep.matches if not t)):
                 await self._tcp_pass(rep, tls=True)
@@ -397,12 +411,15 @@ class Engine:
         # specific answer to another trigger (etcd's /version) may still come; each waits -t at most.
         generic = asyncio.Event()
         settled = asyncio.Event()
+        known: set[str] = set()  # services named with a product but no version yet
         #: services soft-matched so far: later probes must be able to hard-match one (nmap).
         soft: set[str] = set()
         null = self._null_probe()
         banner_wait = (null.wait_ms / 1000) if null is not None and null.wait_ms else o.banner_timeout
         wrapped_s = ((null.tcpwrapped_ms if null is not None and null.tcpwrapped_ms else 2000) / 1000)
         per_port = asyncio.Semaphore(max(1, o.per_port))
+        # liveness: [any byte or close seen, silent answers counted, widened, permits granted]
+        life: list[Any] = [False, 0, False, o.per_port]
         shared: dict[bytes, asyncio.Future[Any]] = {}
         order: dict[str, int] = {}
         cut = [1 << 30]  # probes ordered after the first that gave a version are not needed
@@ -431,10 +448,10 @@ class Engine:
                         # after this one stop, earlier ones still in flight may answer first.
                         cut[0] = min(cut[0], order.get(trigger, 0))
                     elif "product" in m.fields:
-                        # a product without version: like a soft match, later probes are only
-                        # those that can still name this service (and so perhaps its version)
+                        # a product without version: later probes are only those whose own rules
+                        # can read this service's version
                         settled.set()
-                        soft.add(_service_name(m))
+                        known.add(_service_name(m))
                     else:
                         generic.set()
 
@@ -455,6 +472,8 @@ class Engine:
             if tls and info:
                 rep.tls = info
             record(NULL, data, eof)
+            if data or eof:
+                life[0] = rep.alive = True
             # nmap's tcpwrapped: the NULL probe's connection closed without a byte, quickly
             # (tcpwrappedms); a service that closes idle clients after a while is not "wrapped".
             if not data and eof and not tls and time.monotonic() - t_conn <= wrapped_s + o.connect_timeout:
@@ -464,11 +483,14 @@ class Engine:
 
         async def trigger(t: Trigger) -> None:
             async with per_port:
-                if stop.is_set() or order.get(t.name, 0) > cut[0]:
+                # once a probe gave a version, only probes already in flight may still answer
+                if stop.is_set() or cut[0] < 1 << 30:
                     return
                 # nmap: after a soft match only probes that can hard-match that service
                 # (below intensity 9 for the port's own probes too).
                 if soft and o.intensity < 9 and not (o.db.possible(t.name) & soft):
+                    return
+                if known and not (o.db.versioned(t.name) & known):
                     return
                 # Probes with the same bytes (our `http` and nmap's GetRequest) share one connection;
                 # the answer is judged by each probe's rules.
@@ -476,14 +498,28 @@ class Engine:
                 fut = shared.get(payload)
                 if fut is None:
                     fut = shared[payload] = asyncio.get_running_loop().create_future()
+                    t0 = time.monotonic()
+                    # a port that answered nothing to a whole first wave gets no long waits either
+                    wait = min(self._wait(t), o.response_timeout) if life[2] else self._wait(t)
                     try:
-                        fut.set_result(await self._exchange(addr, port, payload, tls, self._wait(t),
-                                                            self._done(t.name, "tcp")))
+                        got = await self._exchange(addr, port, payload, tls, wait, self._done(t.name, "tcp"))
                     except ConnectFailed:
-                        fut.set_result(None)
+                        got = None
                     except BaseException:
                         fut.cancel()
                         raise
+                    fut.set_result(got)
+                    if got is not None and (got[0] or got[1]):
+                        life[0] = rep.alive = True
+                        if time.monotonic() - t0 < o.quick and life[3] < o.per_port_max:
+                            life[3] += 1
+                            per_port.release()
+                    else:
+                        life[1] += 1
+                        if not life[0] and not life[2] and life[1] >= max(1, o.per_port // 2):
+                            life[2] = True  # a silent port: the rest go at once
+                            for _ in range(max(0, o.per_port_silent - o.per_port)):
+                                per_port.release()
             got = await asyncio.shield(fut)
             if got is None:
                 return
@@ -510,6 +546,37 @@ class Engine:
         await asyncio.gather(btask, return_exceptions=True)
         if rep.wrapped and any(r.data for r in rep.responses if not r.tls):
             rep.wrapped = False
+
+    async def _serial_retry(self, rep: PortReport) -> None:
+        """Servers that serve one client at a time (gunicorn's sync worker) or few per address
+        (ngircd's MaxConnectionsIP) stay silent or refuse while our other connections hold them:
+        once everything is closed, ask again alone -- the probes that can name a service already
+        soft-matched (at most two), else the most common question (GET /)."""
+        soft = {_service_name(m) for m, _t in rep.matches if m.soft}
+        probable, rest = self.plan("tcp", rep.port, False)
+        ts = probable + rest
+        if soft:
+            picks = [t for t in ts if self.o.db.possible(t.name) & soft and t.source == "hostprint"][:1]
+            picks += [t for t in ts if self.o.db.possible(t.name) & soft and t not in picks][:2 - len(picks)]
+        else:
+            picks = [t for t in ts if t.payload.startswith(b"GET / HTTP/")][:1]
+        for t in picks:
+            try:
+                # a port that never said a word gets a short wait: it is most likely a silent sink
+                wait = min(self._wait(t), self.o.response_timeout) + 1.0 if rep.alive else min(2.0, self._wait(t))
+                data, eof, _info = await self._exchange(rep.address, rep.port, t.payload_for(rep.address), False, wait,
+                                                        self._done(t.name, "tcp"))
+            except ConnectFailed:
+                return
+            rep.responses.append(Response(t.name, data, False, eof))
+            if not data:
+                continue
+            for name in {x.name for x in self.o.db.triggers if x.payload == t.payload and x.fits("tcp")}:
+                for m in self.o.db.match(data[:self.o.max_bytes], name, "tcp", first=self.o.first):
+                    if not any(_same_id(m, x) for x, _t in rep.matches):
+                        rep.matches.append((m, False))
+            if rep.identified():
+                return
 
     async def _run_groups(self, groups: list[list[Trigger]], run: Callable[[Trigger], Any], stop: asyncio.Event,
                           give_up: Callable[[], bool], cut: Callable[[], int] = lambda: 1 << 30,
@@ -565,15 +632,18 @@ class Engine:
             return rep
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        settled = asyncio.Event()  # a product without version: no new probes, in-flight ones finish
+        settled = asyncio.Event()  # a product without version: only probes that can read its version
+        known: set[str] = set()
         soft: set[str] = set()
-        per_port = asyncio.Semaphore(max(1, self.o.per_port))
+        per_port = asyncio.Semaphore(max(1, self.o.per_port_udp))
 
         async def one(t: Trigger) -> None:
             async with per_port:
                 if stop.is_set():
                     return
                 if soft and self.o.intensity < 9 and not (self.o.db.possible(t.name) & soft):
+                    return
+                if known and not (self.o.db.versioned(t.name) & known):
                     return
                 await send(t)
 
@@ -627,7 +697,7 @@ class Engine:
                                 stop.set()
                             elif self.o.first and "product" in m.fields:
                                 settled.set()
-                                soft.add(_service_name(m))
+                                known.add(_service_name(m))
                         return
                 finally:
                     tr.close()

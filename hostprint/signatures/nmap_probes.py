@@ -27,7 +27,7 @@ DEFAULT_PATHS = ("/usr/share/nmap/nmap-service-probes", "/usr/local/share/nmap/n
 DEFAULT_WAIT_MS = 5000
 DEFAULT_TCPWRAPPED_MS = 2000
 #: Bump when the parsed form changes (invalidates the pickle cache).
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 def find() -> Path | None:
@@ -103,9 +103,9 @@ def parse_text(text: str, origin: str = "nmap-service-probes") -> SignatureDB:
                 raise ParseError(f"unknown directive {word!r}")
         except (ParseError, ValueError) as e:
             db.skipped.append(f"{origin}:{n}: {e}")
-    for t in db.triggers:  # nmap's defaults for what the file leaves unsaid
-        if t.wait_ms is None:
-            t.wait_ms = DEFAULT_WAIT_MS
+    # nmap's default for what the file leaves unsaid. A probe without totalwaitms keeps None: the
+    # engine's answer timeout (--sv-timeout, 3 s) stands in for nmap's fixed 5 s (DEFAULT_WAIT_MS).
+    for t in db.triggers:
         if t.name == NULL and t.tcpwrapped_ms is None:
             t.tcpwrapped_ms = DEFAULT_TCPWRAPPED_MS
     return db
