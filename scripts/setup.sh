@@ -15,7 +15,7 @@ DEBS=(nmap p0f masscan hping3 tcpdump nftables iptables iproute2 iputils-ping pr
       snmpd chrony tftpd-hpa rsync inetutils-telnetd erlang-base cups-daemon rpcbind etcd-server
       xvfb tigervnc-standalone-server samba
       # kinds added in issue 16 (held out from the rules: measured after the detectors were frozen)
-      ngircd prosody git subversion haproxy varnish apache2 lighttpd beanstalkd nats-server openvpn
+      ngircd git subversion haproxy varnish apache2 lighttpd beanstalkd nats-server openvpn
       strongswan-charon freeradius krb5-kdc coturn dante-server libcoap3-bin rsyslog rsyslog-relp
       gunicorn python3-uvicorn avahi-daemon kamailio python3-pymodbus python3-serial
       python3-serial-asyncio xrdp caddy)

@@ -63,8 +63,7 @@ UDP = {
     15060: ("sip", "sip"),
 }
 TLS_PORTS = {18444, 18445, 18446, 18447}
-# prosody (xmpp kind) is left out: in a lab of this size it sometimes never opens its c2s port
-# (it idles in its event loop); bench/services still runs it.
+# No XMPP daemon: prosody hangs at start-up now and then (see lab/services.py).
 
 
 def _services() -> list[str]:

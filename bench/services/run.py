@@ -73,7 +73,6 @@ UDP = {
 # whether or not it reveals them: the count says how much of what runs the tools could name.
 NEW_TCP = {
     16667: ("ircd", {"irc"}, r"ngircd", "ngircd"),
-    15222: ("xmpp", {"xmpp", "xmpp-client", "jabber"}, r"prosody", "prosody"),
     19418: ("git", {"git"}, r"git", "git"),
     13690: ("svn", {"svn", "svnserve"}, r"svn|subversion", "subversion"),
     18090: ("haproxy", {"http", "http-proxy"}, r"haproxy", "haproxy"),

@@ -647,7 +647,10 @@ def _html_root(ctx: ServiceContext) -> Path:
     return root
 
 
-@service("ircd", default_port=6667, packages=("ngircd",), config="ngircd.conf",
+# config= is left out where the checker accepts an unknown line (ngircd --configtest, caddy
+# validate) or names it in a form the lab's line finder does not read (lighttpd "line: N",
+# freeradius "file[N]"): the checker still runs before the daemon.
+@service("ircd", default_port=6667, packages=("ngircd",),
          check=lambda ctx, argv: [argv[0], "--configtest", "-f", str(ctx.dir / "ngircd.conf")])
 def _ircd(ctx: ServiceContext) -> list[str]:
     """ngircd (IRC) in the foreground, no DNS/ident lookups (the lab has no resolver)."""
@@ -658,21 +661,9 @@ def _ircd(ctx: ServiceContext) -> list[str]:
     return [_bin("ngircd", "/usr/sbin/ngircd"), "-n", "-f", str(conf)]
 
 
-@service("xmpp", default_port=5222, packages=("prosody",), config="prosody.cfg.lua",
-         check=lambda ctx, argv: [_bin("prosodyctl", "/usr/bin/prosodyctl"), "--config", str(ctx.dir / "prosody.cfg.lua"),
-                                  "check", "config"])
-def _xmpp(ctx: ServiceContext) -> list[str]:
-    """prosody (XMPP c2s on ctx.port, no s2s), data under ctx.dir, runs as user prosody."""
-    data = ctx.dir / "data"
-    data.mkdir(exist_ok=True)
-    conf = ctx.dir / "prosody.cfg.lua"
-    conf.write_text(f'pidfile = "{ctx.dir}/prosody.pid"\ndata_path = "{data}"\nc2s_ports = {{ {ctx.port} }}\n'
-                    's2s_ports = { }\ninterfaces = { "0.0.0.0" }\nlog = { info = "*stderr" }\n'
-                    'modules_enabled = { "roster", "saslauth", "disco", "ping" }\nauthentication = "internal_hashed"\n'
-                    'c2s_require_encryption = false\nVirtualHost "lab.hostprint.test"\n')
-    _world_readable(ctx.dir)
-    shutil.chown(data, "prosody", "prosody")
-    return [_bin("prosody", "/usr/bin/prosody"), "--config", str(conf), "-F"]
+# No XMPP kind: prosody 0.12.3 (Debian 12) sometimes hangs before it even logs, inside a namespace
+# or not (seen here 2026-12-04; cause not found), which would make every lab that has it flaky.
+# The XMPP detector was measured once on it (bench/RESULTS.md) and is tested on spec-built bytes.
 
 
 @service("git", default_port=9418, packages=("git",))
@@ -784,7 +775,7 @@ def _ssh_kex(ctx: ServiceContext) -> list[str]:
     return argv
 
 
-@service("lighttpd", default_port=8083, packages=("lighttpd",), config="lighttpd.conf",
+@service("lighttpd", default_port=8083, packages=("lighttpd",),
          check=lambda ctx, argv: [argv[0], "-tt", "-f", str(ctx.dir / "lighttpd.conf")])
 def _lighttpd(ctx: ServiceContext) -> list[str]:
     """lighttpd with a minimal config."""
@@ -830,8 +821,9 @@ def _ike(ctx: ServiceContext) -> list[str]:
     return _udp_with_marker(ctx, ["env", f"STRONGSWAN_CONF={conf}", "/usr/lib/ipsec/charon"])
 
 
-@service("radius", default_port=1812, packages=("freeradius",), config="raddb/clients.conf",
-         check=lambda ctx, argv: [_bin("freeradius", "/usr/sbin/freeradius"), "-C", "-d", str(ctx.dir / "raddb")])
+@service("radius", default_port=1812, packages=("freeradius",),
+         check=lambda ctx, argv: [_bin("freeradius", "/usr/sbin/freeradius"), "-C", "-l", "stdout", "-d",
+                                  str(ctx.dir / "raddb")])
 def _radius(ctx: ServiceContext) -> list[str]:
     """freeradius with Debian's configuration copied under ctx.dir, the lab's addresses as a
     client (RADIUS servers answer only known clients), auth on UDP ctx.port."""
@@ -998,7 +990,7 @@ def _rdp(ctx: ServiceContext) -> list[str]:
     return [_bin("xrdp", "/usr/sbin/xrdp"), "--nodaemon", "--port", str(ctx.port), "--config", str(ini)]
 
 
-@service("caddy", default_port=8084, packages=("caddy",), config="Caddyfile",
+@service("caddy", default_port=8084, packages=("caddy",),
          check=lambda ctx, argv: [_bin("caddy", "/usr/bin/caddy"), "validate", "--config", str(ctx.dir / "Caddyfile"),
                                   "--adapter", "caddyfile"])
 def _caddy(ctx: ServiceContext) -> list[str]:
