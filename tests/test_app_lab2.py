@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import hostprint, needs_root
 from test_app import upstream_version, version_ok
 
@@ -100,7 +99,7 @@ def sv2(lab2):
 @pytest.mark.parametrize("port", [pytest.param(p, marks=pytest.mark.daemons(f"{TCP[p][0]}:{p}"), id=f"{TCP[p][0]}:{p}")
                                   for p in sorted(TCP)])
 def test_sv_names_new_tcp_daemon(sv2, port):
-    kind, name, product, pkg = TCP[port]
+    _kind, name, product, pkg = TCP[port]
     svc = sv2[(port, "tcp")]["service"] or {}
     assert svc.get("name") == name, svc
     if product:
@@ -115,7 +114,7 @@ def test_sv_names_new_tcp_daemon(sv2, port):
 @pytest.mark.parametrize("port", [pytest.param(p, marks=pytest.mark.daemons(f"{UDP[p][0]}:{p}"), id=f"{UDP[p][0]}:{p}")
                                   for p in sorted(UDP)])
 def test_sv_names_new_udp_daemon(sv2, port):
-    kind, name = UDP[port]
+    _kind, name = UDP[port]
     p = sv2[(port, "udp")]
     assert p["state"] == "open" and (p["service"] or {}).get("name") == name, p
 
