@@ -123,8 +123,11 @@ def test_nmap_probes_reader():
             "Probe TCP GetRequest q|GET / HTTP/1.0\\r\\n\\r\\n|\nrarity 1\nports 80\n"
             "softmatch http m|^HTTP/1\\.[01]|\nProbe UDP Rare q|\\x00|\nrarity 9\n")
     db = nmap_probes.parse_text(text)
-    assert [t.name for t in db.triggers] == ["NULL", "GetRequest"] and not db.skipped
+    # every probe is kept (rarity is weighed per port against --version-intensity by the engine)
+    assert [t.name for t in db.triggers] == ["NULL", "GetRequest", "Rare"] and not db.skipped
     assert db.triggers[1].payload == b"GET / HTTP/1.0\r\n\r\n" and 80 in db.triggers[1].ports
+    assert (db.triggers[0].wait_ms, db.triggers[0].tcpwrapped_ms, db.triggers[2].rarity) == (6000, 2000, 9)
+    assert ("tcp", 9100) in db.exclude and ("udp", 9100) not in db.exclude
     m = db.match(b"SSH-2.0-OpenSSH_9.2p1\r\n", "GetRequest", "tcp")  # NULL is every TCP probe's fallback
     assert m and m[0].fields == {"product": "OpenSSH", "version": "9.2p1", "extrainfo": "protocol 2.0"}
     if os.path.isfile(NMAP_FILE):
@@ -479,12 +482,13 @@ SPEC_ANSWERS = [
     ("mongodb", b"\x50\x00\x00\x00\x01\x00\x00\x00prph\x01\x00\x00\x00" + b"\x00" * 20 + b"\x08ismaster\x00\x01"
                 b"\x10maxWireVersion\x00\x11\x00\x00\x00\x00", "mongodb", {"product": "MongoDB"}),
     (NULL, b"RFB 003.008\n", "vnc", {"extrainfo": "protocol 003.008"}),
-    ("sip", b"SIP/2.0 200 OK\r\nVia: x\r\nServer: Asterisk PBX 18.0\r\n\r\n", "sip", {"product": "Asterisk PBX 18.0"}),
+    ("sip", b"SIP/2.0 200 OK\r\nVia: x\r\nServer: Asterisk PBX 18.0\r\n\r\n", "sip", {"product": "Asterisk", "version": "18.0"}),
     ("rtsp", b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nServer: GStreamer RTSP server\r\n\r\n", "rtsp",
      {"product": "GStreamer RTSP server"}),
     ("xmpp", b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
              b" id='1' from='hp' version='1.0'>", "xmpp", {}),
-    ("irc", b":irc.example.net NOTICE * :*** Looking up your hostname...\r\n", "irc", {"hostname": "irc.example.net"}),
+    ("irc", b":irc.example.net NOTICE * :*** Looking up your hostname...\r\n:irc.example.net 451 hp :Register first\r\n",
+     "irc", {"hostname": "irc.example.net"}),
     ("zookeeper", b"Zookeeper version: 3.8.1-74db005175a4ec545697012f9069cb9dcc8cdda7, built on 2023\n", "zookeeper",
      {"product": "Zookeeper", "version": "3.8.1"}),
     ("socks5", b"\x05\x00", "socks5", {}),

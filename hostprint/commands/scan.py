@@ -83,10 +83,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cron-timeout", type=float, default=60.0, metavar="S", help="--cron-os listen limit per test (default 60, max 240)")
     p.add_argument("--timing-db", default="hostprint", metavar="DB", help="--cron-os DB: hostprint, hershel420, hershel116 or a file")
     p.add_argument("-sV", dest="service_scan", action="store_true", help="identify services on open ports (banners, triggers, TLS)")
-    from hostprint.signatures.sv_db import check_sv_db, sv_timeout
+    from hostprint.signatures.sv_db import check_sv_db, sv_timeout, version_intensity
 
-    p.add_argument("--sv-db", default="hostprint", type=check_sv_db, metavar="DB",
-                   help="-sV signatures: hostprint, amap[=FILE], nmap[=FILE] (comma separated)")
+    p.add_argument("--sv-db", default=None, type=check_sv_db, metavar="DB",
+                   help="-sV signatures: hostprint, amap[=FILE], nmap[=FILE] (comma separated; default "
+                        "hostprint,nmap when nmap-service-probes is installed, else hostprint)")
+    p.add_argument("--version-intensity", type=version_intensity, default=7, metavar="0-9",
+                   help="-sV: also send probes of rarity up to this to ports they are not meant for (nmap's, default 7)")
     p.add_argument("--sv-timeout", type=sv_timeout, default=3.0, metavar="S", help="-sV wait for a banner / an answer (default 3)")
     p.set_defaults(func=run_scan)
 
@@ -250,7 +253,10 @@ def scan_options(args: argparse.Namespace, *, discovery_only: bool = False) -> S
     opts.sequence = args.sequence
     opts.os_detect, opts.os_db = args.os_detect, args.os_db
     opts.cron_os, opts.cron_timeout, opts.timing_db = args.cron_os, args.cron_timeout, args.timing_db
-    opts.service_scan, opts.sv_db, opts.sv_timeout = args.service_scan, args.sv_db, args.sv_timeout
+    from hostprint.signatures.sv_db import default_sv_db
+
+    opts.service_scan, opts.sv_db, opts.sv_timeout = args.service_scan, args.sv_db or default_sv_db(), args.sv_timeout
+    opts.version_intensity = args.version_intensity
     return opts
 
 

@@ -12,6 +12,7 @@ To add a kind: write `def _foo(ctx: ServiceContext) -> list[str]` and decorate i
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -389,10 +390,7 @@ def _pg_package() -> tuple[str, ...]:
     return (f"postgresql-{majors[-1].split('/')[-2]}",) if majors else ("postgresql",)
 
 
-@service("postgresql", default_port=5432, packages=_pg_package(),
-         check=lambda ctx, argv: [*argv, "-C", "port"], config="data/postgresql.conf")
-def _postgresql(ctx: ServiceContext) -> list[str]:
-    """postgresql-15 (cluster made with initdb as user postgres, never as root)."""
+def _pg(ctx: ServiceContext, hba: str, ssl: bool) -> list[str]:
     import glob
 
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -406,11 +404,42 @@ def _postgresql(ctx: ServiceContext) -> list[str]:
         subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/initdb", "-D", str(data), "-U", "postgres",
                         "--auth=trust", "-E", "UTF8"], check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, cwd=str(ctx.dir))
-    hba = data / "pg_hba.conf"
-    hba.write_text("local all all trust\nhost all postgres 0.0.0.0/0 reject\nhost all all 0.0.0.0/0 scram-sha-256\n")
+    (data / "pg_hba.conf").write_text(hba)
+    extra: list[str] = []
+    if ssl:
+        crt, key = _lab_cert(ctx.lab_dir)
+        for src, dst in ((crt, "server.crt"), (key, "server.key")):
+            shutil.copy(src, data / dst)
+            shutil.chown(data / dst, "postgres", "postgres")
+            (data / dst).chmod(0o600)
+        extra = ["-c", "ssl=on", "-c", f"ssl_cert_file={data / 'server.crt'}", "-c", f"ssl_key_file={data / 'server.key'}"]
     return ["runuser", "-u", "postgres", "--", f"{bindir}/postgres", "-D", str(data), "-p", str(ctx.port),
             "-c", "listen_addresses=*", "-c", f"unix_socket_directories={ctx.dir}", "-c", "shared_buffers=8MB",
-            "-c", "logging_collector=off"]
+            "-c", "logging_collector=off", *extra]
+
+
+def _pg_check(ctx: ServiceContext, argv: list[str]) -> list[str]:
+    return [*argv, "-C", "port"]
+
+
+@service("postgresql", default_port=5432, packages=_pg_package(), check=_pg_check, config="data/postgresql.conf")
+def _postgresql(ctx: ServiceContext) -> list[str]:
+    """postgresql-15 (cluster made with initdb as user postgres, never as root)."""
+    return _pg(ctx, "local all all trust\nhost all postgres 0.0.0.0/0 reject\nhost all all 0.0.0.0/0 scram-sha-256\n",
+               False)
+
+
+# PostgreSQL in the set-ups identification must survive (issue 16): each pg_hba method with SSL off,
+# and SSL on with hostssl-only and with plain host entries.
+for _name, _port, _hba, _ssl in (
+        ("pg-trust", 5441, "host all all 0.0.0.0/0 trust", False),
+        ("pg-md5", 5442, "host all all 0.0.0.0/0 md5", False),
+        ("pg-scram", 5443, "host all all 0.0.0.0/0 scram-sha-256", False),
+        ("pg-reject", 5444, "host all all 0.0.0.0/0 reject", False),
+        ("pg-hostssl", 5445, "hostssl all all 0.0.0.0/0 scram-sha-256", True),
+        ("pg-ssl", 5446, "host all all 0.0.0.0/0 trust", True)):
+    service(_name, default_port=_port, packages=_pg_package(), check=_pg_check, config="data/postgresql.conf")(
+        functools.partial(_pg, hba=f"local all all trust\n{_hba}\n", ssl=_ssl))
 
 
 @service("smtp", default_port=25, packages=("exim4-daemon-light",),
@@ -603,3 +632,372 @@ def _smb(ctx: ServiceContext) -> list[str]:
 """)
     return [shutil.which("smbd") or "/usr/sbin/smbd", "--foreground", "--no-process-group", "--debug-stdout",
             "-s", str(conf)]
+
+
+# ---------------------------------------------------------------------------- issue 16: kinds the lab did not have
+# Added only after the protocol detectors were frozen in git (generalisation is measured on these).
+# Python helpers that need Debian's python3-* modules run with Debian's interpreter.
+DEB_PYTHON = "/usr/bin/python3"
+
+
+def _html_root(ctx: ServiceContext) -> Path:
+    root = ctx.dir / "html"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "index.html").write_text(f"<html><head><title>hostprint lab</title></head><body>{ctx.host}</body></html>\n")
+    _world_readable(root)
+    return root
+
+
+# config= is left out where the checker accepts an unknown line (ngircd --configtest, caddy
+# validate) or names it in a form the lab's line finder does not read (lighttpd "line: N",
+# freeradius "file[N]"): the checker still runs before the daemon.
+@service("ircd", default_port=6667, packages=("ngircd",),
+         check=lambda ctx, argv: [argv[0], "--configtest", "-f", str(ctx.dir / "ngircd.conf")])
+def _ircd(ctx: ServiceContext) -> list[str]:
+    """ngircd (IRC) in the foreground, no DNS/ident lookups (the lab has no resolver)."""
+    (ctx.dir / "motd").write_text("hostprint lab\n")
+    conf = ctx.dir / "ngircd.conf"
+    conf.write_text(f"[Global]\nName = irc.lab.hostprint.test\nInfo = hostprint lab\nPorts = {ctx.port}\nListen = 0.0.0.0\n"
+                    f"PidFile = {ctx.dir / 'ngircd.pid'}\nMotdFile = {ctx.dir / 'motd'}\n[Options]\nDNS = no\nIdent = no\nPAM = no\n")
+    return [_bin("ngircd", "/usr/sbin/ngircd"), "-n", "-f", str(conf)]
+
+
+# No XMPP kind: prosody 0.12.3 (Debian 12) sometimes hangs before it even logs, inside a namespace
+# or not (seen here 2026-12-04; cause not found), which would make every lab that has it flaky.
+# The XMPP detector was measured once on it (bench/RESULTS.md) and is tested on spec-built bytes.
+
+
+@service("git", default_port=9418, packages=("git",))
+def _git(ctx: ServiceContext) -> list[str]:
+    """git daemon (git://) exporting one bare repository."""
+    repos = ctx.dir / "repos"
+    if not (repos / "lab.git").exists():
+        subprocess.run(["git", "init", "-q", "--bare", str(repos / "lab.git")], check=True)
+    return ["git", "daemon", "--reuseaddr", f"--base-path={repos}", "--export-all", f"--port={ctx.port}",
+            "--listen=0.0.0.0", "--informative-errors"]
+
+
+@service("svn", default_port=3690, packages=("subversion",))
+def _svn(ctx: ServiceContext) -> list[str]:
+    """subversion's svnserve (svn://) serving one repository."""
+    repos = ctx.dir / "repos"
+    if not (repos / "lab").exists():
+        repos.mkdir(exist_ok=True)
+        subprocess.run(["svnadmin", "create", str(repos / "lab")], check=True)
+    return [_bin("svnserve", "/usr/bin/svnserve"), "-d", "--foreground", "--listen-port", str(ctx.port),
+            "--listen-host", "0.0.0.0", "-r", str(repos)]
+
+
+@service("haproxy", default_port=8090, packages=("haproxy",), config="haproxy.cfg",
+         check=lambda ctx, argv: [argv[0], "-c", "-f", str(ctx.dir / "haproxy.cfg")])
+def _haproxy(ctx: ServiceContext) -> list[str]:
+    """haproxy as an HTTP front end whose only backend is down (its own 503 page answers)."""
+    conf = ctx.dir / "haproxy.cfg"
+    conf.write_text(f"global\n  pidfile {ctx.dir / 'haproxy.pid'}\ndefaults\n  mode http\n  timeout connect 1s\n"
+                    f"  timeout client 5s\n  timeout server 5s\nfrontend fe\n  bind 0.0.0.0:{ctx.port}\n"
+                    "  default_backend be\nbackend be\n  server s1 127.0.0.1:9 check\n")
+    return [_bin("haproxy", "/usr/sbin/haproxy"), "-db", "-f", str(conf)]
+
+
+@service("varnish", default_port=6081, packages=("varnish",))
+def _varnish(ctx: ServiceContext) -> list[str]:
+    """varnishd in the foreground in front of a backend that is down (its synthetic 503 answers)."""
+    return [_bin("varnishd", "/usr/sbin/varnishd"), "-F", "-j", "none", "-a", f"0.0.0.0:{ctx.port}",
+            "-b", "127.0.0.1:9", "-n", str(ctx.dir / "varnish"), "-s", "malloc,16m", "-T", "none"]
+
+
+def _apache_conf(ctx: ServiceContext, tls: bool) -> Path:
+    root = _html_root(ctx)
+    mods = "/usr/lib/apache2/modules"
+    load = ["mpm_event", "authz_core", "dir", "mime"] + (["socache_shmcb", "ssl"] if tls else [])
+    lines = [f"LoadModule {m}_module {mods}/mod_{m}.so" for m in load]
+    lines += [f"PidFile {ctx.dir / 'apache2.pid'}", f"ErrorLog {ctx.log}", f"DefaultRuntimeDir {ctx.dir}",
+              f"Mutex file:{ctx.dir}", f"Listen 0.0.0.0:{ctx.port}", "ServerName lab.hostprint.test",
+              "User www-data", "Group www-data", f"DocumentRoot {root}", "TypesConfig /etc/mime.types"]
+    if tls:
+        crt, key = _lab_cert(ctx.lab_dir)
+        lines += ["SSLEngine on", f"SSLCertificateFile {crt}", f"SSLCertificateKeyFile {key}"]
+    conf = ctx.dir / "apache2.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+def _check_apache(ctx: ServiceContext, argv: list[str]) -> list[str]:
+    return [_bin("apache2", "/usr/sbin/apache2"), "-t", "-f", str(ctx.dir / "apache2.conf")]
+
+
+@service("apache", default_port=8082, packages=("apache2", "apache2-bin"), check=_check_apache, config="apache2.conf")
+def _apache(ctx: ServiceContext) -> list[str]:
+    """apache2 (httpd) with a minimal config of its own."""
+    return [_bin("apache2", "/usr/sbin/apache2"), "-DFOREGROUND", "-f", str(_apache_conf(ctx, False))]
+
+
+@service("apache-tls", default_port=8444, packages=("apache2", "apache2-bin"), check=_check_apache, config="apache2.conf")
+def _apache_tls(ctx: ServiceContext) -> list[str]:
+    """apache2 with mod_ssl's native TLS on a non-standard port (plaintext gets mod_ssl's 400)."""
+    return [_bin("apache2", "/usr/sbin/apache2"), "-DFOREGROUND", "-f", str(_apache_conf(ctx, True))]
+
+
+def _nginx_tls(ctx: ServiceContext, protocols: str) -> list[str]:
+    argv = _nginx(ctx)
+    crt, key = _lab_cert(ctx.lab_dir)
+    conf = ctx.dir / "nginx.conf"
+    conf.write_text(conf.read_text().replace(
+        f"listen {ctx.port} default_server;",
+        f"listen {ctx.port} ssl default_server;\n        ssl_certificate {crt};\n        ssl_certificate_key {key};\n"
+        f"        ssl_protocols {protocols};"))
+    return argv
+
+
+@service("nginx-tls", default_port=8445, packages=("nginx",), check=_check_nginx, config="nginx.conf")
+def _nginx_tls_any(ctx: ServiceContext) -> list[str]:
+    """nginx with native TLS (ssl listen) on a non-standard port (plaintext gets nginx's 497 page)."""
+    return _nginx_tls(ctx, "TLSv1.2 TLSv1.3")
+
+
+@service("tls13-only", default_port=8446, packages=("nginx",), check=_check_nginx, config="nginx.conf")
+def _tls13_only(ctx: ServiceContext) -> list[str]:
+    """nginx speaking TLS 1.3 only."""
+    return _nginx_tls(ctx, "TLSv1.3")
+
+
+@service("tls12-only", default_port=8447, packages=("nginx",), check=_check_nginx, config="nginx.conf")
+def _tls12_only(ctx: ServiceContext) -> list[str]:
+    """nginx speaking TLS 1.2 only."""
+    return _nginx_tls(ctx, "TLSv1.2")
+
+
+@service("ssh-kex", default_port=2223, packages=("openssh-server",), check=_check_sshd, config="sshd_config")
+def _ssh_kex(ctx: ServiceContext) -> list[str]:
+    """OpenSSH restricted to one key exchange (curve25519-sha256) and one host key type."""
+    argv = _ssh(ctx)
+    conf = ctx.dir / "sshd_config"
+    conf.write_text(conf.read_text() + "KexAlgorithms curve25519-sha256\nHostKeyAlgorithms ssh-ed25519\n")
+    return argv
+
+
+@service("lighttpd", default_port=8083, packages=("lighttpd",),
+         check=lambda ctx, argv: [argv[0], "-tt", "-f", str(ctx.dir / "lighttpd.conf")])
+def _lighttpd(ctx: ServiceContext) -> list[str]:
+    """lighttpd with a minimal config."""
+    root = _html_root(ctx)
+    conf = ctx.dir / "lighttpd.conf"
+    conf.write_text(f'server.document-root = "{root}"\nserver.port = {ctx.port}\nserver.bind = "0.0.0.0"\n'
+                    f'server.pid-file = "{ctx.dir}/lighttpd.pid"\nserver.errorlog = "{ctx.log}"\n'
+                    'index-file.names = ( "index.html" )\n')
+    return [_bin("lighttpd", "/usr/sbin/lighttpd"), "-D", "-f", str(conf)]
+
+
+@service("beanstalkd", default_port=11300, packages=("beanstalkd",))
+def _beanstalkd(ctx: ServiceContext) -> list[str]:
+    """beanstalkd work queue."""
+    return [_bin("beanstalkd", "/usr/bin/beanstalkd"), "-l", "0.0.0.0", "-p", str(ctx.port)]
+
+
+@service("nats", default_port=4222, packages=("nats-server",))
+def _nats(ctx: ServiceContext) -> list[str]:
+    """nats-server (NATS messaging)."""
+    return [_bin("nats-server", "/usr/sbin/nats-server"), "-a", "0.0.0.0", "-p", str(ctx.port)]
+
+
+@service("openvpn", default_port=1194, packages=("openvpn",))
+def _openvpn(ctx: ServiceContext) -> list[str]:
+    """openvpn in server mode (many clients) over TCP, lab certificate, no tls-auth; its tun device
+    lives in the host's namespace with a 198.19.250.0/24 pool (benchmarking range, no route out)."""
+    crt, key = _lab_cert(ctx.lab_dir)
+    return [_bin("openvpn", "/usr/sbin/openvpn"), "--dev", "tun", "--proto", "tcp-server", "--port", str(ctx.port),
+            "--local", "0.0.0.0", "--server", "198.19.250.0", "255.255.255.0", "--topology", "subnet",
+            "--ca", str(crt), "--cert", str(crt), "--key", str(key), "--dh", "none", "--verb", "3",
+            "--writepid", str(ctx.dir / "openvpn.pid")]
+
+
+@service("ike", default_port=500, packages=("strongswan-charon",))
+def _ike(ctx: ServiceContext) -> list[str]:
+    """strongSwan's charon answering IKE on UDP ctx.port (no connection configured: it refuses
+    every proposal); a TCP marker on the same port for the lab's readiness check."""
+    conf = ctx.dir / "strongswan.conf"
+    conf.write_text(f"charon {{\n  port = {ctx.port}\n  port_nat_t = {ctx.port + 4000}\n  install_routes = no\n"
+                    "  load_modular = yes\n  plugins {\n    include /etc/strongswan.d/charon/*.conf\n  }\n"
+                    "  filelog {\n    stderr {\n      default = 1\n    }\n  }\n}\n")
+    return _udp_with_marker(ctx, ["env", f"STRONGSWAN_CONF={conf}", "/usr/lib/ipsec/charon"])
+
+
+@service("radius", default_port=1812, packages=("freeradius",),
+         check=lambda ctx, argv: [_bin("freeradius", "/usr/sbin/freeradius"), "-C", "-l", "stdout", "-d",
+                                  str(ctx.dir / "raddb")])
+def _radius(ctx: ServiceContext) -> list[str]:
+    """freeradius with Debian's configuration copied under ctx.dir, the lab's addresses as a
+    client (RADIUS servers answer only known clients), auth on UDP ctx.port."""
+    raddb = ctx.dir / "raddb"
+    if not raddb.exists():
+        shutil.copytree("/etc/freeradius/3.0", raddb, symlinks=True)
+        rc = raddb / "radiusd.conf"
+        rc.write_text(rc.read_text().replace("\tuser = freerad", "\t#user = freerad").replace("\tgroup = freerad",
+                                                                                              "\t#group = freerad"))
+        with (raddb / "clients.conf").open("a") as f:
+            f.write("\nclient hostprintlab {\n\tipaddr = 198.18.0.0/15\n\tsecret = hostprint-lab\n}\n")
+    return _udp_with_marker(ctx, [_bin("freeradius", "/usr/sbin/freeradius"), "-f", "-d", str(raddb), "-l", "stdout",
+                                  "-i", "0.0.0.0", "-p", str(ctx.port)])
+
+
+def _krb5_env(ctx: ServiceContext) -> dict[str, str]:
+    return {"KRB5_CONFIG": str(ctx.dir / "krb5.conf"), "KRB5_KDC_PROFILE": str(ctx.dir / "kdc.conf")}
+
+
+@service("kdc", default_port=88, packages=("krb5-kdc",))
+def _kdc(ctx: ServiceContext) -> list[str]:
+    """MIT krb5-kdc for realm LAB.HOSTPRINT.TEST, database under ctx.dir, TCP and UDP ctx.port."""
+    realm = "LAB.HOSTPRINT.TEST"
+    (ctx.dir / "krb5.conf").write_text(f"[libdefaults]\n default_realm = {realm}\n[realms]\n {realm} = {{\n"
+                                       f"  kdc = 127.0.0.1:{ctx.port}\n }}\n")
+    (ctx.dir / "kdc.conf").write_text(f"[kdcdefaults]\n kdc_ports = {ctx.port}\n kdc_tcp_ports = {ctx.port}\n[realms]\n"
+                                      f" {realm} = {{\n  database_name = {ctx.dir / 'principal'}\n"
+                                      f"  key_stash_file = {ctx.dir / 'stash'}\n }}\n[logging]\n kdc = STDERR\n")
+    env = {**os.environ, **_krb5_env(ctx)}
+    if not (ctx.dir / "principal").exists():
+        subprocess.run([_bin("kdb5_util", "/usr/sbin/kdb5_util"), "create", "-s", "-r", realm, "-P", "hostprint-lab"],
+                       check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return ["env", *[f"{k}={v}" for k, v in _krb5_env(ctx).items()], _bin("krb5kdc", "/usr/sbin/krb5kdc"), "-n",
+            "-r", realm, "-P", str(ctx.dir / "krb5kdc.pid")]
+
+
+@service("turn", default_port=3478, packages=("coturn",))
+def _turn(ctx: ServiceContext) -> list[str]:
+    """coturn's turnserver (STUN/TURN) on TCP and UDP ctx.port, no TLS/DTLS, no CLI."""
+    return [_bin("turnserver", "/usr/bin/turnserver"), "-n", "--listening-port", str(ctx.port), "--listening-ip",
+            "0.0.0.0", "--no-tls", "--no-dtls", "--no-cli", "--log-file", "stdout",
+            "--pidfile", str(ctx.dir / "turnserver.pid"), "--realm", "lab.hostprint.test"]
+
+
+@service("socks", default_port=1080, packages=("dante-server",), config="danted.conf",
+         check=lambda ctx, argv: [argv[0], "-V", "-f", str(ctx.dir / "danted.conf")])
+def _socks(ctx: ServiceContext) -> list[str]:
+    """dante-server (SOCKS 4/5) that accepts clients but relays nothing (every request is blocked)."""
+    conf = ctx.dir / "danted.conf"
+    conf.write_text(f"logoutput: stderr\ninternal: 0.0.0.0 port = {ctx.port}\nexternal: eth0\n"
+                    "clientmethod: none\nsocksmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n"
+                    "client pass {\n  from: 0.0.0.0/0 to: 0.0.0.0/0\n}\n"
+                    "socks block {\n  from: 0.0.0.0/0 to: 0.0.0.0/0\n}\n")
+    return [_bin("danted", "/usr/sbin/danted"), "-f", str(conf), "-p", str(ctx.dir / "danted.pid")]
+
+
+@service("coap", default_port=5683, packages=("libcoap3-bin",))
+def _coap(ctx: ServiceContext) -> list[str]:
+    """libcoap's example coap-server on UDP ctx.port; it also listens on TCP ctx.port (CoAP over
+    TCP, RFC 8323), which is what the lab's readiness check sees."""
+    return [_bin("coap-server-openssl", "/usr/bin/coap-server-openssl"), "-A", "0.0.0.0", "-p", str(ctx.port)]
+
+
+@service("nmbd", default_port=137, packages=("samba", "samba-common-bin"),
+         check=lambda ctx, argv: [_bin("testparm", "/usr/bin/testparm"), "-s", str(ctx.dir / "smb.conf")],
+         config="smb.conf", check_fails_on=r"Unknown parameter encountered|Ignoring unknown parameter")
+def _nmbd(ctx: ServiceContext) -> list[str]:
+    """samba's nmbd (NetBIOS name service, UDP 137 only: nmbd's port is fixed)."""
+    if ctx.port != 137:
+        raise UsageError(f"nmbd listens on UDP 137 only, not {ctx.port}")
+    for d in ("lock", "state", "cache", "private"):
+        (ctx.dir / d).mkdir(exist_ok=True)
+    conf = ctx.dir / "smb.conf"
+    conf.write_text(f"[global]\n  workgroup = HOSTPRINTLAB\n  netbios name = LABNMB\n  server role = standalone server\n"
+                    f"  pid directory = {ctx.dir}\n  lock directory = {ctx.dir / 'lock'}\n"
+                    f"  state directory = {ctx.dir / 'state'}\n  cache directory = {ctx.dir / 'cache'}\n"
+                    f"  private dir = {ctx.dir / 'private'}\n  log file = {ctx.log}\n")
+    return _udp_with_marker(ctx, [_bin("nmbd", "/usr/sbin/nmbd"), "--foreground", "--no-process-group",
+                                  "--debug-stdout", "-s", str(conf)])
+
+
+@service("relp", default_port=2514, packages=("rsyslog", "rsyslog-relp"), config="rsyslog.conf",
+         check=lambda ctx, argv: [argv[0], "-N1", "-f", str(ctx.dir / "rsyslog.conf")])
+def _relp(ctx: ServiceContext) -> list[str]:
+    """rsyslog receiving RELP (imrelp) on ctx.port, writing to a file under ctx.dir."""
+    conf = ctx.dir / "rsyslog.conf"
+    conf.write_text(f'global(workDirectory="{ctx.dir}")\nmodule(load="imrelp")\ninput(type="imrelp" port="{ctx.port}")\n'
+                    f'*.* action(type="omfile" file="{ctx.dir / "messages"}")\n')
+    return [_bin("rsyslogd", "/usr/sbin/rsyslogd"), "-n", "-f", str(conf), "-i", str(ctx.dir / "rsyslogd.pid")]
+
+
+_WSGI_APP = "def app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n" \
+            "    return [b'hostprint lab\\n']\n"
+_ASGI_APP = ("async def app(scope, receive, send):\n    assert scope['type'] == 'http'\n"
+             "    await send({'type': 'http.response.start', 'status': 200, 'headers': [(b'content-type', b'text/plain')]})\n"
+             "    await send({'type': 'http.response.body', 'body': b'hostprint lab\\n'})\n")
+
+
+@service("gunicorn", default_port=8001, packages=("gunicorn", "python3-gunicorn"))
+def _gunicorn(ctx: ServiceContext) -> list[str]:
+    """gunicorn serving a one-function WSGI app."""
+    (ctx.dir / "labapp.py").write_text(_WSGI_APP)
+    return [DEB_PYTHON, "-m", "gunicorn", "-b", f"0.0.0.0:{ctx.port}", "--chdir", str(ctx.dir), "-w", "1", "labapp:app"]
+
+
+@service("uvicorn", default_port=8002, packages=("python3-uvicorn",))
+def _uvicorn(ctx: ServiceContext) -> list[str]:
+    """uvicorn serving a one-function ASGI app."""
+    (ctx.dir / "labasgi.py").write_text(_ASGI_APP)
+    return [DEB_PYTHON, "-m", "uvicorn", "--host", "0.0.0.0", "--port", str(ctx.port), "--app-dir", str(ctx.dir),
+            "labasgi:app"]
+
+
+@service("mdns", default_port=5353, packages=("avahi-daemon",), config="avahi-daemon.conf")
+def _mdns(ctx: ServiceContext) -> list[str]:
+    """avahi-daemon (mDNS responder; UDP 5353 is fixed) without D-Bus, publishing its host name."""
+    if ctx.port != 5353:
+        raise UsageError(f"mdns listens on UDP 5353 only, not {ctx.port}")
+    conf = ctx.dir / "avahi-daemon.conf"
+    conf.write_text("[server]\nhost-name=lablab\nuse-ipv4=yes\nuse-ipv6=no\nenable-dbus=no\nratelimit-burst=1000\n"
+                    "[publish]\npublish-addresses=yes\npublish-workstation=yes\n")
+    return _udp_with_marker(ctx, [_bin("avahi-daemon", "/usr/sbin/avahi-daemon"), "--no-drop-root", "--no-chroot",
+                                  "--no-rlimits", "-f", str(conf)])
+
+
+@service("sip", default_port=5060, packages=("kamailio",), config="kamailio.cfg",
+         check=lambda ctx, argv: [argv[0], "-c", "-f", str(ctx.dir / "kamailio.cfg")])
+def _sip(ctx: ServiceContext) -> list[str]:
+    """kamailio (SIP proxy) on UDP and TCP ctx.port answering every request itself (sl 200)."""
+    import glob
+
+    mpath = (glob.glob("/usr/lib/*/kamailio/modules/") or ["/usr/lib/x86_64-linux-gnu/kamailio/modules/"])[0]
+    conf = ctx.dir / "kamailio.cfg"
+    conf.write_text(f'#!KAMAILIO\nlisten=udp:0.0.0.0:{ctx.port}\nlisten=tcp:0.0.0.0:{ctx.port}\nchildren=1\n'
+                    f'mpath="{mpath}"\nloadmodule "sl.so"\nrequest_route {{\n  sl_send_reply("200", "OK");\n}}\n')
+    return [_bin("kamailio", "/usr/sbin/kamailio"), "-DD", "-E", "-f", str(conf), "-P", str(ctx.dir / "kamailio.pid"),
+            "-Y", str(ctx.dir)]
+
+
+_MODBUS_SERVER = """import sys
+from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext, ModbusSlaveContext
+from pymodbus.device import ModbusDeviceIdentification
+from pymodbus.server import StartTcpServer
+ident = ModbusDeviceIdentification(info_name={"VendorName": "hostprint lab", "ProductCode": "LABPLC",
+                                              "MajorMinorRevision": "1.0"})
+store = ModbusSlaveContext(hr=ModbusSequentialDataBlock(0, [0] * 16))
+StartTcpServer(context=ModbusServerContext(slaves=store, single=True), identity=ident, address=("0.0.0.0", int(sys.argv[1])))
+"""
+
+
+@service("modbus", default_port=502, packages=("python3-pymodbus", "python3-serial", "python3-serial-asyncio"))
+def _modbus(ctx: ServiceContext) -> list[str]:
+    """pymodbus' Modbus/TCP server with a device identification (Debian python3-pymodbus)."""
+    (ctx.dir / "modbus_server.py").write_text(_MODBUS_SERVER)
+    return [DEB_PYTHON, str(ctx.dir / "modbus_server.py"), str(ctx.port)]
+
+
+@service("rdp", default_port=3389, packages=("xrdp",), config="xrdp.ini")
+def _rdp(ctx: ServiceContext) -> list[str]:
+    """xrdp's listener (no session manager: enough for the RDP negotiation) on ctx.port."""
+    ini = ctx.dir / "xrdp.ini"
+    shutil.copy("/etc/xrdp/xrdp.ini", ini)
+    Path("/run/xrdp/sockdir").mkdir(parents=True, exist_ok=True)
+    return [_bin("xrdp", "/usr/sbin/xrdp"), "--nodaemon", "--port", str(ctx.port), "--config", str(ini)]
+
+
+@service("caddy", default_port=8084, packages=("caddy",),
+         check=lambda ctx, argv: [_bin("caddy", "/usr/bin/caddy"), "validate", "--config", str(ctx.dir / "Caddyfile"),
+                                  "--adapter", "caddyfile"])
+def _caddy(ctx: ServiceContext) -> list[str]:
+    """caddy serving a fixed answer on plain HTTP ctx.port, admin API off."""
+    conf = ctx.dir / "Caddyfile"
+    conf.write_text(f"{{\n  admin off\n  auto_https off\n  storage file_system {ctx.dir / 'data'}\n}}\n"
+                    f"http://:{ctx.port} {{\n  respond \"hostprint lab\" 200\n}}\n")
+    return ["env", f"HOME={ctx.dir}", f"XDG_DATA_HOME={ctx.dir}", f"XDG_CONFIG_HOME={ctx.dir}", _bin("caddy", "/usr/bin/caddy"),
+            "run", "--config", str(conf), "--adapter", "caddyfile"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from hostprint.model import OsHint
 from hostprint.signatures.knowledge import distro_rules
@@ -36,24 +36,80 @@ class Trigger:
     ssl_ports: frozenset[int] = frozenset()
     harmful: bool = False
     source: str = "hostprint"
+    #: nmap's rarity (1-9): sent to a port outside `ports` only when rarity <= --version-intensity.
     rarity: int = 1
-    #: nmap: how long to wait for this probe's answer (ms); None = the engine's default.
+    #: nmap totalwaitms: how long to wait for this probe's answer (ms); None = the engine's default.
     wait_ms: int | None = None
     #: nmap fallback probes whose rules also apply to this probe's answers.
     fallback: tuple[str, ...] = ()
     #: UDP: the answer may come from another port of the target (TFTP's TID, RFC 1350 §4).
     any_port: bool = False
+    #: nmap tcpwrappedms (NULL probe only): a close without data sooner than this is "tcpwrapped".
+    tcpwrapped_ms: int | None = None
+    #: nmap `no-payload`: a UDP probe nmap does not use as a -sU payload (kept for -sV).
+    no_payload: bool = False
+    #: Payload built per target by probes/udppayloads.BUILDERS[build] (LLMNR asks for the
+    #: target's own reverse name); `payload` is then only a stand-in.
+    build: str | None = None
+
+    def payload_for(self, addr: str) -> bytes:
+        if self.build is None:
+            return self.payload
+        from hostprint.probes.udppayloads import BUILDERS
+
+        return BUILDERS[self.build](addr)
 
     def fits(self, proto: str) -> bool:
         return self.proto in ("both", proto)
 
+    def probable(self, port: int, tls: bool) -> bool:
+        """nmap's portIsProbable: the port is in `ports`, or in `sslports` inside a TLS tunnel."""
+        if not tls:
+            return port in self.ports
+        return port in self.ssl_ports or (self.source != "nmap" and port in self.ports)
 
-@dataclass
+
+class LazyRegex:
+    """A regex compiled on first use (nmap's file has ~12,000; a scan touches a few hundred).
+
+    Pickles as its source, so a cached DB loads without compiling anything. A pattern Python's
+    `re` cannot compile never matches and says why in `error`."""
+
+    __slots__ = ("_rx", "error", "flags", "pattern")
+
+    def __init__(self, pattern: bytes, flags: int):
+        self.pattern = pattern
+        self.flags = flags
+        self._rx: re.Pattern[bytes] | None = None
+        self.error: str | None = None
+
+    def compiled(self) -> re.Pattern[bytes] | None:
+        if self._rx is None and self.error is None:
+            try:
+                self._rx = compile_regex(self.pattern, self.flags)
+            except ParseError as e:
+                self.error = str(e)
+        return self._rx
+
+    def search(self, data: bytes) -> re.Match[bytes] | None:
+        rx = self._rx or self.compiled()
+        return rx.search(data) if rx is not None else None
+
+    def __getstate__(self) -> tuple[bytes, int]:
+        return self.pattern, self.flags
+
+    def __setstate__(self, st: tuple[bytes, int]) -> None:
+        self.pattern, self.flags = st
+        self._rx = None
+        self.error = None
+
+
+@dataclass(eq=False)
 class Rule:
     """A response rule: a regex over the received bytes plus what to report when it matches."""
 
     service: str
-    regex: re.Pattern[bytes]
+    regex: Any  # re.Pattern[bytes] or LazyRegex (both have .search and .pattern)
     triggers: frozenset[str] = frozenset()  # empty = any trigger
     proto: str = "both"
     min_len: int = 0
@@ -63,6 +119,8 @@ class Rule:
     soft: bool = False  # nmap softmatch / amap's bare protocol ids: name only, keep probing
     source: str = "hostprint"
     line: int = 0
+    #: A catch-all of our own DB (the raw Server header as product …): ranked below specific rules.
+    generic: bool = False
 
     def applies(self, triggers: set[str], proto: str, n: int) -> bool:
         """`triggers`: the trigger that got the response plus its fallbacks (nmap)."""
@@ -89,9 +147,23 @@ class Match:
     def soft(self) -> bool:
         return self.rule.soft
 
-    def score(self) -> int:
-        """Prefer hard matches, then the one telling the most (product, version ...)."""
-        return (0 if self.soft else 100) + 10 * ("product" in self.fields) + 5 * ("version" in self.fields) + len(self.fields)
+    @property
+    def read_version(self) -> bool:
+        """The version was read from the answer ($n in the template), not written into the rule
+        as a constant (nmap's "Samba smbd 4.6.2" line names 4.6.2 for every Samba 4 it meets)."""
+        return "version" in self.fields and "$" in self.rule.templates.get("v", "")
+
+    def score(self) -> tuple[int, ...]:
+        """Prefer hard matches, then one naming a product, then specific rules over our catch-alls
+        (the raw Server header), then a version, then our own DB (names the tests and users
+        know), then the number of fields."""
+        return (0 if self.soft else 1, "product" in self.fields, not self.rule.generic, self.read_version,
+                self.rule.source == "hostprint", len(self.fields) + len(self.cpe))
+
+
+#: nmap matches at most this much of an answer (it stops reading at 4 KiB without a match);
+#: regexes with `.*` over 16 KiB answers cost 4x more for nothing.
+NMAP_MATCH_BYTES = 8192
 
 
 @dataclass
@@ -102,36 +174,117 @@ class SignatureDB:
     rpc: dict[int, str] = field(default_factory=dict)
     #: Lines that could not be used, as "file:line: why" (regex dialect differences, bad syntax).
     skipped: list[str] = field(default_factory=list)
+    #: Ports never probed unless asked (nmap's `Exclude`, printers): {(proto, port)}.
+    exclude: set[tuple[str, int]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._index: dict[tuple[str, str], list[Rule]] = {}
+        self._possible: dict[str, frozenset[str]] = {}
+        self._by_name: dict[str, list[Trigger]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("triggers", "rules", "rpc", "skipped", "exclude")}
+
+    def __setstate__(self, st: dict[str, Any]) -> None:
+        self.__dict__.update(st)
+        self.__post_init__()
+
+    def _changed(self) -> None:
+        self.__post_init__()
 
     def extend(self, other: SignatureDB) -> SignatureDB:
         self.triggers += other.triggers
         self.rules += other.rules
         self.rpc.update(other.rpc)
         self.skipped += other.skipped
+        self.exclude |= other.exclude
+        self._changed()
         return self
 
     def trigger(self, name: str) -> list[Trigger]:
-        return [t for t in self.triggers if t.name == name]
+        if self._by_name is None:
+            by: dict[str, list[Trigger]] = {}
+            for t in self.triggers:
+                by.setdefault(t.name, []).append(t)
+            self._by_name = by
+        return self._by_name.get(name, [])
+
+    def rules_for(self, trigger: str, proto: str) -> list[Rule]:
+        """The rules that may judge an answer to `trigger`, in the order they are tried: rules
+        without a trigger restriction and our/amap rules in file order; nmap's probe's own lines,
+        then its fallbacks' lines in `fallback` order (nmap's chain: self, fallbacks…, NULL)."""
+        key = (trigger, proto)
+        got = self._index.get(key)
+        if got is not None:
+            return got
+        chain = [trigger]
+        for t in self.trigger(trigger):
+            if t.fits(proto):
+                chain += [f for f in t.fallback if f not in chain]
+        names = set(chain)
+        out: list[Rule] = []
+        nmap: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            if r.proto not in ("both", proto):
+                continue
+            if r.triggers and not (r.triggers & names):
+                continue
+            if r.source == "nmap" and r.triggers:
+                nmap.setdefault(next(iter(r.triggers)), []).append(r)
+            else:
+                out.append(r)
+        for name in chain:
+            out += nmap.get(name, [])
+        self._index[key] = out
+        return out
+
+    def possible(self, trigger: str) -> frozenset[str]:
+        """nmap's serviceIsPossible: the services a trigger's own rules can hard-match (rules
+        without a trigger restriction count for every trigger)."""
+        got = self._possible.get(trigger)
+        if got is None:
+            got = frozenset(r.service for r in self.rules
+                            if not r.soft and (not r.triggers or trigger in r.triggers))
+            self._possible[trigger] = got
+        return got
+
+    def versioned(self, trigger: str) -> frozenset[str]:
+        """Services this trigger's own rules (those naming it) can report with a version read
+        from the answer: the probes still worth sending once a product without version is known."""
+        key = "\0v" + trigger
+        got = self._possible.get(key)
+        if got is None:
+            got = frozenset(r.service.removeprefix("ssl/") for r in self.rules
+                            if not r.soft and trigger in r.triggers and "$" in r.templates.get("v", ""))
+            self._possible[key] = got
+        return got
 
     def match(self, data: bytes, trigger: str, proto: str, *, first: bool = False) -> list[Match]:
-        """Every rule matching `data` received after `trigger` (amap: all ids, unless -1)."""
+        """Every rule matching `data` received after `trigger` (amap: all ids, unless -1).
+
+        nmap's lines keep nmap's semantics: in chain order, the first hard match ends the search
+        (at most one soft match before it is kept)."""
         out: list[Match] = []
         n = len(data)
-        fallbacks = {trigger}
-        for t in self.triggers:
-            if t.name == trigger:
-                fallbacks.update(t.fallback)
-        for r in self.rules:
-            if not r.applies(fallbacks, proto, n):
+        nmap_soft = nmap_done = False
+        head = data[:NMAP_MATCH_BYTES]
+        for r in self.rules_for(trigger, proto):
+            if n < r.min_len or (r.max_len is not None and n > r.max_len):
+                continue
+            nm = r.source == "nmap"
+            if nm and (nmap_done or (r.soft and nmap_soft)):
                 continue
             try:
-                m = r.regex.search(data)
+                m = r.regex.search(head if nm else data)
             except RecursionError:  # pathological pattern from a foreign DB
                 continue
             if m is None:
                 continue
             out.append(_fill(r, m, trigger))
-            if first and not r.soft:
+            if nm:
+                nmap_soft = nmap_soft or r.soft
+                nmap_done = not r.soft
+            if first and not r.soft and not r.generic:
                 break
         return out
 
@@ -139,6 +292,38 @@ class SignatureDB:
 def best(matches: Iterable[Match]) -> Match | None:
     ms = list(matches)
     return max(ms, key=lambda m: m.score()) if ms else None
+
+
+def same_product(a: str | None, b: str | None) -> bool:
+    """Two rules name the same product (case and 'httpd'/'smtpd' style suffixes aside)."""
+    if not a or not b:
+        return True
+    x, y = a.lower(), b.lower()
+    return x == y or x.startswith(y) or y.startswith(x) or x.split()[0] == y.split()[0]
+
+
+def enrich(primary: Match, others: Iterable[Match]) -> Match:
+    """The chosen match plus what other hard matches of the same service and product add
+    (nmap's o/ d/ h/ and CPEs beside our product/version): fields only filled, never replaced."""
+    fields = dict(primary.fields)
+    cpe = list(primary.cpe)
+    for m in others:
+        if m is primary or m.soft or m.service.split("/")[-1] != primary.service.split("/")[-1]:
+            continue
+        if not same_product(fields.get("product"), m.fields.get("product")):
+            continue
+        if "version" in fields and "version" in m.fields and not (
+                m.fields["version"].startswith(fields["version"]) or fields["version"].startswith(m.fields["version"])):
+            continue
+        for k in ("product", "version", "hostname", "ostype", "devicetype"):
+            if k not in fields and k in m.fields and (k != "version" or m.read_version):
+                fields[k] = m.fields[k]
+        if "extrainfo" not in fields and "extrainfo" in m.fields:
+            fields["extrainfo"] = m.fields["extrainfo"]
+        for c in m.cpe:
+            if c not in cpe and not any(x.startswith(c) for x in cpe):
+                cpe.append(c)
+    return Match(primary.service, primary.trigger, primary.rule, fields, cpe)
 
 
 # ---------------------------------------------------------------------------- templates

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hostprint import model
-from hostprint.match.app import NULL, Match, SignatureDB, Trigger, best, os_hint
+from hostprint.match.app import NULL, Match, SignatureDB, Trigger, best, enrich, os_hint
 from hostprint.probes.base import Session, Technique
 from hostprint.probes.options import ScanOptions
 
@@ -49,6 +49,23 @@ class AppOptions:
     rpc: bool = True  # amap -R disables
     max_bytes: int = 16384  # per response; amap matches only the first 1024 bytes
     udp_retries: int = 1
+    #: nmap --version-intensity (0-9): probes whose `ports` miss the port go only when rarity <= this.
+    intensity: int = 7
+    #: nmap --allports: also probe the DBs' excluded ports (nmap's `Exclude T:9100-9107`: printers).
+    allports: bool = False
+    #: Probes of one port in flight at once (each its own connection); the rest queue behind them.
+    #: A port that answered none of the first `per_port` probes (no byte, no close) gets
+    #: `per_port_silent` at once: nothing there is busy serving us, and each wave costs a timeout.
+    per_port: int = 8
+    per_port_silent: int = 128
+    #: Each quick answer (a byte or a close within `quick` s) lets one more probe of that port run
+    #: at once, up to `per_port_max`: a server that keeps up gets more, one that slows down does not.
+    per_port_max: int = 32
+    quick: float = 0.5
+    #: UDP probes of one port in flight at once (datagrams: no connection to hold).
+    per_port_udp: int = 64
+    #: Start the rarer probes this long after the port's `ports` probes if those are still waiting.
+    next_group_after: float = 1.0
 
 
 @dataclass
@@ -64,7 +81,7 @@ class PortReport:
     address: str
     port: int
     proto: str
-    status: str = "open"  # open | closed | timeout | open|filtered
+    status: str = "open"  # open | closed | timeout | open|filtered | excluded
     responses: list[Response] = field(default_factory=list)
     matches: list[tuple[Match, bool]] = field(default_factory=list)  # (match, over TLS)
     tls: dict[str, Any] | None = None
@@ -72,18 +89,22 @@ class PortReport:
     elapsed: float = 0.0
     #: ONC RPC program found by the RPC pass: {"program", "name", "low", "high"}.
     rpc: dict[str, Any] | None = None
+    #: Some connection got a byte or a close (a silent port never does).
+    alive: bool = False
 
     def identified(self, *, hard: bool = True) -> bool:
         return any(not (hard and m.soft) for m, _ in self.matches)
 
     def best(self) -> tuple[Match, bool] | None:
         """The most informative match, preferring what was learnt inside TLS over 'ssl' itself."""
-        inner = [(m, t) for m, t in self.matches if t]
+        inner: list[tuple[Match, bool]] = [(m, t) for m, t in self.matches if t]
         pool = inner or [(m, t) for m, t in self.matches]
         if not pool:
             return None
         m = best(x for x, _ in pool)
-        return next((x, t) for x, t in pool if x is m)
+        assert m is not None
+        t = next(t for x, t in pool if x is m)
+        return enrich(m, [x for x, tt in pool if tt == t]), t
 
     def service(self) -> model.Service | None:
         """The port's Service record (nmap's fields), or None when nothing was learnt."""
@@ -102,7 +123,7 @@ class PortReport:
             return None
         m, over_tls = b
         name = _service_name(m)
-        tunnel = "ssl" if (over_tls or self.tls) and name != "ssl" else None
+        tunnel = "ssl" if (over_tls or self.tls or m.service.startswith("ssl/")) and name != "ssl" else None
         f = m.fields
         svc = AppService(name=name, tunnel=tunnel, product=f.get("product"), version=f.get("version"),
                          extrainfo=f.get("extrainfo"), hostname=f.get("hostname"), ostype=f.get("ostype"),
@@ -146,13 +167,21 @@ AMAP_PROTOCOLS = {"x-windows": "X11", "ms-sql": "ms-sql-s", "netbios-session": "
 
 
 def _service_name(m: Match) -> str:
-    """nmap's service name for a match; amap ids are 'protocol-product…' (amap 2.2's convention)."""
+    """nmap's service name for a match; amap ids are 'protocol-product…' (amap 2.2's convention);
+    nmap's 'ssl/NAME' lines name a service seen through TLS without a TLS pass (the tunnel is ssl)."""
     if m.rule.source != "amap":
-        return m.service
+        return m.service.removeprefix("ssl/")
     for proto, name in AMAP_PROTOCOLS.items():
         if m.service == proto or m.service.startswith(proto + "-"):
             return name
     return m.service.split("-", 1)[0]
+
+
+def _tls_said(m: Match) -> bool:
+    """A hard match saying "this port speaks TLS": nmap's `ssl` (its SSL pass follows) or
+    `ssl/NAME`; our rules also name plaintext answers that say TLS was expected (HTTP 400 texts,
+    an alert or handshake record in reply to a plaintext probe)."""
+    return not m.soft and (m.service == "ssl" or m.service.startswith("ssl/"))
 
 
 _TITLE = re.compile(rb"<title[^>]*>([^<]{1,200})</title>", re.I)
@@ -210,11 +239,14 @@ class ConnectFailed(Exception):
 
 
 async def _read(reader: asyncio.StreamReader, first_timeout: float, idle: float, cap: int,
-                done: Callable[[bytes], bool] | None = None) -> tuple[bytes, bool]:
+                done: Callable[[bytes], bool | None] | None = None) -> tuple[bytes, bool]:
     """Read one answer: wait up to first_timeout for the first bytes, then until quiet for `idle`,
-    EOF, `cap` bytes, or `done(data)` says enough. Returns (data, eof)."""
+    EOF, `cap` bytes, or `done(data)` says enough (True). `done` returning None means "only a soft
+    match so far": keep reading until first_timeout is used up (nmap reads on after a softmatch:
+    an IRC server's version comes after its lookups). Returns (data, eof)."""
     buf = bytearray()
     timeout = first_timeout
+    deadline = time.monotonic() + first_timeout
     while len(buf) < cap:
         try:
             chunk = await asyncio.wait_for(reader.read(min(65536, cap - len(buf))), timeout)
@@ -225,9 +257,10 @@ async def _read(reader: asyncio.StreamReader, first_timeout: float, idle: float,
         if not chunk:
             return bytes(buf), True
         buf += chunk
-        if done is not None and done(bytes(buf)):
+        verdict = done(bytes(buf)) if done is not None else False
+        if verdict:
             break
-        timeout = idle
+        timeout = max(idle, deadline - time.monotonic()) if verdict is None else idle
     return bytes(buf), False
 
 
@@ -285,7 +318,7 @@ class Engine:
         raise ConnectFailed(last)
 
     async def _exchange(self, addr: str, port: int, payload: bytes | None, tls: bool, first_timeout: float,
-                        done: Callable[[bytes], bool] | None = None) -> tuple[bytes, bool, dict | None]:
+                        done: Callable[[bytes], bool | None] | None = None) -> tuple[bytes, bool, dict | None]:
         async with self.sem:
             reader, writer = await self._connect(addr, port, tls)
             try:
@@ -301,7 +334,7 @@ class Engine:
             finally:
                 writer.transport.abort()  # no lingering FIN_WAIT or TLS close_notify waits
 
-    # ------------------------------------------------------------------------ TCP
+    # ------------------------------------------------------------------------ probe plan
     def _triggers(self, proto: str, port: int, tls: bool) -> list[Trigger]:
         ts = [t for t in self.o.db.triggers if t.fits(proto) and t.name != NULL and t.payload]
         if self.o.harmless_only:
@@ -309,32 +342,60 @@ class Engine:
         if self.o.only_trigger:
             ts = [t for t in ts if t.name == self.o.only_trigger]
         if tls:  # already inside: no ClientHello inside the tunnel
-            ts = [t for t in ts if t.name not in ("tls", "ssl")]
-        # Triggers meant for this port first (amap's never-implemented COMMON_PORT idea; nmap's
-        # `ports`), then by nmap rarity; stable otherwise (file order).
-        return sorted(ts, key=lambda t: (port not in t.ports and port not in t.ssl_ports, t.rarity))
+            ts = [t for t in ts if t.name not in ("tls", "ssl") and not t.payload.startswith((b"\x16\x03", b"\x80"))]
+        return ts
 
-    def _done(self, trigger: str, proto: str) -> Callable[[bytes], bool]:
+    def plan(self, proto: str, port: int, tls: bool) -> tuple[list[Trigger], list[Trigger]]:
+        """nmap's probe order (ServiceNFO::nextProbe): first the probes whose `ports` (inside TLS:
+        `sslports`) list this port, whatever their rarity; then the others whose rarity is at
+        most the intensity, in file order. amap's -p (one named trigger) ignores rarity."""
+        ts = self._triggers(proto, port, tls)
+        probable = [t for t in ts if t.probable(port, tls)]
+        rest = [t for t in ts if not t.probable(port, tls) and (self.o.only_trigger or t.rarity <= self.o.intensity)]
+        return probable, rest
+
+    def _null_probe(self) -> Trigger | None:
+        return next((t for t in self.o.db.trigger(NULL) if t.fits("tcp")), None)
+
+    def _wait(self, t: Trigger) -> float:
+        """nmap's totalwaitms where the DB states one, else the engine's answer timeout."""
+        return t.wait_ms / 1000 if t.wait_ms else self.o.response_timeout
+
+    def _excluded(self, proto: str, port: int) -> bool:
+        return not self.o.allports and (proto, port) in self.o.db.exclude
+
+    def _done(self, trigger: str, proto: str) -> Callable[[bytes], bool | None]:
         db = self.o.db
 
         # Stop reading early only when a hard rule already gave a version: rules without one may
         # be the first step of a longer answer (MQTT CONNACK before the $SYS/broker/version PUBLISH).
         # HTTP answers are read to the end (EOF after our HTTP/1.0 request): the body has the title.
-        def done(data: bytes) -> bool:
+        def done(data: bytes) -> bool | None:
             if data.startswith(b"HTTP/"):
                 return False
-            return any(not m.soft and "version" in m.fields
-                       for m in db.match(data[:self.o.max_bytes], trigger, proto))
+            ms = db.match(data[:self.o.max_bytes], trigger, proto)
+            if any(not m.soft and "version" in m.fields for m in ms):
+                return True
+            if ms and all(m.soft for m in ms):
+                return None
+            return False
 
         return done
 
+    # ------------------------------------------------------------------------ TCP
     async def scan_tcp(self, addr: str, port: int) -> PortReport:
         t0 = time.monotonic()
         rep = PortReport(addr, port, "tcp")
+        if self._excluded("tcp", port):
+            rep.status = "excluded"
+            return rep
         try:
             await self._tcp_pass(rep, tls=False)
+            if (not rep.identified() and rep.status == "open" and not rep.wrapped and not self.o.banners_only
+                    and not self.o.portscan_only and not self.o.only_trigger):
+                await self._serial_retry(rep)
             if (self.o.ssl and not self.o.banners_only and not self.o.portscan_only and rep.status == "open"
-                    and any(_service_name(m) == "ssl" for m, _ in rep.matches)):
+                    and any(_tls_said(m) for m, t in rep.matches if not t)):
                 await self._tcp_pass(rep, tls=True)
             if self._is_rpc(rep):
                 await self._rpc_sweep(rep)
@@ -343,33 +404,66 @@ class Engine:
         return rep
 
     async def _tcp_pass(self, rep: PortReport, tls: bool) -> None:
+        """One pass over a port (plain, or inside TLS): the NULL probe's banner wait on one
+        connection, the other probes each on its own connection, many at once (nmap sends them
+        one after the other); the first hard match that names a product ends the pass."""
         o = self.o
         addr, port = rep.address, rep.port
         stop = asyncio.Event()
         # A hard match that names no product (a bare "HTTP/1.1 404") does not end the wait: a more
         # specific answer to another trigger (etcd's /version) may still come; each waits -t at most.
         generic = asyncio.Event()
+        settled = asyncio.Event()
+        known: set[str] = set()  # services named with a product but no version yet
+        #: services soft-matched so far: later probes must be able to hard-match one (nmap).
+        soft: set[str] = set()
+        null = self._null_probe()
+        banner_wait = (null.wait_ms / 1000) if null is not None and null.wait_ms else o.banner_timeout
+        wrapped_s = ((null.tcpwrapped_ms if null is not None and null.tcpwrapped_ms else 2000) / 1000)
+        per_port = asyncio.Semaphore(max(1, o.per_port))
+        # liveness: [any byte or close seen, silent answers counted, widened, permits granted]
+        life: list[Any] = [False, 0, False, o.per_port]
+        shared: dict[bytes, asyncio.Future[Any]] = {}
+        order: dict[str, int] = {}
+        cut = [1 << 30]  # probes ordered after the first that gave a version are not needed
 
         def record(trigger: str, data: bytes, eof: bool) -> None:
             rep.responses.append(Response(trigger, data, tls, eof))
             if not data:
                 return
             for m in o.db.match(data[:o.max_bytes], trigger, "tcp", first=o.first):
-                if all(_same_id(m, x) is False or t != tls for x, t in rep.matches):
-                    rep.matches.append((m, tls))
-                    if not m.soft and o.first and _service_name(m) != "ssl":
-                        if "product" in m.fields or trigger == NULL:
-                            stop.set()
-                        else:
-                            generic.set()
-                    if _service_name(m) == "ssl" and not tls:
+                if any(_same_id(m, x) and t == tls for x, t in rep.matches):
+                    continue
+                rep.matches.append((m, tls))
+                if _tls_said(m) and not tls:
+                    if o.ssl and not o.banners_only:
                         stop.set()  # the rest is for the TLS pass
+                    continue
+                if m.soft:
+                    soft.add(_service_name(m))
+                elif o.first:
+                    # a version (or a banner) ends the pass; a product without version lets the
+                    # probes in flight finish (another may carry the version) but starts no more.
+                    if trigger == NULL:
+                        stop.set()
+                    elif "version" in m.fields:
+                        # nmap's answer is the first probe in its order that matches: probes
+                        # after this one stop, earlier ones still in flight may answer first.
+                        cut[0] = min(cut[0], order.get(trigger, 0))
+                    elif "product" in m.fields:
+                        # a product without version: later probes are only those whose own rules
+                        # can read this service's version
+                        settled.set()
+                        known.add(_service_name(m))
+                    else:
+                        generic.set()
 
         async def banner() -> None:
+            t_conn = time.monotonic()
             try:
                 # -P: the connect is the answer; no banner wait
                 data, eof, info = await self._exchange(addr, port, None, tls,
-                                                       0.0 if o.portscan_only else o.banner_timeout,
+                                                       0.0 if o.portscan_only else banner_wait,
                                                        self._done(NULL, "tcp"))
             except ConnectFailed as e:
                 if tls:
@@ -381,20 +475,58 @@ class Engine:
             if tls and info:
                 rep.tls = info
             record(NULL, data, eof)
-            if not data and eof and not tls:
+            if data or eof:
+                life[0] = rep.alive = True
+            # nmap's tcpwrapped: the NULL probe's connection closed without a byte, quickly
+            # (tcpwrappedms); a service that closes idle clients after a while is not "wrapped".
+            if not data and eof and not tls and time.monotonic() - t_conn <= wrapped_s + o.connect_timeout:
                 rep.wrapped = True
             if o.portscan_only or o.banners_only:
                 stop.set()
 
         async def trigger(t: Trigger) -> None:
-            if stop.is_set():
+            async with per_port:
+                # once a probe gave a version, only probes already in flight may still answer
+                if stop.is_set() or cut[0] < 1 << 30:
+                    return
+                # nmap: after a soft match only probes that can hard-match that service
+                # (below intensity 9 for the port's own probes too).
+                if soft and o.intensity < 9 and not (o.db.possible(t.name) & soft):
+                    return
+                if known and not (o.db.versioned(t.name) & known):
+                    return
+                # Probes with the same bytes (our `http` and nmap's GetRequest) share one connection;
+                # the answer is judged by each probe's rules.
+                payload = t.payload_for(addr)
+                fut = shared.get(payload)
+                if fut is None:
+                    fut = shared[payload] = asyncio.get_running_loop().create_future()
+                    t0 = time.monotonic()
+                    # a port that answered nothing to a whole first wave gets no long waits either
+                    wait = min(self._wait(t), o.response_timeout) if life[2] else self._wait(t)
+                    try:
+                        got = await self._exchange(addr, port, payload, tls, wait, self._done(t.name, "tcp"))
+                    except ConnectFailed:
+                        got = None
+                    except BaseException:
+                        fut.cancel()
+                        raise
+                    fut.set_result(got)
+                    if got is not None and (got[0] or got[1]):
+                        life[0] = rep.alive = True
+                        if time.monotonic() - t0 < o.quick and life[3] < o.per_port_max:
+                            life[3] += 1
+                            per_port.release()
+                    else:
+                        life[1] += 1
+                        if not life[0] and not life[2] and life[1] >= max(1, o.per_port // 2):
+                            life[2] = True  # a silent port: the rest go at once
+                            for _ in range(max(0, o.per_port_silent - o.per_port)):
+                                per_port.release()
+            got = await asyncio.shield(fut)
+            if got is None:
                 return
-            try:
-                data, eof, info = await self._exchange(addr, port, t.payload, tls,
-                                                       (t.wait_ms / 1000) if t.wait_ms else o.response_timeout,
-                                                       self._done(t.name, "tcp"))
-            except ConnectFailed:
-                return
+            data, eof, info = got
             if tls and info and not rep.tls:
                 rep.tls = info
             record(t.name, data, eof)
@@ -405,35 +537,120 @@ class Engine:
         except (asyncio.TimeoutError, TimeoutError):
             pass
         if not (stop.is_set() or o.banners_only or o.portscan_only):
-            ts = self._triggers("tcp", port, tls)
-            hinted = [t for t in ts if port in t.ports or port in t.ssl_ports]
-            for group in ([hinted, [t for t in ts if t not in hinted]] if hinted else [ts]):
-                if stop.is_set() or rep.status != "open" or not group:
-                    continue
-                tasks = [asyncio.ensure_future(trigger(t)) for t in group]
-                stopper = asyncio.ensure_future(stop.wait())
-                pending = set(tasks)
-                while pending and not stop.is_set():
-                    await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    pending = {x for x in tasks if not x.done()}
-                for x in tasks:
-                    x.cancel()
-                stopper.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-        if (stop.is_set() or generic.is_set()) and o.first and rep.identified():
+            probable, rest = self.plan("tcp", port, tls)
+            if soft and o.intensity < 9:  # the banner soft-matched: nmap narrows every group
+                rest = [t for t in rest if o.db.possible(t.name) & soft]
+            for i, t in enumerate(probable + rest):
+                order.setdefault(t.name, i)
+            await self._run_groups([probable, rest], trigger, stop, lambda: rep.status != "open",
+                                   lambda: cut[0], order)
+        if (stop.is_set() or generic.is_set() or settled.is_set() or cut[0] < 1 << 30) and o.first and rep.identified():
             btask.cancel()
         await asyncio.gather(btask, return_exceptions=True)
         if rep.wrapped and any(r.data for r in rep.responses if not r.tls):
             rep.wrapped = False
 
+    async def _serial_retry(self, rep: PortReport) -> None:
+        """Servers that serve one client at a time (gunicorn's sync worker) or few per address
+        (ngircd's MaxConnectionsIP) stay silent or refuse while our other connections hold them:
+        once everything is closed, ask again alone -- the probes that can name a service already
+        soft-matched (at most two), else the most common question (GET /)."""
+        soft = {_service_name(m) for m, _t in rep.matches if m.soft}
+        probable, rest = self.plan("tcp", rep.port, False)
+        ts = probable + rest
+        if soft:
+            picks = [t for t in ts if self.o.db.possible(t.name) & soft and t.source == "hostprint"][:1]
+            picks += [t for t in ts if self.o.db.possible(t.name) & soft and t not in picks][:2 - len(picks)]
+        else:
+            picks = [t for t in ts if t.payload.startswith(b"GET / HTTP/")][:1]
+        for t in picks:
+            try:
+                # a port that never said a word gets a short wait: it is most likely a silent sink
+                wait = min(self._wait(t), self.o.response_timeout) + 1.0 if rep.alive else min(2.0, self._wait(t))
+                data, eof, _info = await self._exchange(rep.address, rep.port, t.payload_for(rep.address), False, wait,
+                                                        self._done(t.name, "tcp"))
+            except ConnectFailed:
+                return
+            rep.responses.append(Response(t.name, data, False, eof))
+            if not data:
+                continue
+            for name in {x.name for x in self.o.db.triggers if x.payload == t.payload and x.fits("tcp")}:
+                for m in self.o.db.match(data[:self.o.max_bytes], name, "tcp", first=self.o.first):
+                    if not any(_same_id(m, x) for x, _t in rep.matches):
+                        rep.matches.append((m, False))
+            if rep.identified():
+                return
+
+    async def _run_groups(self, groups: list[list[Trigger]], run: Callable[[Trigger], Any], stop: asyncio.Event,
+                          give_up: Callable[[], bool], cut: Callable[[], int] = lambda: 1 << 30,
+                          order: dict[str, int] | None = None) -> None:
+        """Start each group when the one before has finished, or `next_group_after` seconds after
+        it started (a probe that waits out its timeout does not hold the rarer ones back); end
+        everything at `stop`. Once a probe gave a version (`cut()` = its place in the order), no
+        group starts, probes after it are cancelled and those before it may still finish."""
+        tasks: list[tuple[int, asyncio.Future[Any]]] = []
+        stopper = asyncio.ensure_future(stop.wait())
+        idx = (lambda t: order.get(t.name, 0)) if order is not None else (lambda t: 0)
+        done_at = cut
+
+        def needed() -> set[asyncio.Future[Any]]:
+            c = done_at()
+            for i, x in tasks:
+                if i > c and not x.done():
+                    x.cancel()
+            return {x for i, x in tasks if i <= c and not x.done()}
+
+        try:
+            for group in groups:
+                if stop.is_set() or give_up() or done_at() < 1 << 30:
+                    break
+                if not group:
+                    continue
+                mine = [(idx(t), asyncio.ensure_future(run(t))) for t in group]
+                tasks += mine
+                deadline = time.monotonic() + self.o.next_group_after
+                while not stop.is_set() and done_at() >= 1 << 30:
+                    pending = {x for _i, x in mine if not x.done()}
+                    left = deadline - time.monotonic()
+                    if not pending or left <= 0:
+                        break
+                    await asyncio.wait(pending | {stopper}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            while not stop.is_set():
+                pending = needed()
+                if not pending:
+                    break
+                await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for _i, x in tasks:
+                x.cancel()
+            stopper.cancel()
+            await asyncio.gather(*(x for _i, x in tasks), stopper, return_exceptions=True)
+
     # ------------------------------------------------------------------------ UDP
     async def scan_udp(self, addr: str, port: int) -> PortReport:
         t0 = time.monotonic()
         rep = PortReport(addr, port, "udp", status="open|filtered")
+        if self._excluded("udp", port):
+            rep.status = "excluded"
+            return rep
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+        settled = asyncio.Event()  # a product without version: only probes that can read its version
+        known: set[str] = set()
+        soft: set[str] = set()
+        per_port = asyncio.Semaphore(max(1, self.o.per_port_udp))
 
         async def one(t: Trigger) -> None:
+            async with per_port:
+                if stop.is_set():
+                    return
+                if soft and self.o.intensity < 9 and not (self.o.db.possible(t.name) & soft):
+                    return
+                if known and not (self.o.db.versioned(t.name) & known):
+                    return
+                await send(t)
+
+        async def send(t: Trigger) -> None:
             fut: asyncio.Future[bytes] = loop.create_future()
 
             class P(asyncio.DatagramProtocol):
@@ -459,9 +676,10 @@ class Engine:
                 except OSError:
                     return
                 try:
-                    wait = (t.wait_ms / 1000) if t.wait_ms else self.o.response_timeout
-                    for attempt in range(1 + max(0, self.o.udp_retries)):
-                        tr.sendto(t.payload, (addr, port) if t.any_port else None)
+                    wait = self._wait(t)
+                    payload = t.payload_for(addr)
+                    for _attempt in range(1 + max(0, self.o.udp_retries)):
+                        tr.sendto(payload, (addr, port) if t.any_port else None)
                         try:
                             data = await asyncio.wait_for(asyncio.shield(fut), wait / (1 + self.o.udp_retries))
                         except (asyncio.TimeoutError, TimeoutError):
@@ -476,23 +694,22 @@ class Engine:
                         rep.responses.append(Response(t.name, data))
                         for m in self.o.db.match(data, t.name, "udp", first=self.o.first):
                             rep.matches.append((m, False))
-                            if not m.soft and self.o.first:
+                            if m.soft:
+                                soft.add(_service_name(m))
+                            elif self.o.first and "version" in m.fields:
                                 stop.set()
+                            elif self.o.first and "product" in m.fields:
+                                settled.set()
+                                known.add(_service_name(m))
                         return
                 finally:
                     tr.close()
 
-        async def finish() -> None:
-            if self._is_rpc(rep):
-                await self._rpc_sweep(rep)
-
-        ts = self._triggers("udp", port, False)
-        hinted = [t for t in ts if port in t.ports]
-        for group in ([hinted, [t for t in ts if t not in hinted]] if hinted else [ts]):
-            if stop.is_set() or not group or self.o.banners_only or self.o.portscan_only:
-                continue
-            await asyncio.gather(*(one(t) for t in group))
-        await finish()
+        if not (self.o.banners_only or self.o.portscan_only):
+            probable, rest = self.plan("udp", port, False)
+            await self._run_groups([probable, rest], one, stop, lambda: rep.status == "closed")
+        if self._is_rpc(rep):
+            await self._rpc_sweep(rep)
         rep.elapsed = time.monotonic() - t0
         return rep
 
@@ -660,8 +877,9 @@ class ServiceScan(Technique[list[PortReport]]):
         from hostprint.signatures.sv_db import sv_db
 
         w = options.sv_timeout
+        # up to 384 connections in flight: silent ports hold theirs for nmap's NULL wait
         return [cls(AppOptions(sv_db(options.sv_db), connect_timeout=w, response_timeout=w, banner_timeout=w,
-                               retries=1, parallel=64))]
+                               retries=1, parallel=384, intensity=options.version_intensity))]
 
     async def probe(self, hosts: Sequence[model.HostResult], session: Session) -> dict[str, list[PortReport]]:
         todo = [(h.address, p.port, p.protocol) for h in hosts for p in h.ports

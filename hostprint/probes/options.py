@@ -41,3 +41,4 @@ class ScanOptions:
     service_scan: bool = False
     sv_db: str = "hostprint"
     sv_timeout: float = 3.0
+    version_intensity: int = 7  # nmap's 0-9: probes of higher rarity go only to the ports they name

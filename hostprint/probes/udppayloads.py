@@ -63,5 +63,19 @@ PAYLOADS: dict[int, bytes] = {
 }
 
 
+def llmnr_ptr(addr: str) -> bytes:
+    """LLMNR query (RFC 4795 §2.1.1: header as DNS, id, flags 0) for PTR of the target's own
+    reverse name: a responder answers only for names it owns, and it owns its addresses' reverse
+    names (RFC 4795 §2, §2.4)."""
+    import ipaddress
+
+    name = ipaddress.ip_address(addr).reverse_pointer
+    return _dns_query(name, 12, 1, txid=0x6870)
+
+
+#: Per-target payload builders named by `build=` in the application DB (signatures/app_*.txt).
+BUILDERS = {"llmnr-ptr": llmnr_ptr}
+
+
 def payload_for(port: int) -> bytes:
     return PAYLOADS.get(port, b"")

@@ -5,12 +5,18 @@ trigger and rule comes from, stay small enough to review, and be loadable withou
 rule syntax after `m` is nmap's (m|regex|flags p/…/ v/…/ i/ h/ o/ d/ cpe:/…/) so users who know
 nmap-service-probes can write rules without learning a third language.
 
-    trigger NAME tcp|udp|both [harmful] [anyport] [ports=80,8080] [sslports=443] [wait=MS] "payload" | 0xHEX
-    match SERVICE [soft] [trigger=A,B] [proto=tcp|udp] [len=MIN[,MAX]] m|regex|flags [templates]
+    trigger NAME tcp|udp|both [harmful] [anyport] [ports=80,8080] [sslports=443] [wait=MS] [rarity=N]
+            [pad=N] [build=NAME] "payload" | 0xHEX
+    match SERVICE [soft] [generic] [trigger=A,B] [proto=tcp|udp] [len=MIN[,MAX]] m|regex|flags [templates]
     rpc NAME PROGRAM_NUMBER      (ONC RPC programs tried on ports identified as rpc)
+    exclude tcp|udp PORTS        (never probed by -sV: printers that print whatever they receive)
 
 A rule without trigger= applies to the answer of any trigger (amap's rule). Rules are tried in
-file order; the engine keeps the most specific hard match.
+file order; the engine keeps the most specific hard match. `generic` marks a catch-all (the raw
+Server header as product): any specific rule, ours or nmap's, ranks above it. `rarity` is nmap's
+(1-9, default 1): a trigger goes to ports outside its `ports` only when rarity <= --version-intensity.
+`pad=N` zero-pads the payload to N bytes (QUIC's 1,200-byte minimum); `build=NAME` makes the
+payload per target with probes/udppayloads.BUILDERS[NAME] (LLMNR's reverse query of the target).
 """
 
 from __future__ import annotations
@@ -76,6 +82,11 @@ def parse_text(text: str, origin: str = "<text>") -> SignatureDB:
                 _trigger(db, rest, origin)
             elif kind == "match":
                 _match(db, rest, origin, n)
+            elif kind == "exclude":
+                proto, _, ports = rest.strip().partition(" ")
+                if proto not in ("tcp", "udp"):
+                    raise ParseError("exclude needs tcp|udp PORTS")
+                db.exclude |= {(proto, p) for p in parse_ports(ports)}
             elif kind == "rpc":
                 name, _, num = rest.strip().partition(" ")
                 if not name or not num.strip().isdigit():
@@ -98,16 +109,26 @@ def _trigger(db: SignatureDB, rest: str, origin: str) -> None:
     name, proto = head[0], head[1].lower()
     if proto not in ("tcp", "udp", "both"):
         raise ParseError(f"bad transport {head[1]!r}")
-    opts, extra = _options(head[2:], {"harmful", "ports", "sslports", "wait", "anyport"})
+    opts, extra = _options(head[2:], {"harmful", "ports", "sslports", "wait", "anyport", "rarity", "pad", "build"})
     if extra:
         raise ParseError(f"unknown trigger option {extra[0]!r}")
     try:
         wait = int(opts["wait"]) if "wait" in opts else None
+        rarity = int(opts.get("rarity", "1"))
+        pad = int(opts.get("pad", "0"))
     except ValueError:
-        raise ParseError(f"bad wait {opts['wait']!r}") from None
+        raise ParseError(f"bad wait/rarity in {' '.join(head)!r}") from None
+    if not 1 <= rarity <= 9:
+        raise ParseError(f"rarity {rarity} outside 1-9")
+    if "build" in opts:
+        from hostprint.probes.udppayloads import BUILDERS
+
+        if opts["build"] not in BUILDERS:
+            raise ParseError(f"unknown payload builder {opts['build']!r}")
+    payload = payload + b"\0" * max(0, pad - len(payload))
     db.triggers.append(Trigger(name, proto, payload, parse_ports(opts.get("ports", "")),
                                parse_ports(opts.get("sslports", "")), "harmful" in opts, "hostprint",
-                               wait_ms=wait, any_port="anyport" in opts))
+                               rarity=rarity, wait_ms=wait, any_port="anyport" in opts, build=opts.get("build")))
 
 
 _M_START = re.compile(r"\sm([^\w\s])")
@@ -120,7 +141,7 @@ def _match(db: SignatureDB, rest: str, origin: str, n: int) -> None:
     head = (" " + rest)[:m.start()].split()
     if not head:
         raise ParseError("match needs a service name")
-    opts, extra = _options(head[1:], {"soft", "trigger", "proto", "len"})
+    opts, extra = _options(head[1:], {"soft", "generic", "trigger", "proto", "len"})
     if extra:
         raise ParseError(f"unknown match option {extra[0]!r}")
     pat, flags, templates, cpes = parse_match_spec((" " + rest)[m.start() + 1:])
@@ -134,7 +155,7 @@ def _match(db: SignatureDB, rest: str, origin: str, n: int) -> None:
             raise ParseError(f"bad len {opts['len']!r}") from None
     trig = frozenset(t if t != "null" else NULL for t in opts.get("trigger", "").split(",") if t)
     db.rules.append(Rule(head[0], compile_regex(pat, rf), trig, opts.get("proto", "both"), lo, hi, templates,
-                         tuple(cpes), "soft" in opts, "hostprint", n))
+                         tuple(cpes), "soft" in opts, "hostprint", n, generic="generic" in opts))
 
 
 def load(paths: list[Path] | None = None) -> SignatureDB:

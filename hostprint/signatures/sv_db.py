@@ -34,6 +34,20 @@ def sv_timeout(text: str) -> float:
     return v
 
 
+def version_intensity(text: str) -> int:
+    """argparse type for --version-intensity (nmap's 0-9)."""
+    if not (text.isdigit() and 0 <= int(text) <= 9):
+        raise argparse.ArgumentTypeError(f"bad --version-intensity {text!r}: use 0-9")
+    return int(text)
+
+
+def default_sv_db() -> str:
+    """-sV's DBs when --sv-db is not given: ours, plus nmap's probe file where nmap is installed."""
+    from hostprint.signatures import nmap_probes
+
+    return "hostprint,nmap" if nmap_probes.find() else "hostprint"
+
+
 def sv_db(spec: str) -> SignatureDB:
     """--sv-db: 'hostprint', 'amap[=FILE]', 'nmap[=FILE]', comma separated, merged in that order."""
     from hostprint.signatures import amap as amap_db
