@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, SHARED, hostprint, needs_root
 from hostprint.errors import UsageError
-from hostprint.match.app import NULL, expand, os_hint
+from hostprint.match.app import NULL, expand, match_answer, os_hint
 from hostprint.signatures import amap as amap_db
 from hostprint.signatures import app_db, nmap_probes
 
@@ -48,7 +48,7 @@ def test_own_db_rules_on_captured_bytes():
     db = app_db.load()
 
     def one(data: bytes, trig: str = NULL, proto: str = "tcp"):
-        ms = [m for m in db.match(data, trig, proto) if not m.soft]
+        ms = [m for m in match_answer(db, data, trig, proto) if not m.soft]
         assert ms, data
         return max(ms, key=lambda m: m.score())
 
@@ -63,7 +63,7 @@ def test_own_db_rules_on_captured_bytes():
     m = one(b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03", "tls")
     assert m.service == "ssl"
     # the rule restricted to the http trigger must not fire on a banner
-    assert not [x for x in db.match(b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\r\n", NULL, "tcp")
+    assert not [x for x in match_answer(db, b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\r\n", NULL, "tcp")
                 if x.fields.get("product") == "nginx"]
 
 
@@ -94,9 +94,9 @@ def test_malformed_definition_lines_never_raise():
 def test_amap_legacy_response_form():
     db = amap_db.parse_resp("ssh::tcp::^\"SSH-\"\nopenssh::tcp::/OpenSSH\nhexy:::: ^0x00 01\n")
     assert [r.service for r in db.rules] == ["ssh", "openssh", "hexy"]
-    names = {m.service for m in db.match(b"SSH-2.0-OpenSSH_9.2p1\r\n", NULL, "tcp")}
+    names = {m.service for m in match_answer(db, b"SSH-2.0-OpenSSH_9.2p1\r\n", NULL, "tcp")}
     assert names == {"ssh", "openssh"}
-    assert not db.match(b"xSSH-", NULL, "tcp") or {m.service for m in db.match(b"xSSH-", NULL, "tcp")} == set()
+    assert not match_answer(db, b"xSSH-", NULL, "tcp") or {m.service for m in match_answer(db, b"xSSH-", NULL, "tcp")} == set()
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_amap54_files_load_verbatim(amap54):
     dw = [r for r in amap54.rules if r.service == "daytime-windows" and r.min_len == 26]
     assert dw and all(r.max_len == 26 for r in dw)
     assert amap54.rpc[100000] == "rpcbind"
-    ids = {m.service for m in amap54.match(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", NULL, "tcp")}
+    ids = {m.service for m in match_answer(amap54, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", NULL, "tcp")}
     assert {"ssh", "ssh-openssh"} <= ids
 
 
@@ -128,7 +128,7 @@ def test_nmap_probes_reader():
     assert db.triggers[1].payload == b"GET / HTTP/1.0\r\n\r\n" and 80 in db.triggers[1].ports
     assert (db.triggers[0].wait_ms, db.triggers[0].tcpwrapped_ms, db.triggers[2].rarity) == (6000, 2000, 9)
     assert ("tcp", 9100) in db.exclude and ("udp", 9100) not in db.exclude
-    m = db.match(b"SSH-2.0-OpenSSH_9.2p1\r\n", "GetRequest", "tcp")  # NULL is every TCP probe's fallback
+    m = match_answer(db, b"SSH-2.0-OpenSSH_9.2p1\r\n", "GetRequest", "tcp")  # NULL is every TCP probe's fallback
     assert m and m[0].fields == {"product": "OpenSSH", "version": "9.2p1", "extrainfo": "protocol 2.0"}
     if os.path.isfile(NMAP_FILE):
         full = nmap_probes.load(NMAP_FILE)
@@ -505,8 +505,8 @@ SPEC_ANSWERS = [
 
 @pytest.mark.parametrize("trigger,data,service,fields", SPEC_ANSWERS, ids=[a[2] for a in SPEC_ANSWERS])
 def test_rules_on_spec_built_answers(trigger, data, service, fields):
-    ms = [m for m in app_db.load().match(data, trigger, "tcp") if not m.soft and m.service == service]
-    assert ms, (service, [m.service for m in app_db.load().match(data, trigger, "tcp")])
+    ms = [m for m in match_answer(app_db.load(), data, trigger, "tcp") if not m.soft and m.service == service]
+    assert ms, (service, [m.service for m in match_answer(app_db.load(), data, trigger, "tcp")])
     best_ = max(ms, key=lambda m: m.score())
     assert {k: best_.fields.get(k) for k in fields} == fields
 
@@ -518,7 +518,7 @@ def test_http_title_goes_into_extrainfo():
     rep = PortReport("198.18.0.1", 8000, "tcp")
     data = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\r\n<html><head><TITLE>\n Lab  page </TITLE></head>"
     rep.responses.append(Response("http", data))
-    rep.matches = [(m, False) for m in app_db.load().match(data, "http", "tcp")[:1]]
+    rep.matches = [(m, False) for m in match_answer(app_db.load(), data, "http", "tcp")[:1]]
     svc = rep.service()
     assert (svc.product, svc.version, svc.extrainfo) == ("nginx", "1.22.1", "title: Lab page")
     assert _N == NULL

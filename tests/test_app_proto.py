@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from hostprint.match.app import NULL, best, enrich
+from hostprint.match.app import NULL, best, enrich, match_answer
 from hostprint.signatures import app_db
 
 
@@ -21,7 +21,7 @@ def db():
 
 
 def judge(db, data: bytes, trigger: str = NULL, proto: str = "tcp"):
-    ms = db.match(data, trigger, proto)
+    ms = match_answer(db, data, trigger, proto)
     hard = [m for m in ms if not m.soft]
     b = best(hard or ms)
     return enrich(b, ms) if b is not None else None
@@ -185,13 +185,13 @@ def test_plaintext_answers_that_say_tls_expected(db):
               b"Server at x Port 8444</address>\n")
     go = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
     for data, product in ((nginx, "nginx"), (apache, "Apache httpd"), (go, "Golang net/http server")):
-        ms = db.match(data, "http", "tcp")
+        ms = match_answer(db, data, "http", "tcp")
         said = [m for m in ms if _tls_said(m)]
         assert said and said[0].fields["product"] == product and _service_name(said[0]) == "http"
     for data in (b"\x15\x03\x01\x00\x02\x02\x46", b"\x16\x03\x03\x00\x5a\x02\x00\x00\x56\x03\x03"):
-        assert any(m.service == "ssl" for m in db.match(data, "redis", "tcp"))
+        assert any(m.service == "ssl" for m in match_answer(db, data, "redis", "tcp"))
     plain = b"HTTP/1.1 400 Bad Request\r\nServer: nginx/1.22.1\r\n\r\n<title>400 Bad Request</title>"
-    assert not [m for m in db.match(plain, "http", "tcp") if _tls_said(m)]
+    assert not [m for m in match_answer(db, plain, "http", "tcp") if _tls_said(m)]
 
 
 def test_port_hints_are_not_lab_ports(db):

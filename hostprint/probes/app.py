@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hostprint import model
-from hostprint.match.app import NULL, Match, SignatureDB, Trigger, best, enrich, os_hint
+from hostprint.match.app import Match, best, enrich, match_answer, os_hint
 from hostprint.probes.base import Session, Technique
 from hostprint.probes.options import ScanOptions
+from hostprint.signatures.app_records import NULL, SignatureDB, Trigger
 
 # nmap calls a port that accepts and closes without a word "tcpwrapped" (nmap book, "tcpwrapped").
 TCPWRAPPED = "tcpwrapped"
@@ -373,7 +374,7 @@ class Engine:
         def done(data: bytes) -> bool | None:
             if data.startswith(b"HTTP/"):
                 return False
-            ms = db.match(data[:self.o.max_bytes], trigger, proto)
+            ms = match_answer(db, data[:self.o.max_bytes], trigger, proto)
             if any(not m.soft and "version" in m.fields for m in ms):
                 return True
             if ms and all(m.soft for m in ms):
@@ -431,7 +432,7 @@ class Engine:
             rep.responses.append(Response(trigger, data, tls, eof))
             if not data:
                 return
-            for m in o.db.match(data[:o.max_bytes], trigger, "tcp", first=o.first):
+            for m in match_answer(o.db, data[:o.max_bytes], trigger, "tcp", first=o.first):
                 if any(_same_id(m, x) and t == tls for x, t in rep.matches):
                     continue
                 rep.matches.append((m, tls))
@@ -575,7 +576,7 @@ class Engine:
             if not data:
                 continue
             for name in {x.name for x in self.o.db.triggers if x.payload == t.payload and x.fits("tcp")}:
-                for m in self.o.db.match(data[:self.o.max_bytes], name, "tcp", first=self.o.first):
+                for m in match_answer(self.o.db, data[:self.o.max_bytes], name, "tcp", first=self.o.first):
                     if not any(_same_id(m, x) for x, _t in rep.matches):
                         rep.matches.append((m, False))
             if rep.identified():
@@ -692,7 +693,7 @@ class Engine:
                             return
                         rep.status = "open"
                         rep.responses.append(Response(t.name, data))
-                        for m in self.o.db.match(data, t.name, "udp", first=self.o.first):
+                        for m in match_answer(self.o.db, data, t.name, "udp", first=self.o.first):
                             rep.matches.append((m, False))
                             if m.soft:
                                 soft.add(_service_name(m))

@@ -21,7 +21,7 @@ from hostprint.engine.rate import Pacer, Timing
 from hostprint.engine.replies import Reply, Want, cookie_port, port_is_cookie
 from hostprint.model import Json
 from hostprint.probes.base import PortListScan, Session
-from hostprint.probes.udppayloads import payload_for
+from hostprint.signatures.udp_payloads import payload_for
 
 FILTER_CODES = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 9: "net-prohibited",
                 10: "host-prohibited", 13: "admin-prohibited"}

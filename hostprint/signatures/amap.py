@@ -19,7 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hostprint.errors import UsageError
-from hostprint.match.app import ParseError, Rule, SignatureDB, Trigger, compile_regex, hex_bytes, parse_ports
+from hostprint.signatures.app_records import (
+    ParseError,
+    Rule,
+    SignatureDB,
+    Trigger,
+    compile_regex,
+    hex_bytes,
+    parse_ports,
+)
 
 AMAP_FLAGS = re.I | re.M | re.S
 MAX_LINE = 1024

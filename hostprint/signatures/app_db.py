@@ -16,7 +16,7 @@ file order; the engine keeps the most specific hard match. `generic` marks a cat
 Server header as product): any specific rule, ours or nmap's, ranks above it. `rarity` is nmap's
 (1-9, default 1): a trigger goes to ports outside its `ports` only when rarity <= --version-intensity.
 `pad=N` zero-pads the payload to N bytes (QUIC's 1,200-byte minimum); `build=NAME` makes the
-payload per target with probes/udppayloads.BUILDERS[NAME] (LLMNR's reverse query of the target).
+payload per target with signatures/udp_payloads.BUILDERS[NAME] (LLMNR's reverse query of the target).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hostprint.match.app import (
+from hostprint.signatures.app_records import (
     NULL,
     ParseError,
     Rule,
@@ -121,7 +121,7 @@ def _trigger(db: SignatureDB, rest: str, origin: str) -> None:
     if not 1 <= rarity <= 9:
         raise ParseError(f"rarity {rarity} outside 1-9")
     if "build" in opts:
-        from hostprint.probes.udppayloads import BUILDERS
+        from hostprint.signatures.udp_payloads import BUILDERS
 
         if opts["build"] not in BUILDERS:
             raise ParseError(f"unknown payload builder {opts['build']!r}")

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from hostprint.errors import UsageError
-from hostprint.match.app import (
+from hostprint.signatures.app_records import (
     NULL,
     LazyRegex,
     ParseError,

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from hostprint.errors import UsageError
-from hostprint.match.app import SignatureDB
+from hostprint.signatures.app_records import SignatureDB
 
 NAMES = ("hostprint", "amap", "nmap")
 
