@@ -11,15 +11,7 @@ import os
 import random
 import tempfile
 
-from fuzz_corpus import (
-    blocks_all,
-    capture_all,
-    decode_all,
-    mutate,
-    random_chain,
-    random_pcap,
-    seeds,
-)
+from fuzz_corpus import blocks_all, capture_all, decode_all, mutate, random_chain, random_pcap, seeds
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

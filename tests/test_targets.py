@@ -15,12 +15,7 @@ from hypothesis import strategies as st
 
 from hostprint.errors import UsageError
 from hostprint.services import service_name
-from hostprint.targets import (
-    expand_targets,
-    read_nmap_results,
-    read_target_file,
-    split_target_list,
-)
+from hostprint.targets import expand_targets, read_nmap_results, read_target_file, split_target_list
 
 
 def expand(*specs: str, **kw) -> list[str]:

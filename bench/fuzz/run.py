@@ -39,15 +39,7 @@ def main() -> int:
     ap.add_argument("--md", action="store_true", help="print a Markdown table row")
     args = ap.parse_args()
 
-    from fuzz_corpus import (
-        blocks_all,
-        capture_all,
-        decode_all,
-        mutate,
-        random_chain,
-        random_pcap,
-        seeds,
-    )
+    from fuzz_corpus import blocks_all, capture_all, decode_all, mutate, random_chain, random_pcap, seeds
 
     rng = random.Random(args.seed)
     pool = seeds()

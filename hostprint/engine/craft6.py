@@ -16,12 +16,7 @@ import numpy as np
 from hostprint.engine.checksum import inet_sum
 from hostprint.engine.craft import _put16, _put32
 from hostprint.engine.ipv6 import ip6_bytes
-from hostprint.engine.packets import (
-    IPPROTO_TCP,
-    IPPROTO_UDP,
-    OPT_MSS,
-    encode_tcp_options,
-)
+from hostprint.engine.packets import IPPROTO_TCP, IPPROTO_UDP, OPT_MSS, encode_tcp_options
 
 ETH, IP6 = 14, 40
 U64 = np.uint64

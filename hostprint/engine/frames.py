@@ -12,8 +12,6 @@ from hostprint.engine.checksum import checksum, pseudo_header_sum6
 from hostprint.engine.icmpv6 import ICMPv6, decode_icmpv6
 from hostprint.engine.ipv6 import IPPROTO_ICMPV6, IPPROTO_NONE, IPv6, decode_ipv6
 from hostprint.engine.packets import (
-    ETH_P_ARP,
-    ETH_P_IP,
     ETH_P_IPV6,
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -24,8 +22,8 @@ from hostprint.engine.packets import (
     Ethernet,
     IPv4,
     Packet,
-    decode_arp,
     decode_ethernet,
+    decode_frame,
     decode_ip_packet,
     decode_tcp,
     decode_udp,
@@ -44,15 +42,11 @@ class AnyPacket(Packet):
 def decode_frame_any(buf: bytes | memoryview, ts: float | None = None) -> AnyPacket:
     """ARP, IPv4 and IPv6 frames decoded."""
     eth, off = decode_ethernet(buf)
-    if eth.type == ETH_P_ARP:
-        return AnyPacket(eth, arp=decode_arp(buf, off), ts=ts)
-    if eth.type == ETH_P_IP:
-        ip, l4 = decode_ip_packet(buf, off)
-        return AnyPacket(eth, ip=ip, l4=l4, ts=ts)
     if eth.type == ETH_P_IPV6:
         ip6, l6 = decode_ip6_packet(buf, off)
         return AnyPacket(eth, ip=ip6, l4=l6, ts=ts)  # type: ignore[arg-type]
-    return AnyPacket(eth, ts=ts)
+    p = decode_frame(buf, ts)
+    return AnyPacket(p.eth, arp=p.arp, ip=p.ip, l4=p.l4, ts=ts)
 
 
 def decode_ip_any(buf: bytes | memoryview, off: int = 0) -> tuple[IPv4 | IPv6, L4 | ICMPv6]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from hostprint.engine.checksum import checksum, pseudo_header_sum6
 from hostprint.engine.ipv6 import decode_ipv6
-from hostprint.engine.packets import DecodeError
+from hostprint.engine.packets import DecodeError, quoted_header
 
 # Types (RFC 4443 §2.1, RFC 4861 §4, RFC 2710/3810)
 DST_UNREACH, PACKET_TOO_BIG, TIME_EXCEEDED, PARAM_PROBLEM = 1, 2, 3, 4
@@ -146,13 +146,7 @@ class ICMPv6:
     def quoted_packet(self) -> tuple[object, bytes] | None:
         """The quoted IPv6 header (with its extension chain) and the bytes after the chain, or
         None when the quote does not parse."""
-        if not self.quoted:
-            return None
-        try:
-            ip, poff, _end = decode_ipv6(self.quoted)
-        except DecodeError:
-            return None
-        return ip, self.quoted[poff:]
+        return quoted_header(self.quoted, decode_ipv6)
 
 
 def decode_icmpv6(buf: bytes | memoryview, off: int = 0, end: int | None = None) -> ICMPv6:

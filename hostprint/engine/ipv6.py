@@ -19,9 +19,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from hostprint.engine.packets import (
-    DecodeError,
-)
+from hostprint.engine.packets import DecodeError
 
 IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT = 0, 43, 44
 IPPROTO_ESP, IPPROTO_AH, IPPROTO_ICMPV6, IPPROTO_NONE, IPPROTO_DSTOPTS = 50, 51, 58, 59, 60

@@ -18,21 +18,9 @@ from typing import TYPE_CHECKING, Self
 
 from hostprint.engine import afpacket, bpf, route
 from hostprint.engine.frames import build_ip6
-from hostprint.engine.icmpv6 import (
-    NEIGHBOR_ADVERT,
-    OPT_TARGET_LLADDR,
-    ICMPv6,
-    decode_icmpv6,
-    neighbor_solicitation,
-)
+from hostprint.engine.icmpv6 import NEIGHBOR_ADVERT, OPT_TARGET_LLADDR, ICMPv6, decode_icmpv6, neighbor_solicitation
 from hostprint.engine.ipv6 import IPPROTO_ICMPV6, IPv6, ip6_bytes, ip6_str
-from hostprint.engine.packets import (
-    ETH_P_IPV6,
-    DecodeError,
-    Ethernet,
-    decode_ethernet,
-    mac_bytes,
-)
+from hostprint.engine.packets import ETH_P_IPV6, DecodeError, Ethernet, decode_ethernet, mac_bytes
 
 if TYPE_CHECKING:
     from hostprint.engine.link import Link

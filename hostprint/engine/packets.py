@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import struct
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Union, cast
 
@@ -388,13 +389,22 @@ class ICMP:
 
     def quoted_packet(self) -> tuple[IPv4, bytes] | None:
         """The quoted IP header and the bytes after it (8 or more), or None when not parseable."""
-        if not self.quoted:
-            return None
-        try:
-            ip, poff, _ = decode_ipv4(self.quoted)
-        except DecodeError:
-            return None
-        return ip, self.quoted[poff:]
+        return quoted_header(self.quoted, decode_ipv4)
+
+
+H = typing.TypeVar("H")
+
+
+def quoted_header(quoted: bytes, decode: Callable[[bytes], tuple[H, int, int]]) -> tuple[H, bytes] | None:
+    """An ICMP error's quoted IP header (decoded by `decode`) and the bytes after it; None when
+    there is no quote or it does not parse (ICMP and ICMPv6 alike)."""
+    if not quoted:
+        return None
+    try:
+        ip, poff, _end = decode(quoted)
+    except DecodeError:
+        return None
+    return ip, quoted[poff:]
 
 
 def decode_icmp(buf: bytes | memoryview, off: int = 0, end: int | None = None) -> ICMP:

@@ -42,13 +42,7 @@ class RouteTable:
             net = ipaddress.IPv4Network("0.0.0.0/0" if dst == "default" else dst, strict=False)
             self.routes.append((net, r))
         self.routes.sort(key=lambda x: -x[0].prefixlen)
-        self.local: list[tuple[ipaddress.IPv4Network, str]] = []  # our own addresses (127/8 included)
-        for r in _ip_json("-4", "route", "show", "table", "local"):
-            if r.get("type") == "local":
-                try:
-                    self.local.append((ipaddress.IPv4Network(r.get("dst", ""), strict=False), r.get("dev", "lo")))
-                except ValueError:
-                    continue
+        self.local = _local_nets("-4")  # our own addresses (127/8 included)
         self.addrs: dict[str, list[str]] = {}
         for link in _ip_json("-4", "addr", "show"):
             self.addrs[link["ifname"]] = [a["local"] for a in link.get("addr_info", []) if a.get("family") == "inet"]
@@ -66,6 +60,18 @@ class RouteTable:
                     raise UsageError(f"no IPv4 source address on interface {dev} to reach {dst}")
                 return Route(dev, src, r.get("gateway"))
         raise UsageError(f"no route to host {dst}")
+
+
+def _local_nets(family: str) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]]:
+    """The kernel's local table for -4 or -6: our own addresses, and the device each is on."""
+    out: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
+    for r in _ip_json(family, "route", "show", "table", "local"):
+        if r.get("type") == "local":
+            try:
+                out.append((ipaddress.ip_network(r.get("dst", ""), strict=False), r.get("dev", "lo")))
+            except ValueError:
+                continue
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -103,13 +109,7 @@ class RouteTable6:
                 continue
             self.routes.append((net, int(r.get("metric", 0)), r))
         self.routes.sort(key=lambda x: (-x[0].prefixlen, x[1]))
-        self.local: list[tuple[ipaddress.IPv6Network, str]] = []
-        for r in _ip_json("-6", "route", "show", "table", "local"):
-            if r.get("type") == "local":
-                try:
-                    self.local.append((ipaddress.IPv6Network(r.get("dst", ""), strict=False), r.get("dev", "lo")))
-                except ValueError:
-                    continue
+        self.local = _local_nets("-6")
         self.addrs: dict[str, list[str]] = {}
         for link in _ip_json("-6", "addr", "show"):
             self.addrs[link["ifname"]] = [

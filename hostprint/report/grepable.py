@@ -12,15 +12,12 @@ from __future__ import annotations
 from hostprint.model import HostResult, PortResult, ScanRun
 from hostprint.report import nmapstyle as ns
 
+#: grepable's field separators and line breaks inside a value
+_FIELD = str.maketrans({"/": "|", ",": ";", "\t": " ", "\r": " ", "\n": " "})
+
 
 def _field(text: str) -> str:
-    return (
-        text.replace("/", "|")
-        .replace(",", ";")
-        .replace("\t", " ")
-        .replace("\r", " ")
-        .replace("\n", " ")
-    )
+    return text.translate(_FIELD)
 
 
 def _port_entry(p: PortResult) -> str:

@@ -65,6 +65,10 @@ def _clean(text: Any) -> str:
     return _XML_BAD.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
 
 
+_ATTR = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "&#xa;", "\r": "&#xd;",
+                       "\t": "&#x9;"})
+
+
 def _attr(value: Any) -> str:
     """Attribute-safe text: whitespace controls become references so parsers do not fold them."""
     if isinstance(value, int):
@@ -72,16 +76,7 @@ def _attr(value: Any) -> str:
     s = str(value)
     if not _NEEDS_ESCAPE.search(s):  # the common case: plain words and numbers
         return s
-    s = _clean(s)
-    return (
-        s.replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace('"', "&quot;")
-        .replace("\n", "&#xa;")
-        .replace("\r", "&#xd;")
-        .replace("\t", "&#x9;")
-    )
+    return _clean(s).translate(_ATTR)
 
 
 def _text(value: Any) -> str:

@@ -19,15 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hostprint.errors import UsageError
-from hostprint.signatures.app_records import (
-    ParseError,
-    Rule,
-    SignatureDB,
-    Trigger,
-    compile_regex,
-    hex_bytes,
-    parse_ports,
-)
+from hostprint.signatures import app_records as R
 
 AMAP_FLAGS = re.I | re.M | re.S
 MAX_LINE = 1024
@@ -36,7 +28,7 @@ MAX_LINE = 1024
 def _fields(line: str, n: int) -> list[str]:
     parts = line.split(":", n - 1)
     if len(parts) != n:
-        raise ParseError(f"expected {n} ':'-separated fields")
+        raise R.ParseError(f"expected {n} ':'-separated fields")
     return parts
 
 
@@ -53,7 +45,7 @@ def _amap_string(s: str) -> bytes:
         if s[i] == "\\":
             e = s[i + 1:i + 2]
             if e not in ("\\", "n", "r", "t"):
-                raise ParseError(f"illegal escape \\{e} in trigger string")
+                raise R.ParseError(f"illegal escape \\{e} in trigger string")
             out += {"\\": b"\\", "n": b"\n", "r": b"\r", "t": b"\t"}[e]
             i += 2
         else:
@@ -66,14 +58,14 @@ def _payload(s: str) -> bytes:
     s = s.strip()
     if s.startswith('"'):
         if not s.endswith('"') or len(s) < 2:
-            raise ParseError("unterminated trigger string")
+            raise R.ParseError("unterminated trigger string")
         return _amap_string(s[1:-1])
     if s.lower().startswith("0x"):
-        return hex_bytes(s)
-    raise ParseError('trigger must be "…" or 0x…')
+        return R.hex_bytes(s)
+    raise R.ParseError('trigger must be "…" or 0x…')
 
 
-def _lines(text: str, origin: str, db: SignatureDB) -> Iterator[tuple[int, str]]:
+def _lines(text: str, origin: str, db: R.SignatureDB) -> Iterator[tuple[int, str]]:
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip("\r")
         if len(line) > MAX_LINE:
@@ -84,25 +76,25 @@ def _lines(text: str, origin: str, db: SignatureDB) -> Iterator[tuple[int, str]]
         yield n, line
 
 
-def parse_trig(text: str, origin: str = "appdefs.trig") -> SignatureDB:
-    db = SignatureDB()
+def parse_trig(text: str, origin: str = "appdefs.trig") -> R.SignatureDB:
+    db = R.SignatureDB()
     for n, line in _lines(text, origin, db):
         try:
             name, ports, proto, harm, payload = _fields(line, 5)
             name, ports, proto, harm = (x.strip().lower() for x in (name, ports, proto, harm))
             if not name or len(name) > 32:
-                raise ParseError("name empty or longer than 32")
+                raise R.ParseError("name empty or longer than 32")
             p = _proto(proto)
             if p == "?":
-                raise ParseError(f"bad protocol {proto!r}")
+                raise R.ParseError(f"bad protocol {proto!r}")
             if harm not in ("0", "1"):
-                raise ParseError(f"harmful must be 0 or 1, not {harm!r}")
+                raise R.ParseError(f"harmful must be 0 or 1, not {harm!r}")
             try:
-                pset = parse_ports(ports)
-            except ParseError:
+                pset = R.parse_ports(ports)
+            except R.ParseError:
                 pset = frozenset()  # amap ignores this field
-            db.triggers.append(Trigger(name, p, _payload(payload), pset, frozenset(), harm == "1", "amap"))
-        except ParseError as e:
+            db.triggers.append(R.Trigger(name, p, _payload(payload), pset, frozenset(), harm == "1", "amap"))
+        except R.ParseError as e:
             db.skipped.append(f"{origin}:{n}: {e}")
     return db
 
@@ -116,15 +108,15 @@ def _legacy_regex(value: str) -> bytes:
     if lit.startswith('"') and lit.endswith('"') and len(lit) >= 2:
         data = _amap_string(lit[1:-1])
     elif lit.lower().startswith("0x"):
-        data = hex_bytes(lit)
+        data = R.hex_bytes(lit)
     else:
         data = lit.encode("latin-1")
     return (b"\\A" if mode == "^" else b"") + re.escape(data)
 
 
-def parse_resp(text: str, origin: str = "appdefs.resp", legacy: bool | None = None) -> SignatureDB:
+def parse_resp(text: str, origin: str = "appdefs.resp", legacy: bool | None = None) -> R.SignatureDB:
     """legacy=None: decide from the header (amap 3.0+ files start with '###V:')."""
-    db = SignatureDB()
+    db = R.SignatureDB()
     if legacy is None:
         legacy = not text.lstrip().startswith("###V:")
     for n, line in _lines(text, origin, db):
@@ -132,10 +124,10 @@ def parse_resp(text: str, origin: str = "appdefs.resp", legacy: bool | None = No
             name, trigs, proto, length, value = _fields(line, 5)
             name = "".join(name.split()).lower()
             if not name or len(name) > 32:
-                raise ParseError("name empty or longer than 32")
+                raise R.ParseError("name empty or longer than 32")
             p = _proto("".join(proto.split()))
             if p == "?":
-                raise ParseError(f"bad protocol {proto!r}")
+                raise R.ParseError(f"bad protocol {proto!r}")
             length = "".join(length.split())
             lo, hi = 0, 1025
             if length:
@@ -145,8 +137,8 @@ def parse_resp(text: str, origin: str = "appdefs.resp", legacy: bool | None = No
             tset = frozenset(t for t in "".join(trigs.split()).lower().split(",") if t)
             pat = _legacy_regex(value) if legacy else value.encode("latin-1")
             # amap's secondary id convention "proto-product": the base protocol is the service name.
-            db.rules.append(Rule(name, compile_regex(pat, AMAP_FLAGS), tset, p, lo, hi, {}, (), False, "amap", n))
-        except ParseError as e:
+            db.rules.append(R.Rule(name, R.compile_regex(pat, AMAP_FLAGS), tset, p, lo, hi, {}, (), False, "amap", n))
+        except R.ParseError as e:
             db.skipped.append(f"{origin}:{n}: {e}")
     return db
 
@@ -157,18 +149,18 @@ def _atoi(s: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def parse_rpc(text: str, origin: str = "appdefs.rpc") -> SignatureDB:
-    db = SignatureDB()
+def parse_rpc(text: str, origin: str = "appdefs.rpc") -> R.SignatureDB:
+    db = R.SignatureDB()
     for n, line in _lines(text, origin, db):
         try:
             name, _p, _pr, _h, num = _fields(line, 5)
             db.rpc[int(num.strip())] = name.strip().lower()
-        except (ParseError, ValueError) as e:
+        except (R.ParseError, ValueError) as e:
             db.skipped.append(f"{origin}:{n}: {e}")
     return db
 
 
-def load(base: str | Path) -> SignatureDB:
+def load(base: str | Path) -> R.SignatureDB:
     """`base` = path without extension (amap -D FILE) or a directory holding appdefs.*."""
     b = Path(base)
     if b.is_dir():
@@ -177,7 +169,7 @@ def load(base: str | Path) -> SignatureDB:
     for ext in ("trig", "resp"):
         if not files[ext].is_file():
             raise UsageError(f"amap definitions: {files[ext]} not found (from {base!s})")
-    db = SignatureDB()
+    db = R.SignatureDB()
     db.extend(parse_trig(files["trig"].read_text(encoding="latin-1"), files["trig"].name))
     db.extend(parse_resp(files["resp"].read_text(encoding="latin-1"), files["resp"].name))
     if files["rpc"].is_file():
