@@ -40,7 +40,7 @@ LINUX_CELLS: dict[str, tuple[dict[str, str], int | None, str]] = {
     "rmem-87380": ({"net.ipv4.tcp_rmem": "4096 87380 6291456", "net.ipv4.tcp_wmem": "4096 16384 4194304"}, None,
                    "tcp_rmem 4096 87380 6291456 (pre-4.20 default)"),
     "rmem-16M": ({"net.ipv4.tcp_rmem": "4096 87380 16777216", "net.ipv4.tcp_wmem": "4096 65536 16777216"}, None,
-                 "tcp_rmem/wmem 4096 87380|65536 16777216 (a common tuning)"),
+                 "tcp_rmem 4096 87380 16777216, tcp_wmem 4096 65536 16777216 (a common tuning)"),
     "mtu1280": ({}, 1280, "MTU 1280"),
     "mtu9000": ({}, 9000, "MTU 9000"),
     "ts0": ({"net.ipv4.tcp_timestamps": "0"}, None, "tcp_timestamps=0"),
