@@ -46,7 +46,7 @@ def test_modern_linux_classes_pin_no_buffer_or_mtu_value(name):
     for alt in opts:
         assert not re.search(r"NW[0-9A-F]", alt), (name, alt)
         assert not re.match(r"M[0-9A-F]", alt), (name, alt)
-    assert any(s.startswith("Source measured:") or s.startswith("Source documented:") for s in fp.sources)
+    assert any(s.startswith(("measured:", "documented:")) for s in fp.sources)
     # no line rests on a measurement of this machine alone
     assert not any("XI line" in s and "measured" in s for s in fp.sources), fp.sources
 
@@ -86,6 +86,14 @@ def test_ipid_counter_that_jumps_once_is_one_host():
     assert from_twins(_twins(same, ipids=[100, 101, 102, 103, 9000, 9001, 9002, 9003]), None) == []
     (f,) = from_twins(_twins(same, ipids=[100, 9000, 101, 9001, 102, 9002, 103, 9003]), None)
     assert "IP ID counters" in f.detail
+
+
+def test_one_counter_answering_out_of_order_is_one_host():
+    """gVisor hands its IDs out from one per-address-pair counter but answers SYNs out of order
+    (measured with runsc in the lab: 55747..55763 seen as two 'counters' 55747.. and 55756..)."""
+    same = ["M5B4ST11NW7"] * 9
+    ids = [55747, 55749, 55756, 55751, 55758, 55753, 55761, 55755, 55763]
+    assert from_twins(_twins(same, ipids=ids), None) == []
 
 
 def test_timestamp_clock_that_jumps_once_is_one_host():
