@@ -29,6 +29,9 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from ece import ece  # noqa: E402  (bench/osdetect/ece.py)
 
 from hostprint.lab.matrix import KINDS, LINUX_CELLS, Cell, family_right, majors, matrix_lab, plan, right  # noqa: E402
 
@@ -91,22 +94,6 @@ def run_nmap(cell: Cell) -> dict[str, Any]:
     exact = m.group(1) == "OS details"
     return {"time": dt, "answer": ("" if exact else "guess: ") + first, "name": first,
             "confidence": int(pct.group(1)) / 100 if pct else (1.0 if exact else None)}
-
-
-def ece(pairs: list[tuple[float, bool]], bins: int = 10) -> float:
-    """Expected calibration error: sum over equal-width confidence bins of |accuracy - mean confidence|
-    weighted by the bin's share of the predictions."""
-    if not pairs:
-        return float("nan")
-    total = 0.0
-    for b in range(bins):
-        lo, hi = b / bins, (b + 1) / bins
-        inb = [(c, ok) for c, ok in pairs if (lo <= c < hi) or (b == bins - 1 and c == 1.0)]
-        if inb:
-            acc = sum(ok for _, ok in inb) / len(inb)
-            conf = sum(c for c, _ in inb) / len(inb)
-            total += len(inb) / len(pairs) * abs(acc - conf)
-    return total
 
 
 def main() -> int:

@@ -110,7 +110,7 @@ def _interleaved(labels: list[object]) -> bool:
 
 def _labels(groups: list[list[int]], values: list[int]) -> list[object]:
     """The index of the group each value (in time order) belongs to."""
-    where = {}
+    where: dict[int, int] = {}
     for i, g in enumerate(groups):
         for v in g:
             where.setdefault(v, i)
