@@ -9,6 +9,9 @@ DEBS=(nmap p0f masscan hping3 tcpdump nftables iptables iproute2 iputils-ping pr
       xsltproc libxml2-utils chromium tmux gcc libc6-dev liblwip-dev openssl
       # user-space network stacks whose answers -O must recognise (rootless-container networking)
       slirp4netns passt
+      # the stack matrix (hostprint/lab/matrix.py): gVisor, and Debian's 6.1 kernel booted in QEMU with a
+      # busybox initramfs (the kernel package is only read from /boot, never booted on this machine)
+      runsc qemu-system-x86 busybox-static linux-image-amd64
       # real daemons the lab runs in its namespaces (never as system services)
       openssh-server openssh-client nginx-light vsftpd redis-server stunnel4 dnsmasq-base memcached
       mosquitto dovecot-imapd dovecot-pop3d mariadb-server postgresql exim4-daemon-light squid slapd

@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
-"""OS detection benchmark: hostprint -O vs nmap -O on the same lab hosts, in one run.
+"""OS detection benchmark over the stack matrix (hostprint/lab/matrix.py): hostprint -O vs nmap -O
+on every cell, in one run, same ports (80,8080 open and 81 closed; 80,81 for relays and lwIP).
 
-Hosts: the lab kernel (Linux 6.18 here) with default sysctls, with the "old stack" personality
-(TTL 128, no TCP timestamps / SACK / window scaling), with forced SYN cookies, with timestamps but no
-random offsets, and a round-robin DNAT load balancer in front of two Linux backends. Both tools get
-the same ports (-p 22,80,81 or 80,81: open …, closed). Prints each tool's best answer per host, wall
-time per host, and whether the answer is right: family Linux and a generation range that contains
-the lab kernel's major version (nmap 7.93's DB has no Linux 6.x entry, so its best is a 5.x print).
-hostprint uses its own class DB (the default --os-db hostprint).
-Usage (root): python3 bench/osdetect/run.py [--reps 2]
+Per cell: each tool's answer, time per host, and three grades:
+- right:  family right and, for Linux, a generation range that contains the kernel's major version;
+- family: the family alone;
+- newest: for Linux cells, the answer reaches the newest Linux generation the tool's own DB knows
+          (nmap 7.93's newest Linux print is 5.x, so "right" is out of its reach on a 6.x kernel;
+          this column asks whether it got as far as its DB allows).
+The load-balancer cell is graded on hostprint's architecture finding (it is two hosts, not one).
+
+Calibration: the expected calibration error of hostprint's combined verdict confidence (os.matches[0])
+over the single-host cells, 10 equal-width bins; cells where the verdict is "unknown" claim nothing
+and are counted apart. nmap's first-guess percentage is shown the same way for comparison.
+
+Usage (root): python3 bench/osdetect/run.py [--no-nmap] [--cells rmem-6M,qemu,...] [--json out.json]
 """
 
 from __future__ import annotations
@@ -18,133 +24,163 @@ import json
 import os
 import platform
 import re
-import statistics
 import sys
-import tempfile
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hostprint.lab import HostSpec, Lab, LabSpec  # noqa: E402
-from hostprint.lab.stacks import build_lwip, start_lwip, start_synproxy  # noqa: E402
-from hostprint.lab.usernet import binary, usernet  # noqa: E402
+from ece import ece  # noqa: E402  (bench/osdetect/ece.py)
 
-HOSTS = {"linux-default": "198.18.0.10", "linux-old-personality": "198.18.0.11", "linux-syncookies": "198.18.0.12",
-         "linux-ts-no-offsets": "198.18.0.13", "load-balancer": "198.18.0.2", "synproxy": "198.19.0.20",
-         "lwip": "198.18.0.50"}
-PORTS = {"load-balancer": "80,81", "synproxy": "80,81", "lwip": "80,81"}
-# what a right answer names: (pattern, check the Linux generation?)
-TRUTH = {"synproxy": (r"synproxy", False), "lwip": (r"lwip", False),
-         "slirp4netns": (r"slirp|qemu user mode", False), "pasta": (r"pasta|passt", False)}
+from hostprint.lab.matrix import KINDS, LINUX_CELLS, Cell, family_right, majors, matrix_lab, plan, right  # noqa: E402
 
 
-def spec() -> LabSpec:
-    return LabSpec(name="bos", hosts=[
-        HostSpec(name="a", address=HOSTS["linux-default"], services=["nginx:80", "ssh:22"]),
-        HostSpec(name="b", address=HOSTS["linux-old-personality"], services=["nginx:80", "ssh:22"],
-                 sysctls={"net.ipv4.ip_default_ttl": "128", "net.ipv4.tcp_timestamps": "0",
-                          "net.ipv4.tcp_sack": "0", "net.ipv4.tcp_window_scaling": "0"}),
-        HostSpec(name="c", address=HOSTS["linux-syncookies"], services=["nginx:80", "ssh:22"],
-                 sysctls={"net.ipv4.tcp_syncookies": "2"}),
-        HostSpec(name="d", address=HOSTS["linux-ts-no-offsets"], services=["nginx:80", "ssh:22"],
-                 sysctls={"net.ipv4.tcp_timestamps": "2"}),
-        HostSpec(name="lb", address=HOSTS["load-balancer"], router=True, services=[]),
-        HostSpec(name="be1", address="198.19.0.11", segment=2, services=["nginx:80"]),
-        HostSpec(name="be2", address="198.19.0.12", segment=2, services=["nginx:80"],
-                 sysctls={"net.ipv4.tcp_timestamps": "0"}),
-        HostSpec(name="sp", address=HOSTS["synproxy"], segment=2, services=["nginx:80"]),
-        HostSpec(name="lwh", address="198.18.0.51",
-                 sysctls={"net.ipv4.ip_forward": "1", "net.ipv4.conf.eth0.proxy_arp": "1"}),
-    ])
+def newest_majors() -> dict[str, int]:
+    """The newest Linux major version each tool's DB names."""
+    from hostprint.signatures import nmap_os_db, stack_db
+
+    ours = [m for fp in stack_db.load().prints for c in fp.classes if c.family == "Linux" for m in majors(c.generation)]
+    out = {"hostprint": max(ours)}
+    try:
+        db = nmap_os_db.load(None)
+        out["nmap"] = max(m for fp in db.prints for c in fp.classes if c.family == "Linux" for m in majors(c.generation))
+    except Exception:  # noqa: BLE001 - no nmap-os-db installed
+        pass
+    return out
 
 
-def right(name: str, answer: str, generation: str | None, major: int) -> str:
-    """'yes' when the answer names the stack that answered (for Linux: family and a generation range
-    that covers the kernel's major version), 'family only' when only the family is right."""
-    if name in TRUTH:
-        return "yes" if re.search(TRUTH[name][0], answer, re.I) else "no"
-    if "linux" not in answer.lower():
-        return "no"
-    text = generation or answer
-    majors = [int(x) for x in re.findall(r"(?<![\d.])(\d+)\.(?:x|X|\d+)", text)]
-    if not majors:
-        return "family only"
-    lo, hi = min(majors), max(majors)
-    return "yes" if lo <= major <= hi else "family only"
+def reaches_newest(cell: Cell, family: str | None, generation: str | None, name: str, newest: int | None) -> bool:
+    if cell.family != "Linux" or newest is None or not family_right(cell, family, name):
+        return family_right(cell, family, name)
+    ms = majors(generation or name)
+    return bool(ms) and max(ms) >= newest
 
 
-def measure(run, name: str, addr: str, ports: str, reps: int, major: int) -> tuple:
-    """nmap -O (and --osscan-guess) and hostprint -O on one target; `run(argv)` runs in the scanner's
-    namespace. Returns a result row."""
-    t_n, t_h = [], []
-    guess_n = guess_h = first_n = ok_h = ""
-    for _ in range(reps):
-        t = time.monotonic()
-        r = run(["nmap", "-O", "-n", "-Pn", "-p", ports, addr])
-        t_n.append(time.monotonic() - t)
-        m = re.search(r"^(OS details|Aggressive OS guesses):\s*(.*)$", r.stdout, re.M)
-        guess_n = m.group(2)[:60] if m else ("no exact match" if "No exact OS matches" in r.stdout else "none")
-        first_n = m.group(2).split(", ")[0] if m else ""
-        r = run(["nmap", "-O", "--osscan-guess", "-n", "-Pn", "-p", ports, addr])
-        m = re.search(r"^(OS details|Aggressive OS guesses):\s*(.*)$", r.stdout, re.M)
-        guess_n += "; --osscan-guess: " + (m.group(2).split(", ")[0] if m else "none")
-        first_n = first_n or (m.group(2).split(", ")[0] if m else "")
-        t = time.monotonic()
-        r = run([sys.executable, "-m", "hostprint", "scan", "-sS", "-O", "-n", "-Pn", "-p", ports, addr, "-oJ", "-",
-                 "--no-db", "--progress", "never"])
-        t_h.append(time.monotonic() - t)
-        h = json.loads(r.stdout.splitlines()[0])
-        ms = h["os"].get("matches") or []
-        unknown = (h["os"].get("stack") or {}).get("unknown")
-        guess_h = f"{ms[0]['name']} ({ms[0]['confidence']:.0%})" if ms else \
-            (f"unknown, nearest {unknown['nearest']}" if unknown else "no match")
-        arch = [a["kind"] for a in h["os"].get("architecture") or []]
-        if arch:
-            guess_h += "; architecture: " + ", ".join(arch)
-        ok_h = right(name, ms[0]["name"] + " " + (ms[0].get("family") or ""), ms[0].get("generation"), major) if ms else "no"
-    ok_n = right(name, first_n, None, major)
-    return (name, statistics.median(t_n), statistics.median(t_h), guess_n, guess_h, ok_n, ok_h)
+def run_hostprint(cell: Cell) -> dict[str, Any]:
+    assert cell.run is not None
+    t = time.monotonic()
+    r = cell.run([sys.executable, "-m", "hostprint", "scan", "-sS", "-O", "-n", "-Pn", "-p", cell.ports, cell.address,
+                  "-oJ", "-", "--no-db", "--progress", "never"], timeout=300)
+    dt = time.monotonic() - t
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    if r.returncode != 0 or not lines:
+        return {"time": dt, "answer": f"error: {r.stderr.strip()[-200:]}", "family": None, "generation": None,
+                "confidence": None, "arch": []}
+    h = json.loads(lines[0])
+    os_ = h.get("os") or {}
+    ms = os_.get("matches") or []
+    arch = [a["kind"] for a in os_.get("architecture") or []]
+    if ms:
+        m = ms[0]
+        return {"time": dt, "answer": f"{m['name']} ({m['confidence']:.0%})", "name": m["name"], "family": m.get("family"),
+                "generation": m.get("generation"), "confidence": m["confidence"], "arch": arch,
+                "stack_fp": (os_.get("stack") or {}).get("fingerprint")}
+    u = os_.get("unknown") or {}
+    return {"time": dt, "answer": f"unknown, nearest {u.get('nearest')}", "name": "", "family": None, "generation": None,
+            "confidence": None, "arch": arch, "stack_fp": (os_.get("stack") or {}).get("fingerprint")}
+
+
+def run_nmap(cell: Cell) -> dict[str, Any]:
+    assert cell.run is not None
+    t = time.monotonic()
+    r = cell.run(["nmap", "-O", "--osscan-guess", "-n", "-Pn", "-p", cell.ports, cell.address], timeout=600)
+    dt = time.monotonic() - t
+    m = re.search(r"^(OS details|Aggressive OS guesses):\s*(.*)$", r.stdout, re.M)
+    if not m:
+        return {"time": dt, "answer": "none", "name": "", "confidence": None}
+    first = m.group(2).split(", ")[0]
+    pct = re.search(r"\((\d+)%\)", first)
+    exact = m.group(1) == "OS details"
+    return {"time": dt, "answer": ("" if exact else "guess: ") + first, "name": first,
+            "confidence": int(pct.group(1)) / 100 if pct else (1.0 if exact else None)}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--no-nmap", action="store_true")
+    ap.add_argument("--cells", help="comma-separated cell names or kinds (default: all)")
+    ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
+    sel = set(args.cells.split(",")) if args.cells else None
+    linux = [n for n in LINUX_CELLS if sel is None or n in sel or "linux-ns" in sel]
+    kinds = tuple(k for k in KINDS if sel is None or k in sel or (k == "linux-ns" and linux))
+    cells = plan(linux, kinds)
+    newest = newest_majors()
     rows = []
-    major = int(platform.release().split(".")[0])
-    with tempfile.TemporaryDirectory(prefix="hpt-bos-") as tmp, Lab(spec()) as lab:
-        lab.exec("lb", ["nft", "-f", "-"], check=True, text=True, input=(
-            "table ip hplb {\n chain pre {\n  type nat hook prerouting priority -100;\n"
-            "  ip daddr 198.18.0.2 tcp dport 80 dnat to numgen inc mod 2 map { 0 : 198.19.0.11, 1 : 198.19.0.12 }\n"
-            " }\n}\n"))
-        start_synproxy(lab, "lb", dest=HOSTS["synproxy"])  # only the "sp" host is behind SYNPROXY
-        lwip = build_lwip(tmp)
-        if lwip:
-            start_lwip(lab, lwip, "lwh", HOSTS["lwip"])
-
-        def in_lab(argv):
-            return lab.exec(lab.scanner_ns, argv, capture_output=True, text=True)
-
-        for name, addr in HOSTS.items():
-            if name == "lwip" and not lwip:
+    t0 = time.monotonic()
+    with matrix_lab(cells, name="bmx") as built:
+        setup_s = time.monotonic() - t0
+        for c in built:
+            if c.skipped or c.run is None:
+                rows.append({"cell": c.name, "kind": c.kind, "setting": c.setting, "skipped": c.skipped})
                 continue
-            rows.append(measure(in_lab, name, addr, PORTS.get(name, "22,80,81"), args.reps, major))
-    for i, kind in enumerate(("slirp4netns", "pasta")):
-        if binary(kind) is None:
+            h = run_hostprint(c)
+            n = run_nmap(c) if not args.no_nmap else None
+            row: dict[str, Any] = {"cell": c.name, "kind": c.kind, "setting": c.setting, "version": c.version, "hostprint": h}
+            if c.kind == "lb":
+                row["h_right"] = row["h_family"] = row["h_newest"] = "load-balancer" in h["arch"]
+            else:
+                row["h_right"] = right(c, h["family"], h["generation"], h.get("name", ""))
+                row["h_family"] = family_right(c, h["family"], h.get("name", ""))
+                row["h_newest"] = reaches_newest(c, h["family"], h["generation"], h.get("name", ""), newest.get("hostprint"))
+            if n is not None:
+                row["nmap"] = n
+                row["n_right"] = c.kind != "lb" and right(c, None, None, n["name"])
+                row["n_family"] = c.kind != "lb" and family_right(c, None, n["name"])
+                row["n_newest"] = c.kind != "lb" and reaches_newest(c, None, None, n["name"], newest.get("nmap"))
+            rows.append(row)
+            print(f"{c.name}: hostprint {h['answer']} {'arch ' + ','.join(h['arch']) if h['arch'] else ''} "
+                  f"[{'right' if row['h_right'] else 'WRONG'}]" + (f"; nmap {n['answer']}" if n else ""), file=sys.stderr)
+    ran = [r for r in rows if "hostprint" in r]
+    single = [r for r in ran if r["kind"] != "lb"]
+    pairs = [(r["hostprint"]["confidence"], bool(r["h_right"])) for r in single if r["hostprint"]["confidence"] is not None]
+    npairs = [(r["nmap"]["confidence"], bool(r["n_right"])) for r in single if "nmap" in r and r["nmap"]["confidence"] is not None]
+    spurious = [r["cell"] for r in single if "load-balancer" in r["hostprint"]["arch"]
+                or ("nat" in r["hostprint"]["arch"] and r["kind"] not in ("slirp4netns", "pasta"))
+                or ("port-forward" in r["hostprint"]["arch"])]
+
+    def yn(v: bool) -> str:
+        return "yes" if v else "no"
+
+    print(f"\nOS detection over the stack matrix ({time.strftime('%Y-%m-%d %H:%M')}, lab kernel {platform.release()}, "
+          f"set-up {setup_s:.0f} s; newest Linux generation in each DB: "
+          + ", ".join(f"{k} {v}.x" for k, v in newest.items()) + ")\n")
+    print("| cell | setting | hostprint -O | s | right | family | newest | nmap -O | s | right | family | newest |\n"
+          "|---|---|---|---:|---|---|---|---|---:|---|---|---|")
+    for r in rows:
+        if "hostprint" not in r:
+            print(f"| {r['cell']} | {r['setting']} | skipped: {r['skipped']} | | | | | | | | | |")
             continue
-        with usernet(kind, f"bos{i}", 60 + 2 * i) as u:
-            rows.append(measure(lambda argv: u.exec(argv, capture_output=True, text=True), kind, u.server_addr,
-                                f"{u.port},81", args.reps, major))
-    print(f"\nOS detection benchmark ({time.strftime('%Y-%m-%d %H:%M')}, lab kernel {platform.release()}, median of {args.reps})")
-    print("| host | nmap -O s | hostprint -O s | time / nmap's | nmap's answer | right? | hostprint's answer | right? |\n"
-          "|---|---:|---:|---:|---|---|---|---|")
-    for name, tn, th, gn, gh, okn, okh in rows:
-        print(f"| {name} | {tn:.2f} | {th:.2f} | {th / tn:.2f} | {gn} | {okn} | {gh} | {okh} |")
-    tn, th = sum(r[1] for r in rows), sum(r[2] for r in rows)
-    print(f"total time: nmap {tn:.1f} s, hostprint {th:.1f} s ({th / tn:.2f}x); right: nmap "
-          f"{sum(r[5] == 'yes' for r in rows)}/{len(rows)}, hostprint {sum(r[6] == 'yes' for r in rows)}/{len(rows)}; "
-          f"load balancer reported by hostprint: "
-          f"{'yes' if any('load-balancer' in r[4] for r in rows if r[0] == 'load-balancer') else 'no'}")
+        h = r["hostprint"]
+        arch = f"; architecture: {', '.join(h['arch'])}" if h["arch"] else ""
+        line = f"| {r['cell']} | {r['setting']} | {h['answer']}{arch} | {h['time']:.1f} | {yn(r['h_right'])} | {yn(r['h_family'])} | {yn(r['h_newest'])} |"
+        if "nmap" in r:
+            n = r["nmap"]
+            line += f" {n['answer'][:70]} | {n['time']:.1f} | {yn(r['n_right'])} | {yn(r['n_family'])} | {yn(r['n_newest'])} |"
+        else:
+            line += " | | | | |"
+        print(line)
+
+    def count(key: str, rs: list[dict[str, Any]]) -> str:
+        return f"{sum(bool(r.get(key)) for r in rs)}/{len(rs)}"
+
+    th = sum(r["hostprint"]["time"] for r in ran)
+    print(f"\nhostprint: right {count('h_right', ran)}, family {count('h_family', ran)}, newest {count('h_newest', ran)}; "
+          f"{th:.1f} s in all ({th / max(len(ran), 1):.1f} s per host)")
+    if any("nmap" in r for r in ran):
+        tn = sum(r["nmap"]["time"] for r in ran if "nmap" in r)
+        print(f"nmap:      right {count('n_right', ran)}, family {count('n_family', ran)}, newest {count('n_newest', ran)}; "
+              f"{tn:.1f} s in all ({tn / max(len(ran), 1):.1f} s per host); hostprint/nmap time {th / max(tn, 1e-9):.2f}x")
+    unknown = sum(1 for r in single if r["hostprint"]["confidence"] is None)
+    print(f"calibration: hostprint ECE {ece(pairs):.3f} over {len(pairs)} single-host verdicts "
+          f"(mean confidence {sum(c for c, _ in pairs) / max(len(pairs), 1):.3f}, "
+          f"right {sum(ok for _, ok in pairs)}/{len(pairs)}; {unknown} unknown)"
+          + (f"; nmap first-guess % ECE {ece(npairs):.3f} over {len(npairs)}" if npairs else ""))
+    print(f"architecture findings on single hosts that are not their own relay class: {', '.join(spurious) or 'none'}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "ece": ece(pairs), "newest": newest}, f, indent=1, default=str)
     return 0
 
 

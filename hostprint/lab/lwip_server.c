@@ -5,6 +5,7 @@
  * (then answer and close: FIN_WAIT1 test) or until EOF (then close: LAST_ACK test).
  *
  * usage: PRECONFIGURED_TAPIF=tap0 lwip_server ADDRESS PORT      (prints "ready" when listening)
+ * LWIP_MTU=N in the environment sets the netif MTU (runtime; lwIP derives the MSS it offers from it).
  * build: cc lwip_server.c -I/usr/include/lwip -llwip -lpthread
  */
 #include <stdio.h>
@@ -23,6 +24,9 @@ static ip4_addr_t addr, mask, gw;
 static void stack_ready(void *arg) {
     /* runs in the tcpip thread: the netif calls need no extra locking here */
     netif_add(&tap, &addr, &mask, &gw, NULL, tapif_init, tcpip_input);
+    const char *mtu = getenv("LWIP_MTU");
+    if (mtu && atoi(mtu) >= 68)
+        tap.mtu = (u16_t)atoi(mtu);
     netif_set_default(&tap);
     netif_set_up(&tap);
     netif_set_link_up(&tap);

@@ -37,17 +37,26 @@ def from_port_ttls(host: model.HostResult) -> list[ArchitectureFinding]:
 
 def from_twins(twins: list[Twin], ts_rate: float | None) -> list[ArchitectureFinding]:
     """Load balancing: identical SYNs from different source ports answered by different stacks
-    (option layout, window, initial TTL, hop count or DF differ), or by several TCP timestamp clocks.
+    (option layout, window, initial TTL, hop count or DF differ), or by several TCP timestamp clocks
+    or IP ID counters.
+
+    Evidence one host cannot produce: the answers must *alternate* between the stacks in time
+    (some stack answers both before and after another). One host changes its answers at most once
+    during a probe: when its SYN backlog fills with our half-open connections it switches to SYN
+    cookies for the rest (gVisor's cookie SYN-ACKs drop window scale and SACK; lwIP-sized backlogs
+    fill after a few SYNs), and a counter or clock that jumps once does so once. A balancer sends
+    consecutive connections to different backends, so their answers interleave.
 
     Clocks are compared only when one connection gave the rate (probes/stack.py): a stack that
     draws a random offset per connection (Linux) shows one "clock" per connection, so only groups of
     two or more answers on one clock count, and every answer must sit on one of them."""
     if len(twins) < 2:
         return []
+    twins = sorted(twins, key=lambda t: t.at)
     shapes: dict[tuple[str, str, str, str, str], list[str]] = {}
     for t in twins:
         shapes.setdefault((t.options, t.window, t.ittl, t.hops, t.df), []).append(t.probe)
-    if len(shapes) > 1:
+    if len(shapes) > 1 and _interleaved([(t.options, t.window, t.ittl, t.hops, t.df) for t in twins]):
         parts = [f"{len(ps)} answer{'s' if len(ps) > 1 else ''} with options {k[0] or '-'} window {k[1]} "
                  f"initial TTL {int(k[2], 16)} {k[3]} hop{'s' if k[3] != '1' else ''} DF {k[4]}"
                  for k, ps in sorted(shapes.items(), key=lambda kv: -len(kv[1]))]
@@ -55,7 +64,7 @@ def from_twins(twins: list[Twin], ts_rate: float | None) -> list[ArchitectureFin
                                     f"{len(twins)} identical SYNs met {len(shapes)} different stacks: " + "; ".join(parts),
                                     "stack")]
     counters = _ipid_counters(twins)
-    if counters:
+    if counters and _interleaved(_labels(counters, [t.ipid for t in twins if t.ipid is not None])):
         return [ArchitectureFinding("load-balancer",
                                     f"{len(twins)} identical SYNs were answered from {len(counters)} IP ID counters "
                                     f"({', '.join(f'{c[0]}..{c[-1]}' for c in counters)})", "stack")]
@@ -70,7 +79,8 @@ def from_twins(twins: list[Twin], ts_rate: float | None) -> list[ArchitectureFin
             else:
                 clocks.append([(at, ts)])
         shared = [c for c in clocks if len(c) >= 2]
-        if len(shared) >= 2 and sum(len(c) for c in shared) == len(stamped):
+        if len(shared) >= 2 and sum(len(c) for c in shared) == len(stamped) \
+                and _interleaved(_labels([[ts for _, ts in c] for c in shared], [ts for _, ts in stamped])):
             return [ArchitectureFinding("load-balancer",
                                         f"{len(stamped)} identical SYNs were answered by {len(shared)} TCP timestamp "
                                         f"clocks ({', '.join(str(len(c)) for c in shared)} answers each, "
@@ -91,6 +101,22 @@ def from_stack_class(best: OsMatch | None) -> list[ArchitectureFinding]:
                                             "class), not by the target host's own stack", "stack")]
 
 
+def _interleaved(labels: list[object]) -> bool:
+    """Do the groups alternate in time (more runs of equal labels than groups)? A B A is; A A B B,
+    a single switch, is what one host whose answers change once shows."""
+    runs = 1 + sum(1 for a, b in zip(labels, labels[1:]) if a != b)
+    return runs > len(set(labels))
+
+
+def _labels(groups: list[list[int]], values: list[int]) -> list[object]:
+    """The index of the group each value (in time order) belongs to."""
+    where: dict[int, int] = {}
+    for i, g in enumerate(groups):
+        for v in g:
+            where.setdefault(v, i)
+    return [where.get(v, -1) for v in values]
+
+
 def _ipid_counters(twins: list[Twin]) -> list[list[int]]:
     """Several incrementing IP ID counters among identical answers (a host with one global or
     per-destination counter shows one). Each ID joins the counter whose last ID it follows by 1-2000;
@@ -106,4 +132,24 @@ def _ipid_counters(twins: list[Twin]) -> list[list[int]]:
                 break
         else:
             chains.append([i])
-    return chains if len(chains) >= 2 and all(len(c) >= 2 for c in chains) else []
+    # One counter whose answers come back out of order (gVisor answers SYNs concurrently: measured
+    # with runsc, IDs 55747..55763 arrived as 55747, 55756, 55749 ...) breaks into chains that lie
+    # within a few IDs of each other; another machine's counter starts anywhere in the 16-bit space.
+    merged: list[list[int]] = []
+    for c in chains:
+        for m in merged:
+            if any(_id_gap(a, b) <= ID_NEAR for a in c for b in m):
+                m.extend(c)
+                break
+        else:
+            merged.append(list(c))
+    return merged if len(merged) >= 2 and all(len(c) >= 2 for c in merged) else []
+
+
+#: IP IDs this close (mod 2^16) belong to one counter, whatever order their answers came in.
+ID_NEAR = 2000
+
+
+def _id_gap(a: int, b: int) -> int:
+    d = (a - b) & 0xFFFF
+    return min(d, 0x10000 - d)
