@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from hostprint.model import Evidence, OsEvidence, OsHint, OsMatch, UnknownOs
-from hostprint.signatures.knowledge import families
+from hostprint.signatures.knowledge import calibrations, families
 
 METHOD_TRUST = {"stack": 0.9, "timing": 0.85, "passive": 0.6, "banner": 0.7}
 DEFAULT_TRUST = 0.5
@@ -51,6 +51,15 @@ class _Claim:
 
 def _trust(method: str) -> float:
     return METHOD_TRUST.get(method, DEFAULT_TRUST)
+
+
+def _probability(method: str, conf: float) -> float:
+    """A technique's stand-alone chance of being right: its class confidence discounted by the
+    technique's trust, then mapped through its measured calibration where there is one
+    (signatures/knowledge/calibration.txt)."""
+    raw = _trust(method) * conf
+    cal = calibrations().get(method)
+    return cal(raw) if cal is not None else raw
 
 
 def _key(family: str) -> str:
@@ -173,7 +182,7 @@ def _family_match(cs: list[_Claim], unknowns: Mapping[str, UnknownOs | None]) ->
         best_by_method[c.method] = max(best_by_method.get(c.method, 0.0), c.confidence)
     miss = 1.0
     for method, conf in best_by_method.items():
-        miss *= 1 - _trust(method) * conf
+        miss *= 1 - _probability(method, conf)
     conf = 1 - miss
     others_unknown = [m for m, u in unknowns.items() if u is not None and m not in best_by_method]
     if others_unknown:

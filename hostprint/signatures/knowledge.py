@@ -119,3 +119,39 @@ def distro_rules() -> list[DistroRule]:
             raise UsageError(f"{r.where}: Release must name a group of the pattern (1..{rx.groups})")
         out.append(DistroRule(r.name, name, family, rx, int(rel) if rel else None, r.one("CPE")))
     return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Raw stand-alone confidence -> the share right, piecewise linear between measured points."""
+
+    technique: str
+    points: tuple[tuple[float, float], ...]
+
+    def __call__(self, raw: float) -> float:
+        pts = self.points
+        if not pts or raw < pts[0][0] or raw > pts[-1][0]:
+            return raw
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            if x0 <= raw <= x1:
+                return y0 + (y1 - y0) * (raw - x0) / (x1 - x0) if x1 > x0 else y1
+        return pts[-1][1]
+
+
+@functools.lru_cache(maxsize=1)
+def calibrations() -> dict[str, Calibration]:
+    recs = load_records(DIR / "calibration.txt", frozenset({"Calibration"}), frozenset({"Point"}))
+    out = {}
+    for r in recs:
+        pts = []
+        for p in r.all("Point"):
+            try:
+                raw, right = (float(x) for x in p.split())
+            except ValueError:
+                raise UsageError(f"{r.where}: Point needs two numbers, got {p!r}") from None
+            pts.append((raw, right))
+        pts.sort()
+        if any(b[1] < a[1] for a, b in zip(pts, pts[1:])):
+            raise UsageError(f"{r.where}: Calibration {r.name!r} must not fall as confidence rises")
+        out[r.name] = Calibration(r.name, tuple(pts))
+    return out
