@@ -41,3 +41,12 @@ class ScanOptions:
     service_scan: bool = False
     sv_db: str = "hostprint"
     sv_timeout: float = 3.0
+    #: nmap's packet options: -g/--source-port, --ttl, -S, -e, -f, --host-timeout (seconds)
+    source_port: int | None = None
+    ttl: int | None = None
+    source_addr: str | None = None
+    iface: str | None = None
+    fragment: bool = False
+    host_timeout: float | None = None
+    #: --traceroute: the hops to each up host
+    traceroute: bool = False
