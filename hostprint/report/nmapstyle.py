@@ -92,16 +92,16 @@ def seconds_sig2(seconds: float) -> str:
     return f"{seconds:.{decimals}f}"
 
 
-def service_name(svc: Service | None, *, tunnel_sep: str = "/", guessed: bool = False) -> str:
+def service_name(svc: Service | None, *, tunnel_sep: str = "/", guessed: bool = False, state: str = OPEN) -> str:
     """'ssl/http' in normal output, 'ssl|http' in grepable (where '/' is a field separator).
-    With `guessed` (a run that did -sV) a name only the port table gave gets nmap's "?"
-    ('abyss?'): -sV tried and could not confirm it."""
+    With `guessed` (a run that did -sV) an open port's name that only the port table gave gets
+    nmap's "?" ('abyss?'): -sV tried and could not confirm it."""
     if svc is None:
         return "unknown"
     name = svc.name or "unknown"
     if svc.tunnel:
         name = f"{svc.tunnel}{tunnel_sep}{name}"
-    if guessed and svc.method == "port-table" and svc.name:
+    if guessed and svc.method == "port-table" and svc.name and state in (OPEN, "open|filtered"):
         name += "?"
     return name
 

@@ -272,7 +272,8 @@ def _trace(h: HostResult) -> str:
         rtt = hop.get("rtt_us")
         hops.append(_tag("hop", [("ttl", hop.get("ttl")), ("ipaddr", hop.get("address")),
                                  ("rtt", f"{rtt / 1000:.2f}" if isinstance(rtt, (int, float)) else None),
-                                 ("host", hop.get("hostname"))]))
+                                 ("host", hop.get("hostname") or (h.hostname if hop.get("address") == h.address
+                                                                  else None))]))
     return _tag("trace", attrs, close=False) + "\n" + "\n".join(hops) + "\n</trace>"
 
 

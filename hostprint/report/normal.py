@@ -64,9 +64,8 @@ def _os_lines(h: HostResult, verbose: int) -> list[str]:
         else:
             lines.append("Aggressive OS guesses: " + ", ".join(f"{m.name} ({ns.accuracy_percent(m)}%)"
                                                                for m in matches[:10]))
-        if verbose:
-            for e in ns.evidence_lines(best, verbose):
-                lines.append(f"OS evidence: {e}")
+        for e in ns.evidence_lines(best, verbose):  # which technique says so (DB lines and points: -v)
+            lines.append(f"OS evidence: {e}")
     unknown = ns.unknown_stack_line(h)
     if unknown:
         lines.append(unknown)
@@ -155,7 +154,7 @@ def _trace_lines(h: HostResult) -> list[str]:
     for hop in h.trace:
         rtt = hop.get("rtt_us")
         addr = hop.get("address")
-        name = hop.get("hostname")
+        name = hop.get("hostname") or (h.hostname if addr == h.address else None)
         rows.append([str(hop.get("ttl", "")), f"{rtt / 1000:.2f} ms" if isinstance(rtt, (int, float)) else "...",
                      (f"{name} ({addr})" if name else str(addr)) if addr else "..."])
     return ["", f"TRACEROUTE{f' (using {how})' if how else ''}"] + _table(rows)
@@ -196,7 +195,7 @@ def host_block(run: ScanRun, h: HostResult, *, with_version: bool | None = None,
         rows = [header]
         guessed = ns.run_service_scan(run)
         for p in h.ports:
-            row = [f"{p.port}/{p.protocol}", p.state, ns.service_name(p.service, guessed=guessed)]
+            row = [f"{p.port}/{p.protocol}", p.state, ns.service_name(p.service, guessed=guessed, state=p.state)]
             if reason:
                 row.append(ns.port_reason(p))
             if with_version:
