@@ -755,7 +755,10 @@ def test_history_lists_runs(run: ScanRun, tmp_path: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     assert run.id in out and older.id in out and "12.5s" in out and "3/8" in out
     assert out.index(run.id) < out.index(older.id)
-    assert " scan 198.18.1.1 " in out and "/usr/bin/hostprint" not in out
+    assert any(ln.endswith(" scan 198.18.1.1") for ln in out.splitlines()) and "/usr/bin/hostprint" not in out
+    # not a terminal: nothing cut or padded, the whole ARGS last
+    assert all(ln == ln.rstrip() for ln in out.splitlines()) and "…" not in out
+    assert f"{run.id} " in out and "web.lab" in out
     assert _history(["--db", str(db), "-n", "1", "--json"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(rows) == 1 and rows[0]["id"] == run.id and rows[0]["open_ports"] == 5

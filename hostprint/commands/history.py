@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from hostprint.commands.args import positive
@@ -66,25 +67,32 @@ def run(args: argparse.Namespace) -> int:
         for r in runs:
             print(json.dumps(r))
         return 0
+    rows = [[r["id"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])), _duration(r),
+             f"{r['hosts_up']}/{r['hosts_total']}", str(r["open_ports"]), shlex.join(_without_program(r["args"]))]
+            for r in runs]
+    if not sys.stdout.isatty():
+        # A pipe or a file: columns as wide as their cells, ARGS last and whole, nothing cut or padded.
+        if not runs:
+            print(f"no runs recorded in {path}")
+            return 0
+        from hostprint.report.normal import _table
+
+        print(f"hostprint runs in {path}")
+        print("\n".join(_table([["ID", "STARTED", "DURATION", "HOSTS UP", "OPEN PORTS", "ARGS"], *rows])))
+        return 0
     console = Console()
     if not runs:
         console.print(Text(f"no runs recorded in {path}"))
         return 0
     table = Table(title=Text(f"hostprint runs in {path}"), header_style="bold")
-    # Fixed columns never wrap; ARGS takes the rest and is cut with an ellipsis (full text: --json).
-    for col in ("ID", "STARTED", "DURATION"):
-        table.add_column(col, no_wrap=True)
+    # ID and STARTED are what `diff`, `report` and `history RUN` need: never cut. ARGS gives way
+    # (cut with an ellipsis on a narrow terminal; whole in a pipe and with --json).
+    for col, width in (("ID", 12), ("STARTED", 19), ("DURATION", 8), ("HOSTS UP", 8), ("OPEN PORTS", 10)):
+        table.add_column(col, no_wrap=True, min_width=max(width, max((len(r[len(table.columns)]) for r in rows),
+                                                                      default=0)),
+                         justify="right" if col in ("HOSTS UP", "OPEN PORTS") else "left")
     table.add_column("ARGS", overflow="ellipsis", no_wrap=True, ratio=1)
-    for col in ("HOSTS UP", "OPEN PORTS"):
-        table.add_column(col, no_wrap=True, justify="right")
-    for r in runs:
-        table.add_row(
-            Text(r["id"]),
-            Text(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))),
-            Text(_duration(r)),
-            Text(shlex.join(_without_program(r["args"]))),
-            Text(f"{r['hosts_up']}/{r['hosts_total']}"),
-            Text(str(r["open_ports"])),
-        )
+    for r in rows:
+        table.add_row(*[Text(c) for c in r])
     console.print(table)
     return 0

@@ -467,7 +467,7 @@ def _progress(args: argparse.Namespace, outs: dict[str, str | None] | None = Non
     from hostprint.report.terminal import ScanProgress
 
     to_stdout = outs is not None and "-" in outs.values()
-    windows = {"timing": opts.cron_timeout * 3.2} if opts is not None and opts.cron_os else {}
+    windows = {"timing": opts.cron_timeout} if opts is not None and opts.cron_os else {}
     return ScanProgress({"auto": None, "always": True, "never": False}[args.progress], verbose=int(args.verbose or 0),
                         say=(lambda t: print(t, file=sys.stderr, flush=True)) if to_stdout or args.quiet else None,
                         stats_every=nmap_time(getattr(args, "stats_every", None), "--stats-every"), windows=windows)
