@@ -42,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
     import shlex
 
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
     from hostprint.report.inventory import Inventory
@@ -70,29 +69,26 @@ def run(args: argparse.Namespace) -> int:
     rows = [[r["id"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])), _duration(r),
              f"{r['hosts_up']}/{r['hosts_total']}", str(r["open_ports"]), shlex.join(_without_program(r["args"]))]
             for r in runs]
+    from hostprint.report.normal import _table
+
+    head = ["ID", "STARTED", "DURATION", "HOSTS UP", "OPEN PORTS", "ARGS"]
+    if not runs:
+        print(f"no runs recorded in {path}")
+        return 0
     if not sys.stdout.isatty():
         # A pipe or a file: columns as wide as their cells, ARGS last and whole, nothing cut or padded.
-        if not runs:
-            print(f"no runs recorded in {path}")
-            return 0
-        from hostprint.report.normal import _table
-
         print(f"hostprint runs in {path}")
-        print("\n".join(_table([["ID", "STARTED", "DURATION", "HOSTS UP", "OPEN PORTS", "ARGS"], *rows])))
+        print("\n".join(_table([head, *rows])))
         return 0
-    console = Console()
-    if not runs:
-        console.print(Text(f"no runs recorded in {path}"))
-        return 0
-    table = Table(title=Text(f"hostprint runs in {path}"), header_style="bold")
-    # ID and STARTED are what `diff`, `report` and `history RUN` need: never cut. ARGS gives way
-    # (cut with an ellipsis on a narrow terminal; whole in a pipe and with --json).
-    for col, width in (("ID", 12), ("STARTED", 19), ("DURATION", 8), ("HOSTS UP", 8), ("OPEN PORTS", 10)):
-        table.add_column(col, no_wrap=True, min_width=max(width, max((len(r[len(table.columns)]) for r in rows),
-                                                                      default=0)),
-                         justify="right" if col in ("HOSTS UP", "OPEN PORTS") else "left")
-    table.add_column("ARGS", overflow="ellipsis", no_wrap=True, ratio=1)
-    for r in rows:
-        table.add_row(*[Text(c) for c in r])
-    console.print(table)
+    # A terminal: ID and STARTED are what `diff`, `report` and `history RUN` need, never cut; ARGS
+    # gives way (cut with an ellipsis to the width left; whole in a pipe and with --json).
+    console = Console(highlight=False, soft_wrap=True)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head[:5])]
+    left = max(console.width - sum(widths) - 5 - 1, 12)
+    cut = [[*r[:5], r[5] if len(r[5]) <= left else r[5][:left - 1] + "…"] for r in rows]
+    lines = _table([head, *cut])
+    console.print(Text(f"hostprint runs in {path}", style="bold"))
+    console.print(Text(lines[0], style="bold"))
+    for ln in lines[1:]:
+        console.print(Text(ln))
     return 0
