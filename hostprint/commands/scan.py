@@ -188,6 +188,8 @@ def apply_habits(args: argparse.Namespace, opts: ScanOptions) -> None:
     opts.source_port = _int_in(getattr(args, "source_port", None), "-g/--source-port", 1, 65535)
     opts.ttl = _int_in(getattr(args, "ttl", None), "--ttl", 1, 255)
     opts.fragment = getattr(args, "fragment", False)
+    if opts.fragment and any(k in opts.scan_kinds for k in ("syn", "synack", "ack", "window", "fin", "null", "xmas")):
+        raise UsageError("-f: fragmented probes are sent by the UDP scan (-sU) only so far; drop -f or the TCP scan")
     opts.host_timeout = nmap_time(args.host_timeout, "--host-timeout")
     if opts.host_timeout is None and opts.timing.name == "insane":
         opts.host_timeout = 900.0  # nmap's -T5 (nmap(1), "Timing and Performance")
@@ -541,9 +543,11 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
         finally:
             session.close()
     run.stats.update(session.stats)
-    if resumed:
+    if resumed:  # the finished hosts go back into every output, in front; they were shown before
         done = {h.address for h in run.hosts}
         run.hosts = [h for h in resumed if h.address not in done] + run.hosts
+        if reporter is not None:
+            reporter.printed.update(h.address for h in resumed)
     _finish(args, run, outs, reporter)
     return 0
 

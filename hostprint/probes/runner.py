@@ -8,6 +8,7 @@ later technique sees only up hosts. Everything else is the techniques' own (prob
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -100,6 +101,12 @@ async def _run_group(techniques: Sequence[Technique[Any]], group: list[model.Hos
             ports_finished = True
         active = [h for h in group if h.status == "up"]
         if not active:
+            break
+        deadline = session.deadline
+        if deadline is not None and time.monotonic() >= deadline:  # --host-timeout: what is known is kept
+            for h in active:
+                h.warnings.append(f"--host-timeout {session.host_timeout:g}s reached before {tech.label or tech.name}; "
+                                  "that and later phases were skipped")
             break
         results = await tech.probe(active, session)
         for h in active:

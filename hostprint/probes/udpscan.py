@@ -110,7 +110,7 @@ class _Target:
 class UdpScan:
     def __init__(self, targets: list[str], ports: list[int], timing: Timing, *, links: Links | None = None,
                  data_length: int | None = None, source_port: int | None = None, ttl: int = 64,
-                 deadline: float | None = None, host_timeout: float | None = None, on_port: Callable[[str, int, str], None] | None = None,
+                 fragment: bool = False, deadline: float | None = None, host_timeout: float | None = None, on_port: Callable[[str, int, str], None] | None = None,
                  packet_trace: Callable[[str], None] | None = None, note: Callable[[str], None] | None = None):
         self.targets = targets
         self.ports = sorted(set(ports))
@@ -125,6 +125,7 @@ class UdpScan:
             self.sport_lo, self.sport_hi = route.probe_port_range()
         self.fixed_sport = source_port
         self.ttl = ttl
+        self.fragment = fragment
         self.deadline = deadline  # monotonic time the time budget ends (--host-timeout)
         self.host_timeout = host_timeout  # for the words
         self.on_port = on_port  # (address, port, state) as each port is decided
@@ -197,15 +198,24 @@ class UdpScan:
 
     # ------------------------------------------------------------------ sending
 
-    def _frame(self, link: Link, mac: bytes, addr: str, port: int) -> bytes:
+    def _frames(self, link: Link, mac: bytes, addr: str, port: int) -> list[bytes]:
+        """The probe; with -f its IP payload in 8-byte fragments (RFC 791 §3.2), as nmap's -f."""
         payload = payload_for(port) if self.data_length is None else bytes(self.data_length)
         sport = self.sport(addr, port)
-        return P.build_frame(link.eth(mac), P.IPv4(socket.inet_aton(link.src), socket.inet_aton(addr), P.IPPROTO_UDP,
-                                                   id=(sport ^ port) & 0xFFFF, ttl=self.ttl),
-                             P.UDP(sport, port, payload))
+        src, dst = socket.inet_aton(link.src), socket.inet_aton(addr)
+        ipid = (sport ^ port) & 0xFFFF
+        eth = link.eth(mac)
+        udp = P.UDP(sport, port, payload)
+        if not self.fragment:
+            return [P.build_frame(eth, P.IPv4(src, dst, P.IPPROTO_UDP, id=ipid, ttl=self.ttl), udp)]
+        body = udp.encode(src, dst)
+        return [P.build_frame(eth, P.IPv4(src, dst, P.IPPROTO_UDP, id=ipid, ttl=self.ttl, mf=off + 8 < len(body),
+                                          frag=off // 8), body[off:off + 8])
+                for off in range(0, len(body), 8)]
 
     def _send(self, tgt: _Target, port: int) -> float:
-        tgt.link.send(self._frame(tgt.link, tgt.mac, tgt.addr, port))
+        for fr in self._frames(tgt.link, tgt.mac, tgt.addr, port):
+            tgt.link.send(fr)
         now = time.monotonic()
         tgt.last_probe[port] = now
         self.probes += 1
@@ -461,7 +471,7 @@ class UdpPortScan(PortListScan):
                 session.progress.open_port(addr, port, "udp")
 
         us = UdpScan(addrs, self.ports, session.timing, links=session.links, data_length=o.data_length or None,
-                     source_port=o.source_port, ttl=o.ttl or 64, deadline=session.deadline, host_timeout=session.host_timeout,
+                     source_port=o.source_port, ttl=o.ttl or 64, fragment=o.fragment, deadline=session.deadline, host_timeout=session.host_timeout,
                      on_port=on_port,
                      packet_trace=session.packet_trace, note=session.progress.note)
         await us.run()

@@ -324,10 +324,9 @@ class ScanProgress:
         if fingerprints is not None:
             self.fingerprints = fingerprints
         if self._progress is not None:
-            counts = self._counts()
+            counts = self._counts()  # run totals: every bar shows them, finished or not
             for t in self._progress.tasks:
-                if not t.finished:
-                    self._progress.update(t.id, counts=counts)
+                self._progress.update(t.id, counts=counts)
 
     def open_port(self, address: str, port: int, protocol: str) -> None:
         """A port was found open: counted at once; -v prints nmap's line."""
