@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, hostprint
+from conftest import ROOT
 
 pytestmark = pytest.mark.lab
 

@@ -30,6 +30,8 @@ unconfirmed is reported as open|filtered and said so in a host warning.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import heapq
 import socket
 import statistics
 import time
@@ -110,7 +112,8 @@ class _Target:
 class UdpScan:
     def __init__(self, targets: list[str], ports: list[int], timing: Timing, *, links: Links | None = None,
                  data_length: int | None = None, source_port: int | None = None, ttl: int = 64,
-                 fragment: bool = False, deadline: float | None = None, host_timeout: float | None = None, on_port: Callable[[str, int, str], None] | None = None,
+                 fragment: bool = False, deadline: float | None = None, host_timeout: float | None = None,
+                 on_port: Callable[[str, int, str], None] | None = None,
                  packet_trace: Callable[[str], None] | None = None, note: Callable[[str], None] | None = None):
         self.targets = targets
         self.ports = sorted(set(ports))
@@ -248,10 +251,11 @@ class UdpScan:
         for port, t in batch.sent:
             if port not in tgt.pending:
                 continue
-            fair = any(t < s <= t + SAME_BATCH for s in icmp_times)
+            k = bisect.bisect_right(icmp_times, t)  # the first ICMP-answered probe sent after this one
+            fair = k < len(icmp_times) and icmp_times[k] <= t + SAME_BATCH
             if not fair:
-                before = [c for c in consumed if c < t]
-                last = before[-1] if before else tgt.first_sent
+                j = bisect.bisect_left(consumed, t)  # the last token consumed before this probe
+                last = consumed[j - 1] if j else tgt.first_sent
                 fair = t - last >= wait
             if fair:
                 tgt.pending[port] += 1
@@ -303,15 +307,20 @@ class UdpScan:
             return
         tgt.noted = True
         self.notes_left -= 1
-        budget = "" if tgt.deadline is None else f" (--host-timeout ends it in {max(tgt.deadline - time.monotonic(), 0):.0f} s)"
+        budget = ("" if tgt.deadline is None
+                  else f" (--host-timeout ends it in {max(tgt.deadline - time.monotonic(), 0):.0f} s)")
         self.note(f"{tgt.addr} sends 1 ICMP port-unreachable per {r:.2f} s: confirming its {len(tgt.pending)} silent "
                   f"UDP ports takes ~{_duration(left)}{budget}")
 
     def _batch(self, tgt: _Target) -> list[int]:
         """Ports for the next batch: the most-missed first (a later answer proves their silence),
         then the least recently probed; the canary last."""
-        order = sorted(tgt.pending, key=lambda p: (-tgt.pending[p], tgt.last_probe.get(p, 0.0)))
-        ports = order[:tgt.size] if tgt.canary is not None else order
+        def key(p: int) -> tuple[int, float]:
+            return -tgt.pending[p], tgt.last_probe.get(p, 0.0)
+
+        if tgt.canary is None:
+            return sorted(tgt.pending, key=key)
+        ports = heapq.nsmallest(tgt.size, tgt.pending, key=key)
         if tgt.canary is not None and tgt.canary not in tgt.pending:
             ports.append(tgt.canary)
         return ports
@@ -471,7 +480,8 @@ class UdpPortScan(PortListScan):
                 session.progress.open_port(addr, port, "udp")
 
         us = UdpScan(addrs, self.ports, session.timing, links=session.links, data_length=o.data_length or None,
-                     source_port=o.source_port, ttl=o.ttl or 64, fragment=o.fragment, deadline=session.deadline, host_timeout=session.host_timeout,
+                     source_port=o.source_port, ttl=o.ttl or 64, fragment=o.fragment, deadline=session.deadline,
+                     host_timeout=session.host_timeout,
                      on_port=on_port,
                      packet_trace=session.packet_trace, note=session.progress.note)
         await us.run()
