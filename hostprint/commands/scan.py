@@ -277,6 +277,32 @@ def _ping_methods(args: argparse.Namespace):
     return ms or list(DEFAULT_METHODS)
 
 
+def _finish(args: argparse.Namespace, run: model.ScanRun, outs: dict[str, str | None], reporter=None) -> None:
+    from hostprint.report import emit_outputs
+
+    run.finished = time.time()
+    run.stats["hosts_total"] = len(run.hosts)
+    if reporter is not None:
+        reporter.done()
+    emit_outputs(run, db=args.db, record=not args.no_db, **outs)
+
+
+def _progress(args: argparse.Namespace, outs: dict[str, str | None] | None = None, opts: ScanOptions | None = None):
+    from hostprint.report.terminal import ScanProgress
+
+    to_stdout = outs is not None and "-" in outs.values()
+    windows = {"timing": opts.cron_timeout} if opts is not None and opts.cron_os else {}
+    return ScanProgress({"auto": None, "always": True, "never": False}[args.progress], verbose=int(args.verbose or 0),
+                        say=(lambda t: print(t, file=sys.stderr, flush=True)) if to_stdout or args.quiet else None,
+                        stats_every=nmap_time(getattr(args, "stats_every", None), "--stats-every"), windows=windows)
+
+
+def _need_raw(what: str) -> None:
+    if not have_raw_sockets():
+        raise NeedsRoot(what)
+
+
+
 # ---------------------------------------------------------------------------- options
 
 
@@ -455,37 +481,12 @@ def _asked(args: argparse.Namespace, opts: ScanOptions | None) -> dict[str, obje
             "service_scan": bool(opts is not None and opts.service_scan)}
 
 
-def _finish(args: argparse.Namespace, run: model.ScanRun, outs: dict[str, str | None], reporter=None) -> None:
-    from hostprint.report import emit_outputs
-
-    run.finished = time.time()
-    run.stats["hosts_total"] = len(run.hosts)
-    if reporter is not None:
-        reporter.done()
-    emit_outputs(run, db=args.db, record=not args.no_db, **outs)
-
-
-def _progress(args: argparse.Namespace, outs: dict[str, str | None] | None = None, opts: ScanOptions | None = None):
-    from hostprint.report.terminal import ScanProgress
-
-    to_stdout = outs is not None and "-" in outs.values()
-    windows = {"timing": opts.cron_timeout} if opts is not None and opts.cron_os else {}
-    return ScanProgress({"auto": None, "always": True, "never": False}[args.progress], verbose=int(args.verbose or 0),
-                        say=(lambda t: print(t, file=sys.stderr, flush=True)) if to_stdout or args.quiet else None,
-                        stats_every=nmap_time(getattr(args, "stats_every", None), "--stats-every"), windows=windows)
-
-
 def _packet_trace(args: argparse.Namespace):
     if not getattr(args, "packet_trace", False):
         return None
     t0 = time.monotonic()
     return lambda line: print(f"{line.split(' ', 1)[0]} ({time.monotonic() - t0:.4f}s) {line.split(' ', 1)[-1]}",
                               file=sys.stderr, flush=True)
-
-
-def _need_raw(what: str) -> None:
-    if not have_raw_sockets():
-        raise NeedsRoot(what)
 
 
 def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], names: list[str] | None = None) -> int:
