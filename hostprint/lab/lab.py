@@ -217,7 +217,9 @@ class Lab:
         if not all(ns in existing for ns in st["namespaces"]):
             return None
         owner = st.get("owner_pid")
-        owner_alive = isinstance(owner, int) and owner != os.getpid() and S.proc_start_time(owner) is not None
+        if owner == os.getpid():  # this process's own lab: it may rebuild it
+            return None
+        owner_alive = isinstance(owner, int) and S.proc_start_time(owner) is not None
         return st if st.get("keep") or owner_alive else None
 
     # ---- lifecycle ---------------------------------------------------------------------------
