@@ -87,7 +87,9 @@ class Reporter:
         self.console = console
         self.tty = console.is_terminal if console is not None else is_terminal(self.stream)
         if self.tty and self.console is None:
-            self.console = Console(file=self.stream, soft_wrap=True, highlight=False)
+            # no file: rich writes to whatever sys.stdout is at print time, i.e. through the live
+            # progress display's redirection while the bars are drawn (lines appear above them)
+            self.console = Console(file=None if stream is None else self.stream, soft_wrap=True, highlight=False)
         self.verbose = verbose
         self.reason = reason
         self.printed: set[str] = set()
