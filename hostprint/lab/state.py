@@ -153,4 +153,8 @@ def teardown(state: dict[str, Any]) -> list[str]:
         # only the per-namespace config directories a lab made (/etc/netns/hpl-...)
         if Path(d).parent == Path("/etc/netns") and Path(d).name.startswith("hpl-"):
             shutil.rmtree(d, ignore_errors=True)
+            try:
+                Path(d).parent.rmdir()  # only when empty: another namespace's files stay
+            except OSError:
+                pass
     return problems
