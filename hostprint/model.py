@@ -37,9 +37,14 @@ class Service:
     method: str = "port-table"  # "banner" | "trigger" | "port-table"
     confidence: float = 0.3
     banner: str | None = None
+    #: -sV could not identify the service but it answered: nmap's SF fingerprint of the answers
+    fingerprint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d.get("fingerprint") is None:
+            d.pop("fingerprint", None)
+        return d
 
 
 @dataclass
@@ -628,6 +633,22 @@ class HostResult:
     sequence: dict[str, Any] = field(default_factory=dict)  # IP ID / ISN predictability report
     started: float | None = None
     finished: float | None = None
+    #: every name of the host, nmap's <hostnames>: {"name": ..., "type": "user" | "PTR"}; `hostname`
+    #: is the first of them
+    hostnames: list[dict[str, str]] = field(default_factory=list)
+    #: what the run could not do for this host, in words (a time budget that cut a UDP scan short …)
+    warnings: list[str] = field(default_factory=list)
+    #: --traceroute: the hops, nearest first: {"ttl", "address", "rtt_us", "hostname"}
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_hostname(self, name: str, kind: str) -> None:
+        """Record a name (a user-typed one or a PTR answer) once; the first becomes `hostname`."""
+        name = name.rstrip(".")
+        if not name or any(h["name"].lower() == name.lower() and h["type"] == kind for h in self.hostnames):
+            return
+        self.hostnames.append({"name": name, "type": kind})
+        if self.hostname is None:
+            self.hostname = name
 
     def __post_init__(self) -> None:
         if not isinstance(self.os, OsEvidence):  # a stored `os` object (inventory, -oJ): read it once
@@ -646,6 +667,9 @@ class HostResult:
             "extraports": [e.to_dict() for e in self.extraports],
             "os": self.os.to_dict(),
             "sequence": self.sequence,
+            **({"hostnames": [dict(h) for h in self.hostnames]} if self.hostnames else {}),
+            **({"warnings": list(self.warnings)} if self.warnings else {}),
+            **({"trace": [dict(t) for t in self.trace]} if self.trace else {}),
         }
 
     def set_ports(self, results: list[PortResult], threshold: int = EXTRAPORTS_THRESHOLD) -> None:

@@ -22,7 +22,7 @@ import socket
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from hostprint.errors import UsageError
 from hostprint.ports import show_token
@@ -167,13 +167,30 @@ def _resolve(name: str) -> int:
     return int.from_bytes(socket.inet_aton(str(infos[0][4][0])), "big")
 
 
+class Unresolved(UsageError):
+    """A host name that does not resolve: the scan warns and goes on (nmap: "Failed to resolve")."""
+
+
+@dataclass(frozen=True)
+class _Named(_V4Block):
+    """A resolved host name: its block, and the name the user typed for the address it resolved to."""
+
+    name: str = ""
+    address: int = 0
+
+
 def _parse_hostname(token: str, name: str, prefix_s: str | None, resolve: bool) -> _Pattern:
     if len(name) > 253 or not _HOSTNAME.fullmatch(name):
         raise _bad(token, "not an address, range or host name")
     prefix = _prefix(prefix_s, token, 32) if prefix_s is not None else 32
     if not resolve:
         raise _bad(token, "host names need name resolution, which is turned off")
-    return _block(_resolve(name), prefix)
+    try:
+        addr = _resolve(name)
+    except UsageError:
+        raise Unresolved(f"Failed to resolve \"{show_token(name)}\"") from None
+    b = _block(addr, prefix)
+    return _Named(b.first, b.last, name=name.rstrip("."), address=addr)
 
 
 def parse_target(token: str, *, resolve: bool = True) -> _Pattern:
@@ -214,14 +231,25 @@ def _tokens(specs: Iterable[str]) -> Iterator[str]:
 
 
 def expand_targets(
-    specs: Iterable[str], *, exclude: Iterable[str] = (), resolve: bool = True, limit: int = 1 << 24
+    specs: Iterable[str], *, exclude: Iterable[str] = (), resolve: bool = True, limit: int = 1 << 24,
+    names: dict[str, str] | None = None, on_unresolved: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """Addresses in input order, each once, minus `exclude` (same syntax)."""
+    """Addresses in input order, each once, minus `exclude` (same syntax). `names` receives the
+    host names the user typed (address -> name, for the address the name resolved to); with
+    `on_unresolved` a name that does not resolve is reported there and skipped, not an error."""
     excluded = _Excluder(parse_target(t, resolve=resolve) for t in _tokens(exclude))
     seen: dict[int, set[int]] = {}
     out: list[str] = []
     for token in _tokens(specs):
-        pat = parse_target(token, resolve=resolve)
+        try:
+            pat = parse_target(token, resolve=resolve)
+        except Unresolved as e:
+            if on_unresolved is None:
+                raise
+            on_unresolved(str(e))
+            continue
+        if names is not None and isinstance(pat, _Named) and not excluded(pat.family, pat.address):
+            names.setdefault(_FORMAT[pat.family](pat.address), pat.name)
         if pat.count > limit:
             raise UsageError(f"target spec '{show_token(token)}' has {pat.count} addresses, over the limit of {limit}")
         fmt, family_seen = _FORMAT[pat.family], seen.setdefault(pat.family, set())
@@ -233,6 +261,19 @@ def expand_targets(
         if len(out) > limit:
             raise UsageError(f"too many targets: over the limit of {limit} at spec '{show_token(token)}'")
     return out
+
+
+def count_targets(specs: Iterable[str]) -> int:
+    """How many addresses `specs` name, without expanding or resolving anything (a host name
+    counts as its /prefix block). For the "more than a million addresses?" question."""
+    total = 0
+    for token in _tokens(specs):
+        addr_part, slash, prefix_s = token.partition("/")
+        if addr_part and not _V4ISH.fullmatch(addr_part) and ":" not in addr_part:
+            total += 1 << (32 - _prefix(prefix_s, token, 32)) if slash else 1
+            continue
+        total += parse_target(token, resolve=False).count
+    return total
 
 
 def split_target_list(text: str) -> list[str]:
@@ -367,3 +408,155 @@ def read_nmap_results(path: str) -> dict[str, list[tuple[int, str, str, str]]]:
                 raise UsageError(f"bad port entry '{show_token(entry)}' in nmap results '{show_token(path)}'")
             results.setdefault(m[1], []).append((_port_number(f[0], path), f[2], f[1], f[4]))
     return results
+
+
+# ---- --resume: the targets an interrupted scan already finished ---------------------------
+
+
+@dataclass
+class ResumeState:
+    """What an interrupted scan's output says: its command line and the hosts it finished."""
+
+    args: list[str]
+    hosts: list  # list[model.HostResult]
+    path: str
+
+
+def _host_from_record(d: dict) -> object:
+    """A HostResult from one -oJ record (the README's schema)."""
+    from hostprint import model
+
+    def svc(s: dict | None) -> model.Service | None:
+        if not isinstance(s, dict):
+            return None
+        known = {f for f in model.Service.__dataclass_fields__}
+        return model.Service(**{k: v for k, v in s.items() if k in known})
+
+    ports = [model.PortResult(int(p["port"]), str(p.get("protocol", "tcp")), str(p.get("state", "")),
+                              str(p.get("reason", "")), p.get("reason_ttl"), svc(p.get("service")))
+             for p in d.get("ports") or [] if isinstance(p, dict) and "port" in p]
+    extra = [model.ExtraPorts(str(e.get("state", "")), int(e.get("count", 0)), dict(e.get("reasons") or {}),
+                              e.get("protocol")) for e in d.get("extraports") or [] if isinstance(e, dict)]
+    return model.HostResult(
+        address=str(d["address"]), status=str(d.get("status", "unknown")), reasons=list(d.get("reasons") or []),
+        hostname=d.get("hostname"), mac=d.get("mac"), distance=d.get("distance"), rtt_us=d.get("rtt_us"),
+        ports=ports, extraports=extra, os=model.OsEvidence.from_dict(d.get("os") or {}), sequence=d.get("sequence") or {},
+        hostnames=[h for h in d.get("hostnames") or [] if isinstance(h, dict)],
+        warnings=[w for w in d.get("warnings") or [] if isinstance(w, str)],
+        trace=[t for t in d.get("trace") or [] if isinstance(t, dict)])
+
+
+def _xml_partial(text: str, path: str) -> tuple[ET.Element | None, list[ET.Element]]:
+    """<nmaprun> and its complete <host> elements, from XML an interrupted scan may have cut off."""
+    parser: Any = ET.XMLPullParser(events=("start", "end"))
+    root: Any = None
+    hosts: list[Any] = []
+
+    def take() -> None:
+        nonlocal root
+        for event, el in parser.read_events():
+            if event == "start" and el.tag == "nmaprun" and root is None:
+                root = el
+            elif event == "end" and el.tag == "host":
+                hosts.append(el)
+
+    try:
+        parser.feed(text)
+        take()
+    except ET.ParseError:
+        take()
+    if root is None:
+        raise UsageError(f"--resume: '{show_token(path)}' is not nmap -oX output")
+    return root, hosts
+
+
+def _host_from_xml(el: ET.Element) -> object:
+    from hostprint import model
+
+    addr = _xml_address(el) or ""
+    st = el.find("status")
+    status = st.get("state", "unknown") if st is not None else "unknown"
+    reason = st.get("reason") if st is not None else None
+    h = model.HostResult(addr, status, [reason] if reason else [])
+    for hn in el.findall("hostnames/hostname"):
+        if hn.get("name"):
+            h.add_hostname(hn.get("name", ""), hn.get("type", "PTR"))
+    for a in el.findall("address"):
+        if a.get("addrtype") == "mac":
+            h.mac = (a.get("addr") or "").lower() or None
+    for p in el.findall("ports/port"):
+        pst = p.find("state")
+        sv = p.find("service")
+        service = None
+        if sv is not None:
+            service = model.Service(name=sv.get("name"), product=sv.get("product"), version=sv.get("version"),
+                                    extrainfo=sv.get("extrainfo"), method="port-table" if sv.get("method") == "table"
+                                    else "banner", cpe=[c.text or "" for c in sv.findall("cpe")])
+        ttl = pst.get("reason_ttl") if pst is not None else None
+        h.ports.append(model.PortResult(_port_number(p.get("portid"), "--resume"), p.get("protocol", "tcp"),
+                                        pst.get("state", "") if pst is not None else "",
+                                        pst.get("reason", "") if pst is not None else "",
+                                        int(ttl) if ttl and ttl.isdigit() and int(ttl) else None, service))
+    for e in el.findall("ports/extraports"):
+        reasons = {r.get("reason", ""): int(r.get("count", "0")) for r in e.findall("extrareasons")}
+        proto = next((r.get("proto") for r in e.findall("extrareasons") if r.get("proto")), None)
+        h.extraports.append(model.ExtraPorts(e.get("state", ""), int(e.get("count", "0")), reasons, proto))
+    d = el.find("distance")
+    if d is not None and (d.get("value") or "").isdigit():
+        h.distance = int(d.get("value", "0"))
+    return h
+
+
+def _command_words(line: str) -> list[str]:
+    import shlex
+
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return line.split()
+
+
+def read_resume(path: str) -> ResumeState:
+    """The command line and finished hosts of an interrupted scan's -oG, -oX or -oJ output."""
+    import json
+
+    from hostprint import model
+
+    text = _read_text(path, "--resume file")
+    if _looks_xml(text):
+        root, els = _xml_partial(text, path)
+        assert root is not None
+        return ResumeState(_command_words(root.get("args", "")), [_host_from_xml(e) for e in els], path)
+    if text.lstrip().startswith("{"):
+        hosts = []
+        args: list[str] = []
+        for ln in text.splitlines():
+            try:
+                d = json.loads(ln)
+            except ValueError:
+                continue  # a line cut off by the interruption
+            if not isinstance(d, dict) or "address" not in d or d.get("type") not in (None, "host"):
+                continue
+            args = list((d.get("scan") or {}).get("args") or args)
+            hosts.append(_host_from_record(d))
+        return ResumeState(args, hosts, path)
+    m = re.search(r"^# \S+ \S+ scan initiated .*? as: (.*)$", text, re.M)
+    if not m and not _GREP_HOST.search(text):
+        raise UsageError(f"--resume: '{show_token(path)}' is neither -oG, -oX nor -oJ output")
+    args = _command_words(m[1]) if m else []
+    by: dict[str, object] = {}
+    for g in _GREP_HOST.finditer(text):
+        fields = _grep_fields(g[3])
+        h = by.get(g[1])
+        if h is None:
+            h = by[g[1]] = model.HostResult(g[1], "up" if fields.get("Status", "Up") == "Up" else "down")
+            if g[2]:
+                h.add_hostname(g[2], "PTR")  # type: ignore[attr-defined]
+        if "Ports" in fields:
+            for entry in _GREP_PORT_SPLIT.split(fields["Ports"]):
+                f = entry.split("/")
+                if len(f) >= 5:
+                    name = f[4].rstrip("?") or None
+                    h.ports.append(model.PortResult(_port_number(f[0], path), f[2], f[1], "",  # type: ignore[attr-defined]
+                                                    service=model.Service(name=name) if name else None))
+    return ResumeState(args, list(by.values()), path)

@@ -437,7 +437,7 @@ def test_normal(run: ScanRun) -> None:
     text = format_normal(run)
     lines = text.splitlines()
     assert lines[0].startswith("# hostprint 0.1.0 scan initiated ")
-    i = lines.index("hostprint scan report for web.lab (198.18.0.2)")
+    i = lines.index("Nmap scan report for web.lab (198.18.0.2)")
     assert lines[i + 1] == "Host is up (0.00031s latency)."
     assert lines[i + 2] == "Not shown: 65000 closed tcp ports (reset), 529 filtered tcp ports (no-response)"
     assert lines[i + 3] == "PORT     STATE         SERVICE  VERSION"
@@ -452,7 +452,7 @@ def test_normal(run: ScanRun) -> None:
     assert "Network Distance: 1 hop" in lines
     assert "Service Info: Host: web.lab; OS: Linux; CPE: cpe:/o:linux:linux_kernel" in lines
     assert ("Not shown: 65534 filtered tcp ports (65000 no-response, 534 admin-prohibited)") in lines
-    assert "hostprint scan report for 198.18.0.4 [host down]" in lines
+    assert "Nmap scan report for 198.18.0.4 [host down]" in lines  # the fixture's run was -v
     assert lines[-1].endswith("-- 8 IP addresses (3 hosts up) scanned in 12.50 seconds")
     assert format_normal(run, file_comments=False).splitlines()[-1] == (
         "hostprint done: 8 IP addresses (3 hosts up) scanned in 12.50 seconds")
@@ -665,15 +665,18 @@ def test_print_run_tables(run: ScanRun) -> None:
     from hostprint.report.terminal import print_run
 
     buf = io.StringIO()
-    print_run(run, Console(file=buf, width=200, color_system=None))
+    print_run(run, Console(file=buf, width=40, color_system=None), reason=True)
     text = buf.getvalue()
-    assert "198.18.0.2 (web.lab)  up (echo-reply, reset)" in text
-    assert "1 hop" in text and "0.00031s latency" in text
+    # not a terminal: exactly the -oN text without its '#' lines: never wrapped at the console width
+    assert text == format_normal(run, file_comments=False, reason=True)
+    assert "Nmap scan report for web.lab (198.18.0.2)" in text
+    assert "Network Distance: 1 hop" in text and "0.00031s latency" in text
     assert "Not shown: 65000 closed tcp ports (reset)" in text
     row = next(ln for ln in text.splitlines() if ln.lstrip().startswith("22/tcp"))
-    assert row.split()[:4] == ["22/tcp", "open", "syn-ack", "ttl"] and "OpenSSH 9.2p1" in row
-    assert "OS: Linux 5.15 - 6.1 (97%)" in text and "ttl 64" in text
-    assert "198.18.0.4  down" in text
+    assert row.split()[:5] == ["22/tcp", "open", "ssh", "syn-ack", "ttl"] and "OpenSSH 9.2p1" in row
+    assert "OS details: Linux 5.15 - 6.1" in text
+    assert "Nmap scan report for 198.18.0.4 [host down]" in text
+    assert not any(ln != ln.rstrip() for ln in text.splitlines())  # no padding
     assert "hostprint done: 8 IP addresses (3 hosts up)" in text
 
 
@@ -752,7 +755,10 @@ def test_history_lists_runs(run: ScanRun, tmp_path: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     assert run.id in out and older.id in out and "12.5s" in out and "3/8" in out
     assert out.index(run.id) < out.index(older.id)
-    assert " scan 198.18.1.1 " in out and "/usr/bin/hostprint" not in out
+    assert any(ln.endswith(" scan 198.18.1.1") for ln in out.splitlines()) and "/usr/bin/hostprint" not in out
+    # not a terminal: nothing cut or padded, the whole ARGS last
+    assert all(ln == ln.rstrip() for ln in out.splitlines()) and "…" not in out
+    assert f"{run.id} " in out and "web.lab" in out
     assert _history(["--db", str(db), "-n", "1", "--json"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(rows) == 1 and rows[0]["id"] == run.id and rows[0]["open_ports"] == 5

@@ -85,7 +85,12 @@ def test_hostname_resolution_real_localhost():
 
 
 def test_unresolvable_host(no_dns):
-    assert usage_error(expand_targets, ["no-such-host.example"]) == "cannot resolve host: no-such-host.example"
+    assert usage_error(expand_targets, ["no-such-host.example"]) == 'Failed to resolve "no-such-host.example"'
+    warned: list[str] = []
+    names: dict[str, str] = {}
+    assert expand_targets(["no-such-host.example", "198.18.0.1"], on_unresolved=warned.append,
+                          names=names) == ["198.18.0.1"]
+    assert warned == ['Failed to resolve "no-such-host.example"'] and names == {}
 
 
 def test_hostnames_refused_without_resolution():

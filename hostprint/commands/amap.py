@@ -185,19 +185,26 @@ def report_lines(reps, args) -> tuple[list[str], list[str]]:
             out.append(f"Protocol on {where} matches rpc-{x['name']}-v{x['high']} (RPC #{x['program']} v{x['low']}-{x['high']})")
             machine.append(f"{r.address}:{r.port}:{r.proto}:open:{'SSL' if r.tls else ''}:rpc-{x['name']}-v{x['high']}::")
         if args.dump or not (r.matches or args.hide_unrecognised):
+            # identical answers to several triggers are one block naming every trigger
+            groups: dict[tuple[bytes, bool, bool], list] = {}
             for x in r.responses:
                 if not x.data:
                     continue
                 matched = any(m.trigger == x.trigger and t == x.tls for m, t in r.matches)
                 if matched and not args.dump:
                     continue
-                how = "banner" if x.trigger == NULL else f"trigger {x.trigger}"
+                groups.setdefault((x.data, x.tls, matched), []).append(x)
+            for (data, tls, matched), xs in groups.items():
+                names = [x.trigger for x in xs]
+                how = ("banner" if names == [NULL] else
+                       "banner and " * (NULL in names) + ("trigger " if len(names) - (NULL in names) == 1 else "triggers ")
+                       + ", ".join(n for n in names if n != NULL))
                 head = "Response" if matched else "Unrecognized response"
-                out.append(f"{head} from {where} {'over SSL ' if x.tls else ''}(by {how}) received:")
-                out.append(hexdump(x.data))
+                out.append(f"{head} from {where} {'over SSL ' if tls else ''}(by {how}) received:")
+                out.append(hexdump(data))
                 if not matched:
                     out.append("Suggested rules (hostprint app_*.txt, then amap appdefs.resp):")
-                    out += ["  " + s for s in suggest(x, r.proto)]
+                    out += ["  " + s for s in suggest(xs[0], r.proto)]
         if not r.matches:
             if r.wrapped:
                 out.append(f"Protocol on {where} matches tcpwrapped (accepted and closed without a word)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from hostprint.commands.args import positive
@@ -41,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
     import shlex
 
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
     from hostprint.report.inventory import Inventory
@@ -66,25 +66,29 @@ def run(args: argparse.Namespace) -> int:
         for r in runs:
             print(json.dumps(r))
         return 0
-    console = Console()
+    rows = [[r["id"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])), _duration(r),
+             f"{r['hosts_up']}/{r['hosts_total']}", str(r["open_ports"]), shlex.join(_without_program(r["args"]))]
+            for r in runs]
+    from hostprint.report.normal import _table
+
+    head = ["ID", "STARTED", "DURATION", "HOSTS UP", "OPEN PORTS", "ARGS"]
     if not runs:
-        console.print(Text(f"no runs recorded in {path}"))
+        print(f"no runs recorded in {path}")
         return 0
-    table = Table(title=Text(f"hostprint runs in {path}"), header_style="bold")
-    # Fixed columns never wrap; ARGS takes the rest and is cut with an ellipsis (full text: --json).
-    for col in ("ID", "STARTED", "DURATION"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("ARGS", overflow="ellipsis", no_wrap=True, ratio=1)
-    for col in ("HOSTS UP", "OPEN PORTS"):
-        table.add_column(col, no_wrap=True, justify="right")
-    for r in runs:
-        table.add_row(
-            Text(r["id"]),
-            Text(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))),
-            Text(_duration(r)),
-            Text(shlex.join(_without_program(r["args"]))),
-            Text(f"{r['hosts_up']}/{r['hosts_total']}"),
-            Text(str(r["open_ports"])),
-        )
-    console.print(table)
+    if not sys.stdout.isatty():
+        # A pipe or a file: columns as wide as their cells, ARGS last and whole, nothing cut or padded.
+        print(f"hostprint runs in {path}")
+        print("\n".join(_table([head, *rows])))
+        return 0
+    # A terminal: ID and STARTED are what `diff`, `report` and `history RUN` need, never cut; ARGS
+    # gives way (cut with an ellipsis to the width left; whole in a pipe and with --json).
+    console = Console(highlight=False, soft_wrap=True)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head[:5])]
+    left = max(console.width - sum(widths) - 5 - 1, 12)
+    cut = [[*r[:5], r[5] if len(r[5]) <= left else r[5][:left - 1] + "…"] for r in rows]
+    lines = _table([head, *cut])
+    console.print(Text(f"hostprint runs in {path}", style="bold"))
+    console.print(Text(lines[0], style="bold"))
+    for ln in lines[1:]:
+        console.print(Text(ln))
     return 0

@@ -152,6 +152,6 @@ def run(args: argparse.Namespace) -> int:
             fh.write(text[len(prev):])
     except OSError as e:
         raise UsageError(f"--timing-db-out {out}: {e.strerror}") from None
-    sys.stdout.write(block)
+    sys.stdout.write("".join(ln.rstrip() + "\n" for ln in block.splitlines()))  # plain: no trailing blanks
     print(f"# appended class {cls.id!r} to {out}", file=sys.stderr)
     return 0

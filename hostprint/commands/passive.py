@@ -45,7 +45,50 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--db", metavar="PATH", help="SQLite inventory (default ~/.local/share/hostprint/inventory.sqlite)")
     p.add_argument("--no-db", action="store_true", help="do not record this run in the inventory")
     p.add_argument("--quiet", action="store_true", help="no host table on the terminal")
+    p.add_argument("-v", dest="verbose", action="count", default=0,
+                   help="print each observation as it is made (always on with -i unless -oJ -)")
     p.set_defaults(func=run)
+
+
+def event_line(o: dict[str, Any]) -> str:
+    """One observation as a line, as p0f streams them: who, which packet, what it says."""
+    os_d = o.get("os")
+    what = f"{os_d['name']} ({round(100 * float(os_d.get('confidence') or 0))}%)" if os_d else "unknown"
+    dist = o.get("distance")
+    hops = f", {dist} hop{'s' if dist != 1 else ''}" if isinstance(dist, int) and dist >= 0 else ""
+    return f"{o.get('address')}:{o.get('port')} -> {o.get('peer')}:{o.get('peer_port')} ({o.get('kind')}): {what}{hops}"
+
+
+class _LiveStatus:
+    """passive -i on a terminal: packets, hosts and observations so far, redrawn on stderr."""
+
+    def __init__(self, analyzer: Any):
+        import threading
+
+        self.an = analyzer
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.t0 = time.monotonic()
+
+    def line(self) -> str:
+        st = self.an.stats
+        return (f"{time.monotonic() - self.t0:5.0f}s  {st.get('packets', 0)} packets, {len(self.an.hosts)} hosts, "
+                f"{self.an.observations} observations")
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.5):
+            sys.stderr.write("\r\x1b[K" + self.line())
+            sys.stderr.flush()
+
+    def __enter__(self) -> _LiveStatus:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=1)
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
 
 
 def capture_files(path: str) -> list[Path]:
@@ -111,6 +154,15 @@ def run(args: argparse.Namespace) -> int:
     tech = PassiveTechnique(PassiveMatcher(db), files=files, iface=args.iface, count=count, timeout=timeout,
                             write=sink.write_line if sink is not None else None)
     an = tech.analyzer
+    if (args.iface or args.verbose) and not args.quiet and args.oJ != "-":
+        clear = "\r\x1b[K" if args.iface and sys.stderr.isatty() and sys.stdout.isatty() else ""
+
+        def show(o: dict[str, Any]) -> None:  # events as they happen, as p0f streams them
+            if clear:
+                sys.stderr.write(clear)
+            print(event_line(o), flush=True)
+
+        an.emit = show
     run_ = ScanRun(args=["hostprint", *sys.argv[1:]] if sys.argv[1:2] == ["passive"] else ["hostprint", "passive"],
                    scan_types=["passive"])
     t0 = time.perf_counter()
@@ -119,8 +171,12 @@ def run(args: argparse.Namespace) -> int:
     # would only rescan the ever-growing tables: measured 2.3x slower on a 200k-new-host capture.
     gc.disable()
     seen: dict[str, dict[str, Any]] = {}
+    import contextlib
+
+    live = _LiveStatus(an) if args.iface and sys.stderr.isatty() else contextlib.nullcontext()
     try:
-        seen = asyncio.run(tech.probe([], Session(template("3"))))
+        with live:
+            seen = asyncio.run(tech.probe([], Session(template("3"))))
     finally:
         elapsed = time.perf_counter() - t0
         summaries = list(seen.values()) or an.summaries()
@@ -160,10 +216,10 @@ def _print_table(summaries: list[dict[str, Any]], stats: dict[str, int], elapsed
           f"in {elapsed:.2f}s ({rate:,.0f} packets/s); {len(summaries)} hosts", file=out)
     for s in summaries[:200]:
         osd = s["os"]
-        name = f"{osd['name']} ({osd['confidence']:.1f})" if osd else "unknown"
+        name = f"{osd['name']} ({round(100 * float(osd['confidence'] or 0))}%)" if osd else "unknown"
         extra = []
         if s["distance"] is not None:
-            extra.append(f"dist {s['distance']}")
+            extra.append(f"{s['distance']} hop{'s' if s['distance'] != 1 else ''}")
         if s["link"]:
             extra.append(s["link"])
         if s["uptime"]:
@@ -176,6 +232,8 @@ def _print_table(summaries: list[dict[str, Any]], stats: dict[str, int], elapsed
             extra.append("NAT? " + "; ".join(s["nat"]["reasons"]))
         if s["dishonest"]:
             extra.append("fake: " + s["dishonest"][0])
-        print(f"  {s['address']:<16} {name:<44} {'  '.join(extra)}", file=out)
+        # columns only on a terminal; a pipe gets no padding
+        cols = f"  {s['address']:<16} {name:<44} " if out.isatty() else f"  {s['address']} {name} "
+        print((cols + "  ".join(extra)).rstrip(), file=out)
     if len(summaries) > 200:
         print(f"  ... {len(summaries) - 200} more hosts (see -oJ)", file=out)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -91,12 +90,123 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version-intensity", type=version_intensity, default=7, metavar="0-9",
                    help="-sV: also send probes of rarity up to this to ports they are not meant for (nmap's, default 7)")
     p.add_argument("--sv-timeout", type=sv_timeout, default=3.0, metavar="S", help="-sV wait for a banner / an answer (default 3)")
+    add_nmap_habits(p)
     p.set_defaults(func=run_scan)
 
     d = sub.add_parser("discover", help="host discovery (nmap -sn)", description="Which hosts are up, and which probes saw them.")
     add_common(d)
     add_ping(d)
+    add_nmap_habits(d, scan=False)
     d.set_defaults(func=run_discover)
+
+
+# ---------------------------------------------------------------------------- nmap habits
+
+#: nmap flags hostprint does not have, each named in one line instead of argparse's usage dump.
+UNSUPPORTED = {
+    "-6": "IPv6 not supported yet",
+    "-sC": "NSE scripts are not supported (hostprint has no script engine; -sV identifies services)",
+    "--script": "NSE scripts are not supported (hostprint has no script engine; -sV identifies services)",
+    "-sO": "IP protocol scan (-sO) is not supported",
+    "-sY": "SCTP scans (-sY/-sZ) are not supported",
+    "-sZ": "SCTP scans (-sY/-sZ) are not supported",
+    "-sI": "idle scan (-sI) is not supported",
+    "-sM": "Maimon scan (-sM) is not supported; --scanflags FINACK is not either",
+    "-b": "FTP bounce scan (-b) is not supported",
+    "-D": "decoys (-D) are not supported",
+    "--spoof-mac": "--spoof-mac is not supported",
+    "--badsum": "--badsum is not supported",
+    "--mtu": "--mtu is not supported; -f fragments into 8-byte pieces",
+    "--proxies": "--proxies is not supported",
+    "-oS": "-oS (script kiddie output) is not supported",
+    "-PY": "SCTP discovery (-PY) is not supported",
+    "-PO": "IP protocol discovery (-PO) is not supported",
+}
+
+
+class _Unsupported(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        raise UsageError(f"{option_string}: {UNSUPPORTED[self.dest_flag]}")
+
+    def __init__(self, option_strings, dest, flag: str = "", **kw):  # type: ignore[no-untyped-def]
+        self.dest_flag = flag
+        super().__init__(option_strings, dest, **kw)
+
+
+def add_nmap_habits(p: argparse.ArgumentParser, scan: bool = True) -> None:
+    """The nmap flags people type daily (README "Usage"), and one line for the ones we lack."""
+    p.add_argument("--dns-servers", metavar="SERVERS", help="reverse DNS through these servers (comma separated)")
+    p.add_argument("--host-timeout", metavar="TIME", help="stop probing a host after TIME (30s, 5m, 1h); what is "
+                   "known is kept and the host gets a warning (nmap drops the host); -T5 means 15m")
+    p.add_argument("-e", dest="iface", metavar="IFACE", help="send and receive on this interface")
+    p.add_argument("-S", dest="source_addr", metavar="ADDR", help="source address of the probes")
+    p.add_argument("--stats-every", metavar="TIME", help="print a status line every TIME (10s, 1m)")
+    p.add_argument("--packet-trace", action="store_true", help="a line per probe sent and answer received (stderr)")
+    p.add_argument("-y", "--yes", action="store_true", help="no confirmation for more than 1,048,576 addresses")
+    p.add_argument("--reason", action="store_true", help="show why each port and host has its state")
+    p.add_argument("-sL", dest="list_scan", action="store_true", help="list the targets with their names; send nothing")
+    if scan:
+        p.add_argument("-A", dest="aggressive", action="store_true", help="-sV -O --sequence --traceroute")
+        p.add_argument("-g", "--source-port", dest="source_port", metavar="PORT", help="source port of raw TCP/UDP probes")
+        p.add_argument("--ttl", metavar="N", help="IP TTL of raw TCP/UDP probes")
+        p.add_argument("-f", dest="fragment", action="store_true", help="fragment raw UDP probes into 8-byte pieces")
+        p.add_argument("--traceroute", action="store_true", help="the hops to each up host")
+        p.add_argument("--resume", metavar="FILE", help="resume an interrupted scan from its -oG, -oX or -oJ output")
+    for flag in UNSUPPORTED:
+        if flag in ("-sY", "-sZ", "-sI", "-sO", "-sM", "-b", "-D") and not scan:
+            continue
+        p.add_argument(flag, action=_Unsupported, flag=flag, nargs="?", help=argparse.SUPPRESS, dest=f"_unsup_{flag}")
+    # "-6" makes argparse read every negative number as an option ("--min-rate -5" would lose its
+    # value); exact option strings still match first, so "-6" itself is still caught.
+    p._has_negative_number_optionals.clear()
+
+
+def nmap_time(text: str | None, opt: str) -> float | None:
+    """nmap's time values: a number of seconds, or with ms, s, m or h ("500ms", "30s", "5m")."""
+    if text is None:
+        return None
+    import re
+
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?", text.strip())
+    if not m or float(m[1]) <= 0:
+        raise UsageError(f"bad {opt} '{text}': use a positive time like 500ms, 30s, 5m or 1h")
+    return float(m[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m[2]]
+
+
+def _int_in(text: str | None, opt: str, lo: int, hi: int) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or not lo <= int(text) <= hi:
+        raise UsageError(f"bad {opt} '{text}': use {lo}-{hi}")
+    return int(text)
+
+
+def apply_habits(args: argparse.Namespace, opts: ScanOptions) -> None:
+    """-A, the packet options and --host-timeout into the typed options (checked here)."""
+    import ipaddress
+
+    if getattr(args, "aggressive", False):
+        opts.service_scan = opts.os_detect = opts.sequence = opts.traceroute = True
+    opts.traceroute = opts.traceroute or getattr(args, "traceroute", False)
+    opts.source_port = _int_in(getattr(args, "source_port", None), "-g/--source-port", 1, 65535)
+    opts.ttl = _int_in(getattr(args, "ttl", None), "--ttl", 1, 255)
+    opts.fragment = getattr(args, "fragment", False)
+    if opts.fragment and any(k in opts.scan_kinds for k in ("syn", "synack", "ack", "window", "fin", "null", "xmas")):
+        raise UsageError("-f: fragmented probes are sent by the UDP scan (-sU) only so far; drop -f or the TCP scan")
+    opts.host_timeout = nmap_time(args.host_timeout, "--host-timeout")
+    if opts.host_timeout is None and opts.timing.name == "insane":
+        opts.host_timeout = 900.0  # nmap's -T5 (nmap(1), "Timing and Performance")
+    if args.source_addr is not None:
+        try:
+            ipaddress.IPv4Address(args.source_addr)
+        except ValueError:
+            raise UsageError(f"bad -S '{args.source_addr}': not an IPv4 address") from None
+    opts.source_addr, opts.iface = args.source_addr, args.iface
+    if args.iface is not None:
+        import os
+
+        if not os.path.exists(f"/sys/class/net/{args.iface}"):
+            raise UsageError(f"bad -e '{args.iface}': no such interface")
 
 
 # ---------------------------------------------------------------------------- shared set-up
@@ -138,6 +248,7 @@ def _outputs(args: argparse.Namespace) -> dict[str, str | None]:
     from hostprint.report import check_output_paths
 
     o = {"oJ": args.oJ, "oX": args.oX, "oG": args.oG, "oN": args.oN}
+    o = {k: "-" if v in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1") else v for k, v in o.items()}
     if args.oA:
         o = {"oJ": o["oJ"] or args.oA + ".jsonl", "oX": o["oX"] or args.oA + ".xml",
              "oG": o["oG"] or args.oA + ".gnmap", "oN": o["oN"] or args.oA + ".nmap"}
@@ -169,27 +280,30 @@ def _ping_methods(args: argparse.Namespace):
     return ms or list(DEFAULT_METHODS)
 
 
-def _finish(args: argparse.Namespace, run: model.ScanRun, outs: dict[str, str | None]) -> None:
+def _finish(args: argparse.Namespace, run: model.ScanRun, outs: dict[str, str | None], reporter=None) -> None:
     from hostprint.report import emit_outputs
-    from hostprint.report.terminal import print_run
 
     run.finished = time.time()
-    if not args.quiet and "-" not in outs.values():
-        # Like nmap without -v: down hosts are counted in the summary line, not listed one by one.
-        run.stats["hosts_total"] = len(run.hosts)
-        print_run(run if args.verbose else dataclasses.replace(run, hosts=[h for h in run.hosts if h.status == "up"]))
+    run.stats["hosts_total"] = len(run.hosts)
+    if reporter is not None:
+        reporter.done()
     emit_outputs(run, db=args.db, record=not args.no_db, **outs)
 
 
-def _progress(args: argparse.Namespace):
+def _progress(args: argparse.Namespace, outs: dict[str, str | None] | None = None, opts: ScanOptions | None = None):
     from hostprint.report.terminal import ScanProgress
 
-    return ScanProgress({"auto": None, "always": True, "never": False}[args.progress])
+    to_stdout = outs is not None and "-" in outs.values()
+    windows = {"timing": opts.cron_timeout} if opts is not None and opts.cron_os else {}
+    return ScanProgress({"auto": None, "always": True, "never": False}[args.progress], verbose=int(args.verbose or 0),
+                        say=(lambda t: print(t, file=sys.stderr, flush=True)) if to_stdout or args.quiet else None,
+                        stats_every=nmap_time(getattr(args, "stats_every", None), "--stats-every"), windows=windows)
 
 
 def _need_raw(what: str) -> None:
     if not have_raw_sockets():
         raise NeedsRoot(what)
+
 
 
 # ---------------------------------------------------------------------------- options
@@ -262,40 +376,262 @@ def scan_options(args: argparse.Namespace, *, discovery_only: bool = False) -> S
 
 # ---------------------------------------------------------------------------- running
 
+#: more addresses than this need -y (or a "y" on a terminal)
+CONFIRM_OVER = 1 << 20
+
+
+def _warn(text: str) -> None:
+    print(f"hostprint: warning: {text}", file=sys.stderr, flush=True)
+
+
+def _named_targets(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The targets (names that do not resolve are a warning and skipped, as in nmap), the names
+    the user typed, and a confirmation before more than a million addresses."""
+    from hostprint.targets import count_targets, expand_targets, read_target_file, split_target_list
+
+    specs = list(args.targets)
+    if args.input_list:
+        specs += read_target_file(args.input_list)
+    if not specs:
+        raise UsageError("no targets given (e.g. hostprint scan 198.18.0.10 or -iL FILE)")
+    excl: list[str] = []
+    for e in args.exclude:
+        excl += split_target_list(e)
+    if args.excludefile:
+        excl += read_target_file(args.excludefile)
+    n = count_targets(specs)
+    if n > CONFIRM_OVER and not getattr(args, "yes", False):
+        if not sys.stdin.isatty():
+            raise UsageError(f"the targets name {n:,} addresses (over {CONFIRM_OVER:,}): add -y to scan them")
+        print(f"hostprint: the targets name {n:,} addresses. Scan them all? [y/N] ", end="", file=sys.stderr, flush=True)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            raise UsageError("not confirmed; nothing was sent")
+    names: dict[str, str] = {}
+    failed: list[str] = []
+
+    def unresolved(msg: str) -> None:
+        failed.append(msg)
+        _warn(msg)
+
+    out = expand_targets(specs, exclude=excl, names=names, on_unresolved=unresolved)
+    if not out:
+        raise UsageError("every target was excluded" if not failed else f"no target left: {failed[-1]}")
+    return out, names
+
+
+def _lab_route_problem(addr: str) -> str | None:
+    """A lab address (198.18.0.0/15) that would leave through a default route: the scan is being
+    run outside the lab by mistake, and its probes would go to whoever routes that range."""
+    import ipaddress
+
+    from hostprint.engine import route
+
+    if ipaddress.IPv4Address(addr) not in ipaddress.IPv4Network("198.18.0.0/15"):
+        return None
+    tab = route.table()
+    a = ipaddress.IPv4Address(addr)
+    for net, r in tab.routes:
+        if a in net:
+            if net.prefixlen == 0:
+                via = f" via {r.get('gateway')}" if r.get("gateway") else ""
+                return (f"{addr} is a lab address (198.18.0.0/15) but would leave through the default route{via} "
+                        f"({r.get('dev')}); skipped. Scan the lab from inside it: hostprint lab exec -- hostprint ...")
+            return None
+    return None
+
+
+def _reachable(targets: list[str]) -> list[str]:
+    """Targets with a route (others are a warning and skipped), never a lab address that would
+    leave through a default route."""
+    from hostprint.engine import route
+
+    keep: list[str] = []
+    problems: list[str] = []
+    tab = route.table()
+    for a in targets:
+        if ":" in a:
+            keep.append(a)
+            continue
+        why = _lab_route_problem(a)
+        if why is None:
+            try:
+                tab.lookup(a)
+            except UsageError as e:
+                why = f"{e}; skipped"
+        if why is None:
+            keep.append(a)
+        else:
+            problems.append(why)
+    for p in problems[:10]:
+        _warn(p)
+    if len(problems) > 10:
+        _warn(f"... and {len(problems) - 10} more targets skipped for the same reasons")
+    if not keep:
+        raise UsageError(f"no target left to scan: {problems[0]}" if problems else "no target left to scan")
+    return keep
+
+
+def _resolver(args: argparse.Namespace):
+    """Reverse DNS for the run (None with -n)."""
+    from hostprint.names import ReverseDns, env_disabled, parse_servers
+
+    if args.no_dns or env_disabled():
+        return None
+    servers = parse_servers(args.dns_servers) if getattr(args, "dns_servers", None) else None
+    return ReverseDns(servers)
+
+
+def _asked(args: argparse.Namespace, opts: ScanOptions | None) -> dict[str, object]:
+    """What the run was asked, for the reports (run.stats): nmap's -v, --reason, -sV."""
+    return {"verbose": int(args.verbose or 0), "reason": bool(getattr(args, "reason", False)),
+            "service_scan": bool(opts is not None and opts.service_scan)}
+
+
+def _packet_trace(args: argparse.Namespace):
+    if not getattr(args, "packet_trace", False):
+        return None
+    t0 = time.monotonic()
+    return lambda line: print(f"{line.split(' ', 1)[0]} ({time.monotonic() - t0:.4f}s) {line.split(' ', 1)[-1]}",
+                              file=sys.stderr, flush=True)
+
 
 def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], names: list[str] | None = None) -> int:
     """Targets and outputs checked, techniques created (DBs loaded) — all before the first packet —
-    then the run, the terminal report and every output."""
+    then the run, each host on the terminal as soon as it is done, and every output."""
+    from hostprint.engine import route
     from hostprint.probes import registry, runner
     from hostprint.probes.base import Session
+    from hostprint.report.terminal import Reporter
 
-    targets = _targets(args)
+    apply_habits(args, opts)
+    route.set_override(iface=opts.iface, src=opts.source_addr)
+    if getattr(args, "list_scan", False):
+        return _list_scan(args)
+    resumed: list[model.HostResult] = list(getattr(args, "resume_hosts", []))
+    targets, user_names = _named_targets(args)
+    if resumed:
+        skip = {h.address for h in resumed}
+        targets = [a for a in targets if a not in skip]
+        if not targets:
+            raise UsageError(f"--resume {args.resume_file}: every target is already done")
     outs = _outputs(args)
     techniques = registry.create(opts, names)
     if any(t.needs_raw for t in techniques):
         _need_raw("raw scans (-sS/-sA/-sF/-sN/-sX/-sU/-sW, --scanflags), host discovery, -O, --sequence and "
                   "--cron-os; use -sT -Pn without root")
-    run = model.ScanRun(args=["hostprint", *(sys.argv[1:] if sys.argv else [])], scan_types=scan_types,
-                        ports_scanned={k: v for k, v in opts.ports.items() if v})
-    with _progress(args) as prog:
-        session = Session(opts.timing, progress=prog)
+    targets = _reachable(targets)
+    argv = getattr(args, "resume_argv", None) or ["hostprint", *(sys.argv[1:] if sys.argv else [])]
+    run = model.ScanRun(args=argv, scan_types=scan_types, ports_scanned={k: v for k, v in opts.ports.items() if v})
+    run.stats.update(_asked(args, opts))
+    reporter = None
+    if not args.quiet and "-" not in outs.values():
+        reporter = Reporter(run, verbose=int(args.verbose or 0), reason=bool(getattr(args, "reason", False)))
+    started = time.time()
+
+    def host_done(h: model.HostResult) -> None:
+        h.started, h.finished = started, time.time()
+        if reporter is not None:
+            reporter.host(h)
+
+    resolver = _resolver(args)
+
+    async def go() -> list[model.HostResult]:
         try:
-            run.hosts = asyncio.run(runner.run(techniques, targets, session, only_open=opts.only_open))
+            return await runner.run(techniques, targets, session, only_open=opts.only_open, host_done=host_done,
+                                    names=resolver, resolve_all=bool(args.always_dns), user_names=user_names)
+        finally:
+            if resolver is not None:
+                resolver.close()
+
+    with _progress(args, outs, opts) as prog:
+        session = Session(opts.timing, progress=prog, packet_trace=_packet_trace(args), host_timeout=opts.host_timeout)
+        try:
+            run.hosts = asyncio.run(go())
         finally:
             session.close()
-    run.stats = dict(session.stats)
-    _finish(args, run, outs)
+    run.stats.update(session.stats)
+    if resumed:  # the finished hosts go back into every output, in front; they were shown before
+        done = {h.address for h in run.hosts}
+        run.hosts = [h for h in resumed if h.address not in done] + run.hosts
+        if reporter is not None:
+            reporter.printed.update(h.address for h in resumed)
+    _finish(args, run, outs, reporter)
+    return 0
+
+
+def _list_scan(args: argparse.Namespace) -> int:
+    """-sL: every target with its names (user-typed, and PTR unless -n), nothing sent to them."""
+    from hostprint.names import env_disabled, parse_servers, resolve_names
+    from hostprint.report.terminal import Reporter
+
+    targets, user_names = _named_targets(args)
+    outs = _outputs(args)
+    run = model.ScanRun(args=["hostprint", *(sys.argv[1:] if sys.argv else [])], scan_types=["list"])
+    run.stats.update(_asked(args, None))
+    ptr: dict[str, str] = {}
+    if not args.no_dns and not env_disabled():
+        ptr = resolve_names(targets, parse_servers(args.dns_servers) if args.dns_servers else None)
+    for a in targets:
+        h = model.HostResult(a, "unknown", ["user-set"])
+        if a in user_names:
+            h.add_hostname(user_names[a], "user")
+        if a in ptr:
+            h.add_hostname(ptr[a], "PTR")
+        run.hosts.append(h)
+    reporter = None
+    if not args.quiet and "-" not in outs.values():
+        reporter = Reporter(run, verbose=1, reason=False)
+    _finish(args, run, outs, reporter)
     return 0
 
 
 def run_discover(args: argparse.Namespace) -> int:
     opts = scan_options(args, discovery_only=True)
-    if not opts.ping:
+    if not opts.ping and not getattr(args, "list_scan", False):
         raise UsageError("host discovery with -Pn has nothing to do")
     return _run(args, opts, ["ping"], ["discovery"])
 
 
+def _resume(args: argparse.Namespace) -> argparse.Namespace:
+    """--resume FILE: the interrupted scan's own command line (read from its -oG/-oX/-oJ output),
+    with the hosts it finished kept and skipped (nmap's --resume)."""
+    from hostprint.targets import read_resume
+
+    state = read_resume(args.resume)
+    argv = list(state.args)
+    if argv and argv[0].rsplit("/", 1)[-1].startswith("hostprint"):
+        argv = argv[1:]
+    if not argv:
+        raise UsageError(f"--resume {args.resume}: no command line found in the file")
+    if argv[0] not in ("scan", "discover"):
+        argv = ["scan", *argv]
+    if "--resume" in argv:
+        raise UsageError(f"--resume {args.resume}: the file is the output of a resumed scan; resume from the original")
+
+    class _P(argparse.ArgumentParser):
+        def error(self, message: str):  # type: ignore[no-untyped-def,override]
+            raise UsageError(f"--resume {args.resume}: its command line: {message}")
+
+    parser = _P(prog="hostprint")
+    register(parser.add_subparsers(dest="command", parser_class=_P))
+    new = parser.parse_args(normalise_ping(argv))
+    new.resume_hosts = state.hosts
+    new.resume_file = args.resume
+    new.resume_argv = ["hostprint", *argv]
+    return new
+
+
+def normalise_ping(argv: list[str]) -> list[str]:
+    """nmap glues values to some flags (-PS22,80, -PU53); split them so argparse sees them."""
+    return [f"--ping-{a[2].lower()}={a[3:] or PING_DEFAULT[a[1:3]]}" if a[:3] in ("-PS", "-PA", "-PU") else a
+            for a in argv]
+
+
 def run_scan(args: argparse.Namespace) -> int:
+    if getattr(args, "resume", None):
+        args = _resume(args)
+        if args.command == "discover":
+            return run_discover(args)
     if args.ping_only:
         return run_discover(args)
     opts = scan_options(args)

@@ -243,11 +243,14 @@ def run_live(args: argparse.Namespace) -> int:
     tech = TimingTechnique(opts)  # the DB is loaded (and checked) before anything is sent
     run = model.ScanRun(args=["hostprint", *sys.argv[1:]], scan_types=["timing"], ports_scanned={"tcp": ports})
     hosts = [model.HostResult(a, "up", ["timing"]) for a in targets]
-    session = Session(opts.timing)
-    try:
-        by = asyncio.run(tech.probe(hosts, session))
-    finally:
-        session.close()
+    from hostprint.report.terminal import ScanProgress
+
+    with ScanProgress(None, windows={"timing": timeout}) as prog:  # the listen window ticks on a terminal
+        session = Session(opts.timing, progress=prog)
+        try:
+            by = asyncio.run(tech.probe(hosts, session))
+        finally:
+            session.close()
     run.stats = dict(session.stats)
     for h in hosts:
         res = by.get(h.address, [])

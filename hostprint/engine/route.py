@@ -49,13 +49,21 @@ class RouteTable:
 
     def lookup(self, dst: str) -> Route:
         a = ipaddress.IPv4Address(dst)
+        iface, src = _override.get("iface"), _override.get("src")
+        if iface is not None:  # -e: this interface; its routes' gateway, else on-link
+            r = next((r for net, r in self.routes if a in net and r.get("dev") == iface), None)
+            addrs = self.addrs.get(iface) or []
+            s = src or (r.get("prefsrc") if r else None) or (addrs[0] if addrs else None)
+            if s is None:
+                raise UsageError(f"no IPv4 source address on interface {iface} (-e); give one with -S")
+            return Route(iface, s, r.get("gateway") if r else None)
         if any(a in net for net, _ in self.local):
             return Route("lo", dst, None, local=True)
         for net, r in self.routes:
             if a in net:
                 dev = r["dev"]
                 addrs = self.addrs.get(dev) or []
-                src = r.get("prefsrc") or (addrs[0] if addrs else None)
+                src = _override.get("src") or r.get("prefsrc") or (addrs[0] if addrs else None)
                 if src is None:
                     raise UsageError(f"no IPv4 source address on interface {dev} to reach {dst}")
                 return Route(dev, src, r.get("gateway"))
@@ -72,6 +80,15 @@ def _local_nets(family: str) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv
             except ValueError:
                 continue
     return out
+
+
+#: -e IFACE / -S ADDR for the whole run (set by the command before any lookup)
+_override: dict[str, str | None] = {"iface": None, "src": None}
+
+
+def set_override(iface: str | None = None, src: str | None = None) -> None:
+    """nmap's -e and -S: every lookup leaves by `iface` and/or from `src`."""
+    _override["iface"], _override["src"] = iface, src
 
 
 @lru_cache(maxsize=1)

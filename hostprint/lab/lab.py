@@ -89,6 +89,7 @@ class Lab:
         self._namespaces: list[str] = []
         self._pids: list[dict[str, Any]] = []
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._etc: list[str] = []  # /etc/netns/<ns> directories this lab made
         self._up = False
 
     # ---- context manager -------------------------------------------------------------------
@@ -191,19 +192,45 @@ class Lab:
             problems += S.teardown(st)
         prefix = ns_name(name, "")
         leftovers = [ns for ns in S.list_netns() if ns.startswith(prefix)]
-        if leftovers:
-            problems += S.teardown({"namespaces": leftovers, "pids": []})
+        etc = [str(p) for p in Path("/etc/netns").glob(prefix + "*")] if Path("/etc/netns").is_dir() else []
+        if leftovers or etc:
+            problems += S.teardown({"namespaces": leftovers, "pids": [], "etc_netns": etc})
         try:
             S.state_path(name).unlink()
         except FileNotFoundError:
             pass
         return problems
 
+    @property
+    def domain(self) -> str:
+        """The lab's DNS zone: every host is <host>.<domain> (answered by a dns:53 host, if any)."""
+        return f"{self.name}.hostprint.test"
+
+    @classmethod
+    def running(cls, name: str) -> dict[str, Any] | None:
+        """The state of a lab of this name that is in use: kept (`lab up`) or owned by a live
+        process, with its namespaces present. None: no such lab, or only remains to clean."""
+        st = S.read_state(name)
+        if not st or not st.get("namespaces"):
+            return None
+        existing = set(S.list_netns())
+        if not all(ns in existing for ns in st["namespaces"]):
+            return None
+        owner = st.get("owner_pid")
+        if owner == os.getpid():  # this process's own lab: it may rebuild it
+            return None
+        owner_alive = isinstance(owner, int) and S.proc_start_time(owner) is not None
+        return st if st.get("keep") or owner_alive else None
+
     # ---- lifecycle ---------------------------------------------------------------------------
     def up(self) -> Lab:
         self.spec.validate()
         if os.geteuid() != 0:
             raise UsageError("the lab needs root (network namespaces)")
+        if self.running(self.name) is not None:
+            # Never tear down (SIGTERM/SIGKILL) a lab somebody is using.
+            raise UsageError(f"lab {self.name} is already running; use it (hostprint lab exec --name {self.name} "
+                             f"-- ...) or remove it first (hostprint lab down --name {self.name})")
         self.cleanup_stale(self.name)
         self.tmpdir = Path(tempfile.mkdtemp(prefix=f"hostprint-lab-{self.name}-"))
         self.tmpdir.chmod(0o755)
@@ -225,6 +252,7 @@ class Lab:
             self._build_host(i, hs)
         if routers:
             self._route_segments(routers[0])
+        self._write_dns()
         self._write_state()
         self._start_services()
         self._write_state()
@@ -247,6 +275,7 @@ class Lab:
             seen = {r["pid"] for r in st["pids"]}
             st["pids"] = [*st["pids"], *[r for r in self._pids if r["pid"] not in seen]]
             st["tmpdir"] = st.get("tmpdir") or (str(self.tmpdir) if self.tmpdir else None)
+            st["etc_netns"] = list(dict.fromkeys([*st.get("etc_netns", []), *self._etc]))
             S.teardown(st)
             for p in self._procs:
                 try:
@@ -264,6 +293,7 @@ class Lab:
             self._namespaces.clear()
             self._pids.clear()
             self._procs.clear()
+            self._etc.clear()
 
     # ---- building blocks ---------------------------------------------------------------------
     def _add_ns(self, ns: str) -> None:
@@ -332,6 +362,27 @@ class Lab:
         self.hosts[hs.name] = h
         if relay_ns:
             self._start_relay(h)
+
+    def _write_dns(self) -> None:
+        """The lab's host table for its DNS server, and — when a host serves DNS on port 53 — the
+        scanner namespace's resolv.conf pointing at it (`ip netns exec` mounts
+        /etc/netns/<ns>/resolv.conf over /etc/resolv.conf), so names never leave the lab."""
+        from hostprint.lab.services import LAB_HOSTS
+
+        assert self.tmpdir is not None
+        lines = [f"{SCANNER_ADDR} scan.{self.domain} scan"]
+        for hs in self.spec.hosts:
+            for a in [hs.address, *hs.extra_addresses]:
+                lines.append(f"{a} {hs.name}.{self.domain} {hs.name}")
+        (self.tmpdir / LAB_HOSTS).write_text("\n".join(lines) + "\n")
+        dns = next((hs for hs in self.spec.hosts if any(parse_service(t) == ("dns", 53) for t in hs.services)), None)
+        if dns is None:
+            return
+        etc = Path("/etc/netns") / self.scanner_ns
+        etc.mkdir(parents=True, exist_ok=True)
+        self._etc.append(str(etc))
+        self._write_state()
+        (etc / "resolv.conf").write_text(f"nameserver {dns.address}\nsearch {self.domain}\noptions timeout:1 attempts:1\n")
 
     def _route_segments(self, router: HostSpec) -> None:
         N.run(["ip", "-n", self.scanner_ns, "route", "add", "198.19.0.0/16", "via", router.address])
@@ -483,6 +534,9 @@ class Lab:
             "spec": dataclasses.asdict(self.spec),
             "created": time.time(),
             "owner_pid": os.getpid(),
+            "keep": self.keep,
+            "etc_netns": self._etc,
+            "domain": self.domain,
         })
 
 
@@ -563,6 +617,8 @@ def status_from_state(st: dict[str, Any]) -> dict[str, Any]:
         }
     return {
         "name": st.get("name"),
+        "kept": bool(st.get("keep")),
+        "domain": st.get("domain"),
         "running": all(ns in existing for ns in st.get("namespaces", [])) and bool(st.get("namespaces")),
         "scanner": st.get("scanner"),
         "namespaces": {ns: ns in existing for ns in st.get("namespaces", [])},

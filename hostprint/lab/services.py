@@ -306,10 +306,20 @@ def _mqtt(ctx: ServiceContext) -> list[str]:
 @service("dns", default_port=53, packages=("dnsmasq-base",),
          check=lambda ctx, argv: [argv[0], "--test", *[a for a in argv[1:] if a != "-k"]])
 def _dns(ctx: ServiceContext) -> list[str]:
-    """dnsmasq-base: DNS on TCP and UDP ctx.port, no upstream, answers version.bind."""
-    return [shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "-k", "-C", "/dev/null", f"--port={ctx.port}",
+    """dnsmasq-base: DNS on TCP and UDP ctx.port, no upstream, answers version.bind. When the lab
+    wrote its host table (LAB_HOSTS in the lab dir: every host's name and address), it answers A
+    and PTR queries for them (<host>.<lab>.hostprint.test), so reverse DNS can be tested for real."""
+    argv = [shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "-k", "-C", "/dev/null", f"--port={ctx.port}",
             "--no-resolv", "--no-hosts", "--user=root", f"--pid-file={ctx.dir / 'dnsmasq.pid'}",
             "--address=/lab.hostprint.test/198.18.0.99", "--log-facility=" + str(ctx.log)]
+    hosts = ctx.lab_dir / LAB_HOSTS
+    if hosts.exists():
+        argv.append(f"--addn-hosts={hosts}")
+    return argv
+
+
+#: The lab's host table for its DNS server (/etc/hosts format), in the lab's temp dir.
+LAB_HOSTS = "dns-hosts"
 
 
 def _dovecot(ctx: ServiceContext, proto: str) -> list[str]:

@@ -132,7 +132,8 @@ def demo_spec(name: str = "demo") -> LabSpec:
 
     db's sysctls mimic a stack with TTL 128 and no TCP options beyond MSS (what an old Windows-like
     or embedded stack sends); fw answers TCP on a few ports but drops a port range and ICMP echo,
-    so host discovery by ping fails while a TCP probe finds it; silent answers nothing (only ARP).
+    so host discovery by ping fails while a TCP probe finds it; silent answers nothing (only ARP);
+    ns is the lab's DNS server (names and PTR records of every host).
     """
     return LabSpec(
         name=name,
@@ -156,5 +157,8 @@ def demo_spec(name: str = "demo") -> LabSpec:
                 firewall=["tcp dport 1000-1099 drop", "icmp type echo-request drop"],
             ),
             HostSpec(name="silent", address="198.18.0.40", silent=True),
+            # the lab's DNS server: A and PTR records for every host (<host>.<lab>.hostprint.test),
+            # the scanner namespace's resolver (reverse DNS never leaves the lab)
+            HostSpec(name="ns", address="198.18.0.53", services=["dns:53"]),
         ],
     )

@@ -149,4 +149,12 @@ def teardown(state: dict[str, Any]) -> list[str]:
     tmp = state.get("tmpdir")
     if tmp and Path(tmp).name.startswith("hostprint-lab-"):
         shutil.rmtree(tmp, ignore_errors=True)
+    for d in state.get("etc_netns", []) or []:
+        # only the per-namespace config directories a lab made (/etc/netns/hpl-...)
+        if Path(d).parent == Path("/etc/netns") and Path(d).name.startswith("hpl-"):
+            shutil.rmtree(d, ignore_errors=True)
+            try:
+                Path(d).parent.rmdir()  # only when empty: another namespace's files stay
+            except OSError:
+                pass
     return problems

@@ -849,6 +849,7 @@ def apply_to_host(host: model.HostResult, reports: list[PortReport]) -> None:
             continue
         svc = r.service()
         if svc is None:
+            _keep_unidentified(p, r)
             continue
         p.service = svc
         if p.protocol == "udp" and r.status == "open" and p.state == model.OPEN_FILTERED:
@@ -857,6 +858,20 @@ def apply_to_host(host: model.HostResult, reports: list[PortReport]) -> None:
         if hint is not None:
             hint.source = f"{p.port}/{p.protocol} {svc.name} banner"
             host.os.add_hint(hint)
+
+
+def _keep_unidentified(p: model.PortResult, r: PortReport) -> None:
+    """A port that answered but matched nothing keeps its banner and nmap's SF fingerprint."""
+    from hostprint import __version__
+    from hostprint.report.servicefp import fingerprint
+
+    fp = fingerprint(p.port, p.protocol, r.responses, version=f"hostprint-{__version__}", tls=r.tls is not None)
+    if fp is None:
+        return
+    if p.service is None:
+        p.service = model.Service(name="unknown", method="port-table", confidence=0.0)
+    p.service.fingerprint = fp
+    p.service.banner = p.service.banner or _banner_text(r)
 
 
 class ServiceScan(Technique[list[PortReport]]):

@@ -23,8 +23,9 @@ Adding a technique = this subclass in one probe module + one matcher + one regis
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -48,6 +49,14 @@ class Progress(Protocol):
     def update_counts(self, hosts_up: int | None = None, ports_open: int | None = None,
                       fingerprints: int | None = None) -> None: ...
 
+    def finish(self, task: int) -> None: ...
+
+    def open_port(self, address: str, port: int, protocol: str) -> None:
+        """A port was found open (nmap -v prints "Discovered open port" at once)."""
+
+    def note(self, text: str) -> None:
+        """A line for the person watching (a phase's news, a slow target), printed above the bars."""
+
 
 class NoProgress:
     def phase(self, name: str, total: int | None) -> int:
@@ -58,6 +67,15 @@ class NoProgress:
 
     def update_counts(self, hosts_up: int | None = None, ports_open: int | None = None,
                       fingerprints: int | None = None) -> None:
+        pass
+
+    def finish(self, task: int) -> None:
+        pass
+
+    def open_port(self, address: str, port: int, protocol: str) -> None:
+        pass
+
+    def note(self, text: str) -> None:
         pass
 
 
@@ -72,6 +90,11 @@ class Session:
     stats: dict[str, dict[str, Json]] = field(default_factory=dict)
     #: one closed TCP port per address, seen by the SYN scan (-O needs a closed port)
     closed_tcp: dict[str, int] = field(default_factory=dict)
+    #: --packet-trace: a line per probe sent and reply received (None: off)
+    packet_trace: Callable[[str], None] | None = None
+    #: --host-timeout: seconds from `started` after which no technique keeps probing a host
+    host_timeout: float | None = None
+    started: float = field(default_factory=time.monotonic)
     _links: Links | None = None
 
     @property
@@ -81,6 +104,11 @@ class Session:
 
             self._links = Links()
         return self._links
+
+    @property
+    def deadline(self) -> float | None:
+        """The monotonic time --host-timeout ends probing (None: no limit)."""
+        return None if self.host_timeout is None else self.started + self.host_timeout
 
     def close(self) -> None:
         if self._links is not None:
@@ -129,6 +157,10 @@ class PortListScan(Technique[list[PortResult]]):
         task = session.progress.phase(self.label or self.name, len(addrs) * len(self.ports))
         out, stats = await self.scan(addrs, session)
         session.progress.advance(task, len(addrs) * len(self.ports))
+        for addr, results in out.items():
+            for r in results:
+                if r.state == "open":
+                    session.progress.open_port(addr, r.port, r.protocol)
         session.stats[self.name] = stats
         return out
 

@@ -87,12 +87,15 @@ class Discovery:
         self.macs: dict[str, bytes | None] = {}
         self.bcast_idents: set[tuple[int, int]] = set()
         self.bcast_sent_ns = 0
+        self.on_up: Callable[[str], None] | None = None  # the first answer of each host (progress)
 
     # ------------------------------------------------------------------ bookkeeping
 
     def _saw(self, addr: str, reason: str, ts: int, ttl: int | None, key: str, **details: object) -> None:
         if addr not in self.target_set:
             return
+        if addr not in self.seen and self.on_up is not None:
+            self.on_up(addr)
         s = self.seen.setdefault(addr, Seen())
         if reason not in s.reasons:
             s.reasons.append(reason)
@@ -341,8 +344,18 @@ class DiscoveryTechnique(Technique[Seen]):
 
     async def probe(self, hosts: Sequence[model.HostResult], session: Session) -> dict[str, Seen]:
         task = session.progress.phase(self.label, len(hosts))
-        seen = await Discovery([h.address for h in hosts], self.methods, session.timing, links=session.links).run()
-        session.progress.advance(task, len(hosts))
+        d = Discovery([h.address for h in hosts], self.methods, session.timing, links=session.links)
+        up = 0
+
+        def on_up(addr: str) -> None:  # hosts count as they answer; the silent ones at the end
+            nonlocal up
+            up += 1
+            session.progress.advance(task, 1)
+            session.progress.update_counts(hosts_up=up)
+
+        d.on_up = on_up
+        seen = await d.run()
+        session.progress.advance(task, len(hosts) - up)
         return seen
 
     def record(self, host: model.HostResult, result: Seen) -> None:

@@ -42,3 +42,12 @@ class ScanOptions:
     sv_db: str = "hostprint"
     sv_timeout: float = 3.0
     version_intensity: int = 7  # nmap's 0-9: probes of higher rarity go only to the ports they name
+    #: nmap's packet options: -g/--source-port, --ttl, -S, -e, -f, --host-timeout (seconds)
+    source_port: int | None = None
+    ttl: int | None = None
+    source_addr: str | None = None
+    iface: str | None = None
+    fragment: bool = False
+    host_timeout: float | None = None
+    #: --traceroute: the hops to each up host
+    traceroute: bool = False

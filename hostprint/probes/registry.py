@@ -21,6 +21,7 @@ TECHNIQUES = {
     "sequence": "hostprint.probes.sequence:SequenceTechnique",
     "timing": "hostprint.probes.timing:TimingTechnique",
     "stack": "hostprint.probes.stack:StackTechnique",
+    "traceroute": "hostprint.probes.traceroute:TracerouteTechnique",
 }
 
 

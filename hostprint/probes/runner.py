@@ -8,8 +8,9 @@ later technique sees only up hosts. Everything else is the techniques' own (prob
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from hostprint import model
 from hostprint.match import architecture, verdict
@@ -18,19 +19,38 @@ from hostprint.stackfacts import distance
 
 #: phases below this are port scans: their results are folded and named before later phases
 SERVICES_PHASE = 20
+#: up hosts go through the phases after discovery in groups of this many (nmap's host groups), so
+#: the first hosts of a big scan are reported while the others are still being probed
+GROUP_SIZE = 256
+
+
+class Names(Protocol):
+    """Reverse DNS beside the probes (hostprint/names.py): started with the addresses to look up,
+    awaited before hosts are reported."""
+
+    def start(self, addresses: list[str]) -> None: ...
+
+    async def finish(self, addresses: list[str]) -> dict[str, str]: ...
 
 
 async def run(techniques: Sequence[Technique[Any]], targets: list[str], session: Session, *,
-              only_open: bool = False, host_done: Callable[[model.HostResult], None] | None = None
-              ) -> list[model.HostResult]:
+              only_open: bool = False, host_done: Callable[[model.HostResult], None] | None = None,
+              names: Names | None = None, resolve_all: bool = False, group_size: int = GROUP_SIZE,
+              user_names: dict[str, str] | None = None) -> list[model.HostResult]:
     """HostResults in target order. `host_done` is called for each host as soon as it is
-    finished (down hosts after discovery, up hosts after the last technique)."""
+    finished (down hosts after discovery, up hosts after the last technique of their group).
+    `names` looks up PTR names of the up hosts (all targets with `resolve_all`, nmap's -R) while
+    the probes run; `user_names` are the names the user typed (address -> name)."""
     hosts = {a: model.HostResult(a, "up", ["user-set"]) for a in targets}
-    ports_finished = False
-    for tech in sorted(techniques, key=lambda t: t.phase):
-        if tech.phase >= SERVICES_PHASE and not ports_finished:
-            _finish_ports(hosts.values(), only_open, session)
-            ports_finished = True
+    for a, n in (user_names or {}).items():
+        if a in hosts:
+            hosts[a].add_hostname(n, "user")
+    order = sorted(techniques, key=lambda t: t.phase)
+    discovery = [t for t in order if t.phase == 0]
+    later = [t for t in order if t.phase > 0]
+    if names is not None and resolve_all:
+        names.start(list(targets))
+    for tech in discovery:  # discovery: no answer, no host
         up = [h for h in hosts.values() if h.status == "up"]
         if not up:
             break
@@ -39,21 +59,62 @@ async def run(techniques: Sequence[Technique[Any]], targets: list[str], session:
             r = results.get(h.address)
             if r is not None:
                 tech.record(h, r)
-        if tech.phase == 0:  # discovery: no answer, no host
-            for h in up:
-                if h.address not in results:
-                    h.status, h.reasons = "down", ["no-response"]
-                    if host_done is not None:
-                        host_done(h)
-            session.progress.update_counts(hosts_up=sum(h.status == "up" for h in hosts.values()))
-    if not ports_finished:
-        _finish_ports(hosts.values(), only_open, session)
-    for h in hosts.values():
-        if h.status == "up":
+            else:
+                h.status, h.reasons = "down", ["no-response"]
+                if host_done is not None:
+                    host_done(h)
+        session.progress.update_counts(hosts_up=sum(h.status == "up" for h in hosts.values()))
+    up = [h for h in hosts.values() if h.status == "up"]
+    fingerprinted = 0
+    if names is not None and not resolve_all:
+        names.start([h.address for h in up])
+    for i in range(0, len(up), max(group_size, 1)):
+        group = up[i:i + max(group_size, 1)]
+        await _run_group(later, group, session, only_open)
+        if names is not None:
+            found = await names.finish([h.address for h in group])
+            for h in group:
+                if h.address in found:
+                    h.add_hostname(found[h.address], "PTR")
+        for h in group:
             verdict.apply(h.os)  # one verdict from every technique's evidence
+            fingerprinted += bool(h.os.matches or h.os.unknown)
             if host_done is not None:
                 host_done(h)
+        session.progress.update_counts(fingerprints=fingerprinted)
+    if names is not None and resolve_all:
+        down = [h for h in hosts.values() if h.status != "up"]
+        found = await names.finish([h.address for h in down])
+        for h in down:
+            if h.address in found:
+                h.add_hostname(found[h.address], "PTR")
     return [hosts[a] for a in targets]
+
+
+async def _run_group(techniques: Sequence[Technique[Any]], group: list[model.HostResult], session: Session,
+                     only_open: bool) -> None:
+    """The phases after discovery over one group of up hosts."""
+    ports_finished = False
+    for tech in techniques:
+        if tech.phase >= SERVICES_PHASE and not ports_finished:
+            _finish_ports(group, only_open, session)
+            ports_finished = True
+        active = [h for h in group if h.status == "up"]
+        if not active:
+            break
+        deadline = session.deadline
+        if deadline is not None and time.monotonic() >= deadline:  # --host-timeout: what is known is kept
+            for h in active:
+                h.warnings.append(f"--host-timeout {session.host_timeout:g}s reached before {tech.label or tech.name}; "
+                                  "that and later phases were skipped")
+            break
+        results = await tech.probe(active, session)
+        for h in active:
+            r = results.get(h.address)
+            if r is not None:
+                tech.record(h, r)
+    if not ports_finished:
+        _finish_ports(group, only_open, session)
 
 
 def _finish_ports(hosts: Any, only_open: bool, session: Session) -> None:
@@ -61,12 +122,11 @@ def _finish_ports(hosts: Any, only_open: bool, session: Session) -> None:
     rule), infer the distance from reply TTLs and look for forwarding in per-port TTLs."""
     from hostprint.services import service_name
 
-    open_total = 0
     for h in hosts:
         if h.status != "up":
             continue
         for r in h.ports:
-            if r.state in (model.OPEN, model.OPEN_FILTERED, model.FILTERED) and r.service is None:
+            if r.service is None:  # every listed port gets its port-table name, as nmap does
                 name = service_name(r.port, r.protocol)
                 if name:
                     r.service = model.Service(name=name, method="port-table", confidence=0.3)
@@ -77,6 +137,4 @@ def _finish_ports(hosts: Any, only_open: bool, session: Session) -> None:
         ttls = [r.reason_ttl for r in rs if r.reason_ttl]
         if h.distance is None and ttls:
             h.distance = distance(min(ttls))
-        open_total += sum(1 for r in rs if r.state == model.OPEN)
         h.os.architecture.extend(architecture.from_port_ttls(h))
-    session.progress.update_counts(ports_open=open_total)

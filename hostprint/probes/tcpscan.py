@@ -99,7 +99,8 @@ class ScanStats:
 class TcpScan:
     def __init__(self, kind: str, targets: list[str], ports: list[int], timing: Timing, *,
                  links: Links | None = None, data_length: int = 0, sport_range: tuple[int, int] | None = None,
-                 progress: Callable[[int, int], None] | None = None, ttl: int = 64):
+                 progress: Callable[[int, int], None] | None = None, ttl: int = 64,
+                 on_open: Callable[[str, int], None] | None = None):
         self.kind = KINDS[kind]
         self.targets = targets
         self.ports = np.asarray(sorted(set(ports)), dtype=np.int64)
@@ -111,6 +112,7 @@ class TcpScan:
         self.nsport = self.sport_hi - self.sport_lo + 1
         self.progress = progress
         self.ttl = ttl
+        self.on_open = on_open  # (address, port) the first time a port answers SYN-ACK to a SYN scan
         self.cookie = FastCookie(salt=hash(kind) & 0xFFFF)
         self.pos = np.full(65536, -1, dtype=np.int64)
         self.pos[self.ports] = np.arange(len(self.ports))
@@ -179,6 +181,8 @@ class TcpScan:
             elif flags & P.SYN and flags & P.ACK:
                 code = SYNACK
                 st.window[sport] = win
+                if st.state[pi] == NONE and self.on_open is not None and self.kind.on_synack == model.OPEN:
+                    self.on_open(st.address, sport)
             else:
                 return
             if st.state[pi] == NONE:
@@ -274,6 +278,10 @@ class TcpScan:
         self.stats.replies += int(np.count_nonzero(before == NONE))
         self.state[ti, pi] = code
         self.ttl_m[ti, pi] = ring[o[good] + 22]
+        if synack.any() and self.on_open is not None:
+            new = synack & (before == NONE)
+            for i, p in zip(ti[new].tolist(), pi[new].tolist()):
+                self.on_open(self.states[i].address, int(self.ports[p]))
         if synack.any():
             tg = t[good][synack]
             win = be16(tg + 14)
@@ -385,7 +393,7 @@ class TcpScan:
                 pos += n
                 sent += n
                 self.stats.probes += n
-                if self.progress:
+                if self.progress and which is None:  # retransmissions are not progress
                     self.progress(n, 0)
                 link.poll()
             for f in busy:
@@ -543,10 +551,16 @@ class TcpPortScan(Technique[tuple[list[model.PortResult], list[model.ExtraPorts]
         addrs = [h.address for h in hosts]
         ports = self.options.ports["tcp"]
         task = session.progress.phase(self.label, len(addrs) * len(ports))
+        o = self.options
+        sport = (o.source_port, o.source_port) if o.source_port else None
         ts = TcpScan(self.kind, addrs, ports, session.timing, links=session.links,
-                     data_length=self.options.data_length, progress=lambda n, _t: session.progress.advance(task, n))
+                     data_length=o.data_length, progress=lambda n, _t: session.progress.advance(task, n),
+                     sport_range=sport, ttl=o.ttl or 64,
+                     on_open=(lambda a, p: session.progress.open_port(a, p, "tcp")) if self.kind == "syn" else None)
         out = {}
-        for st in await ts.run():
+        states = await ts.run()
+        session.progress.finish(task)
+        for st in states:
             if self.kind == "syn":
                 closed = np.nonzero(st.state == RST)[0]
                 if len(closed):

@@ -29,6 +29,8 @@ def _port_entry(p: PortResult) -> str:
 
 def _host_lines(run: ScanRun, h: HostResult) -> list[str]:
     prefix = f"Host: {h.address} ({_field(h.hostname or '')})"
+    if h.status == "unknown":  # -sL
+        return [f"{prefix}\tStatus: Unknown"]
     if h.status != "up":
         return [f"{prefix}\tStatus: Down"]
     lines = [f"{prefix}\tStatus: Up"]
@@ -49,7 +51,9 @@ def _host_lines(run: ScanRun, h: HostResult) -> list[str]:
 
 def format_grepable(run: ScanRun) -> str:
     lines = [f"# {ns.scanner_banner()} scan initiated {ns.ctime(run.started)} as: {ns.command_line(run)}"]
-    for h in run.hosts:
+    from hostprint.report.normal import shown_hosts
+
+    for h in shown_hosts(run):  # down hosts only with -v, as nmap
         lines.extend(_host_lines(run, h))
     lines.append(f"# hostprint done at {ns.ctime(ns.finished_at(run))} -- {ns.done_summary(run)}")
     return "\n".join(lines) + "\n"

@@ -7,12 +7,13 @@ to, how a service version reads, how many hosts were up), so those decisions liv
 from __future__ import annotations
 
 import math
+import re
 import shlex
 import time
 from collections.abc import Iterable
 
 from hostprint import __version__
-from hostprint.model import OPEN, ExtraPorts, HostResult, OsMatch, ScanRun, Service
+from hostprint.model import OPEN, ExtraPorts, HostResult, OsMatch, PortResult, ScanRun, Service
 
 # Reasons that only one transport can produce; used to tell which protocol an ExtraPorts block
 # (which carries no protocol field) belongs to. Words are nmap's (reason.cc).
@@ -91,14 +92,91 @@ def seconds_sig2(seconds: float) -> str:
     return f"{seconds:.{decimals}f}"
 
 
-def service_name(svc: Service | None, *, tunnel_sep: str = "/") -> str:
-    """'ssl/http' in normal output, 'ssl|http' in grepable (where '/' is a field separator)."""
+def service_name(svc: Service | None, *, tunnel_sep: str = "/", guessed: bool = False, state: str = OPEN) -> str:
+    """'ssl/http' in normal output, 'ssl|http' in grepable (where '/' is a field separator).
+    With `guessed` (a run that did -sV) an open port's name that only the port table gave gets
+    nmap's "?" ('abyss?'): -sV tried and could not confirm it."""
     if svc is None:
         return "unknown"
     name = svc.name or "unknown"
     if svc.tunnel:
         name = f"{svc.tunnel}{tunnel_sep}{name}"
+    if guessed and svc.method == "port-table" and svc.name and state in (OPEN, "open|filtered"):
+        name += "?"
     return name
+
+
+# What the run was asked, as _finish records it in run.stats (reports written without a command,
+# e.g. from tests or `history RUN`, get nmap's defaults).
+def run_verbose(run: ScanRun) -> int:
+    v = run.stats.get("verbose", 0) if isinstance(run.stats, dict) else 0
+    return v if isinstance(v, int) else 0
+
+
+def run_reason(run: ScanRun) -> bool:
+    return bool(run.stats.get("reason")) if isinstance(run.stats, dict) else False
+
+
+def run_service_scan(run: ScanRun) -> bool:
+    return bool(run.stats.get("service_scan")) if isinstance(run.stats, dict) else False
+
+
+def port_reason(p: PortResult) -> str:
+    """nmap's REASON column: 'syn-ack ttl 64'."""
+    return (p.reason or "unknown") + (f" ttl {p.reason_ttl}" if p.reason_ttl else "")
+
+
+def reason_words(h: HostResult) -> str:
+    """Why a host is up, nmap's 'received echo-reply ttl 64' (all methods that saw it, comma separated)."""
+    return ", ".join(h.reasons) if h.reasons else "unknown"
+
+
+_DB_DETAIL = re.compile(r"\S+(?: \S+)? line \d+: \d+/\d+ points(?:; )?")
+
+
+def evidence_lines(match: OsMatch, verbose: int) -> list[str]:
+    """'method: detail' for the strongest evidence of each method behind a match; the DB file,
+    line and point counts only with -v."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for e in match.evidence:
+        if e.method in seen:
+            continue
+        seen.add(e.method)
+        detail = e.detail if verbose else _DB_DETAIL.sub("", e.detail).strip(" ;")
+        out.append(f"{e.method}: {detail}" if detail else e.method)
+    return out
+
+
+def os_db_lines(host: HostResult) -> list[str]:
+    """-O --os-db with more than our DB: each DB's best classes ('OS DB nmap: Linux 5.0 - 5.14 (96%)')."""
+    st = host.os.stack
+    if st is None or not st.matches:
+        return []
+    by: dict[str, list[OsMatch]] = {}
+    for m in st.matches:
+        by.setdefault(m.db or "hostprint", []).append(m)
+    if list(by) == ["hostprint"]:
+        return []
+    out = []
+    for db, ms in by.items():
+        ms = [m for m in sorted(ms, key=lambda m: -m.confidence) if accuracy_percent(m) > 0][:3]
+        if ms:
+            out.append(f"OS DB {db}: " + ", ".join(f"{m.name} ({accuracy_percent(m)}%)" for m in ms))
+    return out
+
+
+_ZERO_ALT = re.compile(r",? [^,(]+ \(0%\)")
+
+
+def drop_zero_alternatives(line: str) -> str:
+    """'Remote OS guesses: A (96%), B (0%)' -> 'Remote OS guesses: A (96%)'."""
+    return _ZERO_ALT.sub("", line) if "(0%)" in line else line
+
+
+def uptime_words(seconds: float) -> str:
+    d = seconds / 86400
+    return f"{d:.1f} days" if d >= 1 else f"{seconds / 3600:.1f} hours"
 
 
 def service_version(svc: Service | None) -> str:
@@ -165,8 +243,9 @@ def open_port_count(host: HostResult) -> int:
 
 
 def os_matches(host: HostResult) -> list[OsMatch]:
-    """The host's combined OS matches, best first."""
-    return sorted(host.os.matches, key=lambda m: -m.confidence)
+    """The host's combined OS matches, best first; alternatives at 0 % are not listed."""
+    ms = sorted(host.os.matches, key=lambda m: -m.confidence)
+    return ms[:1] + [m for m in ms[1:] if accuracy_percent(m) > 0]
 
 
 def unknown_stack_line(host: HostResult) -> str | None:

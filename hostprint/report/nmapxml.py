@@ -138,7 +138,9 @@ def to_xml(run: ScanRun) -> str:
     out.extend(_scaninfo(run))
     w(_tag("verbose", [("level", _int_stat(run, "verbose"))]))
     w(_tag("debugging", [("level", _int_stat(run, "debugging"))]))
-    for host in run.hosts:
+    from hostprint.report.normal import shown_hosts
+
+    for host in shown_hosts(run):  # down hosts only with -v, as nmap
         out.append(_host(run, host))
     fin = ns.finished_at(run)
     finstr = ns.ctime(fin)
@@ -221,11 +223,7 @@ def _host(run: ScanRun, h: HostResult) -> str:
     if status != "up" and not h.ports and not h.extraports:
         p("</host>")  # nmap writes down hosts as status + address only
         return "\n".join(parts)
-    if h.hostname:
-        htype = "user" if h.hostname in run.args else "PTR"
-        p("<hostnames>\n" + _tag("hostname", [("name", h.hostname), ("type", htype)]) + "\n</hostnames>")
-    else:
-        p("<hostnames>\n</hostnames>")
+    p(_hostnames(run, h))
     if h.ports or h.extraports:
         p("<ports>" + "\n".join(_extraports(run, h) + [_port(pr) for pr in h.ports]))
         p("</ports>")
@@ -235,10 +233,43 @@ def _host(run: ScanRun, h: HostResult) -> str:
     if h.distance is not None:
         p(_tag("distance", [("value", h.distance)]))
     p(_sequences(h))
+    p(_trace(h))
     if h.rtt_us is not None and h.rtt_us >= 0:
         p(_times(h.rtt_us))
+    for w in h.warnings:
+        p(_comment(f"warning: {w}"))  # the DTD has no element for it
     p("</host>")
     return "\n".join(x for x in parts if x)
+
+
+def _hostnames(run: ScanRun, h: HostResult) -> str:
+    """nmap's <hostnames>: the name the user typed (type="user") and the PTR answer (type="PTR")."""
+    names = [(n["name"], n.get("type", "PTR")) for n in h.hostnames if n.get("name")]
+    if not names and h.hostname:  # an older record: only the name, its type guessed from the command line
+        names = [(h.hostname, "user" if h.hostname in run.args else "PTR")]
+    body = "".join("\n" + _tag("hostname", [("name", n), ("type", t if t in ("user", "PTR") else "PTR")])
+                   for n, t in names)
+    return "<hostnames>" + body + "\n</hostnames>"
+
+
+def _trace(h: HostResult) -> str:
+    """--traceroute as nmap's <trace>: one <hop> per answering TTL."""
+    if not h.trace:
+        return ""
+    first = h.trace[0]
+    attrs: list[tuple[str, Any]] = []
+    if first.get("port") is not None:
+        attrs = [("port", first.get("port")), ("proto", first.get("proto", "tcp"))]
+    hops = []
+    for hop in h.trace:
+        if not hop.get("address"):
+            continue
+        rtt = hop.get("rtt_us")
+        hops.append(_tag("hop", [("ttl", hop.get("ttl")), ("ipaddr", hop.get("address")),
+                                 ("rtt", f"{rtt / 1000:.2f}" if isinstance(rtt, (int, float)) else None),
+                                 ("host", hop.get("hostname") or (h.hostname if hop.get("address") == h.address
+                                                                  else None))]))
+    return _tag("trace", attrs, close=False) + "\n" + "\n".join(hops) + "\n</trace>"
 
 
 def _extraports(run: ScanRun, h: HostResult) -> list[str]:
@@ -288,6 +319,7 @@ def _service(svc: Service) -> str:
         ("tunnel", "ssl" if svc.tunnel else None),  # the DTD knows only ssl tunnels
         ("method", _service_method(svc)),
         ("conf", _service_conf(svc)),
+        ("servicefp", getattr(svc, "fingerprint", None)),
     ]
     if not svc.cpe:
         return _tag("service", attrs)
