@@ -119,12 +119,9 @@ def _targets(args: argparse.Namespace) -> list[str]:
 
 
 def _timing(args: argparse.Namespace):
-    from hostprint.engine.rate import template
+    from hostprint.engine.rate import check_rates, template
 
-    for name in ("min_rate", "max_rate"):
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            raise UsageError(f"bad --{name.replace('_', '-')} '{v:g}': must be > 0")
+    check_rates(args.min_rate, args.max_rate)
     if args.max_retries is not None and args.max_retries < 0:
         raise UsageError(f"bad --max-retries '{args.max_retries}': must be >= 0")
     return template(args.timing).with_overrides(min_rate=args.min_rate, max_rate=args.max_rate,
@@ -166,16 +163,18 @@ def _ping_methods(args: argparse.Namespace):
     return ms or list(DEFAULT_METHODS)
 
 
-def _finish(args: argparse.Namespace, run: model.ScanRun, outs: dict[str, str | None]) -> None:
-    from hostprint.report import emit_outputs
+def _finish(args: argparse.Namespace, run: model.ScanRun, outs: dict[str, str | None], outputs=None) -> None:
+    from hostprint.report import RunOutputs, is_stdout
     from hostprint.report.terminal import print_run
 
     run.finished = time.time()
-    if not args.quiet and "-" not in outs.values():
+    if not args.quiet and not any(is_stdout(o) for o in outs.values()):
         # Like nmap without -v: down hosts are counted in the summary line, not listed one by one.
         run.stats["hosts_total"] = len(run.hosts)
         print_run(run if args.verbose else dataclasses.replace(run, hosts=[h for h in run.hosts if h.status == "up"]))
-    emit_outputs(run, db=args.db, record=not args.no_db, **outs)
+    if outputs is None:
+        outputs = RunOutputs(db=args.db, record=not args.no_db, **outs)
+    outputs.finish(run)
 
 
 def _progress(args: argparse.Namespace):
@@ -203,6 +202,13 @@ def _scan_kinds(args: argparse.Namespace) -> list[str]:
         kinds.append(SCANFLAGS[key])
     if args.scan_connect:
         kinds.append("connect")
+    given = [f"-{flag}" for flag, kind in RAW_SCANS.items() if getattr(args, "scan_" + kind)]
+    if args.scanflags is not None:
+        given = [g for g in given if g != "-sS"] + [f"--scanflags {args.scanflags}"]
+    if args.scan_connect:
+        given.append("-sT")
+    if len(given) > 1:  # nmap refuses too: every port would be listed once per scan type
+        raise UsageError(f"more than one type of TCP scan ({', '.join(given)}): choose one (-sU may go with it)")
     if args.scan_udp:
         kinds.append("udp")
     if not kinds and not args.ping_only:
@@ -213,15 +219,15 @@ def _scan_kinds(args: argparse.Namespace) -> list[str]:
 def _ports(args: argparse.Namespace, kinds: list[str]) -> dict[str, list[int]]:
     from hostprint.ports import exclude_ports, parse_ports, top_ports
 
-    if args.ports and (args.fast or args.top_ports):
+    if args.ports is not None and (args.fast or args.top_ports is not None):
         raise UsageError("use either -p or -F/--top-ports, not both")
-    if args.ports:
+    if args.ports is not None:
         ps = parse_ports(args.ports)
         # a bare list applies to every requested protocol, as in nmap
         if "udp" in kinds and not ps["udp"] and "U:" not in args.ports.upper():
             ps["udp"] = list(ps["tcp"])
     else:
-        n = args.top_ports or (100 if args.fast else 1000)
+        n = args.top_ports if args.top_ports is not None else (100 if args.fast else 1000)
         ps = {"tcp": top_ports(n, "tcp"), "udp": top_ports(n, "udp") if "udp" in kinds else [], "sctp": []}
     if args.exclude_ports:
         ps = exclude_ports(ps, args.exclude_ports)
@@ -249,6 +255,10 @@ def scan_options(args: argparse.Namespace, *, discovery_only: bool = False) -> S
     opts.only_open = args.only_open
     opts.sequence = args.sequence
     opts.os_detect, opts.os_db = args.os_detect, args.os_db
+    if args.cron_os:
+        from hostprint.commands.args import timing_db_files
+
+        timing_db_files(args.timing_db)
     opts.cron_os, opts.cron_timeout, opts.timing_db = args.cron_os, args.cron_timeout, args.timing_db
     opts.service_scan, opts.sv_db, opts.sv_timeout = args.service_scan, args.sv_db, args.sv_timeout
     return opts
@@ -262,6 +272,7 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
     then the run, the terminal report and every output."""
     from hostprint.probes import registry, runner
     from hostprint.probes.base import Session
+    from hostprint.report import RunOutputs
 
     targets = _targets(args)
     outs = _outputs(args)
@@ -269,16 +280,28 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
     if any(t.needs_raw for t in techniques):
         _need_raw("raw scans (-sS/-sA/-sF/-sN/-sX/-sU/-sW, --scanflags), host discovery, -O, --sequence and "
                   "--cron-os; use -sT -Pn without root")
+    outputs = RunOutputs(db=args.db, record=not args.no_db, **outs)
+    outputs.check()  # every file and the inventory, before the first packet
     run = model.ScanRun(args=["hostprint", *(sys.argv[1:] if sys.argv else [])], scan_types=scan_types,
                         ports_scanned={k: v for k, v in opts.ports.items() if v})
-    with _progress(args) as prog:
-        session = Session(opts.timing, progress=prog)
-        try:
-            run.hosts = asyncio.run(runner.run(techniques, targets, session, only_open=opts.only_open))
-        finally:
-            session.close()
+    outputs.start(run)
+    state = runner.RunState()
+    session = Session(opts.timing)
+    try:
+        with _progress(args) as prog:
+            session.progress = prog
+            try:
+                run.hosts = asyncio.run(runner.run(techniques, targets, session, only_open=opts.only_open,
+                                                   host_done=outputs.host_done, state=state))
+            finally:
+                session.close()
+    except BaseException as e:  # Ctrl-C, SIGTERM, an error: what was measured goes to every output
+        run.stats = dict(session.stats)
+        measured = state.finished_phases > 0
+        hosts = runner.partial_hosts(state, Session(opts.timing), only_open=opts.only_open) if measured else []
+        raise outputs.abort(run, hosts, state.phase, e, measured=measured) from None
     run.stats = dict(session.stats)
-    _finish(args, run, outs)
+    _finish(args, run, outs, outputs)
     return 0
 
 

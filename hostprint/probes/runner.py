@@ -9,6 +9,7 @@ later technique sees only up hosts. Everything else is the techniques' own (prob
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from hostprint import model
@@ -20,17 +21,50 @@ from hostprint.stackfacts import distance
 SERVICES_PHASE = 20
 
 
+@dataclass
+class RunState:
+    """What a run has so far, readable when it stops early (Ctrl-C): every host with what the
+    finished techniques recorded, the technique running, and how many have finished."""
+
+    hosts: dict[str, model.HostResult] = field(default_factory=dict)
+    phase: str | None = None
+    finished_phases: int = 0
+    ports_finished: bool = False
+    done: set[str] = field(default_factory=set)  # addresses handed to host_done
+
+
+def partial_hosts(state: RunState, session: Session, *, only_open: bool = False) -> list[model.HostResult]:
+    """The hosts of a run that stopped early, as far as they got: ports folded and named as at the
+    end of the port scans, and the combined verdict over the evidence the finished techniques left.
+    Hosts are not marked done."""
+    hosts = list(state.hosts.values())
+    if not state.ports_finished:
+        _finish_ports(hosts, only_open, session)
+        state.ports_finished = True
+    for h in hosts:
+        if h.status == "up" and h.address not in state.done:
+            verdict.apply(h.os)
+    return hosts
+
+
 async def run(techniques: Sequence[Technique[Any]], targets: list[str], session: Session, *,
-              only_open: bool = False, host_done: Callable[[model.HostResult], None] | None = None
-              ) -> list[model.HostResult]:
+              only_open: bool = False, host_done: Callable[[model.HostResult], None] | None = None,
+              state: RunState | None = None) -> list[model.HostResult]:
     """HostResults in target order. `host_done` is called for each host as soon as it is
-    finished (down hosts after discovery, up hosts after the last technique)."""
+    finished (down hosts after discovery, up hosts after the last technique). `state`, when
+    given, follows the run (for outputs written at an interruption)."""
     hosts = {a: model.HostResult(a, "up", ["user-set"]) for a in targets}
+    if state is not None:
+        state.hosts = hosts
     ports_finished = False
     for tech in sorted(techniques, key=lambda t: t.phase):
+        if state is not None:
+            state.phase = tech.label or tech.name
         if tech.phase >= SERVICES_PHASE and not ports_finished:
             _finish_ports(hosts.values(), only_open, session)
             ports_finished = True
+            if state is not None:
+                state.ports_finished = True
         up = [h for h in hosts.values() if h.status == "up"]
         if not up:
             break
@@ -39,18 +73,27 @@ async def run(techniques: Sequence[Technique[Any]], targets: list[str], session:
             r = results.get(h.address)
             if r is not None:
                 tech.record(h, r)
+        if state is not None:
+            state.finished_phases += 1
         if tech.phase == 0:  # discovery: no answer, no host
             for h in up:
                 if h.address not in results:
                     h.status, h.reasons = "down", ["no-response"]
+                    if state is not None:
+                        state.done.add(h.address)
                     if host_done is not None:
                         host_done(h)
             session.progress.update_counts(hosts_up=sum(h.status == "up" for h in hosts.values()))
     if not ports_finished:
         _finish_ports(hosts.values(), only_open, session)
+    if state is not None:
+        state.ports_finished = True
+        state.phase = "verdict"
     for h in hosts.values():
         if h.status == "up":
             verdict.apply(h.os)  # one verdict from every technique's evidence
+            if state is not None:
+                state.done.add(h.address)
             if host_done is not None:
                 host_done(h)
     return [hosts[a] for a in targets]

@@ -10,6 +10,7 @@ characters are replaced in service text (nmap uses '|' for '/' too: 'ssl|http').
 from __future__ import annotations
 
 from hostprint.model import HostResult, PortResult, ScanRun
+from hostprint.report import interruption
 from hostprint.report import nmapstyle as ns
 
 
@@ -52,7 +53,17 @@ def _host_lines(run: ScanRun, h: HostResult) -> list[str]:
 
 def format_grepable(run: ScanRun) -> str:
     lines = [f"# {ns.scanner_banner()} scan initiated {ns.ctime(run.started)} as: {ns.command_line(run)}"]
+    stopped = interruption(run)
+    incomplete = set(stopped.get("incomplete") or []) if stopped else set()
     for h in run.hosts:
-        lines.extend(_host_lines(run, h))
-    lines.append(f"# hostprint done at {ns.ctime(ns.finished_at(run))} -- {ns.done_summary(run)}")
+        hl = _host_lines(run, h)
+        if h.address in incomplete:  # a field nmap never writes: greps for Status/Ports still match
+            hl = [line + "\tIncomplete: interrupted" for line in hl]
+        lines.extend(hl)
+    if stopped:
+        phase = f" during {stopped.get('phase')}" if stopped.get("phase") else ""
+        lines.append(f"# hostprint interrupted by {stopped.get('by')}{phase} at {ns.ctime(ns.finished_at(run))} -- "
+                     f"{ns.done_summary(run)}; {len(incomplete)} host(s) incomplete")
+    else:
+        lines.append(f"# hostprint done at {ns.ctime(ns.finished_at(run))} -- {ns.done_summary(run)}")
     return "\n".join(lines) + "\n"

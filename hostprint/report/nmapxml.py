@@ -24,6 +24,7 @@ from typing import IO, Any
 from hostprint import __version__
 from hostprint.errors import UsageError
 from hostprint.model import HostResult, PortResult, ScanRun, Service
+from hostprint.report import interruption
 from hostprint.report import nmapstyle as ns
 
 XML_OUTPUT_VERSION = "1.05"
@@ -143,11 +144,20 @@ def to_xml(run: ScanRun) -> str:
     out.extend(_scaninfo(run))
     w(_tag("verbose", [("level", _int_stat(run, "verbose"))]))
     w(_tag("debugging", [("level", _int_stat(run, "debugging"))]))
+    stopped = interruption(run)
+    incomplete = set(stopped.get("incomplete") or []) if stopped else set()
     for host in run.hosts:
-        out.append(_host(run, host))
+        out.append(_host(run, host, incomplete=host.address in incomplete))
     fin = ns.finished_at(run)
     finstr = ns.ctime(fin)
     up, down, total = ns.host_counts(run)
+    # An interrupted run is a complete, valid document with what was measured so far (nmap leaves
+    # its file cut off); the DTD's exit="error" and errormsg say why it ends early.
+    ending = [("exit", "success")]
+    if stopped:
+        phase = f" during {stopped.get('phase')}" if stopped.get("phase") else ""
+        ending = [("exit", "error"), ("errormsg", f"interrupted by {stopped.get('by')}{phase}; "
+                                                  f"{len(incomplete)} host(s) incomplete")]
     w(
         "<runstats>"
         + _tag(
@@ -157,7 +167,7 @@ def to_xml(run: ScanRun) -> str:
                 ("timestr", finstr),
                 ("summary", f"hostprint done at {finstr}; {ns.done_summary(run)}"),
                 ("elapsed", f"{ns.elapsed(run):.2f}"),
-                ("exit", "success"),
+                *ending,
             ],
         )
         + _tag("hosts", [("up", up), ("down", down), ("total", total)])
@@ -203,7 +213,7 @@ def _addrtype(addr: str) -> str:
     return "ipv6" if ":" in addr else "ipv4"
 
 
-def _host(run: ScanRun, h: HostResult) -> str:
+def _host(run: ScanRun, h: HostResult, *, incomplete: bool = False) -> str:
     parts: list[str] = []
     p = parts.append
     attrs: list[tuple[str, Any]] = []
@@ -211,6 +221,8 @@ def _host(run: ScanRun, h: HostResult) -> str:
         attrs.append(("starttime", int(h.started)))
     if h.finished is not None:
         attrs.append(("endtime", int(h.finished)))
+    if incomplete:
+        attrs.append(("comment", "incomplete: the run was interrupted before this host was finished"))
     status = h.status if h.status in ("up", "down", "unknown", "skipped") else "unknown"
     if h.reasons:
         reason = h.reasons[0]

@@ -7,6 +7,7 @@ Wording and column layout follow nmap 7.93's -oN output (checked on loopback) wi
 from __future__ import annotations
 
 from hostprint.model import HostResult, ScanRun
+from hostprint.report import interruption
 from hostprint.report import nmapstyle as ns
 
 # At or above this confidence a match is reported as "OS details", below as guesses with their
@@ -119,10 +120,19 @@ def format_normal(run: ScanRun, *, file_comments: bool = True) -> str:
     lines = []
     if file_comments:
         lines.append(f"# {ns.scanner_banner()} scan initiated {ns.ctime(run.started)} as: {ns.command_line(run)}")
+    stopped = interruption(run)
+    incomplete = set(stopped.get("incomplete") or []) if stopped else set()
     for h in run.hosts:
-        lines.extend(_host_block(run, h, with_version))
+        block = _host_block(run, h, with_version)
+        if h.address in incomplete:
+            block.insert(1, "Incomplete: the run was interrupted before this host was finished.")
+        lines.extend(block)
         lines.append("")
-    if file_comments:
+    if stopped:
+        phase = f" during {stopped.get('phase')}" if stopped.get("phase") else ""
+        lines.append(f"# hostprint interrupted by {stopped.get('by')}{phase} at {ns.ctime(ns.finished_at(run))} -- "
+                     f"{ns.done_summary(run)}; {len(incomplete)} host(s) incomplete")
+    elif file_comments:
         lines.append(f"# hostprint done at {ns.ctime(ns.finished_at(run))} -- {ns.done_summary(run)}")
     else:
         lines.append(f"hostprint done: {ns.done_summary(run)}")
