@@ -87,7 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p.add_argument("--sv-db", default="hostprint", type=check_sv_db, metavar="DB",
                    help="-sV signatures: hostprint, amap[=FILE], nmap[=FILE] (comma separated)")
-    p.add_argument("--sv-timeout", type=sv_timeout, default=3.0, metavar="S", help="-sV wait for a banner / an answer (default 3)")
+    p.add_argument("--sv-timeout", type=sv_timeout, default=5.0, metavar="S",
+                   help="-sV: the most one port may take in all, every connection and read included (default 5)")
     p.set_defaults(func=run_scan)
 
     d = sub.add_parser("discover", help="host discovery (nmap -sn)", description="Which hosts are up, and which probes saw them.")

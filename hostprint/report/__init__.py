@@ -190,9 +190,12 @@ class RunOutputs:
                 pass
             self._stream = None
 
-    def finish(self, run: ScanRun, *, observations: Iterable[tuple[str, str, Any]] = ()) -> list[str]:
+    def finish(self, run: ScanRun, *, observations: Iterable[tuple[str, str, Any]] = (),
+               hosts: Any = None) -> list[str]:
         """Write every output; each is attempted even when another failed. Returns what was written;
-        UsageError (one line, every failure and where the run was saved instead) when something failed."""
+        UsageError (one line, every failure and where the run was saved instead) when something failed.
+        `hosts`: a factory giving a fresh pass over the hosts, for the inventory and the recovery
+        file, when they are not in run.hosts (a passive run streams them from disk)."""
         from hostprint.report.grepable import format_grepable
         from hostprint.report.nmapxml import to_xml
         from hostprint.report.normal import format_normal
@@ -219,7 +222,7 @@ class RunOutputs:
             except UsageError as e:
                 errors.append(str(e))
         if self.record:
-            where = self._record(run, list(observations), errors)
+            where = self._record(run, list(observations), errors, hosts)
             if where:
                 written.append(where)
         if errors:
@@ -256,7 +259,8 @@ class RunOutputs:
         # the stream failed on the way (disk full ...): one more try, the whole file at once
         _write_text(oJ, "".join(dumps_record(record(h)) + "\n" for h in run.hosts), "JSON lines")
 
-    def _record(self, run: ScanRun, observations: list[tuple[str, str, Any]], errors: list[str]) -> str | None:
+    def _record(self, run: ScanRun, observations: list[tuple[str, str, Any]], errors: list[str],
+                hosts: Any = None) -> str | None:
         """Record in the inventory; when that fails, save a recovery file and say where."""
         import sqlite3
 
@@ -264,14 +268,14 @@ class RunOutputs:
 
         try:
             with Inventory(self.db) as inv:
-                inv.record_run(run)
+                inv.record_run(run, hosts() if hosts is not None else None)
                 if observations:
                     inv.add_observations(run.id, observations)
                 return str(inv.path)
         except (UsageError, OSError, sqlite3.Error) as e:
             why = str(e) if isinstance(e, UsageError) else f"inventory {self.db or 'default'}: {e}"
         try:
-            path = save_recovery(run, observations)
+            path = save_recovery(run, observations, hosts)
             errors.append(f"{why}; the run was saved to {path} (hostprint history --import {path})")
             return str(path)
         except OSError as e2:

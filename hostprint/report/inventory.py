@@ -109,6 +109,12 @@ CREATE INDEX runs_started ON runs (started);
 """
 
 _RUN_TABLES = ("hosts", "ports", "extraports", "runs")
+_HOST_SQL = ("INSERT INTO hosts (run_id, idx, address, status, reasons, hostname, mac, distance, rtt_us, os, sequence,"
+             " started, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_PORT_SQL = ("INSERT INTO ports (run_id, host_idx, idx, address, protocol, port, state, reason, reason_ttl, service)"
+             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_EXTRA_SQL = ("INSERT INTO extraports (run_id, host_idx, idx, address, state, count, reasons)"
+              " VALUES (?, ?, ?, ?, ?, ?, ?)")
 
 #: rows per write transaction: a lock is held for milliseconds, not for a whole 50k-host import
 CHUNK_ROWS = 4000
@@ -421,10 +427,12 @@ class Inventory:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def record_run(self, run: ScanRun) -> None:
+    def record_run(self, run: ScanRun, hosts: Iterable[HostResult] | None = None) -> None:
         """Store the run; recording the same run id again replaces it (observations are kept: they
         are added separately and belong to the run, not the record). Short transactions: an earlier
-        recording of this id goes first, then rows in chunks, the `runs` row last (module docstring)."""
+        recording of this id goes first, then hosts with their ports in chunks, the `runs` row last
+        (module docstring). `hosts`: the hosts as a one-pass iterable instead of run.hosts (a
+        passive run streams them from disk)."""
         self.check_health(thorough=True)
 
         def forget(c: sqlite3.Connection) -> None:
@@ -433,21 +441,32 @@ class Inventory:
                 c.execute(f"DELETE FROM {table} WHERE {col} = ?", (run.id,))
 
         self._write(forget)
-        self._insert_chunked(
-            "INSERT INTO hosts (run_id, idx, address, status, reasons, hostname, mac, distance, rtt_us,"
-            " os, sequence, started, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ((run.id, i, h.address, h.status, _dumps(list(h.reasons)), h.hostname, h.mac, h.distance, h.rtt_us,
-              _dumps(h.os.to_dict()), _dumps(h.sequence), h.started, h.finished) for i, h in enumerate(run.hosts)))
-        self._insert_chunked(
-            "INSERT INTO ports (run_id, host_idx, idx, address, protocol, port, state, reason, reason_ttl,"
-            " service) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ((run.id, i, j, h.address, p.protocol, p.port, p.state, p.reason, p.reason_ttl, _service_json(p.service))
-             for i, h in enumerate(run.hosts) for j, p in enumerate(h.ports)))
-        self._insert_chunked(
-            "INSERT INTO extraports (run_id, host_idx, idx, address, state, count, reasons)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            ((run.id, i, j, h.address, e.state, e.count, _dumps(e.reasons))
-             for i, h in enumerate(run.hosts) for j, e in enumerate(h.extraports)))
+        rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]] = ([], [], [])
+
+        def flush() -> None:
+            hs, ps, es = rows
+            if not (hs or ps or es):
+                return
+
+            def insert(c: sqlite3.Connection) -> None:
+                c.executemany(_HOST_SQL, hs)
+                c.executemany(_PORT_SQL, ps)
+                c.executemany(_EXTRA_SQL, es)
+
+            self._write(insert)
+            for r in rows:
+                r.clear()
+
+        for i, h in enumerate(run.hosts if hosts is None else hosts):
+            rows[0].append((run.id, i, h.address, h.status, _dumps(list(h.reasons)), h.hostname, h.mac, h.distance,
+                            h.rtt_us, _dumps(h.os.to_dict()), _dumps(h.sequence), h.started, h.finished))
+            rows[1].extend((run.id, i, j, h.address, p.protocol, p.port, p.state, p.reason, p.reason_ttl,
+                            _service_json(p.service)) for j, p in enumerate(h.ports))
+            rows[2].extend((run.id, i, j, h.address, e.state, e.count, _dumps(e.reasons))
+                           for j, e in enumerate(h.extraports))
+            if sum(map(len, rows)) >= CHUNK_ROWS:
+                flush()
+        flush()
         self._write(lambda c: c.execute(
             "INSERT INTO runs (id, started, finished, args, scan_types, ports_scanned, stats)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -687,10 +706,12 @@ def recovery_dirs() -> list[Path]:
             Path(tempfile.gettempdir()) / f"hostprint-recovery-{os.getuid()}"]
 
 
-def save_recovery(run: ScanRun, observations: Iterable[tuple[str, str, Any]] = ()) -> Path:
+def save_recovery(run: ScanRun, observations: Iterable[tuple[str, str, Any]] = (),
+                  hosts: Callable[[], Iterable[HostResult]] | None = None) -> Path:
     """The run as JSON lines (a header, one line per host, one per observation) in the first
     recovery directory that takes it; `hostprint history --import FILE` records it. OSError when
-    no directory takes it."""
+    no directory takes it. `hosts`: a factory of the hosts (a fresh pass each call) instead of
+    run.hosts."""
     obs = list(observations)
     last: OSError | None = None
     for d in recovery_dirs():
@@ -703,7 +724,7 @@ def save_recovery(run: ScanRun, observations: Iterable[tuple[str, str, Any]] = (
                     "id": run.id, "started": run.started, "finished": run.finished, "args": list(run.args),
                     "scan_types": list(run.scan_types), "ports_scanned": json.loads(_encode_ports_scanned(
                         run.ports_scanned)), "stats": run.stats}}) + "\n")
-                for h in run.hosts:
+                for h in (run.hosts if hosts is None else hosts()):
                     d_ = h.to_dict()
                     d_["started"], d_["finished"] = h.started, h.finished
                     fp.write(_dumps({"type": "host", **d_}) + "\n")
@@ -720,6 +741,11 @@ def save_recovery(run: ScanRun, observations: Iterable[tuple[str, str, Any]] = (
             except (OSError, UnboundLocalError):
                 pass
     raise last or OSError("no recovery directory")
+
+
+def host_from_dict(d: dict[str, Any]) -> HostResult:
+    """A host from its JSON record (HostResult.to_dict() plus started/finished)."""
+    return _host_from_dict(d)
 
 
 def _host_from_dict(d: dict[str, Any]) -> HostResult:
