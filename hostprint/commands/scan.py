@@ -174,7 +174,8 @@ def _finish(args: argparse.Namespace, run: model.ScanRun, outs: dict[str, str | 
         run.stats["hosts_total"] = len(run.hosts)
         print_run(run if args.verbose else dataclasses.replace(run, hosts=[h for h in run.hosts if h.status == "up"]))
     if outputs is None:
-        outputs = RunOutputs(db=args.db, record=not args.no_db, **outs)
+        outputs = RunOutputs(oJ=outs["oJ"], oX=outs["oX"], oG=outs["oG"], oN=outs["oN"], db=args.db,
+                             record=not args.no_db)
     outputs.finish(run)
 
 
@@ -281,7 +282,8 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
     if any(t.needs_raw for t in techniques):
         _need_raw("raw scans (-sS/-sA/-sF/-sN/-sX/-sU/-sW, --scanflags), host discovery, -O, --sequence and "
                   "--cron-os; use -sT -Pn without root")
-    outputs = RunOutputs(db=args.db, record=not args.no_db, **outs)
+    outputs = RunOutputs(oJ=outs["oJ"], oX=outs["oX"], oG=outs["oG"], oN=outs["oN"], db=args.db,
+                         record=not args.no_db)
     outputs.check()  # every file and the inventory, before the first packet
     run = model.ScanRun(args=["hostprint", *(sys.argv[1:] if sys.argv else [])], scan_types=scan_types,
                         ports_scanned={k: v for k, v in opts.ports.items() if v})

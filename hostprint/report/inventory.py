@@ -26,7 +26,6 @@ import json
 import os
 import random
 import sqlite3
-import struct
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -152,35 +151,19 @@ def named_by_user(path: str | Path | None) -> bool:
     return bool(path) or bool(os.environ.get("HOSTPRINT_DB"))
 
 
+def _read_only(path: Path) -> bool:
+    """The file cannot be written: a read-only filesystem, or no write permission."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return not os.access(path, os.W_OK)
+
+
 def _is_locked(e: sqlite3.OperationalError) -> bool:
     msg = str(e)
     return "locked" in msg or "busy" in msg
-
-
-def damage(path: Path) -> str | None:
-    """What is wrong with the file's shape, from its header (cheap), or None. A file truncated by a
-    byte, or cut at a page boundary below the page count its header states, is damaged."""
-    try:
-        size = path.stat().st_size
-        if size == 0:
-            return None
-        with open(path, "rb") as f:
-            head = f.read(100)
-    except OSError as e:
-        return f"cannot read it: {e.strerror or e}"
-    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
-        return "not an SQLite database"
-    page = struct.unpack(">H", head[16:18])[0]
-    page = 65536 if page == 1 else page
-    if page < 512 or page & (page - 1):
-        return f"bad page size {page} in its header"
-    if size % page:
-        return f"its size ({size} bytes) is not a whole number of {page}-byte pages (truncated?)"
-    change, pages, valid_for = struct.unpack(">I", head[24:28])[0], struct.unpack(">I", head[28:32])[0], \
-        struct.unpack(">I", head[92:96])[0]
-    if change == valid_for and pages and pages * page > size:
-        return f"its header counts {pages} pages, the file holds {size // page} (truncated?)"
-    return None
 
 
 def _dumps(obj: Any) -> str:
@@ -255,15 +238,45 @@ class Inventory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"cannot create inventory directory {self.path.parent}: {e.strerror or e}") from None
-        problem = damage(self.path) if self.path.exists() else None
-        if problem is not None:
-            raise UsageError(f"inventory {self.path} is damaged: {problem}; it was left untouched")
-        with self._errors():
-            self._conn = sqlite3.connect(str(self.path), timeout=min(self.timeout, 2.0), isolation_level=None)
-            self._conn.execute("PRAGMA foreign_keys = OFF")
-            self._ensure_schema()
+        try:
+            self._open()
+        except UsageError:
+            # A WAL file on a read-only filesystem cannot make its -shm file: readers open it as
+            # immutable (nothing can change it there anyway); writers are told it is read-only.
+            if not self.path.exists() or not _read_only(self.path):
+                raise
+            self.close()
             if create:
-                self._wal()
+                raise UsageError(f"inventory {self.path} is read-only (read-only filesystem)") from None
+            self._open("?mode=ro&immutable=1")
+        self._wal_done = False  # switched to WAL at the first write (a check writes nothing)
+
+    def _open(self, query: str = "") -> None:
+        from urllib.parse import quote
+
+        with self._errors():
+            self._conn = sqlite3.connect(f"file:{quote(str(self.path.absolute()))}{query}", uri=True,
+                                         timeout=min(self.timeout, 2.0), isolation_level=None)
+            self._conn.execute("PRAGMA foreign_keys = OFF")
+            problem = self._shape()
+            if problem is not None:
+                self.close()
+                raise UsageError(f"inventory {self.path} is damaged: {problem}; it was left untouched")
+            self._ensure_schema()
+
+    def _shape(self) -> str | None:
+        """A file cut short (by a byte, say) is no whole number of pages. Asked through SQLite and
+        os.stat: opening the file ourselves and closing it would drop SQLite's POSIX locks of this
+        process (sqlite.org/howtocorrupt.html §2.2) and let another writer corrupt it."""
+        conn = self._require()
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        try:
+            size = os.stat(self.path).st_size
+        except OSError as e:
+            return f"cannot stat it: {e.strerror or e}"
+        if page and size % page:
+            return f"its size ({size} bytes) is not a whole number of {page}-byte pages (truncated?)"
+        return None
 
     def _wal(self) -> None:
         """WAL: readers and the writer never block each other. Best effort (a locked or read-only
@@ -293,10 +306,14 @@ class Inventory:
         except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
             raise UsageError(f"inventory {self.path} is unreadable ({e}); it was left untouched") from None
 
-    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+    def _write(self, body: Callable[[sqlite3.Connection], T], *, wal: bool = True) -> T:
         """Run `body` in one BEGIN IMMEDIATE transaction; while another process holds the write lock,
-        retry with growing, jittered pauses for up to `self.timeout` seconds in all."""
+        retry with growing, jittered pauses for up to `self.timeout` seconds in all. The first
+        write switches the file to WAL (wal=False: a check that must leave the file as it is)."""
         conn = self._require()
+        if wal and not getattr(self, "_wal_done", True):
+            self._wal_done = True
+            self._wal()
         deadline = time.monotonic() + self.timeout
         pause = 0.02
         while True:
@@ -351,7 +368,7 @@ class Inventory:
     def check_health(self, *, thorough: bool = True) -> None:
         """UsageError when the file is damaged: header shape, and `PRAGMA quick_check` on files up to
         QUICK_CHECK_MAX bytes (thorough)."""
-        problem = damage(self.path)
+        problem = self._shape() if self._conn is not None else None
         if problem is None and thorough and self._conn is not None and self.path.stat().st_size <= QUICK_CHECK_MAX:
             with self._errors():
                 rows = self._conn.execute("PRAGMA quick_check(3)").fetchall()
@@ -359,10 +376,16 @@ class Inventory:
                 problem = "; ".join(str(r[0]) for r in rows)[:200]
         if problem is not None:
             raise UsageError(f"inventory {self.path} is damaged: {problem}; it was left untouched")
+        if thorough and self._conn is not None:  # the runs table is small: every JSON column of it
+            with self._errors():
+                rows = self._conn.execute("SELECT id, args, scan_types, stats FROM runs").fetchall()
+            for rid, *cols in rows:
+                for name, text in zip(("args", "scan types", "stats"), cols):
+                    self._json(text, None, f"the {name} of run {rid}")
 
     def check_writable(self) -> None:
         """The write lock can be taken (waiting as a write would); nothing is written."""
-        self._write(lambda c: None)
+        self._write(lambda c: None, wal=False)
 
     def _ensure_schema(self) -> None:
         conn = self._require()
