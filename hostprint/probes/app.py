@@ -245,6 +245,7 @@ async def _read(reader: asyncio.StreamReader, first_timeout: float, idle: float,
 #: port starts inherit it), and the port a connection is for (fair sharing of connection slots).
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("sv_deadline", default=None)
 _port_key: contextvars.ContextVar[object] = contextvars.ContextVar("sv_port", default=None)
+_port_timeout: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar("sv_timeout", default=None)
 
 
 def _left(timeout: float) -> float:
@@ -591,6 +592,11 @@ class Engine:
         amap does the same with its appdefs.rpc list over one reused connection."""
         progs = list(self.o.db.rpc.items())
         tcp = rep.proto == "tcp"
+        cm = _port_timeout.get()
+        if cm is not None:  # the RPC pass comes after the deadline's passes: one response timeout of its own
+            end = asyncio.get_running_loop().time() + self.o.response_timeout
+            _deadline.set(end)
+            cm.reschedule(end + 0.25)
         try:
             if tcp:
                 async with self.sem:
@@ -664,7 +670,8 @@ class Engine:
         t0 = time.monotonic()
         _deadline.set(asyncio.get_running_loop().time() + limit)
         try:
-            async with asyncio.timeout(limit + 0.25):
+            async with asyncio.timeout(limit + 0.25) as cm:
+                _port_timeout.set(cm)
                 return await (self.scan_udp(addr, port, rep) if proto == "udp" else self.scan_tcp(addr, port, rep))
         except TimeoutError:
             rep.elapsed = time.monotonic() - t0
