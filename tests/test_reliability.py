@@ -931,3 +931,27 @@ def test_passive_cli_writes_every_host_of_a_capture_bigger_than_its_table(ns, tm
     with Inventory(tmp_path / "inv.sqlite", create=False) as inv:
         run = inv.load_run("last")
     assert len(run.hosts) == len(hosts) and run.stats["hosts_evicted"] > 0
+
+
+def test_ctrl_c_during_passive_read_keeps_what_was_read(ns, tmp_path):
+    cap = tmp_path / "hostile.pcap"
+    write_capture(cap, 3000)
+    out = tmp_path / "o.jsonl"
+    p = subprocess.Popen([sys.executable, "-m", "hostprint", "passive", "-r", str(cap), "--db", str(tmp_path / "i.db"),
+                          "-oJ", str(out), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env_for(tmp_path), cwd=ROOT)
+    t = time.monotonic()
+    while not out.exists() or out.stat().st_size == 0:  # observations are flowing out
+        assert p.poll() is None and time.monotonic() - t < 120
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    _out, err = p.communicate(timeout=120)
+    assert p.returncode == 130
+    line = one_line(subprocess.CompletedProcess([], 130, _out, err))
+    assert "interrupted (SIGINT)" in line and "host(s) from" in line
+    with Inventory(tmp_path / "i.db", create=False) as inv:
+        run = inv.load_run("last")
+    assert 0 < len(run.hosts) and run.stats["interrupted"]["by"] == "SIGINT"
+    assert run.stats["packets"] < 540_000
+    hosts = [json.loads(x) for x in out.read_text().splitlines() if '"type": "host"' in x]
+    assert len(hosts) == len(run.hosts)

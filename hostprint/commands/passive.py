@@ -134,33 +134,36 @@ def run(args: argparse.Namespace) -> int:
     except BaseException as e:  # noqa: BLE001 - Ctrl-C, SIGTERM or a bug: what was read is still saved
         stopped = e
     problems: list[str] = []
-    with deferred():
-        elapsed = time.perf_counter() - t0
-        for state in an.drain():  # one host at a time: never every summary at once
-            spool.add(state)
-        run_.finished = time.time()
-        run_.stats = {**an.stats, "observations": an.observations, "seconds": round(elapsed, 3),
-                      "signature_sources": db.sources, "files": [str(f) for f in files],
-                      "interface": args.iface, "hosts": spool.count}
-        if tech.errors:
-            run_.stats["damaged_files"] = [str(e) for e in tech.errors]
-        if stopped is not None:
-            run_.stats["interrupted"] = {"by": _signal_name(stopped), "phase": "passive", "incomplete": []}
-        if sink is not None:
-            try:
-                sink.close()
-            except UsageError as e:
-                spool.problems.append(str(e))
-        problems.extend(spool.problems)
-        if an.stats["packets"] > 0 or stopped is None:
-            try:
-                outputs.finish(run_, observations=spool.observations, hosts=spool.hosts)
-            except UsageError as e:
-                problems.append(str(e))
-        if not args.quiet and not is_stdout(args.oJ):
-            _print_table(spool.table, an.stats, elapsed, spool.count)
-        spool.close()
-        gc.enable()
+    try:
+        with deferred():  # a second Ctrl-C waits until what was read is saved
+            elapsed = time.perf_counter() - t0
+            for state in an.drain():  # one host at a time: never every summary at once
+                spool.add(state)
+            run_.finished = time.time()
+            run_.stats = {**an.stats, "observations": an.observations, "seconds": round(elapsed, 3),
+                          "signature_sources": db.sources, "files": [str(f) for f in files],
+                          "interface": args.iface, "hosts": spool.count}
+            if tech.errors:
+                run_.stats["damaged_files"] = [str(e) for e in tech.errors]
+            if stopped is not None:
+                run_.stats["interrupted"] = {"by": _signal_name(stopped), "phase": "passive", "incomplete": []}
+            if sink is not None:
+                try:
+                    sink.close()
+                except UsageError as e:
+                    spool.problems.append(str(e))
+            problems.extend(spool.problems)
+            if an.stats["packets"] > 0 or stopped is None:
+                try:
+                    outputs.finish(run_, observations=spool.observations, hosts=spool.hosts)
+                except UsageError as e:
+                    problems.append(str(e))
+            if not args.quiet and not is_stdout(args.oJ):
+                _print_table(spool.table, an.stats, elapsed, spool.count)
+            spool.close()
+            gc.enable()
+    except (KeyboardInterrupt, SystemExit) as e:  # a signal held during the save, delivered now
+        stopped = stopped or e
     if stopped is not None:
         sig = _signal_number(stopped)
         if sig:

@@ -20,6 +20,7 @@ so a million-flow capture does not grow memory without bound.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from collections.abc import Callable, Iterator
@@ -563,6 +564,7 @@ class PassiveTechnique(Technique[dict[str, Any]]):
             try:
                 for b in read_batches(f):
                     self.analyzer.feed_batch(b)
+                    await asyncio.sleep(0)  # a Ctrl-C (asyncio.run cancels this task) stops here
             except CaptureError as e:
                 self.errors.append(e)
             self.files_read += 1

@@ -299,12 +299,16 @@ class RunOutputs:
         run.finished = time.time()
         what = signal.Signals(signum).name if signum else type(exc).__name__
         run.stats["interrupted"] = {"by": what, "phase": phase, "incomplete": incomplete}
-        with deferred():
-            try:
-                written = self.finish(run)
-                problem = None
-            except UsageError as e:
-                written, problem = [], str(e)
+        written: list[str] = []
+        problem: str | None = None
+        try:
+            with deferred():  # a second Ctrl-C waits until everything is saved
+                try:
+                    written = self.finish(run)
+                except UsageError as e:
+                    problem = str(e)
+        except (KeyboardInterrupt, SystemExit):
+            pass  # that second signal, delivered now: we are on the way out anyway
         if not signum:
             if problem:
                 print(f"hostprint: {problem}", file=sys.stderr)
