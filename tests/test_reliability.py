@@ -878,7 +878,8 @@ def test_passive_dir_goes_on_past_a_damaged_file_and_names_it(ns, tmp_path):
 
 def test_passive_host_memory_is_bounded(tmp_path):
     """A capture filling every per-host cap (tests/hostile_capture.py): the host table costs at most
-    ~4.5 kB a host (was ~24 kB), and a full table hands hosts out instead of dropping them."""
+    ~4.5 kB a host (was ~24 kB); a full table sends hosts to disk and takes them back, so every
+    host of the capture comes out once, none dropped, none split in two."""
     import gc
     import tracemalloc
 
@@ -889,27 +890,46 @@ def test_passive_host_memory_is_bounded(tmp_path):
     cap = tmp_path / "hostile.pcap"
     write_capture(cap, 600)
     matcher = PassiveMatcher(resolve_db("builtin", None))
-    handed: list[str] = []
-    an = PassiveAnalyzer(matcher, None, write=lambda s: None, max_hosts=400,
-                         on_evict=lambda h: handed.append(h.address))
+    an = PassiveAnalyzer(matcher, None, write=lambda s: None, max_hosts=400)
     gc.collect()
     tracemalloc.start()
     try:
         for b in PF.read_batches(cap):
             an.feed_batch(b)
         b = None
+        flows = an.flows
         an.flows = {}
+        del flows
         for c in ("_cache", "_syn_cache", "_hcache", "_addrs", "_first"):
             setattr(an, c, {})
         with_hosts = tracemalloc.get_traced_memory()[0]
-        n = len(an.hosts)
+        kept = an.hosts
+        n = len(kept)
         an.hosts = {}
         per_host = (with_hosts - tracemalloc.get_traced_memory()[0]) / n
+        an.hosts = kept
     finally:
         tracemalloc.stop()
     assert per_host < 4.5 * 1024, per_host
-    assert an.stats["hosts_dropped"] == 0 and an.stats["hosts_evicted"] == len(handed) > 0
-    assert len(set(handed)) + n >= 600  # every host of the capture was handed out or held
+    assert an.stats["hosts_dropped"] == 0 and an.stats["hosts_spilled"] > 0
+    out = [h.address for h in an.drain()]
+    assert len(out) == len(set(out)) == 600 + 16  # every host once (and the 16 clients)
+    assert out == sorted(out, key=lambda a: tuple(int(x) for x in a.split(".")))
+    hosts = {h["address"]: h for h in _analyse_all(cap, max_hosts=10**6)}
+    small = {h["address"]: h for h in _analyse_all(cap, max_hosts=100)}
+    assert small == hosts  # spilling changes nothing in what is reported
+
+
+def _analyse_all(cap: Path, max_hosts: int) -> list[dict]:
+    from hostprint.match.passive import PassiveMatcher
+    from hostprint.probes.passive import PassiveAnalyzer
+    from hostprint.signatures.passive_db import resolve_db
+
+    an = PassiveAnalyzer(PassiveMatcher(resolve_db("builtin", None)), None, write=lambda s: None,
+                         max_hosts=max_hosts)
+    for b in PF.read_batches(cap):
+        an.feed_batch(b)
+    return [h.summary() for h in an.drain()]
 
 
 def test_passive_cli_writes_every_host_of_a_capture_bigger_than_its_table(ns, tmp_path):
@@ -927,10 +947,10 @@ def test_passive_cli_writes_every_host_of_a_capture_bigger_than_its_table(ns, tm
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
     hosts = [x["address"] for x in lines if x.get("type") == "host"]
-    assert len(set(hosts)) == 300 + 16  # every server host and the 16 clients that connected to them
+    assert len(hosts) == len(set(hosts)) == 300 + 16  # every server host once, and the 16 clients
     with Inventory(tmp_path / "inv.sqlite", create=False) as inv:
         run = inv.load_run("last")
-    assert len(run.hosts) == len(hosts) and run.stats["hosts_evicted"] > 0
+    assert [h.address for h in run.hosts] == hosts and run.stats["hosts_spilled"] > 0
 
 
 def test_ctrl_c_during_passive_read_keeps_what_was_read(ns, tmp_path):

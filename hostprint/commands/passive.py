@@ -122,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
     run_ = ScanRun(args=["hostprint", *sys.argv[1:]] if sys.argv[1:2] == ["passive"] else ["hostprint", "passive"],
                    scan_types=["passive"])
     spool = _HostSpool(run_, tech, sink)
-    an.on_evict = spool.add  # a full host table hands its oldest half out: written, not forgotten
     t0 = time.perf_counter()
     # The analyzer's tables hold no reference cycles (flows are lists of numbers, hosts slotted
     # records of dicts/sets of strings), so refcounting frees everything; the cyclic collector

@@ -45,7 +45,7 @@ from hostprint.engine.headers import (
 from hostprint.match.passive import PassiveMatcher, raw_signature, win_multiple
 from hostprint.model import OPEN, HostResult, PortResult
 from hostprint.probes.base import Technique
-from hostprint.probes.passive_hosts import HostState, addr_key, same_os
+from hostprint.probes.passive_hosts import HostSpill, HostState, addr_key, same_os
 from hostprint.signatures.passive_sigs import MAX_DIST, QUIRK_ORDER, guess_ittl
 
 _HTTP_FIRST = np.frombuffer(b"CDGHOPT", np.uint8).astype(np.int64)
@@ -76,16 +76,17 @@ class PassiveAnalyzer:
     def __init__(self, matcher: PassiveMatcher, emit: Callable[[Record], None] | None = None, *,
                  write: Callable[[str], Any] | None = None,
                  flow_timeout: float = 60.0, max_flows: int = 100_000, max_hosts: int = 20_000,
-                 on_evict: Callable[[HostState], None] | None = None):
+                 spill: bool = True):
         """emit(dict) per observation, and/or write(str) with the same record as one JSON line
         (built from fragments encoded once per signature: the fast path for files).
 
         Memory (measured on tests/hostile_capture.py, which fills every cap): a flow entry costs
         ~270 bytes and a host at most ~4.5 kB (passive_hosts.py), the per-signature caches ~20 MB in
         all, so the defaults bound the tables to ~27 MB of flows and ~90 MB of hosts. When the host
-        table is full, the least recently seen half is handed to `on_evict` (the command writes
-        them out, so no host is lost; one that shows up again later starts a new record), or
-        dropped and counted without it."""
+        table is full, its least recently seen half goes to disk (passive_hosts.HostSpill) and a
+        host comes back from there when its address shows up again: no host is lost or split; a
+        capture with more live hosts than the table costs disk and time instead of memory.
+        spill=False: that half is dropped (counted in stats["hosts_dropped"])."""
         self.m = matcher
         self.emit = emit
         self.write = write
@@ -98,14 +99,15 @@ class PassiveAnalyzer:
         self.flow_timeout = flow_timeout
         self.max_flows = max_flows
         self.max_hosts = max_hosts
-        self.on_evict = on_evict
+        self.spill = HostSpill() if spill else None
         # flow key (both endpoints, address+port bytes, in sorted order) ->
         # [t, client's SYN MSS, want request, want response, client endpoint]
         self.flows: dict[bytes, list] = {}
         self.hosts: dict[str, HostState] = {}
         self._cache: dict[tuple, tuple] = {}
         self.stats = {"packets": 0, "candidates": 0, "syn": 0, "synack": 0, "http": 0, "malformed": 0,
-                      "flows_expired": 0, "hosts_dropped": 0, "hosts_evicted": 0, "non_ip": 0}
+                      "flows_expired": 0, "hosts_dropped": 0, "hosts_spilled": 0, "hosts_reloaded": 0,
+                      "non_ip": 0}
         self.now = 0.0
 
     # ---------------------------------------------------------------- batches (files)
@@ -341,19 +343,24 @@ class PassiveAnalyzer:
     def _host(self, addr: str, ts: float) -> HostState:
         h = self.hosts.get(addr)
         if h is None:
+            if self.spill is not None and self.spill.count:
+                h = self.spill.take(addr)
+                if h is not None:
+                    self.stats["hosts_reloaded"] += 1
             if len(self.hosts) >= self.max_hosts:
-                # keep memory bounded: hand out (or forget) the least recently seen half
+                # keep memory bounded: the least recently seen half goes to disk (or is forgotten)
                 order = sorted(self.hosts.values(), key=lambda x: x.last_ts)
                 cut = len(order) // 2
                 self.hosts = {x.address: x for x in order[cut:]}
-                if self.on_evict is not None:
-                    self.stats["hosts_evicted"] += cut
-                    for x in order[:cut]:
-                        self.on_evict(x)
+                if self.spill is not None:
+                    self.spill.put(order[:cut])
+                    self.stats["hosts_spilled"] += cut
                 else:
                     self.stats["hosts_dropped"] += cut
                 del order
-            h = self.hosts[addr] = HostState(addr, ts, ts)
+            if h is None:
+                h = HostState(addr, ts, ts)
+            self.hosts[addr] = h
         h.last_ts = ts
         return h
 
@@ -501,11 +508,20 @@ class PassiveAnalyzer:
             h.add_ua_os(claimed)
 
     def summaries(self) -> list[dict[str, Any]]:
+        """Every host's summary in address order (hosts spilled to disk included: then the table is
+        drained)."""
+        if self.spill is not None and self.spill.count:
+            return [h.summary() for h in self.drain()]
         return [h.summary() for h in sorted(self.hosts.values(), key=lambda x: addr_key(x.address))]
 
     def drain(self) -> Iterator[HostState]:
-        """Every host still held, in address order, each removed from the table as it is handed out
-        (so summarising a big table never holds every summary at once)."""
+        """Every host once, in address order, each removed from the table as it is handed out (so
+        summarising a big table never holds every summary at once); spilled hosts included."""
+        if self.spill is not None and self.spill.count:
+            self.spill.put(self.hosts.values())
+            self.hosts = {}
+            yield from self.spill.drain()
+            return
         for addr in sorted(self.hosts, key=addr_key):
             h = self.hosts.pop(addr, None)
             if h is not None:
@@ -527,7 +543,7 @@ class PassiveTechnique(Technique[dict[str, Any]]):
                  count: int | None = None, timeout: float | None = None, write: Callable[[str], Any] | None = None,
                  summarise: bool = True):
         """summarise=False: `probe` only reads, and the caller drains the analyzer's hosts itself
-        (analyzer.drain(), on_evict) one at a time, as `hostprint passive` does to bound memory."""
+        (analyzer.drain()) one at a time, as `hostprint passive` does to bound memory."""
         self.analyzer = PassiveAnalyzer(matcher, None, write=write)
         self.summarise = summarise
         self.files = files or []

@@ -11,12 +11,17 @@ raw signatures (counted), every TTL and initial TTL as a 256-bit map, PORTS_MAX 
 bytes each), CLOCKS_MAX timestamp-clock candidates per role (6 doubles each), APPS_MAX HTTP
 software labels, SOFTWARE_MAX User-Agent and Server strings of at most TEXT_MAX characters,
 UA_OS_MAX claimed OSes, DISHONEST_MAX findings; containers exist only once something is in them.
-The analyzer holds at most `max_hosts` of these (probes/passive.py), handing older ones out.
+The analyzer holds at most `max_hosts` of these in memory (probes/passive.py); the least recently
+seen half of a full table goes to a `HostSpill` on disk and comes back when the address shows up
+again, so a big capture costs disk, not memory, and no host is lost or split in two.
 """
 
 from __future__ import annotations
 
+import pickle
+import sqlite3
 from array import array
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 # Timestamp clock sanity limits (reference §1.8, p0f config.h): rates outside 0.7-1500 Hz, fewer
@@ -218,6 +223,52 @@ class HostState:
             return
         if len(arr) < 6 * CLOCKS_MAX:
             arr.extend((ts, float(tsval), ts, float(tsval), 0.0, 1.0))
+
+
+class HostSpill:
+    """Hosts out of a full in-memory table, pickled into SQLite's private temporary database (the
+    empty file name: on disk in $SQLITE_TMPDIR/$TMPDIR once it outgrows its page cache, deleted on
+    close). `take` brings one back when its address reappears; `drain` hands every host out once,
+    in address order."""
+
+    def __init__(self) -> None:
+        self.conn = sqlite3.connect("", isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode = OFF")
+        self.conn.execute("PRAGMA synchronous = OFF")
+        self.conn.execute("CREATE TABLE h (addr TEXT PRIMARY KEY, k BLOB NOT NULL, st BLOB NOT NULL)")
+        self.count = 0
+
+    def put(self, states: Iterable[HostState]) -> None:
+        rows = [(h.address, _sort_key(h.address), pickle.dumps(h, pickle.HIGHEST_PROTOCOL)) for h in states]
+        self.conn.execute("BEGIN")
+        self.conn.executemany("INSERT OR REPLACE INTO h VALUES (?, ?, ?)", rows)
+        self.conn.execute("COMMIT")
+        self.count += len(rows)
+
+    def take(self, addr: str) -> HostState | None:
+        row = self.conn.execute("SELECT st FROM h WHERE addr = ?", (addr,)).fetchone()
+        if row is None:
+            return None
+        self.conn.execute("DELETE FROM h WHERE addr = ?", (addr,))
+        self.count -= 1
+        h: HostState = pickle.loads(row[0])
+        return h
+
+    def drain(self) -> Iterator[HostState]:
+        for (st,) in self.conn.execute("SELECT st FROM h ORDER BY k"):
+            yield pickle.loads(st)
+        self.close()
+
+    def close(self) -> None:
+        self.conn.close()
+        self.count = 0
+
+
+def _sort_key(addr: str) -> bytes:
+    v, n = addr_key(addr)
+    if v == 9:
+        return b"\x09" + str(n).encode()
+    return bytes([v]) + int(n).to_bytes(16, "big")
 
 
 def same_os(claimed: str, family: str) -> bool:
