@@ -165,7 +165,7 @@ def to_xml(run: ScanRun) -> str:
             [
                 ("time", int(fin)),
                 ("timestr", finstr),
-                ("summary", f"hostprint done at {finstr}; {ns.done_summary(run)}"),
+                ("summary", f"hostprint {'interrupted' if stopped else 'done'} at {finstr}; {ns.done_summary(run)}"),
                 ("elapsed", f"{ns.elapsed(run):.2f}"),
                 *ending,
             ],
