@@ -337,12 +337,6 @@ def _incomplete(run: ScanRun) -> list[str]:
     return list(info.get("incomplete") or []) if isinstance(info, dict) else []
 
 
-def interruption(run: ScanRun) -> dict[str, Any] | None:
-    """run.stats['interrupted'] ({by, phase, incomplete}) for the writers, or None."""
-    info = run.stats.get("interrupted") if isinstance(run.stats, dict) else None
-    return info if isinstance(info, dict) else None
-
-
 def emit_outputs(
     run: ScanRun,
     *,

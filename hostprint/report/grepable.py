@@ -10,7 +10,6 @@ characters are replaced in service text (nmap uses '|' for '/' too: 'ssl|http').
 from __future__ import annotations
 
 from hostprint.model import HostResult, PortResult, ScanRun
-from hostprint.report import interruption
 from hostprint.report import nmapstyle as ns
 
 
@@ -53,7 +52,7 @@ def _host_lines(run: ScanRun, h: HostResult) -> list[str]:
 
 def format_grepable(run: ScanRun) -> str:
     lines = [f"# {ns.scanner_banner()} scan initiated {ns.ctime(run.started)} as: {ns.command_line(run)}"]
-    stopped = interruption(run)
+    stopped = ns.interruption(run)
     incomplete = set(stopped.get("incomplete") or []) if stopped else set()
     for h in run.hosts:
         hl = _host_lines(run, h)

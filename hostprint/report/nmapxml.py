@@ -24,7 +24,6 @@ from typing import IO, Any
 from hostprint import __version__
 from hostprint.errors import UsageError
 from hostprint.model import HostResult, PortResult, ScanRun, Service
-from hostprint.report import interruption
 from hostprint.report import nmapstyle as ns
 
 XML_OUTPUT_VERSION = "1.05"
@@ -144,7 +143,7 @@ def to_xml(run: ScanRun) -> str:
     out.extend(_scaninfo(run))
     w(_tag("verbose", [("level", _int_stat(run, "verbose"))]))
     w(_tag("debugging", [("level", _int_stat(run, "debugging"))]))
-    stopped = interruption(run)
+    stopped = ns.interruption(run)
     incomplete = set(stopped.get("incomplete") or []) if stopped else set()
     for host in run.hosts:
         out.append(_host(run, host, incomplete=host.address in incomplete))

@@ -7,7 +7,6 @@ Wording and column layout follow nmap 7.93's -oN output (checked on loopback) wi
 from __future__ import annotations
 
 from hostprint.model import HostResult, ScanRun
-from hostprint.report import interruption
 from hostprint.report import nmapstyle as ns
 
 # At or above this confidence a match is reported as "OS details", below as guesses with their
@@ -120,7 +119,7 @@ def format_normal(run: ScanRun, *, file_comments: bool = True) -> str:
     lines = []
     if file_comments:
         lines.append(f"# {ns.scanner_banner()} scan initiated {ns.ctime(run.started)} as: {ns.command_line(run)}")
-    stopped = interruption(run)
+    stopped = ns.interruption(run)
     incomplete = set(stopped.get("incomplete") or []) if stopped else set()
     for h in run.hosts:
         block = _host_block(run, h, with_version)
