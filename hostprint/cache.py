@@ -20,8 +20,11 @@ def cache_dir() -> str:
     return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hostprint")
 
 
-def from_file(path: str, kind: str, build: Callable[[], T], version: int = 1) -> T:
-    """`build()` once per (path, size, mtime, version); later calls unpickle the stored result."""
+def from_file(path: str, kind: str, build: Callable[[], T], version: int = 1,
+              keep: Callable[[T], bool] | None = None) -> T:
+    """`build()` once per (path, size, mtime, version); later calls unpickle the stored result.
+    A result `keep` refuses (a file that is not what it claims to be) is returned, not stored:
+    input the command is about to reject leaves nothing behind."""
     try:
         st = os.stat(path)
     except OSError:
@@ -35,6 +38,8 @@ def from_file(path: str, kind: str, build: Callable[[], T], version: int = 1) ->
     except Exception:  # noqa: BLE001 - any cache problem means: build it
         pass
     value = build()
+    if keep is not None and not keep(value):
+        return value
     try:
         os.makedirs(cache_dir(), exist_ok=True)
         tmp = f"{cache}.{os.getpid()}"

@@ -19,7 +19,8 @@ from hostprint.errors import UsageError
 
 #: Subcommand names (a first word that is none of these means "scan"). `discover` is registered by
 #: the scan module, which shares its flags.
-COMMANDS = ["scan", "discover", "timing", "learn", "amap", "passive", "report", "diff", "history", "lab", "demo"]
+COMMANDS = ["scan", "discover", "timing", "learn", "amap", "passive", "report", "diff", "history", "lab", "demo",
+            "guard"]
 MODULES = [c for c in COMMANDS if c != "discover"]
 
 
@@ -57,6 +58,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # a closed terminal: clean up as for SIGTERM
+        signal.signal(signal.SIGHUP, _on_sigterm)
     try:
         parser = build_parser()
         if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
@@ -67,13 +70,26 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return int(args.func(args) or 0)
     except UsageError as e:
+        if e.exit_code > 128:  # errors.Interrupted: what was measured is saved, now leave
+            _quiet_signals()
         print(f"hostprint: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
+        _quiet_signals()
         print("hostprint: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _quiet_signals() -> None:
+    """On the way out (results written, guard removed): a further Ctrl-C or SIGTERM would only cut
+    the atexit hooks short and print a traceback from inside them."""
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        try:
+            signal.signal(s, signal.SIG_IGN)
+        except (ValueError, OSError):
+            pass
 
 
 if __name__ == "__main__":

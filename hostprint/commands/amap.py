@@ -280,6 +280,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("no targets (hostprint amap TARGET PORT… or -i NMAPFILE)")
     db = _db(args)
     opts = options_from(args, db)
+    from hostprint.report import check_output_paths
+
+    check_output_paths(**{"-o": args.logfile, "-oJ": args.oJ})  # before the first connection
     if args.verbose:
         print(f"hostprint amap: {len(db.triggers)} triggers, {len(db.rules)} responses, {len(db.rpc)} rpc "
               f"({len(db.skipped)} lines skipped)", file=sys.stderr)
@@ -296,13 +299,19 @@ def run(args: argparse.Namespace) -> int:
         for ln in lines:
             print(ln)
         print(f"hostprint amap finished: {len(targets)} ports in {time.time() - t0:.2f} s")
+    problems = []  # every output is attempted; failures are reported together at the end
     if args.logfile:
-        with _open_log(args.logfile) as f:
-            if args.machine:
-                f.write("# IP_ADDRESS:PORT:PROTOCOL:PORT_STATUS:SSL:IDENTIFICATION:PRINTABLE_BANNER:FULL_BANNER\n")
-                f.write("\n".join(machine) + ("\n" if machine else ""))
-            else:
-                f.write("\n".join(lines) + "\n")
+        try:
+            with _open_log(args.logfile) as f:
+                if args.machine:
+                    f.write("# IP_ADDRESS:PORT:PROTOCOL:PORT_STATUS:SSL:IDENTIFICATION:PRINTABLE_BANNER:FULL_BANNER\n")
+                    f.write("\n".join(machine) + ("\n" if machine else ""))
+                else:
+                    f.write("\n".join(lines) + "\n")
+        except OSError as e:
+            problems.append(f"cannot write -o {args.logfile}: {e.strerror or e}")
+        except UsageError as e:
+            problems.append(str(e))
     if args.oJ:
         run_ = to_run(tech, hosts, by, ["hostprint", *sys.argv[1:]])
         recs = [dumps_record(run_.host_record(h)) for h in run_.hosts]
@@ -312,5 +321,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 Path(args.oJ).write_text("\n".join(recs) + "\n")
             except OSError as e:
-                raise UsageError(f"cannot write -oJ {args.oJ}: {e.strerror}") from None
+                problems.append(f"cannot write -oJ {args.oJ}: {e.strerror or e}")
+    if problems:
+        raise UsageError("; ".join(problems))
     return 0

@@ -13,6 +13,7 @@ import sys
 import time
 
 from hostprint.commands.args import positive
+from hostprint.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "~/.local/share/hostprint/inventory.sqlite)")
     p.add_argument("-n", dest="limit", metavar="N", help="list only the N newest runs")
     p.add_argument("--json", action="store_true", help="machine-readable output (JSON lines)")
+    p.add_argument("--import", dest="import_file", metavar="FILE",
+                   help="record the run(s) of a recovery file (written when the inventory could not take a "
+                        "run) or of hostprint -oJ output")
     p.set_defaults(func=run)
 
 
@@ -47,6 +51,17 @@ def run(args: argparse.Namespace) -> int:
     from hostprint.report.inventory import Inventory
 
     limit = positive(args.limit, "-n")
+    if args.import_file:
+        from hostprint.report.inventory import check_inventory, read_recovery
+
+        if args.run:
+            raise UsageError("--import FILE records runs; give no RUN with it")
+        read_recovery(args.import_file)  # a bad file fails before the inventory is touched
+        check_inventory(args.db)
+        with Inventory(args.db) as inv:
+            ids = inv.import_file(args.import_file)
+            print(f"imported run{'s' if len(ids) > 1 else ''} {', '.join(ids)} into {inv.path}")
+        return 0
     with Inventory(args.db, create=False) as inv:
         if args.run:
             stored = inv.load_run(args.run)

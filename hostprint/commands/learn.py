@@ -126,16 +126,26 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"bad --label {args.label!r}: one non-empty line")
     if not 1 <= args.repeat <= 10:
         raise UsageError(f"bad --repeat {args.repeat}: use 1-10")
+    from hostprint.commands.args import text_file
+    from hostprint.report import check_output_paths
+
     out = Path(args.timing_db_out)
     existing: set[str] = set()
+    targets, ports, tests, timeout = live_setup(args)
+    # the file we append to is checked before measuring: a measurement is never thrown away
+    if out.is_dir():
+        raise UsageError(f"--timing-db-out {out}: is a directory")
     if out.exists() and out.stat().st_size:
+        text_file(str(out), "--timing-db-out")
         existing = {c.id for c in read_cronos_db(out).classes}  # a broken file fails before probing
     elif not out.parent.exists():
+        if out != DEFAULT_OUT:
+            raise UsageError(f"--timing-db-out {out}: directory {out.parent} does not exist")
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"--timing-db-out {out}: {e.strerror}") from None
-    targets, ports, tests, timeout = live_setup(args)
+    check_output_paths(**{"--timing-db-out": str(out)})
     if len(targets) != 1 or len(ports) != 1:
         raise UsageError("learn measures one target and one port (-p PORT)")
     db = resolve_timing_db("hostprint")  # only for the early stop

@@ -92,16 +92,22 @@ class _LiveStatus:
 
 
 def capture_files(path: str) -> list[Path]:
-    """A file, or every pcap/pcapng file in a directory (by magic number, sorted by name)."""
+    """A file, or every pcap/pcapng file in a directory (by magic number, sorted by name). A named
+    file that is no capture at all is refused before anything is read."""
     from hostprint.engine.pcapfile import CaptureError, capture_kind
 
     p = Path(path)
     if not p.exists():
         raise UsageError(f"-r {path}: no such file or directory")
     if not p.is_dir():
+        capture_kind(p)  # CaptureError (one line) for a file that is not a capture
         return [p]
     out = []
-    for f in sorted(p.iterdir()):
+    try:
+        entries = sorted(p.iterdir())
+    except OSError as e:
+        raise UsageError(f"-r {path}: {e.strerror or e}") from None
+    for f in entries:
         if not f.is_file():
             continue
         try:
@@ -132,12 +138,12 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
 
     from hostprint.engine.rate import template
-    from hostprint.match import verdict
+    from hostprint.engine.signals import deferred
     from hostprint.match.passive import PassiveMatcher
-    from hostprint.model import HostResult, ScanRun
+    from hostprint.model import ScanRun
     from hostprint.probes.base import Session
     from hostprint.probes.passive import PassiveTechnique
-    from hostprint.report import check_output_paths
+    from hostprint.report import Interrupted, RunOutputs, check_output_paths, is_stdout
     from hostprint.report.jsonl import JsonlWriter
     from hostprint.signatures.passive_db import resolve_db
 
@@ -150,9 +156,11 @@ def run(args: argparse.Namespace) -> int:
     if args.iface:
         check_iface(args.iface)
     db = resolve_db(args.sigdb, args.p0f_db)
-    sink = JsonlWriter(args.oJ, buffered=True) if args.oJ is not None else None
+    outputs = RunOutputs(db=args.db, record=not args.no_db)
+    outputs.check()  # the inventory can take the run, before anything is read
+    sink = JsonlWriter("-" if is_stdout(args.oJ) else args.oJ, buffered=True) if args.oJ is not None else None
     tech = PassiveTechnique(PassiveMatcher(db), files=files, iface=args.iface, count=count, timeout=timeout,
-                            write=sink.write_line if sink is not None else None)
+                            write=sink.write_line if sink is not None else None, summarise=False)
     an = tech.analyzer
     if (args.iface or args.verbose) and not args.quiet and args.oJ != "-":
         clear = "\r\x1b[K" if args.iface and sys.stderr.isatty() and sys.stdout.isatty() else ""
@@ -165,55 +173,176 @@ def run(args: argparse.Namespace) -> int:
         an.emit = show
     run_ = ScanRun(args=["hostprint", *sys.argv[1:]] if sys.argv[1:2] == ["passive"] else ["hostprint", "passive"],
                    scan_types=["passive"])
+    spool = _HostSpool(run_, tech, sink)
     t0 = time.perf_counter()
     # The analyzer's tables hold no reference cycles (flows are lists of numbers, hosts slotted
     # records of dicts/sets of strings), so refcounting frees everything; the cyclic collector
     # would only rescan the ever-growing tables: measured 2.3x slower on a 200k-new-host capture.
     gc.disable()
-    seen: dict[str, dict[str, Any]] = {}
+    stopped: BaseException | None = None
     import contextlib
 
     live = _LiveStatus(an) if args.iface and sys.stderr.isatty() else contextlib.nullcontext()
     try:
         with live:
-            seen = asyncio.run(tech.probe([], Session(template("3"))))
-    finally:
-        elapsed = time.perf_counter() - t0
-        summaries = list(seen.values()) or an.summaries()
-        run_.finished = time.time()
-        run_.stats = {**an.stats, "observations": an.observations, "seconds": round(elapsed, 3),
-                      "signature_sources": db.sources, "files": [str(f) for f in files],
-                      "interface": args.iface}
-        for s in summaries:
-            h = HostResult(s["address"])
-            tech.record(h, s)
-            verdict.apply(h.os)
-            run_.hosts.append(h)
-        if sink is not None:
-            for h in run_.hosts:
-                sink.write_host(run_, h, type="host")
-            sink.close()
-        if not args.no_db:
-            from hostprint.report import emit_outputs
-            from hostprint.report.inventory import Inventory
-
-            emit_outputs(run_, db=args.db, record=True)
-            with Inventory(args.db) as inv:
-                for s in summaries[:MAX_OBSERVATION_HOSTS]:
-                    inv.add_observation(run_.id, s["address"], "passive", s)
-        if not args.quiet and args.oJ != "-":
-            _print_table(summaries, an.stats, elapsed)
-        gc.enable()
-    if tech.error is not None:
-        raise tech.error
+            asyncio.run(tech.probe([], Session(template("3"))))
+    except BaseException as e:  # noqa: BLE001 - Ctrl-C, SIGTERM or a bug: what was read is still saved
+        stopped = e
+    problems: list[str] = []
+    try:
+        with deferred():  # a second Ctrl-C waits until what was read is saved
+            elapsed = time.perf_counter() - t0
+            for state in an.drain():  # one host at a time: never every summary at once
+                spool.add(state)
+            run_.finished = time.time()
+            run_.stats = {**an.stats, "observations": an.observations, "seconds": round(elapsed, 3),
+                          "signature_sources": db.sources, "files": [str(f) for f in files],
+                          "interface": args.iface, "hosts": spool.count}
+            if tech.errors:
+                run_.stats["damaged_files"] = [str(e) for e in tech.errors]
+            if stopped is not None:
+                run_.stats["interrupted"] = {"by": _signal_name(stopped), "phase": "passive", "incomplete": []}
+            if sink is not None:
+                try:
+                    sink.close()
+                except UsageError as e:
+                    spool.problems.append(str(e))
+            problems.extend(spool.problems)
+            if an.stats["packets"] > 0 or stopped is None:
+                try:
+                    outputs.finish(run_, observations=spool.observations, hosts=spool.hosts)
+                except UsageError as e:
+                    problems.append(str(e))
+            if not args.quiet and not is_stdout(args.oJ):
+                _print_table(spool.table, an.stats, elapsed, spool.count)
+            spool.close()
+            gc.enable()
+    except (KeyboardInterrupt, SystemExit) as e:  # a signal held during the save, delivered now
+        stopped = stopped or e
+    if stopped is not None:
+        sig = _signal_number(stopped)
+        if sig:
+            raise Interrupted(f"interrupted ({_signal_name(stopped)}): {spool.count} host(s) from "
+                              f"{an.stats['packets']} packets saved{'; ' + '; '.join(problems) if problems else ''}",
+                              sig)
+        raise stopped
+    if tech.errors:
+        problems.insert(0, _damage_line(tech.errors, len(files)))
+    if problems:
+        raise UsageError("; ".join(problems))
     return 0
 
 
-def _print_table(summaries: list[dict[str, Any]], stats: dict[str, int], elapsed: float) -> None:
+class _HostSpool:
+    """The hosts of a passive run, one at a time as the analyzer hands them out (evicted from a full
+    table, or drained at the end): each becomes its HostResult, goes to -oJ at once and to an
+    unlinked temporary file that the inventory (or the recovery file) reads back in one pass, so
+    memory holds one host, not every host. Keeps the first TABLE_HOSTS summaries for the terminal
+    and the first MAX_OBSERVATION_HOSTS as inventory observations."""
+
+    TABLE_HOSTS = 200
+
+    def __init__(self, run: Any, tech: Any, sink: Any):
+        import tempfile
+
+        self.run, self.tech, self.sink = run, tech, sink
+        self.count = 0
+        self.table: list[dict[str, Any]] = []
+        self.observations: list[tuple[str, str, Any]] = []
+        self.problems: list[str] = []
+        self.memory: list[str] | None = None  # lines, when no temporary file could be written
+        try:
+            self.fp: Any = tempfile.TemporaryFile("w+", encoding="utf-8")
+        except OSError:
+            self.fp, self.memory = None, []
+
+    def add(self, state: Any) -> None:
+        from hostprint.match import verdict
+        from hostprint.model import HostResult
+        from hostprint.report.jsonl import dumps_record
+
+        s = state.summary()
+        h = HostResult(s["address"])
+        self.tech.record(h, s)
+        verdict.apply(h.os)
+        if self.sink is not None:
+            try:
+                self.sink.write_host(self.run, h, type="host")
+            except UsageError as e:
+                self.problems.append(str(e))
+                self.sink = None
+        d = h.to_dict()
+        d["started"], d["finished"] = h.started, h.finished
+        line = dumps_record(d) + "\n"
+        if self.fp is not None:
+            try:
+                self.fp.write(line)
+            except OSError:
+                self.fp.close()
+                self.fp, self.memory = None, list(self._lines())
+        if self.memory is not None:
+            self.memory.append(line)
+        if len(self.table) < self.TABLE_HOSTS:
+            self.table.append(s)
+        if len(self.observations) < MAX_OBSERVATION_HOSTS:
+            self.observations.append((s["address"], "passive", s))
+        self.count += 1
+
+    def _lines(self) -> Any:
+        if self.fp is not None:
+            self.fp.flush()
+            self.fp.seek(0)
+            yield from self.fp
+            self.fp.seek(0, 2)
+        elif self.memory is not None:
+            yield from self.memory
+
+    def hosts(self) -> Any:
+        """A fresh pass over every host written so far."""
+        import json
+
+        from hostprint.report.inventory import host_from_dict
+
+        for line in self._lines():
+            yield host_from_dict(json.loads(line))
+
+    def close(self) -> None:
+        if self.fp is not None:
+            self.fp.close()
+
+
+def _damage_line(errors: list[Exception], nfiles: int) -> str:
+    """One line for every damaged capture (the packets before each damage were used)."""
+    if nfiles == 1:
+        return f"{errors[0]} (the packets before the damage were read and saved)"
+    return (f"{len(errors)} of {nfiles} capture files are damaged; the packets before each damage were read, "
+            f"the other files in full: " + "; ".join(str(e) for e in errors))
+
+
+def _signal_number(e: BaseException) -> int:
+    import signal
+
+    if isinstance(e, KeyboardInterrupt):
+        return int(signal.SIGINT)
+    if isinstance(e, SystemExit) and isinstance(e.code, int) and e.code > 128:
+        return e.code - 128
+    return 0
+
+
+def _signal_name(e: BaseException) -> str:
+    import signal
+
+    n = _signal_number(e)
+    return signal.Signals(n).name if n else type(e).__name__
+
+
+def _print_table(summaries: list[dict[str, Any]], stats: dict[str, int], elapsed: float,
+                 total: int | None = None) -> None:
     out = sys.stdout
+    total = len(summaries) if total is None else total
     rate = stats["packets"] / elapsed if elapsed > 0 else 0.0
     print(f"{stats['packets']} packets, {stats['syn']} SYN, {stats['synack']} SYN+ACK, {stats['http']} HTTP "
-          f"in {elapsed:.2f}s ({rate:,.0f} packets/s); {len(summaries)} hosts", file=out)
+          f"in {elapsed:.2f}s ({rate:,.0f} packets/s); {total} hosts", file=out)
     for s in summaries[:200]:
         osd = s["os"]
         name = f"{osd['name']} ({round(100 * float(osd['confidence'] or 0))}%)" if osd else "unknown"
@@ -235,5 +364,5 @@ def _print_table(summaries: list[dict[str, Any]], stats: dict[str, int], elapsed
         # columns only on a terminal; a pipe gets no padding
         cols = f"  {s['address']:<16} {name:<44} " if out.isatty() else f"  {s['address']} {name} "
         print((cols + "  ".join(extra)).rstrip(), file=out)
-    if len(summaries) > 200:
-        print(f"  ... {len(summaries) - 200} more hosts (see -oJ)", file=out)
+    if total > len(summaries[:200]):
+        print(f"  ... {total - len(summaries[:200])} more hosts (see -oJ)", file=out)

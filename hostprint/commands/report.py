@@ -36,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-o needs a file name (or '-' for stdout)")
     check_output_paths(**{"HTML": args.output})
     if args.timing_db:
+        from hostprint.commands.args import timing_db_files
         from hostprint.signatures.timing_db import resolve_timing_db
 
+        timing_db_files(args.timing_db)
         resolve_timing_db(args.timing_db)  # a bad --timing-db is the user's error, not a silent fallback
     with Inventory(args.db, create=False) as inv:
         stored = inv.load_run(args.run)

@@ -89,7 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "hostprint,nmap when nmap-service-probes is installed, else hostprint)")
     p.add_argument("--version-intensity", type=version_intensity, default=7, metavar="0-9",
                    help="-sV: also send probes of rarity up to this to ports they are not meant for (nmap's, default 7)")
-    p.add_argument("--sv-timeout", type=sv_timeout, default=3.0, metavar="S", help="-sV wait for a banner / an answer (default 3)")
+    p.add_argument("--sv-timeout", type=sv_timeout, default=20.0, metavar="S",
+                   help="-sV: the most one port may take in all, every connection and read included (default 20; "
+                        "one read waits at most 3 s)")
     add_nmap_habits(p)
     p.set_defaults(func=run_scan)
 
@@ -232,12 +234,9 @@ def _targets(args: argparse.Namespace) -> list[str]:
 
 
 def _timing(args: argparse.Namespace):
-    from hostprint.engine.rate import template
+    from hostprint.engine.rate import check_rates, template
 
-    for name in ("min_rate", "max_rate"):
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            raise UsageError(f"bad --{name.replace('_', '-')} '{v:g}': must be > 0")
+    check_rates(args.min_rate, args.max_rate)
     if args.max_retries is not None and args.max_retries < 0:
         raise UsageError(f"bad --max-retries '{args.max_retries}': must be >= 0")
     return template(args.timing).with_overrides(min_rate=args.min_rate, max_rate=args.max_rate,
@@ -280,14 +279,19 @@ def _ping_methods(args: argparse.Namespace):
     return ms or list(DEFAULT_METHODS)
 
 
-def _finish(args: argparse.Namespace, run: model.ScanRun, outs: dict[str, str | None], reporter=None) -> None:
-    from hostprint.report import emit_outputs
+def _finish(args: argparse.Namespace, run: model.ScanRun, outs: dict[str, str | None], reporter=None,
+            outputs=None) -> None:
+    """The terminal's summary, then every output: each attempted even when another fails."""
+    from hostprint.report import RunOutputs
 
     run.finished = time.time()
     run.stats["hosts_total"] = len(run.hosts)
     if reporter is not None:
         reporter.done()
-    emit_outputs(run, db=args.db, record=not args.no_db, **outs)
+    if outputs is None:
+        outputs = RunOutputs(oJ=outs["oJ"], oX=outs["oX"], oG=outs["oG"], oN=outs["oN"], db=args.db,
+                             record=not args.no_db)
+    outputs.finish(run)
 
 
 def _progress(args: argparse.Namespace, outs: dict[str, str | None] | None = None, opts: ScanOptions | None = None):
@@ -320,6 +324,13 @@ def _scan_kinds(args: argparse.Namespace) -> list[str]:
         kinds.append(SCANFLAGS[key])
     if args.scan_connect:
         kinds.append("connect")
+    given = [f"-{flag}" for flag, kind in RAW_SCANS.items() if getattr(args, "scan_" + kind)]
+    if args.scanflags is not None:
+        given = [g for g in given if g != "-sS"] + [f"--scanflags {args.scanflags}"]
+    if args.scan_connect:
+        given.append("-sT")
+    if len(given) > 1:  # nmap refuses too: every port would be listed once per scan type
+        raise UsageError(f"more than one type of TCP scan ({', '.join(given)}): choose one (-sU may go with it)")
     if args.scan_udp:
         kinds.append("udp")
     if not kinds and not args.ping_only:
@@ -330,15 +341,15 @@ def _scan_kinds(args: argparse.Namespace) -> list[str]:
 def _ports(args: argparse.Namespace, kinds: list[str]) -> dict[str, list[int]]:
     from hostprint.ports import exclude_ports, parse_ports, top_ports
 
-    if args.ports and (args.fast or args.top_ports):
+    if args.ports is not None and (args.fast or args.top_ports is not None):
         raise UsageError("use either -p or -F/--top-ports, not both")
-    if args.ports:
+    if args.ports is not None:
         ps = parse_ports(args.ports)
         # a bare list applies to every requested protocol, as in nmap
         if "udp" in kinds and not ps["udp"] and "U:" not in args.ports.upper():
             ps["udp"] = list(ps["tcp"])
     else:
-        n = args.top_ports or (100 if args.fast else 1000)
+        n = args.top_ports if args.top_ports is not None else (100 if args.fast else 1000)
         ps = {"tcp": top_ports(n, "tcp"), "udp": top_ports(n, "udp") if "udp" in kinds else [], "sctp": []}
     if args.exclude_ports:
         ps = exclude_ports(ps, args.exclude_ports)
@@ -366,6 +377,10 @@ def scan_options(args: argparse.Namespace, *, discovery_only: bool = False) -> S
     opts.only_open = args.only_open
     opts.sequence = args.sequence
     opts.os_detect, opts.os_db = args.os_detect, args.os_db
+    if args.cron_os:
+        from hostprint.commands.args import timing_db_files
+
+        timing_db_files(args.timing_db)
     opts.cron_os, opts.cron_timeout, opts.timing_db = args.cron_os, args.cron_timeout, args.timing_db
     from hostprint.signatures.sv_db import default_sv_db
 
@@ -501,6 +516,7 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
     from hostprint.engine import route
     from hostprint.probes import registry, runner
     from hostprint.probes.base import Session
+    from hostprint.report import RunOutputs, is_stdout
     from hostprint.report.terminal import Reporter
 
     apply_habits(args, opts)
@@ -520,42 +536,56 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
         _need_raw("raw scans (-sS/-sA/-sF/-sN/-sX/-sU/-sW, --scanflags), host discovery, -O, --sequence and "
                   "--cron-os; use -sT -Pn without root")
     targets = _reachable(targets)
+    outputs = RunOutputs(oJ=outs["oJ"], oX=outs["oX"], oG=outs["oG"], oN=outs["oN"], db=args.db,
+                         record=not args.no_db)
+    outputs.check()  # every file and the inventory, before the first packet
     argv = getattr(args, "resume_argv", None) or ["hostprint", *(sys.argv[1:] if sys.argv else [])]
     run = model.ScanRun(args=argv, scan_types=scan_types, ports_scanned={k: v for k, v in opts.ports.items() if v})
     run.stats.update(_asked(args, opts))
+    outputs.start(run)
     reporter = None
-    if not args.quiet and "-" not in outs.values():
+    if not args.quiet and not any(is_stdout(o) for o in outs.values()):
         reporter = Reporter(run, verbose=int(args.verbose or 0), reason=bool(getattr(args, "reason", False)))
     started = time.time()
 
     def host_done(h: model.HostResult) -> None:
         h.started, h.finished = started, time.time()
+        outputs.host_done(h)
         if reporter is not None:
             reporter.host(h)
 
     resolver = _resolver(args)
+    state = runner.RunState()
 
     async def go() -> list[model.HostResult]:
         try:
             return await runner.run(techniques, targets, session, only_open=opts.only_open, host_done=host_done,
-                                    names=resolver, resolve_all=bool(args.always_dns), user_names=user_names)
+                                    names=resolver, resolve_all=bool(args.always_dns), user_names=user_names,
+                                    state=state)
         finally:
             if resolver is not None:
                 resolver.close()
 
-    with _progress(args, outs, opts) as prog:
-        session = Session(opts.timing, progress=prog, packet_trace=_packet_trace(args), host_timeout=opts.host_timeout)
-        try:
-            run.hosts = asyncio.run(go())
-        finally:
-            session.close()
+    session = Session(opts.timing, packet_trace=_packet_trace(args), host_timeout=opts.host_timeout)
+    try:
+        with _progress(args, outs, opts) as prog:
+            session.progress = prog
+            try:
+                run.hosts = asyncio.run(go())
+            finally:
+                session.close()
+    except BaseException as e:  # Ctrl-C, SIGTERM, an error: what was measured goes to every output
+        run.stats.update(session.stats)
+        measured = state.finished_phases > 0
+        hosts = runner.partial_hosts(state, Session(opts.timing), only_open=opts.only_open) if measured else []
+        raise outputs.abort(run, [*resumed, *hosts], state.phase, e, measured=measured) from None
     run.stats.update(session.stats)
     if resumed:  # the finished hosts go back into every output, in front; they were shown before
         done = {h.address for h in run.hosts}
         run.hosts = [h for h in resumed if h.address not in done] + run.hosts
         if reporter is not None:
             reporter.printed.update(h.address for h in resumed)
-    _finish(args, run, outs, reporter)
+    _finish(args, run, outs, reporter, outputs)
     return 0
 
 

@@ -228,6 +228,7 @@ def run_live(args: argparse.Namespace) -> int:
     import time
 
     from hostprint import model
+    from hostprint.commands.args import timing_db_files
     from hostprint.engine.rate import template
     from hostprint.match import verdict
     from hostprint.probes.base import Session
@@ -237,6 +238,7 @@ def run_live(args: argparse.Namespace) -> int:
 
     targets, ports, tests, timeout = live_setup(args)
     check_output_paths(oJ=args.oJ, oX=args.oX, oN=args.oN)
+    timing_db_files(args.timing_db, args.timing_db_mapping)
     opts = ScanOptions(timing=template("3"), cron_os=args.tests, cron_timeout=timeout, timing_db=args.timing_db,
                        timing_db_mapping=args.timing_db_mapping, timing_ports={a: ports for a in targets},
                        timing_full=args.full)
@@ -278,14 +280,24 @@ def run(args: argparse.Namespace) -> int:
         return run_live(args)
     if len(what) != 2:
         raise UsageError("timing classify: expected exactly one OBS.csv")
+    if not 0 <= args.top <= 1000:
+        raise UsageError(f"bad --top {args.top}: use 0-1000 alternatives")
+    from hostprint.commands.args import text_file, timing_db_files
+
+    text_file(what[1], "timing classify")
+    timing_db_files(args.timing_db, args.timing_db_mapping)
     dest = args.oJ or "-"
-    if dest == "-":
+    from hostprint.report import check_output_paths, is_stdout
+
+    if is_stdout(dest):
         classify_file(what[1], args.timing_db, args.timing_db_mapping, sys.stdout, args.top)
         return 0
-    try:
-        fh = open(dest, "w")
-    except OSError as e:
-        raise UsageError(f"-oJ {dest}: {e.strerror}") from None
-    with fh:
-        classify_file(what[1], args.timing_db, args.timing_db_mapping, fh, args.top)
+    check_output_paths(oJ=dest)
+    import io
+
+    buf = io.StringIO()  # classified in full before the file is opened: a bad row leaves no file
+    classify_file(what[1], args.timing_db, args.timing_db_mapping, buf, args.top)
+    from hostprint.report import _write_text
+
+    _write_text(dest, buf.getvalue(), "JSON lines")
     return 0

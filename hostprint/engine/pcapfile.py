@@ -11,7 +11,8 @@ A damaged file is reported as `CaptureError` (a UsageError: one line, exit 2) na
 offset of the damage; everything before the damage has already been handed out, so a truncated
 capture still yields its packets first. Formats: classic pcap (both byte orders, µs and ns
 timestamps; tcpdump's default) and pcapng (Section Header, Interface Description with
-if_tsresol, Enhanced/Simple/obsolete Packet blocks; every other block is skipped by length).
+if_tsresol, Enhanced/Simple/obsolete Packet blocks; every other block is skipped by length, a long
+one on disk without reading it; a packet block longer than MAX_BUFFERED is skipped the same way).
 Facts from the pcap and pcapng specifications (IETF draft-ietf-opsawg-pcap, draft-ietf-opsawg-pcapng).
 """
 
@@ -35,9 +36,16 @@ PCAP_MAGIC_US, PCAP_MAGIC_NS = 0xA1B2C3D4, 0xA1B23C4D
 PCAPNG_SHB, PCAPNG_IDB, PCAPNG_PB, PCAPNG_SPB, PCAPNG_EPB = 0x0A0D0D0A, 1, 2, 3, 6
 PCAPNG_BOM = 0x1A2B3C4D
 
-#: libpcap's MAXIMUM_SNAPLEN: no real capture holds a longer record; a longer one is damage.
+#: libpcap's MAXIMUM_SNAPLEN: no real capture holds a longer record; a longer one is damage
+#: (classic pcap, which has no trailing length to confirm a long record by).
 MAX_RECORD = 262144
 CHUNK = 4 << 20
+#: pcapng blocks up to this size are read into memory; longer ones (a 300 KB Decryption Secrets
+#: Block, a packet over MAX_RECORD) are valid and are skipped on disk after their trailing length
+#: confirms them, so memory stays bounded whatever a block claims. Section and interface headers
+#: must be parsed: they may be up to MAX_HEADER_BLOCK long.
+MAX_BUFFERED = MAX_RECORD + 4096
+MAX_HEADER_BLOCK = 16 << 20
 
 
 class CaptureError(UsageError):
@@ -222,6 +230,7 @@ def _pcapng_batches(path: str | Path, chunk: int) -> Iterator[Batch]:
             cur: tuple[int, tuple[int, int]] | None = None
             batches: list[Batch] = []
             err: str | None = None
+            big: tuple[int, int, str] | None = None  # (offset, length, byte order) of a long block
 
             def flush() -> None:
                 nonlocal starts, lens, tsoffs
@@ -249,9 +258,16 @@ def _pcapng_batches(path: str | Path, chunk: int) -> Iterator[Batch]:
                         break
                     ne = e
                     blen = struct.unpack_from(e + "I", buf, off + 4)[0]
-                if blen < 12 or blen % 4 or blen > MAX_RECORD + 4096:
+                if blen < 12 or blen % 4:
                     err = f"block length {blen} is invalid"
                     break
+                if blen > MAX_BUFFERED:
+                    if btype in (PCAPNG_SHB, PCAPNG_IDB) and blen > MAX_HEADER_BLOCK:
+                        err = f"block length {blen} is too long for a section or interface header"
+                        break
+                    if btype not in (PCAPNG_SHB, PCAPNG_IDB):
+                        big = (off, blen, ne)
+                        break  # skipped below, on disk
                 if off + blen > n:
                     break  # need more data
                 if struct.unpack_from(ne + "I", buf, off + blen - 4)[0] != blen:
@@ -314,6 +330,18 @@ def _pcapng_batches(path: str | Path, chunk: int) -> Iterator[Batch]:
             yield from batches
             if err is not None:
                 raise CaptureError(f"{path}: damaged pcapng at byte offset {base + off}: {err}")
+            if big is not None:
+                boff, blen, ne = big
+                at = base + boff
+                tail = _skip_block(f, buf, boff, blen)
+                if tail is None:
+                    raise CaptureError(f"{path}: damaged pcapng at byte offset {at}: last block cut short "
+                                       f"(block length {blen})")
+                if struct.unpack(ne + "I", tail)[0] != blen:
+                    raise CaptureError(f"{path}: damaged pcapng at byte offset {at}: block trailing length "
+                                       f"does not match its leading length")
+                base, buf, eof = at + blen, buf[boff + blen:] if boff + blen <= len(buf) else b"", False
+                continue
             if eof:
                 if off < n:
                     raise CaptureError(f"{path}: damaged pcapng at byte offset {base + off}: last block cut short "
@@ -323,6 +351,30 @@ def _pcapng_batches(path: str | Path, chunk: int) -> Iterator[Batch]:
                 return
             buf = buf[off:]
             base += off
+
+
+def _skip_block(f: BinaryIO, buf: bytes, boff: int, blen: int) -> bytes | None:
+    """Skip the block at buf[boff:] of `blen` bytes, most of it still in the file; return its last 4
+    bytes (the trailing length), or None when the file ends first. The file is left just after it."""
+    end = boff + blen
+    if end <= len(buf):
+        return buf[end - 4:end]
+    missing = end - len(buf)  # bytes of the block still in the file
+    try:
+        pos = f.tell()
+        size = f.seek(0, 2)
+        if pos + missing > size:
+            return None
+        f.seek(pos + missing - 4)
+    except (OSError, ValueError):  # not seekable: read through
+        left = missing - 4
+        while left > 0:
+            got = f.read(min(left, CHUNK))
+            if not got:
+                return None
+            left -= len(got)
+    tail = f.read(4) if missing >= 4 else buf[end - 4:end - missing] + f.read(missing)
+    return tail if len(tail) == 4 else None
 
 
 # --------------------------------------------------------------------------- writers (tests, benchmarks)

@@ -51,6 +51,27 @@ TEMPLATES = {
 NAMES = {t.name: k for k, t in TEMPLATES.items()}
 
 
+#: The slowest rate accepted: one packet per 300 s, -T0's pace (1e-300 pps would never end).
+MIN_RATE = 1 / 300
+
+
+def check_rates(min_rate: float | None, max_rate: float | None) -> None:
+    """--min-rate / --max-rate: finite, at least MIN_RATE, and min <= max (UsageError naming them)."""
+    import math
+
+    for name, v in (("--min-rate", min_rate), ("--max-rate", max_rate)):
+        if v is None:
+            continue
+        if not math.isfinite(v):
+            raise UsageError(f"bad {name} '{v}': must be a finite number of packets per second")
+        if v <= 0:
+            raise UsageError(f"bad {name} '{v:g}': must be > 0")
+        if v < MIN_RATE:
+            raise UsageError(f"bad {name} '{v:g}': below {MIN_RATE:.4f} packets/s (one per 300 s, -T0's pace)")
+    if min_rate is not None and max_rate is not None and min_rate > max_rate:
+        raise UsageError(f"--min-rate {min_rate:g} is above --max-rate {max_rate:g}")
+
+
 def template(spec: str | int) -> Timing:
     s = str(spec).lower()
     if s.isdigit() and int(s) in TEMPLATES:

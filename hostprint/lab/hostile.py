@@ -8,6 +8,10 @@ to audit. Modes:
   tarpit    accepts and never reads or writes (the receive window fills up)
   tlsgarbage answers anything with bytes that start like a TLS record but are not
   close     accepts and closes at once (tcpwrapped-style)
+  drip      sends a banner a few bytes at a time, forever: --drip-bytes every --drip-interval seconds
+            (default 64 bytes every 0.25 s; never quiet long enough for a reader's idle timer to end
+            the read, and far below any byte cap for minutes)
+One process can serve one mode on several ports (--port 9001,9002 or --port 9001-9032).
 """
 
 from __future__ import annotations
@@ -54,10 +58,34 @@ async def _close(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
     pass
 
 
-MODES = {"endless": _endless, "big": _big, "tarpit": _tarpit, "tlsgarbage": _tlsgarbage, "close": _close}
+DRIP = {"bytes": 64, "interval": 0.25}
 
 
-async def serve(mode: str, port: int) -> None:
+async def _drip(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    text = b"220 hostile drip banner, one slow piece at a time " + b"." * 200 + b"\r\n"
+    n, pause = int(DRIP["bytes"]), float(DRIP["interval"])
+    i = 0
+    while True:
+        piece = bytes(text[(i + k) % len(text)] for k in range(n))
+        i += n
+        w.write(piece)
+        await w.drain()
+        await asyncio.sleep(pause)
+
+
+MODES = {"endless": _endless, "big": _big, "tarpit": _tarpit, "tlsgarbage": _tlsgarbage, "close": _close,
+         "drip": _drip}
+
+
+def parse_ports(spec: str) -> list[int]:
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+async def serve(mode: str, port: int | list[int], host: str = "0.0.0.0") -> None:
     fn = MODES[mode]
 
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -68,17 +96,21 @@ async def serve(mode: str, port: int) -> None:
         finally:
             w.transport.abort()
 
-    srv = await asyncio.start_server(handle, "0.0.0.0", port, reuse_address=True)
-    async with srv:
-        await srv.serve_forever()
+    ports = [port] if isinstance(port, int) else port
+    servers = [await asyncio.start_server(handle, host, p, reuse_address=True) for p in ports]
+    await asyncio.gather(*(srv.serve_forever() for srv in servers))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", choices=sorted(MODES), required=True)
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", required=True, help="a port, or several: 9001,9002 or 9001-9032")
+    ap.add_argument("--host", default="0.0.0.0")
+    ap.add_argument("--drip-bytes", type=int, default=64)
+    ap.add_argument("--drip-interval", type=float, default=0.25)
     a = ap.parse_args()
-    asyncio.run(serve(a.mode, a.port))
+    DRIP.update(bytes=a.drip_bytes, interval=a.drip_interval)
+    asyncio.run(serve(a.mode, parse_ports(a.port), a.host))
 
 
 if __name__ == "__main__":

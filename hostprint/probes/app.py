@@ -11,6 +11,7 @@ inside the tunnel, as amap's SSL pass and nmap's ssl/<service> do.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import re
 import socket
@@ -67,6 +68,9 @@ class AppOptions:
     per_port_udp: int = 64
     #: Start the rarer probes this long after the port's `ports` probes if those are still waiting.
     next_group_after: float = 1.0
+    #: Total seconds one port may take, every connection and read included (-sV's --sv-timeout);
+    #: None = only the per-read limits above (amap's semantics).
+    port_deadline: float | None = None
 
 
 @dataclass
@@ -92,6 +96,7 @@ class PortReport:
     rpc: dict[str, Any] | None = None
     #: Some connection got a byte or a close (a silent port never does).
     alive: bool = False
+    timed_out: bool = False  # the port's deadline ended its work (what came until then is kept)
 
     def identified(self, *, hard: bool = True) -> bool:
         return any(not (hard and m.soft) for m, _ in self.matches)
@@ -249,6 +254,9 @@ async def _read(reader: asyncio.StreamReader, first_timeout: float, idle: float,
     timeout = first_timeout
     deadline = time.monotonic() + first_timeout
     while len(buf) < cap:
+        timeout = _left(timeout)
+        if timeout <= 0:  # the port's deadline: keep what came (a drip of bytes ends here)
+            return bytes(buf), False
         try:
             chunk = await asyncio.wait_for(reader.read(min(65536, cap - len(buf))), timeout)
         except (asyncio.TimeoutError, TimeoutError):
@@ -263,6 +271,72 @@ async def _read(reader: asyncio.StreamReader, first_timeout: float, idle: float,
             break
         timeout = max(idle, deadline - time.monotonic()) if verdict is None else idle
     return bytes(buf), False
+
+
+# ---------------------------------------------------------------------------- per-port budget
+
+#: Loop time at which the current port's work must end (set per port by Engine.scan; the tasks a
+#: port starts inherit it), and the port a connection is for (fair sharing of connection slots).
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("sv_deadline", default=None)
+_port_key: contextvars.ContextVar[object] = contextvars.ContextVar("sv_port", default=None)
+_port_timeout: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar("sv_timeout", default=None)
+
+
+def _left(timeout: float) -> float:
+    """`timeout`, cut to what is left of the current port's deadline."""
+    end = _deadline.get()
+    if end is None:
+        return timeout
+    return min(timeout, end - asyncio.get_running_loop().time())
+
+
+class _FairSlots:
+    """At most `n` connections in flight, shared fairly between ports: a freed slot goes to the
+    waiting port that holds the fewest (first come among equals). With one FIFO semaphore, 32 ports
+    that drip bytes for minutes queued their triggers ahead of every other port's and starved them."""
+
+    def __init__(self, n: int):
+        self.free = n
+        self.held: dict[object, int] = {}
+        self.waiters: list[tuple[object, asyncio.Future[None]]] = []
+
+    async def __aenter__(self) -> None:
+        key = _port_key.get()
+        if self.free > 0 and not self.waiters:
+            self._take(key)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append((key, fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._release(key)  # the slot was ours already: hand it on
+            else:
+                self.waiters = [w for w in self.waiters if w[1] is not fut]
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release(_port_key.get())
+
+    def _take(self, key: object) -> None:
+        self.free -= 1
+        self.held[key] = self.held.get(key, 0) + 1
+
+    def _release(self, key: object) -> None:
+        self.free += 1
+        n = self.held.get(key, 1) - 1
+        if n > 0:
+            self.held[key] = n
+        else:
+            self.held.pop(key, None)
+        while self.free > 0 and self.waiters:
+            i = min(range(len(self.waiters)), key=lambda j: self.held.get(self.waiters[j][0], 0))
+            k, fut = self.waiters.pop(i)
+            if fut.done():
+                continue
+            self._take(k)
+            fut.set_result(None)
 
 
 def _client_context() -> ssl.SSLContext:
@@ -280,7 +354,7 @@ def _client_context() -> ssl.SSLContext:
 class Engine:
     def __init__(self, opts: AppOptions):
         self.o = opts
-        self.sem = asyncio.Semaphore(max(1, opts.parallel))
+        self.sem = _FairSlots(max(1, opts.parallel))
         self._ssl_ctx: ssl.SSLContext | None = None
         self.connections = 0
 
@@ -301,7 +375,7 @@ class Engine:
                                             server_hostname="" if tls else None,
                                             ssl_handshake_timeout=self.o.connect_timeout if tls else None,
                                             limit=self.o.max_bytes + 1),
-                    self.o.connect_timeout + (1 if tls else 0))
+                    max(0.0, _left(self.o.connect_timeout + (1 if tls else 0))))
             except ConnectionRefusedError:
                 raise ConnectFailed("closed") from None
             except (asyncio.TimeoutError, TimeoutError):
@@ -384,9 +458,9 @@ class Engine:
         return done
 
     # ------------------------------------------------------------------------ TCP
-    async def scan_tcp(self, addr: str, port: int) -> PortReport:
+    async def scan_tcp(self, addr: str, port: int, rep: PortReport | None = None) -> PortReport:
         t0 = time.monotonic()
-        rep = PortReport(addr, port, "tcp")
+        rep = rep or PortReport(addr, port, "tcp")
         if self._excluded("tcp", port):
             rep.status = "excluded"
             return rep
@@ -459,13 +533,20 @@ class Engine:
                     else:
                         generic.set()
 
+        flowing = asyncio.Event()  # the banner connection has bytes and is still reading
+        banner_done = self._done(NULL, "tcp")
+
+        def banner_more(data: bytes) -> bool | None:
+            flowing.set()
+            return banner_done(data)
+
         async def banner() -> None:
             t_conn = time.monotonic()
             try:
                 # -P: the connect is the answer; no banner wait
                 data, eof, info = await self._exchange(addr, port, None, tls,
                                                        0.0 if o.portscan_only else banner_wait,
-                                                       self._done(NULL, "tcp"))
+                                                       banner_more)
             except ConnectFailed as e:
                 if tls:
                     rep.tls = rep.tls or {"error": e.status}
@@ -537,6 +618,10 @@ class Engine:
             await asyncio.wait_for(asyncio.shield(btask), o.trigger_after)
         except (asyncio.TimeoutError, TimeoutError):
             pass
+        if flowing.is_set() and not btask.done():
+            # A banner still arriving (slowly: a drip) is heard out before triggers open more
+            # connections; 32 drip ports firing every trigger held every slot until their deadline.
+            await asyncio.gather(btask, return_exceptions=True)
         if not (stop.is_set() or o.banners_only or o.portscan_only):
             probable, rest = self.plan("tcp", port, tls)
             if soft and o.intensity < 9:  # the banner soft-matched: nmap narrows every group
@@ -628,9 +713,9 @@ class Engine:
             await asyncio.gather(*(x for _i, x in tasks), stopper, return_exceptions=True)
 
     # ------------------------------------------------------------------------ UDP
-    async def scan_udp(self, addr: str, port: int) -> PortReport:
+    async def scan_udp(self, addr: str, port: int, rep: PortReport | None = None) -> PortReport:
         t0 = time.monotonic()
-        rep = PortReport(addr, port, "udp", status="open|filtered")
+        rep = rep or PortReport(addr, port, "udp", status="open|filtered")
         if self._excluded("udp", port):
             rep.status = "excluded"
             return rep
@@ -725,6 +810,11 @@ class Engine:
         amap does the same with its appdefs.rpc list over one reused connection."""
         progs = list(self.o.db.rpc.items())
         tcp = rep.proto == "tcp"
+        cm = _port_timeout.get()
+        if cm is not None:  # the RPC pass comes after the deadline's passes: one response timeout of its own
+            end = asyncio.get_running_loop().time() + self.o.response_timeout
+            _deadline.set(end)
+            cm.reschedule(end + 0.25)
         try:
             if tcp:
                 async with self.sem:
@@ -784,8 +874,27 @@ class Engine:
 
     async def scan(self, targets: list[tuple[str, int, str]]) -> list[PortReport]:
         """targets: (address, port, 'tcp'|'udp'); results in the same order."""
-        coros = [self.scan_udp(a, p) if pr == "udp" else self.scan_tcp(a, p) for a, p, pr in targets]
-        return list(await asyncio.gather(*coros))
+        return list(await asyncio.gather(*(self._bounded(a, p, pr) for a, p, pr in targets)))
+
+    async def _bounded(self, addr: str, port: int, proto: str) -> PortReport:
+        """One port within its deadline (AppOptions.port_deadline): its reads stop at the deadline
+        keeping what came, and whatever still runs a moment later is cancelled. What the port
+        answered until then is kept (PortReport filled as answers arrive)."""
+        _port_key.set((addr, port, proto))
+        limit = self.o.port_deadline
+        rep = PortReport(addr, port, proto, status="open|filtered" if proto == "udp" else "open")
+        if limit is None:
+            return await (self.scan_udp(addr, port, rep) if proto == "udp" else self.scan_tcp(addr, port, rep))
+        t0 = time.monotonic()
+        _deadline.set(asyncio.get_running_loop().time() + limit)
+        try:
+            async with asyncio.timeout(limit + 0.25) as cm:
+                _port_timeout.set(cm)
+                return await (self.scan_udp(addr, port, rep) if proto == "udp" else self.scan_tcp(addr, port, rep))
+        except TimeoutError:
+            rep.elapsed = time.monotonic() - t0
+            rep.timed_out = True
+            return rep
 
 
 # ---------------------------------------------------------------------------- TLS facts
@@ -892,10 +1001,11 @@ class ServiceScan(Technique[list[PortReport]]):
             return []
         from hostprint.signatures.sv_db import sv_db
 
-        w = options.sv_timeout
+        total = options.sv_timeout  # --sv-timeout: the whole of one port's work, not one read
+        w = min(3.0, total * 0.6)  # one read waits at most 3 s, and never past the port's budget
         # up to 384 connections in flight: silent ports hold theirs for nmap's NULL wait
         return [cls(AppOptions(sv_db(options.sv_db), connect_timeout=w, response_timeout=w, banner_timeout=w,
-                               retries=1, parallel=384, intensity=options.version_intensity))]
+                               retries=1, parallel=384, intensity=options.version_intensity, port_deadline=total))]
 
     async def probe(self, hosts: Sequence[model.HostResult], session: Session) -> dict[str, list[PortReport]]:
         todo = [(h.address, p.port, p.protocol) for h in hosts for p in h.ports

@@ -40,7 +40,7 @@ class ScanOptions:
     #: -sV and its DBs
     service_scan: bool = False
     sv_db: str = "hostprint"
-    sv_timeout: float = 3.0
+    sv_timeout: float = 20.0  # -sV: one port's whole budget (a read waits at most 3 s of it)
     version_intensity: int = 7  # nmap's 0-9: probes of higher rarity go only to the ports they name
     #: nmap's packet options: -g/--source-port, --ttl, -S, -e, -f, --host-timeout (seconds)
     source_port: int | None = None

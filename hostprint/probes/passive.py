@@ -20,9 +20,10 @@ so a million-flow capture does not grow memory without bound.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -44,10 +45,18 @@ from hostprint.engine.headers import (
 from hostprint.match.passive import PassiveMatcher, raw_signature, win_multiple
 from hostprint.model import OPEN, HostResult, PortResult
 from hostprint.probes.base import Technique
-from hostprint.probes.passive_hosts import HostState, addr_key, same_os
+from hostprint.probes.passive_hosts import HostSpill, HostState, addr_key, same_os
 from hostprint.signatures.passive_sigs import MAX_DIST, QUIRK_ORDER, guess_ittl
 
 _HTTP_FIRST = np.frombuffer(b"CDGHOPT", np.uint8).astype(np.int64)
+
+# Caches of work done per distinct signature / header set / address (cleared when full). Real
+# captures repeat a few hundred signatures; a hostile one makes every packet new, and at ~1.5 kB an
+# entry the caches were most of the memory (65,536-entry caches: ~150 MB of a 60k-host capture).
+SIG_CACHE_MAX = SYN_CACHE_MAX = 8192
+HTTP_CACHE_MAX = 2048
+ADDR_CACHE_MAX = 16384
+FIRST_LINE_CACHE_MAX = 1024
 
 
 def _val(b: bytes | None) -> str | None:
@@ -66,13 +75,18 @@ class PassiveAnalyzer:
 
     def __init__(self, matcher: PassiveMatcher, emit: Callable[[Record], None] | None = None, *,
                  write: Callable[[str], Any] | None = None,
-                 flow_timeout: float = 60.0, max_flows: int = 200_000, max_hosts: int = 50_000):
+                 flow_timeout: float = 60.0, max_flows: int = 100_000, max_hosts: int = 20_000,
+                 spill: bool = True):
         """emit(dict) per observation, and/or write(str) with the same record as one JSON line
         (built from fragments encoded once per signature: the fast path for files).
 
-        Memory: a flow entry is ~200 bytes and a host ~3 kB, so the defaults bound the tables to
-        roughly 40 MB of flows and 150 MB of hosts; past the host cap the least recently seen
-        half is summarised no more (their observations were already written)."""
+        Memory (measured on tests/hostile_capture.py, which fills every cap): a flow entry costs
+        ~270 bytes and a host at most ~4.5 kB (passive_hosts.py), the per-signature caches ~20 MB in
+        all, so the defaults bound the tables to ~27 MB of flows and ~90 MB of hosts. When the host
+        table is full, its least recently seen half goes to disk (passive_hosts.HostSpill) and a
+        host comes back from there when its address shows up again: no host is lost or split; a
+        capture with more live hosts than the table costs disk and time instead of memory.
+        spill=False: that half is dropped (counted in stats["hosts_dropped"])."""
         self.m = matcher
         self.emit = emit
         self.write = write
@@ -85,13 +99,15 @@ class PassiveAnalyzer:
         self.flow_timeout = flow_timeout
         self.max_flows = max_flows
         self.max_hosts = max_hosts
+        self.spill = HostSpill() if spill else None
         # flow key (both endpoints, address+port bytes, in sorted order) ->
         # [t, client's SYN MSS, want request, want response, client endpoint]
         self.flows: dict[bytes, list] = {}
         self.hosts: dict[str, HostState] = {}
         self._cache: dict[tuple, tuple] = {}
         self.stats = {"packets": 0, "candidates": 0, "syn": 0, "synack": 0, "http": 0, "malformed": 0,
-                      "flows_expired": 0, "hosts_dropped": 0, "non_ip": 0}
+                      "flows_expired": 0, "hosts_dropped": 0, "hosts_spilled": 0, "hosts_reloaded": 0,
+                      "non_ip": 0}
         self.now = 0.0
 
     # ---------------------------------------------------------------- batches (files)
@@ -260,7 +276,7 @@ class PassiveAnalyzer:
                 tsval = o.tsval
                 hit = None
                 if fast is not None and r[4] == fast[0][-3]:  # the timestamp sits where the key blanked it
-                    if len(self._syn_cache) > 65536:
+                    if len(self._syn_cache) > SYN_CACHE_MAX:
                         self._syn_cache.clear()
                     got = self._syn_cache[ck] = [o, None]
             else:
@@ -327,19 +343,31 @@ class PassiveAnalyzer:
     def _host(self, addr: str, ts: float) -> HostState:
         h = self.hosts.get(addr)
         if h is None:
+            if self.spill is not None and self.spill.count:
+                h = self.spill.take(addr)
+                if h is not None:
+                    self.stats["hosts_reloaded"] += 1
             if len(self.hosts) >= self.max_hosts:
-                # keep memory bounded: forget the least recently seen half
-                keep = sorted(self.hosts.values(), key=lambda x: x.last_ts)[len(self.hosts) // 2:]
-                self.stats["hosts_dropped"] += len(self.hosts) - len(keep)
-                self.hosts = {x.address: x for x in keep}
-            h = self.hosts[addr] = HostState(addr, ts, ts)
+                # keep memory bounded: the least recently seen half goes to disk (or is forgotten)
+                order = sorted(self.hosts.values(), key=lambda x: x.last_ts)
+                cut = len(order) // 2
+                self.hosts = {x.address: x for x in order[cut:]}
+                if self.spill is not None:
+                    self.spill.put(order[:cut])
+                    self.stats["hosts_spilled"] += cut
+                else:
+                    self.stats["hosts_dropped"] += cut
+                del order
+            if h is None:
+                h = HostState(addr, ts, ts)
+            self.hosts[addr] = h
         h.last_ts = ts
         return h
 
     def _addr(self, b: bytes) -> str:
         a = self._addrs.get(b)
         if a is None:
-            if len(self._addrs) > 65536:
+            if len(self._addrs) > ADDR_CACHE_MAX:
                 self._addrs.clear()
             a = self._addrs[b] = addr_text(b)
         return a
@@ -370,7 +398,7 @@ class PassiveAnalyzer:
             tail = ('"kind": "%s", "role": "%s", ' % (kind, role)
                     + _ENC({"os": os_d, "distance": dist_v, "raw": raw})[1:])
             hit = (os_d, dist_v, raw, raw_s, role, kind, tail, f"{role}:{os_d['name']}" if os_d else None, os_full)
-            if len(self._cache) > 65536:
+            if len(self._cache) > SIG_CACHE_MAX:
                 self._cache.clear()
             self._cache[o.key(peer_mss)] = hit
         os_d, dist, raw, raw_s, role, kind, tail, lab, os_full = hit
@@ -391,28 +419,17 @@ class PassiveAnalyzer:
         h.last_ts = ts
         cnt = h.count
         cnt[role] = cnt.get(role, 0) + 1
-        sigs = h.sigs
-        c = sigs.get(raw_s)
-        if c is not None:
-            sigs[raw_s] = c + 1
-        else:
-            if len(sigs) < 32:
-                sigs[raw_s] = 1
-            if len(h.ittls) < 8:
-                h.ittls.add(raw["ittl"])
-            if len(h.ttls) < 16:
-                h.ttls.add(o.ttl)
-            if raw["mtu"]:
-                h.mtu, h.link = raw["mtu"], raw["link"]
+        if h.add_signature(raw_s, raw["ittl"], o.ttl) and raw["mtu"]:
+            h.mtu, h.link = raw["mtu"], raw["link"]
         if dist is not None:
             h.distance = dist
-        if o.synack and len(h.ports) < 64:
-            h.ports.add(sport)
+        if o.synack:
+            h.add_port(sport)
         if lab is not None:
             c = h.labels.get(lab)
             if c is None:
                 c = 0
-                h.families.setdefault(role, set()).add(os_d["family"])
+                h.add_family(role, os_d["family"])
             c = h.labels[lab] = c + 1
             if c > h.best_n:
                 h.best, h.best_n = os_full, c
@@ -451,7 +468,7 @@ class PassiveAnalyzer:
                    '"raw": {%s, "first_line": %%s, "fake": %%s}}\n'
                    % (role, kind, _ENC(app).replace("%", "%%"), _ENC(raw)[1:-1].replace("%", "%%")))
             hit = (app, claimed, sig_fake, sw, raw, fmt, role, kind)
-            if len(self._hcache) > 16384:
+            if len(self._hcache) > HTTP_CACHE_MAX:
                 self._hcache.clear()
             self._hcache[key] = hit
         app, claimed, sig_fake, sw, raw, fmt, role, kind = hit
@@ -467,11 +484,11 @@ class PassiveAnalyzer:
                 fake = f"User-Agent claims {claimed}, TCP stack looks like {tcp_os}"
         if fake is None:
             fake = sig_fake
-        if fake is not None and len(h.dishonest) < 8 and fake not in h.dishonest:
-            h.dishonest.append(fake)
+        if fake is not None:
+            h.add_dishonest(fake)
         first_j = self._first.get(first)
         if first_j is None:
-            if len(self._first) > 4096:
+            if len(self._first) > FIRST_LINE_CACHE_MAX:
                 self._first.clear()
             first_j = self._first[first] = _ENC(first[:200].decode("latin-1"))
         self.observations += 1
@@ -483,15 +500,32 @@ class PassiveAnalyzer:
                        "peer_port": dport, "ts": ts, "kind": kind, "os": None, "app": app, "distance": h.distance,
                        "raw": {**raw, "first_line": first[:200].decode("latin-1"), "fake": fake}})
         h.count["http"] = h.count.get("http", 0) + 1
-        if app and (len(h.apps) < 16 or app["name"] in h.apps):
-            h.apps[app["name"]] = h.apps.get(app["name"], 0) + 1
-        if sw and (len(h.user_agents if request else h.servers) < 16):
-            (h.user_agents if request else h.servers).add(sw)
+        if app:
+            h.add_app(app["name"])
+        if sw:
+            h.add_software(sw, request)
         if claimed:
-            h.ua_os.add(claimed)
+            h.add_ua_os(claimed)
 
     def summaries(self) -> list[dict[str, Any]]:
+        """Every host's summary in address order (hosts spilled to disk included: then the table is
+        drained)."""
+        if self.spill is not None and self.spill.count:
+            return [h.summary() for h in self.drain()]
         return [h.summary() for h in sorted(self.hosts.values(), key=lambda x: addr_key(x.address))]
+
+    def drain(self) -> Iterator[HostState]:
+        """Every host once, in address order, each removed from the table as it is handed out (so
+        summarising a big table never holds every summary at once); spilled hosts included."""
+        if self.spill is not None and self.spill.count:
+            self.spill.put(self.hosts.values())
+            self.hosts = {}
+            yield from self.spill.drain()
+            return
+        for addr in sorted(self.hosts, key=addr_key):
+            h = self.hosts.pop(addr, None)
+            if h is not None:
+                yield h
 
 
 class PassiveTechnique(Technique[dict[str, Any]]):
@@ -506,13 +540,25 @@ class PassiveTechnique(Technique[dict[str, Any]]):
     label = "passive"
 
     def __init__(self, matcher: PassiveMatcher, *, files: list[Any] | None = None, iface: str | None = None,
-                 count: int | None = None, timeout: float | None = None, write: Callable[[str], Any] | None = None):
+                 count: int | None = None, timeout: float | None = None, write: Callable[[str], Any] | None = None,
+                 summarise: bool = True):
+        """summarise=False: `probe` only reads, and the caller drains the analyzer's hosts itself
+        (analyzer.drain()) one at a time, as `hostprint passive` does to bound memory."""
         self.analyzer = PassiveAnalyzer(matcher, None, write=write)
+        self.summarise = summarise
         self.files = files or []
         self.iface = iface
         self.count = count
         self.timeout = timeout
-        self.error: Exception | None = None  # a damaged capture: what was read before it is kept
+        #: damaged captures (CaptureError each): the packets before the damage were read, and the
+        #: files after a damaged one still are
+        self.errors: list[Exception] = []
+        self.files_read = 0
+
+    @property
+    def error(self) -> Exception | None:
+        """The first damaged capture, or None."""
+        return self.errors[0] if self.errors else None
 
     @classmethod
     def create(cls, options: Any) -> list[PassiveTechnique]:
@@ -534,9 +580,12 @@ class PassiveTechnique(Technique[dict[str, Any]]):
             try:
                 for b in read_batches(f):
                     self.analyzer.feed_batch(b)
+                    await asyncio.sleep(0)  # a Ctrl-C (asyncio.run cancels this task) stops here
             except CaptureError as e:
-                self.error = e
-                break
+                self.errors.append(e)
+            self.files_read += 1
+        if not self.summarise:
+            return {}
         return {s["address"]: s for s in self.analyzer.summaries()}
 
     def record(self, host: HostResult, result: dict[str, Any]) -> None:

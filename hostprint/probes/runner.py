@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hostprint import model
@@ -24,6 +25,32 @@ SERVICES_PHASE = 20
 GROUP_SIZE = 256
 
 
+@dataclass
+class RunState:
+    """What a run has so far, readable when it stops early (Ctrl-C): every host with what the
+    finished techniques recorded, the technique running, and which hosts are finished."""
+
+    hosts: dict[str, model.HostResult] = field(default_factory=dict)
+    phase: str | None = None
+    finished_phases: int = 0
+    ports_done: set[str] = field(default_factory=set)  # addresses whose ports were folded and named
+    done: set[str] = field(default_factory=set)  # addresses handed to host_done
+
+
+def partial_hosts(state: RunState, session: Session, *, only_open: bool = False) -> list[model.HostResult]:
+    """The hosts of a run that stopped early, as far as they got: ports folded and named as at the
+    end of the port scans, and the combined verdict over the evidence the finished techniques left.
+    Hosts are not marked done."""
+    hosts = list(state.hosts.values())
+    pending = [h for h in hosts if h.address not in state.ports_done]
+    _finish_ports(pending, only_open, session)
+    state.ports_done.update(h.address for h in pending)
+    for h in hosts:
+        if h.status == "up" and h.address not in state.done:
+            verdict.apply(h.os)
+    return hosts
+
+
 class Names(Protocol):
     """Reverse DNS beside the probes (hostprint/names.py): started with the addresses to look up,
     awaited before hosts are reported."""
@@ -36,12 +63,21 @@ class Names(Protocol):
 async def run(techniques: Sequence[Technique[Any]], targets: list[str], session: Session, *,
               only_open: bool = False, host_done: Callable[[model.HostResult], None] | None = None,
               names: Names | None = None, resolve_all: bool = False, group_size: int = GROUP_SIZE,
-              user_names: dict[str, str] | None = None) -> list[model.HostResult]:
+              user_names: dict[str, str] | None = None, state: RunState | None = None) -> list[model.HostResult]:
     """HostResults in target order. `host_done` is called for each host as soon as it is
     finished (down hosts after discovery, up hosts after the last technique of their group).
     `names` looks up PTR names of the up hosts (all targets with `resolve_all`, nmap's -R) while
-    the probes run; `user_names` are the names the user typed (address -> name)."""
+    the probes run; `user_names` are the names the user typed (address -> name). `state`, when
+    given, follows the run (for outputs written at an interruption)."""
+    state = state if state is not None else RunState()
     hosts = {a: model.HostResult(a, "up", ["user-set"]) for a in targets}
+    state.hosts = hosts
+
+    def finished(h: model.HostResult) -> None:
+        state.done.add(h.address)
+        if host_done is not None:
+            host_done(h)
+
     for a, n in (user_names or {}).items():
         if a in hosts:
             hosts[a].add_hostname(n, "user")
@@ -54,6 +90,7 @@ async def run(techniques: Sequence[Technique[Any]], targets: list[str], session:
         up = [h for h in hosts.values() if h.status == "up"]
         if not up:
             break
+        state.phase = tech.label or tech.name
         results = await tech.probe(up, session)
         for h in up:
             r = results.get(h.address)
@@ -61,8 +98,8 @@ async def run(techniques: Sequence[Technique[Any]], targets: list[str], session:
                 tech.record(h, r)
             else:
                 h.status, h.reasons = "down", ["no-response"]
-                if host_done is not None:
-                    host_done(h)
+                finished(h)
+        state.finished_phases += 1
         session.progress.update_counts(hosts_up=sum(h.status == "up" for h in hosts.values()))
     up = [h for h in hosts.values() if h.status == "up"]
     fingerprinted = 0
@@ -70,17 +107,17 @@ async def run(techniques: Sequence[Technique[Any]], targets: list[str], session:
         names.start([h.address for h in up])
     for i in range(0, len(up), max(group_size, 1)):
         group = up[i:i + max(group_size, 1)]
-        await _run_group(later, group, session, only_open)
+        await _run_group(later, group, session, only_open, state)
         if names is not None:
             found = await names.finish([h.address for h in group])
             for h in group:
                 if h.address in found:
                     h.add_hostname(found[h.address], "PTR")
+        state.phase = "verdict"
         for h in group:
             verdict.apply(h.os)  # one verdict from every technique's evidence
             fingerprinted += bool(h.os.matches or h.os.unknown)
-            if host_done is not None:
-                host_done(h)
+            finished(h)
         session.progress.update_counts(fingerprints=fingerprinted)
     if names is not None and resolve_all:
         down = [h for h in hosts.values() if h.status != "up"]
@@ -92,12 +129,13 @@ async def run(techniques: Sequence[Technique[Any]], targets: list[str], session:
 
 
 async def _run_group(techniques: Sequence[Technique[Any]], group: list[model.HostResult], session: Session,
-                     only_open: bool) -> None:
+                     only_open: bool, state: RunState) -> None:
     """The phases after discovery over one group of up hosts."""
     ports_finished = False
     for tech in techniques:
         if tech.phase >= SERVICES_PHASE and not ports_finished:
             _finish_ports(group, only_open, session)
+            state.ports_done.update(h.address for h in group)
             ports_finished = True
         active = [h for h in group if h.status == "up"]
         if not active:
@@ -108,13 +146,16 @@ async def _run_group(techniques: Sequence[Technique[Any]], group: list[model.Hos
                 h.warnings.append(f"--host-timeout {session.host_timeout:g}s reached before {tech.label or tech.name}; "
                                   "that and later phases were skipped")
             break
+        state.phase = tech.label or tech.name
         results = await tech.probe(active, session)
         for h in active:
             r = results.get(h.address)
             if r is not None:
                 tech.record(h, r)
+        state.finished_phases += 1
     if not ports_finished:
         _finish_ports(group, only_open, session)
+        state.ports_done.update(h.address for h in group)
 
 
 def _finish_ports(hosts: Any, only_open: bool, session: Session) -> None:

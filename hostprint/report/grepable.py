@@ -53,7 +53,17 @@ def format_grepable(run: ScanRun) -> str:
     lines = [f"# {ns.scanner_banner()} scan initiated {ns.ctime(run.started)} as: {ns.command_line(run)}"]
     from hostprint.report.normal import shown_hosts
 
+    stopped = ns.interruption(run)
+    incomplete = set(stopped.get("incomplete") or []) if stopped else set()
     for h in shown_hosts(run):  # down hosts only with -v, as nmap
-        lines.extend(_host_lines(run, h))
-    lines.append(f"# hostprint done at {ns.ctime(ns.finished_at(run))} -- {ns.done_summary(run)}")
+        hl = _host_lines(run, h)
+        if h.address in incomplete:  # a field nmap never writes: greps for Status/Ports still match
+            hl = [line + "\tIncomplete: interrupted" for line in hl]
+        lines.extend(hl)
+    if stopped:
+        phase = f" during {stopped.get('phase')}" if stopped.get("phase") else ""
+        lines.append(f"# hostprint interrupted by {stopped.get('by')}{phase} at {ns.ctime(ns.finished_at(run))} -- "
+                     f"{ns.done_summary(run)}; {len(incomplete)} host(s) incomplete")
+    else:
+        lines.append(f"# hostprint done at {ns.ctime(ns.finished_at(run))} -- {ns.done_summary(run)}")
     return "\n".join(lines) + "\n"

@@ -2,22 +2,37 @@
 re-rendered later in any output format without scanning again.
 
 Safety rules this module keeps: an existing file is never deleted or recreated (a corrupt, foreign
-or locked database is reported as a UsageError naming its path and left alone), a run is written
-in one transaction (a crash leaves the old state, never half a run), and recording the same run
-twice replaces it instead of duplicating it. `schema_version` lets later releases migrate.
+or locked database is reported as a UsageError naming its path and left alone); a damaged file (its
+size no whole number of pages, a failing `PRAGMA quick_check`, a column that is not JSON) is
+reported and never written; recording the same run twice replaces it instead of duplicating it.
+`schema_version` lets later releases migrate.
+
+Concurrency: the file is in WAL mode (readers never block the writer and are never blocked), and a
+run is written in short transactions of at most CHUNK_ROWS rows (hosts, ports, extraports first,
+the `runs` row last: a reader never sees half a run, a crash leaves only rows no run points to),
+each retried with backoff while another process holds the write lock, for up to `timeout` seconds
+in all (default 30, $HOSTPRINT_DB_TIMEOUT). So a large `passive` import and a scan that ends
+meanwhile both get their turn. A run that still cannot be written (lock held for longer, disk full,
+read-only, damaged) is saved to a recovery file (`save_recovery`) that `hostprint history --import
+FILE` reads back; the caller says where on stderr.
+
+`check_inventory` is the check before the first packet: the file can be opened, has our schema,
+is not damaged, and its write lock can be taken (or, for a new file, its directory takes a file).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hostprint.errors import UsageError
 from hostprint.model import ExtraPorts, HostResult, OsEvidence, PortResult, ScanRun, Service
@@ -93,6 +108,28 @@ CREATE INDEX runs_started ON runs (started);
 """
 
 _RUN_TABLES = ("hosts", "ports", "extraports", "runs")
+_HOST_SQL = ("INSERT INTO hosts (run_id, idx, address, status, reasons, hostname, mac, distance, rtt_us, os, sequence,"
+             " started, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_PORT_SQL = ("INSERT INTO ports (run_id, host_idx, idx, address, protocol, port, state, reason, reason_ttl, service)"
+             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_EXTRA_SQL = ("INSERT INTO extraports (run_id, host_idx, idx, address, state, count, reasons)"
+              " VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+#: rows per write transaction: a lock is held for milliseconds, not for a whole 50k-host import
+CHUNK_ROWS = 4000
+#: `PRAGMA quick_check` reads the whole file: done on files up to this size (header checks always)
+QUICK_CHECK_MAX = 64 << 20
+RECOVERY_MAGIC = "hostprint-recovery"
+T = TypeVar("T")
+
+
+def lock_wait() -> float:
+    """Seconds a write waits in all for another process's lock ($HOSTPRINT_DB_TIMEOUT, default 30)."""
+    try:
+        v = float(os.environ.get("HOSTPRINT_DB_TIMEOUT", "30"))
+    except ValueError:
+        return 30.0
+    return v if 0 <= v < 86400 else 30.0
 
 
 def default_path() -> Path:
@@ -100,8 +137,33 @@ def default_path() -> Path:
     env = os.environ.get("HOSTPRINT_DB")
     if env:
         return Path(env).expanduser()
+    return _default_dir() / "inventory.sqlite"
+
+
+def _default_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base).expanduser() / "hostprint" / "inventory.sqlite"
+    return Path(base).expanduser() / "hostprint"
+
+
+def named_by_user(path: str | Path | None) -> bool:
+    """--db PATH or $HOSTPRINT_DB: like -oJ, its directory must exist (only the default location's
+    directories are created)."""
+    return bool(path) or bool(os.environ.get("HOSTPRINT_DB"))
+
+
+def _read_only(path: Path) -> bool:
+    """The file cannot be written: a read-only filesystem, or no write permission."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return not os.access(path, os.W_OK)
+
+
+def _is_locked(e: sqlite3.OperationalError) -> bool:
+    msg = str(e)
+    return "locked" in msg or "busy" in msg
 
 
 def _dumps(obj: Any) -> str:
@@ -109,12 +171,6 @@ def _dumps(obj: Any) -> str:
         return json.dumps(obj, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
         return dumps_record(obj)
-
-
-def _loads(text: str | None, default: Any) -> Any:
-    if text is None:
-        return default
-    return json.loads(text)
 
 
 def _encode_ports_scanned(ps: dict[str, list[int]]) -> str:
@@ -168,10 +224,12 @@ def _service(text: str | None) -> Service | None:
 class Inventory:
     """One inventory file. `create=False` (read-only commands) never creates a missing file."""
 
-    def __init__(self, path: str | Path | None = None, *, timeout: float = 5.0, create: bool = True):
+    def __init__(self, path: str | Path | None = None, *, timeout: float | None = None, create: bool = True):
+        """`timeout`: seconds a write waits in all for another process's lock (default lock_wait())."""
         self.path = Path(path).expanduser() if path else default_path()
-        self.timeout = timeout
+        self.timeout = lock_wait() if timeout is None else timeout
         self._conn: sqlite3.Connection | None = None
+        self.writable = create
         if not self.path.exists() and not create:
             return
         if self.path.exists() and not self.path.is_file():
@@ -180,10 +238,57 @@ class Inventory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"cannot create inventory directory {self.path.parent}: {e.strerror or e}") from None
+        try:
+            self._open()
+        except UsageError:
+            # A WAL file on a read-only filesystem cannot make its -shm file: readers open it as
+            # immutable (nothing can change it there anyway); writers are told it is read-only.
+            if not self.path.exists() or not _read_only(self.path):
+                raise
+            self.close()
+            if create:
+                raise UsageError(f"inventory {self.path} is read-only (read-only filesystem)") from None
+            self._open("?mode=ro&immutable=1")
+        self._wal_done = False  # switched to WAL at the first write (a check writes nothing)
+
+    def _open(self, query: str = "") -> None:
+        from urllib.parse import quote
+
         with self._errors():
-            self._conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+            self._conn = sqlite3.connect(f"file:{quote(str(self.path.absolute()))}{query}", uri=True,
+                                         timeout=min(self.timeout, 2.0), isolation_level=None)
             self._conn.execute("PRAGMA foreign_keys = OFF")
+            problem = self._shape()
+            if problem is not None:
+                self.close()
+                raise UsageError(f"inventory {self.path} is damaged: {problem}; it was left untouched")
             self._ensure_schema()
+
+    def _shape(self) -> str | None:
+        """A file cut short (by a byte, say) is no whole number of pages. Asked through SQLite and
+        os.stat: opening the file ourselves and closing it would drop SQLite's POSIX locks of this
+        process (sqlite.org/howtocorrupt.html §2.2) and let another writer corrupt it."""
+        conn = self._require()
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        try:
+            size = os.stat(self.path).st_size
+        except OSError as e:
+            return f"cannot stat it: {e.strerror or e}"
+        if page and size % page:
+            return f"its size ({size} bytes) is not a whole number of {page}-byte pages (truncated?)"
+        return None
+
+    def _wal(self) -> None:
+        """WAL: readers and the writer never block each other. Best effort (a locked or read-only
+        file keeps its journal mode; the retries below still apply)."""
+        conn = self._require()
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL: consistent after a crash, fsync per checkpoint
+        except sqlite3.DatabaseError:
+            pass
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -193,11 +298,45 @@ class Inventory:
             yield
         except sqlite3.OperationalError as e:
             msg = str(e)
-            if "locked" in msg or "busy" in msg:
+            if _is_locked(e):
                 raise UsageError(f"inventory {self.path} is locked by another process ({msg})") from None
+            if "readonly" in msg or "read-only" in msg:
+                raise UsageError(f"inventory {self.path} is read-only ({msg})") from None
             raise UsageError(f"inventory {self.path}: {msg}") from None
         except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
             raise UsageError(f"inventory {self.path} is unreadable ({e}); it was left untouched") from None
+
+    def _write(self, body: Callable[[sqlite3.Connection], T], *, wal: bool = True) -> T:
+        """Run `body` in one BEGIN IMMEDIATE transaction; while another process holds the write lock,
+        retry with growing, jittered pauses for up to `self.timeout` seconds in all. The first
+        write switches the file to WAL (wal=False: a check that must leave the file as it is)."""
+        conn = self._require()
+        if wal and not getattr(self, "_wal_done", True):
+            self._wal_done = True
+            self._wal()
+        deadline = time.monotonic() + self.timeout
+        pause = 0.02
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    out = body(conn)
+                    conn.execute("COMMIT")
+                    return out
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as e:
+                if _is_locked(e) and time.monotonic() + pause <= deadline:
+                    time.sleep(pause * (0.5 + random.random()))
+                    pause = min(pause * 2, 1.0)
+                    continue
+                with self._errors():
+                    raise
+            except sqlite3.DatabaseError:
+                with self._errors():
+                    raise
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -216,16 +355,50 @@ class Inventory:
             raise UsageError(f"no runs recorded: inventory {self.path} does not exist")
         return self._conn
 
+    def _json(self, text: str | None, default: Any, what: str) -> Any:
+        """A JSON column; a value that does not parse means a damaged file: one line naming it."""
+        if text is None:
+            return default
+        try:
+            return json.loads(text)
+        except (ValueError, TypeError):
+            raise UsageError(f"inventory {self.path} is damaged: {what} is not valid JSON; it was left "
+                             f"untouched (hostprint writes new runs elsewhere until it is repaired or moved)") from None
+
+    def check_health(self, *, thorough: bool = True) -> None:
+        """UsageError when the file is damaged: header shape, and `PRAGMA quick_check` on files up to
+        QUICK_CHECK_MAX bytes (thorough)."""
+        problem = self._shape() if self._conn is not None else None
+        if problem is None and thorough and self._conn is not None and self.path.stat().st_size <= QUICK_CHECK_MAX:
+            with self._errors():
+                rows = self._conn.execute("PRAGMA quick_check(3)").fetchall()
+            if rows != [("ok",)]:
+                problem = "; ".join(str(r[0]) for r in rows)[:200]
+        if problem is not None:
+            raise UsageError(f"inventory {self.path} is damaged: {problem}; it was left untouched")
+        if thorough and self._conn is not None:  # the runs table is small: every JSON column of it
+            with self._errors():
+                rows = self._conn.execute("SELECT id, args, scan_types, stats FROM runs").fetchall()
+            for rid, *cols in rows:
+                for name, text in zip(("args", "scan types", "stats"), cols):
+                    self._json(text, None, f"the {name} of run {rid}")
+
+    def check_writable(self) -> None:
+        """The write lock can be taken (waiting as a write would); nothing is written."""
+        self._write(lambda c: None, wal=False)
+
     def _ensure_schema(self) -> None:
         conn = self._require()
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables:
-            with self._transaction() as c:
+            def create(c: sqlite3.Connection) -> None:
                 # Re-check inside the write lock: another process may have created it meanwhile.
                 if not c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'").fetchone():
                     for stmt in filter(str.strip, _SCHEMA.split(";")):
                         c.execute(stmt)
                     c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+
+            self._write(create)
             return
         if "schema_version" not in tables:
             raise UsageError(f"{self.path} is an SQLite database but not a hostprint inventory; it was left untouched")
@@ -235,6 +408,10 @@ class Inventory:
             raise UsageError(
                 f"inventory {self.path} has schema version {version}, this hostprint reads up to {SCHEMA_VERSION}"
             )
+        missing = {"runs", "hosts", "ports", "extraports", "observations"} - tables
+        if missing:
+            raise UsageError(f"inventory {self.path} is damaged: table(s) {', '.join(sorted(missing))} missing; "
+                             f"it was left untouched")
         if version < 2:
             self._upgrade_os_rows()
 
@@ -273,66 +450,82 @@ class Inventory:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def record_run(self, run: ScanRun) -> None:
-        """Store the whole run in one transaction; recording the same run id again replaces it
-        (observations are kept: they are added separately and belong to the run, not the record)."""
-        with self._transaction() as c:
+    def record_run(self, run: ScanRun, hosts: Iterable[HostResult] | None = None) -> None:
+        """Store the run; recording the same run id again replaces it (observations are kept: they
+        are added separately and belong to the run, not the record). Short transactions: an earlier
+        recording of this id goes first, then hosts with their ports in chunks, the `runs` row last
+        (module docstring). `hosts`: the hosts as a one-pass iterable instead of run.hosts (a
+        passive run streams them from disk)."""
+        self.check_health(thorough=True)
+
+        def forget(c: sqlite3.Connection) -> None:
             for table in _RUN_TABLES:
                 col = "id" if table == "runs" else "run_id"
                 c.execute(f"DELETE FROM {table} WHERE {col} = ?", (run.id,))
-            c.execute(
-                "INSERT INTO runs (id, started, finished, args, scan_types, ports_scanned, stats)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run.id,
-                    run.started,
-                    run.finished,
-                    _dumps(list(run.args)),
-                    _dumps(list(run.scan_types)),
-                    _encode_ports_scanned(run.ports_scanned),
-                    _dumps(run.stats),
-                ),
-            )
-            c.executemany(
-                "INSERT INTO hosts (run_id, idx, address, status, reasons, hostname, mac, distance, rtt_us,"
-                " os, sequence, started, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        run.id, i, h.address, h.status, _dumps(list(h.reasons)), h.hostname, h.mac,
-                        h.distance, h.rtt_us, _dumps(h.os.to_dict()), _dumps(h.sequence), h.started, h.finished,
-                    )
-                    for i, h in enumerate(run.hosts)
-                ],
-            )
-            c.executemany(
-                "INSERT INTO ports (run_id, host_idx, idx, address, protocol, port, state, reason, reason_ttl,"
-                " service) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        run.id, i, j, h.address, p.protocol, p.port, p.state, p.reason, p.reason_ttl,
-                        _service_json(p.service),
-                    )
-                    for i, h in enumerate(run.hosts)
-                    for j, p in enumerate(h.ports)
-                ],
-            )
-            c.executemany(
-                "INSERT INTO extraports (run_id, host_idx, idx, address, state, count, reasons)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (run.id, i, j, h.address, e.state, e.count, _dumps(e.reasons))
-                    for i, h in enumerate(run.hosts)
-                    for j, e in enumerate(h.extraports)
-                ],
-            )
+
+        self._write(forget)
+        rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]] = ([], [], [])
+
+        def flush() -> None:
+            hs, ps, es = rows
+            if not (hs or ps or es):
+                return
+
+            def insert(c: sqlite3.Connection) -> None:
+                c.executemany(_HOST_SQL, hs)
+                c.executemany(_PORT_SQL, ps)
+                c.executemany(_EXTRA_SQL, es)
+
+            self._write(insert)
+            for r in rows:
+                r.clear()
+
+        for i, h in enumerate(run.hosts if hosts is None else hosts):
+            rows[0].append((run.id, i, h.address, h.status, _dumps(list(h.reasons)), h.hostname, h.mac, h.distance,
+                            h.rtt_us, _dumps(h.os.to_dict()), _dumps(h.sequence), h.started, h.finished))
+            rows[1].extend((run.id, i, j, h.address, p.protocol, p.port, p.state, p.reason, p.reason_ttl,
+                            _service_json(p.service)) for j, p in enumerate(h.ports))
+            rows[2].extend((run.id, i, j, h.address, e.state, e.count, _dumps(e.reasons))
+                           for j, e in enumerate(h.extraports))
+            if sum(map(len, rows)) >= CHUNK_ROWS:
+                flush()
+        flush()
+        self._write(lambda c: c.execute(
+            "INSERT INTO runs (id, started, finished, args, scan_types, ports_scanned, stats)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run.id, run.started, run.finished, _dumps(list(run.args)), _dumps(list(run.scan_types)),
+             _encode_ports_scanned(run.ports_scanned), _dumps(run.stats))))
+
+    def _insert_chunked(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        it = iter(rows)
+        while True:
+            chunk = [r for _, r in zip(range(CHUNK_ROWS), it)]
+            if not chunk:
+                return
+            self._write(lambda c, chunk=chunk: c.executemany(sql, chunk))  # type: ignore[misc]
 
     def add_observation(self, run_id: str, address: str, kind: str, data: Any) -> None:
         """Raw evidence (a packet summary, a banner, a timing series) kept beside the run."""
-        with self._transaction() as c:
-            c.execute(
-                "INSERT INTO observations (run_id, address, kind, data, ts) VALUES (?, ?, ?, ?, ?)",
-                (run_id, address, kind, _dumps(data), time.time()),
-            )
+        self.add_observations(run_id, [(address, kind, data)])
+
+    def add_observations(self, run_id: str, items: Iterable[tuple[str, str, Any]]) -> None:
+        """Many observations, in short transactions."""
+        now = time.time()
+        self._insert_chunked(
+            "INSERT INTO observations (run_id, address, kind, data, ts) VALUES (?, ?, ?, ?, ?)",
+            ((run_id, address, kind, _dumps(data), now) for address, kind, data in items))
+
+    def import_file(self, path: str | Path) -> list[str]:
+        """Record every run of a recovery file (or of hostprint -oJ output); returns their ids."""
+        ids = []
+        for run, observations in read_recovery(path):
+            self.record_run(run)
+            if observations:
+                self._write(lambda c, rid=run.id: c.execute(  # type: ignore[misc]
+                    "DELETE FROM observations WHERE run_id = ?", (rid,)))
+                self.add_observations(run.id, observations)
+            ids.append(run.id)
+        return ids
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -349,7 +542,8 @@ class Inventory:
             params.append(kind)
         with self._errors():
             rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
-        return [{"address": a, "kind": k, "data": json.loads(d), "ts": ts} for a, k, d, ts in rows]
+        return [{"address": a, "kind": k, "data": self._json(d, None, f"an observation of run {run_id}"), "ts": ts}
+                for a, k, d, ts in rows]
 
     def runs(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Newest first: id, started, finished, args, scan_types, hosts_up, hosts_total, open_ports."""
@@ -370,7 +564,7 @@ class Inventory:
             rows = self._conn.execute(sql, params).fetchall()
         out = []
         for rid, started, finished, args, scan_types, stats, up, total, open_ports in rows:
-            stats_d = _loads(stats, {})
+            stats_d = self._json(stats, {}, f"the stats of run {rid}")
             stated = stats_d.get("hosts_total") if isinstance(stats_d, dict) else None
             if isinstance(stated, int) and stated > total:
                 total = stated
@@ -379,14 +573,28 @@ class Inventory:
                     "id": rid,
                     "started": started,
                     "finished": finished,
-                    "args": _loads(args, []),
-                    "scan_types": _loads(scan_types, []),
+                    "args": self._json(args, [], f"the args of run {rid}"),
+                    "scan_types": self._json(scan_types, [], f"the scan types of run {rid}"),
                     "hosts_up": up,
                     "hosts_total": total,
                     "open_ports": open_ports,
                 }
             )
         return out
+
+    def _ports_scanned(self, text: str, run_id: str) -> dict[str, list[int]]:
+        try:
+            return _decode_ports_scanned(text)
+        except (ValueError, TypeError, AttributeError):
+            raise UsageError(f"inventory {self.path} is damaged: the scanned ports of run {run_id} do not "
+                             f"read back; it was left untouched") from None
+
+    def _service(self, text: str | None, what: str) -> Service | None:
+        try:
+            return _service(text)
+        except (ValueError, TypeError, AttributeError):
+            raise UsageError(f"inventory {self.path} is damaged: the service of {what} does not read back; "
+                             f"it was left untouched") from None
 
     def resolve_run(self, spec: str) -> str:
         """A run id from a unique id prefix, 'last' / '-1' (newest), or '-N' (N-th newest)."""
@@ -440,34 +648,199 @@ class Inventory:
                 (run_id,),
             ).fetchall()
         run = ScanRun(
-            args=_loads(r[3], []),
+            args=self._json(r[3], [], f"the args of run {run_id}"),
             id=r[0],
             started=r[1],
             finished=r[2],
-            scan_types=_loads(r[4], []),
-            ports_scanned=_decode_ports_scanned(r[5]),
-            stats=_loads(r[6], {}),
+            scan_types=self._json(r[4], [], f"the scan types of run {run_id}"),
+            ports_scanned=self._ports_scanned(r[5], run_id),
+            stats=self._json(r[6], {}, f"the stats of run {run_id}"),
         )
         hosts: dict[int, HostResult] = {}
         for idx, addr, status, reasons, hostname, mac, distance, rtt, os_, seq, hs, hf in host_rows:
             hosts[idx] = HostResult(
                 address=addr,
                 status=status,
-                reasons=_loads(reasons, []),
+                reasons=self._json(reasons, [], f"host {addr} of run {run_id}"),
                 hostname=hostname,
                 mac=mac,
                 distance=distance,
                 rtt_us=rtt,
-                os=OsEvidence.from_dict(_loads(os_, {})),
-                sequence=_loads(seq, {}),
+                os=OsEvidence.from_dict(self._json(os_, {}, f"the os of host {addr} in run {run_id}")),
+                sequence=self._json(seq, {}, f"the sequence of host {addr} in run {run_id}"),
                 started=hs,
                 finished=hf,
             )
         for hidx, port, proto, state, reason, ttl, svc in port_rows:
             if hidx in hosts:
-                hosts[hidx].ports.append(PortResult(port, proto, state, reason, ttl, _service(svc)))
+                hosts[hidx].ports.append(PortResult(port, proto, state, reason, ttl,
+                                                    self._service(svc, f"port {port} in run {run_id}")))
         for hidx, state, count, reasons in extra_rows:
             if hidx in hosts:
-                hosts[hidx].extraports.append(ExtraPorts(state, count, _loads(reasons, {})))
+                hosts[hidx].extraports.append(ExtraPorts(state, count,
+                                                         self._json(reasons, {}, f"extraports in run {run_id}")))
         run.hosts = [hosts[i] for i in sorted(hosts)]
         return run
+
+
+# -- before the first packet ------------------------------------------------------------------------
+
+
+def check_inventory(path: str | Path | None = None) -> Path:
+    """Can this run be recorded? Checked before the first packet, writing nothing: a named path's
+    directory exists (as for -oJ; only the default location's directories are created), the file
+    is not a directory, not damaged, has our schema (or is new) and its write lock can be taken; a
+    new file's directory takes a file. UsageError (one line) otherwise; returns the path."""
+    p = Path(path).expanduser() if path else default_path()
+    hint = " (choose another with --db PATH, or --no-db)"
+    if p.is_dir():
+        raise UsageError(f"inventory {p} is a directory{hint}")
+    if not p.exists():
+        parent = p.parent
+        if not parent.is_dir():
+            if named_by_user(path) or parent.exists():
+                raise UsageError(f"cannot use inventory {p}: directory {parent} does not exist{hint}")
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UsageError(f"cannot create inventory directory {parent}: {e.strerror or e}{hint}") from None
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".hostprint-check-", dir=parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise UsageError(f"cannot create inventory {p}: {e.strerror or e}{hint}") from None
+        return p
+    with Inventory(p) as inv:
+        inv.check_health(thorough=True)
+        inv.check_writable()
+    return p
+
+
+# -- recovery files ----------------------------------------------------------------------------------
+
+
+def recovery_dirs() -> list[Path]:
+    """Where a run that could not reach the inventory is saved, in order of preference:
+    $XDG_STATE_HOME/hostprint/recovery (default ~/.local/state/...), then a per-user directory
+    in the temporary directory."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return [Path(base).expanduser() / "hostprint" / "recovery",
+            Path(tempfile.gettempdir()) / f"hostprint-recovery-{os.getuid()}"]
+
+
+def save_recovery(run: ScanRun, observations: Iterable[tuple[str, str, Any]] = (),
+                  hosts: Callable[[], Iterable[HostResult]] | None = None) -> Path:
+    """The run as JSON lines (a header, one line per host, one per observation) in the first
+    recovery directory that takes it; `hostprint history --import FILE` records it. OSError when
+    no directory takes it. `hosts`: a factory of the hosts (a fresh pass each call) instead of
+    run.hosts."""
+    obs = list(observations)
+    last: OSError | None = None
+    for d in recovery_dirs():
+        path = d / f"run-{run.id}.jsonl"
+        try:
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "w", encoding="utf-8") as fp:
+                fp.write(_dumps({"type": RECOVERY_MAGIC, "version": SCHEMA_VERSION, "run": {
+                    "id": run.id, "started": run.started, "finished": run.finished, "args": list(run.args),
+                    "scan_types": list(run.scan_types), "ports_scanned": json.loads(_encode_ports_scanned(
+                        run.ports_scanned)), "stats": run.stats}}) + "\n")
+                for h in (run.hosts if hosts is None else hosts()):
+                    d_ = h.to_dict()
+                    d_["started"], d_["finished"] = h.started, h.finished
+                    fp.write(_dumps({"type": "host", **d_}) + "\n")
+                for address, kind, data in obs:
+                    fp.write(_dumps({"type": "observation", "address": address, "kind": kind, "data": data}) + "\n")
+                fp.flush()
+                os.fsync(fp.fileno())
+            os.replace(tmp, path)
+            return path
+        except OSError as e:
+            last = e
+            try:
+                tmp.unlink()
+            except (OSError, UnboundLocalError):
+                pass
+    raise last or OSError("no recovery directory")
+
+
+def host_from_dict(d: dict[str, Any]) -> HostResult:
+    """A host from its JSON record (HostResult.to_dict() plus started/finished)."""
+    return _host_from_dict(d)
+
+
+def _host_from_dict(d: dict[str, Any]) -> HostResult:
+    svc = _SERVICE_FIELDS
+    ports = []
+    for p in d.get("ports") or []:
+        s = p.get("service")
+        ports.append(PortResult(int(p["port"]), str(p["protocol"]), str(p["state"]), str(p.get("reason") or ""),
+                                p.get("reason_ttl"),
+                                Service(**{k: v for k, v in s.items() if k in svc}) if isinstance(s, dict) else None))
+    extra = [ExtraPorts(str(e["state"]), int(e["count"]), dict(e.get("reasons") or {}), e.get("protocol"))
+             for e in d.get("extraports") or []]
+    return HostResult(address=str(d["address"]), status=str(d.get("status") or "unknown"),
+                      reasons=list(d.get("reasons") or []), hostname=d.get("hostname"), mac=d.get("mac"),
+                      distance=d.get("distance"), rtt_us=d.get("rtt_us"), ports=ports, extraports=extra,
+                      os=OsEvidence.from_dict(d.get("os") or {}), sequence=dict(d.get("sequence") or {}),
+                      started=d.get("started"), finished=d.get("finished"))
+
+
+def read_recovery(path: str | Path) -> list[tuple[ScanRun, list[tuple[str, str, Any]]]]:
+    """Runs from a recovery file, or from hostprint -oJ output (host records grouped by their
+    `scan` block; passive observation lines are skipped). UsageError naming file:line otherwise."""
+    name = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {name}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{name}: not UTF-8 text (byte offset {e.start}); expected a hostprint recovery "
+                         f"file or -oJ output") from None
+    runs: dict[str, tuple[ScanRun, list[tuple[str, str, Any]]]] = {}
+    current: ScanRun | None = None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{name}:{lineno}"
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError("not an object")
+            kind = rec.get("type", "host")
+            if kind == RECOVERY_MAGIC:
+                r = rec["run"]
+                current = ScanRun(args=list(r["args"]), id=str(r["id"]), started=float(r["started"]),
+                                  finished=r.get("finished"), scan_types=list(r.get("scan_types") or []),
+                                  ports_scanned=_decode_ports_scanned(json.dumps(r.get("ports_scanned") or {})),
+                                  stats=dict(r.get("stats") or {}))
+                runs[current.id] = (current, [])
+            elif kind == "observation" and current is not None and "kind" in rec:
+                runs[current.id][1].append((str(rec["address"]), str(rec["kind"]), rec.get("data")))
+            elif kind == "observation":
+                continue  # passive -oJ per-packet lines
+            elif kind == "host":
+                scan = rec.get("scan")
+                if isinstance(scan, dict) and (current is None or scan.get("id") != current.id):
+                    rid = str(scan["id"])
+                    if rid not in runs:
+                        runs[rid] = (ScanRun(args=list(scan.get("args") or []), id=rid,
+                                             started=float(scan.get("started") or 0.0),
+                                             finished=scan.get("finished")), [])
+                    target = runs[rid][0]
+                elif current is not None:
+                    target = current
+                else:
+                    raise ValueError("a host record without a run (no recovery header, no scan block)")
+                target.hosts.append(_host_from_dict(rec))
+            else:
+                raise ValueError(f"unknown record type {kind!r}")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UsageError(f"{where}: not a hostprint recovery or -oJ record ({e})") from None
+    if not runs:
+        raise UsageError(f"{name}: no hostprint run in it (expected a recovery file or -oJ output)")
+    return list(runs.values())

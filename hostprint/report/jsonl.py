@@ -43,7 +43,10 @@ def _finite(o: Any) -> Any:
 
 
 def dumps_record(record: dict[str, Any]) -> str:
-    return json.dumps(_finite(record), default=_json_default, ensure_ascii=False, allow_nan=False)
+    try:  # plain JSON data (nearly every record) in one pass; odd values take the careful path
+        return json.dumps(record, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(_finite(record), default=_json_default, ensure_ascii=False, allow_nan=False)
 
 
 class JsonlWriter:

@@ -11,6 +11,7 @@ import re
 import shlex
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from hostprint import __version__
 from hostprint.model import OPEN, ExtraPorts, HostResult, OsMatch, PortResult, ScanRun, Service
@@ -279,3 +280,10 @@ def accuracy_percent(match: OsMatch) -> int:
 
 def scanner_banner() -> str:
     return f"hostprint {__version__}"
+
+
+def interruption(run: ScanRun) -> dict[str, Any] | None:
+    """run.stats['interrupted'] ({by, phase, incomplete}) of a run stopped early (report.RunOutputs
+    writes it), for the writers' partial-file marks; None for a finished run."""
+    info = run.stats.get("interrupted") if isinstance(run.stats, dict) else None
+    return info if isinstance(info, dict) else None

@@ -140,11 +140,20 @@ def to_xml(run: ScanRun) -> str:
     w(_tag("debugging", [("level", _int_stat(run, "debugging"))]))
     from hostprint.report.normal import shown_hosts
 
+    stopped = ns.interruption(run)
+    incomplete = set(stopped.get("incomplete") or []) if stopped else set()
     for host in shown_hosts(run):  # down hosts only with -v, as nmap
-        out.append(_host(run, host))
+        out.append(_host(run, host, incomplete=host.address in incomplete))
     fin = ns.finished_at(run)
     finstr = ns.ctime(fin)
     up, down, total = ns.host_counts(run)
+    # An interrupted run is a complete, valid document with what was measured so far (nmap leaves
+    # its file cut off); the DTD's exit="error" and errormsg say why it ends early.
+    ending = [("exit", "success")]
+    if stopped:
+        phase = f" during {stopped.get('phase')}" if stopped.get("phase") else ""
+        ending = [("exit", "error"), ("errormsg", f"interrupted by {stopped.get('by')}{phase}; "
+                                                  f"{len(incomplete)} host(s) incomplete")]
     w(
         "<runstats>"
         + _tag(
@@ -152,9 +161,9 @@ def to_xml(run: ScanRun) -> str:
             [
                 ("time", int(fin)),
                 ("timestr", finstr),
-                ("summary", f"hostprint done at {finstr}; {ns.done_summary(run)}"),
+                ("summary", f"hostprint {'interrupted' if stopped else 'done'} at {finstr}; {ns.done_summary(run)}"),
                 ("elapsed", f"{ns.elapsed(run):.2f}"),
-                ("exit", "success"),
+                *ending,
             ],
         )
         + _tag("hosts", [("up", up), ("down", down), ("total", total)])
@@ -200,7 +209,7 @@ def _addrtype(addr: str) -> str:
     return "ipv6" if ":" in addr else "ipv4"
 
 
-def _host(run: ScanRun, h: HostResult) -> str:
+def _host(run: ScanRun, h: HostResult, *, incomplete: bool = False) -> str:
     parts: list[str] = []
     p = parts.append
     attrs: list[tuple[str, Any]] = []
@@ -208,6 +217,8 @@ def _host(run: ScanRun, h: HostResult) -> str:
         attrs.append(("starttime", int(h.started)))
     if h.finished is not None:
         attrs.append(("endtime", int(h.finished)))
+    if incomplete:
+        attrs.append(("comment", "incomplete: the run was interrupted before this host was finished"))
     status = h.status if h.status in ("up", "down", "unknown", "skipped") else "unknown"
     if h.reasons:
         reason = h.reasons[0]

@@ -233,10 +233,19 @@ def format_normal(run: ScanRun, *, file_comments: bool = True, verbose: int | No
     lines = []
     if file_comments:
         lines.append(f"# {ns.scanner_banner()} scan initiated {ns.ctime(run.started)} as: {ns.command_line(run)}")
+    stopped = ns.interruption(run)
+    incomplete = set(stopped.get("incomplete") or []) if stopped else set()
     for h in shown_hosts(run, verbose):
-        lines.extend(host_block(run, h, with_version=with_version, verbose=verbose, reason=reason))
+        block = host_block(run, h, with_version=with_version, verbose=verbose, reason=reason)
+        if h.address in incomplete:
+            block.insert(1, "Incomplete: the run was interrupted before this host was finished.")
+        lines.extend(block)
         lines.append("")
-    if file_comments:
+    if stopped:
+        phase = f" during {stopped.get('phase')}" if stopped.get("phase") else ""
+        lines.append(f"# hostprint interrupted by {stopped.get('by')}{phase} at {ns.ctime(ns.finished_at(run))} -- "
+                     f"{ns.done_summary(run)}; {len(incomplete)} host(s) incomplete")
+    elif file_comments:
         lines.append(f"# hostprint done at {ns.ctime(ns.finished_at(run))} -- {ns.done_summary(run)}")
     else:
         lines.append(f"hostprint done: {ns.done_summary(run)}")

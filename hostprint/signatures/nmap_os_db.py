@@ -95,13 +95,17 @@ def parse(text: str, source: str = "<text>") -> OsDb:
             continue
         t = parse_test_line(line)
         if t is None:
-            continue
+            # every line of nmap's own file is one of the above: anything else is not this format
+            raise UsageError(f"{source}:{no}: not an nmap-os-db line: {line[:60]!r}")
         if in_points:
             points[t[0]] = t[1]
         elif cur is not None:
             cur.tests[t[0]] = t[1]
     if not prints:
         raise UsageError(f"no Fingerprint entries in nmap OS DB {source}")
+    for fp in prints:
+        if not fp.tests:
+            raise UsageError(f"{source}:{fp.line}: Fingerprint {fp.name[:60]!r} has no test lines (SEQ(...), T1(...) ...)")
     return OsDb(points, prints, source)
 
 

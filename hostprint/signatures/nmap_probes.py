@@ -129,6 +129,6 @@ def load(path: str | Path | None = None) -> SignatureDB:
 
     try:
         return from_file(str(p), "nmap-service-probes", lambda: parse_text(p.read_text(encoding="latin-1"), p.name),
-                         version=CACHE_VERSION)
+                         version=CACHE_VERSION, keep=lambda db: bool(db.rules))
     except OSError as e:
         raise UsageError(f"--sv-db nmap: cannot read {p}: {e.strerror}") from None

@@ -62,12 +62,22 @@ def sv_db(spec: str) -> SignatureDB:
         if name == "hostprint":
             db.extend(app_db.load())
         elif name == "amap":
-            db.extend(amap_db.load(arg or default_amap_dir()))
+            db.extend(_usable(amap_db.load(arg or default_amap_dir()), s))
         elif name == "nmap":
-            db.extend(nmap_probes.load(arg or None))
+            db.extend(_usable(nmap_probes.load(arg or None), s))
         else:
             raise UsageError(f"bad --sv-db {s!r}: use hostprint, amap[=FILE] or nmap[=FILE]")
     return db
+
+
+def _usable(part: SignatureDB, spec: str) -> SignatureDB:
+    """A DB file that yields no trigger and no rule (random bytes, another format) is refused before
+    scanning instead of quietly identifying nothing."""
+    if not part.rules and not part.triggers:
+        first = f"; first problem: {part.skipped[0][:120]}" if part.skipped else ""
+        raise UsageError(f"--sv-db {spec}: no probes or match rules in it ({len(part.skipped)} lines not "
+                         f"understood{first})")
+    return part
 
 
 def default_amap_dir() -> str:
