@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both install what they need first.
 PY ?= python3
 
-.PHONY: setup demo test test-fast bench clean-lab
+.PHONY: setup demo lint test test-fast bench clean-lab
 
 setup:
 	bash scripts/setup.sh
@@ -9,7 +9,13 @@ setup:
 demo: setup
 	$(PY) -m hostprint demo
 
+# ruff and mypy first: a lint or type error fails the test command like a failing test
+lint:
+	$(PY) -m ruff check hostprint tests bench
+	$(PY) -m mypy
+
 test: setup
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: setup
