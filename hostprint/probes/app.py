@@ -421,6 +421,8 @@ class Engine:
                     from hostprint.probes.ssh_kex import ssh_facts
 
                     rep.ssh = (await ssh_facts(addr, port, self.o.response_timeout, self.sem)).to_dict()
+            if self.o.behaviour and not (self.o.banners_only or self.o.portscan_only) and rep.status == "open":
+                await self._behaviour(rep)
         finally:
             rep.elapsed = time.monotonic() - t0
         return rep
@@ -459,6 +461,34 @@ class Engine:
         if sh is not None:
             rep.tls["ja3s"], rep.tls["ja3s_string"] = ja3s(sh)
         rep.tls["jarm"], rep.tls["jarm_raw"] = jarm, raw
+
+    async def _behaviour(self, rep: PortReport) -> None:
+        """Observations for the version-range rules of the identified product (signatures/
+        version_ranges.txt), then the range they give. Only the probes some rule reads are sent."""
+        from hostprint.match.versionrange import infer, kinds_for
+        from hostprint.probes import behaviour
+
+        svc = rep.service()
+        if svc is None or not svc.product:
+            return
+        kinds = kinds_for(svc.product)
+        if not kinds:
+            return
+        if "ssh-kexinit" in kinds:
+            obs = behaviour.ssh_observation(rep.ssh)
+            if obs is not None:
+                rep.behaviour["ssh-kexinit"] = obs
+        for kind in sorted(kinds - {"ssh-kexinit"}):
+            if svc.name not in behaviour.SERVICES.get(kind, ()) or svc.tunnel:
+                continue
+            async with self.sem:
+                got = await behaviour.observe(kind, rep.address, rep.port, self.o.response_timeout)
+            if got is not None:
+                rep.behaviour[kind] = got
+        vr = infer(svc.product, rep.behaviour, svc.version)
+        if vr is not None:
+            vr.evidence += [model.Evidence("observed", behaviour.summary(k, o)) for k, o in rep.behaviour.items()]
+            rep.version_range = vr
 
     async def _tcp_pass(self, rep: PortReport, tls: bool) -> None:
         """One pass over a port (plain, or inside TLS): the NULL probe's banner wait on one

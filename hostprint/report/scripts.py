@@ -176,11 +176,15 @@ def ssh_hassh(s: SshFacts, *, full: bool = True) -> Script | None:
     return Script("ssh-hassh", out, [Elem("hasshServer", s.hassh), Elem("hasshServerAlgorithms", s.hassh_string or "")])
 
 
-def version_range(v: VersionRange) -> Script:
+def version_range(v: VersionRange, *, full: bool = True) -> Script:
     lines = [f"{v.product} {v.text} (inferred from behaviour, not from a banner)"]
     if v.conflict:
         lines.append(f"Conflict: {v.conflict}")
-    lines += [f"  {e.detail}" for e in v.evidence]
+    if full:
+        lines += [f"  {e.detail}" for e in v.evidence]
+    else:  # the rules that bound it, by name (-v shows each with its observation and source)
+        names = [e.detail.split(":", 1)[0] for e in v.evidence if e.method == "behaviour" and "-> no bound" not in e.detail]
+        lines.append(f"  rules: {', '.join(names)}")
     items: list[Item] = [Elem("product", v.product), Elem("range", v.text)]
     if v.low:
         items.append(Elem("low", v.low))
@@ -207,7 +211,7 @@ def service_scripts(svc: Service | None, *, pem: bool = False, full: bool = True
         if svc.ssh.error and not svc.ssh.kex:
             out.append(Script("ssh-hassh", f"Error: {svc.ssh.error}", [Elem("error", svc.ssh.error)]))
     if svc.version_range is not None:
-        out.append(version_range(svc.version_range))
+        out.append(version_range(svc.version_range, full=full))
     return [s for s in out if s is not None]
 
 
