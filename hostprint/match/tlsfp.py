@@ -128,6 +128,42 @@ def ja3s(sh: ServerHello) -> tuple[str, str]:
     return hashlib.md5(s.encode()).hexdigest(), s
 
 
+def ja3(client_hello: bytes) -> tuple[str, str]:
+    """(JA3, its string) of a ClientHello record (salesforce/ja3 README: SSLVersion, Cipher,
+    SSLExtension, EllipticCurve, EllipticCurvePointFormat; GREASE left out). hostprint uses it to
+    say which client its JA3S answers (tests check it against the README's published examples)."""
+    hs = _handshake_bytes(client_hello)
+    if len(hs) < 4 or hs[0] != 1:
+        raise ValueError("not a ClientHello")
+    b = hs[4:4 + int.from_bytes(hs[1:4], "big")]
+    ver = int.from_bytes(b[0:2], "big")
+    p = 34 + 1 + b[34]
+    n = int.from_bytes(b[p:p + 2], "big")
+    ciphers = [int.from_bytes(b[i:i + 2], "big") for i in range(p + 2, p + 2 + n, 2)]
+    p += 2 + n
+    p += 1 + b[p]
+    exts: list[int] = []
+    curves: list[int] = []
+    formats: list[int] = []
+    if p + 2 <= len(b):
+        end = p + 2 + int.from_bytes(b[p:p + 2], "big")
+        p += 2
+        while p + 4 <= end:
+            t, ln = struct.unpack(">HH", b[p:p + 4])
+            body = b[p + 4:p + 4 + ln]
+            if t not in GREASE:
+                exts.append(t)
+            if t == 10 and len(body) >= 2:
+                curves = [int.from_bytes(body[i:i + 2], "big") for i in range(2, 2 + int.from_bytes(body[:2], "big"), 2)]
+            if t == 11 and body:
+                formats = list(body[1:1 + body[0]])
+            p += 4 + ln
+    fields = [str(ver), "-".join(str(c) for c in ciphers if c not in GREASE), "-".join(map(str, exts)),
+              "-".join(str(c) for c in curves if c not in GREASE), "-".join(map(str, formats))]
+    s = ",".join(fields)
+    return hashlib.md5(s.encode()).hexdigest(), s
+
+
 def _int16(b: bytes) -> int:
     """jarm.py reads lengths with int(hex, 16): an empty slice is an error there, not 0."""
     if not b:

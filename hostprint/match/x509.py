@@ -33,6 +33,12 @@ SHORT = {NameOID.COMMON_NAME: "CN", NameOID.COUNTRY_NAME: "C", NameOID.LOCALITY_
          NameOID.SERIAL_NUMBER: "serialNumber"}
 
 
+# Where pyca's signature algorithm names differ from OpenSSL's (what nmap's ssl-cert and
+# `openssl x509 -text` print)
+OPENSSL_SIG_NAMES = {"ed25519": "ED25519", "ed448": "ED448", "RSASSA-PSS": "rsassaPss", "dsa-with-sha1": "dsaWithSHA1",
+                     "dsa-with-sha224": "dsa_with_SHA224", "dsa-with-sha256": "dsa_with_SHA256"}
+
+
 def _escape(v: str) -> str:
     """RFC 4514 §2.4 escaping of an attribute value."""
     out = []
@@ -158,7 +164,8 @@ def cert_facts(der: bytes, now: datetime | None = None) -> CertFacts:
 
     def sig() -> None:
         oid = cert.signature_algorithm_oid
-        f.sig_alg = oid._name if oid._name != "Unknown OID" else oid.dotted_string
+        name = oid._name if oid._name != "Unknown OID" else oid.dotted_string
+        f.sig_alg = OPENSSL_SIG_NAMES.get(name, name)
 
     def sans() -> None:
         f.sans = _sans(cert)
