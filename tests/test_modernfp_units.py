@@ -11,13 +11,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hostprint import model
 from hostprint.errors import UsageError
 from hostprint.match import tlsfp, versionrange
-from hostprint.match.sshfp import hassh_string, host_key, parse_kexinit
+from hostprint.match.sshfp import SshError, hassh_string, host_key, parse_kexinit
 from hostprint.match.x509 import cert_facts
-from hostprint.probes import tls_probes
+from hostprint.probes import behaviour, tls_probes
 from hostprint.signatures import version_rules
 
 DTD = Path("/usr/share/nmap/nmap.dtd")
@@ -407,3 +409,60 @@ def test_diff_reports_a_changed_certificate_jarm_and_host_key():
     # a run that did not measure the facts (an older hostprint) is no claim either way
     plain = _run([model.Service(name="http", tunnel="ssl", product="nginx"), model.Service(name="ssh")])
     assert not diff_runs(a, plain).fingerprints and not diff_runs(plain, a).fingerprints
+
+
+# ---------------------------------------------------------------------------- hostile bytes
+
+FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_SH = bytes.fromhex("160303005a0200005603035f") + bytes(31) + b"\x20" + bytes(32) + bytes.fromhex(
+    "13010000 0e 002b00020304 0033000400 1d0000".replace(" ", ""))
+_SEEDS = [_SH, tls_probes.ja3s_hello(None), behaviour.smb2_negotiate_request(), behaviour.rootdse_request(),
+          b"E\x00\x00\x00\x24SFATAL\x00VFATAL\x00Mx\x00Fpostmaster.c\x00\x00", b"* OK [CAPABILITY IMAP4rev1] x\r\n"]
+
+
+def _mutants(data: bytes, rnd: st.DataObject) -> bytes:
+    b = bytearray(data)
+    for _ in range(rnd.draw(st.integers(0, 6))):
+        if b:
+            b[rnd.draw(st.integers(0, len(b) - 1))] = rnd.draw(st.integers(0, 255))
+    return bytes(b[:rnd.draw(st.integers(0, len(b)))])
+
+
+def _decode_all(data: bytes) -> None:
+    """What a hostile server can send reaches these decoders: only their documented error may escape."""
+    tlsfp.parse_server_hello(data)
+    tlsfp.jarm_answer(data)
+    try:
+        tlsfp.ja3(data)
+    except ValueError:
+        pass
+    for fn in (parse_kexinit, host_key):
+        try:
+            fn(data)
+        except SshError:
+            pass
+    behaviour.parse_smb2_negotiate(data)
+    behaviour.parse_rootdse(data)
+    behaviour.parse_pg_error(data)
+    behaviour.parse_imap(data)
+    behaviour.parse_ftp(data)
+    cert_facts(data)
+
+
+def test_fuzz_seeds_are_real_messages():
+    assert tlsfp.parse_server_hello(_SEEDS[0]).cipher == 0x1301
+    assert tlsfp.ja3(_SEEDS[1])[0] == "d3f7fb583b35e8a4f03d79e1a6b409c6"  # the README's value
+    assert behaviour.parse_pg_error(_SEEDS[4])["F"] == "postmaster.c"
+    assert behaviour.parse_imap(_SEEDS[5])["capability"] == ["IMAP4rev1"]
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_decoders_survive_random_bytes(data):
+    _decode_all(data)
+
+
+@FUZZ
+@given(st.sampled_from(_SEEDS), st.data())
+def test_decoders_survive_mutated_real_messages(seed, rnd):
+    _decode_all(_mutants(seed, rnd))

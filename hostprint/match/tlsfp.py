@@ -132,6 +132,13 @@ def ja3(client_hello: bytes) -> tuple[str, str]:
     """(JA3, its string) of a ClientHello record (salesforce/ja3 README: SSLVersion, Cipher,
     SSLExtension, EllipticCurve, EllipticCurvePointFormat; GREASE left out). hostprint uses it to
     say which client its JA3S answers (tests check it against the README's published examples)."""
+    try:
+        return _ja3(client_hello)
+    except (IndexError, struct.error):
+        raise ValueError("truncated ClientHello") from None
+
+
+def _ja3(client_hello: bytes) -> tuple[str, str]:
     hs = _handshake_bytes(client_hello)
     if len(hs) < 4 or hs[0] != 1:
         raise ValueError("not a ClientHello")

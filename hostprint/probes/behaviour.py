@@ -246,7 +246,7 @@ def parse_imap(data: bytes) -> Observation:
             caps = line.split()[2:]
         elif "[CAPABILITY " in up and not caps:
             caps = line[up.index("[CAPABILITY ") + 12:].split("]", 1)[0].split()
-        elif up.startswith("* ID ") and "(" in line:
+        elif up.startswith("* ID ") and "(" in line and ")" in line:
             quoted = line[line.index("(") + 1:line.rindex(")")].split('"')[1::2]
             ident = [f"{k}={v}" for k, v in zip(quoted[::2], quoted[1::2])]
     return {"capability": caps, "id": ident}

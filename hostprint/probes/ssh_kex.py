@@ -132,7 +132,8 @@ async def ssh_facts(addr: str, port: int, timeout: float, sem: asyncio.Semaphore
 
     try:
         c, server = await conn_kexinit()
-    except (SshError, OSError, asyncio.TimeoutError, TimeoutError, asyncio.IncompleteReadError) as e:
+    except (ValueError, OSError, asyncio.TimeoutError, TimeoutError, asyncio.IncompleteReadError) as e:
+        # ValueError: SshError, and asyncio's line-too-long (a hostile "banner" without an end)
         return SshFacts(error=f"no KEXINIT: {e or type(e).__name__}")
     facts = server.facts()
     wanted = key_requests(server.lists["host_key_algorithms"])
@@ -151,7 +152,7 @@ async def ssh_facts(addr: str, port: int, timeout: float, sem: asyncio.Semaphore
                 return await _kex_for_key(cc, k, alg)
             finally:
                 cc.w.transport.abort()
-        except (SshError, OSError, asyncio.TimeoutError, TimeoutError, asyncio.IncompleteReadError) as e:
+        except (ValueError, OSError, asyncio.TimeoutError, TimeoutError, asyncio.IncompleteReadError) as e:
             return f"{alg}: {e or type(e).__name__}"
 
     if not wanted:
