@@ -418,6 +418,11 @@ _SH = bytes.fromhex("160303005a0200005603035f") + bytes(31) + b"\x20" + bytes(32
     "13010000 0e 002b00020304 0033000400 1d0000".replace(" ", ""))
 _SEEDS = [_SH, tls_probes.ja3s_hello(None), behaviour.smb2_negotiate_request(), behaviour.rootdse_request(),
           b"E\x00\x00\x00\x24SFATAL\x00VFATAL\x00Mx\x00Fpostmaster.c\x00\x00", b"* OK [CAPABILITY IMAP4rev1] x\r\n"]
+_CA = Path("/etc/ssl/certs/ISRG_Root_X1.pem")  # any real certificate (ca-certificates)
+if _CA.exists():
+    import ssl
+
+    _SEEDS.append(ssl.PEM_cert_to_DER_cert(_CA.read_text()))
 
 
 def _mutants(data: bytes, rnd: st.DataObject) -> bytes:

@@ -138,7 +138,7 @@ def cert_facts(der: bytes, now: datetime | None = None) -> CertFacts:
         + "\n-----END CERTIFICATE-----\n"
     try:
         cert = x509.load_der_x509_certificate(der)
-    except ValueError as e:
+    except Exception as e:  # noqa: BLE001 - ValueError, and InvalidVersion which is not one: never raise
         f.error = f"unparsable certificate: {e}"
         return f
     errors: list[str] = []
