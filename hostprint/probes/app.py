@@ -976,8 +976,10 @@ class ServiceScan(Technique[list[PortReport]]):
     def create(cls, options: ScanOptions) -> list[ServiceScan]:
         if not options.service_scan:
             return []
+        from hostprint.signatures import version_rules
         from hostprint.signatures.sv_db import sv_db
 
+        version_rules.load()  # a broken rule file is one line before any packet (probes/base.py)
         w = options.sv_timeout
         # up to 384 connections in flight: silent ports hold theirs for nmap's NULL wait
         return [cls(AppOptions(sv_db(options.sv_db), connect_timeout=w, response_timeout=w, banner_timeout=w,
