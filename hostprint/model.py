@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Dict, List, Self, Union
 
 # Port states and reasons use nmap's words so that nmap tooling reads our XML unchanged.
@@ -19,6 +19,10 @@ OPEN_FILTERED, CLOSED_FILTERED = "open|filtered", "closed|filtered"
 
 # A state seen on more than this many ports of a host is summarised as <extraports> (nmap's rule).
 EXTRAPORTS_THRESHOLD = 25
+
+
+#: Service keys left out of to_dict() when empty (older readers never saw them).
+_SERVICE_OPTIONAL = ("fingerprint", "tls", "ssh", "version_range")
 
 
 @dataclass
@@ -39,12 +43,42 @@ class Service:
     banner: str | None = None
     #: -sV could not identify the service but it answered: nmap's SF fingerprint of the answers
     fingerprint: str | None = None
+    #: a TLS port: the certificate, negotiated version/cipher/ALPN, JA3S and JARM (`TlsFacts`)
+    tls: TlsFacts | None = None
+    #: an SSH port: HASSH server, host keys, the KEXINIT algorithm lists (`SshFacts`)
+    ssh: SshFacts | None = None
+    #: a version the banner hides, inferred from behaviour as a range with its evidence
+    version_range: VersionRange | None = None
+
+    def __post_init__(self) -> None:
+        # Stored services (inventory rows, -oJ files) carry these as dicts: read them once.
+        if self.tls is not None and not isinstance(self.tls, TlsFacts):
+            self.tls = TlsFacts.from_dict(self.tls)
+        if self.ssh is not None and not isinstance(self.ssh, SshFacts):
+            self.ssh = SshFacts.from_dict(self.ssh)
+        if self.version_range is not None and not isinstance(self.version_range, VersionRange):
+            self.version_range = VersionRange.from_dict(self.version_range)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if d.get("fingerprint") is None:
-            d.pop("fingerprint", None)
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            name = f.name
+            v = getattr(self, name)
+            if name in _SERVICE_OPTIONAL:
+                if v is None:
+                    continue
+                d[name] = v if isinstance(v, str) else v.to_dict()
+            else:
+                d[name] = list(v) if isinstance(v, list) else v
         return d
+
+    @classmethod
+    def from_dict(cls, d: object) -> Service | None:
+        """A stored service (JSON keys of to_dict(); unknown keys from newer writers are dropped)."""
+        if not isinstance(d, dict):
+            return None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
@@ -156,6 +190,198 @@ def to_json(v: object) -> Json:
 def _jdict(v: object) -> JsonDict:
     j = to_json(v) if isinstance(v, dict) else {}
     return j if isinstance(j, dict) else {}
+
+
+# ------------------------------------------------------------------------------------------ service facts
+#
+# What -sV learns about a TLS or SSH port beyond nmap's service fields. JSON keys are stable (the
+# README's `service.tls` / `service.ssh` / `service.version_range`); `from_dict` reads older and
+# malformed shapes without raising.
+
+
+def _pairs(v: object) -> list[list[str]]:
+    return [[str(x[0]), str(x[1])] for x in v if isinstance(x, list) and len(x) == 2] if isinstance(v, list) else []
+
+
+@dataclass
+class CertFacts:
+    """A server certificate as read by `cryptography` (match/x509.py): nmap ssl-cert's fields plus
+    SANs, validity flags and fingerprints. Names are RFC 4514 strings (most specific RDN first, as
+    OpenSSL's `-nameopt RFC2253`); `subject_attrs`/`issuer_attrs` keep nmap's [name, value] pairs."""
+
+    sha256: str = ""
+    sha1: str = ""
+    md5: str = ""
+    subject: str | None = None
+    issuer: str | None = None
+    subject_attrs: list[list[str]] = field(default_factory=list)
+    issuer_attrs: list[list[str]] = field(default_factory=list)
+    sans: list[str] = field(default_factory=list)  # DNS names and addresses; other kinds as "email:…", "URI:…"
+    not_before: str | None = None  # ISO 8601, UTC
+    not_after: str | None = None
+    serial: str | None = None  # lower-case hex, no leading zeros
+    key: str | None = None  # RSA | EC | Ed25519 | Ed448 | DSA | the algorithm OID
+    key_bits: int | None = None
+    curve: str | None = None  # EC keys: the named curve (secp256r1 …)
+    sig_alg: str | None = None  # OpenSSL's name: sha256WithRSAEncryption, ecdsa-with-SHA256 …
+    self_signed: bool | None = None  # issuer == subject and the signature verifies with its own key
+    expired: bool | None = None  # at scan time
+    not_yet_valid: bool | None = None
+    pem: str | None = None
+    error: str | None = None  # unparsable: only the fingerprints are known
+
+    def to_dict(self) -> dict[str, Json]:
+        d: dict[str, Json] = {}
+        for f in fields(self):
+            name = f.name
+            v = getattr(self, name)
+            if name == "error" and v is None:
+                continue
+            d[name] = to_json(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: object) -> CertFacts | None:
+        if not isinstance(d, dict):
+            return None
+        pairs = _pairs
+        b = d.get("self_signed"), d.get("expired"), d.get("not_yet_valid")
+        return cls(sha256=_str(d.get("sha256")) or "", sha1=_str(d.get("sha1")) or "", md5=_str(d.get("md5")) or "",
+                   subject=_str(d.get("subject")), issuer=_str(d.get("issuer")),
+                   subject_attrs=pairs(d.get("subject_attrs")), issuer_attrs=pairs(d.get("issuer_attrs")),
+                   sans=_strs(d.get("sans")), not_before=_str(d.get("not_before")), not_after=_str(d.get("not_after")),
+                   serial=_str(d.get("serial")), key=_str(d.get("key")), key_bits=_int(d.get("key_bits")),
+                   curve=_str(d.get("curve")), sig_alg=_str(d.get("sig_alg")),
+                   self_signed=b[0] if isinstance(b[0], bool) else None,
+                   expired=b[1] if isinstance(b[1], bool) else None,
+                   not_yet_valid=b[2] if isinstance(b[2], bool) else None,
+                   pem=_str(d.get("pem")), error=_str(d.get("error")))
+
+
+@dataclass
+class TlsFacts:
+    """A TLS port: the full handshake's version, cipher and ALPN (offering h2 and http/1.1), the
+    leaf certificate, JA3S of the ServerHello to hostprint's fixed ClientHello and JARM (its ten
+    ClientHellos). `error` says why a handshake failed; what was learnt before it stays."""
+
+    version: str | None = None  # TLSv1.3 …
+    cipher: str | None = None  # OpenSSL's name
+    bits: int | None = None
+    alpn: str | None = None  # the protocol the server chose
+    cert: CertFacts | None = None
+    ja3s: str | None = None
+    ja3s_string: str | None = None  # "771,4865,43-51" before MD5
+    jarm: str | None = None
+    jarm_raw: str | None = None  # the ten answers before hashing (JARM's verbose form)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Json]:
+        d: dict[str, Json] = {}
+        for f in fields(self):
+            name = f.name
+            v = getattr(self, name)
+            if v is None and name in ("error", "jarm_raw", "ja3s_string"):
+                continue
+            d[name] = v.to_dict() if isinstance(v, CertFacts) else to_json(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: object) -> TlsFacts | None:
+        if not isinstance(d, dict):
+            return None
+        return cls(version=_str(d.get("version")), cipher=_str(d.get("cipher")), bits=_int(d.get("bits")),
+                   alpn=_str(d.get("alpn")), cert=CertFacts.from_dict(d.get("cert")), ja3s=_str(d.get("ja3s")),
+                   ja3s_string=_str(d.get("ja3s_string")), jarm=_str(d.get("jarm")),
+                   jarm_raw=_str(d.get("jarm_raw")), error=_str(d.get("error")))
+
+
+@dataclass
+class HostKey:
+    """One SSH host key: its type, size and fingerprints (OpenSSH's SHA256:base64 and nmap's MD5 hex)."""
+
+    type: str  # ssh-ed25519, ecdsa-sha2-nistp256, ssh-rsa …
+    bits: int | None = None
+    sha256: str = ""  # "SHA256:…" as ssh-keygen -l prints it
+    md5: str = ""  # hex without colons, as nmap's ssh-hostkey prints it
+    key: str = ""  # the public key blob, base64 (a known_hosts line's last field)
+
+    def to_dict(self) -> dict[str, Json]:
+        return {"type": self.type, "bits": self.bits, "sha256": self.sha256, "md5": self.md5, "key": self.key}
+
+    @classmethod
+    def from_dict(cls, d: object) -> HostKey | None:
+        if not isinstance(d, dict) or not _str(d.get("type")):
+            return None
+        return cls(str(d["type"]), _int(d.get("bits")), _str(d.get("sha256")) or "", _str(d.get("md5")) or "",
+                   _str(d.get("key")) or "")
+
+
+@dataclass
+class SshFacts:
+    """An SSH port: the server's SSH_MSG_KEXINIT lists (RFC 4253 §7.1), HASSH server over them and
+    the host key of every key type the server offers (one key exchange per type)."""
+
+    hassh: str | None = None
+    hassh_string: str | None = None  # kex;ciphers;macs;compression (server to client) before MD5
+    kex: list[str] = field(default_factory=list)
+    host_key_algorithms: list[str] = field(default_factory=list)
+    ciphers: list[str] = field(default_factory=list)  # server to client
+    macs: list[str] = field(default_factory=list)
+    compression: list[str] = field(default_factory=list)
+    ciphers_c2s: list[str] = field(default_factory=list)
+    macs_c2s: list[str] = field(default_factory=list)
+    host_keys: list[HostKey] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Json]:
+        d: dict[str, Json] = {}
+        for f in fields(self):
+            name = f.name
+            v = getattr(self, name)
+            if name == "error" and v is None:
+                continue
+            d[name] = [k.to_dict() for k in v] if name == "host_keys" else to_json(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: object) -> SshFacts | None:
+        if not isinstance(d, dict):
+            return None
+        keys = [k for k in (HostKey.from_dict(x) for x in _dicts(d.get("host_keys"))) if k is not None]
+        return cls(hassh=_str(d.get("hassh")), hassh_string=_str(d.get("hassh_string")), kex=_strs(d.get("kex")),
+                   host_key_algorithms=_strs(d.get("host_key_algorithms")), ciphers=_strs(d.get("ciphers")),
+                   macs=_strs(d.get("macs")), compression=_strs(d.get("compression")),
+                   ciphers_c2s=_strs(d.get("ciphers_c2s")), macs_c2s=_strs(d.get("macs_c2s")), host_keys=keys,
+                   error=_str(d.get("error")))
+
+
+@dataclass
+class VersionRange:
+    """A version the service does not say, bounded by what it does: `low` <= version < `high`
+    (either may be open). `text` is how reports print it ("2.3.x", ">= 8.5", "4.15 - 4.17").
+    Each evidence line names the rule, what was seen and the upstream source it rests on."""
+
+    product: str
+    low: str | None = None
+    high: str | None = None  # exclusive
+    text: str = ""
+    evidence: list[Evidence] = field(default_factory=list)
+    #: the banner's version contradicts the behaviour (a faked or edited banner, or a backport)
+    conflict: str | None = None
+
+    def to_dict(self) -> dict[str, Json]:
+        d: dict[str, Json] = {"product": self.product, "low": self.low, "high": self.high, "text": self.text,
+                              "evidence": [e.to_dict() for e in self.evidence]}
+        if self.conflict:
+            d["conflict"] = self.conflict
+        return d
+
+    @classmethod
+    def from_dict(cls, d: object) -> VersionRange | None:
+        if not isinstance(d, dict) or not _str(d.get("product")):
+            return None
+        return cls(str(d["product"]), _str(d.get("low")), _str(d.get("high")), _str(d.get("text")) or "",
+                   Evidence.many(d.get("evidence")), _str(d.get("conflict")))
 
 
 @dataclass

@@ -66,7 +66,8 @@ def test_diff_of_stored_runs_lists_exactly_the_changes(db: Path) -> None:
     assert [(o.address, o.before, o.after) for o in d.os] == [
         ("198.18.0.10", "Linux 3.1 and later", "Linux 4.8 and later")]
     assert d.counts() == {"hosts_appeared": 1, "hosts_went_away": 1, "ports_opened": 1, "ports_closed": 1,
-                          "ports_changed": 0, "services_changed": 1, "os_changed": 1}
+                          "ports_changed": 0, "services_changed": 1, "fingerprints_changed": 0,
+                          "os_changed": 1}
     assert diff_summary(d) == ("1 host appeared, 1 host went away, 1 port opened, 1 port closed, "
                                "1 service changed, 1 OS verdict changed")
     assert diff_runs(b, b).empty and diff_summary(diff_runs(a, a)) == "no changes"

@@ -1,147 +1,199 @@
-"""Just enough DER to read a server certificate's subject, issuer, validity and SANs.
+"""A server certificate's facts, read with `cryptography` (pyca/cryptography's X.509 parser).
 
-Why our own: the TLS facts in a service report need four fields, and the stdlib's ssl module
-only decodes certificates it has verified (we never verify: we identify). A few dozen lines of
-DER (ITU-T X.690) over the RFC 5280 Certificate layout avoid a dependency on `cryptography`.
-Malformed input raises DerError and never anything else.
+Why `cryptography`: key sizes, curve names, signature algorithms and extensions are what the
+report needs, and a hand-written DER reader grows a bug per field; pyca's parser is the one the
+Python ecosystem keeps correct. We never verify a chain (we identify, we do not trust): the
+certificate is read as the server sent it. Malformed input never raises: the fingerprints are
+always there, the rest is filled as far as it parses and `error` says what did not.
+
+Output keys are those of the old DER reader (subject, issuer, not_before, not_after, serial, key,
+sans, self_signed, sha256, sha1) plus nmap ssl-cert's (md5, key bits, signature algorithm, pem)
+and the validity flags; see `model.CertFacts`.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 from datetime import datetime, timezone
-from typing import Any
+from typing import Callable
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+from hostprint.model import CertFacts
+
+# RFC 4514 §3 short names (OpenSSL's RFC2253 output adds the others it knows)
+SHORT = {NameOID.COMMON_NAME: "CN", NameOID.COUNTRY_NAME: "C", NameOID.LOCALITY_NAME: "L",
+         NameOID.STATE_OR_PROVINCE_NAME: "ST", NameOID.ORGANIZATION_NAME: "O",
+         NameOID.ORGANIZATIONAL_UNIT_NAME: "OU", NameOID.STREET_ADDRESS: "STREET",
+         NameOID.DOMAIN_COMPONENT: "DC", NameOID.USER_ID: "UID", NameOID.EMAIL_ADDRESS: "emailAddress",
+         NameOID.SERIAL_NUMBER: "serialNumber"}
 
 
-class DerError(ValueError):
-    pass
+# Where pyca's signature algorithm names differ from OpenSSL's (what nmap's ssl-cert and
+# `openssl x509 -text` print)
+OPENSSL_SIG_NAMES = {"ed25519": "ED25519", "ed448": "ED448", "RSASSA-PSS": "rsassaPss", "dsa-with-sha1": "dsaWithSHA1",
+                     "dsa-with-sha224": "dsa_with_SHA224", "dsa-with-sha256": "dsa_with_SHA256"}
 
 
-# RFC 4514 §3 short names (and RFC 5280 Appendix A attribute OIDs)
-ATTR_NAMES = {"2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
-              "2.5.4.11": "OU", "2.5.4.9": "STREET", "0.9.2342.19200300.100.1.25": "DC",
-              "0.9.2342.19200300.100.1.1": "UID", "1.2.840.113549.1.9.1": "emailAddress",
-              "2.5.4.5": "serialNumber"}
-OID_SAN = "2.5.29.17"
-KEY_ALGS = {"1.2.840.113549.1.1.1": "RSA", "1.2.840.10045.2.1": "EC", "1.3.101.112": "Ed25519",
-            "1.3.101.113": "Ed448", "1.2.840.10040.4.1": "DSA"}
-
-
-def _tlv(b: bytes, i: int) -> tuple[int, int, int]:
-    """(tag, start of value, end of value) of the element at b[i]."""
-    if i + 2 > len(b):
-        raise DerError("truncated")
-    tag = b[i]
-    n = b[i + 1]
-    j = i + 2
-    if n & 0x80:
-        k = n & 0x7F
-        if k == 0 or k > 4 or j + k > len(b):
-            raise DerError("bad length")
-        n = int.from_bytes(b[j:j + k], "big")
-        j += k
-    if j + n > len(b):
-        raise DerError("element runs past the end")
-    return tag, j, j + n
-
-
-def _children(b: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+def _escape(v: str) -> str:
+    """RFC 4514 §2.4 escaping of an attribute value."""
     out = []
-    i = start
-    while i < end:
-        t, s, e = _tlv(b, i)
-        out.append((t, s, e))
-        i = e
-    return out
+    for i, c in enumerate(v):
+        if c in ',+"\\<>;' or (c == "#" and i == 0) or (c == " " and i in (0, len(v) - 1)):
+            out.append("\\" + c)
+        elif c == "\0":
+            out.append("\\00")
+        else:
+            out.append(c)
+    return "".join(out)
 
 
-def _oid(v: bytes) -> str:
-    if not v:
-        raise DerError("empty OID")
-    parts = [v[0] // 40, v[0] % 40]
-    n = 0
-    for c in v[1:]:
-        n = (n << 7) | (c & 0x7F)
-        if not c & 0x80:
-            parts.append(n)
-            n = 0
-    return ".".join(map(str, parts))
+def _value(v: str | bytes) -> str:
+    return v if isinstance(v, str) else v.decode("utf-8", errors="replace")
 
 
-def _name(b: bytes, s: int, e: int) -> str:
-    """RDNSequence -> RFC 4514 string (last RDN first)."""
+def name_string(name: x509.Name) -> str:
+    """RFC 4514 string, last RDN first (as `openssl x509 -nameopt RFC2253` prints it)."""
     rdns = []
-    for _t, rs, re_ in _children(b, s, e):  # SET
-        avas = []
-        for _t2, as_, ae in _children(b, rs, re_):  # SEQUENCE {oid, value}
-            kids = _children(b, as_, ae)
-            if len(kids) != 2:
-                raise DerError("bad AttributeTypeAndValue")
-            oid = _oid(b[kids[0][1]:kids[0][2]])
-            val = b[kids[1][1]:kids[1][2]]
-            text = val.decode("utf-16-be" if kids[1][0] == 0x1E else "utf-8", errors="replace")
-            text = text.replace("\\", "\\\\").replace(",", "\\,").replace("+", "\\+")
-            avas.append(f"{ATTR_NAMES.get(oid, oid)}={text}")
-        rdns.append("+".join(avas))
+    for rdn in name.rdns:
+        rdns.append("+".join(f"{SHORT.get(a.oid, a.oid.dotted_string)}={_escape(_value(a.value))}" for a in rdn))
     return ",".join(reversed(rdns))
 
 
-def _time(tag: int, v: bytes) -> str:
-    s = v.decode("ascii", errors="replace")
-    fmt = "%y%m%d%H%M%SZ" if tag == 0x17 else "%Y%m%d%H%M%SZ"
-    try:
-        return datetime.strptime(s, fmt).replace(tzinfo=timezone.utc).isoformat()
-    except ValueError:
-        raise DerError(f"bad time {s!r}") from None
-
-
-def parse(der: bytes) -> dict[str, Any]:
-    _t, cs, ce = _tlv(der, 0)
-    tbs_t, ts, te = _children(der, cs, ce)[0]
-    f = _children(der, ts, te)
-    if f and f[0][0] == 0xA0:  # [0] version
-        f = f[1:]
-    if len(f) < 6:
-        raise DerError("short TBSCertificate")
-    serial, _sig, issuer, validity, subject, spki = f[:6]
-    nb, na = _children(der, validity[1], validity[2])[:2]
-    alg = _children(der, *_children(der, spki[1], spki[2])[0][1:])[0]
-    out: dict[str, Any] = {
-        "subject": _name(der, subject[1], subject[2]),
-        "issuer": _name(der, issuer[1], issuer[2]),
-        "not_before": _time(nb[0], der[nb[1]:nb[2]]),
-        "not_after": _time(na[0], der[na[1]:na[2]]),
-        "serial": der[serial[1]:serial[2]].hex().lstrip("0") or "0",
-        "key": KEY_ALGS.get(_oid(der[alg[1]:alg[2]]), _oid(der[alg[1]:alg[2]])),
-        "sans": [],
-    }
-    out["self_signed"] = der[subject[1]:subject[2]] == der[issuer[1]:issuer[2]]
-    for t, s, e in f[6:]:
-        if t != 0xA3:  # [3] extensions
-            continue
-        for _t, xs, xe in _children(der, *_children(der, s, e)[0][1:]):
-            kids = _children(der, xs, xe)
-            if _oid(der[kids[0][1]:kids[0][2]]) != OID_SAN:
-                continue
-            octets = kids[-1]
-            _gt, gs, ge = _tlv(der, octets[1])
-            for gt, vs, ve in _children(der, gs, ge):
-                if gt == 0x82:  # dNSName
-                    out["sans"].append(der[vs:ve].decode("ascii", errors="replace"))
-                elif gt == 0x87:  # iPAddress
-                    try:
-                        out["sans"].append(str(ipaddress.ip_address(der[vs:ve])))
-                    except ValueError:
-                        pass
+def name_attrs(name: x509.Name) -> list[list[str]]:
+    """[long name, value] in certificate order; nmap's ssl-cert keys (commonName, organizationName …;
+    an unknown attribute is its dotted OID, as nmap prints it)."""
+    out = []
+    for a in name:
+        long_name = a.oid._name if a.oid._name != "Unknown OID" else a.oid.dotted_string
+        out.append([long_name, _value(a.value)])
     return out
 
 
-def cert_facts(der: bytes) -> dict[str, Any]:
-    """Fingerprints always; the parsed fields when the DER is readable (never raises)."""
-    facts: dict[str, Any] = {"sha256": hashlib.sha256(der).hexdigest(), "sha1": hashlib.sha1(der).hexdigest()}
+def _key(cert: x509.Certificate) -> tuple[str | None, int | None, str | None]:
+    """(type, bits, curve) of the subject public key."""
     try:
-        facts.update(parse(der))
-    except (DerError, IndexError, ValueError) as e:
-        facts["error"] = f"unparsable certificate: {e}"
-    return facts
+        k = cert.public_key()
+    except (ValueError, TypeError) as e:  # an algorithm this cryptography build does not know
+        oid = cert.public_key_algorithm_oid.dotted_string if hasattr(cert, "public_key_algorithm_oid") else None
+        return oid or f"unknown ({e})", None, None
+    if isinstance(k, rsa.RSAPublicKey):
+        return "RSA", k.key_size, None
+    if isinstance(k, ec.EllipticCurvePublicKey):
+        return "EC", k.curve.key_size, k.curve.name
+    if isinstance(k, ed25519.Ed25519PublicKey):
+        return "Ed25519", 256, None
+    if isinstance(k, ed448.Ed448PublicKey):
+        return "Ed448", 456, None
+    if isinstance(k, dsa.DSAPublicKey):
+        return "DSA", k.key_size, None
+    return type(k).__name__, None, None
+
+
+def _sans(cert: x509.Certificate) -> list[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    out: list[str] = []
+    for g in ext:
+        if isinstance(g, x509.DNSName):
+            out.append(g.value)
+        elif isinstance(g, x509.IPAddress):
+            out.append(str(g.value))
+        elif isinstance(g, x509.RFC822Name):
+            out.append(f"email:{g.value}")
+        elif isinstance(g, x509.UniformResourceIdentifier):
+            out.append(f"URI:{g.value}")
+        elif isinstance(g, x509.DirectoryName):
+            out.append(f"DirName:{name_string(g.value)}")
+    return out
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    """Issuer equals subject and the signature verifies with the certificate's own key."""
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except Exception:  # noqa: BLE001 - any failure (bad signature, unsupported key) means "not shown"
+        return False
+    return True
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat()
+
+
+def cert_facts(der: bytes, now: datetime | None = None) -> CertFacts:
+    """Fingerprints always; every field that parses; `error` for what did not (never raises)."""
+    f = CertFacts(sha256=hashlib.sha256(der).hexdigest(), sha1=hashlib.sha1(der).hexdigest(),
+                  md5=hashlib.md5(der).hexdigest())
+    f.pem = "-----BEGIN CERTIFICATE-----\n" + "\n".join(
+        base64.b64encode(der).decode()[i:i + 64] for i in range(0, len(base64.b64encode(der)), 64)) \
+        + "\n-----END CERTIFICATE-----\n"
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except Exception as e:  # noqa: BLE001 - ValueError, and InvalidVersion which is not one: never raise
+        f.error = f"unparsable certificate: {e}"
+        return f
+    errors: list[str] = []
+
+    def part(what: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - one bad field must not hide the others
+            errors.append(f"{what}: {e}")
+
+    def names() -> None:
+        f.subject, f.issuer = name_string(cert.subject), name_string(cert.issuer)
+        f.subject_attrs, f.issuer_attrs = name_attrs(cert.subject), name_attrs(cert.issuer)
+
+    def validity() -> None:
+        nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
+        f.not_before, f.not_after = _iso(nb), _iso(na)
+        t = now or datetime.now(timezone.utc)
+        f.expired, f.not_yet_valid = t > na, t < nb
+
+    def key() -> None:
+        f.key, f.key_bits, f.curve = _key(cert)
+
+    def sig() -> None:
+        oid = cert.signature_algorithm_oid
+        name = oid._name if oid._name != "Unknown OID" else oid.dotted_string
+        f.sig_alg = OPENSSL_SIG_NAMES.get(name, name)
+
+    def sans() -> None:
+        f.sans = _sans(cert)
+
+    def serial() -> None:
+        f.serial = format(cert.serial_number, "x")
+
+    def self_signed() -> None:
+        f.self_signed = _self_signed(cert)
+
+    for what, fn in (("names", names), ("validity", validity), ("key", key), ("signature algorithm", sig),
+                     ("subjectAltName", sans), ("serial", serial), ("self-signed check", self_signed)):
+        part(what, fn)
+    if errors:
+        f.error = "; ".join(errors)
+    return f
+
+
+def san_text(sans: list[str]) -> str:
+    """nmap ssl-cert's "Subject Alternative Name" line: DNS:a, IP Address:b."""
+    out = []
+    for s in sans:
+        if ":" in s and s.split(":", 1)[0] in ("email", "URI", "DirName"):
+            out.append(s)
+            continue
+        try:
+            ipaddress.ip_address(s)
+            out.append(f"IP Address:{s}")
+        except ValueError:
+            out.append(f"DNS:{s}")
+    return ", ".join(out)

@@ -71,6 +71,11 @@ class AppOptions:
     #: Total seconds one port may take, every connection and read included (-sV's --sv-timeout);
     #: None = only the per-read limits above (amap's semantics).
     port_deadline: float | None = None
+    #: TLS ports: ALPN, JA3S and JARM (12 more connections); SSH ports: KEXINIT, HASSH and one key
+    #: exchange per host key type. -sV turns it on; amap's mode keeps amap's connections.
+    fingerprints: bool = False
+    #: Versions hidden from banners: the behaviour probes of the version-range rules (-sV).
+    behaviour: bool = False
 
 
 @dataclass
@@ -97,6 +102,12 @@ class PortReport:
     #: Some connection got a byte or a close (a silent port never does).
     alive: bool = False
     timed_out: bool = False  # the port's deadline ended its work (what came until then is kept)
+    #: SSH facts (model.SshFacts.to_dict()) of an SSH port
+    ssh: dict[str, Any] | None = None
+    #: What the behaviour probes saw, by kind ("ssh-kexinit", "smb2-negotiate" …), for version ranges
+    behaviour: dict[str, Any] = field(default_factory=dict)
+    #: The version range those observations give (model.VersionRange), when a rule applied
+    version_range: model.VersionRange | None = None
 
     def identified(self, *, hard: bool = True) -> bool:
         return any(not (hard and m.soft) for m, _ in self.matches)
@@ -118,24 +129,26 @@ class PortReport:
         banner = _banner_text(self)
         if self.rpc is not None:
             r = self.rpc
-            return AppService(name=r["name"], tunnel="ssl" if self.tls else None, version=f"{r['low']}-{r['high']}",
-                              extrainfo=f"RPC #{r['program']}", method="trigger", confidence=1.0, banner=banner,
-                              tls=self.tls)
+            return model.Service(name=r["name"], tunnel="ssl" if self.tls else None, version=f"{r['low']}-{r['high']}",
+                                 extrainfo=f"RPC #{r['program']}", method="trigger", confidence=1.0, banner=banner,
+                                 tls=self._tls_facts())
         if b is None:
             if self.tls is not None:
-                return AppService(name="ssl", method="trigger", confidence=0.8, banner=banner, tls=self.tls)
+                return model.Service(name="ssl", method="trigger", confidence=0.8, banner=banner,
+                                     tls=self._tls_facts())
             if self.wrapped:
-                return AppService(name=TCPWRAPPED, method="banner", confidence=0.8, banner=None)
+                return model.Service(name=TCPWRAPPED, method="banner", confidence=0.8, banner=None)
             return None
         m, over_tls = b
         name = _service_name(m)
         tunnel = "ssl" if (over_tls or self.tls or m.service.startswith("ssl/")) and name != "ssl" else None
         f = m.fields
-        svc = AppService(name=name, tunnel=tunnel, product=f.get("product"), version=f.get("version"),
-                         extrainfo=f.get("extrainfo"), hostname=f.get("hostname"), ostype=f.get("ostype"),
-                         devicetype=f.get("devicetype"), cpe=list(dict.fromkeys(m.cpe)),
-                         method="banner" if m.trigger == NULL else "trigger",
-                         confidence=0.5 if m.soft else 1.0, banner=banner, tls=self.tls)
+        svc = model.Service(name=name, tunnel=tunnel, product=f.get("product"), version=f.get("version"),
+                            extrainfo=f.get("extrainfo"), hostname=f.get("hostname"), ostype=f.get("ostype"),
+                            devicetype=f.get("devicetype"), cpe=list(dict.fromkeys(m.cpe)),
+                            method="banner" if m.trigger == NULL else "trigger",
+                            confidence=0.5 if m.soft else 1.0, banner=banner, tls=self._tls_facts(),
+                            ssh=model.SshFacts.from_dict(self.ssh), version_range=self.version_range)
         title = None
         if name in ("http", "http-proxy", "ipp"):  # the matched answer's title first
             title = http_title([r for r in self.responses if r.trigger == m.trigger]) or http_title(self.responses)
@@ -148,6 +161,9 @@ class PortReport:
                 svc.cpe.append(hint.cpe)
         return svc
 
+    def _tls_facts(self) -> model.TlsFacts | None:
+        return model.TlsFacts.from_dict(self.tls)
+
     def os_hint(self):
         texts = [" ".join(v for v in m.fields.values()) for m, _ in self.matches]
         texts += [r.data[:512].decode("latin-1") for r in self.responses if r.trigger == NULL]
@@ -156,13 +172,6 @@ class PortReport:
             if h is not None:
                 return h
         return None
-
-
-@dataclass
-class AppService(model.Service):
-    """model.Service plus the TLS facts of a tunnelled port (JSON `service.tls`)."""
-
-    tls: dict[str, Any] | None = None
 
 
 # amap ids whose protocol part itself contains '-', and amap protocol words that nmap spells
@@ -209,6 +218,11 @@ def _same_id(a: Match, b: Match) -> bool:
     if a.rule.source == "amap" and b.rule.source == "amap":
         return a.service == b.service
     return a.rule is b.rule
+
+
+def _speaks_ssh(r: PortReport) -> bool:
+    """The port's unprompted banner is an SSH identification line (RFC 4253 §4.2)."""
+    return any(x.trigger == NULL and not x.tls and x.data.startswith((b"SSH-2.0-", b"SSH-1.99-")) for x in r.responses)
 
 
 def _banner_text(r: PortReport) -> str | None:
@@ -474,9 +488,81 @@ class Engine:
                 await self._tcp_pass(rep, tls=True)
             if self._is_rpc(rep):
                 await self._rpc_sweep(rep)
+            if self.o.fingerprints and not (self.o.banners_only or self.o.portscan_only) and rep.status == "open":
+                if rep.tls and "error" not in rep.tls:
+                    await self._tls_fingerprints(rep)
+                if _speaks_ssh(rep):
+                    from hostprint.probes.ssh_kex import ssh_facts
+
+                    rep.ssh = (await ssh_facts(addr, port, self.o.response_timeout, self.sem)).to_dict()
+            if self.o.behaviour and not (self.o.banners_only or self.o.portscan_only) and rep.status == "open":
+                await self._behaviour(rep)
         finally:
             rep.elapsed = time.monotonic() - t0
         return rep
+
+    async def _tls_fingerprints(self, rep: PortReport) -> None:
+        """ALPN, JA3S and JARM of a TLS port (probes/tls_probes.py), added to the TLS pass's facts."""
+        from hostprint.match.tlsfp import ja3s
+        from hostprint.probes import tls_probes
+
+        t = self.o.response_timeout
+
+        async def alpn() -> str | None:
+            ctx = _client_context()
+            ctx.set_alpn_protocols(["h2", "http/1.1"])
+            async with self.sem:
+                try:
+                    _r, w = await asyncio.wait_for(
+                        asyncio.open_connection(rep.address, rep.port, ssl=ctx, server_hostname="",
+                                                ssl_handshake_timeout=t), t + 1)
+                except (OSError, ssl.SSLError, asyncio.TimeoutError, TimeoutError):
+                    return None
+                try:
+                    obj = w.get_extra_info("ssl_object")
+                    return obj.selected_alpn_protocol() if obj is not None else None
+                finally:
+                    w.transport.abort()
+
+        async def hello() -> tuple[Any, str | None]:
+            async with self.sem:
+                return await tls_probes.ja3s_of(rep.address, rep.port, None, t)
+
+        chosen, (sh, _why), (jarm, raw) = await asyncio.gather(
+            alpn(), hello(), tls_probes.jarm(rep.address, rep.port, None, t, self.sem))
+        assert rep.tls is not None
+        rep.tls["alpn"] = chosen
+        if sh is not None:
+            rep.tls["ja3s"], rep.tls["ja3s_string"] = ja3s(sh)
+        rep.tls["jarm"], rep.tls["jarm_raw"] = jarm, raw
+
+    async def _behaviour(self, rep: PortReport) -> None:
+        """Observations for the version-range rules of the identified product (signatures/
+        version_ranges.txt), then the range they give. Only the probes some rule reads are sent."""
+        from hostprint.match.versionrange import infer, kinds_for
+        from hostprint.probes import behaviour
+
+        svc = rep.service()
+        if svc is None or not svc.product:
+            return
+        kinds = kinds_for(svc.product)
+        if not kinds:
+            return
+        if "ssh-kexinit" in kinds:
+            obs = behaviour.ssh_observation(rep.ssh)
+            if obs is not None:
+                rep.behaviour["ssh-kexinit"] = obs
+        for kind in sorted(kinds - {"ssh-kexinit"}):
+            if svc.name not in behaviour.SERVICES.get(kind, ()) or svc.tunnel:
+                continue
+            async with self.sem:
+                got = await behaviour.observe(kind, rep.address, rep.port, self.o.response_timeout)
+            if got is not None:
+                rep.behaviour[kind] = got
+        vr = infer(svc.product, rep.behaviour, svc.version)
+        if vr is not None:
+            vr.evidence += [model.Evidence("observed", behaviour.summary(k, o)) for k, o in rep.behaviour.items()]
+            rep.version_range = vr
 
     async def _tcp_pass(self, rep: PortReport, tls: bool) -> None:
         """One pass over a port (plain, or inside TLS): the NULL probe's banner wait on one
@@ -921,7 +1007,7 @@ def _tls_info(writer: asyncio.StreamWriter) -> dict[str, Any] | None:
     if der:
         from hostprint.match.x509 import cert_facts
 
-        info["cert"] = cert_facts(der)
+        info["cert"] = cert_facts(der).to_dict()
     return info
 
 
@@ -999,13 +1085,16 @@ class ServiceScan(Technique[list[PortReport]]):
     def create(cls, options: ScanOptions) -> list[ServiceScan]:
         if not options.service_scan:
             return []
+        from hostprint.signatures import version_rules
         from hostprint.signatures.sv_db import sv_db
 
+        version_rules.load()  # a broken rule file is one line before any packet (probes/base.py)
         total = options.sv_timeout  # --sv-timeout: the whole of one port's work, not one read
         w = min(3.0, total * 0.6)  # one read waits at most 3 s, and never past the port's budget
         # up to 384 connections in flight: silent ports hold theirs for nmap's NULL wait
         return [cls(AppOptions(sv_db(options.sv_db), connect_timeout=w, response_timeout=w, banner_timeout=w,
-                               retries=1, parallel=384, intensity=options.version_intensity, port_deadline=total))]
+                               retries=1, parallel=384, intensity=options.version_intensity, port_deadline=total,
+                               fingerprints=True, behaviour=True))]
 
     async def probe(self, hosts: Sequence[model.HostResult], session: Session) -> dict[str, list[PortReport]]:
         todo = [(h.address, p.port, p.protocol) for h in hosts for p in h.ports

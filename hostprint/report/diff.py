@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hostprint.model import OPEN, HostResult, ScanRun
+from hostprint.model import OPEN, CertFacts, HostResult, ScanRun, Service
 from hostprint.report import nmapstyle as ns
 
 NOT_LISTED = "not listed"  # scanned, not among the listed ports, and no single extraports state
@@ -48,6 +48,19 @@ class ServiceChange:
 
 
 @dataclass
+class FingerprintChange:
+    """A TLS or SSH fingerprint of a port open in both runs that differs: a new certificate, JARM,
+    JA3S, HASSH or host key is a change even when product and version stay the same."""
+
+    address: str
+    protocol: str
+    port: int
+    what: str  # "certificate" | "JARM" | "JA3S" | "TLS version" | "HASSH" | "host key ssh-ed25519" …
+    before: str
+    after: str
+
+
+@dataclass
 class OsChange:
     address: str
     before: str | None
@@ -65,10 +78,11 @@ class RunDiff:
     ports: list[PortChange] = field(default_factory=list)
     services: list[ServiceChange] = field(default_factory=list)
     os: list[OsChange] = field(default_factory=list)
+    fingerprints: list[FingerprintChange] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.appeared or self.went_away or self.ports or self.services or self.os)
+        return not (self.appeared or self.went_away or self.ports or self.services or self.os or self.fingerprints)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -78,6 +92,7 @@ class RunDiff:
             "ports_closed": sum(1 for p in self.ports if p.kind == "closed"),
             "ports_changed": sum(1 for p in self.ports if p.kind == "changed"),
             "services_changed": len(self.services),
+            "fingerprints_changed": len(self.fingerprints),
             "os_changed": len(self.os),
         }
 
@@ -91,6 +106,7 @@ class RunDiff:
             "ports": [asdict(p) for p in self.ports],
             "services": [asdict(s) for s in self.services],
             "os": [asdict(o) for o in self.os],
+            "fingerprints": [asdict(f) for f in self.fingerprints],
         }
 
 
@@ -101,6 +117,7 @@ _COUNT_WORDS = {
     "ports_closed": ("port closed", "ports closed"),
     "ports_changed": ("other port state change", "other port state changes"),
     "services_changed": ("service changed", "services changed"),
+    "fingerprints_changed": ("fingerprint changed", "fingerprints changed"),
     "os_changed": ("OS verdict changed", "OS verdicts changed"),
 }
 
@@ -127,6 +144,57 @@ def service_text(host: HostResult, protocol: str, port: int) -> str:
         if p.port == port and p.protocol == protocol and p.service is not None:
             return " ".join(x for x in (ns.service_name(p.service), ns.service_version(p.service)) if x)
     return ""
+
+
+def _service_of(host: HostResult, protocol: str, port: int) -> Service | None:
+    return next((p.service for p in host.ports if p.port == port and p.protocol == protocol), None)
+
+
+def _cert_text(c: CertFacts | None) -> str:
+    if c is None:
+        return ""
+    return f"SHA-256 {c.sha256}" + (f" ({c.subject}, until {c.not_after})" if c.subject else "")
+
+
+def fingerprint_facts(svc: Service | None) -> dict[str, str]:
+    """The facts whose change is a change, by name ('' = not measured in that run)."""
+    out: dict[str, str] = {}
+    if svc is None:
+        return out
+    t = svc.tls
+    if t is not None:
+        out["certificate"] = _cert_text(t.cert)
+        out["JARM"] = t.jarm or ""
+        out["JA3S"] = t.ja3s or ""
+        out["TLS version"] = " ".join(x for x in (t.version, t.cipher) if x)
+    s = svc.ssh
+    if s is not None:
+        out["HASSH"] = s.hassh or ""
+        for k in s.host_keys:
+            out[f"host key {k.type}"] = k.sha256
+    return out
+
+
+def _fingerprint_changes(addr: str, protocol: str, port: int, a: Service | None, b: Service | None
+                         ) -> list[FingerprintChange]:
+    """Facts measured in both runs that differ. Host keys are compared as a set when both runs read
+    some (a key type that appears or goes is a change); anything one run did not measure (an older
+    hostprint, -sV in one run only) is no claim either way."""
+    fa, fb = fingerprint_facts(a), fingerprint_facts(b)
+    keys_a = bool(a is not None and a.ssh is not None and a.ssh.host_keys)
+    keys_b = bool(b is not None and b.ssh is not None and b.ssh.host_keys)
+    out = []
+    for what in list(fa) + [k for k in fb if k not in fa]:
+        x, y = fa.get(what, ""), fb.get(what, "")
+        if x == y:
+            continue
+        if what.startswith("host key"):
+            if not (keys_a and keys_b):
+                continue
+        elif not (x and y):
+            continue
+        out.append(FingerprintChange(addr, protocol, port, what, x or "none", y or "none"))
+    return out
 
 
 def _open_list(host: HostResult) -> list[str]:
@@ -213,6 +281,8 @@ def diff_runs(a: ScanRun, b: ScanRun) -> RunDiff:
                 ta, tb = service_text(x, proto, port), service_text(y, proto, port)
                 if ta != tb:
                     d.services.append(ServiceChange(addr, proto, port, ta, tb))
+                d.fingerprints += _fingerprint_changes(addr, proto, port, _service_of(x, proto, port),
+                                                       _service_of(y, proto, port))
         (oa, ca), (ob, cb) = best_os(x), best_os(y)
         if oa != ob:
             d.os.append(OsChange(addr, oa, ob, ca, cb))

@@ -24,6 +24,7 @@ from hostprint.model import OPEN, Evidence, HostResult, ScanRun
 from hostprint.report import nmapstyle as ns
 from hostprint.report.diff import RunDiff, best_os
 from hostprint.report.plots import LANE_COLOURS, Lane, fmt_num, fmt_seconds, line_chart_svg, timeline_svg
+from hostprint.report.scripts import service_scripts
 
 TEST_TITLES = {
     "syn": "SYN_RCVD test — SYN-ACK retransmissions",
@@ -536,6 +537,11 @@ def ports_section(run: ScanRun, h: HostResult) -> str:
         rows.append(f'<tr><td class="mono">{p.port}/{_e(p.protocol)}</td><td>{_state_badge(p.state)}</td>'
                     f"<td>{_e(reason)}</td><td>{_e(ns.service_name(svc) if svc else '')}</td>"
                     f"<td>{_e(ns.service_version(svc))}</td><td class=\"muted\">{_e(det)}</td></tr>")
+        scripts = service_scripts(svc)
+        if scripts:  # TLS/SSH facts and version ranges, as nmap's script results read
+            body = "".join(f"<details><summary>{_e(x.id)}</summary><pre>{_e(x.output.strip(chr(10)))}</pre></details>"
+                           for x in scripts)
+            rows.append(f'<tr class="scripts"><td></td><td colspan="5">{body}</td></tr>')
     out.insert(0, '<table class="ports"><thead><tr><th>port</th><th>state</th><th>reason</th><th>service</th>'
                   f'<th>version</th><th>detected by</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
     return "".join(out)
@@ -586,6 +592,7 @@ def diff_section(d: RunDiff) -> str:
               ("ports_closed", "port closed", "ports closed", "k-closed"),
               ("ports_changed", "other port change", "other port changes", "k-changed"),
               ("services_changed", "service changed", "services changed", "k-changed"),
+              ("fingerprints_changed", "fingerprint changed", "fingerprints changed", "k-changed"),
               ("os_changed", "OS verdict changed", "OS verdicts changed", "k-changed")]
     badges = "".join(f'<span class="badge {cls if c[k] else "zero"}">{c[k]} {_e(one if c[k] == 1 else many)}</span>'
                      for k, one, many, cls in labels)
@@ -593,7 +600,7 @@ def diff_section(d: RunDiff) -> str:
            f'<p class="muted">Reference run started {_e(_when(d.a.get("started")))}; this run started '
            f'{_e(_when(d.b.get("started")))}.</p><div class="diffsum">{badges}</div>']
     if d.empty:
-        out.append("<p>No changes: same hosts, port states, services and OS verdicts.</p></section>")
+        out.append("<p>No changes: same hosts, port states, services, fingerprints and OS verdicts.</p></section>")
         return "".join(out)
     hosts = [("appeared", "k-appeared", x) for x in d.appeared] + [("went away", "k-went-away", x) for x in d.went_away]
     out.append(_table("Hosts", "diff-hosts",
@@ -606,6 +613,9 @@ def diff_section(d: RunDiff) -> str:
     out.append(_table("Services", "diff-services", ["address", "port", "before", "after"],
                       [[_e(s.address), f"{s.port}/{_e(s.protocol)}", _e(s.before or "—"), _e(s.after or "—")]
                        for s in d.services]))
+    out.append(_table("Fingerprints", "diff-fingerprints", ["address", "port", "what", "before", "after"],
+                      [[_e(f.address), f"{f.port}/{_e(f.protocol)}", _e(f.what), _e(f.before), _e(f.after)]
+                       for f in d.fingerprints]))
     out.append(_table("OS verdicts", "diff-os", ["address", "before", "after"],
                       [[_e(o.address), f"{_e(o.before or 'no verdict')} {_conf_pct(o.before_confidence)}",
                         f"{_e(o.after or 'no verdict')} {_conf_pct(o.after_confidence)}"] for o in d.os]))

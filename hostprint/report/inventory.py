@@ -201,6 +201,7 @@ def _decode_ports_scanned(text: str) -> dict[str, list[int]]:
 
 _SERVICE_ORDER = tuple(f.name for f in fields(Service))
 _SERVICE_FIELDS = set(_SERVICE_ORDER)
+_SERVICE_TYPED = {"tls", "ssh", "version_range"}  # typed records: stored only when set (Service.to_dict)
 
 
 def _service_json(svc: Service | None) -> str | None:
@@ -208,7 +209,9 @@ def _service_json(svc: Service | None) -> str | None:
     65,535-port host took seconds. Same keys; non-JSON values fall back to the tolerant encoder."""
     if svc is None:
         return None
-    return _dumps({name: getattr(svc, name) for name in _SERVICE_ORDER})
+    if svc.tls is not None or svc.ssh is not None or svc.version_range is not None:
+        return _dumps(svc.to_dict())  # the typed TLS/SSH/version-range records: their own JSON
+    return _dumps({name: getattr(svc, name) for name in _SERVICE_ORDER if name not in _SERVICE_TYPED})
 
 
 def _service(text: str | None) -> Service | None:

@@ -185,6 +185,9 @@ def service_version(svc: Service | None) -> str:
     if svc is None:
         return ""
     parts = [p for p in (svc.product, svc.version) if p]
+    vr = svc.version_range
+    if not svc.version and vr is not None and (vr.low or vr.high):  # a range from behaviour, as a range
+        parts.append(vr.text)
     if svc.extrainfo:
         parts.append(f"({svc.extrainfo})")
     return " ".join(parts)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -25,6 +25,7 @@ from hostprint import __version__
 from hostprint.errors import UsageError
 from hostprint.model import HostResult, PortResult, ScanRun, Service
 from hostprint.report import nmapstyle as ns
+from hostprint.report.scripts import Item, Script, Table, service_scripts
 
 XML_OUTPUT_VERSION = "1.05"
 # nmap's DTD allows only this value (see module docstring).
@@ -304,7 +305,24 @@ def _port(pr: PortResult) -> str:
         if pr.service.banner:
             # nmap's banner NSE script reports grabbed banners the same way.
             s += _tag("script", [("id", "banner"), ("output", pr.service.banner)])
+        s += "".join(_script(x) for x in service_scripts(pr.service))
     return s + "</port>"
+
+
+def _items(items: Sequence[Item]) -> str:
+    out = []
+    for it in items:
+        key = [("key", it.key)] if it.key is not None else []
+        if isinstance(it, Table):
+            out.append(_tag("table", key, close=False) + _items(it.items) + "</table>")
+        else:
+            out.append(_tag("elem", key, close=False) + _text(it.value) + "</elem>")
+    return "".join(out)
+
+
+def _script(x: Script) -> str:
+    """nmap's <script id output> with its structured <table>/<elem> children (nmap.dtd)."""
+    return _tag("script", [("id", x.id), ("output", x.output)], close=False) + _items(x.items) + "</script>"
 
 
 def _service_method(svc: Service) -> str:

@@ -12,6 +12,8 @@ lines that frame a report, never in a host's block:
 * Lines nmap has no equivalent for are added where nmap would put the nearest thing: per-DB OS
   matches (--os-db), the TCP timestamp clock (--sequence), host warnings ("Warning: ..."),
   timing-fingerprint lines.
+* -sV's TLS and SSH facts and inferred version ranges appear under their port as nmap prints NSE
+  script results ("| ssl-cert: …", "| ssh-hostkey: …", report/scripts.py), without --script.
 
 nmap's rules kept: down hosts only with -v ("[host down]"); a REASON column with --reason; a
 port-table service name with "?" when -sV could not confirm it; an SF fingerprint block for
@@ -24,6 +26,7 @@ from collections.abc import Iterable
 
 from hostprint.model import HostResult, ScanRun
 from hostprint.report import nmapstyle as ns
+from hostprint.report.scripts import normal_lines, service_scripts
 
 # At or above this confidence a match is reported as "OS details", below as guesses with their
 # percentages (nmap draws the same line between a perfect match and aggressive guesses).
@@ -201,7 +204,12 @@ def host_block(run: ScanRun, h: HostResult, *, with_version: bool | None = None,
             if with_version:
                 row.append(ns.service_version(p.service))
             rows.append(row)
-        lines.extend(_table(rows))
+        table = _table(rows)
+        lines.append(table[0])
+        for p, row_text in zip(h.ports, table[1:]):
+            lines.append(row_text)
+            for x in service_scripts(p.service, pem=verbose >= 2, full=verbose >= 1):
+                lines.extend(normal_lines(x))
     lines.extend(_fingerprints(h))
     if h.mac:
         lines.append(f"MAC Address: {h.mac.upper()} (Unknown)")

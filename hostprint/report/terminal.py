@@ -146,6 +146,8 @@ def print_diff(d: RunDiff, console: Console | None = None) -> None:
          [[p.address, f"{p.port}/{p.protocol}", p.kind, p.before, p.after] for p in d.ports]),
         ("Services", ["ADDRESS", "PORT", "BEFORE", "AFTER"],
          [[s.address, f"{s.port}/{s.protocol}", s.before or "-", s.after or "-"] for s in d.services]),
+        ("Fingerprints", ["ADDRESS", "PORT", "WHAT", "BEFORE", "AFTER"],
+         [[f.address, f"{f.port}/{f.protocol}", f.what, f.before, f.after] for f in d.fingerprints]),
         ("OS verdicts", ["ADDRESS", "BEFORE", "AFTER"],
          [[o.address, o.before or "no verdict", o.after or "no verdict"] for o in d.os]),
     ]
@@ -153,7 +155,7 @@ def print_diff(d: RunDiff, console: Console | None = None) -> None:
     if not console.is_terminal:
         out = [head]
         if d.empty:
-            out.append("No changes: same hosts, port states, services and OS verdicts.")
+            out.append("No changes: same hosts, port states, services, fingerprints and OS verdicts.")
         for title, cols, rows in sections:
             if rows:
                 out += ["", title, "\t".join(cols)] + ["\t".join(r) for r in rows]
@@ -163,7 +165,7 @@ def print_diff(d: RunDiff, console: Console | None = None) -> None:
         return
     console.print(Text(head, style="bold"))
     if d.empty:
-        console.print("No changes: same hosts, port states, services and OS verdicts.")
+        console.print("No changes: same hosts, port states, services, fingerprints and OS verdicts.")
         return
     for title, cols, rows in sections:
         if not rows:
