@@ -247,6 +247,21 @@ class Link:
     def eth(self, dst_mac: bytes, ethertype: int = packets.ETH_P_IP) -> Ethernet:
         return Ethernet(dst_mac, self.mac, ethertype)
 
+    def frame(self, dst: str, mac: bytes, l4: object, proto: int, *, ttl: int = 64, ipid: int = 0, tos: int = 0,
+              df: bool = False, flow: int = 0, ext: list | None = None) -> bytes:
+        """A frame to `dst` of either family from our source of its scope: IPv4 with TTL, ID, TOS
+        and DF; IPv6 with the hop limit (`ttl`), traffic class (`tos`), flow label and extension
+        headers (IPv6 has no ID and no DF)."""
+        if ":" in dst:
+            from hostprint.engine.frames import build_frame6
+            from hostprint.engine.ipv6 import IPv6, ip6_bytes
+
+            ip6 = IPv6(ip6_bytes(self.source_for(dst)), ip6_bytes(dst.partition("%")[0]), proto, ttl, tos, flow,
+                       list(ext or []))
+            return build_frame6(self.eth(mac, packets.ETH_P_IPV6), ip6, l4)
+        ip = packets.IPv4(socket.inet_aton(self.src), socket.inet_aton(dst), proto, ttl=ttl, id=ipid, tos=tos, df=df)
+        return packets.build_frame(self.eth(mac), ip, l4)  # type: ignore[arg-type]
+
     # ------------------------------------------------------------------ ARP
 
     def _on_arp_block(self, ring, starts, lens, ts) -> None:  # type: ignore[no-untyped-def]
