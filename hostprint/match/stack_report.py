@@ -21,16 +21,19 @@ LOAD_BALANCED_PENALTY = 0.8  # the SEQ probes met more than one stack
 
 def stack_report(res: Any, icmp: Any, matchers: list[tuple[str, StackMatcher]],
                  p0f: tuple[list[OsMatch], dict[str, str]] | None = None,
-                 ports: dict[str, int | None] | None = None) -> tuple[StackBlock, list[ArchitectureFinding]]:
+                 ports: dict[str, int | None] | None = None, ipv6: bool = False
+                 ) -> tuple[StackBlock, list[ArchitectureFinding]]:
     """(the stack block, architecture findings) for a StackResult and an IcmpStackResult, plus
     the p0f.fp labels of its SYN+ACKs and their raw signatures when --os-db p0f asked for them
     (probes/stack_p0f.py); the block's `conditions` say why test conditions were not ideal."""
     if icmp is not None and icmp.tests.get("XI"):  # classes that describe ICMP behaviour score it too
         res.tests["XI"] = icmp.tests["XI"]
+    first_gen = "" if ipv6 else first_gen_view(res.tests, icmp.tests.get("XI") if icmp is not None else None)
     block = StackBlock("stack", tests=res.tests, fingerprint=res.fingerprint(), distance=res.distance,
-                       first_gen=first_gen_view(res.tests, icmp.tests.get("XI") if icmp is not None else None),
-                       summary=dict(res.summary or {}))
+                       first_gen=first_gen, summary=dict(res.summary or {}))
     data: dict[str, Json] = {"ports": dict(ports or {})}
+    if ipv6:
+        data["family"] = "ipv6"
     if res.ts_rate:
         data["ts_rate_hz"] = round(res.ts_rate, 1)
     if icmp is not None:

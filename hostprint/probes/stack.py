@@ -94,8 +94,9 @@ class StackProbe(TwoRounds):
         self.replies: dict[str, Reply] = {}
         self.all_replies: dict[str, list[Reply]] = {}  # every answer, e.g. a SYN-ACK and its retransmission
         self.ts_rate: float | None = None  # Hz, set by _timestamp_attrs from one connection's clock
-        self.dst = socket.inet_aton(addr)
-        self.icmp_id = self.cookie(P.ip_to_int(addr), 0, 0, 55) & 0xFFFF
+        if ":" not in addr:  # IPv6: probes/stack6.py sets its own
+            self.dst = socket.inet_aton(addr)
+            self.icmp_id = self.cookie(P.ip_to_int(addr), 0, 0, 55) & 0xFFFF
 
     def _want(self) -> replies.Want:
         """TCP answers to our source ports, echo replies with our two ids, and the port
@@ -450,6 +451,9 @@ class StackTechnique(Technique[tuple[StackResult, object]]):
         from hostprint.match.stack import load_matchers
 
         self.matchers = load_matchers(options.os_db)  # a bad or missing DB fails before any packet
+        from hostprint.match.stack import load_matchers6
+
+        self._matchers6 = load_matchers6()  # the IPv6 class DB (signatures/stack6/): also checked now
         self.p0f_db = None
         if "p0f" in [x.strip() for x in options.os_db.split(",")]:
             from hostprint.probes.stack_p0f import load_db
@@ -476,10 +480,16 @@ class StackTechnique(Technique[tuple[StackResult, object]]):
             rtt = (h.rtt_us or 0) / 1e6
             wait = min(max(8 * rtt, 0.25), 1.0) if rtt else 1.0  # until answers tell the RTT
             async with gate:
-                res, icmp = await asyncio.gather(
-                    StackProbe(h.address, open_tcp[0] if open_tcp else None, closed, closed_udp, session.links,
-                               wait=wait).run(),
-                    IcmpStackProbe(h.address, session.links, closed_udp, wait=wait).run())
+                if ":" in h.address:  # IPv6: nmap's IPv6 probe set and ours (probes/stack6.py); no xprobe2 view
+                    from hostprint.probes.stack6 import probe6
+
+                    res, icmp = await probe6(h.address, open_tcp[0] if open_tcp else None, closed, closed_udp,
+                                             session.links, wait), None
+                else:
+                    res, icmp = await asyncio.gather(
+                        StackProbe(h.address, open_tcp[0] if open_tcp else None, closed, closed_udp, session.links,
+                                   wait=wait).run(),
+                        IcmpStackProbe(h.address, session.links, closed_udp, wait=wait).run())
             res.ports = {"open": open_tcp[0] if open_tcp else None, "closed": closed, "closed_udp": closed_udp}
             out[h.address] = (res, icmp)
             session.progress.advance(task, 1)
@@ -491,6 +501,14 @@ class StackTechnique(Technique[tuple[StackResult, object]]):
         from hostprint.match.stack_report import stack_report
 
         res, icmp = result
+        if ":" in host.address:
+            block, found = stack_report(res, None, self._matchers6, None, res.ports, ipv6=True)
+            host.os.add(block, architecture=found, fingerprint=block.fingerprint, conditions=block.conditions)
+            if self.sequence and res.sequence:
+                from hostprint.probes.sequence import sequence_report
+
+                host.sequence = sequence_report(res.sequence)
+            return
         p0f = None
         if self.p0f_db is not None and any(attrs.get("R", "Y") == "Y" for attrs in res.tests.values()):
             from hostprint.probes.stack_p0f import p0f_matches, raw_signatures
