@@ -90,6 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version-intensity", type=version_intensity, default=7, metavar="0-9",
                    help="-sV: also send probes of rarity up to this to ports they are not meant for (nmap's, default 7)")
     p.add_argument("--sv-timeout", type=sv_timeout, default=3.0, metavar="S", help="-sV wait for a banner / an answer (default 3)")
+    p.add_argument("--dual-stack", action="store_true", help="one host for an IPv4 and an IPv6 address of the same "
+                   "machine (same MAC, TCP timestamp clock, SSH host key or TLS certificate)")
     add_nmap_habits(p)
     p.set_defaults(func=run_scan)
 
@@ -559,6 +561,10 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
         finally:
             session.close()
     run.stats.update(session.stats)
+    if getattr(args, "dual_stack", False):
+        from hostprint.commands.scan6 import dual_stack
+
+        run.hosts = dual_stack(run.hosts, say=lambda t: print(f"hostprint: {t}", file=sys.stderr, flush=True))
     if resumed:  # the finished hosts go back into every output, in front; they were shown before
         done = {h.address for h in run.hosts}
         run.hosts = [h for h in resumed if h.address not in done] + run.hosts

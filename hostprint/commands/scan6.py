@@ -29,3 +29,38 @@ def route_problem6(addr: str) -> str | None:
             return (f"{addr} is a lab address (2001:2::/48) but would leave through the default route{via} "
                     f"({r.iface}); skipped. Scan the lab from inside it: hostprint lab exec -- hostprint ...")
     return None
+
+
+def ssh_key(address: str, port: int) -> str | None:
+    """The host's ed25519 (else ECDSA, else RSA) SSH host key as ssh-keyscan reads it (None: none)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("ssh-keyscan")
+    if exe is None:
+        return None
+    try:
+        r = subprocess.run([exe, "-T", "3", "-p", str(port), "-t", "ed25519,ecdsa,rsa", address.partition("%")[0]],
+                           capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    keys = sorted(ln.split()[1:3] for ln in r.stdout.splitlines() if ln and not ln.startswith("#") and len(ln.split()) >= 3)
+    order = {"ssh-ed25519": 0, "ecdsa-sha2-nistp256": 1, "ssh-rsa": 2}
+    keys.sort(key=lambda k: order.get(k[0], 9))
+    return " ".join(keys[0]) if keys else None
+
+
+def dual_stack(hosts: list, say=None) -> list:  # type: ignore[no-untyped-def,type-arg]
+    """--dual-stack: hosts reachable over both families folded into one record each
+    (match/dualstack.py); one line per pairing for the person watching."""
+    from hostprint.match import dualstack
+
+    families = {":" in h.address for h in hosts if h.status == "up"}
+    if len(families) < 2:
+        return hosts
+    keys = dualstack.ssh_host_keys(hosts, ssh_key)
+    pairs = dualstack.find_pairs(hosts, keys)
+    for p in pairs:
+        if say is not None:
+            say(f"dual stack: {p.v4} and {p.v6} are one host ({'; '.join(p.by)})")
+    return dualstack.merge(hosts, pairs)

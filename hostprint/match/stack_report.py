@@ -36,6 +36,9 @@ def stack_report(res: Any, icmp: Any, matchers: list[tuple[str, StackMatcher]],
         data["family"] = "ipv6"
     if res.ts_rate:
         data["ts_rate_hz"] = round(res.ts_rate, 1)
+        first = next((t for t in res.twins if t.ts is not None), None)
+        if res.tests.get("SEQ", {}).get("TSO") == "H" and first is not None:  # one host clock: --dual-stack pairs by it
+            data["ts_clock"] = {"at": round(first.at, 6), "tsval": first.ts, "hz": round(res.ts_rate, 3)}
     if icmp is not None:
         data["icmp"] = icmp.to_dict()
     tcp_answered = any(attrs.get("R", "Y") == "Y" for t, attrs in res.tests.items() if t.startswith(("T", "SEQ", "ECN")))

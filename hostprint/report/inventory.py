@@ -316,6 +316,13 @@ class Inventory:
                     for j, p in enumerate(h.ports)
                 ],
             )
+            # --dual-stack: a host's other addresses ride in the observations table (kind "addresses"),
+            # so the schema stays at its version; replaced with the run like the rows above
+            c.execute("DELETE FROM observations WHERE run_id = ? AND kind = 'addresses'", (run.id,))
+            c.executemany(
+                "INSERT INTO observations (run_id, address, kind, data, ts) VALUES (?, ?, 'addresses', ?, ?)",
+                [(run.id, h.address, _dumps(h.addresses), time.time()) for h in run.hosts if h.addresses],
+            )
             c.executemany(
                 "INSERT INTO extraports (run_id, host_idx, idx, address, state, count, reasons)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -470,4 +477,9 @@ class Inventory:
             if hidx in hosts:
                 hosts[hidx].extraports.append(ExtraPorts(state, count, _loads(reasons, {})))
         run.hosts = [hosts[i] for i in sorted(hosts)]
+        by_addr = {h.address: h for h in run.hosts}
+        for o in self.observations(run_id, kind="addresses"):
+            h = by_addr.get(o["address"])
+            if h is not None and isinstance(o["data"], list):
+                h.addresses = [a for a in o["data"] if isinstance(a, dict)]
         return run
