@@ -177,9 +177,14 @@ def demo_spec(name: str = "demo") -> LabSpec:
     or embedded stack sends); fw answers TCP on a few ports but drops a port range and ICMP echo,
     so host discovery by ping fails while a TCP probe finds it; silent answers nothing (only ARP);
     ns is the lab's DNS server (names and PTR records of every host).
+
+    Dual stack (issue 17): every host also has 2001:2::<last octets> (web 2001:2::10 ...), its
+    daemons listen on both families, fw drops ICMPv6 echo as it drops ICMP echo, silent answers
+    only Neighbor Discovery.
     """
     return LabSpec(
         name=name,
+        ipv6=True,
         hosts=[
             HostSpec(name="web", address="198.18.0.10", services=["nginx:80", "ssh:22"]),
             HostSpec(
@@ -197,7 +202,7 @@ def demo_spec(name: str = "demo") -> LabSpec:
                 name="fw",
                 address="198.18.0.30",
                 services=["ssh:2222", "nginx:8080"],
-                firewall=["tcp dport 1000-1099 drop", "icmp type echo-request drop"],
+                firewall=["tcp dport 1000-1099 drop", "icmp type echo-request drop", "icmpv6 type echo-request drop"],
             ),
             HostSpec(name="silent", address="198.18.0.40", silent=True),
             # the lab's DNS server: A and PTR records for every host (<host>.<lab>.hostprint.test),
