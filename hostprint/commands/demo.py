@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                          "--db", db, "--progress", "never")
         # IPv6 (issue 17): the same hosts over 2001:2::/64, found by the all-nodes echo and ND,
         # port-scanned and fingerprinted over IPv6, each paired with its IPv4 address (--dual-stack)
-        v6 = [lab.hosts[h.name].address6 for h in spec.hosts if lab.hosts[h.name].address6]
+        v6 = [a for h in spec.hosts if (a := lab.hosts[h.name].address6)]
         if v6:
             rc |= _hostprint(lab, "discover", "-PB", "-PR", "-PE", "2001:2::/120", "--db", db, "--progress", "never")
             rc |= _hostprint(lab, "scan", "-sS", "-sV", "-O", "--dual-stack", "-p", "21,22,80,1000-1010,2222,6379,8080",
