@@ -88,6 +88,7 @@ class Discovery:
         self.own_links = links is None
         self.retries = retries
         self.cookie = Cookie()
+        self.salts = SALT  # per-method cookie salts (probes/discovery6.py reads them here)
         self.sport_lo, self.sport_hi = route.probe_port_range()
         self.seen: dict[str, Seen] = {}
         self.sent_ns: dict[tuple[str, str], int] = {}

@@ -46,8 +46,7 @@ def _ip(link: Link, addr: str, proto: int) -> IPv6:
 
 def frames(d: Discovery, link: Link, addr: str, mac: bytes, m: MethodSpec) -> list[bytes]:
     """The probe of method `m` to an IPv6 target (none for timestamp and mask: IPv4 only)."""
-    from hostprint.probes.discovery import SALT
-
+    SALT = d.salts
     eth = link.eth(mac, P.ETH_P_IPV6)
     dst = ip6_bytes(addr.partition("%")[0])
     key = addr_key(d.cookie, dst)
@@ -96,8 +95,7 @@ def na_want(d: Discovery, link: Link) -> tuple[Want, Callable[[Reply], None]]:
 async def send_all_nodes(d: Discovery, plan: list[tuple[Link, str, route.Route]], pacer: Pacer) -> int:
     """One echo to ff02::1 on each link with on-link IPv6 targets (from our address of the first
     target's scope); its id/seq is the cookie of ff02::1, so any answer carrying it came from it."""
-    from hostprint.probes.discovery import SALT
-
+    SALT = d.salts
     sent = 0
     done: set[tuple[str, str]] = set()
     for link, a, r in plan:

@@ -32,10 +32,9 @@ from hostprint.engine.rstguard import RstGuard
 from hostprint.errors import UsageError
 from hostprint.probes.base import Session, Technique
 from hostprint.probes.options import ScanOptions
-from hostprint.probes.tcpscan6 import ICMP6_BASE, Tcp6Path, reason6
+from hostprint.probes.tcpscan6 import ICMP6_BASE, ICMP_BASE, NONE, RST, RST_WIN, SYNACK, Tcp6Path, reason6
 
-# Reply codes in the state matrix
-NONE, SYNACK, RST, RST_WIN, ICMP_BASE = 0, 1, 2, 3, 16
+# Reply codes in the state matrix: NONE, SYNACK, RST, RST_WIN, ICMP_BASE (tcpscan6, shared by both families)
 
 ICMP_REASONS = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 3: "port-unreach",
                 9: "net-prohibited", 10: "host-prohibited", 13: "admin-prohibited"}

@@ -30,6 +30,8 @@ from hostprint.engine.replies import UNREACH6_REASONS, decode_reply
 if TYPE_CHECKING:
     from hostprint.probes.tcpscan import TargetState
 
+#: Reply codes in the state matrix (defined here so both halves share them; tcpscan re-exports them)
+NONE, SYNACK, RST, RST_WIN, ICMP_BASE = 0, 1, 2, 3, 16
 #: State-matrix codes of ICMPv6 destination unreachables (IPv4's ICMP codes use 16 + code <= 216).
 ICMP6_BASE = 224
 
@@ -60,6 +62,8 @@ class Tcp6Path:
     hkeys: np.ndarray
     hi6: np.ndarray
     lo6: np.ndarray
+    idx6: ipv6_blocks.Addr6Index | None = None  # None: no IPv6 target, IPv6 frames are skipped
+    by_addr6: dict[bytes, TargetState] = {}
 
     def _index6(self) -> None:
         """Addresses of the IPv6 targets for the vectorised lookup (after _prepare)."""
@@ -68,7 +72,7 @@ class Tcp6Path:
         self.by_addr6 = {s.raw: s for s in self.states if s.family == 6}
         if six:
             hi, lo = halves([self.states[i].raw for i in six])
-            self.idx6: ipv6_blocks.Addr6Index | None = ipv6_blocks.Addr6Index(hi, lo)
+            self.idx6 = ipv6_blocks.Addr6Index(hi, lo)
         else:
             self.idx6 = None
         raw = [s.raw if s.family == 6 else bytes(16) for s in self.states]
@@ -112,8 +116,6 @@ class Tcp6Path:
         good &= rst | synack
         if not good.any():
             return
-        from hostprint.probes.tcpscan import NONE, RST, RST_WIN, SYNACK
-
         ti, pi, rst, synack = ti[good], pi[good], rst[good], synack[good]
         win = b.window[known][good]
         code = np.where(rst, RST, SYNACK).astype(np.uint8)
@@ -154,8 +156,6 @@ class Tcp6Path:
         c = self.cookie.value(st.hkey, r.their_port, r.our_port)
         if not self.kind.cookie_in_ack and seq != c:
             return
-        from hostprint.probes.tcpscan import ICMP_BASE, NONE
-
         if st.state[pi] == NONE or st.state[pi] >= ICMP_BASE:
             if st.state[pi] == NONE:
                 self.stats.replies += 1
