@@ -24,7 +24,7 @@ from hostprint.engine import packets as P
 from hostprint.engine.cookie import halves
 from hostprint.engine.craft6 import Tcp6Template
 from hostprint.engine.frames import build_frame6
-from hostprint.engine.ipv6 import IPv6, ip6_bytes
+from hostprint.engine.ipv6 import IPPROTO_ICMPV6, IPv6, ip6_bytes
 from hostprint.engine.replies import UNREACH6_REASONS, decode_reply
 
 if TYPE_CHECKING:
@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 
 #: Reply codes in the state matrix (defined here so both halves share them; tcpscan re-exports them)
 NONE, SYNACK, RST, RST_WIN, ICMP_BASE = 0, 1, 2, 3, 16
+ETH_IP6 = 14 + 40
+_SRC = np.arange(22, 38)  # the source address in an Ethernet frame
+_TCP16 = np.arange(ETH_IP6, ETH_IP6 + 16)  # the TCP header's first 16 bytes right after the fixed header
+_TCPH = np.dtype([("sport", ">u2"), ("dport", ">u2"), ("seq", ">u4"), ("ack", ">u4"), ("off", "u1"),
+                  ("flags", "u1"), ("win", ">u2")])
 #: State-matrix codes of ICMPv6 destination unreachables (IPv4's ICMP codes use 16 + code <= 216).
 ICMP6_BASE = 224
 
@@ -88,21 +93,46 @@ class Tcp6Path:
     # ------------------------------------------------------------------ receive
 
     def _on_block6(self, ring: np.ndarray, starts: np.ndarray, lens: np.ndarray, ts: np.ndarray) -> None:
-        if self.idx6 is None:
+        """Replies to IPv6 probes in one ring block. Nearly all are TCP right after the fixed
+        header: those are read with two fixed-offset gathers (the address and the TCP header, 16
+        bytes each); only frames with extension headers take the chain walk (ipv6_blocks.tcp6),
+        and ICMPv6 (errors, rare) the per-frame decoder."""
+        if self.idx6 is None or not len(starts):
             return
-        for i in ipv6_blocks.icmp6_frames(ring, starts, lens).tolist():
-            a, ln = int(starts[i]), int(lens[i])
-            self._on_icmp6(int(ts[i]), ring[a: a + ln].tobytes())
-        b = ipv6_blocks.tcp6(ring, starts, lens)
-        if not len(b.idx):
+        ok = (lens >= ETH_IP6 + 20) & ((ring[starts + 14] >> 4) == 6)
+        nh = ring[np.where(ok, starts, 0) + 20]
+        fast = ok & (nh == P.IPPROTO_TCP)
+        rest = ~fast & (lens >= ETH_IP6)
+        if rest.any():
+            for i in np.nonzero(rest & (nh == IPPROTO_ICMPV6))[0].tolist():
+                a, ln = int(starts[i]), int(lens[i])
+                self._on_icmp6(int(ts[i]), ring[a: a + ln].tobytes())
+            chain = rest & (nh != IPPROTO_ICMPV6)
+            if chain.any():
+                b = ipv6_blocks.tcp6(ring, starts[chain], lens[chain])
+                if len(b.idx):
+                    self._record6(b.src_hi, b.src_lo, b.sport, b.dport, b.seq, b.ack, b.flags, b.window, b.hlim,
+                                  ts[chain][b.idx])
+        if not fast.any():
             return
-        k = self.idx6.lookup(b.src_hi, b.src_lo)
+        o = starts[fast]
+        addr = ring[o[:, None] + _SRC].view(">u8")  # (n, 2) big-endian halves
+        tcp = ring[o[:, None] + _TCP16].view(_TCPH)[:, 0]
+        self._record6(addr[:, 0].astype(np.uint64), addr[:, 1].astype(np.uint64), tcp["sport"].astype(np.uint32),
+                      tcp["dport"].astype(np.uint32), tcp["seq"].astype(np.uint32), tcp["ack"].astype(np.uint32),
+                      tcp["flags"], tcp["win"].astype(np.uint32), ring[o + 21], ts[fast])
+
+    def _record6(self, src_hi: np.ndarray, src_lo: np.ndarray, sport_a: np.ndarray, dport_a: np.ndarray,
+                 seq_a: np.ndarray, ack_a: np.ndarray, flags_a: np.ndarray, win_a: np.ndarray, hlim: np.ndarray,
+                 ts: np.ndarray) -> None:
+        assert self.idx6 is not None
+        k = self.idx6.lookup(src_hi, src_lo)
         known = k >= 0
         if not known.any():
             return
         ti = self.v6_tidx[k[known]]
-        sport, dport = b.sport[known], b.dport[known]
-        seq, ack, flags = b.seq[known], b.ack[known], b.flags[known]
+        sport, dport = sport_a[known], dport_a[known]
+        seq, ack, flags = seq_a[known], ack_a[known], flags_a[known]
         pi = self.pos[sport]
         good = (pi >= 0) & (dport >= self.sport_lo) & (dport <= self.sport_hi)
         c = self.cookie.batch(self.hkeys[ti], sport, dport)
@@ -117,14 +147,14 @@ class Tcp6Path:
         if not good.any():
             return
         ti, pi, rst, synack = ti[good], pi[good], rst[good], synack[good]
-        win = b.window[known][good]
+        win = win_a[known][good]
         code = np.where(rst, RST, SYNACK).astype(np.uint8)
         if kind.on_rst_window is not None:
             code[rst & (win != 0)] = RST_WIN
         before = self.state[ti, pi]
         self.stats.replies += int(np.count_nonzero(before == NONE))
         self.state[ti, pi] = code
-        self.ttl_m[ti, pi] = b.hlim[known][good]
+        self.ttl_m[ti, pi] = hlim[known][good]
         if synack.any():
             new = synack & (before == NONE)
             if self.on_open is not None:
@@ -138,7 +168,7 @@ class Tcp6Path:
                 st.window[int(self.ports[p])] = w
                 if self.guard is not None:
                     self._reset(st, op, int(self.ports[p]), a)  # type: ignore[attr-defined]
-        self._rtt_sample(int(ts[b.idx[known][good][-1]]), force=True)  # type: ignore[attr-defined]
+        self._rtt_sample(int(ts[known][good][-1]), force=True)  # type: ignore[attr-defined]
 
     def _on_icmp6(self, ts: int, fr: bytes) -> None:
         """An ICMPv6 destination unreachable quoting one of our probes."""
