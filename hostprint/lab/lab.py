@@ -323,6 +323,13 @@ class Lab:
         # The switch has no addresses; IPv6 off keeps it from emitting its own traffic.
         N.sysctl(self.switch_ns, {"net.ipv6.conf.all.disable_ipv6": "1",
                                   "net.ipv6.conf.default.disable_ipv6": "1"})
+        # A switch, not a firewall: when br_netfilter is in the kernel (it is here), every bridged
+        # frame also went through the switch namespace's empty iptables/ip6tables/arptables hooks
+        # (measured: br_nf_* among the top kernel symbols of a full-port scan). Off in this namespace
+        # only (the sysctls are per namespace); nothing in the lab filters in the switch.
+        bridge_nf = {f"net.bridge.bridge-nf-call-{t}": "0" for t in ("iptables", "ip6tables", "arptables")}
+        if all(os.path.exists("/proc/sys/net/bridge/bridge-nf-call-" + t) for t in ("iptables", "ip6tables", "arptables")):
+            N.sysctl(self.switch_ns, bridge_nf)
         for br in ["br0", "br1"] if two_segments else ["br0"]:
             N.ip_batch(self.switch_ns, [
                 f"link add {br} type bridge stp_state 0 forward_delay 0 mcast_snooping 0",
