@@ -311,3 +311,9 @@ def test_passive_labels_a_linux_ipv6_syn(lab6, tmp_path):
     syn = next(o for o in recs if o.get("kind") == "syn")
     assert syn["raw"]["ver"] == 6 and "flow" in syn["raw"]["quirks"]
     assert syn["os"]["name"] == "Linux 6.x" and syn["os"]["signature"].startswith("6:64:0:*:mss*45")
+    import shutil
+
+    if shutil.which("p0f"):  # p0f reads the same IPv6 signature (and has no label for it: "???")
+        out = subprocess.run(["p0f", "-r", str(cap)], capture_output=True, text=True, timeout=60).stdout
+        sigs = [ln.split("=", 1)[1].strip() for ln in out.splitlines() if "raw_sig" in ln]
+        assert syn["raw"]["sig"] == sigs[0]
