@@ -866,6 +866,9 @@ class HostResult:
     warnings: list[str] = field(default_factory=list)
     #: --traceroute: the hops, nearest first: {"ttl", "address", "rtt_us", "hostname"}
     trace: list[dict[str, Any]] = field(default_factory=list)
+    #: --dual-stack: the same machine's address of the other family and the evidence (issue 17):
+    #: {"address", "family", "paired_by": [...], "open": ["22/tcp", ...], "reasons": [...]}
+    addresses: list[dict[str, Any]] = field(default_factory=list)
 
     def add_hostname(self, name: str, kind: str) -> None:
         """Record a name (a user-typed one or a PTR answer) once; the first becomes `hostname`."""
@@ -896,6 +899,7 @@ class HostResult:
             **({"hostnames": [dict(h) for h in self.hostnames]} if self.hostnames else {}),
             **({"warnings": list(self.warnings)} if self.warnings else {}),
             **({"trace": [dict(t) for t in self.trace]} if self.trace else {}),
+            **({"addresses": [dict(a) for a in self.addresses]} if self.addresses else {}),
         }
 
     def set_ports(self, results: list[PortResult], threshold: int = EXTRAPORTS_THRESHOLD) -> None:

@@ -28,7 +28,12 @@ PTR, CLASS_IN = 12, 1
 
 
 def ptr_name(addr: str) -> str:
-    """'198.18.0.10' -> '10.0.18.198.in-addr.arpa' (RFC 1035 §3.5)."""
+    """'198.18.0.10' -> '10.0.18.198.in-addr.arpa' (RFC 1035 §3.5); an IPv6 address -> its
+    nibbles under ip6.arpa (RFC 3596 §2.5)."""
+    if ":" in addr:
+        import ipaddress
+
+        return ipaddress.IPv6Address(addr.partition("%")[0]).reverse_pointer
     return ".".join(reversed(addr.split("."))) + ".in-addr.arpa"
 
 
@@ -198,7 +203,8 @@ class ReverseDns:
                 return p
 
             try:
-                await loop.create_datagram_endpoint(factory, remote_addr=(s, 53), family=socket.AF_INET)
+                await loop.create_datagram_endpoint(factory, remote_addr=(s, 53),
+                                                    family=socket.AF_INET6 if ":" in s else socket.AF_INET)
             except OSError:  # no route to the server: nothing to ask
                 continue
             self._conns.append(proto)

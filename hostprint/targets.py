@@ -8,14 +8,13 @@ the first one; `name/24` works too).
 
 Why the shape: each token parses to a pattern of one address family that can count,
 enumerate (as integers) and test membership without expanding. The expansion loop only
-sees patterns, so IPv6 literals can be added as one more pattern class; today they stop
-with a clear message. Exclusions never expand big patterns, so `--exclude 10.0.0.0/8`
+sees patterns; IPv6 literals and prefixes are one more pattern class (targets6.py), so mixed
+lists and exclusions work across both families. Exclusions never expand big patterns, so `--exclude 10.0.0.0/8`
 costs nothing.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import re
 import socket
@@ -24,6 +23,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from hostprint import targets6
 from hostprint.errors import UsageError
 from hostprint.ports import show_token
 
@@ -148,13 +148,8 @@ def _parse_ipv4(token: str, addr_part: str, prefix_s: str | None) -> _Pattern:
 
 
 def _parse_ipv6(token: str, addr_part: str, prefix_s: str | None) -> _Pattern:
-    """Placeholder for an IPv6 pattern class: recognise the literal, refuse it clearly."""
-    addr = addr_part.strip("[]").partition("%")[0]
-    try:
-        ipaddress.IPv6Address(addr)
-    except ValueError:
-        raise _bad(token, "not an IPv4 or IPv6 address") from None
-    raise UsageError(f"IPv6 not supported yet: {show_token(token)}")
+    """IPv6 literals and prefixes: hostprint/targets6.py."""
+    return targets6.parse_ipv6(token, addr_part, prefix_s)
 
 
 def _resolve(name: str) -> int:
@@ -182,9 +177,14 @@ class _Named(_V4Block):
 def _parse_hostname(token: str, name: str, prefix_s: str | None, resolve: bool) -> _Pattern:
     if len(name) > 253 or not _HOSTNAME.fullmatch(name):
         raise _bad(token, "not an address, range or host name")
-    prefix = _prefix(prefix_s, token, 32) if prefix_s is not None else 32
+    prefix = _prefix(prefix_s, token, 32) if prefix_s is not None and targets6.name_family() == 4 else 32
     if not resolve:
         raise _bad(token, "host names need name resolution, which is turned off")
+    if targets6.name_family() == 6:  # -6: the name's IPv6 address
+        named6 = targets6.parse_name6(token, name, prefix_s)
+        if named6 is None:
+            raise Unresolved(f"Failed to resolve \"{show_token(name)}\" to an IPv6 address")
+        return named6
     try:
         addr = _resolve(name)
     except UsageError:
@@ -248,11 +248,12 @@ def expand_targets(
                 raise
             on_unresolved(str(e))
             continue
-        if names is not None and isinstance(pat, _Named) and not excluded(pat.family, pat.address):
-            names.setdefault(_FORMAT[pat.family](pat.address), pat.name)
+        fmt = getattr(pat, "fmt", None) or _FORMAT[pat.family]  # IPv6 blocks format themselves (zones)
+        if names is not None and isinstance(pat, (_Named, targets6.Named6)) and not excluded(pat.family, pat.address):
+            names.setdefault(fmt(pat.address), pat.name)
         if pat.count > limit:
             raise UsageError(f"target spec '{show_token(token)}' has {pat.count} addresses, over the limit of {limit}")
-        fmt, family_seen = _FORMAT[pat.family], seen.setdefault(pat.family, set())
+        family_seen = seen.setdefault(pat.family, set())
         for addr in pat.ints():
             if addr in family_seen or excluded(pat.family, addr):
                 continue
@@ -270,6 +271,9 @@ def count_targets(specs: Iterable[str]) -> int:
     for token in _tokens(specs):
         addr_part, slash, prefix_s = token.partition("/")
         if addr_part and not _V4ISH.fullmatch(addr_part) and ":" not in addr_part:
+            if targets6.name_family() == 6:
+                total += 1 << (128 - targets6.prefix_len(prefix_s, token)) if slash else 1
+                continue
             total += 1 << (32 - _prefix(prefix_s, token, 32)) if slash else 1
             continue
         total += parse_target(token, resolve=False).count

@@ -136,9 +136,68 @@ def test_bad_specs_name_the_token(token, reason):
     assert usage_error(expand, token) == f"bad target spec '{token}': {reason}"
 
 
-@pytest.mark.parametrize("token", ["::1", "2001:db8::/64", "fe80::1%eth0", "[::1]"])
-def test_ipv6_literals_refused_clearly(token):
-    assert usage_error(expand, token) == f"IPv6 not supported yet: {token}"
+@pytest.mark.parametrize("token,want", [
+    ("::1", ["::1"]), ("[::1]", ["::1"]), ("fe80::1%eth0", ["fe80::1%eth0"]),
+    ("2001:2:0:0::0a", ["2001:2::a"]),
+    ("2001:2::/126", ["2001:2::", "2001:2::1", "2001:2::2", "2001:2::3"]),
+    ("2001:2::7/127", ["2001:2::6", "2001:2::7"]),  # host bits ignored, as for IPv4
+])
+def test_ipv6_literals_and_prefixes(token, want):
+    assert expand(token) == want
+
+
+def test_mixed_lists_and_exclusions_across_families():
+    got = expand("198.18.0.1", "2001:2::/126", "198.18.0.1", "2001:2::1", exclude=["2001:2::2", "198.18.0.9"])
+    assert got == ["198.18.0.1", "2001:2::", "2001:2::1", "2001:2::3"]
+    assert expand("2001:2::/120", exclude=["2001:2::/121"]) == [f"2001:2::{i:x}" for i in range(128, 256)]
+
+
+@pytest.mark.parametrize("token", ["2001:2::/64", "2001:2::/0", "2001:2::/103"])
+def test_an_ipv6_sweep_too_big_to_enumerate_is_one_line(token):
+    msg = usage_error(expand, token)
+    bits = 128 - int(token.rsplit("/", 1)[1])
+    assert msg.startswith(f"target spec '{token}' is an IPv6 /{token.rsplit('/', 1)[1]}: 2^{bits} addresses")
+    assert "-PB" in msg
+
+
+def test_the_largest_ipv6_sweep_counts_without_expanding():
+    from hostprint.targets import count_targets
+
+    assert count_targets(["2001:2::/104", "198.18.0.0/24"]) == (1 << 24) + 256
+
+
+@pytest.mark.parametrize("token,reason", [
+    ("2001:2::/129", "prefix '/129' is not /0-/128"),
+    ("::ffff:198.18.0.1", "IPv4-mapped address: scan 198.18.0.1 instead"),
+    ("fe80::1%et h0", None),
+])
+def test_bad_ipv6_specs(token, reason):
+    if reason is None:  # whitespace splits the spec: the second half is not an address
+        with pytest.raises(UsageError):
+            expand(token)
+        return
+    assert usage_error(expand, token) == f"bad target spec '{token}': {reason}"
+
+
+def test_names_resolve_to_ipv6_with_dash_6(monkeypatch):
+    from hostprint import targets6
+
+    def fake(name, port, family=0, *a, **kw):
+        assert name == "web.lab.test"
+        if family == socket.AF_INET6:
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2001:2::10", 0, 0, 0))]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("198.18.0.10", 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    names: dict[str, str] = {}
+    assert expand_targets(["web.lab.test"], names=names) == ["198.18.0.10"]
+    targets6.set_family(6)
+    try:
+        names = {}
+        assert expand_targets(["web.lab.test"], names=names) == ["2001:2::10"]
+        assert names == {"2001:2::10": "web.lab.test"}
+    finally:
+        targets6.set_family(4)
 
 
 def test_bad_exclude_names_the_token():

@@ -9,7 +9,10 @@ start included for hostprint). Port states are compared with nmap's (masscan rep
 only, so only those are compared). Prints a table with ratios to nmap; `--md` also prints the
 Markdown rows recorded in bench/RESULTS.md. Not a test: machines are noisy, so nothing asserts.
 
-Usage (root): python3 bench/portscan/run.py [--reps 3] [--skip-masscan] [--md]
+--ipv6 (issue 17): the same two scenarios over IPv6 (2001:2::10 with the DROP block; 64 IPv6
+addresses 2001:2::1:1-1:64 on one kernel), hostprint vs nmap -6 (masscan is left out).
+
+Usage (root): python3 bench/portscan/run.py [--reps 3] [--skip-masscan] [--md] [--ipv6]
 """
 
 from __future__ import annotations
@@ -30,10 +33,18 @@ from hostprint.lab import HostSpec, Lab, LabSpec  # noqa: E402
 OPEN = ["22", "80", "443", "3306", "31337"]
 A = "198.18.0.10"
 B_ADDRS = [f"198.18.1.{i}" for i in range(1, 65)]
+A6 = "2001:2::10"
+B6_ADDRS = [f"2001:2::1:{i}" for i in range(1, 65)]
 
 
-def spec() -> LabSpec:
+def spec(ipv6: bool = False) -> LabSpec:
     services = [f"tcp-listen:{p}" for p in OPEN]
+    if ipv6:  # the same hosts, dual-stack; b's 64 IPv6 addresses on one kernel
+        return LabSpec(name="bport6", ipv6=True, hosts=[
+            HostSpec(name="a", address=A, address6=A6, services=services, firewall=["tcp dport 1000-1099 drop"]),
+            HostSpec(name="b", address=B_ADDRS[0], address6=B6_ADDRS[0], extra_addresses=B6_ADDRS[1:],
+                     services=services),
+        ])
     return LabSpec(name="bport", hosts=[
         HostSpec(name="a", address=A, services=services, firewall=["tcp dport 1000-1099 drop"]),
         HostSpec(name="b", address=B_ADDRS[0], extra_addresses=B_ADDRS[1:], services=services),
@@ -83,12 +94,13 @@ def masscan_open(out: str) -> dict[str, frozenset]:
     return {k: frozenset(v) for k, v in res.items()}
 
 
-def run_scenario(lab: Lab, name: str, targets: list[str], reps: int, masscan: bool) -> dict:
+def run_scenario(lab: Lab, name: str, targets: list[str], reps: int, masscan: bool, ipv6: bool = False) -> dict:
     rows: dict[str, list[float]] = {"hostprint": [], "nmap": [], "masscan": []}
     agree = {"hostprint": [], "masscan": []}
     truth = None
     for rep in range(reps):
-        dt, r = timed(lab, ["nmap", "-sS", "-n", "-Pn", "-T4", "-p-", "-oX", "-", *targets], timeout=900)
+        dt, r = timed(lab, ["nmap", *(["-6"] if ipv6 else []), "-sS", "-n", "-Pn", "-T4", "-p-", "-oX", "-", *targets],
+                      timeout=900)
         assert r.returncode == 0, r.stderr
         rows["nmap"].append(dt)
         truth = nmap_states(r.stdout)
@@ -119,18 +131,23 @@ def main() -> int:
     ap.add_argument("--skip-masscan", action="store_true")
     ap.add_argument("--md", action="store_true")
     ap.add_argument("--only", choices=["a", "b"])
+    ap.add_argument("--ipv6", action="store_true", help="the scenarios over IPv6, against nmap -6")
     args = ap.parse_args()
     results = {}
-    with Lab(spec()) as lab:
-        for name, targets in (("a", [A]), ("b", B_ADDRS)):
+    with Lab(spec(args.ipv6)) as lab:
+        for name, targets in (("a", [A6] if args.ipv6 else [A]), ("b", B6_ADDRS if args.ipv6 else B_ADDRS)):
             if args.only and args.only != name:
                 continue
-            results[name] = run_scenario(lab, name, targets, args.reps, not args.skip_masscan)
-    print(f"\nport scan benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, median of {args.reps})")
+            results[name] = run_scenario(lab, name, targets, args.reps, not args.skip_masscan and not args.ipv6,
+                                         ipv6=args.ipv6)
+    fam = "IPv6, nmap -6" if args.ipv6 else "IPv4"
+    print(f"\nport scan benchmark ({fam}; {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, median of {args.reps})")
     print(f"{'scenario':<34}{'tool':<11}{'median s':>9}{'min s':>8}{'vs nmap':>9}  states equal nmap's")
     md = []
     for name, res in results.items():
         label = "(a) 1 host x 65,535 ports" if name == "a" else "(b) 64 addresses x 65,535 ports"
+        if args.ipv6:
+            label = label.replace("host", "IPv6 host").replace("addresses", "IPv6 addresses")
         nm = statistics.median(res["times"]["nmap"])
         for tool in ("nmap", "hostprint", "masscan"):
             ts = res["times"][tool]

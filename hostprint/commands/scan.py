@@ -92,6 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sv-timeout", type=sv_timeout, default=20.0, metavar="S",
                    help="-sV: the most one port may take in all, every connection and read included (default 20; "
                         "one read waits at most 3 s)")
+    p.add_argument("--dual-stack", action="store_true", help="one host for an IPv4 and an IPv6 address of the same "
+                   "machine (same MAC, TCP timestamp clock, SSH host key or TLS certificate)")
     add_nmap_habits(p)
     p.set_defaults(func=run_scan)
 
@@ -106,7 +108,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 #: nmap flags hostprint does not have, each named in one line instead of argparse's usage dump.
 UNSUPPORTED = {
-    "-6": "IPv6 not supported yet",
     "-sC": "NSE scripts are not supported (hostprint has no script engine; -sV identifies services)",
     "--script": "NSE scripts are not supported (hostprint has no script engine; -sV identifies services)",
     "-sO": "IP protocol scan (-sO) is not supported",
@@ -147,6 +148,8 @@ def add_nmap_habits(p: argparse.ArgumentParser, scan: bool = True) -> None:
     p.add_argument("-y", "--yes", action="store_true", help="no confirmation for more than 1,048,576 addresses")
     p.add_argument("--reason", action="store_true", help="show why each port and host has its state")
     p.add_argument("-sL", dest="list_scan", action="store_true", help="list the targets with their names; send nothing")
+    p.add_argument("-6", dest="ipv6", action="store_true", help="host names resolve to IPv6 (IPv6 literals and "
+                   "prefixes need no flag)")
     if scan:
         p.add_argument("-A", dest="aggressive", action="store_true", help="-sV -O --sequence --traceroute")
         p.add_argument("-g", "--source-port", dest="source_port", metavar="PORT", help="source port of raw TCP/UDP probes")
@@ -200,9 +203,9 @@ def apply_habits(args: argparse.Namespace, opts: ScanOptions) -> None:
         opts.host_timeout = 900.0  # nmap's -T5 (nmap(1), "Timing and Performance")
     if args.source_addr is not None:
         try:
-            ipaddress.IPv4Address(args.source_addr)
+            ipaddress.ip_address(args.source_addr)
         except ValueError:
-            raise UsageError(f"bad -S '{args.source_addr}': not an IPv4 address") from None
+            raise UsageError(f"bad -S '{args.source_addr}': not an IPv4 or IPv6 address") from None
     opts.source_addr, opts.iface = args.source_addr, args.iface
     if args.iface is not None:
         import os
@@ -403,7 +406,9 @@ def _named_targets(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]
     """The targets (names that do not resolve are a warning and skipped, as in nmap), the names
     the user typed, and a confirmation before more than a million addresses."""
     from hostprint.targets import count_targets, expand_targets, read_target_file, split_target_list
+    from hostprint.targets6 import set_family
 
+    set_family(6 if getattr(args, "ipv6", False) else 4)
     specs = list(args.targets)
     if args.input_list:
         specs += read_target_file(args.input_list)
@@ -465,7 +470,13 @@ def _reachable(targets: list[str]) -> list[str]:
     tab = route.table()
     for a in targets:
         if ":" in a:
-            keep.append(a)
+            from hostprint.commands.scan6 import route_problem6
+
+            why6 = route_problem6(a)
+            if why6 is None:
+                keep.append(a)
+            else:
+                problems.append(why6)
             continue
         why = _lab_route_problem(a)
         if why is None:
@@ -580,6 +591,10 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
         hosts = runner.partial_hosts(state, Session(opts.timing), only_open=opts.only_open) if measured else []
         raise outputs.abort(run, [*resumed, *hosts], state.phase, e, measured=measured) from None
     run.stats.update(session.stats)
+    if getattr(args, "dual_stack", False):
+        from hostprint.commands.scan6 import dual_stack
+
+        run.hosts = dual_stack(run.hosts, say=lambda t: print(f"hostprint: {t}", file=sys.stderr, flush=True))
     if resumed:  # the finished hosts go back into every output, in front; they were shown before
         done = {h.address for h in run.hosts}
         run.hosts = [h for h in resumed if h.address not in done] + run.hosts

@@ -254,8 +254,10 @@ class RawIPBatchSender(BatchSender):
     Ethernet framing cannot be injected, i.e. loopback: one sendto per frame, Ethernet header
     stripped, destination taken from the IP header."""
 
-    def __init__(self, sock: socket.socket, frame_size: int = 128, max_batch: int = 1024):
+    def __init__(self, sock: socket.socket, frame_size: int = 128, max_batch: int = 1024,
+                 sock6: Callable[[], socket.socket] | None = None):
         self.sock = sock
+        self.sock6 = sock6  # the IPv6 raw socket (opened on first use) for rows that carry IPv6
         self.max_batch = max_batch
         self.frame_size = frame_size
         self.buf = np.zeros((max_batch, frame_size), np.uint8)
@@ -267,7 +269,10 @@ class RawIPBatchSender(BatchSender):
         for i in range(start, k):
             row = self.buf[i, 14:int(lens[i])].tobytes()
             try:
-                self.sock.sendto(row, (socket.inet_ntoa(row[16:20]), 0))
+                if row[0] >> 4 == 6 and self.sock6 is not None:
+                    self.sock6().sendto(row, (socket.inet_ntop(socket.AF_INET6, row[24:40]), 0))
+                else:
+                    self.sock.sendto(row, (socket.inet_ntoa(row[16:20]), 0))
             except BlockingIOError:
                 break
             done += 1

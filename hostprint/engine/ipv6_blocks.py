@@ -125,21 +125,47 @@ def icmp6_frames(ring: np.ndarray, starts: np.ndarray, lens: np.ndarray, max_ext
 
 class Addr6Index:
     """Sorted 128-bit addresses for vectorised lookup of a reply's source (the IPv6 form of the
-    searchsorted array the IPv4 bulk path keeps)."""
+    searchsorted array the IPv4 bulk path keeps).
+
+    The halves are first folded into one uint64 (hi ^ lo * an odd constant), so the search is a
+    plain uint64 searchsorted; a hit is then confirmed on both halves, so a fold collision can
+    only cost a miss, never a wrong match. When two indexed addresses fold alike (never seen, but
+    possible), the index falls back to a search over (hi, lo) records."""
+
+    _MUL = np.uint64(0x9E3779B97F4A7C15)
 
     def __init__(self, hi: np.ndarray, lo: np.ndarray):
+        hi, lo = np.asarray(hi, np.uint64), np.asarray(lo, np.uint64)
+        self.hi, self.lo = hi, lo
+        folded = self._fold(hi, lo)
+        self.order = np.argsort(folded, kind="stable")
+        self.folded = folded[self.order]
+        self.exact = len(np.unique(self.folded)) == len(self.folded)
         keys = np.empty(len(hi), ADDR6)
         keys["hi"], keys["lo"] = hi, lo
-        self.order = np.argsort(keys, order=("hi", "lo"), kind="stable")
-        self.keys = keys[self.order]
+        self.rorder = np.argsort(keys, order=("hi", "lo"), kind="stable")
+        self.keys = keys[self.rorder]
+
+    @classmethod
+    def _fold(cls, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return np.asarray(hi, np.uint64) ^ (np.asarray(lo, np.uint64) * cls._MUL)
 
     def lookup(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         """Position in the original arrays of each (hi, lo), or -1 when not indexed."""
-        if not len(self.keys):
+        if not len(self.folded):
             return np.full(len(hi), -1, np.int64)
+        hi, lo = np.asarray(hi, np.uint64), np.asarray(lo, np.uint64)
+        if self.exact:
+            f = self._fold(hi, lo)
+            k = np.searchsorted(self.folded, f)
+            k[k >= len(self.folded)] = 0
+            pos = self.order[k]
+            hit = (self.folded[k] == f) & (self.hi[pos] == hi) & (self.lo[pos] == lo)
+            return np.where(hit, pos, -1).astype(np.int64)
         q = np.empty(len(hi), ADDR6)
         q["hi"], q["lo"] = hi, lo
         k = np.searchsorted(self.keys, q)
         k[k >= len(self.keys)] = 0
         hit = (self.keys["hi"][k] == q["hi"]) & (self.keys["lo"][k] == q["lo"])
-        return np.where(hit, self.order[k], -1).astype(np.int64)
+        return np.where(hit, self.rorder[k], -1).astype(np.int64)

@@ -5,6 +5,12 @@ outgoing copies), its TPACKET_V3 ring registered with `loop.add_reader`, a send-
 with a `BatchSender` for bulk probes, and ARP resolution of next hops. Probes subscribe handlers
 that get (kernel time in ns, frame) for every frame; a handler validates its own replies from the
 cookie, so several probes share one link without a per-probe table.
+
+IPv6: a link serves both families. Its IPv6 addresses join the receive filter when the first IPv6
+route needs the link (`add_addresses`: the BPF program is replaced on the open socket, so an
+IPv4-only run keeps its IPv4-only program), `resolve` does Neighbor Discovery for IPv6 next hops
+(engine/ndp.py), `source_for` picks the source of the destination's scope, and on loopback IPv6
+goes out through an AF_INET6 raw socket (IPPROTO_RAW implies IPV6_HDRINCL).
 """
 
 from __future__ import annotations
@@ -27,7 +33,10 @@ class Link:
                  filter_addresses: bool = True):
         self.iface = iface
         self.addresses = list(addresses)
-        self.src = self.addresses[0]
+        v4 = [a for a in self.addresses if ":" not in a]
+        self.src = v4[0] if v4 else self.addresses[0]  # the IPv4 source (IPv4 probes use it as is)
+        self._snaplen = snaplen
+        self._filtered = filter_addresses
         self.mac = packets.mac_bytes(route.iface_mac(iface)) if iface != "lo" else b"\0" * 6
         self.loopback = iface == "lo"
         prog = bpf.receive_filter(self.addresses if filter_addresses else [], snaplen=snaplen)
@@ -42,11 +51,12 @@ class Link:
         self._pools: list = []
         self._senders: list[afpacket.BatchSender] | None = None
         self._frame_size = frame_size
+        self.raw6: socket.socket | None = None
         if self.loopback:
             # The loopback device drops frames injected through a packet socket, so sends there
             # go through a raw IP socket (the kernel routes them to itself); receive is unchanged.
             self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-            self.sender = afpacket.RawIPBatchSender(self.raw, frame_size=frame_size)
+            self.sender = afpacket.RawIPBatchSender(self.raw, frame_size=frame_size, sock6=self._raw6)
         self.handlers: list[Handler] = []
         self.block_handlers: list[afpacket.BlockHandler] = []
         self.listeners: list[tuple[replies.Want, replies.Handler]] = []
@@ -79,6 +89,8 @@ class Link:
         self.tx.close()
         if self.loopback:
             self.raw.close()
+        if self.raw6 is not None:
+            self.raw6.close()
 
     def __enter__(self) -> "Link":
         return self
@@ -186,14 +198,69 @@ class Link:
         pools = self._pools
         return [(snd, pools[i % len(pools)]) for i, snd in enumerate(self._senders)]
 
+    def _raw6(self) -> socket.socket:
+        """The loopback's IPv6 raw socket, opened on first use."""
+        if self.raw6 is None:
+            self.raw6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        return self.raw6
+
     def send(self, frame: bytes) -> None:
         if self.loopback:
-            self.raw.sendto(frame[14:], (socket.inet_ntoa(frame[30:34]), 0))
+            if frame[12:14] == b"\x86\xdd":
+                self._raw6().sendto(frame[14:], (socket.inet_ntop(socket.AF_INET6, frame[38:54]), 0))
+            else:
+                self.raw.sendto(frame[14:], (socket.inet_ntoa(frame[30:34]), 0))
         else:
             self.tx.send(frame)
 
+    # ------------------------------------------------------------------ IPv6
+
+    @property
+    def addresses6(self) -> list[str]:
+        return [a for a in self.addresses if ":" in a]
+
+    def add_addresses(self, addrs: list[str]) -> None:
+        """Accept replies to these addresses too (the BPF program is replaced on the open socket)."""
+        new = [a for a in addrs if a not in self.addresses]
+        if not new:
+            return
+        self.addresses += new
+        if self._filtered:
+            bpf.attach(self.rx, bpf.receive_filter(self.addresses, snaplen=self._snaplen))
+
+    def source_for(self, dst: str) -> str:
+        """Our source address toward `dst`: the IPv4 source, or the IPv6 address of the
+        destination's scope with the longest common prefix (RFC 6724 rules 2 and 8)."""
+        if ":" not in dst:
+            return self.src
+        import ipaddress
+
+        d = ipaddress.IPv6Address(dst.partition("%")[0])
+        cands = [ipaddress.IPv6Address(a.partition("%")[0]) for a in self.addresses6]
+        if not cands:
+            raise ValueError(f"no IPv6 address on {self.iface} to reach {dst}")
+        if d.is_loopback or self.loopback:
+            return str(d) if any(c == d for c in cands) or self.loopback else str(cands[0])
+        same = [c for c in cands if c.is_link_local == d.is_link_local] or cands
+        return str(max(same, key=lambda c: 128 - (int(c) ^ int(d)).bit_length()))
+
     def eth(self, dst_mac: bytes, ethertype: int = packets.ETH_P_IP) -> Ethernet:
         return Ethernet(dst_mac, self.mac, ethertype)
+
+    def frame(self, dst: str, mac: bytes, l4: object, proto: int, *, ttl: int = 64, ipid: int = 0, tos: int = 0,
+              df: bool = False, flow: int = 0, ext: list | None = None) -> bytes:
+        """A frame to `dst` of either family from our source of its scope: IPv4 with TTL, ID, TOS
+        and DF; IPv6 with the hop limit (`ttl`), traffic class (`tos`), flow label and extension
+        headers (IPv6 has no ID and no DF)."""
+        if ":" in dst:
+            from hostprint.engine.frames import build_frame6
+            from hostprint.engine.ipv6 import IPv6, ip6_bytes
+
+            ip6 = IPv6(ip6_bytes(self.source_for(dst)), ip6_bytes(dst.partition("%")[0]), proto, ttl, tos, flow,
+                       list(ext or []))
+            return build_frame6(self.eth(mac, packets.ETH_P_IPV6), ip6, l4)
+        ip = packets.IPv4(socket.inet_aton(self.src), socket.inet_aton(dst), proto, ttl=ttl, id=ipid, tos=tos, df=df)
+        return packets.build_frame(self.eth(mac), ip, l4)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ ARP
 
@@ -223,11 +290,16 @@ class Link:
         return Ethernet(b"\xff" * 6, self.mac, ETH_P_ARP).encode() + req.encode()
 
     async def resolve(self, ip: str, timeout: float = 1.0, tries: int = 3) -> bytes | None:
-        """MAC of an on-link address: loopback, our cache, the kernel's cache, then ARP."""
+        """MAC of an on-link address: loopback, our cache, the kernel's cache, then ARP (IPv4)
+        or Neighbor Discovery (IPv6)."""
         if self.loopback:
             return b"\0" * 6
         if ip in self.neigh:
             return self.neigh[ip]
+        if ":" in ip:
+            from hostprint.engine import ndp
+
+            return await ndp.resolve6(self, ip, timeout, tries)
         known = route.neighbours(self.iface)
         if ip in known:
             self.neigh[ip] = packets.mac_bytes(known[ip])
@@ -282,20 +354,24 @@ class Links:
 
     def for_route(self, r: route.Route) -> Link:
         iface = r.iface
+        v6 = ":" in r.src
         if iface not in self.by_iface:
-            addrs = route.table().addrs.get(iface) or [r.src]
-            if r.src not in addrs:
-                addrs = [r.src, *addrs]
-            else:
+            addrs = list(route.table().addrs.get(iface) or [])
+            if not v6:
                 addrs = [r.src] + [a for a in addrs if a != r.src]
+            else:  # IPv4 addresses first (link.src), then ours of the route's family, its source first
+                addrs += [r.src] + [a for a in route.table6().addrs.get(iface, []) if a != r.src]
             link = Link(iface, addrs, **self.kw)  # type: ignore[arg-type]
             link.start()
             self.by_iface[iface] = link
-        return self.by_iface[iface]
+        link = self.by_iface[iface]
+        if v6 and r.src not in link.addresses:
+            link.add_addresses([r.src] + list(route.table6().addrs.get(iface, [])))
+        return link
 
     async def toward(self, addr: str) -> tuple[Link, bytes | None]:
-        """The link a packet to `addr` leaves by, and the next hop's MAC (None: no ARP answer)."""
-        r = route.table().lookup(addr)
+        """The link a packet to `addr` leaves by, and the next hop's MAC (None: no ARP/ND answer)."""
+        r = route.lookup_any(addr)
         link = self.for_route(r)
         return link, await link.resolve(r.gateway or addr)
 

@@ -50,6 +50,7 @@ class RouteTable:
     def lookup(self, dst: str) -> Route:
         a = ipaddress.IPv4Address(dst)
         iface, src = _override.get("iface"), _override.get("src")
+        src = None if src is not None and ":" in src else src  # an IPv6 -S is RouteTable6's
         if iface is not None:  # -e: this interface; its routes' gateway, else on-link
             r = next((r for net, r in self.routes if a in net and r.get("dev") == iface), None)
             addrs = self.addrs.get(iface) or []
@@ -63,7 +64,7 @@ class RouteTable:
             if a in net:
                 dev = r["dev"]
                 addrs = self.addrs.get(dev) or []
-                src = _override.get("src") or r.get("prefsrc") or (addrs[0] if addrs else None)
+                src = src or r.get("prefsrc") or (addrs[0] if addrs else None)
                 if src is None:
                     raise UsageError(f"no IPv4 source address on interface {dev} to reach {dst}")
                 return Route(dev, src, r.get("gateway"))
@@ -145,12 +146,20 @@ class RouteTable6:
     def lookup(self, dst: str) -> Route:
         addr, _, zone = dst.partition("%")
         a = ipaddress.IPv6Address(addr)
+        iface, src = _override.get("iface"), _override.get("src")
+        src = src if src is not None and ":" in src else None
+        if iface is not None:  # -e: this interface; its routes' gateway, else on-link
+            r = next((r for net, _m, r in self.routes if a in net and r.get("dev") == iface), None)
+            s = src or (r.get("prefsrc") if r else None) or self.source(iface, a)
+            if s is None:
+                raise UsageError(f"no IPv6 source address on interface {iface} (-e); give one with -S")
+            return Route(iface, s, r.get("gateway") if r else None)
         if any(a in net for net, _ in self.local):
             return Route("lo", addr, None, local=True)
         for net, _, r in self.routes:
             if a in net and (not zone or r["dev"] == zone):
                 dev = r["dev"]
-                src = r.get("prefsrc") or self.source(dev, a)
+                src = src or r.get("prefsrc") or self.source(dev, a)
                 if src is None:
                     raise UsageError(f"no usable IPv6 source address on interface {dev} to reach {dst}")
                 return Route(dev, src, r.get("gateway"))

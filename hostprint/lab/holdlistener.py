@@ -13,8 +13,10 @@ import socket
 
 def serve(port: int, bind: str = "0.0.0.0") -> None:
     sel = selectors.DefaultSelector()
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if ":" in bind:  # "::" listens on both families
+        ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     ls.bind((bind, port))
     ls.listen(128)
     sel.register(ls, selectors.EVENT_READ)

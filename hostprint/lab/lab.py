@@ -34,10 +34,21 @@ from hostprint.lab import state as S
 from hostprint.lab.daemoncheck import ServiceFailure, rejected_line, run_checker
 from hostprint.lab.netns import LabError
 from hostprint.lab.services import REGISTRY, ServiceContext, ServiceKind, helper_env, parse_service
-from hostprint.lab.spec import SCANNER_ADDR, HostSpec, LabSpec
+from hostprint.lab.spec import SCANNER_ADDR, SCANNER_ADDR6, HostSpec, LabSpec
 
 LOSS_TABLE = "hostprint_loss"
 FW_TABLE = "hostprint_fw"
+
+#: Every lab namespace, before its interfaces exist (the default.* values apply to them): no router
+#: advertisements or solicitations, no SLAAC, no duplicate address detection (addresses are usable
+#: at once and nothing the lab did not configure appears). IPv6 rule: 2001:2::/48, link-local and
+#: ff02:: on lab links only, no default route.
+IPV6_QUIET = {
+    "net.ipv6.conf.all.accept_ra": "0", "net.ipv6.conf.default.accept_ra": "0",
+    "net.ipv6.conf.all.router_solicitations": "0", "net.ipv6.conf.default.router_solicitations": "0",
+    "net.ipv6.conf.all.autoconf": "0", "net.ipv6.conf.default.autoconf": "0",
+    "net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0",
+}
 
 
 def ns_name(lab: str, part: str) -> str:
@@ -58,6 +69,8 @@ class HostHandle:
     addresses: list[str]
     mac: str
     spec: HostSpec
+    #: The host's IPv6 address in a dual-stack lab (None: IPv4 only).
+    address6: str | None = None
     #: Namespace of the delay relay in front of this host, if any.
     relay_ns: str | None = None
     relay_pid: dict[str, Any] | None = None
@@ -82,6 +95,7 @@ class Lab:
         self.scanner_ns = ns_name(spec.name, "scan")
         self.switch_ns = ns_name(spec.name, "sw")
         self.scanner_addr = SCANNER_ADDR
+        self.scanner_addr6: str | None = SCANNER_ADDR6 if spec.ipv6 else None
         self.scanner_iface = "eth0"
         self.scanner_mac = _mac_for(SCANNER_ADDR)
         self.tmpdir: Path | None = None
@@ -246,6 +260,7 @@ class Lab:
         N.ip_batch(self.scanner_ns, [
             f"link set eth0 address {_mac_for(SCANNER_ADDR)}",
             f"addr add {SCANNER_ADDR}/16 dev eth0",
+            *([f"addr add {SCANNER_ADDR6}/64 dev eth0 nodad"] if self.scanner_addr6 else []),
             "link set eth0 up",
         ])
         for i, hs in enumerate(self.spec.hosts, start=1):
@@ -300,12 +315,21 @@ class Lab:
         self._namespaces.append(ns)
         self._write_state()
         N.add_netns(ns)
+        if ns != self.switch_ns:
+            N.sysctl(ns, IPV6_QUIET)
 
     def _build_switch(self, two_segments: bool) -> None:
         self._add_ns(self.switch_ns)
         # The switch has no addresses; IPv6 off keeps it from emitting its own traffic.
         N.sysctl(self.switch_ns, {"net.ipv6.conf.all.disable_ipv6": "1",
                                   "net.ipv6.conf.default.disable_ipv6": "1"})
+        # A switch, not a firewall: when br_netfilter is in the kernel (it is here), every bridged
+        # frame also went through the switch namespace's empty iptables/ip6tables/arptables hooks
+        # (measured: br_nf_* among the top kernel symbols of a full-port scan). Off in this namespace
+        # only (the sysctls are per namespace); nothing in the lab filters in the switch.
+        bridge_nf = {f"net.bridge.bridge-nf-call-{t}": "0" for t in ("iptables", "ip6tables", "arptables")}
+        if all(os.path.exists("/proc/sys/net/bridge/bridge-nf-call-" + t) for t in ("iptables", "ip6tables", "arptables")):
+            N.sysctl(self.switch_ns, bridge_nf)
         for br in ["br0", "br1"] if two_segments else ["br0"]:
             N.ip_batch(self.switch_ns, [
                 f"link add {br} type bridge stp_state 0 forward_delay 0 mcast_snooping 0",
@@ -334,31 +358,36 @@ class Lab:
             N.add_veth(ns, "eth0", self.switch_ns, port)
         self._attach_port(port, bridge)
         mac = hs.mac or _mac_for(hs.address)
-        addrs = [hs.address, *hs.extra_addresses]
+        v6 = self.spec.v6(hs)
+        addrs = [hs.address, *hs.extra_addresses] + ([v6] if v6 else [])
         lines = [f"link set eth0 address {mac}"]
-        lines += [f"addr add {a}/16 dev eth0" for a in addrs]
+        lines += [f"addr add {a}/64 dev eth0 nodad" if ":" in a else f"addr add {a}/16 dev eth0" for a in addrs]
         lines.append("link set eth0 up")
         if hs.router:
             N.add_veth(ns, "eth1", self.switch_ns, f"q{idx}")
             self._attach_port(f"q{idx}", "br1")
             lines += [f"link set eth1 address {_mac_for(hs.router_address2)}",
                       f"addr add {hs.router_address2}/16 dev eth1", "link set eth1 up"]
+            if v6:
+                lines.append(f"addr add {self.spec.v6_router2(hs)}/64 dev eth1 nodad")
         N.ip_batch(ns, lines)
         sysctls = dict(hs.sysctls)
         if hs.router:
             sysctls.setdefault("net.ipv4.ip_forward", "1")
+            if v6:
+                sysctls.setdefault("net.ipv6.conf.all.forwarding", "1")
         try:
             N.sysctl(ns, sysctls)
         except LabError as e:
             raise UsageError(f"host {hs.name}: sysctls {sysctls} rejected: {e}") from None
-        fw = _firewall_ruleset(hs)
+        fw = _firewall_ruleset(hs, ipv6=v6 is not None)
         if fw:
             try:
                 N.nft_load(ns, fw)
             except LabError as e:
                 raise UsageError(f"host {hs.name}: bad firewall rules: {e}") from None
         h = HostHandle(name=hs.name, ns=ns, address=hs.address, addresses=addrs,
-                       mac=N.link_mac(ns, "eth0") or mac, spec=hs, relay_ns=relay_ns)
+                       mac=N.link_mac(ns, "eth0") or mac, spec=hs, relay_ns=relay_ns, address6=v6)
         self.hosts[hs.name] = h
         if relay_ns:
             self._start_relay(h)
@@ -371,8 +400,11 @@ class Lab:
 
         assert self.tmpdir is not None
         lines = [f"{SCANNER_ADDR} scan.{self.domain} scan"]
+        if self.scanner_addr6:
+            lines.append(f"{self.scanner_addr6} scan.{self.domain} scan")
         for hs in self.spec.hosts:
-            for a in [hs.address, *hs.extra_addresses]:
+            v6 = self.spec.v6(hs)
+            for a in [hs.address, *hs.extra_addresses, *([v6] if v6 else [])]:
                 lines.append(f"{a} {hs.name}.{self.domain} {hs.name}")
         (self.tmpdir / LAB_HOSTS).write_text("\n".join(lines) + "\n")
         dns = next((hs for hs in self.spec.hosts if any(parse_service(t) == ("dns", 53) for t in hs.services)), None)
@@ -385,11 +417,19 @@ class Lab:
         (etc / "resolv.conf").write_text(f"nameserver {dns.address}\nsearch {self.domain}\noptions timeout:1 attempts:1\n")
 
     def _route_segments(self, router: HostSpec) -> None:
+        from hostprint.lab.spec import SEGMENT1_V6, SEGMENT2_V6
+
         N.run(["ip", "-n", self.scanner_ns, "route", "add", "198.19.0.0/16", "via", router.address])
+        v6 = self.spec.v6(router)
+        if v6 and self.scanner_addr6:
+            N.run(["ip", "-n", self.scanner_ns, "-6", "route", "add", str(SEGMENT2_V6), "via", v6])
         for hs in self.spec.hosts:
             if hs.segment == 2:
                 N.run(["ip", "-n", self.hosts[hs.name].ns, "route", "add", "198.18.0.0/16",
                        "via", router.router_address2])
+                if v6 and self.spec.v6(hs):
+                    N.run(["ip", "-n", self.hosts[hs.name].ns, "-6", "route", "add", str(SEGMENT1_V6),
+                           "via", self.spec.v6_router2(router)])
 
     def _start_relay(self, h: HostHandle) -> None:
         from hostprint.lab.delayrelay import read_ack, write_control
@@ -428,7 +468,8 @@ class Lab:
                 kind = REGISTRY[kind_name]
                 d = self.tmpdir / hs.name / f"{kind_name}-{port}"
                 d.mkdir(parents=True, exist_ok=True)
-                ctx = ServiceContext(kind=kind_name, port=port, host=hs.name, dir=d, lab_dir=self.tmpdir)
+                ctx = ServiceContext(kind=kind_name, port=port, host=hs.name, dir=d, lab_dir=self.tmpdir,
+                                     ipv6=h.address6 is not None)
                 try:
                     argv = kind.build(ctx)
                 except (OSError, subprocess.SubprocessError, UsageError, LabError) as e:
@@ -523,9 +564,11 @@ class Lab:
             "tmpdir": str(self.tmpdir) if self.tmpdir else None,
             "namespaces": self._namespaces,
             "pids": self._pids,
-            "scanner": {"ns": self.scanner_ns, "address": self.scanner_addr, "iface": self.scanner_iface},
+            "scanner": {"ns": self.scanner_ns, "address": self.scanner_addr, "iface": self.scanner_iface,
+                        **({"address6": self.scanner_addr6} if self.scanner_addr6 else {})},
             "switch_ns": self.switch_ns,
             "hosts": {n: {"ns": h.ns, "address": h.address, "addresses": h.addresses, "mac": h.mac,
+                          **({"address6": h.address6} if h.address6 else {}),
                           "relay_ns": h.relay_ns, "relay_pid": h.relay_pid, "daemons": h.daemons,
                           "loss_pct": h.loss_pct, "delay": h.delay,
                           "silent": h.spec.silent, "firewall": h.spec.firewall_lines(),
@@ -549,10 +592,13 @@ def _loss_ruleset(rule: str) -> str:
             "}\n")
 
 
-def _firewall_ruleset(hs: HostSpec) -> str:
+def _firewall_ruleset(hs: HostSpec, ipv6: bool = False) -> str:
     inp = hs.firewall_lines()
     if hs.silent:
-        inp = [*inp, "drop"]
+        # IPv4's ARP is not in the inet family, so a silent host still answers it; its IPv6
+        # analogue, Neighbor Discovery, is ICMPv6 and must be let through by hand.
+        nd = ["icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept"] if ipv6 else []
+        inp = [*inp, *nd, "drop"]
     out = hs.firewall_output_lines()
     if not inp and not out:
         return ""
@@ -607,6 +653,7 @@ def status_from_state(st: dict[str, Any]) -> dict[str, Any]:
         listening = N.listening_tcp_ports(h["ns"]) if h["ns"] in existing else set()
         hosts[name] = {
             "ns": h["ns"], "address": h["address"], "addresses": len(h.get("addresses", [])),
+            **({"address6": h["address6"]} if h.get("address6") else {}),
             "mac": h.get("mac"), "ns_exists": h["ns"] in existing,
             "services": [{"kind": d["kind"], "port": d["port"], "pid": d["pid"],
                           "alive": S.is_same_process(d), "listening": d["port"] in listening}

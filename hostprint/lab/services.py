@@ -33,6 +33,8 @@ class ServiceContext:
     dir: Path
     #: Lab-wide temp dir, for things shared by all hosts (ssh host keys).
     lab_dir: Path
+    #: The host has an IPv6 address (a dual-stack lab): daemons that can listen on both families do.
+    ipv6: bool = False
 
     @property
     def log(self) -> Path:
@@ -138,7 +140,7 @@ http {{
     uwsgi_temp_path {ctx.dir}/uwsgi;
     scgi_temp_path {ctx.dir}/scgi;
     server {{
-        listen {ctx.port} default_server;
+        listen {ctx.port} default_server;{f"{chr(10)}        listen [::]:{ctx.port} default_server;" if ctx.ipv6 else ""}
         root {root};
         index index.html;
     }}
@@ -174,7 +176,8 @@ def _ssh(ctx: ServiceContext) -> list[str]:
     conf = ctx.dir / "sshd_config"
     conf.write_text(
         "\n".join(
-            [f"Port {ctx.port}", "ListenAddress 0.0.0.0", *[f"HostKey {k}" for k in keys],
+            [f"Port {ctx.port}", "ListenAddress 0.0.0.0", *(["ListenAddress ::"] if ctx.ipv6 else []),
+             *[f"HostKey {k}" for k in keys],
              "PidFile none", "UsePAM no", "PermitRootLogin no", "PasswordAuthentication no",
              "KbdInteractiveAuthentication no", "AuthorizedKeysFile none", "LogLevel INFO", ""]
         )
@@ -188,7 +191,9 @@ def _ftp(ctx: ServiceContext) -> list[str]:
     conf = ctx.dir / "vsftpd.conf"
     conf.write_text(
         "\n".join(
-            ["listen=YES", "listen_ipv6=NO", "background=NO", f"listen_port={ctx.port}",
+            # listen_ipv6=YES alone listens on both families (vsftpd.conf(5))
+            [*(["listen=NO", "listen_ipv6=YES"] if ctx.ipv6 else ["listen=YES", "listen_ipv6=NO"]),
+             "background=NO", f"listen_port={ctx.port}",
              "anonymous_enable=YES", "no_anon_password=YES", "local_enable=NO", "write_enable=NO",
              f"anon_root={ctx.dir}", "secure_chroot_dir=/var/run/vsftpd/empty",
              f"vsftpd_log_file={ctx.log}", "xferlog_enable=NO", "seccomp_sandbox=NO",
@@ -202,13 +207,14 @@ def _ftp(ctx: ServiceContext) -> list[str]:
 @service("redis", default_port=6379, packages=("redis-server",))
 def _redis(ctx: ServiceContext) -> list[str]:
     return [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(ctx.port),
-            "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no",
+            "--bind", "0.0.0.0", *(["::"] if ctx.ipv6 else []), "--protected-mode", "no", "--save", "", "--appendonly", "no",
             "--daemonize", "no", "--dir", str(ctx.dir), "--logfile", str(ctx.log)]
 
 
 @service("tcp-listen", default_port=9)
 def _tcp_listen(ctx: ServiceContext) -> list[str]:
-    return [sys.executable, "-m", "hostprint.lab.holdlistener", "--port", str(ctx.port)]
+    return [sys.executable, "-m", "hostprint.lab.holdlistener", "--port", str(ctx.port),
+            *(["--bind", "::"] if ctx.ipv6 else [])]
 
 
 def helper_env() -> dict[str, str]:

@@ -17,6 +17,21 @@ SEGMENT1 = ipaddress.ip_network("198.18.0.0/16")
 #: Behind the optional router.
 SEGMENT2 = ipaddress.ip_network("198.19.0.0/16")
 SCANNER_ADDR = "198.18.0.1"
+#: IPv6 lab addresses (rule: 2001:2::/48 only, RFC 5180, the IPv6 benchmarking range): segment 1
+#: is 2001:2::/64, segment 2 (behind the router) 2001:2:0:1::/64.
+LAB_V6 = ipaddress.ip_network("2001:2::/48")
+SEGMENT1_V6 = ipaddress.ip_network("2001:2::/64")
+SEGMENT2_V6 = ipaddress.ip_network("2001:2:0:1::/64")
+SCANNER_ADDR6 = "2001:2::1"
+
+
+def v6_for(address: str) -> str:
+    """A host's IPv6 lab address from its IPv4 one, so the two read alike: 198.18.0.10 ->
+    2001:2::10, 198.18.1.5 -> 2001:2::1:5, 198.19.0.191 -> 2001:2:0:1::191 (the last two
+    octets written as they read, as hex groups)."""
+    o = ipaddress.IPv4Address(address).packed
+    net = SEGMENT2_V6 if ipaddress.IPv4Address(address) in SEGMENT2 else SEGMENT1_V6
+    return str(ipaddress.IPv6Address(int(net.network_address) | int(str(o[2]), 16) << 16 | int(str(o[3]), 16)))
 
 # No '-' in names: namespace names are hpl-<lab>-<host>, so a dash would make the prefix used by
 # stale cleanup ambiguous (lab "a" vs lab "a-b").
@@ -49,6 +64,9 @@ class HostSpec:
     segment: int = 1
     #: Fixed MAC (locally administered by default, derived from the host index) for repeatable runs.
     mac: str | None = None
+    #: IPv6 address (2001:2::/48); in a dual-stack lab (LabSpec.ipv6) derived from `address` when
+    #: not given. extra_addresses may hold IPv6 addresses too.
+    address6: str | None = None
 
     def firewall_lines(self) -> list[str]:
         return _lines(self.firewall)
@@ -61,6 +79,18 @@ class HostSpec:
 class LabSpec:
     name: str
     hosts: list[HostSpec] = field(default_factory=list)
+    #: Dual stack: the scanner and every host get an IPv6 address too (v6_for their IPv4 one unless
+    #: given), daemons listen on both families, no router advertisements, no default route.
+    ipv6: bool = False
+
+    def v6(self, h: HostSpec) -> str | None:
+        """The host's IPv6 address (None: IPv4 only)."""
+        if h.address6:
+            return h.address6
+        return v6_for(h.address) if self.ipv6 else None
+
+    def v6_router2(self, h: HostSpec) -> str:
+        return v6_for(h.router_address2)
 
     def validate(self) -> None:
         """Raise UsageError naming the first bad token; called by Lab before any kernel change."""
@@ -89,11 +119,24 @@ class LabSpec:
             addrs = [h.address, *h.extra_addresses]
             if h.router:
                 addrs.append(h.router_address2)
+            v6 = self.v6(h)
+            if v6 is not None:
+                addrs.append(v6)
+                if h.router:
+                    addrs.append(self.v6_router2(h))
             for a in addrs:
                 try:
                     ip = ipaddress.ip_address(a)
                 except ValueError:
                     raise UsageError(f"host {h.name}: bad address {a!r}") from None
+                if ip.version == 6:
+                    net6 = SEGMENT2_V6 if (h.segment == 2 or (h.router and a == self.v6_router2(h))) else SEGMENT1_V6
+                    if ip not in net6 or ip == net6.network_address or a == SCANNER_ADDR6:
+                        raise UsageError(f"host {h.name}: address {a} is not a host address in {net6}")
+                    if a in seen_addrs:
+                        raise UsageError(f"host {h.name}: address {a} used twice")
+                    seen_addrs.add(a)
+                    continue
                 want = SEGMENT2 if (h.router and a == h.router_address2) else net
                 if ip not in want or ip == want.network_address or ip == want.broadcast_address:
                     raise UsageError(f"host {h.name}: address {a} is not a host address in {want}")
@@ -134,9 +177,14 @@ def demo_spec(name: str = "demo") -> LabSpec:
     or embedded stack sends); fw answers TCP on a few ports but drops a port range and ICMP echo,
     so host discovery by ping fails while a TCP probe finds it; silent answers nothing (only ARP);
     ns is the lab's DNS server (names and PTR records of every host).
+
+    Dual stack (issue 17): every host also has 2001:2::<last octets> (web 2001:2::10 ...), its
+    daemons listen on both families, fw drops ICMPv6 echo as it drops ICMP echo, silent answers
+    only Neighbor Discovery.
     """
     return LabSpec(
         name=name,
+        ipv6=True,
         hosts=[
             HostSpec(name="web", address="198.18.0.10", services=["nginx:80", "ssh:22"]),
             HostSpec(
@@ -154,7 +202,7 @@ def demo_spec(name: str = "demo") -> LabSpec:
                 name="fw",
                 address="198.18.0.30",
                 services=["ssh:2222", "nginx:8080"],
-                firewall=["tcp dport 1000-1099 drop", "icmp type echo-request drop"],
+                firewall=["tcp dport 1000-1099 drop", "icmp type echo-request drop", "icmpv6 type echo-request drop"],
             ),
             HostSpec(name="silent", address="198.18.0.40", silent=True),
             # the lab's DNS server: A and PTR records for every host (<host>.<lab>.hostprint.test),

@@ -261,6 +261,16 @@ def is_class_db(label: str) -> bool:
     return label == "hostprint" or label.startswith("hostprint:")
 
 
+def load_matchers6() -> list[tuple[str, StackMatcher]]:
+    """-O over IPv6: hostprint's IPv6 class DB (signatures/stack6/) plus ~/.config/hostprint/stack6.txt.
+    nmap keeps its IPv6 classifier compiled into the binary, and p0f's IPv6 signatures are passive:
+    neither has a reference for these tests."""
+    from hostprint.signatures import stack_db
+
+    extra = [u] if (u := stack_db.user_file("stack6.txt")) else []
+    return [("hostprint", StackMatcher(stack_db.load(stack_db.DB6_DIR, extra=extra)))]
+
+
 def load_matchers(spec: str) -> list[tuple[str, StackMatcher]]:
     """--os-db: comma-separated 'hostprint' (ours, the default), 'nmap' (the installed nmap-os-db) or
     files (nmap-os-db format when they hold 'Fingerprint' entries, else ours). 'p0f' is handled by

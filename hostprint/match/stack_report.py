@@ -21,18 +21,24 @@ LOAD_BALANCED_PENALTY = 0.8  # the SEQ probes met more than one stack
 
 def stack_report(res: Any, icmp: Any, matchers: list[tuple[str, StackMatcher]],
                  p0f: tuple[list[OsMatch], dict[str, str]] | None = None,
-                 ports: dict[str, int | None] | None = None) -> tuple[StackBlock, list[ArchitectureFinding]]:
+                 ports: dict[str, int | None] | None = None, ipv6: bool = False
+                 ) -> tuple[StackBlock, list[ArchitectureFinding]]:
     """(the stack block, architecture findings) for a StackResult and an IcmpStackResult, plus
     the p0f.fp labels of its SYN+ACKs and their raw signatures when --os-db p0f asked for them
     (probes/stack_p0f.py); the block's `conditions` say why test conditions were not ideal."""
     if icmp is not None and icmp.tests.get("XI"):  # classes that describe ICMP behaviour score it too
         res.tests["XI"] = icmp.tests["XI"]
+    first_gen = "" if ipv6 else first_gen_view(res.tests, icmp.tests.get("XI") if icmp is not None else None)
     block = StackBlock("stack", tests=res.tests, fingerprint=res.fingerprint(), distance=res.distance,
-                       first_gen=first_gen_view(res.tests, icmp.tests.get("XI") if icmp is not None else None),
-                       summary=dict(res.summary or {}))
+                       first_gen=first_gen, summary=dict(res.summary or {}))
     data: dict[str, Json] = {"ports": dict(ports or {})}
+    if ipv6:
+        data["family"] = "ipv6"
     if res.ts_rate:
         data["ts_rate_hz"] = round(res.ts_rate, 1)
+        first = next((t for t in res.twins if t.ts is not None), None)
+        if res.tests.get("SEQ", {}).get("TSO") == "H" and first is not None:  # one host clock: --dual-stack pairs by it
+            data["ts_clock"] = {"at": round(first.at, 6), "tsval": first.ts, "hz": round(res.ts_rate, 3)}
     if icmp is not None:
         data["icmp"] = icmp.to_dict()
     tcp_answered = any(attrs.get("R", "Y") == "Y" for t, attrs in res.tests.items() if t.startswith(("T", "SEQ", "ECN")))

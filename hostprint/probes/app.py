@@ -839,12 +839,12 @@ class Engine:
             self_cap = self.o.max_bytes
             async with self.sem:
                 try:
+                    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET  # IPv6 targets: issue 17
                     if t.any_port:  # unconnected: accept the reply from any port of the target
-                        tr, _p = await loop.create_datagram_endpoint(P, local_addr=("0.0.0.0", 0),
-                                                                     family=socket.AF_INET)
+                        tr, _p = await loop.create_datagram_endpoint(P, local_addr=("::" if ":" in addr else "0.0.0.0", 0),
+                                                                     family=fam)
                     else:  # connected: ICMP port unreachable is reported (closed port)
-                        tr, _p = await loop.create_datagram_endpoint(P, remote_addr=(addr, port),
-                                                                     family=socket.AF_INET)
+                        tr, _p = await loop.create_datagram_endpoint(P, remote_addr=(addr, port), family=fam)
                 except OSError:
                     return
                 try:

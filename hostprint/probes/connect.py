@@ -18,6 +18,14 @@ from hostprint.model import Json
 from hostprint.probes.base import PortListScan, Session
 
 
+def _sockaddr(addr: str, port: int) -> tuple:
+    """(host, port) for IPv4; for IPv6 a zone (fe80::1%eth0) becomes the scope id."""
+    if ":" not in addr:
+        return addr, port
+    host, _, zone = addr.partition("%")
+    return host, port, 0, socket.if_nametoindex(zone) if zone else 0
+
+
 class ConnectScan:
     def __init__(self, targets: list[str], ports: list[int], timing: Timing, *, parallel: int | None = None):
         self.targets = targets
@@ -33,14 +41,14 @@ class ConnectScan:
             if self.timing.scan_delay:
                 await asyncio.sleep(self.timing.scan_delay)
             loop = asyncio.get_running_loop()
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
             s.setblocking(False)
             # RST on close (SO_LINGER 0): no TIME_WAIT pile-up over thousands of ports.
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
             self.attempts += 1
             t0 = time.monotonic()
             try:
-                await asyncio.wait_for(loop.sock_connect(s, (addr, port)), timeout)
+                await asyncio.wait_for(loop.sock_connect(s, _sockaddr(addr, port)), timeout)
                 self.result[(addr, port)] = (model.OPEN, "syn-ack")
                 rtt = time.monotonic() - t0
                 self.rtt[addr] = min(self.rtt.get(addr, rtt), rtt)
@@ -51,7 +59,8 @@ class ConnectScan:
                 rtt = time.monotonic() - t0
                 self.rtt[addr] = min(self.rtt.get(addr, rtt), rtt)
             except OSError as e:
-                if e.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+                if e.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH) or (e.errno == errno.EACCES and ":" in addr):
+                    # IPv6 EACCES: an ICMPv6 administratively-prohibited error (Linux icmpv6_err_convert)
                     self.result[(addr, port)] = (model.FILTERED, "host-unreach")
                 elif e.errno == errno.EADDRNOTAVAIL:  # out of local ports: retry later
                     self.result.pop((addr, port), None)

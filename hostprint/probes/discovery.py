@@ -8,6 +8,13 @@ on the local segment. Reasons name the method: echo-reply, broadcast-echo-reply,
 mask-reply, syn-ack / syn-reset, ack-reset, port-unreach / udp-response, arp-response. A host reports every method that saw it, because the mix is itself
 evidence (a host that answers TCP but not ICMP sits behind a filter).
 
+IPv6 targets (mixed lists work): ICMPv6 echo (128 -> 129, echo-reply), Neighbor Discovery in
+place of ARP (an NS to the target's solicited-node group, a valid NA back: nd-response, nmap's
+word; -PR), the TCP and UDP sweeps as for IPv4 (an ICMPv6 port unreachable is port-unreach), and
+in place of the broadcast echo one echo to the all-nodes group ff02::1 per link
+(multicast-echo-reply): every IPv6 host of the link answers it, which is how an IPv6 link is
+discovered at all (its /64 cannot be swept). IPv6 has no timestamp or address mask query.
+
 Probes carry a cookie (ICMP id/seq, TCP seq/ack, UDP source port) so answers need no table.
 The volume is small (targets x methods), so frames are built one by one with the struct codecs.
 """
@@ -30,12 +37,14 @@ from hostprint.engine.replies import (
     Reply,
     Want,
     acks_cookie,
+    addr_bytes,
     cookie_port,
     icmp_ident,
     ident_is_cookie,
     port_is_cookie,
     seq_is_cookie,
 )
+from hostprint.probes import discovery6 as D6
 from hostprint.probes.base import Session, Technique
 from hostprint.probes.options import ScanOptions
 from hostprint.stackfacts import distance
@@ -79,10 +88,12 @@ class Discovery:
         self.own_links = links is None
         self.retries = retries
         self.cookie = Cookie()
+        self.salts = SALT  # per-method cookie salts (probes/discovery6.py reads them here)
         self.sport_lo, self.sport_hi = route.probe_port_range()
         self.seen: dict[str, Seen] = {}
         self.sent_ns: dict[tuple[str, str], int] = {}
         self.target_set = set(targets)
+        self.by_raw = {addr_bytes(a): a for a in targets}  # reply peer -> target as typed (zones kept)
         self.last_reply = 0.0
         self.macs: dict[str, bytes | None] = {}
         self.bcast_idents: set[tuple[int, int]] = set()
@@ -110,7 +121,10 @@ class Discovery:
         self.last_reply = time.monotonic()
 
     def _icmp_ident(self, addr: str, method: str) -> tuple[int, int]:
-        return icmp_ident(self.cookie, socket.inet_aton(addr), SALT[method])
+        return icmp_ident(self.cookie, addr_bytes(addr), SALT[method])
+
+    def _addr(self, peer: bytes) -> str:
+        return self.by_raw.get(peer) or socket.inet_ntop(socket.AF_INET6 if len(peer) == 16 else socket.AF_INET, peer)
 
     # ------------------------------------------------------------------ receive
 
@@ -129,13 +143,13 @@ class Discovery:
 
     def _wants(self) -> list[tuple[Want, Callable[[Reply], None]]]:
         """One Want per enabled method: the engine checks the method's cookie (engine/replies.py)."""
-        peers = frozenset(socket.inet_aton(a) for a in self.targets)
+        peers = frozenset(self.by_raw)
         icmp, tcp, udp = frozenset({P.IPPROTO_ICMP}), frozenset({P.IPPROTO_TCP}), frozenset({P.IPPROTO_UDP})
         ports = (self.sport_lo, self.sport_hi)
 
         def saw(reason: str, method: str, **details: object) -> Callable[[Reply], None]:
             def on(r: Reply) -> None:
-                self._saw(socket.inet_ntoa(r.peer), reason, r.ts_ns, r.ip.ttl, method, **details)
+                self._saw(self._addr(r.peer), reason, r.ts_ns, r.ip.ttl, method, **details)
             return on
 
         def timestamp(r: Reply) -> None:
@@ -150,26 +164,36 @@ class Discovery:
             self._saw(socket.inet_ntoa(r.peer), "mask-reply", r.ts_ns, r.ip.ttl, "mask", mask=socket.inet_ntoa(m.mask))
 
         def broadcast(r: Reply) -> None:
-            src = socket.inet_ntoa(r.peer)
+            src = self._addr(r.peer)
             self.sent_ns.setdefault((src, "broadcast"), self.bcast_sent_ns)
-            self._saw(src, "broadcast-echo-reply", r.ts_ns, r.ip.ttl, "broadcast")
+            self._saw(src, "broadcast-echo-reply" if r.family == 4 else D6.MULTICAST_REASON, r.ts_ns, r.ip.ttl,
+                      "broadcast")
 
         def syn(r: Reply) -> None:
             t = r.tcp
             assert t is not None
-            self._saw(socket.inet_ntoa(r.peer), "syn-ack" if t.flags & P.SYN else "syn-reset", r.ts_ns, r.ip.ttl, "syn")
+            self._saw(self._addr(r.peer), "syn-ack" if t.flags & P.SYN else "syn-reset", r.ts_ns, r.ip.ttl, "syn")
 
         def udp_answer(r: Reply) -> None:
-            reason = "udp-response" if r.error is None else "port-unreach" if r.error.code == 3 else "icmp-unreach"
-            if r.error is None or r.error.type == P.ICMP_UNREACH:
-                self._saw(socket.inet_ntoa(r.peer), reason, r.ts_ns, r.ip.ttl, "udp")
+            reason = "udp-response" if r.error is None else "port-unreach" if r.port_unreach else "icmp-unreach"
+            if r.error is None or r.dest_unreach:
+                self._saw(self._addr(r.peer), reason, r.ts_ns, r.ip.ttl, "udp")
 
         seq_ok = seq_is_cookie(self.cookie, SALT["ack"])
+        icmp6 = frozenset({D6.IPPROTO_ICMPV6})
+
+        def bcast_ok(r: Reply) -> bool:
+            m = r.icmp or r.icmp6
+            return m is not None and (m.id, m.seq) in self.bcast_idents
+
         table: dict[str, list[tuple[Want, Callable[[Reply], None]]]] = {
             "echo": [(Want(peers, icmp, errors=False, icmp_types=frozenset({P.ICMP_ECHOREPLY}),
+                           valid=ident_is_cookie(self.cookie, SALT["echo"])), saw("echo-reply", "echo")),
+                     (Want(peers, icmp6, errors=False, icmp_types=frozenset({D6.ECHO_REPLY}),
                            valid=ident_is_cookie(self.cookie, SALT["echo"])), saw("echo-reply", "echo"))],
-            "broadcast": [(Want(None, icmp, errors=False, icmp_types=frozenset({P.ICMP_ECHOREPLY}),
-                                valid=lambda r: r.icmp is not None and (r.icmp.id, r.icmp.seq) in self.bcast_idents),
+            "broadcast": [(Want(None, icmp, errors=False, icmp_types=frozenset({P.ICMP_ECHOREPLY}), valid=bcast_ok),
+                           broadcast),
+                          (Want(None, icmp6, errors=False, icmp_types=frozenset({D6.ECHO_REPLY}), valid=bcast_ok),
                            broadcast)],
             "timestamp": [(Want(peers, icmp, errors=False, icmp_types=frozenset({P.ICMP_TSTAMPREPLY}),
                                 valid=ident_is_cookie(self.cookie, SALT["timestamp"])), timestamp)],
@@ -185,11 +209,13 @@ class Discovery:
         return [w for name in self._enabled for w in table.get(name, [])]
 
     def _udp_sport(self, addr: str, port: int) -> int:
-        return cookie_port(self.cookie, self.sport_lo, self.sport_hi, socket.inet_aton(addr), port, SALT["udp"])
+        return cookie_port(self.cookie, self.sport_lo, self.sport_hi, addr_bytes(addr), port, SALT["udp"])
 
     # ------------------------------------------------------------------ send
 
     def _frames(self, link: Link, addr: str, mac: bytes, m: MethodSpec) -> list[bytes]:
+        if ":" in addr:
+            return D6.frames(self, link, addr, mac, m)
         src = socket.inet_aton(link.src)
         dst = socket.inet_aton(addr)
         eth = link.eth(mac)
@@ -219,10 +245,11 @@ class Discovery:
         """On-link networks that contain targets -> (link, broadcast address)."""
         out: dict[str, tuple[Link, str]] = {}
         tab = route.table()
+        v4 = [ipaddress.IPv4Address(t) for t in self.targets if ":" not in t]
         for net, r in tab.routes:
             if r.get("gateway") or net.prefixlen == 0 or net.prefixlen >= 31:
                 continue
-            if any(ipaddress.IPv4Address(t) in net for t in self.targets):
+            if any(t in net for t in v4):
                 rr = route.Route(r["dev"], r.get("prefsrc") or tab.addrs.get(r["dev"], [""])[0], None)
                 if rr.iface == "lo" or not rr.src:
                     continue
@@ -231,14 +258,15 @@ class Discovery:
 
     async def run(self) -> dict[str, Seen]:
         self._enabled = {m.name for m in self.methods}
-        tab = route.table()
         plan: list[tuple[Link, str, route.Route]] = []
         for a in self.targets:
-            r = tab.lookup(a)
+            r = route.lookup_any(a)
             plan.append((self.links.for_route(r), a, r))
         links = {id(link): link for link, _, _ in plan}
         wants = self._wants()
-        tokens = [(link, link.subscribe(self._on_arp), [link.listen(w, h) for w, h in wants]) for link in links.values()]
+        tokens = [(link, link.subscribe(self._on_arp),
+                   [link.listen(w, h) for w, h in wants] + [link.listen(*D6.na_want(self, link))])
+                  for link in links.values()]
         pacer = Pacer(min(self.timing.rate, 20_000), burst=256)
         try:
             # ARP first: it also gives the MACs every other on-link probe needs.
@@ -249,13 +277,13 @@ class Discovery:
                 for link, a in pending:
                     await pacer.budget(1)
                     self.sent_ns.setdefault((a, "arp"), time.time_ns())
-                    link.send(link.arp_request_frame(a))
+                    link.send(D6.ns_frame(link, a) if ":" in a else link.arp_request_frame(a))
                 if pending:
                     await until_quiet(list(links.values()), self._wait(), lambda: self.last_reply, quiet=0.05)
             for link, a in onlink:
                 self.macs[a] = link.neigh.get(a)
                 if arp_wanted and self.macs[a] is not None and a not in self.seen:
-                    self._saw(a, "arp-response", 0, None, "arp")
+                    self._saw(a, "arp-response" if ":" not in a else D6.ND_REASON, 0, None, "arp")
             gw_macs: dict[str, bytes | None] = {}
             for link, a, r in plan:
                 if link.loopback:
@@ -284,6 +312,7 @@ class Discovery:
                             n += 1
                 if "broadcast" in self._enabled and attempt == 0:
                     n += await self._send_broadcast(pacer)
+                    n += await D6.send_all_nodes(self, plan, pacer)
                 if n or attempt == 0:
                     await until_quiet(list(links.values()), self._wait(), lambda: self.last_reply, quiet=0.05)
         finally:

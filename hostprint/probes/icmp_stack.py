@@ -180,8 +180,8 @@ class IcmpStackProbe(TwoRounds):
     def _on_reply(self, r: replies.Reply) -> None:
         m = r.error or r.icmp
         assert m is not None
-        if r.ip.src != self.dst:  # an error from a router on the way, not from the target
-            return
+        if r.ip.src != self.dst or not isinstance(m, P.ICMP) or not isinstance(r.ip, P.IPv4):
+            return  # an error from a router on the way, not from the target (or not IPv4 at all)
         rep = IcmpReply(r.ts, r.ip, m)
         if r.error is None:
             self.replies.setdefault(self.by_id[(m.type, m.id)], rep)

@@ -20,7 +20,7 @@ TECHNIQUES = {
     "service": "hostprint.probes.app:ServiceScan",
     "sequence": "hostprint.probes.sequence:SequenceTechnique",
     "timing": "hostprint.probes.timing:TimingTechnique",
-    "stack": "hostprint.probes.stack:StackTechnique",
+    "stack": "hostprint.probes.stack_technique:StackTechnique",
     "traceroute": "hostprint.probes.traceroute:TracerouteTechnique",
 }
 

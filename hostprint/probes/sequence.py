@@ -10,7 +10,6 @@ later by the stack fingerprint issue.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
 from hostprint.engine.link import Links
-from hostprint.engine.replies import Reply, Want, acks_cookie
+from hostprint.engine.replies import Reply, Want, acks_cookie, addr_bytes, addr_key
 from hostprint.model import OPEN, HostResult, Json
 from hostprint.probes.base import Session, Technique
 from hostprint.probes.options import ScanOptions
@@ -34,7 +33,7 @@ class SeqSample:
     sent: float
     received: float
     isn: int
-    ip_id: int
+    ip_id: int | None  # None over IPv6 (no IP ID outside fragments)
     tsval: int | None
 
 
@@ -45,15 +44,17 @@ async def probe_sequence(addr: str, port: int, links: Links, probes: int = 6, sp
         return []
     cookie = Cookie()
     lo, hi = route.probe_port_range()
-    got: dict[int, tuple[int, int, int, tuple[int, int] | None]] = {}
+    got: dict[int, tuple[int, int, int | None, tuple[int, int] | None]] = {}
     sent: dict[int, float] = {}
-    dst_int = P.ip_to_int(addr)
+    dst_int = addr_key(cookie, addr)
+
     def on_reply(r: Reply) -> None:
         t = r.tcp
         if t is not None and t.flags & P.SYN and t.flags & P.ACK:
-            got.setdefault(r.our_port or 0, (r.ts_ns, t.seq, r.ip.id, t.timestamps))
+            got.setdefault(r.our_port or 0, (r.ts_ns, t.seq, r.ip.id if isinstance(r.ip, P.IPv4) else None,
+                                             t.timestamps))
 
-    token = link.listen(Want(peers=frozenset({socket.inet_aton(addr)}), protos=frozenset({P.IPPROTO_TCP}),
+    token = link.listen(Want(peers=frozenset({addr_bytes(addr)}), protos=frozenset({P.IPPROTO_TCP}),
                              our_ports=(lo, hi), errors=False, valid=acks_cookie(cookie)), on_reply)
     try:
         for i in range(probes):
@@ -62,7 +63,7 @@ async def probe_sequence(addr: str, port: int, links: Links, probes: int = 6, sp
                         options=[(P.OPT_WS, 10), (P.OPT_NOP, None), (P.OPT_MSS, 1460),
                                  (P.OPT_TS, (0xFFFFFFFF, 0)), (P.OPT_SACKOK, None)])
             sent[sport] = time.time()
-            link.send(P.build_frame(link.eth(mac), P.IPv4(socket.inet_aton(link.src), socket.inet_aton(addr), id=i + 1), tcp))
+            link.send(link.frame(addr, mac, tcp, P.IPPROTO_TCP, ipid=i + 1))
             await asyncio.sleep(spacing)
         await link.settle(0.3)
     finally:
@@ -79,14 +80,15 @@ def sequence_report(samples: list[SeqSample]) -> dict[str, Json]:
     times = [s.received for s in samples]
     t0 = times[0]
     isns = [s.isn for s in samples]
-    ids = [s.ip_id for s in samples]
+    ids = [s.ip_id for s in samples if s.ip_id is not None]
     stats = isn_stats(isns, [s.sent for s in samples])
     assert stats is not None
-    cls = ip_id_class(ids)
+    cls = ip_id_class(ids) if len(ids) == len(samples) else None
     out: dict[str, Json] = {"responses": len(samples),
                             "isn": {"gcd": stats.gcd, "isr": stats.isr, "sp": stats.sp, "rate_per_s": stats.rate_per_s,
-                                    "values": list(isns), "times": [round(t - t0, 6) for t in times]},
-                            "ip_id": {"class": cls or "unknown", "values": list(ids)}}
+                                    "values": list(isns), "times": [round(t - t0, 6) for t in times]}}
+    if len(ids) == len(samples):  # IPv6 has no IP ID to report
+        out["ip_id"] = {"class": cls or "unknown", "values": list(ids)}
     tss = [s.tsval for s in samples if s.tsval is not None]
     ts_block: dict[str, Json] = {}
     if len(tss) >= 2 and len(tss) == len(samples):
@@ -106,7 +108,8 @@ def sequence_report(samples: list[SeqSample]) -> dict[str, Json]:
     # The same facts in nmap's XML shapes (<tcpsequence>, <ipidsequence>, <tcptssequence>).
     out["tcpsequence"] = {"index": stats.sp, "difficulty": _difficulty(stats.sp),
                           "values": ",".join("%X" % v for v in isns)}
-    out["ipidsequence"] = {"class": ip_id_words(cls), "values": ",".join("%X" % v for v in ids)}
+    if "ip_id" in out:
+        out["ipidsequence"] = {"class": ip_id_words(cls), "values": ",".join("%X" % v for v in ids)}
     if ts_block:
         hz_v = ts_block.get("hz")
         tcls = "other" if not isinstance(hz_v, (int, float)) else f"{ts_block.get('nominal_hz') or round(hz_v)}HZ"

@@ -16,7 +16,6 @@ import math
 import socket
 import time
 import zlib
-from collections.abc import Sequence
 from typing import Any
 
 from hostprint.engine import packets as P
@@ -24,9 +23,7 @@ from hostprint.engine import replies, route
 from hostprint.engine.checksum import checksum
 from hostprint.engine.cookie import Cookie
 from hostprint.engine.link import Links
-from hostprint.model import CLOSED, OPEN, HostResult, Twin
-from hostprint.probes.base import Session, Technique
-from hostprint.probes.options import ScanOptions
+from hostprint.model import Twin
 from hostprint.probes.rounds import TwoRounds
 from hostprint.probes.sequence import SeqSample
 from hostprint.probes.stack_result import SEQ_PROBES, Reply, StackResult  # noqa: F401 - re-exported
@@ -94,8 +91,9 @@ class StackProbe(TwoRounds):
         self.replies: dict[str, Reply] = {}
         self.all_replies: dict[str, list[Reply]] = {}  # every answer, e.g. a SYN-ACK and its retransmission
         self.ts_rate: float | None = None  # Hz, set by _timestamp_attrs from one connection's clock
-        self.dst = socket.inet_aton(addr)
-        self.icmp_id = self.cookie(P.ip_to_int(addr), 0, 0, 55) & 0xFFFF
+        if ":" not in addr:  # IPv6: probes/stack6.py sets its own
+            self.dst = socket.inet_aton(addr)
+            self.icmp_id = self.cookie(P.ip_to_int(addr), 0, 0, 55) & 0xFFFF
 
     def _want(self) -> replies.Want:
         """TCP answers to our source ports, echo replies with our two ids, and the port
@@ -427,78 +425,3 @@ class StackProbe(TwoRounds):
             c1, c2 = e1.l4.code, e2.l4.code
             cd = "Z" if c1 == 0 and c2 == 0 else "S" if (c1, c2) == (9, 0) else "%X" % c1 if c1 == c2 else "O"
             tests["IE"] = {"R": "Y", "DFI": dfi, **self._ttl_attrs(e1.ip.ttl, res), "CD": cd}
-
-
-# ---------------------------------------------------------------------------------------------
-# The technique (probes/base.py): -O = this probe + the xprobe2-style ICMP probe, per host
-# ---------------------------------------------------------------------------------------------
-
-OS_PARALLEL_HOSTS = 64
-
-
-class StackTechnique(Technique[tuple[StackResult, object]]):
-    """-O: nmap's second-generation probes plus ours and the ICMP view, side by side for up to
-    64 hosts (each probe keeps its replies by address and cookie, so a /24 costs about what one
-    host costs), matched against the DBs chosen with --os-db by match/stack_report.py. With
-    --sequence, the SEQ probes' answers are also the host's sequence report."""
-
-    name = "stack"
-    phase = 50
-    label = "OS detection"
-
-    def __init__(self, options: ScanOptions):
-        from hostprint.match.stack import load_matchers
-
-        self.matchers = load_matchers(options.os_db)  # a bad or missing DB fails before any packet
-        self.p0f_db = None
-        if "p0f" in [x.strip() for x in options.os_db.split(",")]:
-            from hostprint.probes.stack_p0f import load_db
-
-            self.p0f_db = load_db()
-        self.sequence = options.sequence
-
-    @classmethod
-    def create(cls, options: ScanOptions) -> list[StackTechnique]:
-        return [cls(options)] if options.os_detect else []
-
-    async def probe(self, hosts: Sequence[HostResult], session: Session) -> dict[str, tuple[StackResult, object]]:
-        from hostprint.probes.icmp_stack import IcmpStackProbe
-
-        task = session.progress.phase(self.label, len(hosts))
-        gate = asyncio.Semaphore(OS_PARALLEL_HOSTS)
-        out: dict[str, tuple[StackResult, object]] = {}
-
-        async def one(h: HostResult) -> None:
-            open_tcp = [p.port for p in h.ports if p.protocol == "tcp" and p.state == OPEN]
-            closed = session.closed_tcp.get(h.address) or next(
-                (p.port for p in h.ports if p.protocol == "tcp" and p.state == CLOSED), None)
-            closed_udp = next((p.port for p in h.ports if p.protocol == "udp" and p.state == CLOSED), 40125)
-            rtt = (h.rtt_us or 0) / 1e6
-            wait = min(max(8 * rtt, 0.25), 1.0) if rtt else 1.0  # until answers tell the RTT
-            async with gate:
-                res, icmp = await asyncio.gather(
-                    StackProbe(h.address, open_tcp[0] if open_tcp else None, closed, closed_udp, session.links,
-                               wait=wait).run(),
-                    IcmpStackProbe(h.address, session.links, closed_udp, wait=wait).run())
-            res.ports = {"open": open_tcp[0] if open_tcp else None, "closed": closed, "closed_udp": closed_udp}
-            out[h.address] = (res, icmp)
-            session.progress.advance(task, 1)
-
-        await asyncio.gather(*(one(h) for h in hosts))
-        return out
-
-    def record(self, host: HostResult, result: tuple[StackResult, object]) -> None:
-        from hostprint.match.stack_report import stack_report
-
-        res, icmp = result
-        p0f = None
-        if self.p0f_db is not None and any(attrs.get("R", "Y") == "Y" for attrs in res.tests.values()):
-            from hostprint.probes.stack_p0f import p0f_matches, raw_signatures
-
-            p0f = (p0f_matches(res, self.p0f_db), raw_signatures(res))
-        block, found = stack_report(res, icmp, self.matchers, p0f, res.ports)
-        host.os.add(block, architecture=found, fingerprint=block.fingerprint, conditions=block.conditions)
-        if self.sequence and res.sequence:
-            from hostprint.probes.sequence import sequence_report
-
-            host.sequence = sequence_report(res.sequence)

@@ -26,7 +26,7 @@ SEQ_PROBES = [
 @dataclass
 class Reply:
     ts: float  # kernel receive time, seconds
-    ip: P.IPv4
+    ip: Any  # P.IPv4, or ipv6.IPv6 for -O over IPv6 (probes/stack6.py)
     l4: Any  # P.TCP, P.UDP or P.ICMP: readers check which before using it
     raw: bytes = b""  # the IP packet as received (p0f-style parsing, quirks)
 

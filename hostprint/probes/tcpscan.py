@@ -32,9 +32,9 @@ from hostprint.engine.rstguard import RstGuard
 from hostprint.errors import UsageError
 from hostprint.probes.base import Session, Technique
 from hostprint.probes.options import ScanOptions
+from hostprint.probes.tcpscan6 import ICMP6_BASE, ICMP_BASE, NONE, RST, RST_WIN, SYNACK, Tcp6Path, reason6
 
-# Reply codes in the state matrix
-NONE, SYNACK, RST, RST_WIN, ICMP_BASE = 0, 1, 2, 3, 16
+# Reply codes in the state matrix: NONE, SYNACK, RST, RST_WIN, ICMP_BASE (tcpscan6, shared by both families)
 
 ICMP_REASONS = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 3: "port-unreach",
                 9: "net-prohibited", 10: "host-prohibited", 13: "admin-prohibited"}
@@ -83,6 +83,9 @@ class TargetState:
     ttl: np.ndarray  # uint8 per port
     rtt_us: float | None = None
     window: dict[int, int] = field(default_factory=dict)  # open port -> SYN-ACK window (for -O later)
+    family: int = 4
+    raw: bytes = b""  # the address's 4 or 16 bytes
+    src: str = ""  # our source address toward it
 
 
 @dataclass
@@ -96,7 +99,7 @@ class ScanStats:
     ring_drops: int = 0
 
 
-class TcpScan:
+class TcpScan(Tcp6Path):
     def __init__(self, kind: str, targets: list[str], ports: list[int], timing: Timing, *,
                  links: Links | None = None, data_length: int = 0, sport_range: tuple[int, int] | None = None,
                  progress: Callable[[int, int], None] | None = None, ttl: int = 64,
@@ -129,24 +132,29 @@ class TcpScan:
     # ------------------------------------------------------------------ setup
 
     async def _prepare(self) -> list[TargetState]:
-        tab = route.table()
         out = []
         self.state = np.zeros((len(self.targets), len(self.ports)), np.uint8)
         self.ttl_m = np.zeros((len(self.targets), len(self.ports)), np.uint8)
         for ti, a in enumerate(self.targets):
-            r = tab.lookup(a)
+            r = route.lookup_any(a)
             link = self.links.for_route(r)
             hop = r.gateway or a
             mac = await link.resolve(hop)
-            addr = P.ip_to_int(a)
-            st = TargetState(a, addr, link, mac or b"", self.cookie.host_key(addr), self.state[ti], self.ttl_m[ti])
-            if mac is None:  # no ARP answer: the host is not on the link; every port stays silent
+            family, hkey, raw = self.host_key(a)
+            addr = P.ip_to_int(a) if family == 4 else 0
+            st = TargetState(a, addr, link, mac or b"", hkey, self.state[ti], self.ttl_m[ti], family=family, raw=raw,
+                             src=link.source_for(a))
+            if mac is None:  # no ARP/ND answer: the host is not on the link; every port stays silent
                 st.mac = b""
             out.append(st)
-            self.by_addr[addr] = st
-        order = np.argsort(np.array([s.addr for s in out], np.uint64))
-        self.sorted_addr = np.array([out[i].addr for i in order], np.uint64)
-        self.sorted_tidx = order.astype(np.int64)
+            if family == 4:
+                self.by_addr[addr] = st
+        self.states = out
+        self._index6()
+        out4 = [s for s in out if s.family == 4]
+        order = np.argsort(np.array([s.addr for s in out4], np.uint64))
+        self.sorted_addr = np.array([out4[i].addr for i in order], np.uint64)
+        self.sorted_tidx = np.array([out.index(out4[i]) for i in order], np.int64)
         self.hkeys = np.array([s.hkey for s in out], np.uint64)
         return out
 
@@ -217,7 +225,11 @@ class TcpScan:
 
     def _on_block(self, ring: np.ndarray, starts: np.ndarray, lens: np.ndarray, ts: np.ndarray) -> None:
         """The bulk path: a whole ring block of replies validated and recorded with array ops.
-        ICMP errors (rare) go through the per-frame path."""
+        ICMP errors (rare) go through the per-frame path; IPv6 frames through tcpscan6."""
+        if self.idx6 is not None:
+            v6 = (ring[starts + 12] == 0x86) & (ring[starts + 13] == 0xDD)
+            if v6.any():
+                self._on_block6(ring, starts[v6], lens[v6], ts[v6])
         ok = lens >= 54
         if not ok.all():
             starts, lens, ts = starts[ok], lens[ok], ts[ok]
@@ -299,6 +311,8 @@ class TcpScan:
     def _reset(self, st: TargetState, our_port: int, port: int, seq: int) -> None:
         """With the guard up our kernel never answers a SYN-ACK, so we reset the half-open
         connection ourselves: the target frees it at once instead of retransmitting for a minute."""
+        if st.family == 6:
+            return self._reset6(st, our_port, port, seq)
         link = st.link
         frame = P.build_frame(link.eth(st.mac), P.IPv4(socket.inet_aton(link.src), socket.inet_aton(st.address), ttl=self.ttl),
                               P.TCP(our_port, port, seq, 0, P.RST, 0))
@@ -333,72 +347,91 @@ class TcpScan:
         """Send one probe to every (target, port) in `which` (target index -> port positions), or
         to all when None. Targets are interleaved port by port so no one host takes the burst."""
         sent = 0
-        for link, sts in groups.items():
+        idx = {id(s): i for i, s in enumerate(self.states)}
+        addrs = np.array([s.addr for s in self.states], dtype=np.uint64)
+        hkeys = np.array([s.hkey for s in self.states], dtype=np.uint64)
+        macs = np.frombuffer(b"".join(s.mac if s.mac else b"\0" * 6 for s in self.states), np.uint8).reshape(-1, 6)
+        for link, all_sts in groups.items():
+            by_src: dict[tuple[int, str], list[TargetState]] = {}
+            for st in all_sts:  # one template per family and source address
+                by_src.setdefault((st.family, st.src), []).append(st)
+            for (family, src), sts in by_src.items():
+                sent += await self._send_group(link, family, src, sts, which, pacer, idx, addrs, hkeys, macs)
+        return sent
+
+    async def _send_group(self, link: Link, family: int, src: str, sts: list[TargetState],
+                          which: dict[int, np.ndarray] | None, pacer: Pacer, idx: dict[int, int],
+                          addrs: np.ndarray, hkeys: np.ndarray, macs: np.ndarray) -> int:
+        sent = 0
+        if family == 6:
+            tmpl6 = self.template6(link, src, self.payload)
+            length = tmpl6.length
+        else:
             tmpl = TcpTemplate(link.mac, link.src, flags=self.kind.flags, options=list(self.kind.options),
                                ttl=self.ttl, payload=self.payload)
-            live = [s for s in sts if s.mac]
-            if not live:
-                continue
-            idx = {id(s): i for i, s in enumerate(self.states)}
-            if which is None:
-                rng = np.random.default_rng()
-                perm = rng.permutation(len(self.ports))
-                tis = np.tile(np.array([idx[id(s)] for s in live]), len(perm))
-                pis = np.repeat(perm, len(live))
+            length = tmpl.length
+        live = [s for s in sts if s.mac]
+        if not live:
+            return 0
+        if which is None:
+            rng = np.random.default_rng()
+            perm = rng.permutation(len(self.ports))
+            tis = np.tile(np.array([idx[id(s)] for s in live]), len(perm))
+            pis = np.repeat(perm, len(live))
+        else:
+            parts_t, parts_p = [], []
+            for s in live:
+                k = idx[id(s)]
+                if k in which and len(which[k]):
+                    parts_t.append(np.full(len(which[k]), k))
+                    parts_p.append(which[k])
+            if not parts_t:
+                return 0
+            # interleave targets: sort by position within each target's list
+            tis = np.concatenate(parts_t)
+            pis = np.concatenate(parts_p)
+            order = np.argsort(np.concatenate([np.arange(len(p)) for p in parts_p]), kind="stable")
+            tis, pis = tis[order], pis[order]
+        total = len(tis)
+        pos = 0
+        loop = asyncio.get_running_loop()
+        senders = link.parallel_senders()
+        busy: list[asyncio.Future | None] = [None] * len(senders)
+        turn = 0
+        while pos < total:
+            i = turn % len(senders)
+            turn += 1
+            sender, pool = senders[i]
+            pending = busy[i]
+            if pending is not None:  # this sender's buffer is still being sent
+                await pending
+            n = int(await pacer.budget(min(total - pos, sender.max_batch)))
+            ti = tis[pos:pos + n]
+            pi = pis[pos:pos + n]
+            dport = self.ports[pi]
+            sport = self.sport_lo + ((pi * 7 + ti) % self.nsport)
+            c = self.cookie.batch(hkeys[ti], dport, sport).astype(np.uint64)
+            zeros = np.zeros(n, np.uint64)
+            if self.kind.cookie_in_ack:
+                seq, ack = zeros, c
             else:
-                parts_t, parts_p = [], []
-                for s in live:
-                    k = idx[id(s)]
-                    if k in which and len(which[k]):
-                        parts_t.append(np.full(len(which[k]), k))
-                        parts_p.append(which[k])
-                if not parts_t:
-                    continue
-                # interleave targets: sort by position within each target's list
-                tis = np.concatenate(parts_t)
-                pis = np.concatenate(parts_p)
-                order = np.argsort(np.concatenate([np.arange(len(p)) for p in parts_p]), kind="stable")
-                tis, pis = tis[order], pis[order]
-            addrs = np.array([s.addr for s in self.states], dtype=np.uint64)
-            hkeys = np.array([s.hkey for s in self.states], dtype=np.uint64)
-            macs = np.frombuffer(b"".join(s.mac if s.mac else b"\0" * 6 for s in self.states), np.uint8).reshape(-1, 6)
-            total = len(tis)
-            pos = 0
-            loop = asyncio.get_running_loop()
-            senders = link.parallel_senders()
-            busy: list[asyncio.Future | None] = [None] * len(senders)
-            turn = 0
-            while pos < total:
-                i = turn % len(senders)
-                turn += 1
-                sender, pool = senders[i]
-                pending = busy[i]
-                if pending is not None:  # this sender's buffer is still being sent
-                    await pending
-                n = int(await pacer.budget(min(total - pos, sender.max_batch)))
-                ti = tis[pos:pos + n]
-                pi = pis[pos:pos + n]
-                dport = self.ports[pi]
-                sport = self.sport_lo + ((pi * 7 + ti) % self.nsport)
-                c = self.cookie.batch(hkeys[ti], dport, sport).astype(np.uint64)
-                zeros = np.zeros(n, np.uint64)
-                if self.kind.cookie_in_ack:
-                    seq, ack = zeros, c
-                else:
-                    seq, ack = c, zeros
+                seq, ack = c, zeros
+            if family == 6:
+                tmpl6.fill(sender.buf, macs[ti], self.hi6[ti], self.lo6[ti], sport, dport, seq, ack)
+            else:
                 ipid = (c >> np.uint64(7)) & np.uint64(0xFFFF)
                 tmpl.fill(sender.buf, macs[ti], addrs[ti], sport, dport, seq, ack, ipid)
-                self.sent_at_ns = time.time_ns()
-                busy[i] = loop.run_in_executor(pool, sender.send_all, n, tmpl.length)
-                pos += n
-                sent += n
-                self.stats.probes += n
-                if self.progress and which is None:  # retransmissions are not progress
-                    self.progress(n, 0)
-                link.poll()
-            for f in busy:
-                if f is not None:
-                    await f
+            self.sent_at_ns = time.time_ns()
+            busy[i] = loop.run_in_executor(pool, sender.send_all, n, length)
+            pos += n
+            sent += n
+            self.stats.probes += n
+            if self.progress and which is None:  # retransmissions are not progress
+                self.progress(n, 0)
+            link.poll()
+        for f in busy:
+            if f is not None:
+                await f
         return sent
 
     def _install_guard(self, links: list[Link]) -> RstGuard | None:
@@ -511,6 +544,8 @@ class TcpScan:
             return k.on_rst, "reset"
         if code == RST_WIN:
             return k.on_rst_window or k.on_rst, "reset"
+        if code >= ICMP6_BASE:
+            return k.on_icmp, reason6(code)
         return k.on_icmp, ICMP_REASONS.get(code - ICMP_BASE, "unreach")
 
 

@@ -23,10 +23,9 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import socket
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +33,7 @@ from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
 from hostprint.engine.link import Handler, Link, Links
+from hostprint.engine.replies import addr_bytes, addr_key
 from hostprint.errors import UsageError
 from hostprint.match.timing import TimingClassifier
 from hostprint.match.timing_report import TestResult, host_report, timing_evidence  # noqa: F401 - re-exported
@@ -127,9 +127,8 @@ class _Conn:
 
     def __init__(self, prober: "TimingProber", link: Link, mac: bytes, res: TestResult, trigger: bytes):
         self.p, self.link, self.mac, self.res = prober, link, mac, res
-        self.dst = socket.inet_aton(res.address)
-        self.src = socket.inet_aton(link.src)
-        self.isn = prober.cookie(P.ip_to_int(res.address), res.port, res.sport, 0x7a11)
+        self.dst = addr_bytes(res.address)
+        self.isn = prober.cookie(addr_key(prober.cookie, self.dst), res.port, res.sport, 0x7a11)
         self.trigger = trigger
         self.srv_isn: int | None = None
         self.head: int | None = None  # finwait: sequence number of the server's first data byte
@@ -155,8 +154,7 @@ class _Conn:
             opts = [(P.OPT_NOP, None), (P.OPT_NOP, None), (P.OPT_TS, (tsval, self.ts_recent))]
         tcp = P.TCP(self.res.sport, self.res.port, seq, ack, flags, 64240 if syn_opts else 502,
                     options=opts, payload=payload)
-        ip = P.IPv4(self.src, self.dst, id=(seq ^ tsval) & 0xFFFF, df=True)
-        frame = P.build_frame(self.link.eth(self.mac), ip, tcp)
+        frame = self.link.frame(self.res.address, self.mac, tcp, P.IPPROTO_TCP, ipid=(seq ^ tsval) & 0xFFFF, df=True)
         now = time.time_ns()
         self.link.send(frame)
         return now
@@ -169,7 +167,9 @@ class _Conn:
 
     # -- receiving ----------------------------------------------------------------------------
 
-    def on_segment(self, ts: int, ip: P.IPv4, t: P.TCP) -> None:
+    def on_segment(self, ts: int, ip: Any, t: P.TCP) -> None:
+        """One segment of the connection (`ip`: IPv4, or IPv6, which is never fragmented on the
+        way and counts as DF set, so the timing classes' DF feature reads the same)."""
         r = self.res
         tsopt = t.timestamps
         if tsopt:
@@ -191,7 +191,7 @@ class _Conn:
                 self.srv_isn = t.seq
                 self.rcv_next = (t.seq + 1) & 0xFFFFFFFF
                 r.rtt_us = max((ts - self.t_syn) / 1e3, 0.0)
-                r.window, r.ttl, r.df = t.window, ip.ttl, int(ip.df)
+                r.window, r.ttl, r.df = t.window, ip.ttl, int(getattr(ip, "df", True))
                 r.options, r.mss = P.options_layout(t.options), t.mss
             self.synack_ts.append(ts)
             if self.phase == "measure":  # our ACK of the handshake was lost: say it again
@@ -337,19 +337,29 @@ class TimingProber:
 
     def _handler_for(self, link: Link) -> Handler:
         def on_frame(ts: int, fr: memoryview) -> None:
-            if len(fr) < 54 or fr[12] != 0x08 or fr[13] != 0x00 or fr[23] != 6:
+            ip: Any
+            if len(fr) >= 74 and fr[12] == 0x86 and fr[13] == 0xDD:  # IPv6
+                from hostprint.engine.frames import decode_ip6_packet
+
+                try:
+                    ip, l4 = decode_ip6_packet(fr, 14)
+                except P.DecodeError:
+                    return
+                t = l4 if isinstance(l4, P.TCP) else None
+            else:
+                if len(fr) < 54 or fr[12] != 0x08 or fr[13] != 0x00 or fr[23] != 6:
+                    return
+                try:
+                    p = P.decode_frame(fr)
+                except P.DecodeError:
+                    return
+                t, ip = p.tcp, p.ip
+            if t is None or ip is None:
                 return
-            try:
-                p = P.decode_frame(fr)
-            except P.DecodeError:
-                return
-            t = p.tcp
-            if t is None or p.ip is None:
-                return
-            c = self.conns.get((p.ip.src, t.sport, t.dport))
+            c = self.conns.get((ip.src, t.sport, t.dport))
             if c is not None:
                 try:
-                    c.on_segment(ts, p.ip, t)
+                    c.on_segment(ts, ip, t)
                 except Exception:  # noqa: BLE001 - one odd segment must not stop the ring for all tests
                     pass
         return on_frame
@@ -366,20 +376,19 @@ class TimingProber:
         results = [TestResult(test, a, port, self._sport()) for a, port, test in jobs]
         sems: dict[str, asyncio.Semaphore] = {}
         try:
-            rt = route.table()
             by_addr: dict[str, tuple[Link, bytes | None]] = {}
-            ifaces = sorted({rt.lookup(a).iface for a, _, _ in jobs})
+            ifaces = sorted({route.lookup_any(a).iface for a, _, _ in jobs})
             if guard is None:  # own_guard
                 guard = RstGuard(lo, hi, ifaces=ifaces)
                 guard.install()
             guard.guard(*sorted({a for a, _, _ in jobs}))
             for a in dict.fromkeys(a for a, _, _ in jobs):
-                r = rt.lookup(a)
+                r = route.lookup_any(a)
                 link = links.for_route(r)
                 if id(link) not in self._handlers:
                     self._handlers[id(link)] = link.subscribe(self._handler_for(link))
                 by_addr[a] = (link, None)
-            macs = await asyncio.gather(*[by_addr[a][0].resolve(rt.lookup(a).gateway or a) for a in by_addr])
+            macs = await asyncio.gather(*[by_addr[a][0].resolve(route.lookup_any(a).gateway or a) for a in by_addr])
             for a, m in zip(list(by_addr), macs):
                 by_addr[a] = (by_addr[a][0], m)
 

@@ -21,7 +21,9 @@ from hostprint import model
 from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
-from hostprint.engine.replies import Reply, Want
+from hostprint.engine.icmpv6 import echo_request
+from hostprint.engine.ipv6 import IPPROTO_ICMPV6
+from hostprint.engine.replies import Reply, Want, addr_bytes, addr_key
 from hostprint.probes.base import Session, Technique
 from hostprint.probes.options import ScanOptions
 
@@ -45,7 +47,7 @@ class Traceroute:
         self.plans: dict[bytes, _Plan] = {}
 
     def _seq(self, addr: bytes, port: int, ttl: int) -> int:
-        return self.cookie(int.from_bytes(addr, "big"), port, self.base + ttl, SALT)
+        return self.cookie(addr_key(self.cookie, addr), port, self.base + ttl, SALT)
 
     def _on_reply(self, r: Reply) -> None:
         plan = self.plans.get(r.peer)
@@ -53,7 +55,7 @@ class Traceroute:
             return
         now = r.ts_ns
         if r.error is not None:  # quoted probe: TTL from our port, cookie from the quoted header
-            if r.proto == P.IPPROTO_ICMP:
+            if r.proto in (P.IPPROTO_ICMP, IPPROTO_ICMPV6):
                 q = r.quoted_icmp
                 if q is None or r.quoted is None or len(r.quoted[1]) < 8:
                     return
@@ -69,10 +71,10 @@ class Traceroute:
                         return
             if not 1 <= ttl <= plan.max_ttl or ttl not in plan.sent:
                 return
-            hop = socket.inet_ntoa(r.ip.src)
-            if r.error.type == 11:  # time exceeded: a router
+            hop = socket.inet_ntop(socket.AF_INET6 if r.family == 6 else socket.AF_INET, r.ip.src)
+            if r.time_exceeded:  # a router
                 plan.hops.setdefault(ttl, (hop, now - plan.sent[ttl]))
-            elif r.error.type == 3 and hop == plan.addr:  # the host itself (UDP: port unreachable)
+            elif r.dest_unreach and r.ip.src == r.peer:  # the host itself (UDP: port unreachable)
                 plan.hops.setdefault(ttl, (hop, now - plan.sent[ttl]))
                 plan.reached = ttl if plan.reached is None else min(plan.reached, ttl)
             return
@@ -82,10 +84,10 @@ class Traceroute:
                 return
         elif r.proto == P.IPPROTO_UDP and r.our_port is not None:
             ttl = r.our_port - self.base
-        elif r.icmp is not None and r.icmp.type == P.ICMP_ECHOREPLY:
-            if r.icmp.id != self._seq(r.peer, 0, 0) & 0xFFFF:
+        elif (m := r.icmp or r.icmp6) is not None and m.type in (P.ICMP_ECHOREPLY, 129):
+            if m.id != self._seq(r.peer, 0, 0) & 0xFFFF:
                 return
-            ttl = r.icmp.seq
+            ttl = m.seq
         else:
             return
         if ttl in plan.sent:
@@ -93,7 +95,8 @@ class Traceroute:
             plan.reached = ttl if plan.reached is None else min(plan.reached, ttl)
 
     def _frame(self, link: Any, mac: bytes, plan: _Plan, ttl: int) -> bytes:
-        src, dst = socket.inet_aton(link.src), socket.inet_aton(plan.addr)
+        dst = addr_bytes(plan.addr)
+        v6 = len(dst) == 16
         sport = self.base + ttl
         if plan.kind == "tcp":
             l4: Any = P.TCP(sport, plan.port, self._seq(dst, plan.port, ttl), 0, P.SYN, 1024,
@@ -101,9 +104,11 @@ class Traceroute:
             proto = P.IPPROTO_TCP
         elif plan.kind == "udp":
             l4, proto = P.UDP(sport, plan.port, b""), P.IPPROTO_UDP
+        elif v6:
+            l4, proto = echo_request(self._seq(dst, 0, 0) & 0xFFFF, ttl), IPPROTO_ICMPV6
         else:
             l4, proto = P.ICMP(P.ICMP_ECHO, 0, self._seq(dst, 0, 0) & 0xFFFF, ttl), P.IPPROTO_ICMP
-        return P.build_frame(link.eth(mac), P.IPv4(src, dst, proto, ttl=ttl, id=(sport * 7) & 0xFFFF), l4)
+        return link.frame(plan.addr, mac, l4, proto, ttl=ttl, ipid=(sport * 7) & 0xFFFF)
 
     async def run(self, plans: list[_Plan], wait: float) -> None:
         links: dict[int, Any] = {}
@@ -112,14 +117,15 @@ class Traceroute:
             link, mac = await self.session.links.toward(plan.addr)
             if mac is None:
                 continue
-            self.plans[socket.inet_aton(plan.addr)] = plan
+            self.plans[addr_bytes(plan.addr)] = plan
             links[id(link)] = link
             for ttl in range(1, plan.max_ttl + 1):
                 sends.append((link, mac, plan, ttl))
         if not sends:
             return
-        want = Want(peers=frozenset(self.plans), protos=frozenset({P.IPPROTO_TCP, P.IPPROTO_UDP, P.IPPROTO_ICMP}),
-                    our_ports=(self.base + 1, self.base + MAX_TTL), icmp_types=frozenset({P.ICMP_ECHOREPLY}))
+        want = Want(peers=frozenset(self.plans),
+                    protos=frozenset({P.IPPROTO_TCP, P.IPPROTO_UDP, P.IPPROTO_ICMP, IPPROTO_ICMPV6}),
+                    our_ports=(self.base + 1, self.base + MAX_TTL), icmp_types=frozenset({P.ICMP_ECHOREPLY, 129}))
         tokens = [(link, link.listen(want, self._on_reply)) for link in links.values()]
         trace = self.session.packet_trace
         try:
@@ -127,7 +133,7 @@ class Traceroute:
                 plan.sent[ttl] = time.time_ns()
                 link.send(self._frame(link, mac, plan, ttl))
                 if trace is not None:
-                    trace(f"SENT (traceroute) {plan.kind} {link.src} > {plan.addr}:{plan.port} ttl={ttl}")
+                    trace(f"SENT (traceroute) {plan.kind} {link.source_for(plan.addr)} > {plan.addr}:{plan.port} ttl={ttl}")
             end = time.monotonic() + wait
             while time.monotonic() < end:
                 for link in links.values():

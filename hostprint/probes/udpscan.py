@@ -44,7 +44,7 @@ from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
 from hostprint.engine.link import Link, Links, until_quiet
 from hostprint.engine.rate import Pacer, Timing
-from hostprint.engine.replies import Reply, Want, cookie_port, port_is_cookie
+from hostprint.engine.replies import Reply, Want, addr_bytes, cookie_port, port_is_cookie
 from hostprint.model import Json
 from hostprint.probes.base import PortListScan, Session
 from hostprint.signatures.udp_payloads import payload_for
@@ -143,13 +143,14 @@ class UdpScan:
         self.rtt: list[float] = []
         self.tgts: dict[str, _Target] = {}
         self.ports_set = frozenset(self.ports)
+        self.by_raw = {addr_bytes(a): a for a in targets}  # reply peer -> the target as typed (zones kept)
 
     # ------------------------------------------------------------------ replies
 
     def sport(self, addr: str, port: int) -> int:
         if self.fixed_sport is not None:
             return self.fixed_sport
-        return cookie_port(self.cookie, self.sport_lo, self.sport_hi, socket.inet_aton(addr), port, SALT)
+        return cookie_port(self.cookie, self.sport_lo, self.sport_hi, addr_bytes(addr), port, SALT)
 
     def want(self) -> Want:
         valid: Callable[[Reply], bool]
@@ -158,20 +159,22 @@ class UdpScan:
             valid = lambda r: r.their_port in ports  # noqa: E731
         else:
             valid = port_is_cookie(self.cookie, self.sport_lo, self.sport_hi, SALT)
-        return Want(peers=frozenset(socket.inet_aton(a) for a in self.targets), protos=frozenset({P.IPPROTO_UDP}),
+        return Want(peers=frozenset(addr_bytes(a) for a in self.targets), protos=frozenset({P.IPPROTO_UDP}),
                     our_ports=(self.sport_lo, self.sport_hi), valid=valid)
 
     def _on_reply(self, r: Reply) -> None:
-        addr = socket.inet_ntoa(r.peer)
+        addr = self.by_raw.get(r.peer) or r.address
         key = (addr, r.their_port or 0)
         now = time.monotonic()
         tgt = self.tgts.get(addr)
         if r.error is None:
             st, kind = (model.OPEN, "udp-response", r.ip.ttl), "udp"
-        elif r.error.type == P.ICMP_UNREACH:
+        elif r.dest_unreach:  # ICMP or ICMPv6
             kind = "icmp"
-            if r.error.code == 3:
+            if r.port_unreach:
                 st = (model.CLOSED, "port-unreach", r.ip.ttl)
+            elif r.family == 6:
+                st = (model.FILTERED, r.unreach_reason, r.ip.ttl)
             else:
                 st = (model.FILTERED, FILTER_CODES.get(r.error.code, "unreach"), r.ip.ttl)
             if key in self.result and self.result[key][0] == model.OPEN:
@@ -205,6 +208,8 @@ class UdpScan:
         """The probe; with -f its IP payload in 8-byte fragments (RFC 791 §3.2), as nmap's -f."""
         payload = payload_for(port) if self.data_length is None else bytes(self.data_length)
         sport = self.sport(addr, port)
+        if ":" in addr:
+            return udp6_frames(link, mac, addr, sport, port, payload, self.ttl, self.fragment)
         src, dst = socket.inet_aton(link.src), socket.inet_aton(addr)
         ipid = (sport ^ port) & 0xFFFF
         eth = link.eth(mac)
@@ -223,7 +228,8 @@ class UdpScan:
         tgt.last_probe[port] = now
         self.probes += 1
         if self.packet_trace is not None:
-            self.packet_trace(f"SENT (udp) {tgt.link.src}:{self.sport(tgt.addr, port)} > {tgt.addr}:{port}")
+            self.packet_trace(f"SENT (udp) {tgt.link.source_for(tgt.addr)}:{self.sport(tgt.addr, port)} > "
+                              f"{tgt.addr}:{port}")
         return now
 
     def wait_for_answers(self) -> float:
@@ -328,9 +334,8 @@ class UdpScan:
     # ------------------------------------------------------------------ the scan
 
     async def run(self) -> dict[tuple[str, int], tuple[str, str, int]]:
-        tab = route.table()
         for a in self.targets:
-            r = tab.lookup(a)
+            r = route.lookup_any(a)
             link = self.links.for_route(r)
             mac = await link.resolve(r.gateway or a)
             if mac is not None:
@@ -439,6 +444,24 @@ class UdpScan:
         return (f"{tgt.unconfirmed} UDP {'port' if tgt.unconfirmed == 1 else 'ports'} not confirmed within "
                 f"--host-timeout {self.host_timeout or 0:g}s: {limit_words(self.limiter(addr))}; "
                 "reported as open|filtered (closed ports may be among them)")
+
+
+def udp6_frames(link: Link, mac: bytes, addr: str, sport: int, port: int, payload: bytes, hlim: int,
+                fragment: bool) -> list[bytes]:
+    """A UDP probe over IPv6; with -f its UDP header and payload in 8-byte fragments (RFC 8200
+    §4.5, a fragment header on each), as nmap -6 -f sends them."""
+    from hostprint.engine.frames import build_frame6
+    from hostprint.engine.ipv6 import Fragment, IPv6
+
+    src, dst = addr_bytes(link.source_for(addr)), addr_bytes(addr)
+    eth = link.eth(mac, P.ETH_P_IPV6)
+    udp = P.UDP(sport, port, payload)
+    if not fragment:
+        return [build_frame6(eth, IPv6(src, dst, P.IPPROTO_UDP, hlim), udp)]
+    body = udp.encode(src, dst)
+    ident = (sport << 16 | port) & 0xFFFFFFFF
+    return [build_frame6(eth, IPv6(src, dst, P.IPPROTO_UDP, hlim, ext=[Fragment(off // 8, off + 8 < len(body), ident)]),
+                         body[off:off + 8]) for off in range(0, len(body), 8)]
 
 
 def _duration(s: float) -> str:

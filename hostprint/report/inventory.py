@@ -468,6 +468,7 @@ class Inventory:
 
         self._write(forget)
         rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]] = ([], [], [])
+        addrs: list[tuple[Any, ...]] = []
 
         def flush() -> None:
             hs, ps, es = rows
@@ -490,9 +491,18 @@ class Inventory:
                             _service_json(p.service)) for j, p in enumerate(h.ports))
             rows[2].extend((run.id, i, j, h.address, e.state, e.count, _dumps(e.reasons))
                            for j, e in enumerate(h.extraports))
+            if h.addresses:  # --dual-stack: the other addresses ride in observations (kind "addresses")
+                addrs.append((run.id, h.address, _dumps(h.addresses), time.time()))
             if sum(map(len, rows)) >= CHUNK_ROWS:
                 flush()
         flush()
+
+        def addresses(c: sqlite3.Connection) -> None:  # replaced with the run, like the rows above
+            c.execute("DELETE FROM observations WHERE run_id = ? AND kind = 'addresses'", (run.id,))
+            c.executemany("INSERT INTO observations (run_id, address, kind, data, ts) VALUES (?, ?, 'addresses', ?, ?)",
+                          addrs)
+
+        self._write(addresses)
         self._write(lambda c: c.execute(
             "INSERT INTO runs (id, started, finished, args, scan_types, ports_scanned, stats)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -683,6 +693,11 @@ class Inventory:
                 hosts[hidx].extraports.append(ExtraPorts(state, count,
                                                          self._json(reasons, {}, f"extraports in run {run_id}")))
         run.hosts = [hosts[i] for i in sorted(hosts)]
+        by_addr = {h.address: h for h in run.hosts}
+        for o in self.observations(run_id, kind="addresses"):
+            h = by_addr.get(o["address"])
+            if h is not None and isinstance(o["data"], list):
+                h.addresses = [a for a in o["data"] if isinstance(a, dict)]
         return run
 
 
@@ -788,6 +803,7 @@ def _host_from_dict(d: dict[str, Any]) -> HostResult:
                       reasons=list(d.get("reasons") or []), hostname=d.get("hostname"), mac=d.get("mac"),
                       distance=d.get("distance"), rtt_us=d.get("rtt_us"), ports=ports, extraports=extra,
                       os=OsEvidence.from_dict(d.get("os") or {}), sequence=dict(d.get("sequence") or {}),
+                      addresses=[a for a in d.get("addresses") or [] if isinstance(a, dict)],
                       started=d.get("started"), finished=d.get("finished"))
 
 

@@ -230,6 +230,9 @@ def _host(run: ScanRun, h: HostResult, *, incomplete: bool = False) -> str:
         + _tag("status", [("state", status), ("reason", reason), ("reason_ttl", 0)])
     )
     p(_tag("address", [("addr", h.address), ("addrtype", _addrtype(h.address))]))
+    for other in h.addresses:  # --dual-stack: the same machine's other family (the DTD allows more <address>)
+        if other.get("address"):
+            p(_tag("address", [("addr", other["address"]), ("addrtype", _addrtype(str(other["address"])))]))
     if h.mac:
         p(_tag("address", [("addr", h.mac.upper()), ("addrtype", "mac")]))
     if status != "up" and not h.ports and not h.extraports:

@@ -188,6 +188,10 @@ def host_block(run: ScanRun, h: HostResult, *, with_version: bool | None = None,
     ptr = [n["name"] for n in h.hostnames if n.get("type") == "PTR"]
     if ptr and ptr[0] != h.hostname:
         lines.append(f"rDNS record for {h.address}: {ptr[0]}")
+    for other in h.addresses:  # --dual-stack
+        opened = ", ".join(other.get("open") or []) or "none"
+        lines.append(f"Same host at {other.get('address')} ({'; '.join(other.get('paired_by') or [])}); "
+                     f"open there: {opened}")
     if h.extraports and not h.ports:
         total = sum(e.count for e in h.extraports)
         lines.append(f"All {total} scanned ports on {name} are in ignored states.")

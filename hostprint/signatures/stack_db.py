@@ -24,6 +24,9 @@ from hostprint.signatures.nmap_os_db import TESTS, Fingerprint, OsClass, OsDb, p
 
 DB_DIR = Path(__file__).with_name("stack")
 EXTRA_TESTS = ("XI",)  # ours: the xprobe2-style ICMP view, when an entry describes it
+#: The IPv6 class DB (-O over IPv6, probes/stack6.py): same format, IPv6's tests.
+DB6_DIR = Path(__file__).with_name("stack6")
+TESTS6 = ("SEQ", "OPS", "WIN", "ECN", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "U1", "IE1", "IE2", "NS")
 _ALT = re.compile(r"^(>|<)?[0-9A-Za-z+*]*(-[0-9A-F]+)?$")
 
 
@@ -33,7 +36,10 @@ def _check_expr(expr: str, where: str) -> None:
             raise UsageError(f"{where}: bad expression {alt!r}")
 
 
-def parse(text: str, source: str, points: dict[str, dict[str, str]] | None = None) -> list[Fingerprint]:
+def parse(text: str, source: str, points: dict[str, dict[str, str]] | None = None,
+          tests: tuple[str, ...] | None = None) -> list[Fingerprint]:
+    """Entries of one file; `tests` = the test names allowed (default: IPv4's, nmap's and XI)."""
+    allowed = tests if tests is not None else (*TESTS, *EXTRA_TESTS)
     prints: list[Fingerprint] = []
     cur: Fingerprint | None = None
 
@@ -78,7 +84,7 @@ def parse(text: str, source: str, points: dict[str, dict[str, str]] | None = Non
             cur.sources.append(rest)
         elif t is not None:
             name, attrs = t
-            if name not in TESTS and name not in EXTRA_TESTS:
+            if name not in allowed:
                 raise UsageError(f"{source}:{no}: unknown test {name!r}")
             for a, v in attrs.items():
                 _check_expr(v, f"{source}:{no}: {name}.{a}")
@@ -89,13 +95,17 @@ def parse(text: str, source: str, points: dict[str, dict[str, str]] | None = Non
     return prints
 
 
-def load(directory: str | Path | None = None, extra: list[str] | None = None) -> OsDb:
-    """All entries of the shipped DB (every *.txt beside weights.txt), plus the user's own files."""
+def load(directory: str | Path | None = None, extra: list[str] | None = None,
+         tests: tuple[str, ...] | None = None) -> OsDb:
+    """All entries of the shipped DB (every *.txt beside weights.txt), plus the user's own files
+    (`tests`: the test names the DB may use, IPv6's for DB6_DIR)."""
     d = Path(directory) if directory else DB_DIR
+    if tests is None and d == DB6_DIR:
+        tests = TESTS6
     points: dict[str, dict[str, str]] = {}
     wfile = d / "weights.txt"
     if wfile.exists():
-        parse(wfile.read_text(encoding="utf-8"), str(wfile), points)
+        parse(wfile.read_text(encoding="utf-8"), str(wfile), points, tests)
     prints: list[Fingerprint] = []
     files = sorted(p for p in d.glob("*.txt") if p.name != "weights.txt") + [Path(x) for x in (extra or [])]
     for f in files:
@@ -103,7 +113,8 @@ def load(directory: str | Path | None = None, extra: list[str] | None = None) ->
             text = f.read_text(encoding="utf-8")
         except OSError as e:
             raise UsageError(f"cannot read stack DB {f}: {e.strerror}") from None
-        prints.extend(parse(text, f.name if f.parent == d else str(f)))  # weights only from weights.txt
+        name = (f"{d.name}/{f.name}" if d == DB6_DIR else f.name) if f.parent == d else str(f)
+        prints.extend(parse(text, name, tests=tests))  # weights only from weights.txt
     if not prints:
         raise UsageError(f"no Stack entries in {d}")
     refuse_shadowed(prints)
@@ -123,7 +134,7 @@ def refuse_shadowed(prints: list[Fingerprint]) -> None:
         seen[key] = fp
 
 
-def user_file() -> str | None:
-    """~/.config/hostprint/stack.txt, when the user keeps entries of their own."""
-    p = os.path.join(os.path.expanduser("~"), ".config", "hostprint", "stack.txt")
+def user_file(name: str = "stack.txt") -> str | None:
+    """~/.config/hostprint/stack.txt (stack6.txt for IPv6), when the user keeps entries of their own."""
+    p = os.path.join(os.path.expanduser("~"), ".config", "hostprint", name)
     return p if os.path.exists(p) else None
