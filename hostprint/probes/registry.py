@@ -22,6 +22,7 @@ TECHNIQUES = {
     "timing": "hostprint.probes.timing:TimingTechnique",
     "stack": "hostprint.probes.stack:StackTechnique",
     "traceroute": "hostprint.probes.traceroute:TracerouteTechnique",
+    "ipproto": "hostprint.probes.ipproto:IpProtoTechnique",
 }
 
 

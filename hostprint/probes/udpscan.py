@@ -161,23 +161,34 @@ class UdpScan:
         return Want(peers=frozenset(socket.inet_aton(a) for a in self.targets), protos=frozenset({P.IPPROTO_UDP}),
                     our_ports=(self.sport_lo, self.sport_hi), valid=valid)
 
-    def _on_reply(self, r: Reply) -> None:
+    def _classify(self, r: Reply) -> tuple[str, int, tuple[str, str, int], str] | None:
+        """(address, port, (state, reason, ttl), kind) of one reply, None to ignore it. kind is
+        "icmp" for an ICMP error (it spent one of the target's limiter tokens), else "udp"."""
         addr = socket.inet_ntoa(r.peer)
-        key = (addr, r.their_port or 0)
+        port = r.their_port or 0
+        if r.error is None:
+            return addr, port, (model.OPEN, "udp-response", r.ip.ttl), "udp"
+        if r.error.type != P.ICMP_UNREACH:
+            return None
+        if r.error.code == 3:
+            return addr, port, (model.CLOSED, "port-unreach", r.ip.ttl), "icmp"
+        return addr, port, (model.FILTERED, FILTER_CODES.get(r.error.code, "unreach"), r.ip.ttl), "icmp"
+
+    #: reasons that make a port the canary (an ICMP error every probe draws while the bucket has a token)
+    CANARY_REASONS: frozenset[str] = frozenset({"port-unreach"})
+    #: the protocol word of --packet-trace lines
+    TRACE = "udp"
+
+    def _on_reply(self, r: Reply) -> None:
+        c = self._classify(r)
+        if c is None:
+            return
+        addr, port, st, kind = c
+        key = (addr, port)
         now = time.monotonic()
         tgt = self.tgts.get(addr)
-        if r.error is None:
-            st, kind = (model.OPEN, "udp-response", r.ip.ttl), "udp"
-        elif r.error.type == P.ICMP_UNREACH:
-            kind = "icmp"
-            if r.error.code == 3:
-                st = (model.CLOSED, "port-unreach", r.ip.ttl)
-            else:
-                st = (model.FILTERED, FILTER_CODES.get(r.error.code, "unreach"), r.ip.ttl)
-            if key in self.result and self.result[key][0] == model.OPEN:
-                st = self.result[key]
-        else:
-            return
+        if kind == "icmp" and key in self.result and self.result[key][0] == model.OPEN:
+            st = self.result[key]
         self.last_reply = now
         if tgt is not None and key[1] in tgt.last_probe:
             sent = tgt.last_probe[key[1]]
@@ -188,7 +199,7 @@ class UdpScan:
             if key[1] in tgt.pending:
                 if tgt.pending.pop(key[1]) > 0:
                     tgt.loss_seen = True  # a fair miss that was answered after all: loss
-            if kind == "icmp" and st[1] == "port-unreach" and tgt.canary is None:
+            if kind == "icmp" and st[1] in self.CANARY_REASONS and tgt.canary is None:
                 tgt.canary = key[1]
         first = key not in self.result
         self.result[key] = st
@@ -197,7 +208,7 @@ class UdpScan:
         if first and self.on_port is not None:
             self.on_port(addr, key[1], st[0])
         if self.packet_trace is not None:
-            self.packet_trace(f"RCVD (udp) {addr}:{key[1]} {st[1]} ttl={r.ip.ttl}")
+            self.packet_trace(f"RCVD ({self.TRACE}) {addr}:{key[1]} {st[1]} ttl={r.ip.ttl}")
 
     # ------------------------------------------------------------------ sending
 
@@ -223,7 +234,7 @@ class UdpScan:
         tgt.last_probe[port] = now
         self.probes += 1
         if self.packet_trace is not None:
-            self.packet_trace(f"SENT (udp) {tgt.link.src}:{self.sport(tgt.addr, port)} > {tgt.addr}:{port}")
+            self.packet_trace(f"SENT ({self.TRACE}) {tgt.link.src}:{self.sport(tgt.addr, port)} > {tgt.addr}:{port}")
         return now
 
     def wait_for_answers(self) -> float:

@@ -48,6 +48,7 @@ SCAN_TYPES: dict[str, tuple[str, str | None, str]] = {
     "syn-ack": ("ack", "SYNACK", "tcp"),
     "syn+ack": ("ack", "SYNACK", "tcp"),
     "udp": ("udp", None, "udp"),
+    "ipproto": ("ipproto", None, "ip"),
 }
 
 # Host discovery alone scans no ports; nmap -sn writes no <scaninfo> either.

@@ -190,17 +190,24 @@ def host_block(run: ScanRun, h: HostResult, *, with_version: bool | None = None,
         lines.append(f"All {total} scanned ports on {name} are in ignored states.")
     if h.extraports:
         lines.append(_not_shown(run, h))
-    if h.ports:
+    ports = [p for p in h.ports if p.protocol != "ip"]
+    if ports:
         header = ["PORT", "STATE", "SERVICE"] + (["REASON"] if reason else []) + (["VERSION"] if with_version else [])
         rows = [header]
         guessed = ns.run_service_scan(run)
-        for p in h.ports:
+        for p in ports:
             row = [f"{p.port}/{p.protocol}", p.state, ns.service_name(p.service, guessed=guessed, state=p.state)]
             if reason:
                 row.append(ns.port_reason(p))
             if with_version:
                 row.append(ns.service_version(p.service))
             rows.append(row)
+        lines.extend(_table(rows))
+    protocols = [p for p in h.ports if p.protocol == "ip"]  # -sO: nmap's PROTOCOL table
+    if protocols:
+        rows = [["PROTOCOL", "STATE", "SERVICE"] + (["REASON"] if reason else [])]
+        rows += [[str(p.port), p.state, ns.service_name(p.service)] + ([ns.port_reason(p)] if reason else [])
+                 for p in protocols]
         lines.extend(_table(rows))
     lines.extend(_fingerprints(h))
     if h.mac:
