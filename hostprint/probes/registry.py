@@ -23,6 +23,7 @@ TECHNIQUES = {
     "stack": "hostprint.probes.stack:StackTechnique",
     "traceroute": "hostprint.probes.traceroute:TracerouteTechnique",
     "ipproto": "hostprint.probes.ipproto:IpProtoTechnique",
+    "idle": "hostprint.probes.idlescan:IdleTechnique",
 }
 
 
