@@ -24,6 +24,7 @@ TECHNIQUES = {
     "traceroute": "hostprint.probes.traceroute:TracerouteTechnique",
     "ipproto": "hostprint.probes.ipproto:IpProtoTechnique",
     "idle": "hostprint.probes.idlescan:IdleTechnique",
+    "enum": "hostprint.probes.enum:EnumTechnique",
 }
 
 
