@@ -726,8 +726,27 @@ class BannerBlock(OsBlock):
     hints: list[OsHint] = field(default_factory=list)
 
 
+@dataclass
+class EnumBlock(OsBlock):
+    """-sV's enumeration (SNMP system group and interfaces, SMB/NTLM names and version, NTP mode 6
+    variables, LDAP root DSE): what each service says about its host, keyed "161/udp snmp" with a
+    "kind" and the facts, and the OS classes those statements name (banner-like evidence)."""
+
+    services: dict[str, JsonDict] = field(default_factory=dict)
+
+    _typed = OsBlock._typed | {"services"}
+
+    def _fields_dict(self) -> dict[str, Json]:
+        return {"services": {k: dict(v) for k, v in self.services.items()}}
+
+    def _read_fields(self, d: dict[str, object]) -> None:
+        svc = d.get("services")
+        if isinstance(svc, dict):
+            self.services = {str(k): _jdict(v) for k, v in svc.items() if isinstance(v, dict)}
+
+
 #: The block class of each technique whose stored JSON has a shape of its own.
-BLOCK_TYPES: dict[str, type[OsBlock]] = {"stack": StackBlock, "timing": TimingBlock}
+BLOCK_TYPES: dict[str, type[OsBlock]] = {"stack": StackBlock, "timing": TimingBlock, "enum": EnumBlock}
 #: Top-level keys of the `os` object that are not technique blocks.
 _OS_KEYS = frozenset({"matches", "unknown", "architecture", "conditions", "fingerprint", "hints", "discovery"})
 

@@ -15,6 +15,7 @@ costs nothing.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import re
 import socket
@@ -564,3 +565,67 @@ def read_resume(path: str) -> ResumeState:
                     h.ports.append(model.PortResult(_port_number(f[0], path), f[2], f[1], "",  # type: ignore[attr-defined]
                                                     service=model.Service(name=name) if name else None))
     return ResumeState(args, list(by.values()), path)
+
+
+# ---- random targets (-iR) ------------------------------------------------------------------------
+
+
+def _in(intervals: tuple[tuple[int, int], ...], starts: list[int], x: int) -> bool:
+    import bisect
+
+    i = bisect.bisect_right(starts, x) - 1
+    return i >= 0 and x <= intervals[i][1]
+
+
+def random_targets(n: int, *, seed: int | None = None, exclude: Iterable[str] = (), family: int = 4,
+                   max_tries: int | None = None) -> list[str]:
+    """`n` distinct random addresses of `family` that are in no IANA special-purpose block, not
+    multicast, not unallocated (IPv6: drawn only from IANA's allocations to the RIRs; IPv4 has no
+    unallocated unicast space left) and not in `exclude` (target specs, as --exclude; IPv6
+    prefixes too). The same `seed` gives the same list. Sends nothing, resolves nothing but the
+    names in `exclude`. The DB: signatures/address_space.txt."""
+    import random
+
+    from hostprint.signatures.address_space import allocated, merge, never
+
+    if family not in (4, 6):
+        raise UsageError(f"bad address family {family}: 4 or 6")
+    rng = random.Random(seed)
+    bad = never(family)
+    starts = [lo for lo, _ in bad]
+    v4_excl: list[str] = []
+    v6_excl: list[tuple[int, int]] = []
+    for tok in _tokens(exclude):
+        if ":" in tok:
+            try:
+                net = ipaddress.IPv6Network(tok, strict=False)
+            except ValueError:
+                raise _bad(tok, "not an IPv6 address or prefix") from None
+            v6_excl.append((int(net.network_address), int(net.broadcast_address)))
+        else:
+            v4_excl.append(tok)
+    user = _Excluder(parse_target(t) for t in v4_excl)
+    v6_user = merge(v6_excl)
+    v6_starts = [lo for lo, _ in v6_user]
+    pools = allocated(6) if family == 6 else ((0, (1 << 32) - 1),)
+    weights = [hi - lo + 1 for lo, hi in pools]
+    out: list[str] = []
+    seen: set[int] = set()
+    tries = 0
+    limit = max_tries if max_tries is not None else 1000 * n + 100_000
+    while len(out) < n:
+        tries += 1
+        if tries > limit:
+            raise UsageError(f"-iR: found only {len(out)} of {n} addresses after {limit:,} draws; "
+                             "the exclusions leave too little space")
+        lo, hi = rng.choices(pools, weights)[0] if len(pools) > 1 else pools[0]
+        a = rng.randint(lo, hi)
+        if a in seen or _in(bad, starts, a):
+            continue
+        if family == 4 and user(4, a):
+            continue
+        if family == 6 and v6_user and _in(v6_user, v6_starts, a):
+            continue
+        seen.add(a)
+        out.append(socket.inet_ntoa(a.to_bytes(4, "big")) if family == 4 else str(ipaddress.IPv6Address(a)))
+    return out

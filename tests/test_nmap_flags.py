@@ -117,7 +117,7 @@ def test_resume_scans_only_what_is_left(scanlab, tmp_path, fmt):
 
 def test_flags_we_lack_are_one_line():
     for flag, words in (("-sC", "NSE scripts"), ("--script", "NSE scripts"),
-                        ("-sO", "IP protocol scan"), ("-D", "decoys")):
+                        ("-sY", "SCTP scans"), ("-D", "decoys")):
         r = subprocess.run([sys.executable, "-m", "hostprint", "scan", flag, "198.18.0.10"], capture_output=True,
                            text=True, cwd=ROOT, timeout=60)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (flag, r.stderr)

@@ -41,6 +41,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no terminal report")
     p.add_argument("-v", dest="verbose", action="count", default=0)
     p.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
+    add_random_targets(p)
 
 
 def add_ping(p: argparse.ArgumentParser) -> None:
@@ -95,6 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dual-stack", action="store_true", help="one host for an IPv4 and an IPv6 address of the same "
                    "machine (same MAC, TCP timestamp clock, SSH host key or TLS certificate)")
     add_nmap_habits(p)
+    add_scans2(p)
     p.set_defaults(func=run_scan)
 
     d = sub.add_parser("discover", help="host discovery (nmap -sn)", description="Which hosts are up, and which probes saw them.")
@@ -110,10 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 UNSUPPORTED = {
     "-sC": "NSE scripts are not supported (hostprint has no script engine; -sV identifies services)",
     "--script": "NSE scripts are not supported (hostprint has no script engine; -sV identifies services)",
-    "-sO": "IP protocol scan (-sO) is not supported",
     "-sY": "SCTP scans (-sY/-sZ) are not supported",
     "-sZ": "SCTP scans (-sY/-sZ) are not supported",
-    "-sI": "idle scan (-sI) is not supported",
     "-sM": "Maimon scan (-sM) is not supported; --scanflags FINACK is not either",
     "-b": "FTP bounce scan (-b) is not supported",
     "-D": "decoys (-D) are not supported",
@@ -217,25 +217,6 @@ def apply_habits(args: argparse.Namespace, opts: ScanOptions) -> None:
 # ---------------------------------------------------------------------------- shared set-up
 
 
-def _targets(args: argparse.Namespace) -> list[str]:
-    from hostprint.targets import expand_targets, read_target_file, split_target_list
-
-    specs = list(args.targets)
-    if args.input_list:
-        specs += read_target_file(args.input_list)
-    if not specs:
-        raise UsageError("no targets given (e.g. hostprint scan 198.18.0.10 or -iL FILE)")
-    excl: list[str] = []
-    for e in args.exclude:
-        excl += split_target_list(e)
-    if args.excludefile:
-        excl += read_target_file(args.excludefile)
-    out = expand_targets(specs, exclude=excl)
-    if not out:
-        raise UsageError("every target was excluded")
-    return out
-
-
 def _timing(args: argparse.Namespace):
     from hostprint.engine.rate import check_rates, template
 
@@ -336,6 +317,7 @@ def _scan_kinds(args: argparse.Namespace) -> list[str]:
         raise UsageError(f"more than one type of TCP scan ({', '.join(given)}): choose one (-sU may go with it)")
     if args.scan_udp:
         kinds.append("udp")
+    kinds += _scans2_kinds(args)
     if not kinds and not args.ping_only:
         kinds = ["syn"] if have_raw_sockets() else ["connect"]
     return list(dict.fromkeys(kinds))
@@ -375,7 +357,8 @@ def scan_options(args: argparse.Namespace, *, discovery_only: bool = False) -> S
     if args.data_length < 0 or args.data_length > 1400:
         raise UsageError(f"bad --data-length '{args.data_length}': use 0-1400")
     opts.scan_kinds = _scan_kinds(args)
-    opts.ports = _ports(args, opts.scan_kinds)
+    port_kinds = [k for k in opts.scan_kinds if k != "ipproto"]
+    opts.ports = _ports(_without_protocols(args), port_kinds) if port_kinds else {}
     opts.data_length = args.data_length
     opts.only_open = args.only_open
     opts.sequence = args.sequence
@@ -389,6 +372,7 @@ def scan_options(args: argparse.Namespace, *, discovery_only: bool = False) -> S
 
     opts.service_scan, opts.sv_db, opts.sv_timeout = args.service_scan, args.sv_db or default_sv_db(), args.sv_timeout
     opts.version_intensity = args.version_intensity
+    apply_scans2(args, opts)
     return opts
 
 
@@ -409,6 +393,8 @@ def _named_targets(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]
     from hostprint.targets6 import set_family
 
     set_family(6 if getattr(args, "ipv6", False) else 4)
+    if getattr(args, "random_targets", None) is not None:
+        return _random_named(args), {}
     specs = list(args.targets)
     if args.input_list:
         specs += read_target_file(args.input_list)
@@ -536,6 +522,10 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
         return _list_scan(args)
     resumed: list[model.HostResult] = list(getattr(args, "resume_hosts", []))
     targets, user_names = _named_targets(args)
+    v4_only = [f for f, kind in (("-sO", "ipproto"), ("-sI", "idle")) if kind in scan_types]
+    if v4_only and any(":" in t for t in targets):
+        raise UsageError(f"{'/'.join(v4_only)} works over IPv4 only (the idle scan reads the IPv4 ID; the protocol "
+                         "scan is not ported to IPv6): leave out the IPv6 targets")
     if resumed:
         skip = {h.address for h in resumed}
         targets = [a for a in targets if a not in skip]
@@ -681,3 +671,117 @@ def run_scan(args: argparse.Namespace) -> int:
         return run_discover(args)
     opts = scan_options(args)
     return _run(args, opts, opts.scan_kinds)
+
+
+# ---------------------------------------------------------------------------- -sO, -sI, -iR, enumeration
+# (issue 20: the survey's remaining techniques; kept together so the hunks above stay small)
+
+
+def add_random_targets(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-iR", dest="random_targets", type=int, metavar="N",
+                   help="N random IPv4 targets, never special-purpose (IANA), unallocated or multicast space, "
+                        "nor --exclude/--excludefile")
+    p.add_argument("--seed", type=int, metavar="N", help="-iR: the same N give the same targets")
+
+
+def add_scans2(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-sO", dest="scan_ipproto", action="store_true",
+                   help="IP protocol scan: which IP protocols (0-255) each host speaks; -p names protocols")
+    p.add_argument("-sI", dest="zombie", metavar="ZOMBIE[:PORT]",
+                   help="idle scan through ZOMBIE's IP ID counter (port 80 unless given); see `hostprint zombies`")
+    p.add_argument("--snmp-community", dest="snmp_community", action="append", metavar="NAME",
+                   help="-sV enumeration: SNMP community to read (default public; repeat for several)")
+
+
+def _scans2_kinds(args: argparse.Namespace) -> list[str]:
+    kinds = []
+    if getattr(args, "scan_ipproto", False):
+        kinds.append("ipproto")
+    if getattr(args, "zombie", None):
+        kinds.append("idle")
+    return kinds
+
+
+def _protocol_split(spec: str | None, only_protocols: bool) -> tuple[str | None, str | None]:
+    """(-p without its protocol part, the protocol part): with -sO alone all of -p names IP
+    protocols (nmap); beside other scans only the items after a `P:` prefix do."""
+    if spec is None:
+        return None, None
+    if only_protocols:
+        return None, spec.replace("P:", "").replace("p:", "")
+    ports: list[str] = []
+    protos: list[str] = []
+    current = ports
+    for item in spec.split(","):
+        it = item.strip()
+        if it[:2].upper() == "P:":
+            current, it = protos, it[2:]
+        elif it[:2].upper() in ("T:", "U:", "S:"):
+            current = ports
+        current.append(it)
+    return (",".join(ports) or None), (",".join(protos) or None)
+
+
+def _without_protocols(args: argparse.Namespace) -> argparse.Namespace:
+    """args for the port parser: -p without the protocols -sO takes from it."""
+    if not getattr(args, "scan_ipproto", False):
+        return args
+    rest, _protos = _protocol_split(args.ports, False)
+    return argparse.Namespace(**{**vars(args), "ports": rest})
+
+
+def apply_scans2(args: argparse.Namespace, opts: ScanOptions) -> None:
+    """-sO's protocols, -sI's zombie, -sV's enumeration and its SNMP communities (checked here)."""
+    if "ipproto" in opts.scan_kinds:
+        from hostprint.probes.ipproto import ALL_PROTOCOLS, parse_protocols
+
+        only = opts.scan_kinds == ["ipproto"]
+        _rest, spec = _protocol_split(args.ports, only)
+        if only and (args.fast or args.top_ports):
+            raise UsageError("-sO scans protocols: use -p to choose them (default: all 256), not -F/--top-ports")
+        opts.ports["ip"] = parse_protocols(spec) if spec else list(ALL_PROTOCOLS)
+    if getattr(args, "zombie", None):
+        opts.zombie, opts.zombie_port = parse_zombie(args.zombie)
+    opts.enumerate = opts.service_scan
+    if getattr(args, "snmp_community", None):
+        bad = [c for c in args.snmp_community if not c or len(c) > 255]
+        if bad:
+            raise UsageError(f"bad --snmp-community '{bad[0]}': 1-255 characters")
+        opts.snmp_communities = list(dict.fromkeys(args.snmp_community))
+
+
+def parse_zombie(text: str) -> tuple[str, int]:
+    """-sI ZOMBIE[:PORT] -> (address, port); a name resolves to its first IPv4 address."""
+    from hostprint.targets import expand_targets
+
+    host, _, port_s = text.partition(":")
+    port = 80
+    if port_s:
+        if not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
+            raise UsageError(f"bad -sI '{text}': the zombie port must be 1-65535")
+        port = int(port_s)
+    try:
+        addrs = expand_targets([host])
+    except UsageError as e:
+        raise UsageError(f"bad -sI '{text}': {e}") from None
+    if len(addrs) != 1:
+        raise UsageError(f"bad -sI '{text}': the zombie is one host, not {len(addrs)} addresses")
+    return addrs[0], port
+
+
+def _random_named(args: argparse.Namespace) -> list[str]:
+    """-iR N: random addresses outside what must never be scanned (targets.random_targets)."""
+    from hostprint.targets import random_targets, read_target_file, split_target_list
+
+    if args.targets or args.input_list:
+        raise UsageError("-iR chooses the targets: give either -iR N or targets/-iL, not both")
+    n = args.random_targets
+    if n < 1 or n > CONFIRM_OVER:
+        raise UsageError(f"bad -iR '{n}': use 1-{CONFIRM_OVER}")
+    excl: list[str] = []
+    for e in args.exclude:
+        excl += split_target_list(e)
+    if args.excludefile:
+        excl += read_target_file(args.excludefile)
+    return random_targets(n, seed=getattr(args, "seed", None), exclude=excl,
+                          family=6 if getattr(args, "ipv6", False) else 4)

@@ -190,7 +190,7 @@ def classify_file(obs_csv: str, db_spec: str, mapping: str | None, out: TextIO, 
 
 def live_setup(args: argparse.Namespace) -> tuple[list[str], list[int], list[str], float]:
     """Validate targets, ports, tests and timeout before anything is sent."""
-    from hostprint.commands.scan import _targets
+    from hostprint.commands.scan import _named_targets
     from hostprint.errors import NeedsRoot, have_raw_sockets
     from hostprint.ports import parse_ports
     from hostprint.probes.timing import check_timeout, parse_tests
@@ -204,7 +204,7 @@ def live_setup(args: argparse.Namespace) -> tuple[list[str], list[int], list[str
         raise UsageError(f"bad -p {args.ports!r}: no TCP port")
     if len(ports) > 16:
         raise UsageError(f"-p {args.ports}: at most 16 ports per target (each keeps a connection open)")
-    targets = _targets(argparse.Namespace(targets=args.targets, input_list=None, exclude=[], excludefile=None))
+    targets, _ = _named_targets(argparse.Namespace(targets=args.targets, input_list=None, exclude=[], excludefile=None))
     if not have_raw_sockets():
         raise NeedsRoot("timing tests send crafted TCP segments")
     return targets, ports, tests, timeout

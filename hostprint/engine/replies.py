@@ -45,7 +45,7 @@ class Reply:
 
     ts_ns: int  # kernel receive time
     ip: P.IPv4 | IPv6  # the reply's IP header
-    l4: P.TCP | P.UDP | P.ICMP | I6.ICMPv6  # the reply's transport
+    l4: P.TCP | P.UDP | P.ICMP | I6.ICMPv6 | bytes  # the reply's transport (bytes: another IP protocol's payload)
     raw: bytes  # the IP packet as received
     peer: bytes  # the probed address: the reply's source, or the quoted destination of an ICMP error
     proto: int  # the protocol of the probe it answers (the quoted one for an ICMP error)
@@ -175,8 +175,9 @@ Handler = Callable[[Reply], None]
 
 
 def decode_reply(ts_ns: int, fr: bytes | memoryview) -> Reply | None:
-    """The reply a frame carries, or None (not TCP/UDP/ICMP/ICMPv6 over IPv4 or IPv6, malformed, or
-    an ICMP error whose quote says nothing about our probe)."""
+    """The reply a frame carries, or None (not IPv4 or IPv6, a fragment, malformed, or an ICMP error
+    whose quote says nothing about our probe). Protocols other than TCP/UDP/ICMP/ICMPv6 come with
+    their payload as bytes (the IP protocol scan's answers); Wants that do not name them never see them."""
     if len(fr) >= 14 and fr[12] == 0x86 and fr[13] == 0xDD:
         return _decode_reply6(ts_ns, fr)
     try:
@@ -184,9 +185,13 @@ def decode_reply(ts_ns: int, fr: bytes | memoryview) -> Reply | None:
     except P.DecodeError:
         return None
     ip, l4 = p.ip, p.l4
-    if ip is None or not isinstance(l4, (P.TCP, P.UDP, P.ICMP)):
+    if ip is None or l4 is None:
         return None
     raw = bytes(fr[14:])
+    if isinstance(l4, bytes):
+        if ip.frag or ip.mf or ip.proto in (P.IPPROTO_TCP, P.IPPROTO_UDP, P.IPPROTO_ICMP):
+            return None
+        return Reply(ts_ns, ip, l4, raw, ip.src, ip.proto, None, None)
     if isinstance(l4, (P.TCP, P.UDP)):
         proto = P.IPPROTO_TCP if isinstance(l4, P.TCP) else P.IPPROTO_UDP
         return Reply(ts_ns, ip, l4, raw, ip.src, proto, l4.dport, l4.sport)

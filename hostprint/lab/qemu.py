@@ -99,6 +99,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 insmod /e1000.ko
+for m in /mod/*.ko; do [ -e "$m" ] && { insmod "$m" || echo "hostprint: insmod $m rejected"; }; done
 for kv in $(sed -n 's/.*hp\\.sysctl=\\([^ ]*\\).*/\\1/p' /proc/cmdline | tr ',' ' '); do
   k=${kv%%=*}; v=${kv#*=}
   echo "$v" | tr ':' ' ' > /proc/sys/$(echo "$k" | tr . /) || echo "hostprint: sysctl $k rejected"
@@ -117,7 +118,38 @@ while :; do sleep 3600; done
 """ % READY
 
 
-def build_initramfs(path: str, e1000_ko: str) -> None:
+def module_paths(version: str, names: tuple[str, ...]) -> list[str]:
+    """The .ko files of `names` (e.g. "sctp", "ip_gre") and everything they depend on, in load
+    order, from the guest kernel's modules.dep; crc32c_generic goes before libcrc32c (libcrc32c
+    asks the crypto API for "crc32c" at load time, an implicit dependency modules.dep lacks)."""
+    base = f"/lib/modules/{version}"
+    deps: dict[str, list[str]] = {}
+    with open(os.path.join(base, "modules.dep")) as f:
+        for line in f:
+            mod, _, rest = line.partition(":")
+            deps[mod.strip()] = rest.split()
+    by_name = {os.path.basename(m).split(".ko")[0].replace("-", "_"): m for m in deps}
+    order: list[str] = []
+
+    def add(mod: str) -> None:
+        if mod in order:
+            return
+        for d in deps.get(mod, []):
+            add(d)
+        if os.path.basename(mod).startswith("libcrc32c") and "crc32c_generic" in by_name:
+            add(by_name["crc32c_generic"])
+        order.append(mod)
+
+    for n in names:
+        key = n.replace("-", "_")
+        if key not in by_name:
+            raise RuntimeError(f"no module {n} for kernel {version}")
+        add(by_name[key])
+    return [os.path.join(base, m) for m in order]
+
+
+def build_initramfs(path: str, e1000_ko: str, modules: list[str] | None = None) -> None:
+    """`modules`: .ko files the guest loads after e1000, in this order (module_paths)."""
     with open(BUSYBOX, "rb") as f:
         bb = f.read()
     with open(e1000_ko, "rb") as f:
@@ -126,6 +158,11 @@ def build_initramfs(path: str, e1000_ko: str) -> None:
     entries = [("bin", d, b""), ("proc", d, b""), ("sys", d, b""), ("dev", d, b""), ("www", d, b""),
                ("bin/busybox", stat.S_IFREG | 0o755, bb), ("bin/sh", stat.S_IFLNK | 0o777, b"busybox"),
                ("init", stat.S_IFREG | 0o755, INIT.encode()), ("e1000.ko", stat.S_IFREG | 0o644, ko)]
+    if modules:
+        entries.append(("mod", d, b""))
+        for i, m in enumerate(modules):
+            with open(m, "rb") as f:
+                entries.append((f"mod/{i:02d}-{os.path.basename(m)}", stat.S_IFREG | 0o644, f.read()))
     with open(path, "wb") as f:
         f.write(gzip.compress(_cpio(entries), 1))
 
@@ -145,18 +182,19 @@ class Guest:
 
 def start_guest(lab: Any, host: str, address: str, tmpdir: str, *, ports: tuple[int, ...] = (80,),
                 sysctls: dict[str, str] | None = None, mac: str = "52:54:00:68:70:01",
-                series: str = "6.1", timeout: float = 240.0) -> Guest:
+                series: str = "6.1", timeout: float = 240.0, modules: tuple[str, ...] = ()) -> Guest:
     """Boot the guest behind lab host `host` (a plain HostSpec without services) with `address`
-    (in the lab's /16). The host namespace bridges its eth0 and a tap and keeps no address."""
+    (in the lab's /16). The host namespace bridges its eth0 and a tap and keeps no address.
+    `modules`: kernel modules the guest loads at boot ("sctp", "ip_gre" …, with their dependencies)."""
     why = missing(series)
     if why:
         raise RuntimeError(why)
     found = find_kernel(series)
     assert found is not None
-    vmlinuz, ko, _ver = found
+    vmlinuz, ko, ver = found
     ns = lab.host(host).ns
     initrd = os.path.join(tmpdir, f"initrd-{host}.cpio.gz")
-    build_initramfs(initrd, ko)
+    build_initramfs(initrd, ko, module_paths(ver, modules) if modules else None)
     for argv in (["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"],
                  ["ip", "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"],
                  ["ip", "addr", "flush", "dev", "eth0"],

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from hostprint.model import Evidence, OsEvidence, OsHint, OsMatch, UnknownOs
 from hostprint.signatures.knowledge import calibrations, families
 
-METHOD_TRUST = {"stack": 0.9, "timing": 0.85, "passive": 0.6, "banner": 0.7}
+METHOD_TRUST = {"stack": 0.9, "timing": 0.85, "passive": 0.6, "banner": 0.7, "enum": 0.7}
 DEFAULT_TRUST = 0.5
 #: Techniques that probe (or watch) the stack itself; a banner speaks for one service only.
 STACK_METHODS = ("stack", "timing", "passive")

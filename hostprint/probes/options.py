@@ -51,3 +51,9 @@ class ScanOptions:
     host_timeout: float | None = None
     #: --traceroute: the hops to each up host
     traceroute: bool = False
+    #: -sI ZOMBIE[:PORT]: the idle scan's zombie and the port its IP ID is read from (nmap's default 80)
+    zombie: str | None = None
+    zombie_port: int = 80
+    #: enumeration after -sV (SNMP, SMB, NTP mode 6, LDAP root DSE): the SNMP communities to try
+    enumerate: bool = False
+    snmp_communities: list[str] = field(default_factory=lambda: ["public"])

@@ -22,6 +22,9 @@ TECHNIQUES = {
     "timing": "hostprint.probes.timing:TimingTechnique",
     "stack": "hostprint.probes.stack_technique:StackTechnique",
     "traceroute": "hostprint.probes.traceroute:TracerouteTechnique",
+    "ipproto": "hostprint.probes.ipproto:IpProtoTechnique",
+    "idle": "hostprint.probes.idlescan:IdleTechnique",
+    "enum": "hostprint.probes.enum:EnumTechnique",
 }
 
 

@@ -162,25 +162,36 @@ class UdpScan:
         return Want(peers=frozenset(addr_bytes(a) for a in self.targets), protos=frozenset({P.IPPROTO_UDP}),
                     our_ports=(self.sport_lo, self.sport_hi), valid=valid)
 
-    def _on_reply(self, r: Reply) -> None:
+    def _classify(self, r: Reply) -> tuple[str, int, tuple[str, str, int], str] | None:
+        """(address, port, (state, reason, ttl), kind) of one reply, None to ignore it. kind is
+        "icmp" for an ICMP or ICMPv6 error (it spent one of the target's limiter tokens), else "udp"."""
         addr = self.by_raw.get(r.peer) or r.address
-        key = (addr, r.their_port or 0)
+        port = r.their_port or 0
+        if r.error is None:
+            return addr, port, (model.OPEN, "udp-response", r.ip.ttl), "udp"
+        if not r.dest_unreach:
+            return None
+        if r.port_unreach:
+            return addr, port, (model.CLOSED, "port-unreach", r.ip.ttl), "icmp"
+        if r.family == 6:
+            return addr, port, (model.FILTERED, r.unreach_reason, r.ip.ttl), "icmp"
+        return addr, port, (model.FILTERED, FILTER_CODES.get(r.error.code, "unreach"), r.ip.ttl), "icmp"
+
+    #: reasons that make a port the canary (an ICMP error every probe draws while the bucket has a token)
+    CANARY_REASONS: frozenset[str] = frozenset({"port-unreach"})
+    #: the protocol word of --packet-trace lines
+    TRACE = "udp"
+
+    def _on_reply(self, r: Reply) -> None:
+        c = self._classify(r)
+        if c is None:
+            return
+        addr, port, st, kind = c
+        key = (addr, port)
         now = time.monotonic()
         tgt = self.tgts.get(addr)
-        if r.error is None:
-            st, kind = (model.OPEN, "udp-response", r.ip.ttl), "udp"
-        elif r.dest_unreach:  # ICMP or ICMPv6
-            kind = "icmp"
-            if r.port_unreach:
-                st = (model.CLOSED, "port-unreach", r.ip.ttl)
-            elif r.family == 6:
-                st = (model.FILTERED, r.unreach_reason, r.ip.ttl)
-            else:
-                st = (model.FILTERED, FILTER_CODES.get(r.error.code, "unreach"), r.ip.ttl)
-            if key in self.result and self.result[key][0] == model.OPEN:
-                st = self.result[key]
-        else:
-            return
+        if kind == "icmp" and key in self.result and self.result[key][0] == model.OPEN:
+            st = self.result[key]
         self.last_reply = now
         if tgt is not None and key[1] in tgt.last_probe:
             sent = tgt.last_probe[key[1]]
@@ -191,7 +202,7 @@ class UdpScan:
             if key[1] in tgt.pending:
                 if tgt.pending.pop(key[1]) > 0:
                     tgt.loss_seen = True  # a fair miss that was answered after all: loss
-            if kind == "icmp" and st[1] == "port-unreach" and tgt.canary is None:
+            if kind == "icmp" and st[1] in self.CANARY_REASONS and tgt.canary is None:
                 tgt.canary = key[1]
         first = key not in self.result
         self.result[key] = st
@@ -200,7 +211,7 @@ class UdpScan:
         if first and self.on_port is not None:
             self.on_port(addr, key[1], st[0])
         if self.packet_trace is not None:
-            self.packet_trace(f"RCVD (udp) {addr}:{key[1]} {st[1]} ttl={r.ip.ttl}")
+            self.packet_trace(f"RCVD ({self.TRACE}) {addr}:{key[1]} {st[1]} ttl={r.ip.ttl}")
 
     # ------------------------------------------------------------------ sending
 
@@ -228,7 +239,7 @@ class UdpScan:
         tgt.last_probe[port] = now
         self.probes += 1
         if self.packet_trace is not None:
-            self.packet_trace(f"SENT (udp) {tgt.link.source_for(tgt.addr)}:{self.sport(tgt.addr, port)} > "
+            self.packet_trace(f"SENT ({self.TRACE}) {tgt.link.source_for(tgt.addr)}:{self.sport(tgt.addr, port)} > "
                               f"{tgt.addr}:{port}")
         return now
 

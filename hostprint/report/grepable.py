@@ -35,12 +35,18 @@ def _host_lines(run: ScanRun, h: HostResult) -> list[str]:
         return [f"{prefix}\tStatus: Down"]
     lines = [f"{prefix}\tStatus: Up"]
     fields: list[str] = []
-    if h.ports or h.extraports:
-        fields.append("Ports: " + ", ".join(_port_entry(p) for p in h.ports))
-        if h.extraports:
-            # nmap names only its largest ignored state here; the others stay countable in XML/JSON.
-            biggest = max(h.extraports, key=lambda e: e.count)
-            fields.append(f"Ignored State: {biggest.state} ({biggest.count})")
+    ports = [p for p in h.ports if p.protocol != "ip"]
+    protocols = [p for p in h.ports if p.protocol == "ip"]  # -sO: nmap's "Protocols:" field
+    ip_only = bool(h.extraports) and all(e.protocol == "ip" for e in h.extraports)
+    if ports or (h.extraports and not protocols and not ip_only):
+        fields.append("Ports: " + ", ".join(_port_entry(p) for p in ports))
+    if protocols or (ip_only and not ports):
+        fields.append("Protocols: " + ", ".join(f"{p.port}/{p.state}/{_field(p.service.name or '') if p.service else ''}/"
+                                                for p in protocols))
+    if h.extraports:
+        # nmap names only its largest ignored state here; the others stay countable in XML/JSON.
+        biggest = max(h.extraports, key=lambda e: e.count)
+        fields.append(f"Ignored State: {biggest.state} ({biggest.count})")
     matches = ns.os_matches(h)
     if matches:
         fields.append("OS: " + _field(" or ".join(m.name for m in matches[:1])))

@@ -237,6 +237,8 @@ def extraports_line(run: ScanRun, host: HostResult, extra: ExtraPorts) -> str:
     """'65000 closed tcp ports (reset)', or '(900 no-response, 34 admin-prohibited)' when mixed."""
     proto = extraports_protocol(run, host, extra)
     what = f"{extra.state} {proto} ports" if proto else f"{extra.state} ports"
+    if proto == "ip":  # -sO: nmap's words
+        what = f"{extra.state} n/a protocols"
     ordered = sorted(extra.reasons.items(), key=lambda rc: -rc[1])
     reasons = ", ".join(r if len(ordered) == 1 else f"{c} {r}" for r, c in ordered)
     return f"{extra.count} {what}" + (f" ({reasons})" if reasons else "")

@@ -49,10 +49,12 @@ SCAN_TYPES: dict[str, tuple[str, str | None, str]] = {
     "syn-ack": ("ack", "SYNACK", "tcp"),
     "syn+ack": ("ack", "SYNACK", "tcp"),
     "udp": ("udp", None, "udp"),
+    "ipproto": ("ipproto", None, "ip"),
 }
 
-# Host discovery alone scans no ports; nmap -sn writes no <scaninfo> either.
-DISCOVERY_ONLY = frozenset({"ping", "discovery"})
+# Host discovery alone scans no ports; nmap -sn writes no <scaninfo> either, nor does -sI (nmap
+# 7.93; the DTD has no "idle" scan type).
+DISCOVERY_ONLY = frozenset({"ping", "discovery", "idle"})
 
 # XML 1.0 forbids most C0 controls even as character references; banners are full of them.
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")

@@ -197,11 +197,12 @@ def host_block(run: ScanRun, h: HostResult, *, with_version: bool | None = None,
         lines.append(f"All {total} scanned ports on {name} are in ignored states.")
     if h.extraports:
         lines.append(_not_shown(run, h))
-    if h.ports:
+    ports = [p for p in h.ports if p.protocol != "ip"]
+    if ports:
         header = ["PORT", "STATE", "SERVICE"] + (["REASON"] if reason else []) + (["VERSION"] if with_version else [])
         rows = [header]
         guessed = ns.run_service_scan(run)
-        for p in h.ports:
+        for p in ports:
             row = [f"{p.port}/{p.protocol}", p.state, ns.service_name(p.service, guessed=guessed, state=p.state)]
             if reason:
                 row.append(ns.port_reason(p))
@@ -210,10 +211,16 @@ def host_block(run: ScanRun, h: HostResult, *, with_version: bool | None = None,
             rows.append(row)
         table = _table(rows)
         lines.append(table[0])
-        for p, row_text in zip(h.ports, table[1:]):
+        for p, row_text in zip(ports, table[1:]):
             lines.append(row_text)
             for x in service_scripts(p.service, pem=verbose >= 2, full=verbose >= 1):
                 lines.extend(normal_lines(x))
+    protocols = [p for p in h.ports if p.protocol == "ip"]  # -sO: nmap's PROTOCOL table
+    if protocols:
+        rows = [["PROTOCOL", "STATE", "SERVICE"] + (["REASON"] if reason else [])]
+        rows += [[str(p.port), p.state, ns.service_name(p.service)] + ([ns.port_reason(p)] if reason else [])
+                 for p in protocols]
+        lines.extend(_table(rows))
     lines.extend(_fingerprints(h))
     if h.mac:
         lines.append(f"MAC Address: {h.mac.upper()} (Unknown)")
