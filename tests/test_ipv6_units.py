@@ -158,7 +158,7 @@ def host(addr: str, mac: str | None = None, clock: tuple[float, int, float] | No
         h.os.add(model.StackBlock("stack", data={"ts_clock": {"at": clock[0], "tsval": clock[1], "hz": clock[2]}}))
     if cert is not None:
         svc = model.Service(name="https")
-        svc.tls = {"cert": {"sha256": cert}}  # type: ignore[attr-defined]
+        svc.tls = model.TlsFacts(cert=model.CertFacts(sha256=cert))
         h.ports.append(model.PortResult(443, "tcp", "open", "syn-ack", 64, svc))
     return h
 

@@ -78,9 +78,9 @@ def _unique(values: dict[str, str | None]) -> dict[str, tuple[str, str]]:
 def cert_of(h: HostResult) -> str | None:
     """The SHA-256 of the first TLS certificate -sV read on the host (service.tls.cert)."""
     for p in h.ports:
-        tls = getattr(p.service, "tls", None) if p.service is not None else None
-        if isinstance(tls, dict) and isinstance(tls.get("cert"), dict) and tls["cert"].get("sha256"):
-            return str(tls["cert"]["sha256"])
+        tls = p.service.tls if p.service is not None else None
+        if tls is not None and tls.cert is not None and tls.cert.sha256:
+            return tls.cert.sha256
     return None
 
 
@@ -152,10 +152,17 @@ def ssh_host_keys(hosts: list[HostResult], scan: Callable[[str, int], str | None
     for h in hosts:
         if h.status != "up":
             continue
-        port = next((p.port for p in h.ports if p.state == OPEN and p.protocol == "tcp" and p.service is not None
-                     and p.service.name == "ssh"), None)
-        if port is None:
+        ssh = [p for p in h.ports if p.state == OPEN and p.protocol == "tcp" and p.service is not None
+               and p.service.name == "ssh"]
+        if not ssh:
             continue
+        read = [k for p in ssh if p.service is not None and p.service.ssh is not None for k in p.service.ssh.host_keys]
+        if read:  # -sV already read the keys (probes/ssh_kex.py): no second connection
+            order = {"ssh-ed25519": 0, "ecdsa-sha2-nistp256": 1, "ssh-rsa": 2}
+            k = min(read, key=lambda k: order.get(k.type, 9))
+            out[h.address] = f"{k.type} {k.key}"
+            continue
+        port = ssh[0].port
         key = scan(h.address, port)
         if key:
             out[h.address] = key
