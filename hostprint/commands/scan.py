@@ -549,8 +549,12 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
         reporter = Reporter(run, verbose=int(args.verbose or 0), reason=bool(getattr(args, "reason", False)))
     started = time.time()
 
+    paired_later = bool(getattr(args, "dual_stack", False))  # hosts are folded at the end: nothing streams
+
     def host_done(h: model.HostResult) -> None:
         h.started, h.finished = started, time.time()
+        if paired_later:
+            return
         outputs.host_done(h)
         if reporter is not None:
             reporter.host(h)
