@@ -8,6 +8,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from hostprint.lab.matrix import Cell
@@ -54,3 +55,14 @@ def run_nmap(cell: Cell, ipv6: bool = False) -> dict[str, Any]:
     exact = m.group(1) == "OS details"
     return {"time": dt, "answer": ("" if exact else "guess: ") + first, "name": first,
             "confidence": int(pct.group(1)) / 100 if pct else (1.0 if exact else None)}
+
+
+def answered_cells(built: Iterable[Cell], rows: list[dict[str, Any]], nmap: bool,
+                   ipv6: bool = False) -> Iterator[tuple[Cell, dict[str, Any], dict[str, Any] | None]]:
+    """(cell, hostprint's answer, nmap's or None) for every cell that runs; a skipped cell goes
+    into `rows` at once with the reason, so both tables list every cell."""
+    for c in built:
+        if c.skipped or c.run is None:
+            rows.append({"cell": c.name, "kind": c.kind, "setting": c.setting, "skipped": c.skipped})
+            continue
+        yield c, run_hostprint(c), run_nmap(c, ipv6) if nmap else None

@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from answers import run_hostprint, run_nmap  # noqa: E402  (bench/osdetect/answers.py)
+from answers import answered_cells  # noqa: E402  (bench/osdetect/answers.py)
 from ece import ece  # noqa: E402  (bench/osdetect/ece.py)
 
 from hostprint.lab.matrix import KINDS, LINUX_CELLS, Cell, family_right, majors, matrix_lab, plan, right  # noqa: E402
@@ -72,12 +72,7 @@ def main() -> int:
     t0 = time.monotonic()
     with matrix_lab(cells, name="bmx") as built:
         setup_s = time.monotonic() - t0
-        for c in built:
-            if c.skipped or c.run is None:
-                rows.append({"cell": c.name, "kind": c.kind, "setting": c.setting, "skipped": c.skipped})
-                continue
-            h = run_hostprint(c)
-            n = run_nmap(c) if not args.no_nmap else None
+        for c, h, n in answered_cells(built, rows, nmap=not args.no_nmap):
             row: dict[str, Any] = {"cell": c.name, "kind": c.kind, "setting": c.setting, "version": c.version, "hostprint": h}
             if c.kind == "lb":
                 row["h_right"] = row["h_family"] = row["h_newest"] = "load-balancer" in h["arch"]

@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from answers import run_hostprint, run_nmap  # noqa: E402  (bench/osdetect/answers.py)
+from answers import answered_cells  # noqa: E402  (bench/osdetect/answers.py)
 
 from hostprint.lab.matrix import family_right, right  # noqa: E402
 from hostprint.lab.matrix6 import KINDS6, LINUX6_CELLS, matrix6_lab, plan6  # noqa: E402
@@ -45,12 +45,7 @@ def main() -> int:
     t0 = time.monotonic()
     with matrix6_lab(cells, name="bmx6") as built:
         setup_s = time.monotonic() - t0
-        for c in built:
-            if c.skipped or c.run is None:
-                rows.append({"cell": c.name, "kind": c.kind, "setting": c.setting, "skipped": c.skipped})
-                continue
-            h = run_hostprint(c)
-            n = run_nmap(c, ipv6=True) if not args.no_nmap else None
+        for c, h, n in answered_cells(built, rows, nmap=not args.no_nmap, ipv6=True):
             row: dict[str, Any] = {"cell": c.name, "kind": c.kind, "setting": c.setting, "version": c.version,
                                    "hostprint": h, "h_right": right(c, h["family"], h["generation"], h.get("name", "")),
                                    "h_family": family_right(c, h["family"], h.get("name", ""))}
