@@ -28,6 +28,29 @@ UDP_ECHO = ("import socket\n"
             "while True:\n d,a=s.recvfrom(2048); s.sendto(b'echo:'+d,a)\n")
 
 
+def usage_error(fn, *args, **kw) -> str:
+    """The message of the UsageError `fn(*args, **kw)` must raise; it must be one line."""
+    from hostprint.errors import UsageError
+
+    with pytest.raises(UsageError) as exc:
+        fn(*args, **kw)
+    msg = str(exc.value)
+    assert "\n" not in msg and "\r" not in msg
+    return msg
+
+
+def parsed_or_one_line_error(parse, *args, **kw):
+    """`parse(*args, **kw)`, or None when it refused the input with a UsageError of one line: the
+    only refusal junk input may meet (no traceback, no multi-line message)."""
+    from hostprint.errors import UsageError
+
+    try:
+        return parse(*args, **kw)
+    except UsageError as e:
+        assert "\n" not in str(e)
+        return None
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
     """A lab test whose daemons did not start fails with the lab's message (daemon, package
