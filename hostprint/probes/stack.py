@@ -73,6 +73,8 @@ def flags_nmap(flags: int) -> str:
 
 
 class StackProbe(TwoRounds):
+    result_type: type[StackResult] = StackResult  # stack6: IPv6's test order
+
     def __init__(self, addr: str, open_port: int | None, closed_port: int | None, closed_udp: int,
                  links: Links, wait: float = 1.0):
         self.addr = addr
@@ -96,8 +98,7 @@ class StackProbe(TwoRounds):
             self.key = P.ip_to_int(addr)  # the address as the cookie reads it
             self.icmp_id = self.cookie(self.key, 0, 0, 55) & 0xFFFF
 
-    # what an answer's IP header holds differs between the families: IPv6 has no IP ID and no DF
-    result_type: type[StackResult] = StackResult
+    # what an answer's IP header holds differs between the families (stack6: no IP ID, no DF)
 
     def _ip_id(self, rep: Reply) -> int | None:
         return rep.ip.id
