@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Dict, List, Self, Union
+from typing import Any, ClassVar, Dict, List, Self, TypeVar, Union
 
 # Port states and reasons use nmap's words so that nmap tooling reads our XML unchanged.
 OPEN, CLOSED, FILTERED, UNFILTERED = "open", "closed", "filtered", "unfiltered"
@@ -192,6 +193,27 @@ def _jdict(v: object) -> JsonDict:
     return j if isinstance(j, dict) else {}
 
 
+def _extras(d: dict[Any, Any], known: Collection[str]) -> JsonDict:
+    """The keys of a stored record that no typed field holds: kept in `data`, so what a newer
+    writer (or a technique) added survives a read and a write."""
+    return {str(k): to_json(v) for k, v in d.items() if k not in known}
+
+
+def _with_extras(d: dict[str, Json], data: JsonDict) -> dict[str, Json]:
+    """`d` with the extra keys of `data` added; a typed field wins over an extra of the same name."""
+    for k, v in data.items():
+        d.setdefault(k, v)
+    return d
+
+
+_Record = TypeVar("_Record")
+
+
+def _many(from_dict: Callable[[object], _Record | None], v: object) -> list[_Record]:
+    """The records of a stored list that read (`from_dict` gives None for malformed ones)."""
+    return [x for x in (from_dict(y) for y in (v if isinstance(v, list) else [])) if x is not None]
+
+
 # ------------------------------------------------------------------------------------------ service facts
 #
 # What -sV learns about a TLS or SSH port beyond nmap's service fields. JSON keys are stable (the
@@ -201,6 +223,27 @@ def _jdict(v: object) -> JsonDict:
 
 def _pairs(v: object) -> list[list[str]]:
     return [[str(x[0]), str(x[1])] for x in v if isinstance(x, list) and len(x) == 2] if isinstance(v, list) else []
+
+
+def _facts_dict(rec: Any, optional: tuple[str, ...] = ("error",)) -> dict[str, Json]:
+    """Every field of a facts record in field order; the `optional` ones only when set (a clean
+    read has no `error` key)."""
+    d: dict[str, Json] = {}
+    for f in fields(rec):
+        v = getattr(rec, f.name)
+        if v is None and f.name in optional:
+            continue
+        d[f.name] = _facts_json(v)
+    return d
+
+
+def _facts_json(v: object) -> Json:
+    """A field as JSON: a nested record (the certificate, a host key) by its own to_dict."""
+    if isinstance(v, (CertFacts, HostKey)):
+        return v.to_dict()
+    if isinstance(v, list):
+        return [_facts_json(x) for x in v]
+    return to_json(v)
 
 
 @dataclass
@@ -231,14 +274,7 @@ class CertFacts:
     error: str | None = None  # unparsable: only the fingerprints are known
 
     def to_dict(self) -> dict[str, Json]:
-        d: dict[str, Json] = {}
-        for f in fields(self):
-            name = f.name
-            v = getattr(self, name)
-            if name == "error" and v is None:
-                continue
-            d[name] = to_json(v)
-        return d
+        return _facts_dict(self)
 
     @classmethod
     def from_dict(cls, d: object) -> CertFacts | None:
@@ -276,14 +312,7 @@ class TlsFacts:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Json]:
-        d: dict[str, Json] = {}
-        for f in fields(self):
-            name = f.name
-            v = getattr(self, name)
-            if v is None and name in ("error", "jarm_raw", "ja3s_string"):
-                continue
-            d[name] = v.to_dict() if isinstance(v, CertFacts) else to_json(v)
-        return d
+        return _facts_dict(self, optional=("error", "jarm_raw", "ja3s_string"))
 
     @classmethod
     def from_dict(cls, d: object) -> TlsFacts | None:
@@ -334,14 +363,7 @@ class SshFacts:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Json]:
-        d: dict[str, Json] = {}
-        for f in fields(self):
-            name = f.name
-            v = getattr(self, name)
-            if name == "error" and v is None:
-                continue
-            d[name] = [k.to_dict() for k in v] if name == "host_keys" else to_json(v)
-        return d
+        return _facts_dict(self)
 
     @classmethod
     def from_dict(cls, d: object) -> SshFacts | None:
@@ -441,9 +463,7 @@ class OsMatch:
             if v is not None:
                 d[k] = v
         d["evidence"] = [e.to_dict() for e in self.evidence]
-        for k, v in self.data.items():
-            d.setdefault(k, v)
-        return d
+        return _with_extras(d, self.data)
 
     @classmethod
     def from_dict(cls, d: object) -> OsMatch | None:
@@ -461,11 +481,11 @@ class OsMatch:
                    methods=_strs(d.get("methods")), evidence=Evidence.many(d.get("evidence")),
                    distribution=_str(d.get("distribution")), db=_str(d.get("db")), accuracy=_num(d.get("accuracy")),
                    line=_int(d.get("line")), id=_str(d.get("id")),
-                   data={str(k): to_json(v) for k, v in d.items() if k not in known})
+                   data=_extras(d, known))
 
     @classmethod
     def many(cls, v: object) -> list[OsMatch]:
-        return [m for m in (cls.from_dict(x) for x in (v if isinstance(v, list) else [])) if m is not None]
+        return _many(cls.from_dict, v)
 
 
 @dataclass
@@ -542,7 +562,7 @@ class ArchitectureFinding:
 
     @classmethod
     def many(cls, v: object) -> list[ArchitectureFinding]:
-        return [a for a in (cls.from_dict(x) for x in (v if isinstance(v, list) else [])) if a is not None]
+        return _many(cls.from_dict, v)
 
 
 @dataclass
@@ -597,7 +617,7 @@ class OsBlock:
     def from_dict(cls, method: str, d: object) -> Self:
         d = d if isinstance(d, dict) else {}
         block = cls(method=method, matches=OsMatch.many(d.get("matches")), unknown=UnknownOs.from_dict(d.get("unknown")),
-                    data={str(k): to_json(v) for k, v in d.items() if k not in cls._typed})
+                    data=_extras(d, cls._typed))
         block._read_fields(d)
         return block
 
@@ -661,9 +681,7 @@ class TimingTest:
         d: dict[str, Json] = {"test": self.test, "port": self.port, "rtt_us": self.rtt_us,
                               "arrivals": list(self.arrivals), "rst": self.rst, "signature": self.signature,
                               "status": self.status}
-        for k, v in self.data.items():
-            d.setdefault(k, v)
-        return d
+        return _with_extras(d, self.data)
 
     @classmethod
     def from_dict(cls, d: object) -> TimingTest | None:
@@ -673,7 +691,7 @@ class TimingTest:
         return cls(test=_str(d.get("test")) or "syn", port=_int(d.get("port")), rtt_us=_num(d.get("rtt_us")),
                    arrivals=[x for x in (_num(v) for v in arr) if x is not None] if isinstance(arr, list) else [],
                    rst=_num(d.get("rst")), signature=_str(d.get("signature")), status=_str(d.get("status")),
-                   data={str(k): to_json(v) for k, v in d.items() if k not in cls._keys})
+                   data=_extras(d, cls._keys))
 
 
 @dataclass

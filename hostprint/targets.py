@@ -50,22 +50,10 @@ class _Pattern(Protocol):
 
 
 @dataclass(frozen=True)
-class _V4Block:
+class _V4Block(targets6.AddressBlock):
     """A contiguous block: one address, a CIDR network or a resolved host name."""
 
-    first: int
-    last: int
     family: int = 4
-
-    @property
-    def count(self) -> int:
-        return self.last - self.first + 1
-
-    def ints(self) -> Iterator[int]:
-        return iter(range(self.first, self.last + 1))
-
-    def __contains__(self, addr: int) -> bool:
-        return self.first <= addr <= self.last
 
 
 @dataclass(frozen=True)

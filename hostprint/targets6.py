@@ -38,14 +38,12 @@ def name_family() -> int:
 
 
 @dataclass(frozen=True)
-class V6Block:
-    """A contiguous block of IPv6 addresses (one address, a prefix, or a resolved name's block).
-    `zone` (fe80::1%eth0) is kept on every address it formats."""
+class AddressBlock:
+    """A contiguous block of addresses as integers, of either family (targets.py's IPv4 blocks
+    too): it counts, enumerates and tests membership without expanding."""
 
     first: int
     last: int
-    zone: str = ""
-    family: int = 6
 
     @property
     def count(self) -> int:
@@ -56,6 +54,15 @@ class V6Block:
 
     def __contains__(self, addr: int) -> bool:
         return self.first <= addr <= self.last
+
+
+@dataclass(frozen=True)
+class V6Block(AddressBlock):
+    """A contiguous block of IPv6 addresses (one address, a prefix, or a resolved name's block).
+    `zone` (fe80::1%eth0) is kept on every address it formats."""
+
+    zone: str = ""
+    family: int = 6
 
     def fmt(self, addr: int) -> str:
         text = ipaddress.IPv6Address(addr).compressed

@@ -28,6 +28,63 @@ UDP_ECHO = ("import socket\n"
             "while True:\n d,a=s.recvfrom(2048); s.sendto(b'echo:'+d,a)\n")
 
 
+def bare_tcp_scan(sorted_addr, sorted_tidx):
+    """A TcpScan with only what its bulk receiver reads: one state row of one port, every port a
+    probe port, a fixed cookie key, no guard and no RTT yet (the IPv4 targets: `sorted_addr`)."""
+    import numpy as np
+
+    from hostprint.engine.cookie import Cookie, FastCookie
+    from hostprint.engine.rate import template
+    from hostprint.probes.tcpscan import KINDS, ScanStats, TcpScan
+
+    s = TcpScan.__new__(TcpScan)
+    s.kind, s.stats, s.timing = KINDS["syn"], ScanStats(), template(4)
+    s.sport_lo, s.sport_hi = 0, 65535
+    s.pos = np.zeros(65536, np.int64)
+    s.pos_list = [0] * 65536
+    s.cookie = FastCookie(Cookie(5))
+    s.sorted_addr, s.sorted_tidx = sorted_addr, sorted_tidx
+    s.hkeys = np.array([1], np.uint64)
+    s.state = np.zeros((1, 1), np.uint8)
+    s.ttl_m = np.zeros((1, 1), np.uint8)
+    s.by_addr, s.states, s.guard = {}, [], None
+    s.srtt, s.rttvar, s.sent_at_ns, s.last_reply = None, 0.0, 0, 0.0
+    return s
+
+
+def feed_block(scan, batch: list[bytes]) -> None:
+    """`batch` as one ring block (with the slack a ring block has after it) to the bulk receiver."""
+    import numpy as np
+
+    ring = np.frombuffer(b"".join(batch) + bytes(64), np.uint8)
+    starts = np.cumsum([0] + [len(b) for b in batch[:-1]]).astype(np.int64)
+    lens = np.array([len(b) for b in batch], np.int64)
+    scan._on_block(ring, starts, lens, np.zeros(len(batch), np.int64))
+
+
+def usage_error(fn, *args, **kw) -> str:
+    """The message of the UsageError `fn(*args, **kw)` must raise; it must be one line."""
+    from hostprint.errors import UsageError
+
+    with pytest.raises(UsageError) as exc:
+        fn(*args, **kw)
+    msg = str(exc.value)
+    assert "\n" not in msg and "\r" not in msg
+    return msg
+
+
+def parsed_or_one_line_error(parse, *args, **kw):
+    """`parse(*args, **kw)`, or None when it refused the input with a UsageError of one line: the
+    only refusal junk input may meet (no traceback, no multi-line message)."""
+    from hostprint.errors import UsageError
+
+    try:
+        return parse(*args, **kw)
+    except UsageError as e:
+        assert "\n" not in str(e)
+        return None
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
     """A lab test whose daemons did not start fails with the lab's message (daemon, package

@@ -250,27 +250,14 @@ def test_the_ipv6_block_receiver_never_raises(batch):
     truncated, mutated and garbage IPv6 frames: skipped, never read out of bounds, nothing escapes."""
     import numpy as np
 
-    from hostprint.engine.cookie import FastCookie, halves
+    from conftest import bare_tcp_scan, feed_block
+    from hostprint.engine.cookie import halves
     from hostprint.engine.ipv6_blocks import Addr6Index
-    from hostprint.engine.rate import template
-    from hostprint.probes.tcpscan import KINDS, ScanStats, TargetState, TcpScan
+    from hostprint.probes.tcpscan import TargetState
 
-    s = TcpScan.__new__(TcpScan)
-    s.kind, s.stats, s.timing = KINDS["syn"], ScanStats(), template(4)
-    s.sport_lo, s.sport_hi = 0, 65535
-    s.pos = np.zeros(65536, np.int64)
-    s.pos_list = [0] * 65536
-    s.cookie = FastCookie(Cookie(5))
-    s.sorted_addr, s.sorted_tidx = np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    s.hkeys = np.array([1], np.uint64)
-    s.state = np.zeros((1, 1), np.uint8)
-    s.ttl_m = np.zeros((1, 1), np.uint8)
+    s = bare_tcp_scan(np.zeros(0, np.uint64), np.zeros(0, np.int64))
     st6 = TargetState("2001:2::10", 0, None, b"", 1, s.state[0], s.ttl_m[0], family=6, raw=THEM)  # type: ignore[arg-type]
     s.by_addr, s.states, s.guard, s.on_open = {}, [st6], None, None
     s.by_addr6, s.v6_tidx = {THEM: st6}, np.array([0], np.int64)
     s.idx6 = Addr6Index(*halves([THEM]))
-    s.srtt, s.rttvar, s.sent_at_ns, s.last_reply = None, 0.0, 0, 0.0
-    ring = np.frombuffer(b"".join(batch) + bytes(64), np.uint8)
-    starts = np.cumsum([0] + [len(b) for b in batch[:-1]]).astype(np.int64)
-    lens = np.array([len(b) for b in batch], np.int64)
-    s._on_block(ring, starts, lens, np.zeros(len(batch), np.int64))
+    feed_block(s, batch)

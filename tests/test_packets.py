@@ -227,26 +227,10 @@ def test_scan_receivers_never_raise(fr):
 def test_vectorised_block_receiver_never_raises(batch):
     """The bulk path reads whole ring blocks with numpy fancy indexing: truncated and garbage
     frames must be skipped, never read out of bounds or raise."""
-    from hostprint.engine.rate import template
-    from hostprint.probes.tcpscan import KINDS, ScanStats, TcpScan
+    from conftest import bare_tcp_scan, feed_block
 
-    s = TcpScan.__new__(TcpScan)
-    s.kind, s.stats, s.timing = KINDS["syn"], ScanStats(), template(4)
-    s.sport_lo, s.sport_hi = 0, 65535
-    s.pos = np.zeros(65536, np.int64)
-    s.pos_list = [0] * 65536
-    s.cookie = FastCookie(Cookie(5))
-    s.sorted_addr = np.array([0xC6120014], np.uint64)
-    s.sorted_tidx = np.array([0], np.int64)
-    s.hkeys = np.array([1], np.uint64)
-    s.state = np.zeros((1, 1), np.uint8)
-    s.ttl_m = np.zeros((1, 1), np.uint8)
-    s.by_addr, s.states, s.guard = {}, [], None
-    s.srtt, s.rttvar, s.sent_at_ns, s.last_reply = None, 0.0, 0, 0.0
-    ring = np.frombuffer(b"".join(batch) + bytes(64), np.uint8)  # slack, as a ring block has
-    starts = np.cumsum([0] + [len(b) for b in batch[:-1]]).astype(np.int64)
-    lens = np.array([len(b) for b in batch], np.int64)
-    s._on_block(ring, starts, lens, np.zeros(len(batch), np.int64))
+    s = bare_tcp_scan(np.array([0xC6120014], np.uint64), np.array([0], np.int64))
+    feed_block(s, batch)
 
 
 # ------------------------------------------------------------------ reply validation (engine/replies.py)

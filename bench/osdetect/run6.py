@@ -16,55 +16,17 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import time
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hostprint.lab.matrix import Cell, family_right, right  # noqa: E402
+from answers import answered_cells  # noqa: E402  (bench/osdetect/answers.py)
+
+from hostprint.lab.matrix import family_right, right  # noqa: E402
 from hostprint.lab.matrix6 import KINDS6, LINUX6_CELLS, matrix6_lab, plan6  # noqa: E402
-
-
-def run_hostprint(cell: Cell) -> dict[str, Any]:
-    assert cell.run is not None
-    t = time.monotonic()
-    r = cell.run([sys.executable, "-m", "hostprint", "scan", "-sS", "-O", "-n", "-Pn", "-p", cell.ports, cell.address,
-                  "-oJ", "-", "--no-db", "--progress", "never"], timeout=300)
-    dt = time.monotonic() - t
-    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
-    if r.returncode != 0 or not lines:
-        return {"time": dt, "answer": f"error: {r.stderr.strip()[-200:]}", "family": None, "generation": None,
-                "confidence": None, "arch": [], "name": ""}
-    h = json.loads(lines[0])
-    os_ = h.get("os") or {}
-    ms = os_.get("matches") or []
-    arch = [a["kind"] for a in os_.get("architecture") or []]
-    fp = (os_.get("stack") or {}).get("fingerprint")
-    if ms:
-        m = ms[0]
-        return {"time": dt, "answer": f"{m['name']} ({m['confidence']:.0%})", "name": m["name"], "family": m.get("family"),
-                "generation": m.get("generation"), "confidence": m["confidence"], "arch": arch, "stack_fp": fp}
-    u = os_.get("unknown") or {}
-    return {"time": dt, "answer": f"unknown, nearest {u.get('nearest')}", "name": "", "family": None, "generation": None,
-            "confidence": None, "arch": arch, "stack_fp": fp}
-
-
-def run_nmap(cell: Cell) -> dict[str, Any]:
-    assert cell.run is not None
-    t = time.monotonic()
-    r = cell.run(["nmap", "-6", "-O", "--osscan-guess", "-n", "-Pn", "-p", cell.ports, cell.address], timeout=600)
-    dt = time.monotonic() - t
-    m = re.search(r"^(OS details|Aggressive OS guesses):\s*(.*)$", r.stdout, re.M)
-    if not m:
-        why = "No OS matches" if "No OS matches" in r.stdout else "none"
-        return {"time": dt, "answer": why, "name": "", "confidence": None}
-    first = m.group(2).split(", ")[0]
-    pct = re.search(r"\((\d+)%\)", first)
-    exact = m.group(1) == "OS details"
-    return {"time": dt, "answer": ("" if exact else "guess: ") + first, "name": first,
-            "confidence": int(pct.group(1)) / 100 if pct else (1.0 if exact else None)}
 
 
 def main() -> int:
@@ -83,12 +45,7 @@ def main() -> int:
     t0 = time.monotonic()
     with matrix6_lab(cells, name="bmx6") as built:
         setup_s = time.monotonic() - t0
-        for c in built:
-            if c.skipped or c.run is None:
-                rows.append({"cell": c.name, "kind": c.kind, "setting": c.setting, "skipped": c.skipped})
-                continue
-            h = run_hostprint(c)
-            n = run_nmap(c) if not args.no_nmap else None
+        for c, h, n in answered_cells(built, rows, nmap=not args.no_nmap, ipv6=True):
             row: dict[str, Any] = {"cell": c.name, "kind": c.kind, "setting": c.setting, "version": c.version,
                                    "hostprint": h, "h_right": right(c, h["family"], h["generation"], h.get("name", "")),
                                    "h_family": family_right(c, h["family"], h.get("name", ""))}

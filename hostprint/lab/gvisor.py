@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from hostprint.lab.state import kill_child
+
 RUNSC = "runsc"
 
 
@@ -106,10 +108,5 @@ def start_gvisor(lab: Any, host: str, tmpdir: str, *, ports: tuple[int, ...] = (
 def stop_gvisor(sb: Sandbox) -> None:
     for argv in ([RUNSC, "--root", sb.root, "kill", sb.cid, "KILL"], [RUNSC, "--root", sb.root, "delete", "--force", sb.cid]):
         subprocess.run(argv, capture_output=True, timeout=30)
-    if sb.proc.poll() is None:
-        sb.proc.kill()
-    try:
-        sb.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
+    kill_child(sb.proc)
 

@@ -158,18 +158,14 @@ def matrix_lab(cells: list[Cell], name: str = "mx") -> Iterator[list[Cell]]:
             elif c.kind == "gvisor":
                 c.skipped = gvisor.missing()
         lab = stack.enter_context(Lab(_lab_spec(name, [c for c in in_lab if not c.skipped])))
-
-        def in_scanner(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[Any]:
-            return lab.exec(lab.scanner_ns, argv, capture_output=True, text=True, **kw)
-
+        in_scanner = scanner_runner(lab)
         lwip_bin = build_lwip(tmp) if any(c.kind == "lwip" for c in cells) else None
         for c in in_lab:
             if c.skipped:
                 continue
             c.run = in_scanner
-            if c.kind == "linux-ns" and LINUX_CELLS[c.name][1]:
-                lab.exec(hname(c), ["ip", "link", "set", "eth0", "mtu", str(LINUX_CELLS[c.name][1])],
-                         check=True, capture_output=True)
+            if c.kind == "linux-ns":
+                set_mtu(lab, c, LINUX_CELLS[c.name][1])
             elif c.kind == "qemu":
                 try:
                     g = qemu.start_guest(lab, "vmh", c.address, tmp, ports=(80, 8080))
@@ -186,13 +182,7 @@ def matrix_lab(cells: list[Cell], name: str = "mx") -> Iterator[list[Cell]]:
                 n = c.address.rsplit(".", 1)[1]
                 start_lwip(lab, lwip_bin, f"lwh{n}", c.address, mtu=576 if "mtu576" in c.name else None)
             elif c.kind == "gvisor":
-                try:
-                    sb = gvisor.start_gvisor(lab, "gv", tmp, ports=(80, 8080))
-                except RuntimeError as e:
-                    c.skipped, c.run = f"runsc did not start: {e}", None
-                    continue
-                stack.callback(gvisor.stop_gvisor, sb)
-                c.setting = f"runsc {gvisor.version()}, network=sandbox"
+                start_gvisor_cell(stack, lab, c, tmp)
             elif c.kind == "synproxy":
                 start_synproxy(lab, "rtr", dest=c.address)
             elif c.kind == "lb":
@@ -205,6 +195,33 @@ def matrix_lab(cells: list[Cell], name: str = "mx") -> Iterator[list[Cell]]:
             c.address = u.server_addr
             c.run = _relay_runner(u)
         yield cells
+
+
+def scanner_runner(lab: Lab) -> Callable[..., subprocess.CompletedProcess[Any]]:
+    """A cell's `run` when the scanner sits in the lab's scanner namespace."""
+    def in_scanner(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[Any]:
+        return lab.exec(lab.scanner_ns, argv, capture_output=True, text=True, **kw)
+    return in_scanner
+
+
+def set_mtu(lab: Lab, c: Cell, mtu: int | None) -> None:
+    """A Linux cell's MTU, when its setting names one."""
+    if mtu:
+        lab.exec(hname(c), ["ip", "link", "set", "eth0", "mtu", str(mtu)], check=True, capture_output=True)
+
+
+def start_gvisor_cell(stack: ExitStack, lab: Lab, c: Cell, tmp: str) -> None:
+    """runsc in the lab host "gv", stopped when `stack` closes; when it does not start the cell is
+    skipped with the reason."""
+    from hostprint.lab import gvisor
+
+    try:
+        sb = gvisor.start_gvisor(lab, "gv", tmp, ports=(80, 8080))
+    except RuntimeError as e:
+        c.skipped, c.run = f"runsc did not start: {e}", None
+        return
+    stack.callback(gvisor.stop_gvisor, sb)
+    c.setting = f"runsc {gvisor.version()}, network=sandbox"
 
 
 def _relay_runner(u: Any) -> Callable[..., subprocess.CompletedProcess[Any]]:

@@ -15,14 +15,12 @@ range) and pasta.
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
 
 from hostprint.lab import HostSpec, Lab, LabSpec
-from hostprint.lab.matrix import RMEM_616, Cell, hname, host_version
+from hostprint.lab.matrix import RMEM_616, Cell, hname, host_version, scanner_runner, set_mtu, start_gvisor_cell
 from hostprint.lab.spec import v6_for
 
 HL128 = {f"net.ipv6.conf.{i}.hop_limit": "128" for i in ("all", "default", "eth0")}
@@ -85,23 +83,13 @@ def matrix6_lab(cells: list[Cell], name: str = "mx6") -> Iterator[list[Cell]]:
             if c.kind == "gvisor":
                 c.skipped = gvisor.missing()
         lab = stack.enter_context(Lab(_spec(name, [c for c in cells if not c.skipped])))
-
-        def in_scanner(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[Any]:
-            return lab.exec(lab.scanner_ns, argv, capture_output=True, text=True, **kw)
-
+        in_scanner = scanner_runner(lab)
         for c in cells:
             if c.skipped:
                 continue
             c.run = in_scanner
-            if c.kind == "linux-ns" and LINUX6_CELLS[c.name][1]:
-                lab.exec(hname(c), ["ip", "link", "set", "eth0", "mtu", str(LINUX6_CELLS[c.name][1])],
-                         check=True, capture_output=True)
+            if c.kind == "linux-ns":
+                set_mtu(lab, c, LINUX6_CELLS[c.name][1])
             elif c.kind == "gvisor":
-                try:
-                    sb = gvisor.start_gvisor(lab, "gv", tmp, ports=(80, 8080))
-                except RuntimeError as e:
-                    c.skipped, c.run = f"runsc did not start: {e}", None
-                    continue
-                stack.callback(gvisor.stop_gvisor, sb)
-                c.setting = f"runsc {gvisor.version()}, network=sandbox"
+                start_gvisor_cell(stack, lab, c, tmp)
         yield cells

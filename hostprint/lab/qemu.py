@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from hostprint.lab.state import kill_child
+
 QEMU = "qemu-system-x86_64"
 BUSYBOX = "/bin/busybox"
 READY = "HOSTPRINT-GUEST-READY"
@@ -247,9 +249,4 @@ def _tail(path: str) -> str:
 
 def stop_guest(g: Guest) -> None:
     """Kill QEMU by its PID (the lab's down() would too)."""
-    if g.proc.poll() is None:
-        g.proc.kill()
-        try:
-            g.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+    kill_child(g.proc)

@@ -87,6 +87,17 @@ def kill_records(records: list[dict[str, Any]], grace: float = 2.0) -> None:
             pass
 
 
+def kill_child(proc: subprocess.Popen[Any], wait: float = 10) -> None:
+    """SIGKILL a process this one started (a Popen, so its PID cannot have been reused) and reap
+    it; one that has not died within `wait` seconds is left to the lab's teardown."""
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def _signal(pid: int, sig: int) -> None:
     try:
         if os.getpgid(pid) == pid:

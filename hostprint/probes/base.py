@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
-from hostprint.model import HostResult, Json, PortResult
+from hostprint.model import OPEN, HostResult, Json, PortResult
 
 if TYPE_CHECKING:
     from hostprint.engine.link import Links
@@ -114,6 +114,16 @@ class Session:
         if self._links is not None:
             self._links.close()
             self._links = None
+
+
+def port_progress(session: Session, task: int, protocol: str) -> Callable[[str, int, str], None]:
+    """A scan's per-port callback (address, port, state): one step of the progress `task` per
+    port decided, and an open port shown at once (nmap -v's "Discovered open port")."""
+    def on_port(addr: str, port: int, state: str) -> None:
+        session.progress.advance(task, 1)
+        if state == OPEN:
+            session.progress.open_port(addr, port, protocol)
+    return on_port
 
 
 class Technique(ABC, Generic[R]):

@@ -249,6 +249,16 @@ ROOT_DSE_ATTRS = ("namingContexts", "defaultNamingContext", "rootDomainNamingCon
                   "isGlobalCatalogReady", "highestCommittedUSN", "structuralObjectClass", "objectClass")
 
 
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close a connection, waiting at most a second for it to go (a peer that never answers our
+    FIN must not hold the enumeration)."""
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+    except (asyncio.TimeoutError, OSError):
+        pass
+
+
 async def _tcp_exchange(addr: str, port: int, payload: bytes, timeout: float, until: Any) -> bytes:
     """Send `payload` over TCP and read until `until(buffer)` says the answer is whole."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(addr, port), timeout)
@@ -263,11 +273,7 @@ async def _tcp_exchange(addr: str, port: int, payload: bytes, timeout: float, un
             buf += chunk
         return buf
     finally:
-        writer.close()
-        try:
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
-        except (asyncio.TimeoutError, OSError):
-            pass
+        await _close(writer)
 
 
 def _ldap_done(buf: bytes) -> bool:
@@ -415,9 +421,5 @@ async def smb_info(addr: str, port: int = 445, timeout: float = 2.0) -> dict[str
     except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, struct.error):
         pass
     finally:
-        writer.close()
-        try:
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
-        except (asyncio.TimeoutError, OSError):
-            pass
+        await _close(writer)
     return out or None

@@ -45,7 +45,7 @@ from hostprint.engine.link import Link, Links
 from hostprint.engine.replies import Reply, Want, seq_is_cookie
 from hostprint.errors import UsageError
 from hostprint.model import Json
-from hostprint.probes.base import Session, Technique
+from hostprint.probes.base import Session, Technique, port_progress
 from hostprint.probes.options import ScanOptions
 from hostprint.stackfacts import ip_id_class, ip_id_words
 
@@ -496,12 +496,7 @@ class IdleTechnique(Technique[list[model.PortResult]]):
     async def probe(self, hosts: Sequence[model.HostResult], session: Session) -> Mapping[str, list[model.PortResult]]:
         addrs = [h.address for h in hosts if h.address != self.options.zombie]
         task = session.progress.phase(self.label, len(addrs) * len(self.ports))
-
-        def on_port(addr: str, port: int, state: str) -> None:
-            session.progress.advance(task, 1)
-            if state == model.OPEN:
-                session.progress.open_port(addr, port, "tcp")
-
+        on_port = port_progress(session, task, "tcp")
         assert self.options.zombie is not None
         scan = IdleScan(self.options.zombie, self.options.zombie_port, addrs, self.ports, session.timing,
                         links=session.links, on_port=on_port, note=session.progress.note, deadline=session.deadline)

@@ -51,7 +51,7 @@ from hostprint.engine.rate import Timing
 from hostprint.engine.replies import Reply, Want, icmp_ident
 from hostprint.errors import UsageError
 from hostprint.model import Json
-from hostprint.probes.base import Session, Technique
+from hostprint.probes.base import Session, Technique, port_progress
 from hostprint.probes.options import ScanOptions
 from hostprint.probes.udpscan import FILTER_CODES, UdpScan, _duration
 
@@ -316,12 +316,7 @@ class IpProtoTechnique(Technique[list[model.PortResult]]):
         addrs = [h.address for h in hosts]
         task = session.progress.phase(self.label, len(addrs) * len(self.protocols))
         o = self.options
-
-        def on_port(addr: str, proto: int, state: str) -> None:
-            session.progress.advance(task, 1)
-            if state == model.OPEN:
-                session.progress.open_port(addr, proto, "ip")
-
+        on_port = port_progress(session, task, "ip")
         scan = IpProtoScan(addrs, self.protocols, session.timing, links=session.links,
                            data_length=o.data_length or None, source_port=o.source_port, ttl=o.ttl or 64,
                            deadline=session.deadline, host_timeout=session.host_timeout, on_port=on_port,

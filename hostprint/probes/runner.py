@@ -86,20 +86,15 @@ async def run(techniques: Sequence[Technique[Any]], targets: list[str], session:
     later = [t for t in order if t.phase > 0]
     if names is not None and resolve_all:
         names.start(list(targets))
+    def down(h: model.HostResult) -> None:
+        h.status, h.reasons = "down", ["no-response"]
+        finished(h)
+
     for tech in discovery:  # discovery: no answer, no host
         up = [h for h in hosts.values() if h.status == "up"]
         if not up:
             break
-        state.phase = tech.label or tech.name
-        results = await tech.probe(up, session)
-        for h in up:
-            r = results.get(h.address)
-            if r is not None:
-                tech.record(h, r)
-            else:
-                h.status, h.reasons = "down", ["no-response"]
-                finished(h)
-        state.finished_phases += 1
+        await _run_phase(tech, up, session, state, silent=down)
         session.progress.update_counts(hosts_up=sum(h.status == "up" for h in hosts.values()))
     up = [h for h in hosts.values() if h.status == "up"]
     fingerprinted = 0
@@ -109,10 +104,7 @@ async def run(techniques: Sequence[Technique[Any]], targets: list[str], session:
         group = up[i:i + max(group_size, 1)]
         await _run_group(later, group, session, only_open, state)
         if names is not None:
-            found = await names.finish([h.address for h in group])
-            for h in group:
-                if h.address in found:
-                    h.add_hostname(found[h.address], "PTR")
+            await _add_ptr_names(names, group)
         state.phase = "verdict"
         for h in group:
             verdict.apply(h.os)  # one verdict from every technique's evidence
@@ -120,12 +112,31 @@ async def run(techniques: Sequence[Technique[Any]], targets: list[str], session:
             finished(h)
         session.progress.update_counts(fingerprints=fingerprinted)
     if names is not None and resolve_all:
-        down = [h for h in hosts.values() if h.status != "up"]
-        found = await names.finish([h.address for h in down])
-        for h in down:
-            if h.address in found:
-                h.add_hostname(found[h.address], "PTR")
+        await _add_ptr_names(names, [h for h in hosts.values() if h.status != "up"])
     return [hosts[a] for a in targets]
+
+
+async def _add_ptr_names(names: Names, hosts: list[model.HostResult]) -> None:
+    """The PTR names of `hosts` (looked up since `names.start`), added to each host that has one."""
+    found = await names.finish([h.address for h in hosts])
+    for h in hosts:
+        if h.address in found:
+            h.add_hostname(found[h.address], "PTR")
+
+
+async def _run_phase(tech: Technique[Any], hosts: list[model.HostResult], session: Session, state: RunState,
+                     silent: Callable[[model.HostResult], None] | None = None) -> None:
+    """One technique over `hosts`, each result recorded in its host; `silent` is called, in host
+    order, for each host the technique has no result for."""
+    state.phase = tech.label or tech.name
+    results = await tech.probe(hosts, session)
+    for h in hosts:
+        r = results.get(h.address)
+        if r is not None:
+            tech.record(h, r)
+        elif silent is not None:
+            silent(h)
+    state.finished_phases += 1
 
 
 async def _run_group(techniques: Sequence[Technique[Any]], group: list[model.HostResult], session: Session,
@@ -146,13 +157,7 @@ async def _run_group(techniques: Sequence[Technique[Any]], group: list[model.Hos
                 h.warnings.append(f"--host-timeout {session.host_timeout:g}s reached before {tech.label or tech.name}; "
                                   "that and later phases were skipped")
             break
-        state.phase = tech.label or tech.name
-        results = await tech.probe(active, session)
-        for h in active:
-            r = results.get(h.address)
-            if r is not None:
-                tech.record(h, r)
-        state.finished_phases += 1
+        await _run_phase(tech, active, session, state)
     if not ports_finished:
         _finish_ports(group, only_open, session)
         state.ports_done.update(h.address for h in group)

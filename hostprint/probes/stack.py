@@ -73,6 +73,8 @@ def flags_nmap(flags: int) -> str:
 
 
 class StackProbe(TwoRounds):
+    result_type: type[StackResult] = StackResult  # stack6: IPv6's test order
+
     def __init__(self, addr: str, open_port: int | None, closed_port: int | None, closed_udp: int,
                  links: Links, wait: float = 1.0):
         self.addr = addr
@@ -93,7 +95,20 @@ class StackProbe(TwoRounds):
         self.ts_rate: float | None = None  # Hz, set by _timestamp_attrs from one connection's clock
         if ":" not in addr:  # IPv6: probes/stack6.py sets its own
             self.dst = socket.inet_aton(addr)
-            self.icmp_id = self.cookie(P.ip_to_int(addr), 0, 0, 55) & 0xFFFF
+            self.key = P.ip_to_int(addr)  # the address as the cookie reads it
+            self.icmp_id = self.cookie(self.key, 0, 0, 55) & 0xFFFF
+
+    # what an answer's IP header holds differs between the families (stack6: no IP ID, no DF)
+
+    def _ip_id(self, rep: Reply) -> int | None:
+        return rep.ip.id
+
+    def _df(self, rep: Reply) -> str:
+        return "Y" if rep.ip.df else "N"
+
+    def _ip_attrs(self, rep: Reply, res: StackResult) -> dict[str, str]:
+        """The IP header's attributes a TCP test starts with: DF, then T and TG."""
+        return {"DF": self._df(rep), **self._ttl_attrs(rep.ip.ttl, res)}
 
     def _want(self) -> replies.Want:
         """TCP answers to our source ports, echo replies with our two ids, and the port
@@ -115,6 +130,10 @@ class StackProbe(TwoRounds):
             name = "IE1" if r.icmp is not None and r.icmp.id == self.icmp_id else "IE2"
         else:
             name = "U1"
+        self._keep(name, r)
+
+    def _keep(self, name: str, r: replies.Reply) -> None:
+        """The first answer to `name` is the one the tests read; every answer is kept too."""
         rep = Reply(r.ts, r.ip, r.l4, r.raw)
         self.replies.setdefault(name, rep)
         self.all_replies.setdefault(name, []).append(rep)
@@ -131,13 +150,19 @@ class StackProbe(TwoRounds):
     def _frame_again(self, name: str, link, mac) -> bytes:
         return link.eth(mac).encode() + self.sent[name][3]
 
-    def _tcp(self, link, mac, name: str, port: int, flags: int, window: int, opts, df: bool,
-             reserved: int = 0, urg: int = 0) -> None:
+    def _seq_ack(self, name: str, port: int, flags: int) -> tuple[int, int, int]:
+        """Source port, sequence and acknowledgment numbers of TCP probe `name` (cookies, so an
+        answer's numbers tell which probe it acknowledges)."""
         sport = self.sport[name]
-        seq = self.cookie(P.ip_to_int(self.addr), port, sport)
+        seq = self.cookie(self.key, port, sport)
         # T2-T7 carry an acknowledgment number even without the ACK flag (as nmap's do): stacks that
         # copy it into their RST show S=A, which a zero field would hide as S=Z
-        ack = self.cookie(P.ip_to_int(self.addr), port, sport, 1) if flags & P.ACK or name in T_PROBES else 0
+        ack = self.cookie(self.key, port, sport, 1) if flags & P.ACK or name in T_PROBES else 0
+        return sport, seq, ack
+
+    def _tcp(self, link, mac, name: str, port: int, flags: int, window: int, opts, df: bool,
+             reserved: int = 0, urg: int = 0) -> None:
+        sport, seq, ack = self._seq_ack(name, port, flags)
         ip = P.IPv4(socket.inet_aton(link.src), self.dst, ttl=PROBE_TTL, id=(seq >> 3) & 0xFFFF, df=df)
         frame = P.build_frame(link.eth(mac), ip, P.TCP(sport, port, seq, ack, flags, window, urg, opts, reserved=reserved))
         self.sent[name] = (time.time(), seq, ack, frame[14:])
@@ -160,10 +185,13 @@ class StackProbe(TwoRounds):
                 opts = [(P.OPT_WS, 15)] + T_OPTS[1:] if name == "T7" else T_OPTS
                 self._tcp(link, mac, name, port, flags, win, opts, df)
         if "U1" not in self.replies:
-            ip = P.IPv4(socket.inet_aton(link.src), self.dst, P.IPPROTO_UDP, ttl=PROBE_TTL, id=U1_ID)
-            frame = P.build_frame(link.eth(mac), ip, P.UDP(self.sport["U1"], self.closed_udp, U1_PAYLOAD))
-            self.sent["U1"] = (time.time(), 0, 0, frame[14:])
-            link.send(frame)
+            self._send_u1(link, mac)
+
+    def _send_u1(self, link, mac) -> None:
+        ip = P.IPv4(socket.inet_aton(link.src), self.dst, P.IPPROTO_UDP, ttl=PROBE_TTL, id=U1_ID)
+        frame = P.build_frame(link.eth(mac), ip, P.UDP(self.sport["U1"], self.closed_udp, U1_PAYLOAD))
+        self.sent["U1"] = (time.time(), 0, 0, frame[14:])
+        link.send(frame)
 
     def _ie(self, link, mac) -> None:
         for n, (df, tos, code, size, seq) in (("IE1", (True, 0, 9, 120, 295)), ("IE2", (False, 4, 0, 150, 296))):
@@ -171,7 +199,7 @@ class StackProbe(TwoRounds):
                 # unrelated IP IDs: a stack that copies the request's ID (lwIP) must not
                 # look like an incrementing II/SS generator because of our own probes
                 ip = P.IPv4(socket.inet_aton(link.src), self.dst, P.IPPROTO_ICMP, ttl=PROBE_TTL, tos=tos, df=df,
-                            id=self.cookie(P.ip_to_int(self.addr), 0, seq, 61) & 0xFFFF)
+                            id=self.cookie(self.key, 0, seq, 61) & 0xFFFF)
                 icmp_id = self.icmp_id if n == "IE1" else (self.icmp_id + 1) & 0xFFFF
                 frame = P.build_frame(link.eth(mac), ip, P.ICMP(P.ICMP_ECHO, code, icmp_id, seq, b"\0" * size))
                 self.sent[n] = (time.time(), 0, 0, frame[14:])
@@ -199,7 +227,7 @@ class StackProbe(TwoRounds):
         self._ie(link, mac)
 
     async def run(self) -> StackResult:
-        res = StackResult()
+        res = self.result_type()
         if not await self._rounds(res.conditions):
             return res
         res.replies = dict(self.replies)
@@ -208,7 +236,7 @@ class StackProbe(TwoRounds):
         res.ts_rate = self.ts_rate
         res.summary = self._summary(res)
         res.rtt = self.rtt
-        res.sequence = [SeqSample(self.sent[n][0], r.ts, r.l4.seq, r.ip.id, r.l4.timestamps[0] if r.l4.timestamps else None)
+        res.sequence = [SeqSample(self.sent[n][0], r.ts, r.l4.seq, self._ip_id(r), r.l4.timestamps[0] if r.l4.timestamps else None)
                         for n in (f"SEQ{i}" for i in range(1, 7)) if (r := self.replies.get(n)) is not None
                         and isinstance(r.l4, P.TCP) and r.l4.flags & P.SYN and n in self.sent]
         return res
@@ -275,6 +303,17 @@ class StackProbe(TwoRounds):
         ids = {k: names.get(seq[a], f"constant {seq[a]}") for k, a in (("tcp", "TI"), ("closed_tcp", "CI"), ("icmp", "II")) if a in seq}
         if ids:
             out["ip_id"] = ids
+        out.update(self._clock_summary(seq))
+        rep = self.replies.get("SEQ1")
+        if seq.get("TSO") == "H" and self.ts_rate and rep is not None and rep.l4.timestamps:
+            # one host clock with no offset counts from boot (Linux with tcp_timestamps=2, the BSDs);
+            # like p0f, the answer is modulo the counter's wrap (2^32 ticks: 49.7 days at 1 kHz)
+            out["uptime_s"], out["uptime_wrap_days"] = uptime(rep.l4.timestamps[0], self.ts_rate)
+        return out
+
+    def _clock_summary(self, seq: dict[str, str]) -> dict:
+        """The SEQ test's ISN statistics and timestamp clock in words."""
+        out: dict = {}
         if "GCD" in seq:
             out["isn"] = {"gcd": int(seq["GCD"], 16), "rate_log2x8": int(seq.get("ISR", "0"), 16),
                           "predictability_log2x8": int(seq.get("SP", "0"), 16)}
@@ -282,11 +321,6 @@ class StackProbe(TwoRounds):
             out["ts_rate_hz"] = round(self.ts_rate, 1)
         if "TSO" in seq:
             out["ts_offsets"] = "per connection" if seq["TSO"] == "C" else "one host clock"
-        rep = self.replies.get("SEQ1")
-        if seq.get("TSO") == "H" and self.ts_rate and rep is not None and rep.l4.timestamps:
-            # one host clock with no offset counts from boot (Linux with tcp_timestamps=2, the BSDs);
-            # like p0f, the answer is modulo the counter's wrap (2^32 ticks: 49.7 days at 1 kHz)
-            out["uptime_s"], out["uptime_wrap_days"] = uptime(rep.l4.timestamps[0], self.ts_rate)
         return out
 
     def _twins(self) -> list[Twin]:
@@ -300,10 +334,11 @@ class StackProbe(TwoRounds):
             t = rep.l4
             init = initial_ttl(rep.ip.ttl)
             out.append(Twin(name, options_string(t.options), "%X" % t.window, "%X" % init, str(init - rep.ip.ttl),
-                            "Y" if rep.ip.df else "N", t.timestamps[0] if t.timestamps else None, rep.ts, rep.ip.id))
+                            self._df(rep), t.timestamps[0] if t.timestamps else None, rep.ts, self._ip_id(rep)))
         return out
 
     def _ttl_attrs(self, ttl: int, res: StackResult) -> dict[str, str]:
+        """T (the TTL, or IPv6's hop limit, as it left the target) and TG (the initial one)."""
         d: dict[str, str] = {}
         if res.distance is not None:
             d["T"] = "%X" % (ttl + res.distance - 1)
@@ -316,7 +351,7 @@ class StackProbe(TwoRounds):
             return {"R": "N"}
         t: P.TCP = rep.l4
         _, seq, ack, _ = self.sent[name]
-        d = {"R": "Y", "DF": "Y" if rep.ip.df else "N", **self._ttl_attrs(rep.ip.ttl, res)}
+        d = {"R": "Y", **self._ip_attrs(rep, res)}
         if with_w_o:
             d["W"] = "%X" % t.window
         d["S"] = "Z" if t.seq == 0 else "A" if t.seq == ack else "A+" if t.seq == (ack + 1) & 0xFFFFFFFF else "O"
@@ -329,12 +364,57 @@ class StackProbe(TwoRounds):
         d["Q"] = q
         return d
 
-    def _attributes(self, res: StackResult) -> None:
-        tests = res.tests
+    def _port_conditions(self, res: StackResult) -> None:
         if self.open_port is None:
             res.conditions.append("no open TCP port")
         if self.closed_port is None:
             res.conditions.append("no closed TCP port")
+
+    def _syn_answers(self) -> list[tuple[str, Reply]]:
+        """The SEQ probes answered with a SYN (the ISN, IP ID and timestamp tests read these)."""
+        return [(n, self.replies[n]) for n in (f"SEQ{i}" for i in range(1, 7))
+                if n in self.replies and isinstance(self.replies[n].l4, P.TCP) and self.replies[n].l4.flags & P.SYN]
+
+    def _isn_attrs(self, syn: list[tuple[str, Reply]]) -> dict[str, str]:
+        """SP, GCD and ISR of the SEQ test (at least four SYN-ACKs)."""
+        seq_t: dict[str, str] = {}
+        isn = isn_stats([r.l4.seq for _, r in syn], [self.sent[n][0] for n, _ in syn]) if len(syn) >= 4 else None
+        if isn is not None:
+            seq_t["SP"], seq_t["GCD"], seq_t["ISR"] = "%X" % isn.sp, "%X" % isn.gcd, "%X" % isn.isr
+        return seq_t
+
+    def _ecn_test(self, rep: Reply, res: StackResult) -> dict[str, str]:
+        t = rep.l4
+        ece, cwr = bool(t.flags & P.ECE), bool(t.flags & P.CWR)
+        cc = "S" if ece and cwr else "Y" if ece else "N" if not cwr else "O"
+        return {"R": "Y", **self._ip_attrs(rep, res), "W": "%X" % t.window, "O": options_string(t.options), "CC": cc,
+                "Q": ("R" if t.reserved else "") + ("U" if t.urg and not t.flags & P.URG else "")}
+
+    def _tcp_tests(self, res: StackResult) -> None:
+        """OPS and WIN from the SYN-ACKs, ECN, T1 and T2-T7: the tests both families read alike."""
+        tests = res.tests
+        ops, win = {}, {}
+        for i in range(1, 7):
+            rep = self.replies.get(f"SEQ{i}")
+            if rep is not None and isinstance(rep.l4, P.TCP) and rep.l4.flags & P.SYN:
+                ops[f"O{i}"] = options_string(rep.l4.options)
+                win[f"W{i}"] = "%X" % rep.l4.window
+        if ops:
+            tests["OPS"], tests["WIN"] = ops, win
+        if self.open_port is not None:
+            rep = self.replies.get("ECN")
+            if rep is None or not isinstance(rep.l4, P.TCP):
+                tests["ECN"] = {"R": "N"}
+            else:
+                tests["ECN"] = self._ecn_test(rep, res)
+            tests["T1"] = self._tcp_test("SEQ1", res, with_w_o=False)
+        for name, (_, _, _, kind) in T_PROBES.items():
+            if (self.open_port if kind == "open" else self.closed_port) is not None:
+                tests[name] = self._tcp_test(name, res, with_w_o=True)
+
+    def _attributes(self, res: StackResult) -> None:
+        tests = res.tests
+        self._port_conditions(res)
         u1 = self.replies.get("U1")
         if u1 is not None:
             q = u1.l4.quoted_packet() if isinstance(u1.l4, P.ICMP) else None
@@ -343,12 +423,8 @@ class StackProbe(TwoRounds):
         else:
             res.conditions.append("no answer from a closed UDP port")
         # SEQ
-        syn = [(n, self.replies[n]) for n in (f"SEQ{i}" for i in range(1, 7))
-               if n in self.replies and isinstance(self.replies[n].l4, P.TCP) and self.replies[n].l4.flags & P.SYN]
-        seq_t: dict[str, str] = {}
-        isn = isn_stats([r.l4.seq for _, r in syn], [self.sent[n][0] for n, _ in syn]) if len(syn) >= 4 else None
-        if isn is not None:
-            seq_t["SP"], seq_t["GCD"], seq_t["ISR"] = "%X" % isn.sp, "%X" % isn.gcd, "%X" % isn.isr
+        syn = self._syn_answers()
+        seq_t = self._isn_attrs(syn)
         ti = ip_id_class([r.ip.id for _, r in syn])
         if ti:
             seq_t["TI"] = ti
@@ -368,31 +444,7 @@ class StackProbe(TwoRounds):
         seq_t.update(ts_attrs)
         if seq_t:
             tests["SEQ"] = seq_t
-        # OPS / WIN from the SYN-ACKs
-        ops, win = {}, {}
-        for i in range(1, 7):
-            rep = self.replies.get(f"SEQ{i}")
-            if rep is not None and isinstance(rep.l4, P.TCP) and rep.l4.flags & P.SYN:
-                ops[f"O{i}"] = options_string(rep.l4.options)
-                win[f"W{i}"] = "%X" % rep.l4.window
-        if ops:
-            tests["OPS"], tests["WIN"] = ops, win
-        # ECN
-        if self.open_port is not None:
-            rep = self.replies.get("ECN")
-            if rep is None or not isinstance(rep.l4, P.TCP):
-                tests["ECN"] = {"R": "N"}
-            else:
-                t = rep.l4
-                ece, cwr = bool(t.flags & P.ECE), bool(t.flags & P.CWR)
-                cc = "S" if ece and cwr else "Y" if ece else "N" if not cwr else "O"
-                tests["ECN"] = {"R": "Y", "DF": "Y" if rep.ip.df else "N", **self._ttl_attrs(rep.ip.ttl, res),
-                                "W": "%X" % t.window, "O": options_string(t.options), "CC": cc,
-                                "Q": ("R" if t.reserved else "") + ("U" if t.urg and not t.flags & P.URG else "")}
-            tests["T1"] = self._tcp_test("SEQ1", res, with_w_o=False)
-        for name, (_, _, _, kind) in T_PROBES.items():
-            if (self.open_port if kind == "open" else self.closed_port) is not None:
-                tests[name] = self._tcp_test(name, res, with_w_o=True)
+        self._tcp_tests(res)
         # U1
         if u1 is None:
             tests["U1"] = {"R": "N"}

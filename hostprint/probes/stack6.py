@@ -33,7 +33,6 @@ Tests (keys as in IPv4 where they mean the same; IPv6 has no IP ID and no DF):
 from __future__ import annotations
 
 import time
-import zlib
 from typing import Any
 
 from hostprint.engine import icmpv6 as I6
@@ -41,9 +40,7 @@ from hostprint.engine import ndp, replies
 from hostprint.engine import packets as P
 from hostprint.engine.ipv6 import IPPROTO_ICMPV6, DestOpts, HopByHop, IPv6, Routing, ip6_bytes
 from hostprint.engine.link import Link, Links
-from hostprint.model import Twin
-from hostprint.probes.sequence import SeqSample
-from hostprint.probes.stack import LB_TWINS, T_OPTS, T_PROBES, U1_PAYLOAD, StackProbe, flags_nmap, options_string
+from hostprint.probes.stack import U1_PAYLOAD, StackProbe
 from hostprint.probes.stack_result import Reply, StackResult
 from hostprint.stackfacts import initial_ttl
 
@@ -66,6 +63,8 @@ def _fl(label: int) -> str:
 
 
 class Stack6Probe(StackProbe):
+    result_type = Stack6Result
+
     def __init__(self, addr: str, open_port: int | None, closed_port: int | None, closed_udp: int,
                  links: Links, wait: float = 1.0, onlink: bool = True):
         super().__init__(addr, open_port, closed_port, closed_udp, links, wait)
@@ -73,6 +72,15 @@ class Stack6Probe(StackProbe):
         self.key = replies.addr_key(self.cookie, self.dst)
         self.icmp_id = self.cookie(self.key, 0, 0, 55) & 0xFFFF
         self.onlink = onlink
+
+    def _ip_id(self, rep: Reply) -> int | None:
+        return None  # IPv6 has no IP ID
+
+    def _df(self, rep: Reply) -> str:
+        return ""  # nor a DF bit
+
+    def _ip_attrs(self, rep: Reply, res: StackResult) -> dict[str, str]:
+        return self._ttl_attrs(rep.ip.ttl, res)
 
     # ------------------------------------------------------------------ replies
 
@@ -112,9 +120,7 @@ class Stack6Probe(StackProbe):
                 name = "IE1" if ident == self.icmp_id else "IE2"
         else:
             name = "U1"
-        rep = Reply(r.ts, r.ip, r.l4, r.raw)
-        self.replies.setdefault(name, rep)
-        self.all_replies.setdefault(name, []).append(rep)
+        self._keep(name, r)
 
     # ------------------------------------------------------------------ probes
 
@@ -131,27 +137,15 @@ class Stack6Probe(StackProbe):
 
     def _tcp(self, link, mac, name: str, port: int, flags: int, window: int, opts, df: bool,  # type: ignore[no-untyped-def]
              reserved: int = 0, urg: int = 0) -> None:
-        sport = self.sport[name]
-        seq = self.cookie(self.key, port, sport)
-        ack = self.cookie(self.key, port, sport, 1) if flags & P.ACK or name in T_PROBES else 0
+        sport, seq, ack = self._seq_ack(name, port, flags)
         self._send6(link, mac, name, P.TCP(sport, port, seq, ack, flags, window, urg, opts, reserved=reserved),
                     P.IPPROTO_TCP, seq=seq, ack=ack)
 
     def _frame_again(self, name: str, link, mac) -> bytes:  # type: ignore[no-untyped-def]
         return link.eth(mac, P.ETH_P_IPV6).encode() + self.sent[name][3]
 
-    def _ecn_t_u1(self, link, mac) -> None:  # type: ignore[no-untyped-def]
-        if self.open_port is not None and "ECN" not in self.replies:
-            self._tcp(link, mac, "ECN", self.open_port, P.SYN | P.ECE | P.CWR, 3,
-                      [(P.OPT_WS, 10), (P.OPT_NOP, None), (P.OPT_MSS, 1460), (P.OPT_SACKOK, None),
-                       (P.OPT_NOP, None), (P.OPT_NOP, None)], False, reserved=8, urg=0xF7F5)
-        for name, (flags, win, df, kind) in T_PROBES.items():
-            port = self.open_port if kind == "open" else self.closed_port
-            if port is not None and name not in self.replies:
-                opts = [(P.OPT_WS, 15)] + T_OPTS[1:] if name == "T7" else T_OPTS
-                self._tcp(link, mac, name, port, flags, win, opts, df)
-        if "U1" not in self.replies:
-            self._send6(link, mac, "U1", P.UDP(self.sport["U1"], self.closed_udp, U1_PAYLOAD), P.IPPROTO_UDP)
+    def _send_u1(self, link, mac) -> None:  # type: ignore[no-untyped-def]
+        self._send6(link, mac, "U1", P.UDP(self.sport["U1"], self.closed_udp, U1_PAYLOAD), P.IPPROTO_UDP)
 
     def _ie(self, link, mac) -> None:  # type: ignore[no-untyped-def]
         pad = [(1, b"\0" * 4)]  # one PadN: the header's 8 bytes
@@ -167,31 +161,7 @@ class Stack6Probe(StackProbe):
             self._send6(link, mac, "NS", I6.neighbor_solicitation(self.dst, link.mac), IPPROTO_ICMPV6,
                         hlim=ndp.ND_HOP_LIMIT, dst=group, dst_mac=ndp.multicast_mac(group))
 
-    # ------------------------------------------------------------------ the run
-
-    async def run(self) -> StackResult:  # type: ignore[override]
-        res = Stack6Result()
-        if not await self._rounds(res.conditions):
-            return res
-        res.replies = dict(self.replies)
-        self._attributes(res)
-        res.twins = self._twins()
-        res.ts_rate = self.ts_rate
-        res.summary = self._summary(res)
-        res.rtt = self.rtt
-        res.sequence = [SeqSample(self.sent[n][0], r.ts, r.l4.seq, None, r.l4.timestamps[0] if r.l4.timestamps else None)
-                        for n in (f"SEQ{i}" for i in range(1, 7)) if (r := self.replies.get(n)) is not None
-                        and isinstance(r.l4, P.TCP) and r.l4.flags & P.SYN and n in self.sent]
-        return res
-
     # ------------------------------------------------------------------ attributes
-
-    def _hl(self, hlim: int, res: StackResult) -> dict[str, str]:
-        d: dict[str, str] = {}
-        if res.distance is not None:
-            d["T"] = "%X" % (hlim + res.distance - 1)
-        d["TG"] = "%X" % initial_ttl(hlim)
-        return d
 
     def _flow_class(self, syn: list[tuple[str, Reply]]) -> str | None:
         labels = [r.ip.flow for _, r in syn]
@@ -208,76 +178,33 @@ class Stack6Probe(StackProbe):
             return "H" if len(set(again)) == 1 else "R"
         return "D"
 
-    def _tcp_test6(self, name: str, res: StackResult, with_w_o: bool) -> dict[str, str]:
-        rep = self.replies.get(name)
-        if rep is None or not isinstance(rep.l4, P.TCP):
-            return {"R": "N"}
-        t: P.TCP = rep.l4
-        _, seq, ack, _ = self.sent[name]
-        d = {"R": "Y", **self._hl(rep.ip.hlim, res)}
-        if with_w_o:
-            d["W"] = "%X" % t.window
-        d["S"] = "Z" if t.seq == 0 else "A" if t.seq == ack else "A+" if t.seq == (ack + 1) & 0xFFFFFFFF else "O"
-        d["A"] = "Z" if t.ack == 0 else "S" if t.ack == seq else "S+" if t.ack == (seq + 1) & 0xFFFFFFFF else "O"
-        d["F"] = flags_nmap(t.flags)
-        if with_w_o:
-            d["O"] = options_string(t.options)
-        d["RD"] = "0" if not (t.flags & P.RST and t.payload) else "%X" % zlib.crc32(t.payload)
-        d["Q"] = ("R" if t.reserved else "") + ("U" if t.urg and not t.flags & P.URG else "")
-        if name != "SEQ1":
-            d["FL"] = _fl(rep.ip.flow)
+    def _tcp_test(self, name: str, res: StackResult, with_w_o: bool) -> dict[str, str]:
+        d = super()._tcp_test(name, res, with_w_o)
+        if d["R"] == "Y" and name != "SEQ1":
+            d["FL"] = _fl(self.replies[name].ip.flow)
         return d
 
-    def _attributes(self, res: StackResult) -> None:
-        from hostprint.stackfacts import isn_stats
+    def _ecn_test(self, rep: Reply, res: StackResult) -> dict[str, str]:
+        return {**super()._ecn_test(rep, res), "TC": "%X" % rep.ip.tc}
 
+    def _attributes(self, res: StackResult) -> None:
         tests = res.tests
-        if self.open_port is None:
-            res.conditions.append("no open TCP port")
-        if self.closed_port is None:
-            res.conditions.append("no closed TCP port")
+        self._port_conditions(res)
         u1 = self.replies.get("U1")
         q = u1.l4.quoted_packet() if u1 is not None and isinstance(u1.l4, I6.ICMPv6) else None
         if q is not None and isinstance(q[0], IPv6):
             res.distance = PROBE_HLIM - q[0].hlim + 1
         elif u1 is None:
             res.conditions.append("no answer from a closed UDP port")
-        syn = [(n, self.replies[n]) for n in (f"SEQ{i}" for i in range(1, 7))
-               if n in self.replies and isinstance(self.replies[n].l4, P.TCP) and self.replies[n].l4.flags & P.SYN]
-        seq_t: dict[str, str] = {}
-        isn = isn_stats([r.l4.seq for _, r in syn], [self.sent[n][0] for n, _ in syn]) if len(syn) >= 4 else None
-        if isn is not None:
-            seq_t["SP"], seq_t["GCD"], seq_t["ISR"] = "%X" % isn.sp, "%X" % isn.gcd, "%X" % isn.isr
+        syn = self._syn_answers()
+        seq_t = self._isn_attrs(syn)
         seq_t.update(self._timestamp_attrs(syn))
         fl = self._flow_class(syn)
         if fl:
             seq_t["FL"] = fl
         if seq_t:
             tests["SEQ"] = seq_t
-        ops, win = {}, {}
-        for i in range(1, 7):
-            rep = self.replies.get(f"SEQ{i}")
-            if rep is not None and isinstance(rep.l4, P.TCP) and rep.l4.flags & P.SYN:
-                ops[f"O{i}"] = options_string(rep.l4.options)
-                win[f"W{i}"] = "%X" % rep.l4.window
-        if ops:
-            tests["OPS"], tests["WIN"] = ops, win
-        if self.open_port is not None:
-            rep = self.replies.get("ECN")
-            if rep is None or not isinstance(rep.l4, P.TCP):
-                tests["ECN"] = {"R": "N"}
-            else:
-                t = rep.l4
-                ece, cwr = bool(t.flags & P.ECE), bool(t.flags & P.CWR)
-                cc = "S" if ece and cwr else "Y" if ece else "N" if not cwr else "O"
-                tests["ECN"] = {"R": "Y", **self._hl(rep.ip.hlim, res), "W": "%X" % t.window,
-                                "O": options_string(t.options), "CC": cc,
-                                "Q": ("R" if t.reserved else "") + ("U" if t.urg and not t.flags & P.URG else ""),
-                                "TC": "%X" % rep.ip.tc}
-            tests["T1"] = self._tcp_test6("SEQ1", res, with_w_o=False)
-        for name, (_, _, _, kind) in T_PROBES.items():
-            if (self.open_port if kind == "open" else self.closed_port) is not None:
-                tests[name] = self._tcp_test6(name, res, with_w_o=True)
+        self._tcp_tests(res)
         tests["U1"] = self._u1(u1, q, res)
         tests["IE1"] = self._ie1(res)
         tests["IE2"] = self._ie2(res)
@@ -287,7 +214,7 @@ class Stack6Probe(StackProbe):
     def _u1(self, u1: Reply | None, q: Any, res: StackResult) -> dict[str, str]:
         if u1 is None or not isinstance(u1.l4, I6.ICMPv6):
             return {"R": "N"}
-        d = {"R": "Y", **self._hl(u1.ip.hlim, res), "PL": "%X" % (u1.ip.plen or 0)}
+        d = {"R": "Y", **self._ttl_attrs(u1.ip.ttl, res), "PL": "%X" % (u1.ip.plen or 0)}
         if q is not None and isinstance(q[0], IPv6):
             qip, rest = q
             d["RPL"] = "G" if qip.plen == 8 + len(U1_PAYLOAD) else "%X" % (qip.plen or 0)
@@ -306,7 +233,7 @@ class Stack6Probe(StackProbe):
         if rep is None or not isinstance(rep.l4, I6.ICMPv6):
             return {"R": "N"}
         m = rep.l4
-        d = {"R": "Y", **self._hl(rep.ip.hlim, res)}
+        d = {"R": "Y", **self._ttl_attrs(rep.ip.ttl, res)}
         d["TY"] = "%X" % m.type
         if m.type == I6.ECHO_REPLY:
             d["CD"] = "Z" if m.code == 0 else "S" if m.code == 9 else "%X" % m.code
@@ -321,7 +248,7 @@ class Stack6Probe(StackProbe):
         if rep is None or not isinstance(rep.l4, I6.ICMPv6):
             return {"R": "N"}
         m = rep.l4
-        d = {"R": "Y", **self._hl(rep.ip.hlim, res), "TY": "%X" % m.type, "CD": "%X" % m.code}
+        d = {"R": "Y", **self._ttl_attrs(rep.ip.ttl, res), "TY": "%X" % m.type, "CD": "%X" % m.code}
         if m.type == I6.PARAM_PROBLEM:
             d["P"] = "%X" % m.pointer
         return d
@@ -350,25 +277,7 @@ class Stack6Probe(StackProbe):
                  "R": "one per flow, new on a retransmission", "D": "differs per connection"}
         if "FL" in seq:
             out["flow_label"] = words.get(seq["FL"], seq["FL"])
-        if "GCD" in seq:
-            out["isn"] = {"gcd": int(seq["GCD"], 16), "rate_log2x8": int(seq.get("ISR", "0"), 16),
-                          "predictability_log2x8": int(seq.get("SP", "0"), 16)}
-        if self.ts_rate:
-            out["ts_rate_hz"] = round(self.ts_rate, 1)
-        if "TSO" in seq:
-            out["ts_offsets"] = "per connection" if seq["TSO"] == "C" else "one host clock"
-        return out
-
-    def _twins(self) -> list[Twin]:
-        out = []
-        for name in ["SEQ1"] + [f"LB{i}" for i in range(1, LB_TWINS + 1)]:
-            rep = self.replies.get(name)
-            if rep is None or not isinstance(rep.l4, P.TCP) or not rep.l4.flags & P.SYN:
-                continue
-            t = rep.l4
-            init = initial_ttl(rep.ip.hlim)
-            out.append(Twin(name, options_string(t.options), "%X" % t.window, "%X" % init, str(init - rep.ip.hlim),
-                            "", t.timestamps[0] if t.timestamps else None, rep.ts, None))
+        out.update(self._clock_summary(seq))
         return out
 
 

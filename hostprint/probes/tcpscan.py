@@ -263,11 +263,14 @@ class TcpScan(Tcp6Path):
         if not known.any():
             return
         o, t, k = o[known], t[known], k[known]
-        tsel = ts[sel][known]
-        ti = self.sorted_tidx[k]
-        sport, dport = be16(t), be16(t + 2)
-        seq, ack = be32(t + 4), be32(t + 8)
-        flags = ring[t + 13]
+        self._record(self.sorted_tidx[k], be16(t), be16(t + 2), be32(t + 4), be32(t + 8), ring[t + 13], be16(t + 14),
+                     ring[o + 22], ts[sel][known])
+
+    def _record(self, ti: np.ndarray, sport: np.ndarray, dport: np.ndarray, seq: np.ndarray, ack: np.ndarray,
+                flags: np.ndarray, win: np.ndarray, ttl: np.ndarray, ts: np.ndarray) -> None:
+        """TCP replies from known targets (`ti`: their rows in the state matrix), one array per header
+        field: the cookie check and the state matrix update of the bulk path, for both families'
+        block readers (IPv6: tcpscan6)."""
         pi = self.pos[sport]
         good = (pi >= 0) & (dport >= self.sport_lo) & (dport <= self.sport_hi)
         c = self.cookie.batch(self.hkeys[ti], sport, dport)
@@ -282,31 +285,28 @@ class TcpScan(Tcp6Path):
         if not good.any():
             return
         ti, pi, rst, synack = ti[good], pi[good], rst[good], synack[good]
+        win = win[good]
         code = np.where(rst, RST, SYNACK).astype(np.uint8)
         if kind.on_rst_window is not None:
-            win = be16(t[good] + 14)
             code[rst & (win != 0)] = RST_WIN
         before = self.state[ti, pi]
         self.stats.replies += int(np.count_nonzero(before == NONE))
         self.state[ti, pi] = code
-        self.ttl_m[ti, pi] = ring[o[good] + 22]
-        if synack.any() and self.on_open is not None:
-            new = synack & (before == NONE)
-            for i, p in zip(ti[new].tolist(), pi[new].tolist()):
-                self.on_open(self.states[i].address, int(self.ports[p]))
+        self.ttl_m[ti, pi] = ttl[good]
         if synack.any():
-            tg = t[good][synack]
-            win = be16(tg + 14)
-            their_ack = be32(tg + 8)
-            our_port = be16(tg + 2)
-            for i, p, w, a, op in zip(ti[synack].tolist(), pi[synack].tolist(), win.tolist(),
+            new = synack & (before == NONE)
+            if self.on_open is not None:
+                for i, p in zip(ti[new].tolist(), pi[new].tolist()):
+                    self.on_open(self.states[i].address, int(self.ports[p]))
+            their_ack = ack[good][synack]
+            our_port = dport[good][synack]
+            for i, p, w, a, op in zip(ti[synack].tolist(), pi[synack].tolist(), win[synack].tolist(),
                                       their_ack.tolist(), our_port.tolist()):
                 st = self.states[i]
                 st.window[int(self.ports[p])] = w
                 if self.guard is not None:
                     self._reset(st, op, int(self.ports[p]), a)
-        self.last_reply = time.monotonic()
-        self._rtt_sample(int(tsel[good][-1]), force=True)
+        self._rtt_sample(int(ts[good][-1]), force=True)
 
     def _reset(self, st: TargetState, our_port: int, port: int, seq: int) -> None:
         """With the guard up our kernel never answers a SYN-ACK, so we reset the half-open

@@ -130,45 +130,8 @@ class Tcp6Path:
         known = k >= 0
         if not known.any():
             return
-        ti = self.v6_tidx[k[known]]
-        sport, dport = sport_a[known], dport_a[known]
-        seq, ack, flags = seq_a[known], ack_a[known], flags_a[known]
-        pi = self.pos[sport]
-        good = (pi >= 0) & (dport >= self.sport_lo) & (dport <= self.sport_hi)
-        c = self.cookie.batch(self.hkeys[ti], sport, dport)
-        kind = self.kind
-        rst = (flags & P.RST) != 0
-        if kind.cookie_in_ack:
-            good &= rst & (seq == c)
-        else:
-            good &= ack == (c + np.uint32(kind.ack_delta))
-        synack = ((flags & (P.SYN | P.ACK)) == (P.SYN | P.ACK)) & ~rst
-        good &= rst | synack
-        if not good.any():
-            return
-        ti, pi, rst, synack = ti[good], pi[good], rst[good], synack[good]
-        win = win_a[known][good]
-        code = np.where(rst, RST, SYNACK).astype(np.uint8)
-        if kind.on_rst_window is not None:
-            code[rst & (win != 0)] = RST_WIN
-        before = self.state[ti, pi]
-        self.stats.replies += int(np.count_nonzero(before == NONE))
-        self.state[ti, pi] = code
-        self.ttl_m[ti, pi] = hlim[known][good]
-        if synack.any():
-            new = synack & (before == NONE)
-            if self.on_open is not None:
-                for i, p in zip(ti[new].tolist(), pi[new].tolist()):
-                    self.on_open(self.states[i].address, int(self.ports[p]))
-            their_ack = ack[good][synack]
-            our_port = dport[good][synack]
-            for i, p, w, a, op in zip(ti[synack].tolist(), pi[synack].tolist(), win[synack].tolist(),
-                                      their_ack.tolist(), our_port.tolist()):
-                st = self.states[i]
-                st.window[int(self.ports[p])] = w
-                if self.guard is not None:
-                    self._reset(st, op, int(self.ports[p]), a)  # type: ignore[attr-defined]
-        self._rtt_sample(int(ts[known][good][-1]), force=True)  # type: ignore[attr-defined]
+        self._record(self.v6_tidx[k[known]], sport_a[known], dport_a[known], seq_a[known],  # type: ignore[attr-defined]
+                     ack_a[known], flags_a[known], win_a[known], hlim[known], ts[known])
 
     def _on_icmp6(self, ts: int, fr: bytes) -> None:
         """An ICMPv6 destination unreachable quoting one of our probes."""

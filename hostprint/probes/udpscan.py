@@ -46,7 +46,7 @@ from hostprint.engine.link import Link, Links, until_quiet
 from hostprint.engine.rate import Pacer, Timing
 from hostprint.engine.replies import Reply, Want, addr_bytes, cookie_port, port_is_cookie
 from hostprint.model import Json
-from hostprint.probes.base import PortListScan, Session
+from hostprint.probes.base import PortListScan, Session, port_progress
 from hostprint.signatures.udp_payloads import payload_for
 
 FILTER_CODES = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 9: "net-prohibited",
@@ -507,12 +507,7 @@ class UdpPortScan(PortListScan):
         addrs = [h.address for h in hosts]
         task = session.progress.phase(self.label, len(addrs) * len(self.ports))
         o = self.options
-
-        def on_port(addr: str, port: int, state: str) -> None:
-            session.progress.advance(task, 1)
-            if state == model.OPEN:
-                session.progress.open_port(addr, port, "udp")
-
+        on_port = port_progress(session, task, "udp")
         us = UdpScan(addrs, self.ports, session.timing, links=session.links, data_length=o.data_length or None,
                      source_port=o.source_port, ttl=o.ttl or 64, fragment=o.fragment, deadline=session.deadline,
                      host_timeout=session.host_timeout,
