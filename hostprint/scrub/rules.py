@@ -19,7 +19,8 @@ What nft does in the kernel (measured to work on Linux 6.18 with nftables 1.0.6)
   requests dropped; with SYNPROXY, SYNs answered by the router (cookies) and the host reached only
   after the client's ACK;
 - outbound (postrouting): TTL set to one value, DF cleared, random IP ID, DSCP/ECN zeroed, MSS
-  clamped, ICMP errors limited to Linux's rate (burst 6, then 1 per second per destination).
+  clamped, ICMP errors limited to Linux's rate (burst 6, then 1 per second per pair of
+  protected host and destination, as each Linux host limits its own).
 
 What the NFQUEUE stage does (normalise.py): SYNs inbound and SYN-ACKs, RSTs, ICMP errors and SYNs
 outbound are queued (`--queue-bypass`: when no worker listens they pass unchanged, fail-open, so a
@@ -116,7 +117,7 @@ def nft_ruleset(cfg: ScrubConfig, table: str, comment: str = "") -> str:
     if comment:
         lines.append(f'  comment "{comment}"')
     if cfg.icmp_limit:
-        lines.append("  set icmp_errors { type ipv4_addr; flags dynamic; timeout 60s; size 65535; }")
+        lines.append("  set icmp_errors { type ipv4_addr . ipv4_addr; flags dynamic; timeout 60s; size 65535; }")
     # inbound, before conntrack (-200) and before the queue (iptables raw, -300)
     pre = [f"{inb}ip hdrlength != 5 drop",
            f"{inb}{syn} reset tcp option sack-perm",
@@ -124,7 +125,7 @@ def nft_ruleset(cfg: ScrubConfig, table: str, comment: str = "") -> str:
            f"{inb}{syn} reset tcp option window",
            f"{inb}tcp flags syn tcp option maxseg size > {cfg.mss} tcp option maxseg size set {cfg.mss}",
            f"{inb}ip frag-off & 0x4000 != 0 ip frag-off set ip frag-off & 0xbfff",
-           f"{inb}ip id set numgen random mod 65536",
+           f"{inb}ip id set numgen random mod 65536 << 16",
            f"{inb}ip dscp != cs0 ip dscp set cs0",
            f"{inb}ip ecn != not-ect ip ecn set not-ect"]
     lines.append("  chain inbound_raw {\n    type filter hook prerouting priority -350; policy accept;")
@@ -147,14 +148,14 @@ def nft_ruleset(cfg: ScrubConfig, table: str, comment: str = "") -> str:
     lines.append("  }")
     post = [f"{outb}ip ttl set {cfg.ttl}",
             f"{outb}ip frag-off & 0x4000 != 0 ip frag-off set ip frag-off & 0xbfff",
-            f"{outb}ip id set numgen random mod 65536",
+            f"{outb}ip id set numgen random mod 65536 << 16",
             f"{outb}ip dscp != cs0 ip dscp set cs0",
             f"{outb}ip ecn != not-ect ip ecn set not-ect",
             f"{outb}tcp flags syn tcp option maxseg size > {cfg.mss} tcp option maxseg size set {cfg.mss}",
             f"{outb}icmp type {{ timestamp-reply, address-mask-reply, info-reply }} drop"]
     if cfg.icmp_limit:
         post.append(f"{outb}icmp type {{ destination-unreachable, time-exceeded, parameter-problem }} "
-                    "update @icmp_errors { ip daddr limit rate over 1/second burst 6 packets } drop")
+                    "update @icmp_errors { ip saddr . ip daddr limit rate over 1/second burst 6 packets } drop")
     lines.append("  chain outbound {\n    type filter hook postrouting priority 10; policy accept;")
     lines += [f"    {r}" for r in post]
     lines.append("  }")

@@ -1,0 +1,84 @@
+"""The scrubber on a real router namespace in front of four different stacks (issue 19): which
+methods tell the hosts apart without and with `hostprint scrub`, and that connections through it
+keep working. One lab, measured twice in one run (hostprint/lab/scrublab.py; bench/scrub/compare.py
+prints the same numbers)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+
+import pytest
+
+from conftest import needs_root
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def run():
+    needs_root()
+    from hostprint.lab import scrublab as S
+
+    payload = os.urandom(300_000)
+    with tempfile.TemporaryDirectory(prefix="hpt-scrub-") as tmp, S.scrub_lab(f"sr{os.getpid() % 10000}") as sl:
+        key = S.start_login_sshd(sl, tmp)
+        out = {"sl": S, "hosts": dict(sl.hosts), "skipped": dict(sl.skipped),
+               "sha": hashlib.sha256(payload).hexdigest()}
+        out["http_before"] = {n: S.http_status(sl, a) for n, a in sl.hosts.items()}
+        out["ssh_before"] = S.ssh_session(sl, key, sl.hosts["lx1"], payload)
+        out["without"] = S.measure(sl, tmp, "without")
+        out["ready"] = sl.start_scrubber()
+        out["after_start"] = sl.router_rules()
+        out["with"] = S.measure(sl, tmp, "with")
+        out["http_with"] = {n: S.http_status(sl, a) for n, a in sl.hosts.items()}
+        out["ssh_with"] = S.ssh_session(sl, key, sl.hosts["lx1"], payload)
+        out["stderr"] = sl.stop_scrubber()
+        out["left"] = sl.router_rules()
+        yield out
+
+
+def _distinct(run, method: str, when: str) -> int:
+    return run["sl"].distinct(run[when][method], list(run["hosts"].values()))
+
+
+def test_lab_has_different_stacks(run):
+    assert {"lx1", "lx2"} <= set(run["hosts"]), run["skipped"]
+    assert len(run["hosts"]) >= 3, f"need lwIP or gVisor too: {run['skipped']}"
+
+
+@pytest.mark.parametrize("method", ["nmap -O", "p0f", "hostprint -O"])
+def test_methods_tell_hosts_apart_without_scrubber(run, method):
+    # Without the scrubber each of these methods sees as many stacks as there are hosts.
+    assert _distinct(run, method, "without") == len(run["hosts"]), run["without"][method]
+
+
+@pytest.mark.parametrize("method", ["nmap -O", "p0f", "hostprint -O", "hostprint passive"])
+def test_methods_cannot_tell_hosts_apart_with_scrubber(run, method):
+    assert _distinct(run, method, "with") == 1, run["with"][method]
+
+
+def test_hostprint_names_no_stack_behind_the_scrubber(run):
+    for a, v in run["with"]["hostprint -O"].items():
+        assert v["verdict"] in ("unknown",) or "scrubber" in v["verdict"], (a, v)
+
+
+def test_http_through_scrubber(run):
+    assert set(run["http_before"].values()) - {"000"}, run["http_before"]
+    # every host that answered HTTP before answers the same status through the scrubber
+    assert run["http_with"] == run["http_before"]
+
+
+def test_ssh_session_through_scrubber(run):
+    for when in ("ssh_before", "ssh_with"):
+        r = run[when]
+        assert r.returncode == 0, (when, r.stderr[-400:])
+        assert r.stdout.decode().split()[0] == run["sha"], when
+
+
+def test_scrubber_up_queued_and_removed(run):
+    assert run["ready"].startswith("scrub: up (nftables, NFQUEUE")
+    assert "hpscrub_" in run["after_start"]
+    assert "packets" in run["stderr"] and "errors 0" in run["stderr"], run["stderr"]
+    assert "hpscrub_" not in run["left"], run["left"]
