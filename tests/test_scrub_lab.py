@@ -61,7 +61,15 @@ def test_methods_cannot_tell_hosts_apart_with_scrubber(run, method):
 
 def test_hostprint_names_no_stack_behind_the_scrubber(run):
     for a, v in run["with"]["hostprint -O"].items():
-        assert v["verdict"] in ("unknown",) or "scrubber" in v["verdict"], (a, v)
+        assert v["verdict"] == "unknown" or "scrubber" in v["verdict"], (a, v)
+
+
+def test_hostprint_reports_the_scrubber(run):
+    # "normalised by a scrubber" is an architecture finding with the scrubber, and never without it
+    for a, v in run["with"]["hostprint -O"].items():
+        assert any(f.startswith("scrubber: ") for f in v["architecture"]), (a, v)
+    for a, v in run["without"]["hostprint -O"].items():
+        assert not any(f.startswith("scrubber: ") for f in v["architecture"]), (a, v)
 
 
 def test_http_through_scrubber(run):
