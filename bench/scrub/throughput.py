@@ -27,32 +27,6 @@ from hostprint.lab import scrublab as S  # noqa: E402
 MODES = {"none": None, "nft only": ["--no-queue", "--no-synproxy"], "nft + SYNPROXY": ["--no-queue"],
          "nft + NFQUEUE": ["--no-synproxy"], "nft + NFQUEUE + SYNPROXY": []}
 
-CONN = r"""
-import asyncio, sys, time
-host, n, par = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-ok = fail = 0
-async def one():
-    global ok, fail
-    try:
-        r, w = await asyncio.wait_for(asyncio.open_connection(host, 80), 5)
-        w.write(b"HEAD / HTTP/1.0\r\nHost: x\r\n\r\n"); await w.drain()
-        data = await asyncio.wait_for(r.read(200), 5)
-        w.close()
-        ok += data.startswith(b"HTTP/")
-    except Exception:
-        fail += 1
-async def main():
-    sem = asyncio.Semaphore(par)
-    async def lim():
-        async with sem:
-            await one()
-    t = time.monotonic()
-    await asyncio.gather(*(lim() for _ in range(n)))
-    print(ok, fail, time.monotonic() - t)
-asyncio.run(main())
-"""
-
-
 def syn_load(sl: S.ScrubLab, ports: str) -> tuple[float, int]:
     t = time.monotonic()
     r = sl.scan([sys.executable, "-m", "hostprint.cli", "scan", "-sS", "-Pn", "-n", "-p", ports, "--no-db", "--progress",
@@ -68,9 +42,7 @@ def syn_load(sl: S.ScrubLab, ports: str) -> tuple[float, int]:
 
 
 def conn_load(sl: S.ScrubLab, n: int) -> tuple[int, int, float]:
-    r = sl.scan([sys.executable, "-c", CONN, S.HOSTS["lx1"][0], str(n), "64"], timeout=600)
-    ok, fail, dt = r.stdout.split()
-    return int(ok), int(fail), float(dt)
+    return S.connection_burst(sl, S.HOSTS["lx1"][0], n, 64)
 
 
 def main() -> int:

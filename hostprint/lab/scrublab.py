@@ -269,10 +269,14 @@ def distinct(views: dict[str, dict[str, Any]], hosts: list[str]) -> int:
     return len({str((views.get(a) or {}).get("view", "nothing")) for a in hosts})
 
 
-def measure(sl: ScrubLab, tmp: str, tag: str, timing: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
+def measure(sl: ScrubLab, tmp: str, tag: str, timing: bool = False, timing_tests: str = "s",
+            timing_only: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
     """Every method's views of every host of the lab, as now (with or without the scrubber)."""
     addrs = list(sl.hosts.values())
     out: dict[str, dict[str, dict[str, Any]]] = {}
+    if timing_only:
+        out[f"hostprint --cron-os {timing_tests}"] = hostprint_timing(sl, addrs, timing_tests)
+        return out
     out["nmap -O"] = nmap_os(sl, addrs)
     out["hostprint -O"] = hostprint_stack(sl, addrs)
     pcap = os.path.join(tmp, f"{tag}.pcap")
@@ -280,7 +284,7 @@ def measure(sl: ScrubLab, tmp: str, tag: str, timing: bool = False) -> dict[str,
     out["p0f"] = p0f_view(sl, pcap)
     out["hostprint passive"] = hostprint_passive(sl, pcap)
     if timing:
-        out["hostprint --cron-os s"] = hostprint_timing(sl, addrs)
+        out[f"hostprint --cron-os {timing_tests}"] = hostprint_timing(sl, addrs, timing_tests)
     return out
 
 
@@ -320,3 +324,37 @@ def ssh_session(sl: ScrubLab, key: str, addr: str, payload: bytes) -> subprocess
 def http_status(sl: ScrubLab, addr: str) -> str:
     """curl's status code for GET / (000: no HTTP answer)."""
     return sl.scan(["curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", f"http://{addr}/"]).stdout.strip()
+
+
+_BURST = r"""
+import asyncio, sys, time
+host, n, par = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ok = fail = 0
+async def one():
+    global ok, fail
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, 80), 5)
+        w.write(b"HEAD / HTTP/1.0\r\nHost: x\r\n\r\n"); await w.drain()
+        data = await asyncio.wait_for(r.read(200), 5)
+        w.close()
+        ok += data.startswith(b"HTTP/")
+    except Exception:
+        fail += 1
+async def main():
+    sem = asyncio.Semaphore(par)
+    async def lim():
+        async with sem:
+            await one()
+    t = time.monotonic()
+    await asyncio.gather(*(lim() for _ in range(n)))
+    print(ok, fail, time.monotonic() - t)
+asyncio.run(main())
+"""
+
+
+def connection_burst(sl: ScrubLab, addr: str, n: int, parallel: int = 64) -> tuple[int, int, float]:
+    """n HTTP HEAD requests to addr:80 from the scanner, `parallel` at a time, each on a connection of
+    its own: (answered, failed, seconds). Thousands of them reuse the client's source ports."""
+    r = sl.scan([sys.executable, "-c", _BURST, addr, str(n), str(parallel)], timeout=600)
+    ok, fail, dt = r.stdout.split()
+    return int(ok), int(fail), float(dt)
