@@ -190,6 +190,26 @@ def _sequence(h: HostResult) -> tuple[list[str], list[str]]:
     return out, facts
 
 
+#: names the port table gives ports that serve the same protocol (http on 8080 is expected)
+_SAME = {"http": {"http", "http-alt", "http-proxy", "webcache"}, "https": {"https", "https-alt", "ssl/http"}}
+
+
+def unexpected_ports(h: HostResult) -> list[str]:
+    """Open ports whose identified service is not what the port table names there (ssh on 2222):
+    moving a service hides it from port-table guessing, not from -sV."""
+    from hostprint.services import service_name
+
+    out = []
+    for p in h.ports:
+        s = p.service
+        if p.state != "open" or s is None or not s.name or s.method == "port-table":
+            continue
+        table = service_name(p.port, p.protocol)
+        if table != s.name and (table or "") not in _SAME.get(s.name, set()):
+            out.append(f"{s.name} on {p.port}/{p.protocol} (the port table says {table or 'nothing'}): found by -sV anyway")
+    return out
+
+
 def score(h: HostResult) -> tuple[list[MethodScore], list[str]]:
     """Per-method scores and the exposures of one measured host."""
     methods = [_stack(h)]
@@ -199,7 +219,7 @@ def score(h: HostResult) -> tuple[list[MethodScore], list[str]]:
     ban, leaks = _banners(h)
     methods.append(ban)
     seq_exp, seq_facts = _sequence(h)
-    exposures = [f"version leak: {x}" for x in leaks] + seq_exp
+    exposures = [f"version leak: {x}" for x in leaks] + seq_exp + [f"service moved: {x}" for x in unexpected_ports(h)]
     exposures += [f"in front of it: {a.kind}: {a.detail}" for a in h.os.architecture]
     if h.sequence:
         methods.append(MethodScore("sequence (--sequence)", "; ".join(f.split(":")[0] for f in seq_exp) or "nothing predictable",

@@ -85,3 +85,16 @@ def test_bad_input_is_one_line_and_exit_2(argv, msg):
     r = subprocess.run([sys.executable, "-m", "hostprint.cli", "audit", *argv], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and msg in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert "only for hosts you own" not in r.stderr  # refused before the scan (and any packet)
+
+
+def test_services_on_unexpected_ports():
+    from hostprint.model import HostResult, PortResult, Service
+
+    h = HostResult("198.18.0.30", "up", ports=[
+        PortResult(2222, "tcp", "open", "syn-ack", 64, Service("ssh", product="OpenSSH", method="banner", confidence=1.0)),
+        PortResult(8080, "tcp", "open", "syn-ack", 64, Service("http", product="nginx", method="trigger", confidence=1.0)),
+        PortResult(22, "tcp", "open", "syn-ack", 64, Service("ssh", product="OpenSSH", method="banner", confidence=1.0)),
+        PortResult(3000, "tcp", "open", "syn-ack", 64, Service("ppp", method="port-table")),
+    ])
+    moved = audit.unexpected_ports(h)
+    assert len(moved) == 1 and moved[0].startswith("ssh on 2222/tcp"), moved
