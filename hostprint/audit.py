@@ -1,7 +1,7 @@
 """`hostprint audit`: what an attacker learns about hosts you own, per method, what to change, and
 (--apply on a lab network namespace) the same measurement again after the change (issue 19).
 
-Measuring. One `hostprint scan -sS -sV -O --sequence` run (plus `--cron-os s` with --timing), as a
+Measuring. One `hostprint scan -sS -sV -O --os-db hostprint,p0f --sequence` run (plus `--cron-os s` with --timing), as a
 subprocess so the audit sees exactly what a scan shows; its JSON lines are read back into
 `model.HostResult`.
 
@@ -134,6 +134,32 @@ def _stack(h: HostResult) -> MethodScore:
     return MethodScore("stack (-O)", learns, bits, math.log2(n), facts, details)
 
 
+@lru_cache(maxsize=1)
+def p0f_labels() -> int:
+    """Distinct OS labels (name + flavour) of the installed p0f.fp's SYN+ACK section (0: none)."""
+    from hostprint.signatures.p0f import default_path, load_p0f
+
+    path = default_path()
+    if not path:
+        return 0
+    return len({(e.label.name, e.label.flavor) for e in load_p0f(path).synack})
+
+
+def _p0f(h: HostResult) -> MethodScore | None:
+    """p0f's SYN+ACK signatures applied to -O's answers (what a passive observer of the replies gets)."""
+    st = h.os.stack
+    n = p0f_labels()
+    if st is None or not n:
+        return None
+    ms = [m for m in st.matches if m.db == "p0f"]
+    bits, learns, _ = _class_bits(ms, n)
+    raw = st.data.get("p0f_raw")
+    sigs = sorted({str(v) for v in raw.values()}) if isinstance(raw, dict) else []
+    if not ms:
+        learns = "no p0f.fp label"
+    return MethodScore("passive (p0f.fp)", learns, bits, math.log2(n), [], [f"raw_sig {x}" for x in sigs[:3]])
+
+
 def _timing(h: HostResult) -> MethodScore | None:
     tb = h.os.timing
     if tb is None:
@@ -213,6 +239,9 @@ def unexpected_ports(h: HostResult) -> list[str]:
 def score(h: HostResult) -> tuple[list[MethodScore], list[str]]:
     """Per-method scores and the exposures of one measured host."""
     methods = [_stack(h)]
+    p = _p0f(h)
+    if p:
+        methods.append(p)
     t = _timing(h)
     if t:
         methods.append(t)
@@ -244,8 +273,9 @@ def measure(targets: list[str], ports: str, timing: bool, timing_timeout: float 
 
     with tempfile.TemporaryDirectory(prefix="hostprint-audit-") as tmp:
         out = os.path.join(tmp, "scan.jsonl")
-        argv = [sys.executable, "-m", "hostprint.cli", "scan", "-sS", "-sV", "-O", "--sequence", "-Pn", "-n",
-                "-p", ports, "--no-db", "--progress", "never", "-oJ", out]
+        dbs = "hostprint,p0f" if p0f_labels() else "hostprint"
+        argv = [sys.executable, "-m", "hostprint.cli", "scan", "-sS", "-sV", "-O", "--os-db", dbs, "--sequence", "-Pn",
+                "-n", "-p", ports, "--no-db", "--progress", "never", "-oJ", out]
         if timing:
             argv += ["--cron-os", "s", "--cron-timeout", str(timing_timeout)]
         r = subprocess.run([*argv, *targets], capture_output=True, text=True, timeout=1800, check=False)

@@ -1,5 +1,5 @@
 """`hostprint audit` scoring and countermeasures on a captured scan of the demo lab's web and db
-hosts (tests/data/audit_demo_scan.jsonl: `hostprint scan -sS -sV -O --sequence` of 198.18.0.10 and
+hosts (tests/data/audit_demo_scan.jsonl: `hostprint scan -sS -sV -O --os-db hostprint,p0f --sequence` of 198.18.0.10 and
 198.18.0.20, Linux 6.18 namespaces, 2026-12-04). The lab test is tests/test_audit_lab.py."""
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ def test_bits_over_the_class_prior(hosts):
     # the ssh banner names Debian 12: the whole prior
     assert _m(web, "banners").bits == pytest.approx(math.log2(n))
     assert _m(db, "banners").bits == 0
+    # p0f.fp 3.09b has no label for Linux 6.18's SYN+ACKs: the method is shown with its raw signature, 0 bits
+    if audit.p0f_labels():
+        p0f = _m(db, "passive")
+        assert p0f.bits == 0 and p0f.details == ["raw_sig 4:128+0:0:1460:mss*44,0:mss:df:0"], p0f
 
 
 def test_facts_and_countermeasures_follow_the_measurement(hosts):
