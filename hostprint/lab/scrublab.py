@@ -165,8 +165,9 @@ def hostprint_stack(sl: ScrubLab, addrs: list[str]) -> dict[str, dict[str, Any]]
 def nmap_os(sl: ScrubLab, addrs: list[str]) -> dict[str, dict[str, Any]]:
     """nmap -O --osscan-guess -d: per address its answer and its fingerprint. The view is the
     fingerprint without what changes from probe to probe on one stack or names the target: the SCAN
-    line, T= (hop count), SP/ISR (ISN rate estimates of a random generator) and a hex RID (the IP ID
-    of a quoted probe, random once the scrubber rewrites IDs)."""
+    line, T= (hop count), SP/ISR (ISN rate estimates of a random generator), a GCD of 1-6 (six random
+    ISNs are all even one time in 64: nmap-os-db writes GCD=1-6 for random generators) and a hex RID
+    (the IP ID of a quoted probe, random once the scrubber rewrites IDs)."""
     import re
 
     r = sl.scan(["nmap", "-O", "--osscan-guess", "-n", "-Pn", "-d", "-p", "80,81", *addrs], timeout=900)
@@ -186,6 +187,7 @@ def nmap_os(sl: ScrubLab, addrs: list[str]) -> dict[str, dict[str, Any]]:
         fp = "".join(fp_lines)
         fp = re.sub(r"SCAN\([^)]*\)", "", fp)
         fp = re.sub(r"%T=[0-9A-F]+|%RID=[0-9A-F]+|SP=[0-9A-F]+%|%ISR=[0-9A-F]+", "", fp)
+        fp = re.sub(r"GCD=[1-6](?=[%)])", "GCD=1-6", fp)  # nmap-os-db's own range for random ISNs
         out[addr] = {"answer": m.group(0) if m else "no answer", "fingerprint": fp,
                      "view": fp or (m.group(0) if m else "")}
     return out

@@ -215,5 +215,5 @@ def dry_run(cfg: ScrubConfig, pid: int = 0, start: int = 0) -> str:
         out += ["", "# SYNPROXY needs conntrack to leave mid-stream pick-up to it:",
                 "sysctl -w net.netfilter.nf_conntrack_tcp_loose=0",
                 "# and a client reusing a source port must not meet its old connection in TIME_WAIT:",
-                "sysctl -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=1"]
+                "sysctl -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=0"]
     return "\n".join(out) + "\n"
