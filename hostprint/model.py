@@ -984,3 +984,74 @@ class ScanRun:
         d = host.to_dict()
         d["scan"] = self.scan_dict()
         return d
+
+
+# ------------------------------------------------------------------------------ audit (issue 19)
+@dataclass
+class MethodScore:
+    """What one method tells an attacker about one host (`hostprint audit`). `bits` is the
+    information about the OS over the method's class DB prior (hostprint/audit.py says how), 0 when
+    the method names no OS; `facts` are the measured facts countermeasures apply to."""
+
+    method: str
+    learns: str
+    bits: float = 0.0
+    max_bits: float = 0.0
+    facts: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Json]:
+        return {"method": self.method, "learns": self.learns, "bits": round(self.bits, 2),
+                "max_bits": round(self.max_bits, 2), "facts": list(self.facts), "details": list(self.details)}
+
+
+@dataclass
+class Countermeasure:
+    """One entry of signatures/knowledge/countermeasures.txt that applies to what was measured."""
+
+    name: str
+    kind: str  # sysctl | scrubber | daemon
+    setting: str
+    hides: str
+    cost: str
+    because: list[str] = field(default_factory=list)  # the measured facts that made it apply
+    sources: list[str] = field(default_factory=list)
+    applied: str | None = None  # --apply: what was done (or why not)
+
+    def to_dict(self) -> dict[str, Json]:
+        d: dict[str, Json] = {"name": self.name, "kind": self.kind, "setting": self.setting, "hides": self.hides,
+                              "cost": self.cost, "because": list(self.because), "sources": list(self.sources)}
+        if self.applied is not None:
+            d["applied"] = self.applied
+        return d
+
+
+@dataclass
+class AuditReport:
+    """`hostprint audit` for one host: per-method scores, exposures, countermeasures and, after
+    --apply, the same methods measured again."""
+
+    address: str
+    methods: list[MethodScore] = field(default_factory=list)
+    exposures: list[str] = field(default_factory=list)
+    countermeasures: list[Countermeasure] = field(default_factory=list)
+    after: list[MethodScore] = field(default_factory=list)
+    after_exposures: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def overall_of(methods: list[MethodScore]) -> float:
+        """The most any one method tells about the OS (an attacker keeps the best method)."""
+        return max((m.bits for m in methods), default=0.0)
+
+    @property
+    def overall(self) -> float:
+        return self.overall_of(self.methods)
+
+    def to_dict(self) -> dict[str, Json]:
+        d: dict[str, Json] = {"type": "audit", "address": self.address, "overall_bits": round(self.overall, 2),
+                              "methods": [m.to_dict() for m in self.methods], "exposures": list(self.exposures),
+                              "countermeasures": [c.to_dict() for c in self.countermeasures]}
+        if self.after:
+            d["after"] = {"overall_bits": round(self.overall_of(self.after), 2),
+                          "methods": [m.to_dict() for m in self.after], "exposures": list(self.after_exposures)}
+        return d

@@ -21,7 +21,9 @@ DEBS=(nmap p0f masscan hping3 tcpdump nftables iptables iproute2 iputils-ping pr
       ngircd git subversion haproxy varnish apache2 lighttpd beanstalkd nats-server openvpn
       strongswan-charon freeradius krb5-kdc coturn dante-server libcoap3-bin rsyslog rsyslog-relp
       gunicorn python3-uvicorn avahi-daemon kamailio python3-pymodbus python3-serial
-      python3-serial-asyncio xrdp caddy)
+      python3-serial-asyncio xrdp caddy
+      # the fingerprint scrubber's NFQUEUE stage (ctypes) and its lab's HTTP client (issue 19)
+      libnetfilter-queue1 curl)
 
 # Every run refreshes the package lists and brings exactly the listed packages -- and the other
 # binary packages built from the same Debian sources, e.g. dovecot-core beside dovecot-imapd,

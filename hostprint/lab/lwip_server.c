@@ -61,8 +61,8 @@ static void serve(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s ADDRESS PORT\n", argv[0]);
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: %s ADDRESS PORT [GATEWAY]\n", argv[0]);
         return 2;
     }
     if (!ip4addr_aton(argv[1], &addr)) {
@@ -71,6 +71,11 @@ int main(int argc, char **argv) {
     }
     IP4_ADDR(&mask, 255, 255, 0, 0);
     IP4_ADDR(&gw, 0, 0, 0, 0);
+    /* optional: a gateway for peers outside the /16 (an lwIP host behind a router) */
+    if (argc == 4 && !ip4addr_aton(argv[3], &gw)) {
+        fprintf(stderr, "bad gateway %s\n", argv[3]);
+        return 2;
+    }
     sys_sem_t ready;
     sys_sem_new(&ready, 0);
     tcpip_init(stack_ready, &ready);

@@ -44,16 +44,19 @@ def build_lwip(tmpdir: str) -> str | None:
     return out
 
 
-def start_lwip(lab: Any, binary: str, host: str, address: str, port: int = 80, mtu: int | None = None) -> None:
+def start_lwip(lab: Any, binary: str, host: str, address: str, port: int = 80, mtu: int | None = None,
+               gateway: str | None = None) -> None:
     """lwIP answers for `address` on a tap in `host`'s namespace, which proxy-ARPs and routes to it
-    (the host needs ip_forward=1 and proxy_arp=1 on eth0). `mtu`: lwIP's netif MTU (LWIP_MTU)."""
+    (the host needs ip_forward=1 and proxy_arp=1 on eth0). `mtu`: lwIP's netif MTU (LWIP_MTU).
+    `gateway`: lwIP's next hop for peers outside its /16 (the host's own address, for an lwIP
+    behind a router: the host answers ARP for it on the tap and forwards)."""
     ns = lab.host(host).ns
     for argv in (["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"], ["ip", "link", "set", "tap0", "up"],
                  ["ip", "route", "add", f"{address}/32", "dev", "tap0"],
                  ["sysctl", "-qw", "net.ipv4.conf.tap0.proxy_arp=1"]):
         lab.exec(ns, argv, check=True, capture_output=True)
     env = {**os.environ, "PRECONFIGURED_TAPIF": "tap0", **({"LWIP_MTU": str(mtu)} if mtu else {})}
-    p = lab.spawn(ns, [binary, address, str(port)], env=env,
+    p = lab.spawn(ns, [binary, address, str(port), *([gateway] if gateway else [])], env=env,
                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = p.stdout.readline().strip()
     if line != "ready":
