@@ -20,7 +20,7 @@ from hostprint.errors import UsageError
 #: Subcommand names (a first word that is none of these means "scan"). `discover` is registered by
 #: the scan module, which shares its flags.
 COMMANDS = ["scan", "discover", "timing", "learn", "amap", "passive", "report", "diff", "history", "lab", "demo",
-            "guard"]
+            "guard", "merge"]
 MODULES = [c for c in COMMANDS if c != "discover"]
 
 

@@ -12,6 +12,8 @@ DEBS=(nmap p0f masscan hping3 tcpdump nftables iptables iproute2 iputils-ping pr
       # the stack matrix (hostprint/lab/matrix.py): gVisor, and Debian's 6.1 kernel booted in QEMU with a
       # busybox initramfs (the kernel package is only read from /boot, never booted on this machine)
       runsc qemu-system-x86 busybox-static linux-image-amd64
+      # the PostgreSQL inventory's tests start their own server (hostprint cluster, --db postgresql://)
+      postgresql
       # real daemons the lab runs in its namespaces (never as system services)
       openssh-server openssh-client nginx-light vsftpd redis-server stunnel4 dnsmasq-base memcached
       mosquitto dovecot-imapd dovecot-pop3d mariadb-server postgresql exim4-daemon-light squid slapd
@@ -72,7 +74,7 @@ else
   [ -n "$changed" ] && printf 'setup: Debian packages brought to current versions:\n%s\n' "$changed"
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -E "^WARNING: (Running pip as|Location)" || true
+python3 -m pip install -q --disable-pip-version-check -e '.[test,cluster]' 2>&1 | grep -v -E "^WARNING: (Running pip as|Location)" || true
 python3 -c "import hostprint, rich, numpy, pytest, hypothesis, libnmap, lxml" \
   || { echo "setup: Python dependencies failed to install" >&2; exit 1; }
 echo "setup: done"

@@ -264,10 +264,10 @@ class RunOutputs:
         """Record in the inventory; when that fails, save a recovery file and say where."""
         import sqlite3
 
-        from hostprint.report.inventory import Inventory, save_recovery
+        from hostprint.report.inventory import open_inventory, save_recovery
 
         try:
-            with Inventory(self.db) as inv:
+            with open_inventory(self.db) as inv:
                 inv.record_run(run, hosts() if hosts is not None else None)
                 if observations:
                     inv.add_observations(run.id, observations)
