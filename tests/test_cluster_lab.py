@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -30,12 +33,17 @@ SCHED = "198.18.0.20"
 def cluster_lab_spec(name: str):
     from hostprint.lab import HostSpec, LabSpec
 
+    # half-open connections an interrupted SYN scan leaves behind go after one SYN-ACK retransmission
+    # (see wait_half_open_gone)
+    short = {"net.ipv4.tcp_synack_retries": "1"}
     return LabSpec(name=name, hosts=[
         HostSpec(name="t1", address=TARGETS[0], services=["tcp-listen:22", "tcp-listen:80"],
-                 firewall=["tcp dport 1000-1099 drop"]),
-        HostSpec(name="t2", address=TARGETS[1], services=["tcp-listen:8080", "tcp-listen:443"]),
-        HostSpec(name="t3", address=TARGETS[2], services=["tcp-listen:6379"], firewall=["tcp dport 20-23 drop"]),
-        HostSpec(name="t4", address=TARGETS[3], services=["tcp-listen:21", "tcp-listen:25", "tcp-listen:81"]),
+                 firewall=["tcp dport 1000-1099 drop"], sysctls=short),
+        HostSpec(name="t2", address=TARGETS[1], services=["tcp-listen:8080", "tcp-listen:443"], sysctls=short),
+        HostSpec(name="t3", address=TARGETS[2], services=["tcp-listen:6379"], firewall=["tcp dport 20-23 drop"],
+                 sysctls=short),
+        HostSpec(name="t4", address=TARGETS[3], services=["tcp-listen:21", "tcp-listen:25", "tcp-listen:81"],
+                 sysctls=short),
         HostSpec(name="sched", address=SCHED),
         *[HostSpec(name=n, address=a) for n, a in WORKERS.items()],
     ])
@@ -125,3 +133,61 @@ def test_another_seed_deals_other_hosts_but_the_same_result(clusterlab, tmp_path
         deals.append(frozenset(d["address"] for d in recs))
         assert len(deals[-1]) == 2
     assert len(set(deals)) > 1  # the seed decides the deal (4 seeds all dealing the same pair: 1 in 216)
+
+
+def _interrupted(lab, argv: list[str], out, hosts_before_sigint: int = 1) -> subprocess.CompletedProcess:
+    """Start the scan, wait until `hosts_before_sigint` hosts are in its -oJ file, SIGINT it (by PID)."""
+    env = {**os.environ, "HOSTPRINT_DB": os.environ.get("HOSTPRINT_DB", "/tmp/hostprint-test.sqlite")}
+    p = subprocess.Popen(["ip", "netns", "exec", lab.scanner_ns, sys.executable, "-m", "hostprint", *argv],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        while p.poll() is None:
+            if out.exists() and len(records(out.read_text())) >= hosts_before_sigint:
+                break
+            time.sleep(0.05)
+        assert p.poll() is None, "the scan ended before it could be interrupted: give it more work"
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
+
+
+def wait_half_open_gone(lab) -> None:
+    """An interrupted SYN scan leaves half-open connections on the targets (SYN-ACKs that arrived
+    after it stopped were never reset); the resumed scan uses the same source ports, and a target
+    answers a new SYN on such a 4-tuple with an ACK, not a SYN-ACK (the port looks filtered).
+    Wait until the targets have dropped them (event, not time: SYN-RECV sockets listed by ss)."""
+    for name in ("t1", "t2", "t3", "t4"):
+        while lab.exec(name, ["ss", "-tnH", "state", "syn-recv"], capture_output=True, text=True).stdout.strip():
+            time.sleep(0.2)
+
+
+@pytest.mark.parametrize("how", ["file", "inventory", "shard"])
+def test_resume_after_sigint_equals_an_uninterrupted_run(clusterlab, tmp_path, how):
+    shard = ["--shards", "2", "--shard", "1", "--seed", "77"] if how == "shard" else []
+    targets = [*TARGETS, *WORKERS.values()]  # more hosts: time to interrupt between two of them
+    flags = ["-sS", "-Pn", "-n", "-p", "1-4000", "-T4", "--max-hostgroup", "1", *shard]
+    whole_f = tmp_path / "whole.jsonl"
+    hostprint(clusterlab, "scan", *flags, *targets, "-oJ", str(whole_f), "--no-db", "--progress", "never")
+    whole = by_address(records(whole_f.read_text()))
+    out, db = tmp_path / "cut.jsonl", tmp_path / "inv.sqlite"
+    r = _interrupted(clusterlab, ["scan", *flags, *targets, "-oJ", str(out), "--db", str(db), "--progress", "never"],
+                     out)
+    assert r.returncode == 130, r.stderr
+    done_before = {d["address"] for d in records(out.read_text()) if not d.get("incomplete")}
+    assert 0 < len(done_before) < len(whole)
+    wait_half_open_gone(clusterlab)
+    resume = str(out) if how != "inventory" else "last"
+    r = hostprint(clusterlab, "scan", "--resume", resume, "--db", str(db), "--progress", "never")
+    if how == "inventory":
+        got_text = hostprint(clusterlab, "history", "last", "--json", "--db", str(db)).stdout
+    else:
+        got_text = out.read_text()
+    got = by_address([d for d in records(got_text) if not d.get("incomplete")])
+    assert {a: summary(h) for a, h in got.items()} == {a: summary(h) for a, h in whole.items()}, (done_before,
+                                                                                                   got_text)
+    reported = set(re.findall(r"^Nmap scan report for (\S+)$", r.stdout, re.M))
+    assert reported == set(whole) - done_before  # what was finished was not probed again

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from hostprint.report import _write_text, check_output_paths
     from hostprint.report.diff import diff_runs
-    from hostprint.report.inventory import open_inventory
+    from hostprint.report.store import open_inventory
 
     check_output_paths(oJ=args.oJ)
     with open_inventory(args.db, create=False) as inv:

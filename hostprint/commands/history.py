@@ -48,11 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.text import Text
 
-    from hostprint.report.inventory import open_inventory
+    from hostprint.report.store import open_inventory
 
     limit = positive(args.limit, "-n")
     if args.import_file:
-        from hostprint.report.inventory import check_inventory, read_recovery
+        from hostprint.report.inventory import read_recovery
+        from hostprint.report.store import check_inventory
 
         if args.run:
             raise UsageError("--import FILE records runs; give no RUN with it")

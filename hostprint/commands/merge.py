@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_paths(oJ=args.oJ)
     if args.db:
-        from hostprint.report.inventory import check_inventory
+        from hostprint.report.store import check_inventory
 
         check_inventory(args.db)
     merged, warnings = merge_files(list(args.files), args.allow_missing)
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"hostprint: warning: {w}", file=sys.stderr)
     _write_text(args.oJ, "".join(dumps_record(merged.host_record(h)) + "\n" for h in merged.hosts), "JSON lines")
     if args.db:
-        from hostprint.report.inventory import open_inventory
+        from hostprint.report.store import open_inventory
 
         with open_inventory(args.db) as inv:
             inv.record_run(merged)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from hostprint.report import _write_text, check_output_paths
     from hostprint.report.diff import diff_runs
     from hostprint.report.html import render_report
-    from hostprint.report.inventory import open_inventory
+    from hostprint.report.store import open_inventory
 
     if not args.output:
         raise UsageError("-o needs a file name (or '-' for stdout)")

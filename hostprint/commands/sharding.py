@@ -126,7 +126,7 @@ def resume_source(spec: str, db: str | None):
 
     if os.path.exists(spec) or os.sep in spec:
         return read_resume(spec)
-    from hostprint.report.inventory import open_inventory
+    from hostprint.report.store import open_inventory
 
     try:
         with open_inventory(db, create=False) as inv:

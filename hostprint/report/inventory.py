@@ -764,30 +764,11 @@ MIGRATIONS: list[tuple[int, Callable[[Any], None]]] = [(2, _m2_os_rows), (3, _m3
 # -- before the first packet ------------------------------------------------------------------------
 
 
-def open_inventory(db: str | Path | None = None, *, create: bool = True) -> Any:
-    """The inventory `--db` names: a PostgreSQL URL (report/inventory_pg.py, psycopg 3) or an
-    SQLite file (the default). Both have the same methods."""
-    from hostprint.report import inventory_pg
-
-    if inventory_pg.is_url(db):
-        return inventory_pg.PgInventory(str(db), create=create)
-    return Inventory(db, create=create)
-
-
-def check_inventory(path: str | Path | None = None) -> Path | str:
+def check_inventory(path: str | Path | None = None) -> Path:
     """Can this run be recorded? Checked before the first packet, writing nothing: a named path's
     directory exists (as for -oJ; only the default location's directories are created), the file
     is not a directory, not damaged, has our schema (or is new) and its write lock can be taken; a
-    new file's directory takes a file. UsageError (one line) otherwise; returns the path.
-    A PostgreSQL URL: the server answers, the schema is ours (created if the database is empty),
-    this role may write it."""
-    from hostprint.report import inventory_pg
-
-    if inventory_pg.is_url(path):
-        with inventory_pg.PgInventory(str(path)) as pinv:
-            pinv.check_health(thorough=True)
-            pinv.check_writable()
-            return pinv.path
+    new file's directory takes a file. UsageError (one line) otherwise; returns the path."""
     p = Path(path).expanduser() if path else default_path()
     hint = " (choose another with --db PATH, or --no-db)"
     if p.is_dir():
