@@ -191,3 +191,24 @@ def test_resume_after_sigint_equals_an_uninterrupted_run(clusterlab, tmp_path, h
                                                                                                    got_text)
     reported = set(re.findall(r"^Nmap scan report for (\S+)$", r.stdout, re.M))
     assert reported == set(whole) - done_before  # what was finished was not probed again
+
+
+@pytest.fixture(scope="module")
+def pg():
+    from pgserver import PgServer, pg_bin
+
+    if pg_bin() is None:
+        pytest.skip("needs Debian's postgresql package (scripts/setup.sh)")
+    with PgServer() as server:
+        yield server
+
+
+def test_a_scan_recorded_in_postgresql_reads_back_as_from_sqlite(clusterlab, pg, tmp_path):
+    url, sq = pg.createdb("labscan"), str(tmp_path / "inv.sqlite")
+    for db in (url, sq):
+        hostprint(clusterlab, "scan", "-sS", "-Pn", "-n", "-p", PORTS, *TARGETS, "--db", db, "--progress", "never")
+    runs = {db: records(hostprint(clusterlab, "history", "last", "--json", "--db", db).stdout) for db in (url, sq)}
+    assert {d["address"]: summary(d) for d in runs[url]} == {d["address"]: summary(d) for d in runs[sq]}
+    assert len(runs[url]) == len(TARGETS)
+    listed = hostprint(clusterlab, "history", "--db", url).stdout
+    assert "-sS" in listed and "postgresql://hostprint@" in listed
