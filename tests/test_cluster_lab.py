@@ -212,3 +212,114 @@ def test_a_scan_recorded_in_postgresql_reads_back_as_from_sqlite(clusterlab, pg,
     assert len(runs[url]) == len(TARGETS)
     listed = hostprint(clusterlab, "history", "--db", url).stdout
     assert "-sS" in listed and "postgresql://hostprint@" in listed
+
+
+class DaskCluster:
+    """`dask scheduler` in the lab's `sched` namespace and one `dask worker` in each worker
+    namespace (Dask's own CLI), started and stopped here by PID."""
+
+    def __init__(self, lab, workers: list[str]):
+        self.lab, self.names = lab, workers
+        self.address = f"tcp://{SCHED}:8786"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.env = {**os.environ, "PYTHONPATH": ROOT, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+
+    def _spawn(self, ns: str, argv: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", self.lab.resolve_ns(ns), *argv], env=self.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def __enter__(self) -> DaskCluster:
+        dask = os.path.join(os.path.dirname(sys.executable), "dask")
+        dask = dask if os.path.exists(dask) else "dask"
+        self.procs["sched"] = self._spawn("sched", [dask, "scheduler", "--host", SCHED, "--port", "8786",
+                                                    "--no-dashboard"])
+        for n in self.names:
+            # --no-nanny: a killed worker stays dead (a nanny would restart it)
+            self.procs[n] = self._spawn(n, [dask, "worker", self.address, "--host", WORKERS[n], "--nthreads", "1",
+                                            "--no-nanny", "--name", n, "--no-dashboard"])
+        self.wait_workers(len(self.names))
+        return self
+
+    def wait_workers(self, n: int) -> None:
+        """From the scanner's namespace (the scheduler's address is only reachable inside the lab)."""
+        code = (f"from distributed import Client\n"
+                f"with Client({self.address!r}, timeout=60) as c: c.wait_for_workers({n}, timeout=60)\n")
+        r = self.lab.exec("scan", [sys.executable, "-c", code], capture_output=True, text=True, env=self.env,
+                          timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+
+    def kill(self, name: str) -> None:
+        os.kill(self.procs[name].pid, signal.SIGKILL)
+        self.procs[name].wait()
+
+    def busy(self, name: str) -> bool:
+        """The worker runs a shard now (its hostprint child process exists)."""
+        pid = self.procs[name].pid
+        kids = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+        return "hostprint" in kids
+
+    def __exit__(self, *exc: object) -> None:
+        for p in reversed(list(self.procs.values())):
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.kill(p.pid, signal.SIGKILL)
+                    p.wait()
+
+
+def cluster_scan(lab, dask: DaskCluster, *args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen(["ip", "netns", "exec", lab.scanner_ns, sys.executable, "-m", "hostprint", "cluster",
+                             "scan", "--scheduler", dask.address, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dask.env, **kw)
+
+
+CLUSTER_FLAGS = ["-sS", "-Pn", "-n", "-T4"]
+
+
+def test_cluster_scan_equals_one_machine_port_by_port(clusterlab, pg, tmp_path):
+    one = by_address(scan_file(clusterlab, tmp_path / "one.jsonl"))
+    url = pg.createdb("cluster1")
+    with DaskCluster(clusterlab, list(WORKERS)) as dask:
+        p = cluster_scan(clusterlab, dask, "--shards", "6", "--seed", "5", "-oJ", str(tmp_path / "c.jsonl"),
+                         "--db", url, *CLUSTER_FLAGS, "-p", PORTS, *TARGETS)
+        out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    got = by_address(records((tmp_path / "c.jsonl").read_text()))
+    assert {a: summary(h) for a, h in got.items()} == {a: summary(h) for a, h in one.items()}
+    stored = by_address(records(hostprint(clusterlab, "history", "last", "--json", "--db", url).stdout))
+    assert {a: summary(h) for a, h in stored.items()} == {a: summary(h) for a, h in one.items()}
+    assert len(set(re.findall(r"done on (tcp://[0-9.]+):", err))) >= 2, err  # the work was spread
+
+
+def test_a_worker_killed_mid_run_changes_nothing(clusterlab, tmp_path):
+    flags = [*CLUSTER_FLAGS, "-p", "1-12000", *TARGETS]
+    one = by_address(scan_file_flags(clusterlab, tmp_path / "one.jsonl", flags))
+    with DaskCluster(clusterlab, list(WORKERS)) as dask:
+        p = cluster_scan(clusterlab, dask, "--shards", "9", "--seed", "11", "-oJ", str(tmp_path / "c.jsonl"),
+                         "--no-db", *flags)
+        try:
+            while not dask.busy("w2"):
+                assert p.poll() is None, "the cluster scan ended before w2 took a shard"
+                time.sleep(0.02)
+            dask.kill("w2")  # by PID, mid-shard
+            out, err = p.communicate(timeout=600)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert p.returncode == 0, err
+    if os.environ.get("HOSTPRINT_TEST_SHOW"):
+        print(err)
+    got = by_address(records((tmp_path / "c.jsonl").read_text()))  # each host once
+    assert {a: summary(h) for a, h in got.items()} == {a: summary(h) for a, h in one.items()}
+    done = re.findall(r"shard (\d+) done on (tcp://[0-9.]+):", err)
+    assert sorted(int(i) for i, _ in done) == list(range(9))  # every shard once
+    # w2 was killed in its first shard: that shard was run again by another worker
+    assert WORKERS["w2"] not in {w.split("//")[1].split(":")[0] for _, w in done}
+
+
+def scan_file_flags(lab, path, flags: list[str]) -> list[dict]:
+    hostprint(lab, "scan", *flags, "-oJ", str(path), "--no-db", "--progress", "never")
+    return records(path.read_text())
