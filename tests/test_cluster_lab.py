@@ -323,3 +323,23 @@ def test_a_worker_killed_mid_run_changes_nothing(clusterlab, tmp_path):
 def scan_file_flags(lab, path, flags: list[str]) -> list[dict]:
     hostprint(lab, "scan", *flags, "-oJ", str(path), "--no-db", "--progress", "never")
     return records(path.read_text())
+
+
+def test_discovery_and_service_scan_shard_too(clusterlab, tmp_path):
+    """discover shards the hosts; -sV (per port) runs where its ports are."""
+    alladdr = [*TARGETS, "198.18.0.30"]  # one address nobody has
+    for cmd in (["discover", "-PE", "-PS22,80,443", *alladdr], ["scan", "-sS", "-sV", "-Pn", "-p", "21,22,80,443,8080",
+                                                                 *TARGETS]):
+        whole = by_address(records(hostprint(clusterlab, *cmd, "-n", "-oJ", "-", "--no-db", "--progress",
+                                             "never").stdout))
+        parts = []
+        for i in range(3):
+            parts += records(hostprint(clusterlab, *cmd, "-n", "--shards", "3", "--shard", str(i), "--seed", "3",
+                                       "-oJ", "-", "--no-db", "--progress", "never").stdout)
+        got = by_address(parts)  # each host in one shard only
+        assert set(got) == set(whole), cmd
+        for a, h in whole.items():
+            assert (got[a]["status"], summary(got[a])) == (h["status"], summary(h)), (cmd, a)
+            svc = {p["port"]: (p.get("service") or {}).get("name") for p in h["ports"] if p["state"] == "open"}
+            assert {p["port"]: (p.get("service") or {}).get("name") for p in got[a]["ports"]
+                    if p["state"] == "open"} == svc
