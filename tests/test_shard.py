@@ -3,6 +3,7 @@ and complete, the plan does not depend on the order targets were typed, bad flag
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -93,3 +94,18 @@ def test_bad_cli_input_is_one_line_before_any_packet(argv):
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith("hostprint: ")
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--scheduler", "tcp://127.0.0.1:9", "-sS", "-p", "99999", "127.0.0.1"], "bad port spec"),
+    (["--scheduler", "127.0.0.1", "-sT", "-p", "22", "127.0.0.1"], "bad --scheduler"),
+    (["--scheduler", "tcp://127.0.0.1:9", "-sT", "-p", "22", "127.0.0.1", "-oX", "x.xml"], "-oX belongs before"),
+    (["--scheduler", "tcp://127.0.0.1:9", "--shards", "0", "-sT", "-p", "22", "127.0.0.1"], "bad --shards"),
+    (["--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1", "-sT", "-p", "22", "127.0.0.1", "--no-db"],
+     "cannot reach the Dask scheduler"),
+])
+def test_cluster_scan_bad_input_is_one_line_before_any_task(argv, words, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "hostprint", "cluster", "scan", *argv], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert words in r.stderr
