@@ -221,8 +221,12 @@ def run(args: argparse.Namespace) -> int:
                     changed.append(h.address)
             if inv is not None and changed:
                 inv.add_hosts(run_.id, [(position.get(a, len(position)), hosts[a]) for a in dict.fromkeys(changed)])
+            if not args.quiet:  # Dask's task states: what each worker is processing now
+                running = sum(1 for keys in client.processing().values() for _ in keys)
+                alive = len(client.scheduler_info().get("workers", {}))
             say(f"shard {res.index} done on {res.worker}: {len(changed)} host(s), {res.cpu_s:.2f} s CPU, "
-                f"{res.wall_s:.2f} s; {len(job.results)}/{job.count} shards in")
+                f"{res.wall_s:.2f} s; {len(job.results)}/{job.count} shards in"
+                + ("" if args.quiet else f", {running} processing on {alive} worker(s)"))
         run_.hosts = [hosts[a] for a in sorted(hosts, key=lambda a: position.get(a, len(position)))]
         run_.finished = time.time()
         per_worker: dict[str, dict[str, float]] = {}
