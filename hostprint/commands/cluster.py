@@ -114,7 +114,6 @@ class _Job:
 
 def _check_scan_part(rest: list[str]) -> _Job:
     """The scan flags, parsed and checked as `hostprint scan` would (one line, exit 2)."""
-    from hostprint.cli import _normalise, build_parser
     from hostprint.commands import scan
     from hostprint.probes.shard import canonical_hosts
 
@@ -122,7 +121,13 @@ def _check_scan_part(rest: list[str]) -> _Job:
         if a.split("=", 1)[0] in _OWNED:
             raise UsageError(f"hostprint cluster scan: {a.split('=', 1)[0]} belongs before the scan flags "
                              f"(cluster scan's own -oJ, --db, --no-db, --shards, --seed), not to each shard")
-    args = build_parser().parse_args(_normalise(["scan", *rest]))
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # type: ignore[override]  # one line, exit 2, as the cli's parser
+            raise UsageError(message)
+
+    parser = _Parser(prog="hostprint cluster scan")
+    scan.register(parser.add_subparsers(dest="command", parser_class=_Parser))
+    args = parser.parse_args(scan.normalise_ping(["scan", *rest]))
     if getattr(args, "ping_only", False) or getattr(args, "list_scan", False):
         raise UsageError("hostprint cluster scan runs port scans (-sn and -sL are not sharded by the cluster)")
     opts = scan.scan_options(args)
