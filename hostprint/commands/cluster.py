@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="seconds to reach the scheduler and see a worker (default 15)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     s.set_defaults(func=run, scan_argv=[])
-    p.set_defaults(func=lambda a: (_ for _ in ()).throw(UsageError("hostprint cluster: give a command: scan")))
+    p.set_defaults(func=lambda a: (_ for _ in ()).throw(UsageError("cluster: give a command (cluster scan --scheduler tcp://HOST:PORT ...)")))
 
 
 @dataclass
