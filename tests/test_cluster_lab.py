@@ -343,3 +343,29 @@ def test_discovery_and_service_scan_shard_too(clusterlab, tmp_path):
             svc = {p["port"]: (p.get("service") or {}).get("name") for p in h["ports"] if p["state"] == "open"}
             assert {p["port"]: (p.get("service") or {}).get("name") for p in got[a]["ports"]
                     if p["state"] == "open"} == svc
+
+
+def os_names(h: dict) -> list[str]:
+    return [m["name"] for m in (h.get("os") or {}).get("matches") or []][:1]
+
+
+def test_os_detection_runs_once_per_host_in_its_owner_shard(clusterlab, tmp_path):
+    cmd = ["scan", "-sS", "-O", "-Pn", "-n", "-p", "21,22,25,80,81,443,8080,6379,1000", *TARGETS]
+    whole = by_address(records(hostprint(clusterlab, *cmd, "-oJ", "-", "--no-db", "--progress", "never").stdout))
+    assert all(os_names(h) for h in whole.values())
+    for count in (2, 6):  # whole hosts; split hosts (the owner shard runs -O on its share of the ports)
+        parts = []
+        for i in range(count):
+            r = hostprint(clusterlab, *cmd, "--shards", str(count), "--shard", str(i), "--seed", "8", "-oJ", "-",
+                          "--no-db", "--progress", "never")
+            parts += records(r.stdout)
+            if count > len(TARGETS) and "host-level techniques" in r.stderr:
+                assert "see only this shard's ports" in r.stderr
+        with_os: dict[str, int] = {}
+        for d in parts:
+            if os_names(d):
+                with_os[d["address"]] = with_os.get(d["address"], 0) + 1
+        assert with_os == {a: 1 for a in TARGETS}, (count, with_os)  # each host's -O ran in one shard
+        if count <= len(TARGETS):
+            got = by_address(parts)
+            assert {a: os_names(h) for a, h in got.items()} == {a: os_names(h) for a, h in whole.items()}
