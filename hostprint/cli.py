@@ -20,7 +20,7 @@ from hostprint.errors import UsageError
 #: Subcommand names (a first word that is none of these means "scan"). `discover` is registered by
 #: the scan module, which shares its flags.
 COMMANDS = ["scan", "discover", "timing", "learn", "amap", "passive", "report", "diff", "history", "lab", "demo",
-            "guard", "zombies", "scrub", "audit"]
+            "guard", "zombies", "scrub", "audit", "merge", "cluster"]
 MODULES = [c for c in COMMANDS if c != "discover"]
 
 
@@ -64,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
             argv = ["scan", *argv]
-        args = parser.parse_args(_normalise(argv))
+        if argv[:1] == ["cluster"]:  # cluster scan: its own flags, the rest are the shards' scan flags
+            args, rest = parser.parse_known_args(argv)
+            args.scan_argv = rest
+        else:
+            args = parser.parse_args(_normalise(argv))
         if not getattr(args, "func", None):
             parser.print_help()
             return 2

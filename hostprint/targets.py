@@ -413,6 +413,7 @@ class ResumeState:
     args: list[str]
     hosts: list  # list[model.HostResult]
     path: str
+    run_id: str | None = None  # the interrupted run's id (-oJ, inventory): the resumed run keeps it
 
 
 def _host_from_record(d: dict) -> object:
@@ -519,10 +520,12 @@ def read_resume(path: str) -> ResumeState:
     if _looks_xml(text):
         root, els = _xml_partial(text, path)
         assert root is not None
-        return ResumeState(_command_words(root.get("args", "")), [_host_from_xml(e) for e in els], path)
+        return ResumeState(_command_words(root.get("args", "")), [_host_from_xml(e) for e in els
+                                                                  if not (e.get("comment") or "").startswith("incomplete")], path)
     if text.lstrip().startswith("{"):
         hosts = []
         args: list[str] = []
+        run_id = None
         for ln in text.splitlines():
             try:
                 d = json.loads(ln)
@@ -531,8 +534,10 @@ def read_resume(path: str) -> ResumeState:
             if not isinstance(d, dict) or "address" not in d or d.get("type") not in (None, "host"):
                 continue
             args = list((d.get("scan") or {}).get("args") or args)
-            hosts.append(_host_from_record(d))
-        return ResumeState(args, hosts, path)
+            run_id = (d.get("scan") or {}).get("id") or run_id
+            if not d.get("incomplete"):  # a host the interruption cut short is probed again
+                hosts.append(_host_from_record(d))
+        return ResumeState(args, hosts, path, run_id)
     m = re.search(r"^# \S+ \S+ scan initiated .*? as: (.*)$", text, re.M)
     if not m and not _GREP_HOST.search(text):
         raise UsageError(f"--resume: '{show_token(path)}' is neither -oG, -oX nor -oJ output")
@@ -540,6 +545,8 @@ def read_resume(path: str) -> ResumeState:
     by: dict[str, object] = {}
     for g in _GREP_HOST.finditer(text):
         fields = _grep_fields(g[3])
+        if "Incomplete" in fields:  # cut short by the interruption: probed again
+            continue
         h = by.get(g[1])
         if h is None:
             h = by[g[1]] = model.HostResult(g[1], "up" if fields.get("Status", "Up") == "Up" else "down")

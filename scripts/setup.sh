@@ -74,7 +74,7 @@ else
   [ -n "$changed" ] && printf 'setup: Debian packages brought to current versions:\n%s\n' "$changed"
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -E "^WARNING: (Running pip as|Location)" || true
+python3 -m pip install -q --disable-pip-version-check -e '.[test,cluster]' 2>&1 | grep -v -E "^WARNING: (Running pip as|Location)" || true
 python3 -c "import hostprint, rich, numpy, pytest, hypothesis, libnmap, lxml" \
   || { echo "setup: Python dependencies failed to install" >&2; exit 1; }
 echo "setup: done"

@@ -28,10 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from hostprint.report import _write_text, check_output_paths
     from hostprint.report.diff import diff_runs
-    from hostprint.report.inventory import Inventory
+    from hostprint.report.store import open_inventory
 
     check_output_paths(oJ=args.oJ)
-    with Inventory(args.db, create=False) as inv:
+    with open_inventory(args.db, create=False) as inv:
         a = inv.load_run(args.run_a)
         b = inv.load_run(args.run_b)
     d = diff_runs(a, b)

@@ -48,21 +48,22 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.text import Text
 
-    from hostprint.report.inventory import Inventory
+    from hostprint.report.store import open_inventory
 
     limit = positive(args.limit, "-n")
     if args.import_file:
-        from hostprint.report.inventory import check_inventory, read_recovery
+        from hostprint.report.inventory import read_recovery
+        from hostprint.report.store import check_inventory
 
         if args.run:
             raise UsageError("--import FILE records runs; give no RUN with it")
         read_recovery(args.import_file)  # a bad file fails before the inventory is touched
         check_inventory(args.db)
-        with Inventory(args.db) as inv:
+        with open_inventory(args.db) as inv:
             ids = inv.import_file(args.import_file)
             print(f"imported run{'s' if len(ids) > 1 else ''} {', '.join(ids)} into {inv.path}")
         return 0
-    with Inventory(args.db, create=False) as inv:
+    with open_inventory(args.db, create=False) as inv:
         if args.run:
             stored = inv.load_run(args.run)
             if args.json:

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from hostprint.report import _write_text, check_output_paths
     from hostprint.report.diff import diff_runs
     from hostprint.report.html import render_report
-    from hostprint.report.inventory import Inventory
+    from hostprint.report.store import open_inventory
 
     if not args.output:
         raise UsageError("-o needs a file name (or '-' for stdout)")
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
         timing_db_files(args.timing_db)
         resolve_timing_db(args.timing_db)  # a bad --timing-db is the user's error, not a silent fallback
-    with Inventory(args.db, create=False) as inv:
+    with open_inventory(args.db, create=False) as inv:
         stored = inv.load_run(args.run)
         older = inv.load_run(args.diff) if args.diff else None
     diff = diff_runs(older, stored) if older is not None else None

@@ -156,7 +156,11 @@ def add_nmap_habits(p: argparse.ArgumentParser, scan: bool = True) -> None:
         p.add_argument("--ttl", metavar="N", help="IP TTL of raw TCP/UDP probes")
         p.add_argument("-f", dest="fragment", action="store_true", help="fragment raw UDP probes into 8-byte pieces")
         p.add_argument("--traceroute", action="store_true", help="the hops to each up host")
-        p.add_argument("--resume", metavar="FILE", help="resume an interrupted scan from its -oG, -oX or -oJ output")
+        p.add_argument("--resume", metavar="FILE|RUN", help="resume an interrupted scan from its -oG, -oX or -oJ output, "
+                       "or from its inventory record (a run id, 'last', -N; --db names the inventory)")
+    from hostprint.commands import sharding
+
+    sharding.add_flags(p)
     for flag in UNSUPPORTED:
         if flag in ("-sY", "-sZ", "-sI", "-sO", "-sM", "-b", "-D") and not scan:
             continue
@@ -511,7 +515,7 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
     """Targets and outputs checked, techniques created (DBs loaded) — all before the first packet —
     then the run, each host on the terminal as soon as it is done, and every output."""
     from hostprint.engine import route
-    from hostprint.probes import registry, runner
+    from hostprint.probes import runner
     from hostprint.probes.base import Session
     from hostprint.report import RunOutputs, is_stdout
     from hostprint.report.terminal import Reporter
@@ -520,29 +524,34 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
     route.set_override(iface=opts.iface, src=opts.source_addr)
     if getattr(args, "list_scan", False):
         return _list_scan(args)
+    from hostprint.commands import sharding
+
     resumed: list[model.HostResult] = list(getattr(args, "resume_hosts", []))
     targets, user_names = _named_targets(args)
     v4_only = [f for f, kind in (("-sO", "ipproto"), ("-sI", "idle")) if kind in scan_types]
     if v4_only and any(":" in t for t in targets):
         raise UsageError(f"{'/'.join(v4_only)} works over IPv4 only (the idle scan reads the IPv4 ID; the protocol "
                          "scan is not ported to IPv6): leave out the IPv6 targets")
-    if resumed:
-        skip = {h.address for h in resumed}
-        targets = [a for a in targets if a not in skip]
-        if not targets:
+    plan = sharding.plan_run(args, opts, targets, names, {h.address for h in resumed})
+    resumed = [h for h in resumed if h.address in plan.skipped]  # hosts of this run (and shard) only
+    if not plan.runs:
+        if resumed:
             raise UsageError(f"--resume {args.resume_file}: every target is already done")
+        raise UsageError("this shard has no targets (more shards than target x port pairs)")
     outs = _outputs(args)
-    techniques = registry.create(opts, names)
-    if any(t.needs_raw for t in techniques):
+    if any(t.needs_raw for t in plan.techniques):
         _need_raw("raw scans (-sS/-sA/-sF/-sN/-sX/-sU/-sW, --scanflags), host discovery, -O, --sequence and "
                   "--cron-os; use -sT -Pn without root")
-    targets = _reachable(targets)
+    plan.keep(_reachable(plan.addresses))
     outputs = RunOutputs(oJ=outs["oJ"], oX=outs["oX"], oG=outs["oG"], oN=outs["oN"], db=args.db,
-                         record=not args.no_db)
+                         record=not args.no_db, json_extra=plan.json_extra())
     outputs.check()  # every file and the inventory, before the first packet
     argv = getattr(args, "resume_argv", None) or ["hostprint", *(sys.argv[1:] if sys.argv else [])]
     run = model.ScanRun(args=argv, scan_types=scan_types, ports_scanned={k: v for k, v in opts.ports.items() if v})
+    if getattr(args, "resume_run_id", None):
+        run.id = args.resume_run_id  # the resumed run takes the interrupted one's place in the inventory
     run.stats.update(_asked(args, opts))
+    run.stats.update(sharding.stats(plan))
     outputs.start(run)
     reporter = None
     if not args.quiet and not any(is_stdout(o) for o in outs.values()):
@@ -564,9 +573,12 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
 
     async def go() -> list[model.HostResult]:
         try:
-            return await runner.run(techniques, targets, session, only_open=opts.only_open, host_done=host_done,
-                                    names=resolver, resolve_all=bool(args.always_dns), user_names=user_names,
-                                    state=state)
+            hosts: list[model.HostResult] = []
+            for targets, techniques in plan.runs:
+                hosts += await runner.run(techniques, targets, session, only_open=opts.only_open, host_done=host_done,
+                                          names=resolver, resolve_all=bool(args.always_dns), user_names=user_names,
+                                          state=state, group_size=plan.group_size or runner.GROUP_SIZE)
+            return hosts
         finally:
             if resolver is not None:
                 resolver.close()
@@ -634,9 +646,9 @@ def run_discover(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> argparse.Namespace:
     """--resume FILE: the interrupted scan's own command line (read from its -oG/-oX/-oJ output),
     with the hosts it finished kept and skipped (nmap's --resume)."""
-    from hostprint.targets import read_resume
+    from hostprint.commands.sharding import resume_source
 
-    state = read_resume(args.resume)
+    state = resume_source(args.resume, args.db)
     argv = list(state.args)
     if argv and argv[0].rsplit("/", 1)[-1].startswith("hostprint"):
         argv = argv[1:]
@@ -657,6 +669,7 @@ def _resume(args: argparse.Namespace) -> argparse.Namespace:
     new.resume_hosts = state.hosts
     new.resume_file = args.resume
     new.resume_argv = ["hostprint", *argv]
+    new.resume_run_id = state.run_id
     return new
 
 

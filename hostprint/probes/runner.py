@@ -71,7 +71,7 @@ async def run(techniques: Sequence[Technique[Any]], targets: list[str], session:
     given, follows the run (for outputs written at an interruption)."""
     state = state if state is not None else RunState()
     hosts = {a: model.HostResult(a, "up", ["user-set"]) for a in targets}
-    state.hosts = hosts
+    state.hosts.update(hosts)  # a sharded scan runs several groups of hosts through one state
 
     def finished(h: model.HostResult) -> None:
         state.done.add(h.address)

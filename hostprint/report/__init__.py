@@ -155,7 +155,7 @@ class RunOutputs:
         """Every output target, before the first packet (UsageError, one line)."""
         check_output_paths(**self.files)
         if self.record:
-            from hostprint.report.inventory import check_inventory
+            from hostprint.report.store import check_inventory
 
             check_inventory(self.db)
 
@@ -264,10 +264,11 @@ class RunOutputs:
         """Record in the inventory; when that fails, save a recovery file and say where."""
         import sqlite3
 
-        from hostprint.report.inventory import Inventory, save_recovery
+        from hostprint.report.inventory import save_recovery
+        from hostprint.report.store import open_inventory
 
         try:
-            with Inventory(self.db) as inv:
+            with open_inventory(self.db) as inv:
                 inv.record_run(run, hosts() if hosts is not None else None)
                 if observations:
                     inv.add_observations(run.id, observations)

@@ -32,16 +32,18 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from hostprint.errors import UsageError
 from hostprint.model import ExtraPorts, HostResult, OsEvidence, PortResult, ScanRun, Service
 from hostprint.report.jsonl import dumps_record
 from hostprint.report.nmapstyle import port_ranges
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # 2: `hosts.os` holds model.OsEvidence.to_dict() with the combined verdict of every technique
 #    (version 1 rows: loose per-technique dicts; passive rows had `os.passive.os` and no verdict).
+# 3: `hosts.extra` (json or NULL): the host's names with their types, warnings, traceroute hops
+#    (which version 2 dropped) and --dual-stack's addresses of the other family. The same migrations run on SQLite and PostgreSQL (MIGRATIONS).
 
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -68,6 +70,7 @@ CREATE TABLE hosts (
     sequence TEXT NOT NULL,       -- json
     started REAL,
     finished REAL,
+    extra TEXT,                   -- json {hostnames, warnings, trace, addresses} or NULL (schema 3)
     PRIMARY KEY (run_id, idx)
 );
 CREATE TABLE ports (
@@ -109,11 +112,26 @@ CREATE INDEX runs_started ON runs (started);
 
 _RUN_TABLES = ("hosts", "ports", "extraports", "runs")
 _HOST_SQL = ("INSERT INTO hosts (run_id, idx, address, status, reasons, hostname, mac, distance, rtt_us, os, sequence,"
-             " started, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+             " started, finished, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _PORT_SQL = ("INSERT INTO ports (run_id, host_idx, idx, address, protocol, port, state, reason, reason_ttl, service)"
              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _EXTRA_SQL = ("INSERT INTO extraports (run_id, host_idx, idx, address, state, count, reasons)"
               " VALUES (?, ?, ?, ?, ?, ?, ?)")
+_RUN_SQL = ("INSERT INTO runs (id, started, finished, args, scan_types, ports_scanned, stats)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)")
+_LOAD_RUN_SQL = "SELECT id, started, finished, args, scan_types, ports_scanned, stats FROM runs WHERE id = ?"
+_LOAD_HOSTS_SQL = ("SELECT idx, address, status, reasons, hostname, mac, distance, rtt_us, os, sequence, started,"
+                   " finished, extra FROM hosts WHERE run_id = ? ORDER BY idx")
+_LOAD_PORTS_SQL = ("SELECT host_idx, port, protocol, state, reason, reason_ttl, service FROM ports"
+                   " WHERE run_id = ? ORDER BY host_idx, idx")
+_LOAD_EXTRA_SQL = "SELECT host_idx, state, count, reasons FROM extraports WHERE run_id = ? ORDER BY host_idx, idx"
+_RUNS_SQL = (
+    "SELECT r.id, r.started, r.finished, r.args, r.scan_types, r.stats,"
+    " (SELECT COUNT(*) FROM hosts h WHERE h.run_id = r.id AND h.status = 'up'),"
+    " (SELECT COUNT(*) FROM hosts h WHERE h.run_id = r.id),"
+    " (SELECT COUNT(*) FROM ports p WHERE p.run_id = r.id AND p.state = 'open')"
+    " FROM runs r ORDER BY r.started DESC, r.rowid DESC"
+)
 
 #: rows per write transaction: a lock is held for milliseconds, not for a whole 50k-host import
 CHUNK_ROWS = 4000
@@ -222,6 +240,31 @@ def _service(text: str | None) -> Service | None:
         return None
     # Unknown keys come from newer writers; keep what this model knows.
     return Service(**{k: v for k, v in d.items() if k in _SERVICE_FIELDS})
+
+
+def _host_extra(h: HostResult) -> str | None:
+    """hosts.extra (schema 3): what HostResult carries beyond the other columns, NULL when empty."""
+    d = {k: v for k, v in (("hostnames", h.hostnames), ("warnings", h.warnings), ("trace", h.trace),
+                           ("addresses", h.addresses)) if v}  # addresses: --dual-stack's other family
+    return _dumps(d) if d else None
+
+
+def add_host_rows(rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]], run_id: str,
+                  i: int, h: HostResult) -> None:
+    """The hosts, ports and extraports rows of host `i` of a run (either backend)."""
+    rows[0].append((run_id, i, h.address, h.status, _dumps(list(h.reasons)), h.hostname, h.mac, h.distance,
+                    h.rtt_us, _dumps(h.os.to_dict()), _dumps(h.sequence), h.started, h.finished, _host_extra(h)))
+    rows[1].extend((run_id, i, j, h.address, p.protocol, p.port, p.state, p.reason, p.reason_ttl,
+                    _service_json(p.service)) for j, p in enumerate(h.ports))
+    rows[2].extend((run_id, i, j, h.address, e.state, e.count, _dumps(e.reasons)) for j, e in enumerate(h.extraports))
+
+
+_UNSET: Any = object()
+
+
+def run_row(run: ScanRun, finished: Any = _UNSET) -> tuple[Any, ...]:
+    return (run.id, run.started, run.finished if finished is _UNSET else finished, _dumps(list(run.args)),
+            _dumps(list(run.scan_types)), _encode_ports_scanned(run.ports_scanned), _dumps(run.stats))
 
 
 class Inventory:
@@ -415,30 +458,22 @@ class Inventory:
         if missing:
             raise UsageError(f"inventory {self.path} is damaged: table(s) {', '.join(sorted(missing))} missing; "
                              f"it was left untouched")
-        if version < 2:
-            self._upgrade_os_rows()
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
 
-    def _upgrade_os_rows(self) -> None:
-        """Version 1 -> 2, once: every stored `os` object is read through OsEvidence.from_dict
-        (the one reader of every older shape), given the combined verdict it lacked (timing and
-        passive runs had none) and written back."""
-        from hostprint.match import verdict
-        from hostprint.model import OsEvidence
+    def _migrate(self, version: int) -> None:
+        """Bring a file of an older schema to SCHEMA_VERSION, one step per transaction (MIGRATIONS)."""
+        for target, step in MIGRATIONS:
+            if version < target:
+                def apply(c: sqlite3.Connection, target: int = target, step: Any = step) -> None:
+                    row = c.execute("SELECT MAX(version) FROM schema_version").fetchone()
+                    if row and isinstance(row[0], int) and row[0] >= target:  # another process did it meanwhile
+                        return
+                    step(c)
+                    c.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
 
-        with self._transaction() as c:
-            row = c.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            if row and isinstance(row[0], int) and row[0] >= 2:  # another process upgraded it meanwhile
-                return
-            rows = c.execute("SELECT run_id, idx, os FROM hosts").fetchall()
-            for run_id, idx, text in rows:
-                try:
-                    ev = OsEvidence.from_dict(json.loads(text) if text else {})
-                except ValueError:
-                    ev = OsEvidence()
-                if not ev.matches and ev.unknown is None:
-                    verdict.apply(ev)
-                c.execute("UPDATE hosts SET os = ? WHERE run_id = ? AND idx = ?", (_dumps(ev.to_dict()), run_id, idx))
-            c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                with self._errors():
+                    self._write(apply)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -468,7 +503,6 @@ class Inventory:
 
         self._write(forget)
         rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]] = ([], [], [])
-        addrs: list[tuple[Any, ...]] = []
 
         def flush() -> None:
             hs, ps, es = rows
@@ -485,29 +519,50 @@ class Inventory:
                 r.clear()
 
         for i, h in enumerate(run.hosts if hosts is None else hosts):
-            rows[0].append((run.id, i, h.address, h.status, _dumps(list(h.reasons)), h.hostname, h.mac, h.distance,
-                            h.rtt_us, _dumps(h.os.to_dict()), _dumps(h.sequence), h.started, h.finished))
-            rows[1].extend((run.id, i, j, h.address, p.protocol, p.port, p.state, p.reason, p.reason_ttl,
-                            _service_json(p.service)) for j, p in enumerate(h.ports))
-            rows[2].extend((run.id, i, j, h.address, e.state, e.count, _dumps(e.reasons))
-                           for j, e in enumerate(h.extraports))
-            if h.addresses:  # --dual-stack: the other addresses ride in observations (kind "addresses")
-                addrs.append((run.id, h.address, _dumps(h.addresses), time.time()))
+            add_host_rows(rows, run.id, i, h)
             if sum(map(len, rows)) >= CHUNK_ROWS:
                 flush()
         flush()
+        self._write(lambda c: c.execute(_RUN_SQL, run_row(run)))
 
-        def addresses(c: sqlite3.Connection) -> None:  # replaced with the run, like the rows above
-            c.execute("DELETE FROM observations WHERE run_id = ? AND kind = 'addresses'", (run.id,))
-            c.executemany("INSERT INTO observations (run_id, address, kind, data, ts) VALUES (?, ?, 'addresses', ?, ?)",
-                          addrs)
+    # -- a run written as it goes (hostprint cluster): its `runs` row first, finished NULL ---------
 
-        self._write(addresses)
-        self._write(lambda c: c.execute(
-            "INSERT INTO runs (id, started, finished, args, scan_types, ports_scanned, stats)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run.id, run.started, run.finished, _dumps(list(run.args)), _dumps(list(run.scan_types)),
-             _encode_ports_scanned(run.ports_scanned), _dumps(run.stats))))
+    def begin_run(self, run: ScanRun) -> None:
+        """Start a run whose hosts arrive one by one: an earlier recording of the id goes, the
+        `runs` row is written now with finished NULL (`history` shows it "unfinished", with the hosts
+        so far; `--resume RUN` continues it if the run never finishes)."""
+        self.check_health(thorough=False)
+
+        def begin(c: sqlite3.Connection) -> None:
+            for table in _RUN_TABLES:
+                c.execute(f"DELETE FROM {table} WHERE {'id' if table == 'runs' else 'run_id'} = ?", (run.id,))
+            c.execute(_RUN_SQL, run_row(run, finished=None))
+
+        self._write(begin)
+
+    def add_hosts(self, run_id: str, hosts: Iterable[tuple[int, HostResult]]) -> None:
+        """Hosts of a begun run at their positions (one transaction; a host already at that
+        position is replaced, so a host arriving twice is stored once)."""
+        rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]] = ([], [], [])
+        idxs = []
+        for i, h in hosts:
+            add_host_rows(rows, run_id, i, h)
+            idxs.append((run_id, i))
+
+        def add(c: sqlite3.Connection) -> None:
+            for table, col in (("hosts", "idx"), ("ports", "host_idx"), ("extraports", "host_idx")):
+                c.executemany(f"DELETE FROM {table} WHERE run_id = ? AND {col} = ?", idxs)
+            c.executemany(_HOST_SQL, rows[0])
+            c.executemany(_PORT_SQL, rows[1])
+            c.executemany(_EXTRA_SQL, rows[2])
+
+        self._write(add)
+
+    def finish_run(self, run: ScanRun) -> None:
+        """The begun run's end: its `runs` row gets `finished` and the final stats."""
+        self._write(lambda c: c.execute("UPDATE runs SET finished = ?, stats = ?, ports_scanned = ? WHERE id = ?",
+                                        (run.finished, _dumps(run.stats), _encode_ports_scanned(run.ports_scanned),
+                                         run.id)))
 
     def _insert_chunked(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
         it = iter(rows)
@@ -562,38 +617,12 @@ class Inventory:
         """Newest first: id, started, finished, args, scan_types, hosts_up, hosts_total, open_ports."""
         if self._conn is None:
             return []
-        sql = (
-            "SELECT r.id, r.started, r.finished, r.args, r.scan_types, r.stats,"
-            " (SELECT COUNT(*) FROM hosts h WHERE h.run_id = r.id AND h.status = 'up'),"
-            " (SELECT COUNT(*) FROM hosts h WHERE h.run_id = r.id),"
-            " (SELECT COUNT(*) FROM ports p WHERE p.run_id = r.id AND p.state = 'open')"
-            " FROM runs r ORDER BY r.started DESC, r.rowid DESC"
-        )
-        params: tuple[Any, ...] = ()
+        sql, params = _RUNS_SQL, cast(tuple[Any, ...], ())
         if limit is not None:
-            sql += " LIMIT ?"
-            params = (int(limit),)
+            sql, params = sql + " LIMIT ?", (int(limit),)
         with self._errors():
             rows = self._conn.execute(sql, params).fetchall()
-        out = []
-        for rid, started, finished, args, scan_types, stats, up, total, open_ports in rows:
-            stats_d = self._json(stats, {}, f"the stats of run {rid}")
-            stated = stats_d.get("hosts_total") if isinstance(stats_d, dict) else None
-            if isinstance(stated, int) and stated > total:
-                total = stated
-            out.append(
-                {
-                    "id": rid,
-                    "started": started,
-                    "finished": finished,
-                    "args": self._json(args, [], f"the args of run {rid}"),
-                    "scan_types": self._json(scan_types, [], f"the scan types of run {rid}"),
-                    "hosts_up": up,
-                    "hosts_total": total,
-                    "open_ports": open_ports,
-                }
-            )
-        return out
+        return runs_from_rows(self, rows)
 
     def _ports_scanned(self, text: str, run_id: str) -> dict[str, list[int]]:
         try:
@@ -642,63 +671,99 @@ class Inventory:
         run_id = self.resolve_run(spec)
         conn = self._require()
         with self._errors():
-            r = conn.execute(
-                "SELECT id, started, finished, args, scan_types, ports_scanned, stats FROM runs WHERE id = ?",
-                (run_id,),
-            ).fetchone()
-            host_rows = conn.execute(
-                "SELECT idx, address, status, reasons, hostname, mac, distance, rtt_us, os, sequence, started,"
-                " finished FROM hosts WHERE run_id = ? ORDER BY idx",
-                (run_id,),
-            ).fetchall()
-            port_rows = conn.execute(
-                "SELECT host_idx, port, protocol, state, reason, reason_ttl, service FROM ports"
-                " WHERE run_id = ? ORDER BY host_idx, idx",
-                (run_id,),
-            ).fetchall()
-            extra_rows = conn.execute(
-                "SELECT host_idx, state, count, reasons FROM extraports WHERE run_id = ? ORDER BY host_idx, idx",
-                (run_id,),
-            ).fetchall()
-        run = ScanRun(
-            args=self._json(r[3], [], f"the args of run {run_id}"),
-            id=r[0],
-            started=r[1],
-            finished=r[2],
-            scan_types=self._json(r[4], [], f"the scan types of run {run_id}"),
-            ports_scanned=self._ports_scanned(r[5], run_id),
-            stats=self._json(r[6], {}, f"the stats of run {run_id}"),
+            r = conn.execute(_LOAD_RUN_SQL, (run_id,)).fetchone()
+            host_rows = conn.execute(_LOAD_HOSTS_SQL, (run_id,)).fetchall()
+            port_rows = conn.execute(_LOAD_PORTS_SQL, (run_id,)).fetchall()
+            extra_rows = conn.execute(_LOAD_EXTRA_SQL, (run_id,)).fetchall()
+        return assemble_run(self, r, host_rows, port_rows, extra_rows)
+
+
+def runs_from_rows(inv: Any, rows: Any) -> list[dict[str, Any]]:
+    out = []
+    for rid, started, finished, args, scan_types, stats, up, total, open_ports in rows:
+        stats_d = inv._json(stats, {}, f"the stats of run {rid}")
+        stated = stats_d.get("hosts_total") if isinstance(stats_d, dict) else None
+        if isinstance(stated, int) and stated > total:
+            total = stated
+        out.append({"id": rid, "started": started, "finished": finished,
+                    "args": inv._json(args, [], f"the args of run {rid}"),
+                    "scan_types": inv._json(scan_types, [], f"the scan types of run {rid}"),
+                    "hosts_up": up, "hosts_total": total, "open_ports": open_ports})
+    return out
+
+
+def assemble_run(inv: Any, r: Any, host_rows: Any, port_rows: Any, extra_rows: Any) -> ScanRun:
+    """A ScanRun from its rows (either backend). `inv` reads JSON columns (`_json`, `_service`,
+    `_ports_scanned`): a value that does not parse is reported as damage, naming the run."""
+    run_id = r[0]
+    run = ScanRun(
+        args=inv._json(r[3], [], f"the args of run {run_id}"),
+        id=r[0],
+        started=r[1],
+        finished=r[2],
+        scan_types=inv._json(r[4], [], f"the scan types of run {run_id}"),
+        ports_scanned=inv._ports_scanned(r[5], run_id),
+        stats=inv._json(r[6], {}, f"the stats of run {run_id}"),
+    )
+    hosts: dict[int, HostResult] = {}
+    for idx, addr, status, reasons, hostname, mac, distance, rtt, os_, seq, hs, hf, extra in host_rows:
+        hosts[idx] = HostResult(
+            address=addr,
+            status=status,
+            reasons=inv._json(reasons, [], f"host {addr} of run {run_id}"),
+            hostname=hostname,
+            mac=mac,
+            distance=distance,
+            rtt_us=rtt,
+            os=OsEvidence.from_dict(inv._json(os_, {}, f"the os of host {addr} in run {run_id}")),
+            sequence=inv._json(seq, {}, f"the sequence of host {addr} in run {run_id}"),
+            started=hs,
+            finished=hf,
         )
-        hosts: dict[int, HostResult] = {}
-        for idx, addr, status, reasons, hostname, mac, distance, rtt, os_, seq, hs, hf in host_rows:
-            hosts[idx] = HostResult(
-                address=addr,
-                status=status,
-                reasons=self._json(reasons, [], f"host {addr} of run {run_id}"),
-                hostname=hostname,
-                mac=mac,
-                distance=distance,
-                rtt_us=rtt,
-                os=OsEvidence.from_dict(self._json(os_, {}, f"the os of host {addr} in run {run_id}")),
-                sequence=self._json(seq, {}, f"the sequence of host {addr} in run {run_id}"),
-                started=hs,
-                finished=hf,
-            )
-        for hidx, port, proto, state, reason, ttl, svc in port_rows:
-            if hidx in hosts:
-                hosts[hidx].ports.append(PortResult(port, proto, state, reason, ttl,
-                                                    self._service(svc, f"port {port} in run {run_id}")))
-        for hidx, state, count, reasons in extra_rows:
-            if hidx in hosts:
-                hosts[hidx].extraports.append(ExtraPorts(state, count,
-                                                         self._json(reasons, {}, f"extraports in run {run_id}")))
-        run.hosts = [hosts[i] for i in sorted(hosts)]
-        by_addr = {h.address: h for h in run.hosts}
-        for o in self.observations(run_id, kind="addresses"):
-            h = by_addr.get(o["address"])
-            if h is not None and isinstance(o["data"], list):
-                h.addresses = [a for a in o["data"] if isinstance(a, dict)]
-        return run
+        more = inv._json(extra, None, f"the names of host {addr} in run {run_id}")
+        if isinstance(more, dict):
+            hosts[idx].hostnames = [h for h in more.get("hostnames") or [] if isinstance(h, dict)]
+            hosts[idx].warnings = [w for w in more.get("warnings") or [] if isinstance(w, str)]
+            hosts[idx].trace = [t for t in more.get("trace") or [] if isinstance(t, dict)]
+            hosts[idx].addresses = [a for a in more.get("addresses") or [] if isinstance(a, dict)]
+    for hidx, port, proto, state, reason, ttl, svc in port_rows:
+        if hidx in hosts:
+            hosts[hidx].ports.append(PortResult(port, proto, state, reason, ttl,
+                                                inv._service(svc, f"port {port} in run {run_id}")))
+    for hidx, state, count, reasons in extra_rows:
+        if hidx in hosts:
+            hosts[hidx].extraports.append(ExtraPorts(state, count,
+                                                     inv._json(reasons, {}, f"extraports in run {run_id}")))
+    run.hosts = [hosts[i] for i in sorted(hosts)]
+    return run
+
+
+# -- migrations: the same steps for SQLite and PostgreSQL (`c.execute(sql, params)` with ? placeholders) --
+
+
+def _m2_os_rows(c: Any) -> None:
+    """1 -> 2: every stored `os` object is read through OsEvidence.from_dict (the one reader of every
+    older shape), given the combined verdict it lacked (timing and passive runs had none) and
+    written back."""
+    from hostprint.match import verdict
+
+    for run_id, idx, text in c.execute("SELECT run_id, idx, os FROM hosts").fetchall():
+        try:
+            ev = OsEvidence.from_dict(json.loads(text) if text else {})
+        except ValueError:
+            ev = OsEvidence()
+        if not ev.matches and ev.unknown is None:
+            verdict.apply(ev)
+        c.execute("UPDATE hosts SET os = ? WHERE run_id = ? AND idx = ?", (_dumps(ev.to_dict()), run_id, idx))
+
+
+def _m3_host_extra(c: Any) -> None:
+    """2 -> 3: hosts.extra (names with their types, warnings, traceroute hops)."""
+    c.execute("ALTER TABLE hosts ADD COLUMN extra TEXT")
+
+
+#: (the version a step brings a store to, the step), in order
+MIGRATIONS: list[tuple[int, Callable[[Any], None]]] = [(2, _m2_os_rows), (3, _m3_host_extra)]
 
 
 # -- before the first packet ------------------------------------------------------------------------

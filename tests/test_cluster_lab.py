@@ -1,0 +1,371 @@
+"""Issue 21 against a real lab: shards (`--shards N --shard i --seed S`) whose outputs concatenate to
+the unsharded scan, `hostprint merge`, `--resume` after SIGINT, the PostgreSQL inventory and the
+Dask cluster runner.
+
+The lab: four target hosts, three "machines" for Dask workers and one for the scheduler, each a
+network namespace on the lab's bridge. Every test compares with a one-machine scan of the same
+targets made in the same lab (no answer is written down here except the lab's own listeners).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, hostprint, needs_root
+
+pytestmark = pytest.mark.lab
+
+TARGETS = ["198.18.0.10", "198.18.0.11", "198.18.0.12", "198.18.0.13"]
+PORTS = "20-25,79-81,443,1000-1003,6379,8080"
+NPORTS = 6 + 3 + 1 + 4 + 1 + 1
+WORKERS = {"w1": "198.18.0.21", "w2": "198.18.0.22", "w3": "198.18.0.23"}
+SCHED = "198.18.0.20"
+
+
+def cluster_lab_spec(name: str):
+    from hostprint.lab import HostSpec, LabSpec
+
+    # half-open connections an interrupted SYN scan leaves behind go after one SYN-ACK retransmission
+    # (see wait_half_open_gone)
+    short = {"net.ipv4.tcp_synack_retries": "1"}
+    return LabSpec(name=name, hosts=[
+        HostSpec(name="t1", address=TARGETS[0], services=["tcp-listen:22", "tcp-listen:80"],
+                 firewall=["tcp dport 1000-1099 drop"], sysctls=short),
+        HostSpec(name="t2", address=TARGETS[1], services=["tcp-listen:8080", "tcp-listen:443"], sysctls=short),
+        HostSpec(name="t3", address=TARGETS[2], services=["tcp-listen:6379"], firewall=["tcp dport 20-23 drop"],
+                 sysctls=short),
+        HostSpec(name="t4", address=TARGETS[3], services=["tcp-listen:21", "tcp-listen:25", "tcp-listen:81"],
+                 sysctls=short),
+        HostSpec(name="sched", address=SCHED),
+        *[HostSpec(name=n, address=a) for n, a in WORKERS.items()],
+    ])
+
+
+@pytest.fixture(scope="module")
+def clusterlab():
+    needs_root()
+    from hostprint.lab import Lab
+
+    with Lab(cluster_lab_spec(f"c{os.getpid() % 100000}"), strict=False) as lab:
+        yield lab
+
+
+def records(text: str) -> list[dict]:
+    return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+
+
+def by_address(recs: list[dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for d in recs:
+        assert d["address"] not in out, f"{d['address']} twice"
+        out[d["address"]] = d
+    return out
+
+
+def summary(host: dict) -> tuple[str, dict[int, str], dict[str, int]]:
+    """status, every listed non-closed port's state, and how many ports ended in each state
+    (listed + folded): equal summaries = the same port-by-port result on these hosts, whose
+    folded state is the one most ports share."""
+    counts: dict[str, int] = {}
+    listed = {}
+    for p in host["ports"]:
+        counts[p["state"]] = counts.get(p["state"], 0) + 1
+        listed[p["port"]] = p["state"]
+    for e in host["extraports"]:
+        counts[e["state"]] = counts.get(e["state"], 0) + e["count"]
+    return host["status"], {p: s for p, s in listed.items() if s != "closed"}, counts
+
+
+def scan_file(lab, path, *args: str) -> list[dict]:
+    hostprint(lab, "scan", "-sS", "-Pn", "-n", "-p", PORTS, *args, *TARGETS, "-oJ", str(path), "--no-db",
+              "--progress", "never", "-T4")
+    return records(path.read_text())
+
+
+@pytest.mark.parametrize("count", [3, 6])  # 3: whole hosts per shard; 6 > 4 hosts: some hosts' ports split
+def test_shards_concatenated_equal_the_unsharded_scan(clusterlab, tmp_path, count):
+    whole = by_address(scan_file(clusterlab, tmp_path / "all.jsonl"))
+    assert set(whole) == set(TARGETS)
+    assert sum(summary(h)[2].get("open", 0) for h in whole.values()) == 8  # the lab's listeners
+    files, per_shard = [], []
+    for i in range(count):
+        f = tmp_path / f"shard{i}.jsonl"
+        per_shard.append(scan_file(clusterlab, f, "--shards", str(count), "--shard", str(i), "--seed", "4242"))
+        files.append(f)
+    # disjoint and complete: every (host, port) pair exactly once over the shards
+    pairs: dict[str, int] = {}
+    for recs in per_shard:
+        for d in recs:
+            assert d["shard"]["count"] == count
+            pairs[d["address"]] = pairs.get(d["address"], 0) + sum(summary(d)[2].values())
+    assert pairs == {a: NPORTS for a in TARGETS}
+    concatenated = [d for recs in per_shard for d in recs]
+    if count <= len(TARGETS):  # whole hosts: the concatenation is the scan, each host once
+        cat = by_address(concatenated)
+        assert {a: summary(h) for a, h in cat.items()} == {a: summary(h) for a, h in whole.items()}
+    merged = subprocess.run([sys.executable, "-m", "hostprint", "merge", *map(str, files)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)
+    assert merged.returncode == 0, merged.stderr
+    got = by_address(records(merged.stdout))
+    assert {a: summary(h) for a, h in got.items()} == {a: summary(h) for a, h in whole.items()}
+    assert [d["address"] for d in records(merged.stdout)] == sorted(TARGETS, key=lambda a: tuple(map(int, a.split("."))))
+    # a missing shard is refused unless asked; the same shard twice is refused
+    r = subprocess.run([sys.executable, "-m", "hostprint", "merge", *map(str, files[1:])], capture_output=True,
+                       text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "shard(s) 0 of" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run([sys.executable, "-m", "hostprint", "merge", str(files[0]), str(files[0])],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2, r.stderr
+
+
+def test_another_seed_deals_other_hosts_but_the_same_result(clusterlab, tmp_path):
+    deals = []
+    for seed in ("1", "2", "3", "4"):
+        recs = scan_file(clusterlab, tmp_path / f"s{seed}.jsonl", "--shards", "2", "--shard", "0", "--seed", seed)
+        deals.append(frozenset(d["address"] for d in recs))
+        assert len(deals[-1]) == 2
+    assert len(set(deals)) > 1  # the seed decides the deal (4 seeds all dealing the same pair: 1 in 216)
+
+
+def _interrupted(lab, argv: list[str], out, hosts_before_sigint: int = 1) -> subprocess.CompletedProcess:
+    """Start the scan, wait until `hosts_before_sigint` hosts are in its -oJ file, SIGINT it (by PID)."""
+    env = {**os.environ, "HOSTPRINT_DB": os.environ.get("HOSTPRINT_DB", "/tmp/hostprint-test.sqlite")}
+    p = subprocess.Popen(["ip", "netns", "exec", lab.scanner_ns, sys.executable, "-m", "hostprint", *argv],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        while p.poll() is None:
+            if out.exists() and len(records(out.read_text())) >= hosts_before_sigint:
+                break
+            time.sleep(0.05)
+        assert p.poll() is None, "the scan ended before it could be interrupted: give it more work"
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
+
+
+def wait_half_open_gone(lab) -> None:
+    """An interrupted SYN scan leaves half-open connections on the targets (SYN-ACKs that arrived
+    after it stopped were never reset); the resumed scan uses the same source ports, and a target
+    answers a new SYN on such a 4-tuple with an ACK, not a SYN-ACK (the port looks filtered).
+    Wait until the targets have dropped them (event, not time: SYN-RECV sockets listed by ss)."""
+    for name in ("t1", "t2", "t3", "t4"):
+        while lab.exec(name, ["ss", "-tnH", "state", "syn-recv"], capture_output=True, text=True).stdout.strip():
+            time.sleep(0.2)
+
+
+@pytest.mark.parametrize("how", ["file", "inventory", "shard"])
+def test_resume_after_sigint_equals_an_uninterrupted_run(clusterlab, tmp_path, how):
+    shard = ["--shards", "2", "--shard", "1", "--seed", "77"] if how == "shard" else []
+    targets = [*TARGETS, *WORKERS.values()]  # more hosts: time to interrupt between two of them
+    flags = ["-sS", "-Pn", "-n", "-p", "1-4000", "-T4", "--max-hostgroup", "1", *shard]
+    whole_f = tmp_path / "whole.jsonl"
+    hostprint(clusterlab, "scan", *flags, *targets, "-oJ", str(whole_f), "--no-db", "--progress", "never")
+    whole = by_address(records(whole_f.read_text()))
+    out, db = tmp_path / "cut.jsonl", tmp_path / "inv.sqlite"
+    r = _interrupted(clusterlab, ["scan", *flags, *targets, "-oJ", str(out), "--db", str(db), "--progress", "never"],
+                     out)
+    assert r.returncode == 130, r.stderr
+    done_before = {d["address"] for d in records(out.read_text()) if not d.get("incomplete")}
+    assert 0 < len(done_before) < len(whole)
+    wait_half_open_gone(clusterlab)
+    resume = str(out) if how != "inventory" else "last"
+    r = hostprint(clusterlab, "scan", "--resume", resume, "--db", str(db), "--progress", "never")
+    if how == "inventory":
+        got_text = hostprint(clusterlab, "history", "last", "--json", "--db", str(db)).stdout
+    else:
+        got_text = out.read_text()
+    got = by_address([d for d in records(got_text) if not d.get("incomplete")])
+    assert {a: summary(h) for a, h in got.items()} == {a: summary(h) for a, h in whole.items()}, (done_before,
+                                                                                                   got_text)
+    reported = set(re.findall(r"^Nmap scan report for (\S+)$", r.stdout, re.M))
+    assert reported == set(whole) - done_before  # what was finished was not probed again
+
+
+@pytest.fixture(scope="module")
+def pg():
+    from pgserver import PgServer, pg_bin
+
+    if pg_bin() is None:
+        pytest.skip("needs Debian's postgresql package (scripts/setup.sh)")
+    with PgServer() as server:
+        yield server
+
+
+def test_a_scan_recorded_in_postgresql_reads_back_as_from_sqlite(clusterlab, pg, tmp_path):
+    url, sq = pg.createdb("labscan"), str(tmp_path / "inv.sqlite")
+    for db in (url, sq):
+        hostprint(clusterlab, "scan", "-sS", "-Pn", "-n", "-p", PORTS, *TARGETS, "--db", db, "--progress", "never")
+    runs = {db: records(hostprint(clusterlab, "history", "last", "--json", "--db", db).stdout) for db in (url, sq)}
+    assert {d["address"]: summary(d) for d in runs[url]} == {d["address"]: summary(d) for d in runs[sq]}
+    assert len(runs[url]) == len(TARGETS)
+    listed = hostprint(clusterlab, "history", "--db", url).stdout
+    assert "-sS" in listed and "postgresql://hostprint@" in listed
+
+
+class DaskCluster:
+    """`dask scheduler` in the lab's `sched` namespace and one `dask worker` in each worker
+    namespace (Dask's own CLI), started and stopped here by PID."""
+
+    def __init__(self, lab, workers: list[str]):
+        self.lab, self.names = lab, workers
+        self.address = f"tcp://{SCHED}:8786"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.env = {**os.environ, "PYTHONPATH": ROOT, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+
+    def _spawn(self, ns: str, argv: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", self.lab.resolve_ns(ns), *argv], env=self.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def __enter__(self) -> DaskCluster:
+        dask = os.path.join(os.path.dirname(sys.executable), "dask")
+        dask = dask if os.path.exists(dask) else "dask"
+        self.procs["sched"] = self._spawn("sched", [dask, "scheduler", "--host", SCHED, "--port", "8786",
+                                                    "--no-dashboard"])
+        for n in self.names:
+            # --no-nanny: a killed worker stays dead (a nanny would restart it)
+            self.procs[n] = self._spawn(n, [dask, "worker", self.address, "--host", WORKERS[n], "--nthreads", "1",
+                                            "--no-nanny", "--name", n, "--no-dashboard"])
+        self.wait_workers(len(self.names))
+        return self
+
+    def wait_workers(self, n: int) -> None:
+        """From the scanner's namespace (the scheduler's address is only reachable inside the lab)."""
+        code = (f"from distributed import Client\n"
+                f"with Client({self.address!r}, timeout=60) as c: c.wait_for_workers({n}, timeout=60)\n")
+        r = self.lab.exec("scan", [sys.executable, "-c", code], capture_output=True, text=True, env=self.env,
+                          timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+
+    def kill(self, name: str) -> None:
+        os.kill(self.procs[name].pid, signal.SIGKILL)
+        self.procs[name].wait()
+
+    def busy(self, name: str) -> bool:
+        """The worker runs a shard now (its hostprint child process exists)."""
+        pid = self.procs[name].pid
+        kids = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+        return "hostprint" in kids
+
+    def __exit__(self, *exc: object) -> None:
+        for p in reversed(list(self.procs.values())):
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.kill(p.pid, signal.SIGKILL)
+                    p.wait()
+
+
+def cluster_scan(lab, dask: DaskCluster, *args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen(["ip", "netns", "exec", lab.scanner_ns, sys.executable, "-m", "hostprint", "cluster",
+                             "scan", "--scheduler", dask.address, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dask.env, **kw)
+
+
+CLUSTER_FLAGS = ["-sS", "-Pn", "-n", "-T4"]
+
+
+def test_cluster_scan_equals_one_machine_port_by_port(clusterlab, pg, tmp_path):
+    one = by_address(scan_file(clusterlab, tmp_path / "one.jsonl"))
+    url = pg.createdb("cluster1")
+    with DaskCluster(clusterlab, list(WORKERS)) as dask:
+        p = cluster_scan(clusterlab, dask, "--shards", "6", "--seed", "5", "-oJ", str(tmp_path / "c.jsonl"),
+                         "--db", url, *CLUSTER_FLAGS, "-p", PORTS, *TARGETS)
+        out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    got = by_address(records((tmp_path / "c.jsonl").read_text()))
+    assert {a: summary(h) for a, h in got.items()} == {a: summary(h) for a, h in one.items()}
+    stored = by_address(records(hostprint(clusterlab, "history", "last", "--json", "--db", url).stdout))
+    assert {a: summary(h) for a, h in stored.items()} == {a: summary(h) for a, h in one.items()}
+    assert len(set(re.findall(r"done on (tcp://[0-9.]+):", err))) >= 2, err  # the work was spread
+
+
+def test_a_worker_killed_mid_run_changes_nothing(clusterlab, tmp_path):
+    flags = [*CLUSTER_FLAGS, "-p", "1-12000", *TARGETS]
+    one = by_address(scan_file_flags(clusterlab, tmp_path / "one.jsonl", flags))
+    with DaskCluster(clusterlab, list(WORKERS)) as dask:
+        p = cluster_scan(clusterlab, dask, "--shards", "9", "--seed", "11", "-oJ", str(tmp_path / "c.jsonl"),
+                         "--no-db", *flags)
+        try:
+            while not dask.busy("w2"):
+                assert p.poll() is None, "the cluster scan ended before w2 took a shard"
+                time.sleep(0.02)
+            dask.kill("w2")  # by PID, mid-shard
+            out, err = p.communicate(timeout=600)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert p.returncode == 0, err
+    if os.environ.get("HOSTPRINT_TEST_SHOW"):
+        print(err)
+    got = by_address(records((tmp_path / "c.jsonl").read_text()))  # each host once
+    assert {a: summary(h) for a, h in got.items()} == {a: summary(h) for a, h in one.items()}
+    done = re.findall(r"shard (\d+) done on (tcp://[0-9.]+):", err)
+    assert sorted(int(i) for i, _ in done) == list(range(9))  # every shard once
+    # w2 was killed in its first shard: that shard was run again by another worker
+    assert WORKERS["w2"] not in {w.split("//")[1].split(":")[0] for _, w in done}
+
+
+def scan_file_flags(lab, path, flags: list[str]) -> list[dict]:
+    hostprint(lab, "scan", *flags, "-oJ", str(path), "--no-db", "--progress", "never")
+    return records(path.read_text())
+
+
+def test_discovery_and_service_scan_shard_too(clusterlab, tmp_path):
+    """discover shards the hosts; -sV (per port) runs where its ports are."""
+    alladdr = [*TARGETS, "198.18.0.30"]  # one address nobody has
+    for cmd in (["discover", "-PE", "-PS22,80,443", *alladdr], ["scan", "-sS", "-sV", "-Pn", "-p", "21,22,80,443,8080",
+                                                                 *TARGETS]):
+        whole = by_address(records(hostprint(clusterlab, *cmd, "-n", "-oJ", "-", "--no-db", "--progress",
+                                             "never").stdout))
+        parts = []
+        for i in range(3):
+            parts += records(hostprint(clusterlab, *cmd, "-n", "--shards", "3", "--shard", str(i), "--seed", "3",
+                                       "-oJ", "-", "--no-db", "--progress", "never").stdout)
+        got = by_address(parts)  # each host in one shard only
+        assert set(got) == set(whole), cmd
+        for a, h in whole.items():
+            assert (got[a]["status"], summary(got[a])) == (h["status"], summary(h)), (cmd, a)
+            svc = {p["port"]: (p.get("service") or {}).get("name") for p in h["ports"] if p["state"] == "open"}
+            assert {p["port"]: (p.get("service") or {}).get("name") for p in got[a]["ports"]
+                    if p["state"] == "open"} == svc
+
+
+def os_names(h: dict) -> list[str]:
+    return [m["name"] for m in (h.get("os") or {}).get("matches") or []][:1]
+
+
+def test_os_detection_runs_once_per_host_in_its_owner_shard(clusterlab, tmp_path):
+    cmd = ["scan", "-sS", "-O", "-Pn", "-n", "-p", "21,22,25,80,81,443,8080,6379,1000", *TARGETS]
+    whole = by_address(records(hostprint(clusterlab, *cmd, "-oJ", "-", "--no-db", "--progress", "never").stdout))
+    assert all(os_names(h) for h in whole.values())
+    for count in (2, 6):  # whole hosts; split hosts (the owner shard runs -O on its share of the ports)
+        parts = []
+        for i in range(count):
+            r = hostprint(clusterlab, *cmd, "--shards", str(count), "--shard", str(i), "--seed", "8", "-oJ", "-",
+                          "--no-db", "--progress", "never")
+            parts += records(r.stdout)
+            if count > len(TARGETS) and "host-level techniques" in r.stderr:
+                assert "see only this shard's ports" in r.stderr
+        with_os: dict[str, int] = {}
+        for d in parts:
+            if os_names(d):
+                with_os[d["address"]] = with_os.get(d["address"], 0) + 1
+        assert with_os == {a: 1 for a in TARGETS}, (count, with_os)  # each host's -O ran in one shard
+        if count <= len(TARGETS):
+            got = by_address(parts)
+            assert {a: os_names(h) for a, h in got.items()} == {a: os_names(h) for a, h in whole.items()}
