@@ -12,6 +12,7 @@ row are needed before the rest is called filtered (or open|filtered), as nmap de
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import socket
 import struct
@@ -113,6 +114,9 @@ class TcpScan(Tcp6Path):
         self.payload = bytes(data_length)
         self.sport_lo, self.sport_hi = sport_range or route.probe_port_range()
         self.nsport = self.sport_hi - self.sport_lo + 1
+        # a fresh offset per run: a scan resumed right after Ctrl-C must not reuse the 4-tuples of the
+        # interrupted one's half-open connections (the target answers those with an ACK, not a SYN-ACK)
+        self.sport_offset = secrets.randbelow(self.nsport)
         self.progress = progress
         self.ttl = ttl
         self.on_open = on_open  # (address, port) the first time a port answers SYN-ACK to a SYN scan
@@ -409,7 +413,7 @@ class TcpScan(Tcp6Path):
             ti = tis[pos:pos + n]
             pi = pis[pos:pos + n]
             dport = self.ports[pi]
-            sport = self.sport_lo + ((pi * 7 + ti) % self.nsport)
+            sport = self.sport_lo + ((pi * 7 + ti + self.sport_offset) % self.nsport)
             c = self.cookie.batch(hkeys[ti], dport, sport).astype(np.uint64)
             zeros = np.zeros(n, np.uint64)
             if self.kind.cookie_in_ack:
