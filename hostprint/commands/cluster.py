@@ -160,7 +160,7 @@ def _client(address: str, timeout: float):  # -> distributed.Client
 def run(args: argparse.Namespace) -> int:
     from hostprint.commands.merge import combine
     from hostprint.model import HostResult, ScanRun
-    from hostprint.probes.shard import _seed
+    from hostprint.probes.shard import parse_seed
     from hostprint.report import _write_text, check_output_paths
     from hostprint.report.inventory import read_recovery
     from hostprint.report.jsonl import dumps_record
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     if args.shards is not None and not 1 <= args.shards <= 1 << 20:
         raise UsageError(f"bad --shards '{args.shards}': use 1 to {1 << 20}")
     if args.seed is not None:
-        job.seed = _seed(args.seed)
+        job.seed = parse_seed(args.seed)
     else:
         job.seed = int.from_bytes(os.urandom(6), "little")
     db = None if args.no_db else args.db

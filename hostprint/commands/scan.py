@@ -698,7 +698,6 @@ def add_random_targets(p: argparse.ArgumentParser) -> None:
     p.add_argument("-iR", dest="random_targets", type=int, metavar="N",
                    help="N random IPv4 targets, never special-purpose (IANA), unallocated or multicast space, "
                         "nor --exclude/--excludefile")
-    p.add_argument("--seed", type=int, metavar="N", help="-iR: the same N give the same targets")
 
 
 def add_scans2(p: argparse.ArgumentParser) -> None:
@@ -800,5 +799,8 @@ def _random_named(args: argparse.Namespace) -> list[str]:
         excl += split_target_list(e)
     if args.excludefile:
         excl += read_target_file(args.excludefile)
-    return random_targets(n, seed=getattr(args, "seed", None), exclude=excl,
+    from hostprint.probes.shard import parse_seed
+
+    seed = getattr(args, "seed", None)
+    return random_targets(n, seed=None if seed is None else parse_seed(seed), exclude=excl,
                           family=6 if getattr(args, "ipv6", False) else 4)

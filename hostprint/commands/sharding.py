@@ -27,7 +27,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    "(zmap's flag; every shard runs the same command with the same --seed)")
     p.add_argument("--shard", metavar="i|x/y", help="the shard this run takes: i from 0 (zmap, with --shards N) "
                    "or x/y from 1 (masscan)")
-    p.add_argument("--seed", metavar="S", help="seed of the target x port permutation; the same on every shard")
+    p.add_argument("--seed", metavar="S", help="seed of the target x port permutation, the same on every shard; "
+                   "with -iR, of the random draw (the same S gives the same targets)")
     p.add_argument("--max-hostgroup", type=_count, metavar="N", help="probe up hosts in groups of at most N "
                    "(nmap's; default 256): smaller groups report their first hosts sooner")
 

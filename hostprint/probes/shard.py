@@ -203,7 +203,7 @@ def parse_shard(shards: int | None, shard: str | None, seed: str | int | None) -
     None when the run is not sharded. One line naming the bad value otherwise."""
     if shards is None and shard is None:
         if seed is not None:
-            _seed(seed)
+            parse_seed(seed)
         return None
     if shard is None:
         raise UsageError(f"--shards {shards}: give --shard i too (0 to {shards - 1 if shards else 0})")
@@ -230,10 +230,10 @@ def parse_shard(shards: int | None, shard: str | None, seed: str | int | None) -
             raise UsageError(f"--shards {count}: give --seed S, the same on every shard (without one, shards of "
                              f"zmap and masscan overlap: masscan#531)")
         seed = 0
-    return ShardSpec(count, index, _seed(seed))
+    return ShardSpec(count, index, parse_seed(seed))
 
 
-def _seed(text: str | int) -> int:
+def parse_seed(text: str | int) -> int:
     s = str(text).strip()
     if not s.isdigit() or int(s) >= 1 << 64:
         raise UsageError(f"bad --seed '{text}': use a whole number from 0 to 2^64-1")
