@@ -48,6 +48,8 @@ from hostprint.probes.base import Technique
 from hostprint.probes.passive_hosts import HostSpill, HostState, addr_key, same_os
 from hostprint.signatures.passive_sigs import MAX_DIST, QUIRK_ORDER, guess_ittl
 
+# nmap's T4 and T6 OS probes: ACK with 20 bytes of options, windows 1024 and 32768 (osscan2.cc)
+_OS_ACK_WINDOWS = np.array([1024, 32768], np.int64)
 _HTTP_FIRST = np.frombuffer(b"CDGHOPT", np.uint8).astype(np.int64)
 
 # Caches of work done per distinct signature / header set / address (cleared when full). Real
@@ -109,6 +111,8 @@ class PassiveAnalyzer:
                       "flows_expired": 0, "hosts_dropped": 0, "hosts_spilled": 0, "hosts_reloaded": 0,
                       "non_ip": 0}
         self.now = 0.0
+        #: the probe detector (match/probedetect.py), or None: `passive --no-detect`
+        self.detector: Any = None
 
     # ---------------------------------------------------------------- batches (files)
 
@@ -153,16 +157,24 @@ class PassiveAnalyzer:
             v4 = ver == 4
             v6 = ver == 6
         ihl = (vb & 15) << 2
-        v4 &= (at(ip + 9) == 6) & ((at(ip + 6) & 0x1F) | at(ip + 7) == 0) & (ihl >= 20)
-        v6 &= at(ip + 6) == 6
+        unfrag = ((at(ip + 6) & 0x1F) | at(ip + 7)) == 0
+        pr4, pr6 = at(ip + 9), at(ip + 6)
+        det = self.detector
+        if det is not None:
+            d4, d6 = v4 & unfrag & (ihl >= 20), v6.copy()
+        v4 &= (pr4 == 6) & unfrag & (ihl >= 20)
+        v6 &= pr6 == 6
         tcp = np.where(v4, ip + ihl, ip + 40)
         ok = (v4 | v6) & (L >= tcp - S + 20)
         fl = at(tcp + 13)
         # PSH segments matter only when the payload can start an HTTP/1.x message (a method
         # or "HTTP/"): first byte one of C D G H O P T
-        pay = at(tcp + ((at(tcp + 12) >> 4) << 2))
+        thl = (at(tcp + 12) >> 4) << 2
+        pay = at(tcp + thl)
         httpish = np.isin(pay, _HTTP_FIRST)
         want = ok & (((fl & (SYN | RST)) == SYN) | (((fl & PSH) != 0) & httpish))
+        if det is not None:
+            self._detect(b, det, d4, d6, ok, fl, thl, ip, ihl, pr4, pr6, at, l2)
         sel = np.flatnonzero(want | vlan)
         if not len(sel):
             return
@@ -184,14 +196,73 @@ class PassiveAnalyzer:
             except (IndexError, struct.error, ValueError):
                 self.stats["malformed"] += 1
 
+    def _detect(self, b: PF.Batch, det: Any, d4: np.ndarray, d6: np.ndarray, ok: np.ndarray, fl: np.ndarray,
+                thl: np.ndarray, ip: np.ndarray, ihl: np.ndarray, pr4: np.ndarray, pr6: np.ndarray,
+                at: Callable[[np.ndarray], np.ndarray], l2: int) -> None:
+        """Hand the probe detector the packets that can be probes (decided with numpy over the
+        batch): TCP without ACK, SYN+ACK, bare ACK or FIN+ACK without options or payload, small
+        PSH payloads, UDP, ICMP echo/timestamp/mask and ICMPv6 echo requests."""
+        from hostprint.match.probedetect import parse_packet
+
+        tot = np.where(d4, (at(ip + 2) << 8) | at(ip + 3), ((at(ip + 4) << 8) | at(ip + 5)) + 40)
+        l4 = np.where(d4, ip + ihl, ip + 40)
+        paylen = tot - (l4 - ip) - thl
+        f6 = fl & 0x3F
+        bare = (paylen == 0) & ((f6 == ACK) | (f6 == (ACK | 1))) & (
+            (thl == 20) | ((thl == 40) & ((fl & 0xC0) == 0) & np.isin(at(l4 + 14) << 8 | at(l4 + 15), _OS_ACK_WINDOWS)))
+        tcpw = ok & (((fl & ACK) == 0) | ((fl & (SYN | ACK)) == (SYN | ACK)) | bare
+                     | (((fl & PSH) != 0) & (paylen > 0) & (paylen <= 1024)))
+        proto = np.where(d4, pr4, pr6)
+        itype = at(l4)
+        other = (d4 | d6) & (((proto == 17)) | ((proto == 1) & d4 & ((itype == 8) | (itype == 13) | (itype == 17)))
+                             | ((proto == 58) & d6 & (itype == 128)))
+        sel = np.flatnonzero(tcpw | other)
+        if not len(sel):
+            return
+        idx = sel.tolist()
+        buf, starts, lens = b.buf, b.starts, b.lens
+        feed = det.feed
+        for i, ts in zip(idx, b.ts_seconds(idx)):
+            s = starts[i]
+            pk = parse_packet(buf, s + l2, s + lens[i], ts)
+            if pk is not None:
+                feed(pk)
+
     # ---------------------------------------------------------------- frames (live, odd link layers)
 
     def feed_frame(self, ts: float, frame: bytes, linktype: int = PF.LINKTYPE_ETHERNET) -> None:
         self.stats["packets"] += 1
+        if self.detector is not None:
+            self._detect_frame(ts, frame, linktype)
         try:
             self._frame_slow(ts, frame, 0, len(frame), linktype)
         except (IndexError, struct.error, ValueError):
             self.stats["malformed"] += 1
+
+    def _detect_frame(self, ts: float, frame: bytes, lt: int) -> None:
+        from hostprint.match.probedetect import parse_packet
+
+        if lt == PF.LINKTYPE_ETHERNET:
+            off = 12
+            if len(frame) < 14:
+                return
+            et = U16.unpack_from(frame, off)[0]
+            off += 2
+            while et in (0x8100, 0x88A8) and len(frame) - off >= 4:
+                et = U16.unpack_from(frame, off + 2)[0]
+                off += 4
+            if et not in (0x0800, 0x86DD):
+                return
+        elif lt in (PF.LINKTYPE_LINUX_SLL, PF.LINKTYPE_LINUX_SLL2, PF.LINKTYPE_NULL, PF.LINKTYPE_LOOP):
+            off = {PF.LINKTYPE_LINUX_SLL: 16, PF.LINKTYPE_LINUX_SLL2: 20}.get(lt, 4)
+        elif lt in PF._RAW_ALIASES:
+            off = 0
+        else:
+            return
+        pk = parse_packet(frame, off, len(frame), ts)
+        if pk is not None:
+            assert self.detector is not None
+            self.detector.feed(pk)
 
     def _frame_slow(self, ts: float, buf: bytes, s: int, end: int, lt: int) -> None:
         if lt == PF.LINKTYPE_ETHERNET:
@@ -573,7 +644,7 @@ class PassiveTechnique(Technique[dict[str, Any]]):
             try:
                 live_capture(self.iface, lambda ts, fr: self.analyzer.feed_frame(ts, fr),
                              stop=lambda: self.count is not None and self.analyzer.observations >= self.count,
-                             timeout=self.timeout)
+                             timeout=self.timeout, probes=self.analyzer.detector is not None)
             except KeyboardInterrupt:
                 pass
         for f in self.files:
@@ -584,6 +655,8 @@ class PassiveTechnique(Technique[dict[str, Any]]):
             except CaptureError as e:
                 self.errors.append(e)
             self.files_read += 1
+        if self.analyzer.detector is not None:
+            self.analyzer.detector.finish()
         if not self.summarise:
             return {}
         return {s["address"]: s for s in self.analyzer.summaries()}
