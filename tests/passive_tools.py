@@ -75,6 +75,7 @@ def runs(lab_mac: str = TGT_MAC) -> dict[str, tuple[str, list[str] | Callable, s
     nm = ["nmap", "-n", "-Pn", "--disable-arp-ping", "-e", "eth0"]
     return {
         "nmap-sS": ("scan", [*nm, "-sS", "-p", "1-1000", TGT], "nmap"),
+        "nmap-full": ("scan", [*nm, "-sS", "-p-", "--max-rate", "5000", TGT], "nmap"),
         "nmap-sF": ("scan", [*nm, "-sF", "-p", "1-300", TGT], "nmap"),
         "nmap-sN": ("scan", [*nm, "-sN", "-p", "1-300", TGT], "nmap"),
         "nmap-sX": ("scan", [*nm, "-sX", "-p", "1-300", TGT], "nmap"),
