@@ -155,6 +155,9 @@ def addr_text(b: bytes) -> str:
 # --------------------------------------------------------------------------- rules (shapes)
 
 _PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmp6": 58}
+#: tests that read more than the header fields in the shape cache key (see ProbeDetector._rules_for)
+_DYNAMIC_TESTS = frozenset({"seq_ipid", "ipid_xor", "payload", "prefix", "contains", "fill", "ack", "seq", "dport"})
+_PAYLOAD_TESTS = frozenset({"payload", "prefix", "contains", "fill"})
 
 
 @dataclass
@@ -164,11 +167,25 @@ class Shape:
     text: str
     tests: list[tuple[str, Any]]
 
+    def __post_init__(self) -> None:
+        self.static = [(_TEST[k], v) for k, v in self.tests if k not in _DYNAMIC_TESTS]
+        self.dynamic = [(_TEST[k], v) for k, v in self.tests if k in _DYNAMIC_TESTS]
+        self.needs_payload = any(k in _PAYLOAD_TESTS for k, _v in self.tests)
+
     def matches(self, p: Pkt) -> bool:
         for k, want in self.tests:
             if not _TEST[k](p, want):
                 return False
         return True
+
+    def static_ok(self, p: Pkt) -> bool:
+        """The tests the shape cache key covers (and no payload test on an empty payload)."""
+        if self.needs_payload and p.plen == 0:
+            return False
+        return all(t(p, v) for t, v in self.static)
+
+    def dynamic_ok(self, p: Pkt) -> bool:
+        return all(t(p, v) for t, v in self.dynamic)
 
 
 def _flags_exact(p: Pkt, want: int) -> bool:
@@ -358,7 +375,7 @@ class ProbeDetector:
                 table.setdefault(pr, []).append(r)
             self._marks |= {v for s in r.shapes for k, v in s.tests if k == "ipid"}
         self._idx = {r.name: r for r in rules}
-        self._shape_cache: dict[tuple[Any, ...], tuple[Rule, ...]] = {}
+        self._shape_cache: dict[tuple[Any, ...], tuple[tuple[Rule, ...], tuple[tuple[Rule, tuple[Shape, ...]], ...]]] = {}
         self._retx: dict[tuple[bytes, int, bytes, int, int], int] = {}
 
     # ---------------------------------------------------------------- packets
@@ -372,8 +389,11 @@ class ProbeDetector:
             src = self.sources[p.src] = _Source(addr_text(p.src), p.ts, p.ts)
         src.last = p.ts
         matched = self._rules_for(p)
+        recount = False
         for r in matched:
-            src.rules[r.name] = src.rules.get(r.name, 0) + 1
+            n = src.rules[r.name] = src.rules.get(r.name, 0) + 1
+            if n == r.weight or not n & (n - 1):  # the ranking can only change when a count crosses these
+                recount = True
             if r.method == "os-probe" and r.probe and r.set:
                 got = src.os_probes.setdefault((r.set, p.dst), set())
                 if r.probe not in got:
@@ -381,7 +401,7 @@ class ProbeDetector:
                     if len(got) == self.th.os_probes:
                         self._event(src, "os-fingerprint", r.set, p,
                                     detail=f"OS detection probes of the {r.set} set")
-        if matched:
+        if recount:
             self._attribute(src, p)
         if p.proto == 6:
             self._tcp(src, p, matched)
@@ -396,19 +416,27 @@ class ProbeDetector:
                 self._event(src, "app-fingerprint", r.method, p, detail=r.note or r.name, once_key=r.name)
 
     def _rules_for(self, p: Pkt) -> tuple[Rule, ...]:
-        # header-only tests repeat with the shape: cached by the fields they read
+        # Header tests repeat with the shape: the rules they pass are cached by the fields they
+        # read; per-packet tests (sequence-derived IP IDs, payload bytes) run only for the shapes
+        # whose header tests passed.
         mark = p.ipid if p.ipid in self._marks else -1
-        key = (p.proto, p.flags, p.win, p.opts, p.ttl, p.df, p.tos, p.urg, p.reserved, p.itype, p.icode, mark)
+        key = (p.proto, p.flags, p.win, p.opts, p.ttl, p.df, p.tos, p.urg, p.reserved, p.itype, p.icode, mark, p.plen)
         hit = self._shape_cache.get(key)
         if hit is None:
-            hit = tuple(r for r in self._static.get(p.proto, ()) if r.matches(p))
+            fixed = tuple(r for r in self._static.get(p.proto, ()) if r.matches(p))
+            found: list[tuple[Rule, tuple[Shape, ...]]] = []
+            for r in self._dynamic.get(p.proto, ()):
+                shapes = tuple(s for s in r.shapes if s.static_ok(p))
+                if shapes:
+                    found.append((r, shapes))
+            hit = (fixed, tuple(found))
             if len(self._shape_cache) > 4096:
                 self._shape_cache.clear()
             self._shape_cache[key] = hit
-        dyn = self._dynamic.get(p.proto)
-        if dyn:
-            return hit + tuple(r for r in dyn if r.matches(p))
-        return hit
+        fixed, cands = hit
+        if not cands:
+            return fixed
+        return fixed + tuple(r for r, shapes in cands if any(s.dynamic_ok(p) for s in shapes))
 
     def _tcp(self, src: _Source, p: Pkt, matched: tuple[Rule, ...]) -> None:
         f = p.flags & 0x3F
@@ -419,8 +447,10 @@ class ProbeDetector:
             return
         if f & (SYN | ACK) == SYN:
             m = "syn" if f == SYN else ("xmas" if f & FIN else None)
-            if len(src.conns) < MAX_CONNS:
-                src.conns[(p.dst, p.dport, p.sport)] = p.ts
+            if len(src.conns) >= MAX_CONNS:  # the older half goes (a port scan's SYNs never get a payload)
+                for k in list(src.conns)[: MAX_CONNS // 2]:
+                    del src.conns[k]
+            src.conns[(p.dst, p.dport, p.sport)] = p.ts
             if m is not None and p.plen == 0:
                 self._scan(src, m, p, p.dport)
             return
@@ -488,19 +518,27 @@ class ProbeDetector:
             self._event(src, "app-fingerprint", "trigger-sweep", p,
                         detail=f"{len(seen)} different first payloads to port {p.dport}, one connection each")
 
-    def _scan(self, src: _Source, method: str, p: Pkt, port: int) -> None:
+    def _scan(self, src: _Source, method: str, p: Pkt, port: int, many: list[int] | None = None,
+              first: float | None = None) -> None:
+        """Count probes of one method from `src` to p.dst: one (port; -1 for ICMP) or `many` ports
+        (a group of like packets, feed_group) seen from `first` to p.ts."""
         m = src.methods.get(method)
         if m is None:
-            m = src.methods[method] = _Method(p.ts, p.ts)
+            m = src.methods[method] = _Method(p.ts if first is None else first, p.ts)
         m.last = p.ts
-        m.packets += 1
+        m.packets += 1 if many is None else len(many)
         ports = m.targets.get(p.dst)
         if ports is None:
             if len(m.targets) >= MAX_TARGETS:
                 m.targets_over += 1
                 return
             ports = m.targets[p.dst] = set()
-        if port >= 0:
+        if many is not None:
+            ports.update(many)
+            if len(m.ports) < MAX_PORTS:
+                m.ports.update(many)
+            port = many[-1]
+        elif port >= 0:
             ports.add(port)
             if len(m.ports) < MAX_PORTS:
                 m.ports.add(port)
@@ -515,6 +553,76 @@ class ProbeDetector:
             hosts_on_port = sum(1 for s in m.targets.values() if port in s)
             if hosts_on_port >= self.th.hosts:
                 m.event = self._event(src, "sweep", method, p, detail=f"{METHOD_TEXT[method]} sweep of port {port}")
+
+    # ---------------------------------------------------------------- groups of like packets (the fast path)
+
+    def group_marks(self) -> tuple[list[int], set[str]] | None:
+        """What feed_group needs computed per packet, or None when the rules test header-only TCP
+        packets in ways a group cannot stand for: the seq_ipid shifts the rules use, and the other
+        per-packet test kinds (only ipid_xor is allowed)."""
+        shifts: set[int] = set()
+        kinds: set[str] = set()
+        for r in self.rules:
+            for sh in r.shapes:
+                if sh.needs_payload:
+                    continue
+                for k, v in sh.tests:
+                    if k == "seq_ipid":
+                        shifts.add(int(v))
+                    elif k in _DYNAMIC_TESTS:
+                        kinds.add(k)
+        if kinds - {"ipid_xor"}:
+            return None
+        return sorted(shifts), kinds
+
+    def feed_group(self, p: Pkt, dports: list[int], sports: list[int], first: float) -> None:
+        """Packets from one source to one host that share every header field a rule reads (and
+        every per-packet mark: the caller grouped them by those), differing only in ports, sequence
+        numbers and times: `p` is one of them (the last, with its time), the ports are all of
+        theirs. Header-only TCP probes without ACK, or bare ACKs (the numpy grouping in
+        probes/passive.py); what feed() does for each, done once."""
+        n = len(dports)
+        self.stats["packets"] += n
+        src = self.sources.get(p.src)
+        if src is None:
+            if len(self.sources) >= MAX_SOURCES:
+                self._prune()
+            src = self.sources[p.src] = _Source(addr_text(p.src), first, p.ts)
+        src.last = p.ts
+        matched = self._rules_for(p)
+        recount = False
+        for r in matched:
+            old = src.rules.get(r.name, 0)
+            new = src.rules[r.name] = old + n
+            if old < r.weight <= new or old.bit_length() != new.bit_length():
+                recount = True
+            if r.method == "os-probe" and r.probe and r.set:
+                got = src.os_probes.setdefault((r.set, p.dst), set())
+                if r.probe not in got:
+                    got.add(r.probe)
+                    if len(got) == self.th.os_probes:
+                        self._event(src, "os-fingerprint", r.set, p, detail=f"OS detection probes of the {r.set} set")
+        if recount:
+            self._attribute(src, p)
+        f = p.flags & 0x3F
+        if f & (SYN | ACK) == SYN:
+            conns = src.conns
+            for dp, sp in zip(dports, sports):
+                if len(conns) >= MAX_CONNS:
+                    for k in list(conns)[: MAX_CONNS // 2]:
+                        del conns[k]
+                conns[(p.dst, dp, sp)] = p.ts
+            m = "syn" if f == SYN else ("xmas" if f & FIN else None)
+            if m is not None:
+                self._scan(src, m, p, -1, dports, first)
+        elif not f & ACK:
+            m = _TCP_METHOD.get(f & ~(ECE | CWR))
+            if m is not None:
+                self._scan(src, m, p, -1, dports, first)
+        elif f in (ACK, FIN | ACK) and not p.opts:
+            keep = [dp for dp, sp in zip(dports, sports) if (p.dst, dp, sp) not in src.conns]
+            if keep:
+                self._scan(src, "ack" if f == ACK else "maimon", p, -1, keep, first)
 
     # ---------------------------------------------------------------- attribution and events
 
@@ -617,7 +725,6 @@ class ProbeDetector:
         return out
 
 
-_DYNAMIC_TESTS = frozenset({"seq_ipid", "ipid_xor", "payload", "prefix", "contains", "fill", "ack", "seq", "dport", "plen"})
 
 
 def _needs_packet(r: Rule) -> bool:

@@ -113,6 +113,7 @@ class PassiveAnalyzer:
         self.now = 0.0
         #: the probe detector (match/probedetect.py), or None: `passive --no-detect`
         self.detector: Any = None
+        self._marks: tuple[list[int], set[str]] | None = None  # what the detector's groups need
 
     # ---------------------------------------------------------------- batches (files)
 
@@ -216,17 +217,72 @@ class PassiveAnalyzer:
         itype = at(l4)
         other = (d4 | d6) & (((proto == 17)) | ((proto == 1) & d4 & ((itype == 8) | (itype == 13) | (itype == 17)))
                              | ((proto == 58) & d6 & (itype == 128)))
+        buf, starts, lens = b.buf, b.starts, b.lens
+        # Header-only IPv4 TCP probes (a scan's bulk) go as groups of like packets: numpy finds the
+        # groups, Python sees one packet per group (feed_group).
+        if self._marks is None:
+            self._marks = det.group_marks() or ([], {"off"})
+        shifts, kinds = self._marks
+        if "off" not in kinds:
+            bulk = tcpw & d4 & (paylen == 0) & (((fl & ACK) == 0) | (((f6 == ACK) | (f6 == (ACK | 1))) & (thl == 20)))
+            bi = np.flatnonzero(bulk)
+            if len(bi) >= 64:
+                tcpw = tcpw & ~bulk
+                self._detect_groups(b, det, bi, ip[bi], l4[bi], fl[bi], thl[bi], at, l2, shifts, kinds)
         sel = np.flatnonzero(tcpw | other)
         if not len(sel):
             return
         idx = sel.tolist()
-        buf, starts, lens = b.buf, b.starts, b.lens
         feed = det.feed
         for i, ts in zip(idx, b.ts_seconds(idx)):
             s = starts[i]
             pk = parse_packet(buf, s + l2, s + lens[i], ts)
             if pk is not None:
                 feed(pk)
+
+    def _detect_groups(self, b: PF.Batch, det: Any, bi: np.ndarray, ipb: np.ndarray, l4b: np.ndarray, flb: np.ndarray,
+                       thb: np.ndarray, at: Callable[[np.ndarray], np.ndarray], l2: int, shifts: list[int],
+                       kinds: set[str]) -> None:
+        from hostprint.match.probedetect import parse_packet
+
+        def u16(o: np.ndarray) -> np.ndarray:
+            return (at(o) << 8) | at(o + 1)
+
+        def u32(o: np.ndarray) -> np.ndarray:
+            return (u16(o) << 16) | u16(o + 2)
+
+        src, dst, ipid = u32(ipb + 12), u32(ipb + 16), u16(ipb + 4)
+        sport, dport, seq, ack = u16(l4b), u16(l4b + 2), u32(l4b + 4), u32(l4b + 8)
+        olen = thb - 20
+        h = olen.copy()
+        for j in range(int(olen.max()) if len(olen) else 0):  # the option bytes, folded into one number
+            h = (h * 1_000_003 + np.where(j < olen, at(l4b + 20 + j), 256)) & 0x1FFFFFFFFFFFFFFF
+        cols = [src, dst, flb, u16(l4b + 14), at(ipb + 8), at(ipb + 1), at(ipb + 6) & 0x40, u16(l4b + 18),
+                at(l4b + 12) & 15, h, np.where(np.isin(ipid, list(det._marks)), ipid, -1)]
+        c = np.where(((flb & SYN) != 0) | ((flb & ACK) == 0), seq, ack)
+        for sh in shifts:
+            cols.append((ipid == ((c >> sh) & 0xFFFF)) & (c != 0))
+        if "ipid_xor" in kinds:
+            cols.append(ipid == ((dst ^ dport ^ seq) & 0xFFFF))
+        _u, inv = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)
+        inv = inv.reshape(-1)
+        order = np.argsort(inv, kind="stable")
+        cuts = np.flatnonzero(np.diff(inv[order])) + 1
+        groups = np.split(order, cuts)
+        # each group in the order of its last packet, so events keep the capture's order
+        groups.sort(key=lambda g: int(g[-1]))
+        ends = [int(bi[g[-1]]) for g in groups]
+        firsts = [int(bi[g[0]]) for g in groups]
+        t_end, t_first = b.ts_seconds(ends), b.ts_seconds(firsts)
+        buf, starts, lens = b.buf, b.starts, b.lens
+        dps, sps = dport.tolist(), sport.tolist()
+        for g, i, ts, t0 in zip(groups, ends, t_end, t_first):
+            s = starts[i]
+            pk = parse_packet(buf, s + l2, s + lens[i], ts)
+            if pk is None:
+                continue
+            gl = g.tolist()
+            det.feed_group(pk, [dps[k] for k in gl], [sps[k] for k in gl], t0)
 
     # ---------------------------------------------------------------- frames (live, odd link layers)
 
