@@ -221,3 +221,36 @@ def test_normal_traffic_raises_nothing_and_mixed_capture_false_positives(capture
     fp = [e for e in finals if e["source"] != "198.18.0.1"]
     print(f"mixed capture: {len(finals)} detections, {len(fp)} false positives")
     assert finals and not fp, fp
+
+
+def _run_api(path: Path, group_min: int) -> tuple[list[str], str, list[str]]:
+    import asyncio
+
+    from hostprint.engine.rate import template
+    from hostprint.match.passive import PassiveMatcher
+    from hostprint.match.probedetect import detector
+    from hostprint.probes.base import Session
+    from hostprint.probes.passive import PassiveTechnique
+    from hostprint.signatures.passive_db import resolve_db
+
+    lines: list[str] = []
+    evs: list[dict] = []
+    t = PassiveTechnique(PassiveMatcher(resolve_db("builtin", None)), files=[path], write=lines.append)
+    t.analyzer.group_min = group_min
+    t.analyzer.detector = detector(lambda e: evs.append(e.to_dict()))
+    hosts = asyncio.run(t.probe([], Session(template("3"))))
+    finals = sorted(json.dumps({k: v for k, v in e.items() if k != "ts"}, sort_keys=True)
+                    for e in evs if e["update"] == "final")
+    return sorted(lines), json.dumps(hosts, sort_keys=True, default=str), finals
+
+
+@pytest.mark.lab
+def test_grouped_paths_equal_the_packet_by_packet_path(captures):
+    """The fast paths (a scan's SYNs and header-only probes handled as groups of like packets) give
+    the same observations, host records and final detections as one packet at a time."""
+    caps, _runs = captures
+    for name in ("nmap-sS", "nmap-full", "masscan", "hostprint-sS", "nmap-O", "nmap-sA", "normal"):
+        fast, slow = _run_api(caps[name], 64), _run_api(caps[name], 10**9)
+        assert fast[0] == slow[0], f"{name}: observations differ"
+        assert fast[1] == slow[1], f"{name}: host records differ"
+        assert fast[2] == slow[2], f"{name}: detections differ"

@@ -387,7 +387,10 @@ class ProbeDetector:
             if len(self.sources) >= MAX_SOURCES:
                 self._prune()
             src = self.sources[p.src] = _Source(addr_text(p.src), p.ts, p.ts)
-        src.last = p.ts
+        if p.ts > src.last:  # (a batch's groups of like packets were counted before its other packets)
+            src.last = p.ts
+        elif p.ts < src.first:
+            src.first = p.ts
         matched = self._rules_for(p)
         recount = False
         for r in matched:
@@ -525,7 +528,9 @@ class ProbeDetector:
         m = src.methods.get(method)
         if m is None:
             m = src.methods[method] = _Method(p.ts if first is None else first, p.ts)
-        m.last = p.ts
+        elif first is not None:  # groups come in the order of their last packet, not their first
+            m.first = min(m.first, first)
+        m.last = max(m.last, p.ts)
         m.packets += 1 if many is None else len(many)
         ports = m.targets.get(p.dst)
         if ports is None:
@@ -588,7 +593,8 @@ class ProbeDetector:
             if len(self.sources) >= MAX_SOURCES:
                 self._prune()
             src = self.sources[p.src] = _Source(addr_text(p.src), first, p.ts)
-        src.last = p.ts
+        src.first = min(src.first, first)
+        src.last = max(src.last, p.ts)
         matched = self._rules_for(p)
         recount = False
         for r in matched:
@@ -650,7 +656,7 @@ class ProbeDetector:
 
     def _evidence(self, src: _Source) -> list[dict[str, Any]]:
         out = []
-        for name, n in sorted(src.rules.items(), key=lambda kv: -kv[1]):
+        for name, n in sorted(src.rules.items(), key=lambda kv: (-kv[1], kv[0])):
             r = self._rule(name)
             if r is None:
                 continue
@@ -694,7 +700,7 @@ class ProbeDetector:
             ev.packets = sum(src.rules.get(r.name, 0) for r in self.rules if r.method == "os-probe" and r.set == ev.method)
         else:
             ev.packets = sum(src.rules.get(r.name, 0) for r in self.rules if r.method in ("app-trigger", "rpc-trigger"))
-        ev.last_seen = src.last
+        ev.first_seen, ev.last_seen = src.first, src.last
 
     def _send(self, ev: ProbeEvent) -> None:
         import copy

@@ -61,6 +61,18 @@ ADDR_CACHE_MAX = 16384
 FIRST_LINE_CACHE_MAX = 1024
 
 
+def _group_ids(cols: list[np.ndarray]) -> np.ndarray:
+    """A group number per packet: packets with equal values in every column share one. The columns
+    are folded into one 64-bit number (FNV-style); two different header sets would have to collide
+    in 64 bits within one batch to be merged."""
+    key = np.zeros(len(cols[0]), np.uint64)
+    with np.errstate(over="ignore"):
+        for c in cols:
+            key = (key * np.uint64(0x100000001B3)) ^ c.astype(np.uint64)
+    _u, inv = np.unique(key, return_inverse=True)
+    return inv.reshape(-1)
+
+
 def _val(b: bytes | None) -> str | None:
     return None if b is None else b[:256].decode("latin-1")
 
@@ -114,6 +126,8 @@ class PassiveAnalyzer:
         #: the probe detector (match/probedetect.py), or None: `passive --no-detect`
         self.detector: Any = None
         self._marks: tuple[list[int], set[str]] | None = None  # what the detector's groups need
+        #: a batch with at least this many like packets (a scan's SYNs) takes the grouped paths
+        self.group_min = 64
 
     # ---------------------------------------------------------------- batches (files)
 
@@ -176,6 +190,24 @@ class PassiveAnalyzer:
         want = ok & (((fl & (SYN | RST)) == SYN) | (((fl & PSH) != 0) & httpish))
         if det is not None:
             self._detect(b, det, d4, d6, ok, fl, thl, ip, ihl, pr4, pr6, at, l2)
+        if self.emit is None:
+            # A scan's SYNs: IPv4, no IP options, no TCP timestamp, no payload. They go through as
+            # groups that share every bit syn_cache_key reads (one full parse per group), before
+            # the batch's other candidates so their SYN+ACKs and HTTP find the flows.
+            olen = thl - 20
+            nots = np.ones(n, bool)
+            for j in range(int(olen[v4].max()) if v4.any() else 0):
+                nots &= ~((j + 1 < olen) & (at(tcp + 20 + j) == 8) & (at(tcp + 21 + j) == 10))
+            tot = (at(ip + 2) << 8) | at(ip + 3)
+            bulk = (v4 & ok & ((fl & (SYN | ACK | RST)) == SYN) & (ihl == 20) & nots & (tot == 20 + thl)
+                    & (L >= 14 + tot))
+            if etpos < 0 or lt != PF.LINKTYPE_ETHERNET:
+                bulk &= False
+            bi = np.flatnonzero(bulk)
+            if len(bi) >= self.group_min:
+                want &= ~bulk
+                self.stats["candidates"] += len(bi)
+                self._syn_groups(b, bi, ip[bi], tcp[bi], fl[bi], olen[bi], at, l2)
         sel = np.flatnonzero(want | vlan)
         if not len(sel):
             return
@@ -196,6 +228,77 @@ class PassiveAnalyzer:
                 ip_(buf, s + l2, end, 6 if v6l is not None and v6l[i] else 4, ts)
             except (IndexError, struct.error, ValueError):
                 self.stats["malformed"] += 1
+
+    def _syn_groups(self, b: PF.Batch, bi: np.ndarray, ipb: np.ndarray, tb: np.ndarray, flb: np.ndarray,
+                    olen: np.ndarray, at: Callable[[np.ndarray], np.ndarray], l2: int) -> None:
+        """SYNs that differ only in addresses, ports, sequence numbers, IP ID and time: the first of
+        each group takes the full path (_ip), the others reuse its cached record (what the full
+        path does on a cache hit, without re-reading the header)."""
+        def u16(o: np.ndarray) -> np.ndarray:
+            return (at(o) << 8) | at(o + 1)
+
+        hk = olen.copy()
+        for j in range(int(olen.max())):
+            hk = (hk * 1_000_003 + np.where(j < olen, at(tb + 20 + j), 256)) & 0x1FFFFFFFFFFFFFFF
+        seq0 = (u16(tb + 4) | u16(tb + 6)) == 0
+        ack0 = (u16(tb + 8) | u16(tb + 10)) == 0
+        cols = [at(ipb + 1), at(ipb + 6) & 0xE0, u16(ipb + 4) == 0, at(ipb + 8), at(tb + 12), flb, u16(tb + 14),
+                u16(tb + 18) == 0, seq0, ack0, hk]
+        inv = _group_ids(cols)
+        first_of: dict[int, int] = {}
+        idx = bi.tolist()
+        tss = b.ts_seconds(idx)
+        buf, starts, lens = b.buf, b.starts, b.lens
+        stats, flows, write = self.stats, self.flows, self.write
+        hits: dict[int, tuple[Any, ...] | None] = {}
+        for k, (i, ts, g) in enumerate(zip(idx, tss, inv.tolist())):
+            s = starts[i]
+            hit = hits.get(g) if g in first_of else None
+            if hit is None:
+                first_of[g] = k
+                try:
+                    hits[g] = self._ip(buf, s + l2, s + lens[i], 4, ts)
+                except (IndexError, struct.error, ValueError):
+                    stats["malformed"] += 1
+                    hits[g] = None
+                continue
+            # the group's record: same signature, same match; only who, ports and time differ
+            os_d, dist, raw, raw_s, role, kind, tail, lab, os_full = hit
+            ip = s + l2
+            src, dst = buf[ip + 12: ip + 16], buf[ip + 16: ip + 20]
+            t = ip + 20
+            ports = buf[t: t + 4]
+            e1, e2 = src + ports[:2], dst + ports[2:]
+            self.now = ts
+            stats["syn"] += 1
+            flows[e1 + e2 if e1 < e2 else e2 + e1] = [ts, raw["mss"], True, True, e1]
+            if len(flows) > self.max_flows:
+                self._expire()
+                flows = self.flows
+            addr = self._addr(src)
+            self.observations += 1
+            if write is not None:
+                sport, dport = U16X2.unpack_from(ports)
+                write('{"type": "observation", "address": "%s", "port": %d, "peer": "%s", "peer_port": %d, '
+                      '"ts": %r, "tsval": null, %s\n' % (addr, sport, self._addr(dst), dport, ts, tail))
+            h = self.hosts.get(addr)
+            if h is None:
+                h = self._host(addr, ts)
+            h.last_ts = ts
+            cnt = h.count
+            cnt[role] = cnt.get(role, 0) + 1
+            if h.add_signature(raw_s, raw["ittl"], raw["ttl"]) and raw["mtu"]:
+                h.mtu, h.link = raw["mtu"], raw["link"]
+            if dist is not None:
+                h.distance = dist
+            if lab is not None:
+                c = h.labels.get(lab)
+                if c is None:
+                    c = 0
+                    h.add_family(role, os_d["family"])
+                c = h.labels[lab] = c + 1
+                if c > h.best_n:
+                    h.best, h.best_n = os_full, c
 
     def _detect(self, b: PF.Batch, det: Any, d4: np.ndarray, d6: np.ndarray, ok: np.ndarray, fl: np.ndarray,
                 thl: np.ndarray, ip: np.ndarray, ihl: np.ndarray, pr4: np.ndarray, pr6: np.ndarray,
@@ -226,7 +329,7 @@ class PassiveAnalyzer:
         if "off" not in kinds:
             bulk = tcpw & d4 & (paylen == 0) & (((fl & ACK) == 0) | (((f6 == ACK) | (f6 == (ACK | 1))) & (thl == 20)))
             bi = np.flatnonzero(bulk)
-            if len(bi) >= 64:
+            if len(bi) >= self.group_min:
                 tcpw = tcpw & ~bulk
                 self._detect_groups(b, det, bi, ip[bi], l4[bi], fl[bi], thl[bi], at, l2, shifts, kinds)
         sel = np.flatnonzero(tcpw | other)
@@ -264,8 +367,7 @@ class PassiveAnalyzer:
             cols.append((ipid == ((c >> sh) & 0xFFFF)) & (c != 0))
         if "ipid_xor" in kinds:
             cols.append(ipid == ((dst ^ dport ^ seq) & 0xFFFF))
-        _u, inv = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)
-        inv = inv.reshape(-1)
+        inv = _group_ids(cols)
         order = np.argsort(inv, kind="stable")
         cuts = np.flatnonzero(np.diff(inv[order])) + 1
         groups = np.split(order, cuts)
@@ -366,7 +468,7 @@ class PassiveAnalyzer:
 
     # ---------------------------------------------------------------- one candidate packet
 
-    def _ip(self, buf: bytes, ip: int, end: int, ver: int, ts: float) -> None:
+    def _ip(self, buf: bytes, ip: int, end: int, ver: int, ts: float) -> tuple[Any, ...] | None:
         if ver == 4:
             t = ip + ((buf[ip] & 15) << 2)
             a0, a1 = ip + 12, ip + 16
@@ -398,7 +500,7 @@ class PassiveAnalyzer:
                 r = parse_tcp(buf, ip, end, ver, synack)
                 if r is None:
                     self.stats["malformed"] += 1
-                    return
+                    return None
                 o = r[0]
                 tsval = o.tsval
                 hit = None
@@ -421,21 +523,21 @@ class PassiveAnalyzer:
             hit = self._observe(o, tsval, src, sport, dst, dport, ts, peer_mss, hit)
             if got is not None:
                 got[1] = hit
-            return
+            return hit
         # PSH segment: HTTP only on connections whose SYN we saw, first payload per direction
         flows = self.flows
         if not flows:
-            return
+            return None
         e1 = buf[a0: a0 + alen] + buf[t: t + 2]
         e2 = buf[a1: a1 + alen] + buf[t + 2: t + 4]
         fk = e1 + e2 if e1 < e2 else e2 + e1
         flow = flows.get(fk)
         if flow is None:
-            return
+            return None
         request = e1 == flow[4]
         j = 2 if request else 3
         if not flow[j]:
-            return
+            return None
         flow[j] = False
         if not flow[2] and not flow[3]:
             del flows[fk]
@@ -446,13 +548,14 @@ class PassiveAnalyzer:
         else:
             pend = min(end, ip + 40 + U16.unpack_from(buf, ip + 4)[0])
         if pend - (t + thl) < 16:
-            return
+            return None
         h = http_head(buf[t + thl: pend])
         if h is None or h[0] != request:
-            return
+            return None
         self.stats["http"] += 1
         sport, dport = U16X2.unpack_from(buf, t)
         self._observe_http(h, buf[a0: a0 + alen], sport, buf[a1: a1 + alen], dport, ts)
+        return None
 
     # ---------------------------------------------------------------- bookkeeping
 
