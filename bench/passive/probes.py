@@ -9,8 +9,8 @@
 2. `mixed.pcap` = both, about 131 k packets; `mixed10.pcap` = the same packets ten times over, with
    the timestamps moved on each time (1.3 M packets; real packets, repeated).
 3. Each file through `p0f -r FILE -o LOG` and `hostprint passive -r FILE -oJ OUT --no-db` (probe
-   detection on, the default), 3 interleaved runs each: best wall time, packets/s, peak RSS
-   (wait4 rusage of the child).
+   detection on, the default; also --no-detect, and without a bytecode cache), 5 interleaved runs
+   each: best wall time, packets/s, peak RSS (wait4 rusage of the child).
 Not a test: prints a table for bench/RESULTS.md.
 """
 
@@ -57,13 +57,24 @@ def merge(parts: list[Path], out: Path, times: int = 1) -> int:
     return n
 
 
-def timed(argv: list[str]) -> tuple[float, int, int]:
-    t0 = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    _pid, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    return wall, ru.ru_maxrss // 1024, os.waitstatus_to_exitcode(status)
+PYC = Path("/tmp/hostprint-bench/pycache")
+
+
+def timed(argv: list[str], pyc: bool = True) -> tuple[float, float, int, int]:
+    """Wall time, CPU time (user+sys), peak RSS (MiB) and exit code of one run, measured by
+    /usr/bin/time (its child's RSS is the tool's own: a child forked from this Python would carry
+    this process's high-water mark). pyc=True: Python may keep compiled bytecode (under /tmp, as an
+    installed package has it); this machine's environment sets PYTHONDONTWRITEBYTECODE=1, which
+    makes every run compile hostprint's sources again."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if pyc:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYC)
+    r = subprocess.run(["/usr/bin/time", "-f", "@@ %e %U %S %M %x", *argv], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    tail = [x for x in r.stderr.splitlines() if x.startswith("@@ ")][-1].split()
+    wall, user, sys_, rss, rc = float(tail[1]), float(tail[2]), float(tail[3]), int(tail[4]), int(tail[5])
+    return wall, user + sys_, rss // 1024, rc
 
 
 def main() -> None:
@@ -81,24 +92,31 @@ def main() -> None:
         files[name] = (f, n)
     import numpy
 
+    print(f"# load average {os.getloadavg()[0]:.1f} at start")
     print(f"# passive probe-detection benchmark  {time.strftime('%Y-%m-%d')}  {platform.machine()}  python "
           f"{platform.python_version()}  numpy {numpy.__version__}  cpus {os.cpu_count()}")
+    hp = [sys.executable, "-m", "hostprint", "passive", "--no-db", "--quiet", "-oJ", str(d / "out.jsonl"), "-r"]
+    timed([*hp, str(caps["normal"])])  # compiles the bytecode once
     for name, (f, n) in files.items():
-        runs: dict[str, list[tuple[float, int, int]]] = {"p0f": [], "hostprint": []}
-        for _ in range(3):
+        runs: dict[str, list[tuple[float, float, int, int]]] = {"p0f": [], "hostprint": [], "hostprint no-pyc": [],
+                                                         "hostprint --no-detect": []}
+        for _ in range(5):
             log = d / "p0f.log"
             log.unlink(missing_ok=True)
             runs["p0f"].append(timed(["p0f", "-r", str(f), "-o", str(log)]))
-            runs["hostprint"].append(timed([sys.executable, "-m", "hostprint", "passive", "-r", str(f), "-oJ",
-                                            str(d / "out.jsonl"), "--no-db", "--quiet"]))
-        print(f"# {f.name}: {n:,} packets, {f.stat().st_size / 2**20:.0f} MiB; best of 3")
-        best = {}
+            runs["hostprint --no-detect"].append(timed([*hp, str(f), "--no-detect"]))
+            runs["hostprint no-pyc"].append(timed([*hp, str(f)], pyc=False))
+            runs["hostprint"].append(timed([*hp, str(f)]))
+        print(f"# {f.name}: {n:,} packets, {f.stat().st_size / 2**20:.0f} MiB; best of 5 interleaved runs")
+        best, cpu = {}, {}
         for tool, rs in runs.items():
-            w, rss, rc = min(rs)
-            best[tool] = w
-            print(f"{tool:<10} {w:6.2f} s  {n / w:>11,.0f} pkt/s  {rss:4d} MiB  rc {rc}  (all: "
-                  f"{', '.join(f'{x[0]:.2f}' for x in rs)} s)")
-        print(f"# hostprint speed / p0f speed: {best['p0f'] / best['hostprint']:.2f}x")
+            w, c, rss, rc = min(rs)
+            best[tool], cpu[tool] = w, min(x[1] for x in rs)
+            print(f"{tool:<22} {w:6.2f} s wall {n / w:>11,.0f} pkt/s  cpu {cpu[tool]:5.2f} s  {rss:4d} MiB  rc {rc}  "
+                  f"(all wall: {', '.join(f'{x[0]:.2f}' for x in rs)} s)")
+        print(f"# hostprint speed / p0f speed (end to end, start-up included): wall {best['p0f'] / best['hostprint']:.2f}x,"
+              f" cpu {cpu['p0f'] / cpu['hostprint']:.2f}x; without a bytecode cache: wall "
+              f"{best['p0f'] / best['hostprint no-pyc']:.2f}x, cpu {cpu['p0f'] / cpu['hostprint no-pyc']:.2f}x")
         ev = sum(1 for line in (d / "out.jsonl").read_text().splitlines() if '"type": "event"' in line)
         print(f"# hostprint events written: {ev}")
 

@@ -243,52 +243,78 @@ class PassiveAnalyzer:
         seq0 = (u16(tb + 4) | u16(tb + 6)) == 0
         ack0 = (u16(tb + 8) | u16(tb + 10)) == 0
         cols = [at(ipb + 1), at(ipb + 6) & 0xE0, u16(ipb + 4) == 0, at(ipb + 8), at(tb + 12), flb, u16(tb + 14),
-                u16(tb + 18) == 0, seq0, ack0, hk]
+                u16(tb + 18) == 0, seq0, ack0, hk, (u16(ipb + 12) << 16) | u16(ipb + 14)]
         inv = _group_ids(cols)
-        first_of: dict[int, int] = {}
         idx = bi.tolist()
         tss = b.ts_seconds(idx)
+        srcs = ((u16(ipb + 12) << 16) | u16(ipb + 14)).tolist()
+        dsts = ((u16(ipb + 16) << 16) | u16(ipb + 18)).tolist()
+        sports, dports = u16(tb).tolist(), u16(tb + 2).tolist()
         buf, starts, lens = b.buf, b.starts, b.lens
         stats, flows, write = self.stats, self.flows, self.write
         hits: dict[int, tuple[Any, ...] | None] = {}
+        agg: dict[int, list[Any]] = {}  # group -> [packets, last time, last index, source address]
+        names: dict[int, str] = {}  # IPv4 address as a number -> text
+        missing = ()
+        n_fast = 0
+        line = ('{"type": "observation", "address": "%s", "port": %d, "peer": "%s", "peer_port": %d, '
+                '"ts": %r, "tsval": null, %s\n')
         for k, (i, ts, g) in enumerate(zip(idx, tss, inv.tolist())):
-            s = starts[i]
-            hit = hits.get(g) if g in first_of else None
-            if hit is None:
-                first_of[g] = k
+            hit = hits.get(g, missing)
+            if hit is missing or hit is None:
                 try:
-                    hits[g] = self._ip(buf, s + l2, s + lens[i], 4, ts)
+                    hits[g] = self._ip(buf, starts[i] + l2, starts[i] + lens[i], 4, ts)
                 except (IndexError, struct.error, ValueError):
                     stats["malformed"] += 1
                     hits[g] = None
                 continue
             # the group's record: same signature, same match; only who, ports and time differ
-            os_d, dist, raw, raw_s, role, kind, tail, lab, os_full = hit
-            ip = s + l2
-            src, dst = buf[ip + 12: ip + 16], buf[ip + 16: ip + 20]
-            t = ip + 20
-            ports = buf[t: t + 4]
-            e1, e2 = src + ports[:2], dst + ports[2:]
-            self.now = ts
-            stats["syn"] += 1
-            flows[e1 + e2 if e1 < e2 else e2 + e1] = [ts, raw["mss"], True, True, e1]
+            assert isinstance(hit, tuple)
+            ip = starts[i] + l2
+            e1 = buf[ip + 12: ip + 16] + buf[ip + 20: ip + 22]
+            e2 = buf[ip + 16: ip + 20] + buf[ip + 22: ip + 24]
+            flows[e1 + e2 if e1 < e2 else e2 + e1] = [ts, hit[2]["mss"], True, True, e1]
             if len(flows) > self.max_flows:
+                self.now = ts
                 self._expire()
                 flows = self.flows
-            addr = self._addr(src)
-            self.observations += 1
+            n_fast += 1
+            a = agg.get(g)
+            if a is None:
+                sa = srcs[k]
+                addr = names.get(sa)
+                if addr is None:
+                    addr = names[sa] = "%d.%d.%d.%d" % (sa >> 24, (sa >> 16) & 255, (sa >> 8) & 255, sa & 255)
+                a = agg[g] = [0, ts, k, addr]
+            a[0] += 1
+            a[1] = ts
+            a[2] = k
             if write is not None:
-                sport, dport = U16X2.unpack_from(ports)
-                write('{"type": "observation", "address": "%s", "port": %d, "peer": "%s", "peer_port": %d, '
-                      '"ts": %r, "tsval": null, %s\n' % (addr, sport, self._addr(dst), dport, ts, tail))
+                da = dsts[k]
+                peer = names.get(da)
+                if peer is None:
+                    peer = names[da] = "%d.%d.%d.%d" % (da >> 24, (da >> 16) & 255, (da >> 8) & 255, da & 255)
+                write(line % (a[3], sports[k], peer, dports[k], ts, hit[6]))
+        if n_fast:
+            stats["syn"] += n_fast
+            self.observations += n_fast
+            self.now = max(self.now, tss[-1])
+        # the host tables once per group (its packets share the source: it is a grouping column),
+        # in the order of each group's last packet, as the packets would have left them
+        for g, (n, ts, _k, addr) in sorted(agg.items(), key=lambda kv: kv[1][2]):
+            hit = hits[g]
+            assert hit is not None
+            os_d, dist, raw, raw_s, role, kind, tail, lab, os_full = hit
             h = self.hosts.get(addr)
             if h is None:
                 h = self._host(addr, ts)
-            h.last_ts = ts
+            h.last_ts = max(h.last_ts, ts)
             cnt = h.count
-            cnt[role] = cnt.get(role, 0) + 1
+            cnt[role] = cnt.get(role, 0) + n
             if h.add_signature(raw_s, raw["ittl"], raw["ttl"]) and raw["mtu"]:
                 h.mtu, h.link = raw["mtu"], raw["link"]
+            if n > 1 and raw_s in h.sigs:
+                h.sigs[raw_s] += n - 1
             if dist is not None:
                 h.distance = dist
             if lab is not None:
@@ -296,7 +322,7 @@ class PassiveAnalyzer:
                 if c is None:
                     c = 0
                     h.add_family(role, os_d["family"])
-                c = h.labels[lab] = c + 1
+                c = h.labels[lab] = c + n
                 if c > h.best_n:
                     h.best, h.best_n = os_full, c
 
