@@ -376,7 +376,7 @@ class ProbeDetector:
             self._marks |= {v for s in r.shapes for k, v in s.tests if k == "ipid"}
         self._idx = {r.name: r for r in rules}
         self._shape_cache: dict[tuple[Any, ...], tuple[tuple[Rule, ...], tuple[tuple[Rule, tuple[Shape, ...]], ...]]] = {}
-        self._retx: dict[tuple[bytes, int, bytes, int, int], int] = {}
+        self._retx: dict[tuple[bytes, int, bytes, int, int], list[Any]] = {}
 
     # ---------------------------------------------------------------- packets
 
@@ -477,10 +477,21 @@ class ProbeDetector:
         and never reset it. Timing fingerprinters (Cron-OS, hostprint --cron-os, Hershel) do this on
         purpose to count the server's retransmissions; the detection belongs to the client."""
         key = (p.src, p.sport, p.dst, p.dport, p.seq)
-        n = self._retx.get(key, 0) + 1
-        if len(self._retx) > MAX_CONNS * 4:
-            self._retx.clear()
-        self._retx[key] = n
+        st = self._retx.get(key)
+        if st is None:
+            if len(self._retx) > MAX_CONNS * 4:
+                self._retx.clear()
+            st = self._retx[key] = [p.ts, 0.0, 1]  # last time, last gap, SYN+ACKs in the series
+            return
+        gap = p.ts - st[0]
+        # a retransmission backs off: every gap at least 1.5 times the one before (Linux 1, 2, 4 s;
+        # RFC 6298 doubling); equal or shrinking gaps are copies or a new connection, not a series
+        if gap < 0.5 or gap < 1.5 * st[1]:
+            st[:] = [p.ts, 0.0, 1]
+            return
+        st[0], st[1] = p.ts, gap
+        st[2] += 1
+        n = st[2]
         if n == self.th.unanswered + 1:  # the first one plus `unanswered` retransmissions
             client = self.sources.get(p.dst)
             if client is None:
