@@ -151,7 +151,8 @@ def test_bad_probe_rules_path_is_one_line_exit_2(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def captures(tmp_path_factory):
+def labcaps(tmp_path_factory):
+    """One lab for the module: every run captured once, the lab kept for the live test."""
     from conftest import needs_root
 
     needs_root()
@@ -166,7 +167,12 @@ def captures(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("caps")
     with Lab(PT.lab_spec(f"pd{os.getpid() % 10000}"), strict=False) as lab:
-        return PT.make(lab, out), PT.runs()
+        yield lab, PT.make(lab, out), PT.runs()
+
+
+@pytest.fixture(scope="module")
+def captures(labcaps):
+    return labcaps[1], labcaps[2]
 
 
 @pytest.mark.lab
@@ -254,3 +260,30 @@ def test_grouped_paths_equal_the_packet_by_packet_path(captures):
         assert fast[0] == slow[0], f"{name}: observations differ"
         assert fast[1] == slow[1], f"{name}: host records differ"
         assert fast[2] == slow[2], f"{name}: detections differ"
+
+
+@pytest.mark.lab
+def test_live_passive_names_the_scanner_as_it_scans(labcaps, tmp_path):
+    """`passive -i` on the scanner's switch port while the real tool runs: the detection streams
+    into -oJ during the capture and names the tool."""
+    import time
+
+    import passive_tools as PT
+
+    lab, _caps, runs = labcaps
+    for name in ("nmap-sS", "zmap", "nmap-O"):
+        where, argv, tool = runs[name]
+        out = tmp_path / f"live-{name}.jsonl"
+        p = lab.spawn(lab.switch_ns, [sys.executable, "-m", "hostprint", "passive", "-i", PT.switch_port(lab, where),
+                                      "--timeout", "20", "--no-db", "--quiet", "-oJ", str(out)],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+        time.sleep(3)  # the capture ring is open well before this (start-up is ~0.3 s)
+        r = lab.exec("scan", argv, capture_output=True, text=True, timeout=240, cwd=ROOT,
+                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert r.returncode == 0, r.stderr[-400:]
+        _o, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        evs = [d for d in map(json.loads, out.read_text().splitlines()) if d.get("type") == "event"]
+        finals = [e for e in evs if e["update"] == "final" and e["source"] == "198.18.0.1"]
+        assert finals and {e["tool"] for e in finals} == {tool}, (name, evs)
