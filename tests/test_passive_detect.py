@@ -275,15 +275,20 @@ def test_live_passive_names_the_scanner_as_it_scans(labcaps, tmp_path):
         where, argv, tool = runs[name]
         out = tmp_path / f"live-{name}.jsonl"
         p = lab.spawn(lab.switch_ns, [sys.executable, "-m", "hostprint", "passive", "-i", PT.switch_port(lab, where),
-                                      "--timeout", "20", "--no-db", "--quiet", "-oJ", str(out)],
-                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                      "--timeout", "20", "--no-db", "-oJ", str(out)],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                       env={**os.environ, "PYTHONPATH": str(ROOT)})
         time.sleep(3)  # the capture ring is open well before this (start-up is ~0.3 s)
         r = lab.exec("scan", argv, capture_output=True, text=True, timeout=240, cwd=ROOT,
                      env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert r.returncode == 0, r.stderr[-400:]
-        _o, err = p.communicate(timeout=60)
+        table, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
+        import re
+
+        ring = re.search(r"kernel ring: (\d+) frames, (\d+) dropped", table)  # the ring's own count
+        assert ring and int(ring.group(1)) > 0, table
+        assert f"tool {tool}" in table, table  # the PROBE lines on the terminal
         evs = [d for d in map(json.loads, out.read_text().splitlines()) if d.get("type") == "event"]
         finals = [e for e in evs if e["update"] == "final" and e["source"] == "198.18.0.1"]
         assert finals and {e["tool"] for e in finals} == {tool}, (name, evs)

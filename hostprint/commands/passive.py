@@ -390,8 +390,10 @@ def _print_table(summaries: list[dict[str, Any]], stats: dict[str, int], elapsed
     out = sys.stdout
     total = len(summaries) if total is None else total
     rate = stats["packets"] / elapsed if elapsed > 0 else 0.0
+    ring = (f"; kernel ring: {stats['ring_packets']} frames, {stats['ring_drops']} dropped"
+            if "ring_drops" in stats else "")
     print(f"{stats['packets']} packets, {stats['syn']} SYN, {stats['synack']} SYN+ACK, {stats['http']} HTTP "
-          f"in {elapsed:.2f}s ({rate:,.0f} packets/s); {total} hosts", file=out)
+          f"in {elapsed:.2f}s ({rate:,.0f} packets/s); {total} hosts{ring}", file=out)
     for s in summaries[:200]:
         osd = s["os"]
         name = f"{osd['name']} ({round(100 * float(osd['confidence'] or 0))}%)" if osd else "unknown"

@@ -79,10 +79,12 @@ def probe_filter(snaplen: int = 2048) -> list[B.Insn]:
 
 
 def live_capture(iface: str, on_frame: Callable[[float, bytes], None], *, stop: Callable[[], bool],
-                 timeout: float | None = None, probes: bool = False) -> None:
+                 timeout: float | None = None, probes: bool = False, counters: dict[str, int] | None = None) -> None:
     """Hand every filtered frame (kernel receive time in seconds, bytes) to `on_frame` until
     `stop()` says so or `timeout` seconds have passed. The caller checked root and the interface.
-    probes=True: the wider filter probe detection needs (probe_filter)."""
+    probes=True: the wider filter probe detection needs (probe_filter). counters: "ring_packets"
+    and "ring_drops" are added up from the ring's PACKET_STATISTICS (frames the filter passed, and
+    those the kernel dropped because the ring was full)."""
     sock = afpacket.open_packet_socket(iface, probe_filter() if probes else live_filter())
     ring = afpacket.RxRing(sock, block_size=1 << 20, block_nr=16, retire_ms=20)
     deadline = time.monotonic() + timeout if timeout else None
@@ -95,6 +97,10 @@ def live_capture(iface: str, on_frame: Callable[[float, bytes], None], *, stop: 
             wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
             select.select([ring.fileno()], [], [], wait)
             ring.drain(handler)
+            if counters is not None:
+                pk, dr = ring.stats()
+                counters["ring_packets"] = counters.get("ring_packets", 0) + pk
+                counters["ring_drops"] = counters.get("ring_drops", 0) + dr
             if stop():
                 break
             if deadline is not None and time.monotonic() >= deadline:

@@ -829,7 +829,8 @@ class PassiveTechnique(Technique[dict[str, Any]]):
             try:
                 live_capture(self.iface, lambda ts, fr: self.analyzer.feed_frame(ts, fr),
                              stop=lambda: self.count is not None and self.analyzer.observations >= self.count,
-                             timeout=self.timeout, probes=self.analyzer.detector is not None)
+                             timeout=self.timeout, probes=self.analyzer.detector is not None,
+                             counters=self.analyzer.stats)
             except KeyboardInterrupt:
                 pass
         for f in self.files:
