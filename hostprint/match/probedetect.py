@@ -377,6 +377,7 @@ class ProbeDetector:
         self._idx = {r.name: r for r in rules}
         self._shape_cache: dict[tuple[Any, ...], tuple[tuple[Rule, ...], tuple[tuple[Rule, tuple[Shape, ...]], ...]]] = {}
         self._retx: dict[tuple[bytes, int, bytes, int, int], list[Any]] = {}
+        self._group_cache: dict[tuple[Any, ...], tuple[Rule, ...]] = {}
 
     # ---------------------------------------------------------------- packets
 
@@ -591,11 +592,12 @@ class ProbeDetector:
             return None
         return sorted(shifts), kinds
 
-    def feed_group(self, p: Pkt, dports: list[int], sports: list[int], first: float) -> None:
+    def feed_group(self, p: Pkt, dports: list[int], sports: list[int], first: float, marks: int | None = None) -> None:
         """Packets from one source to one host that share every header field a rule reads (and
         every per-packet mark: the caller grouped them by those), differing only in ports, sequence
         numbers and times: `p` is one of them (the last, with its time), the ports are all of
-        theirs. Header-only TCP probes without ACK, or bare ACKs (the numpy grouping in
+        theirs; `marks` (bit j: seq_ipid shift j of group_marks(), then ipid_xor) lets the rules
+        found for one header and marks stand for the next group with the same. Header-only TCP probes without ACK, or bare ACKs (the numpy grouping in
         probes/passive.py); what feed() does for each, done once."""
         n = len(dports)
         self.stats["packets"] += n
@@ -606,7 +608,18 @@ class ProbeDetector:
             src = self.sources[p.src] = _Source(addr_text(p.src), first, p.ts)
         src.first = min(src.first, first)
         src.last = max(src.last, p.ts)
-        matched = self._rules_for(p)
+        if marks is None:
+            matched = self._rules_for(p)
+        else:  # the per-packet tests' results came with the group: cache by header and marks
+            gk = (p.proto, p.flags, p.win, p.opts, p.ttl, p.df, p.tos, p.urg, p.reserved, p.ipid in self._marks
+                  and p.ipid, marks)
+            cached = self._group_cache.get(gk)
+            if cached is None:
+                cached = self._rules_for(p)
+                if len(self._group_cache) > 4096:
+                    self._group_cache.clear()
+                self._group_cache[gk] = cached
+            matched = cached
         recount = False
         for r in matched:
             old = src.rules.get(r.name, 0)

@@ -389,10 +389,17 @@ class PassiveAnalyzer:
         cols = [src, dst, flb, u16(l4b + 14), at(ipb + 8), at(ipb + 1), at(ipb + 6) & 0x40, u16(l4b + 18),
                 at(l4b + 12) & 15, h, np.where(np.isin(ipid, list(det._marks)), ipid, -1)]
         c = np.where(((flb & SYN) != 0) | ((flb & ACK) == 0), seq, ack)
+        marks = []
         for sh in shifts:
-            cols.append((ipid == ((c >> sh) & 0xFFFF)) & (c != 0))
+            marks.append((ipid == ((c >> sh) & 0xFFFF)) & (c != 0))
         if "ipid_xor" in kinds:
-            cols.append(ipid == ((dst ^ dport ^ seq) & 0xFFFF))
+            marks.append(ipid == ((dst ^ dport ^ seq) & 0xFFFF))
+        cols += marks
+        # the per-packet marks as one number (bit j = mark j): with the header, all a rule can test
+        mark_bits = np.zeros(len(bi), np.int64)
+        for j, m in enumerate(marks):
+            mark_bits |= m.astype(np.int64) << j
+        mbl = mark_bits.tolist()
         inv = _group_ids(cols)
         order = np.argsort(inv, kind="stable")
         cuts = np.flatnonzero(np.diff(inv[order])) + 1
@@ -410,7 +417,7 @@ class PassiveAnalyzer:
             if pk is None:
                 continue
             gl = g.tolist()
-            det.feed_group(pk, [dps[k] for k in gl], [sps[k] for k in gl], t0)
+            det.feed_group(pk, [dps[k] for k in gl], [sps[k] for k in gl], t0, mbl[gl[-1]])
 
     # ---------------------------------------------------------------- frames (live, odd link layers)
 
