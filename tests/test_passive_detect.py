@@ -64,9 +64,9 @@ def test_bad_rules_are_refused(tmp_path):
     for why, text in bad.items():
         f = tmp_path / "r.txt"
         f.write_text(text)
-        with pytest.raises(UsageError):
+        with pytest.raises(UsageError, match=r"r\.txt:\d+"):  # names the file and line
             load_rules(f)
-        assert why
+            pytest.fail(f"accepted a rules file with {why}")
 
 
 def test_shape_quoted_text_keeps_blanks():
