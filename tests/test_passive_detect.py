@@ -118,6 +118,28 @@ def test_random_bytes_never_crash_the_detector():
     assert parsed > 5000
 
 
+def test_thousands_of_scanners_keep_the_source_table_bounded():
+    """10,000 sources each probing 20 ports: the table stays at MAX_SOURCES, and every detection
+    gets exactly one final record (sent early for a source pushed out of the table)."""
+    from hostprint.match import probedetect as PD
+
+    seen = []
+    d = PD.detector(seen.append)
+    for i in range(10_000):
+        src = (0xC6130000 + i).to_bytes(4, "big")
+        for port in range(1, 21):
+            d.feed(PD.Pkt(float(i), 4, src, b"\xc6\x12\x08\x0a", 6, 64, 1, False, 0, sport=40000, dport=port,
+                          flags=PD.SYN, win=64240, seq=i * 100 + port))
+        assert len(d.sources) <= PD.MAX_SOURCES
+    d.finish()
+    news = [e for e in seen if e.update == "new"]
+    finals = [e for e in seen if e.update == "final"]
+    assert len(news) == 10_000 and all(e.kind == "portscan" and e.ports == 15 for e in news)
+    assert sorted(e.source for e in finals) == sorted(e.source for e in news)
+    assert all(e.ports == 20 for e in finals)
+    assert d.stats["sources_finished_early"] > 0
+
+
 def test_detector_runs_inside_passive_on_a_hostile_capture(tmp_path):
     """The packet loop with detection on a capture of damaged and random frames: exit 0."""
     from hostprint.engine.pcapfile import PcapWriter

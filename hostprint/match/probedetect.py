@@ -363,7 +363,7 @@ class ProbeDetector:
         self.th = thresholds
         self.emit = emit
         self.sources: dict[bytes, _Source] = {}
-        self.stats = {"packets": 0, "events": 0, "sources_dropped": 0}
+        self.stats = {"packets": 0, "events": 0, "sources_dropped": 0, "sources_finished_early": 0}
         # rules by protocol, so a packet is tested only against rules that can match it
         self._static: dict[int, list[Rule]] = {}
         self._dynamic: dict[int, list[Rule]] = {}
@@ -734,27 +734,40 @@ class ProbeDetector:
             self.emit(copy.deepcopy(ev))  # the detection goes on changing; what was said stays
 
     def _prune(self) -> None:
-        """Drop the least recently seen half of the sources that raised nothing."""
+        """Keep the source table bounded: drop the least recently seen half of the sources that
+        raised nothing; when those are too few (a capture with thousands of scanners), the least
+        recently seen half of the others too, each after its detections' final records are sent
+        (counted in stats["sources_finished_early"]; a source seen again starts afresh)."""
         quiet = sorted((s.last, k) for k, s in self.sources.items() if not s.events)
-        for _t, k in quiet[: max(1, len(quiet) // 2)]:
+        drop = [k for _t, k in quiet[: len(quiet) // 2]]
+        if len(drop) < len(self.sources) // 4:
+            noisy = sorted((s.last, k) for k, s in self.sources.items() if s.events)
+            for _t, k in noisy[: max(1, len(noisy) // 2)]:
+                self._finish_source(self.sources[k])
+                drop.append(k)
+                self.stats["sources_finished_early"] += 1
+        for k in drop:
             del self.sources[k]
             self.stats["sources_dropped"] += 1
+
+    def _finish_source(self, src: _Source) -> list[ProbeEvent]:
+        out = []
+        for ev in src.events:
+            ev.evidence = self._evidence(src)
+            self._fill(src, ev)
+            ev.tool = src.tool
+            ev.update = "final"
+            ev.ts = src.last
+            out.append(ev)
+            self._send(ev)
+        return out
 
     def finish(self) -> list[ProbeEvent]:
         """The final record of every detection (counts, rate and coverage over the whole run)."""
         out = []
         for src in self.sources.values():
-            for ev in src.events:
-                ev.evidence = self._evidence(src)
-                self._fill(src, ev)
-                ev.tool = src.tool
-                ev.update = "final"
-                ev.ts = src.last
-                out.append(ev)
-                self._send(ev)
+            out += self._finish_source(src)
         return out
-
-
 
 
 def _needs_packet(r: Rule) -> bool:
