@@ -11,7 +11,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Dict, List, Self, TypeVar, Union
 
 # Port states and reasons use nmap's words so that nmap tooling reads our XML unchanged.
@@ -1055,3 +1055,39 @@ class AuditReport:
             d["after"] = {"overall_bits": round(self.overall_of(self.after), 2),
                           "methods": [m.to_dict() for m in self.after], "exposures": list(self.after_exposures)}
         return d
+
+
+@dataclass
+class ProbeEvent:
+    """Someone probing the network, seen by `passive` (issue 18): one detection of one source.
+
+    kind: portscan | sweep | os-fingerprint | app-fingerprint | timing-fingerprint;
+    method: syn, fin, null, xmas, ack, maimon, udp, icmp-echo, icmp-timestamp, icmp-mask,
+    nmap-os, hostprint-os, trigger-sweep, app-trigger, rpc-trigger, unanswered-synack;
+    tool: nmap | masscan | zmap | amap | hostprint | unknown, with `evidence` (rule, packets, fact,
+    source of the fact). The same detection is written again when its tool becomes known
+    (update "tool") and at the end of the run with its final counts (update "final")."""
+
+    kind: str
+    method: str
+    source: str
+    tool: str = "unknown"
+    detail: str = ""
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    ts: float = 0.0  # capture time of the packet that raised (or updated) the event
+    update: str = "new"  # new | tool | final
+    packets: int = 0
+    hosts: int = 0
+    ports: int = 0
+    duration: float | None = None
+    rate: float | None = None  # probes per second over the detection
+    targets: list[str] = field(default_factory=list)  # the first few
+    coverage: dict[str, Any] = field(default_factory=dict)
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    key: str = ""  # the detection's identity within its source (not written)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        del d["key"]
+        return {"type": "event", **d}

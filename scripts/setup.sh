@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(nmap p0f masscan hping3 tcpdump nftables iptables iproute2 iputils-ping procps util-linux
+DEBS=(nmap p0f masscan zmap hping3 tcpdump nftables iptables iproute2 iputils-ping procps util-linux
       xsltproc libxml2-utils chromium tmux gcc libc6-dev liblwip-dev openssl
       # user-space network stacks whose answers -O must recognise (rootless-container networking)
       slirp4netns passt

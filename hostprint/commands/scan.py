@@ -48,7 +48,7 @@ def add_ping(p: argparse.ArgumentParser) -> None:
     p.add_argument("-PE", dest="ping_echo", action="store_true", help="ICMP echo")
     p.add_argument("-PP", dest="ping_timestamp", action="store_true", help="ICMP timestamp (13)")
     p.add_argument("-PM", dest="ping_mask", action="store_true", help="ICMP address mask (17)")
-    # nmap glues the ports to these flags (-PS22,80); cli._normalise turns them into --ping-s=PORTS
+    # nmap glues the ports to these flags (-PS22,80); normalise_ping turns them into --ping-s=PORTS
     p.add_argument("--ping-s", dest="ping_syn", metavar="PORTS", help="-PS[PORTS]: TCP SYN sweep (default 443)")
     p.add_argument("--ping-a", dest="ping_ack", metavar="PORTS", help="-PA[PORTS]: TCP ACK sweep (default 80)")
     p.add_argument("--ping-u", dest="ping_udp", metavar="PORTS", help="-PU[PORTS]: UDP sweep (default 40125)")

@@ -48,6 +48,8 @@ from hostprint.probes.base import Technique
 from hostprint.probes.passive_hosts import HostSpill, HostState, addr_key, same_os
 from hostprint.signatures.passive_sigs import MAX_DIST, QUIRK_ORDER, guess_ittl
 
+# nmap's T4 and T6 OS probes: ACK with 20 bytes of options, windows 1024 and 32768 (osscan2.cc)
+_OS_ACK_WINDOWS = np.array([1024, 32768], np.int64)
 _HTTP_FIRST = np.frombuffer(b"CDGHOPT", np.uint8).astype(np.int64)
 
 # Caches of work done per distinct signature / header set / address (cleared when full). Real
@@ -57,6 +59,18 @@ SIG_CACHE_MAX = SYN_CACHE_MAX = 8192
 HTTP_CACHE_MAX = 2048
 ADDR_CACHE_MAX = 16384
 FIRST_LINE_CACHE_MAX = 1024
+
+
+def _group_ids(cols: list[np.ndarray]) -> np.ndarray:
+    """A group number per packet: packets with equal values in every column share one. The columns
+    are folded into one 64-bit number (FNV-style); two different header sets would have to collide
+    in 64 bits within one batch to be merged."""
+    key = np.zeros(len(cols[0]), np.uint64)
+    with np.errstate(over="ignore"):
+        for c in cols:
+            key = (key * np.uint64(0x100000001B3)) ^ c.astype(np.uint64)
+    _u, inv = np.unique(key, return_inverse=True)
+    return inv.reshape(-1)
 
 
 def _val(b: bytes | None) -> str | None:
@@ -109,6 +123,11 @@ class PassiveAnalyzer:
                       "flows_expired": 0, "hosts_dropped": 0, "hosts_spilled": 0, "hosts_reloaded": 0,
                       "non_ip": 0}
         self.now = 0.0
+        #: the probe detector (match/probedetect.py), or None: `passive --no-detect`
+        self.detector: Any = None
+        self._marks: tuple[list[int], set[str]] | None = None  # what the detector's groups need
+        #: a batch with at least this many like packets (a scan's SYNs) takes the grouped paths
+        self.group_min = 64
 
     # ---------------------------------------------------------------- batches (files)
 
@@ -153,16 +172,42 @@ class PassiveAnalyzer:
             v4 = ver == 4
             v6 = ver == 6
         ihl = (vb & 15) << 2
-        v4 &= (at(ip + 9) == 6) & ((at(ip + 6) & 0x1F) | at(ip + 7) == 0) & (ihl >= 20)
-        v6 &= at(ip + 6) == 6
+        unfrag = ((at(ip + 6) & 0x1F) | at(ip + 7)) == 0
+        pr4, pr6 = at(ip + 9), at(ip + 6)
+        det = self.detector
+        if det is not None:
+            d4, d6 = v4 & unfrag & (ihl >= 20), v6.copy()
+        v4 &= (pr4 == 6) & unfrag & (ihl >= 20)
+        v6 &= pr6 == 6
         tcp = np.where(v4, ip + ihl, ip + 40)
         ok = (v4 | v6) & (L >= tcp - S + 20)
         fl = at(tcp + 13)
         # PSH segments matter only when the payload can start an HTTP/1.x message (a method
         # or "HTTP/"): first byte one of C D G H O P T
-        pay = at(tcp + ((at(tcp + 12) >> 4) << 2))
+        thl = (at(tcp + 12) >> 4) << 2
+        pay = at(tcp + thl)
         httpish = np.isin(pay, _HTTP_FIRST)
         want = ok & (((fl & (SYN | RST)) == SYN) | (((fl & PSH) != 0) & httpish))
+        if det is not None:
+            self._detect(b, det, d4, d6, ok, fl, thl, ip, ihl, pr4, pr6, at, l2)
+        if self.emit is None:
+            # A scan's SYNs: IPv4, no IP options, no TCP timestamp, no payload. They go through as
+            # groups that share every bit syn_cache_key reads (one full parse per group), before
+            # the batch's other candidates so their SYN+ACKs and HTTP find the flows.
+            olen = thl - 20
+            nots = np.ones(n, bool)
+            for j in range(int(olen[v4].max()) if v4.any() else 0):
+                nots &= ~((j + 1 < olen) & (at(tcp + 20 + j) == 8) & (at(tcp + 21 + j) == 10))
+            tot = (at(ip + 2) << 8) | at(ip + 3)
+            bulk = (v4 & ok & ((fl & (SYN | ACK | RST)) == SYN) & (ihl == 20) & nots & (tot == 20 + thl)
+                    & (L >= 14 + tot))
+            if etpos < 0 or lt != PF.LINKTYPE_ETHERNET:
+                bulk &= False
+            bi = np.flatnonzero(bulk)
+            if len(bi) >= self.group_min:
+                want &= ~bulk
+                self.stats["candidates"] += len(bi)
+                self._syn_groups(b, bi, ip[bi], tcp[bi], fl[bi], olen[bi], at, l2)
         sel = np.flatnonzero(want | vlan)
         if not len(sel):
             return
@@ -184,14 +229,231 @@ class PassiveAnalyzer:
             except (IndexError, struct.error, ValueError):
                 self.stats["malformed"] += 1
 
+    def _syn_groups(self, b: PF.Batch, bi: np.ndarray, ipb: np.ndarray, tb: np.ndarray, flb: np.ndarray,
+                    olen: np.ndarray, at: Callable[[np.ndarray], np.ndarray], l2: int) -> None:
+        """SYNs that differ only in addresses, ports, sequence numbers, IP ID and time: the first of
+        each group takes the full path (_ip), the others reuse its cached record (what the full
+        path does on a cache hit, without re-reading the header)."""
+        def u16(o: np.ndarray) -> np.ndarray:
+            return (at(o) << 8) | at(o + 1)
+
+        hk = olen.copy()
+        for j in range(int(olen.max())):
+            hk = (hk * 1_000_003 + np.where(j < olen, at(tb + 20 + j), 256)) & 0x1FFFFFFFFFFFFFFF
+        seq0 = (u16(tb + 4) | u16(tb + 6)) == 0
+        ack0 = (u16(tb + 8) | u16(tb + 10)) == 0
+        cols = [at(ipb + 1), at(ipb + 6) & 0xE0, u16(ipb + 4) == 0, at(ipb + 8), at(tb + 12), flb, u16(tb + 14),
+                u16(tb + 18) == 0, seq0, ack0, hk, (u16(ipb + 12) << 16) | u16(ipb + 14)]
+        inv = _group_ids(cols)
+        idx = bi.tolist()
+        tss = b.ts_seconds(idx)
+        srcs = ((u16(ipb + 12) << 16) | u16(ipb + 14)).tolist()
+        dsts = ((u16(ipb + 16) << 16) | u16(ipb + 18)).tolist()
+        sports, dports = u16(tb).tolist(), u16(tb + 2).tolist()
+        buf, starts, lens = b.buf, b.starts, b.lens
+        stats, flows, write = self.stats, self.flows, self.write
+        hits: dict[int, tuple[Any, ...] | None] = {}
+        agg: dict[int, list[Any]] = {}  # group -> [packets, last time, last index, source address]
+        names: dict[int, str] = {}  # IPv4 address as a number -> text
+        missing = ()
+        n_fast = 0
+        line = ('{"type": "observation", "address": "%s", "port": %d, "peer": "%s", "peer_port": %d, '
+                '"ts": %r, "tsval": null, %s\n')
+        for k, (i, ts, g) in enumerate(zip(idx, tss, inv.tolist())):
+            hit = hits.get(g, missing)
+            if hit is missing or hit is None:
+                try:
+                    hits[g] = self._ip(buf, starts[i] + l2, starts[i] + lens[i], 4, ts)
+                except (IndexError, struct.error, ValueError):
+                    stats["malformed"] += 1
+                    hits[g] = None
+                continue
+            # the group's record: same signature, same match; only who, ports and time differ
+            assert isinstance(hit, tuple)
+            ip = starts[i] + l2
+            e1 = buf[ip + 12: ip + 16] + buf[ip + 20: ip + 22]
+            e2 = buf[ip + 16: ip + 20] + buf[ip + 22: ip + 24]
+            flows[e1 + e2 if e1 < e2 else e2 + e1] = [ts, hit[2]["mss"], True, True, e1]
+            if len(flows) > self.max_flows:
+                self.now = ts
+                self._expire()
+                flows = self.flows
+            n_fast += 1
+            a = agg.get(g)
+            if a is None:
+                sa = srcs[k]
+                addr = names.get(sa)
+                if addr is None:
+                    addr = names[sa] = "%d.%d.%d.%d" % (sa >> 24, (sa >> 16) & 255, (sa >> 8) & 255, sa & 255)
+                a = agg[g] = [0, ts, k, addr]
+            a[0] += 1
+            a[1] = ts
+            a[2] = k
+            if write is not None:
+                da = dsts[k]
+                peer = names.get(da)
+                if peer is None:
+                    peer = names[da] = "%d.%d.%d.%d" % (da >> 24, (da >> 16) & 255, (da >> 8) & 255, da & 255)
+                write(line % (a[3], sports[k], peer, dports[k], ts, hit[6]))
+        if n_fast:
+            stats["syn"] += n_fast
+            self.observations += n_fast
+            self.now = max(self.now, tss[-1])
+        # the host tables once per group (its packets share the source: it is a grouping column),
+        # in the order of each group's last packet, as the packets would have left them
+        for g, (n, ts, _k, addr) in sorted(agg.items(), key=lambda kv: kv[1][2]):
+            hit = hits[g]
+            assert hit is not None
+            os_d, dist, raw, raw_s, role, kind, tail, lab, os_full = hit
+            h = self.hosts.get(addr)
+            if h is None:
+                h = self._host(addr, ts)
+            h.last_ts = max(h.last_ts, ts)
+            cnt = h.count
+            cnt[role] = cnt.get(role, 0) + n
+            if h.add_signature(raw_s, raw["ittl"], raw["ttl"]) and raw["mtu"]:
+                h.mtu, h.link = raw["mtu"], raw["link"]
+            if n > 1 and raw_s in h.sigs:
+                h.sigs[raw_s] += n - 1
+            if dist is not None:
+                h.distance = dist
+            if lab is not None:
+                c = h.labels.get(lab)
+                if c is None:
+                    c = 0
+                    h.add_family(role, os_d["family"])
+                c = h.labels[lab] = c + n
+                if c > h.best_n:
+                    h.best, h.best_n = os_full, c
+
+    def _detect(self, b: PF.Batch, det: Any, d4: np.ndarray, d6: np.ndarray, ok: np.ndarray, fl: np.ndarray,
+                thl: np.ndarray, ip: np.ndarray, ihl: np.ndarray, pr4: np.ndarray, pr6: np.ndarray,
+                at: Callable[[np.ndarray], np.ndarray], l2: int) -> None:
+        """Hand the probe detector the packets that can be probes (decided with numpy over the
+        batch): TCP without ACK, SYN+ACK, bare ACK or FIN+ACK without options or payload, small
+        PSH payloads, UDP, ICMP echo/timestamp/mask and ICMPv6 echo requests."""
+        from hostprint.match.probedetect import parse_packet
+
+        tot = np.where(d4, (at(ip + 2) << 8) | at(ip + 3), ((at(ip + 4) << 8) | at(ip + 5)) + 40)
+        l4 = np.where(d4, ip + ihl, ip + 40)
+        paylen = tot - (l4 - ip) - thl
+        f6 = fl & 0x3F
+        bare = (paylen == 0) & ((f6 == ACK) | (f6 == (ACK | 1))) & (
+            (thl == 20) | ((thl == 40) & ((fl & 0xC0) == 0) & np.isin(at(l4 + 14) << 8 | at(l4 + 15), _OS_ACK_WINDOWS)))
+        tcpw = ok & (((fl & ACK) == 0) | ((fl & (SYN | ACK)) == (SYN | ACK)) | bare
+                     | (((fl & PSH) != 0) & (paylen > 0) & (paylen <= 1024)))
+        proto = np.where(d4, pr4, pr6)
+        itype = at(l4)
+        other = (d4 | d6) & (((proto == 17)) | ((proto == 1) & d4 & ((itype == 8) | (itype == 13) | (itype == 17)))
+                             | ((proto == 58) & d6 & (itype == 128)))
+        buf, starts, lens = b.buf, b.starts, b.lens
+        # Header-only IPv4 TCP probes (a scan's bulk) go as groups of like packets: numpy finds the
+        # groups, Python sees one packet per group (feed_group).
+        if self._marks is None:
+            self._marks = det.group_marks() or ([], {"off"})
+        shifts, kinds = self._marks
+        if "off" not in kinds:
+            bulk = tcpw & d4 & (paylen == 0) & (((fl & ACK) == 0) | (((f6 == ACK) | (f6 == (ACK | 1))) & (thl == 20)))
+            bi = np.flatnonzero(bulk)
+            if len(bi) >= self.group_min:
+                tcpw = tcpw & ~bulk
+                self._detect_groups(b, det, bi, ip[bi], l4[bi], fl[bi], thl[bi], at, l2, shifts, kinds)
+        sel = np.flatnonzero(tcpw | other)
+        if not len(sel):
+            return
+        idx = sel.tolist()
+        feed = det.feed
+        for i, ts in zip(idx, b.ts_seconds(idx)):
+            s = starts[i]
+            pk = parse_packet(buf, s + l2, s + lens[i], ts)
+            if pk is not None:
+                feed(pk)
+
+    def _detect_groups(self, b: PF.Batch, det: Any, bi: np.ndarray, ipb: np.ndarray, l4b: np.ndarray, flb: np.ndarray,
+                       thb: np.ndarray, at: Callable[[np.ndarray], np.ndarray], l2: int, shifts: list[int],
+                       kinds: set[str]) -> None:
+        from hostprint.match.probedetect import parse_packet
+
+        def u16(o: np.ndarray) -> np.ndarray:
+            return (at(o) << 8) | at(o + 1)
+
+        def u32(o: np.ndarray) -> np.ndarray:
+            return (u16(o) << 16) | u16(o + 2)
+
+        src, dst, ipid = u32(ipb + 12), u32(ipb + 16), u16(ipb + 4)
+        sport, dport, seq, ack = u16(l4b), u16(l4b + 2), u32(l4b + 4), u32(l4b + 8)
+        olen = thb - 20
+        h = olen.copy()
+        for j in range(int(olen.max()) if len(olen) else 0):  # the option bytes, folded into one number
+            h = (h * 1_000_003 + np.where(j < olen, at(l4b + 20 + j), 256)) & 0x1FFFFFFFFFFFFFFF
+        cols = [src, dst, flb, u16(l4b + 14), at(ipb + 8), at(ipb + 1), at(ipb + 6) & 0x40, u16(l4b + 18),
+                at(l4b + 12) & 15, h, np.where(np.isin(ipid, list(det._marks)), ipid, -1)]
+        c = np.where(((flb & SYN) != 0) | ((flb & ACK) == 0), seq, ack)
+        marks = []
+        for sh in shifts:
+            marks.append((ipid == ((c >> sh) & 0xFFFF)) & (c != 0))
+        if "ipid_xor" in kinds:
+            marks.append(ipid == ((dst ^ dport ^ seq) & 0xFFFF))
+        cols += marks
+        # the per-packet marks as one number (bit j = mark j): with the header, all a rule can test
+        mark_bits = np.zeros(len(bi), np.int64)
+        for j, m in enumerate(marks):
+            mark_bits |= m.astype(np.int64) << j
+        mbl = mark_bits.tolist()
+        inv = _group_ids(cols)
+        order = np.argsort(inv, kind="stable")
+        cuts = np.flatnonzero(np.diff(inv[order])) + 1
+        groups = np.split(order, cuts)
+        # each group in the order of its last packet, so events keep the capture's order
+        groups.sort(key=lambda g: int(g[-1]))
+        ends = [int(bi[g[-1]]) for g in groups]
+        firsts = [int(bi[g[0]]) for g in groups]
+        t_end, t_first = b.ts_seconds(ends), b.ts_seconds(firsts)
+        buf, starts, lens = b.buf, b.starts, b.lens
+        dps, sps = dport.tolist(), sport.tolist()
+        for g, i, ts, t0 in zip(groups, ends, t_end, t_first):
+            s = starts[i]
+            pk = parse_packet(buf, s + l2, s + lens[i], ts)
+            if pk is None:
+                continue
+            gl = g.tolist()
+            det.feed_group(pk, [dps[k] for k in gl], [sps[k] for k in gl], t0, mbl[gl[-1]])
+
     # ---------------------------------------------------------------- frames (live, odd link layers)
 
     def feed_frame(self, ts: float, frame: bytes, linktype: int = PF.LINKTYPE_ETHERNET) -> None:
         self.stats["packets"] += 1
+        if self.detector is not None:
+            self._detect_frame(ts, frame, linktype)
         try:
             self._frame_slow(ts, frame, 0, len(frame), linktype)
         except (IndexError, struct.error, ValueError):
             self.stats["malformed"] += 1
+
+    def _detect_frame(self, ts: float, frame: bytes, lt: int) -> None:
+        from hostprint.match.probedetect import parse_packet
+
+        if lt == PF.LINKTYPE_ETHERNET:
+            off = 12
+            if len(frame) < 14:
+                return
+            et = U16.unpack_from(frame, off)[0]
+            off += 2
+            while et in (0x8100, 0x88A8) and len(frame) - off >= 4:
+                et = U16.unpack_from(frame, off + 2)[0]
+                off += 4
+            if et not in (0x0800, 0x86DD):
+                return
+        elif lt in (PF.LINKTYPE_LINUX_SLL, PF.LINKTYPE_LINUX_SLL2, PF.LINKTYPE_NULL, PF.LINKTYPE_LOOP):
+            off = {PF.LINKTYPE_LINUX_SLL: 16, PF.LINKTYPE_LINUX_SLL2: 20}.get(lt, 4)
+        elif lt in PF._RAW_ALIASES:
+            off = 0
+        else:
+            return
+        pk = parse_packet(frame, off, len(frame), ts)
+        if pk is not None:
+            assert self.detector is not None
+            self.detector.feed(pk)
 
     def _frame_slow(self, ts: float, buf: bytes, s: int, end: int, lt: int) -> None:
         if lt == PF.LINKTYPE_ETHERNET:
@@ -239,7 +501,7 @@ class PassiveAnalyzer:
 
     # ---------------------------------------------------------------- one candidate packet
 
-    def _ip(self, buf: bytes, ip: int, end: int, ver: int, ts: float) -> None:
+    def _ip(self, buf: bytes, ip: int, end: int, ver: int, ts: float) -> tuple[Any, ...] | None:
         if ver == 4:
             t = ip + ((buf[ip] & 15) << 2)
             a0, a1 = ip + 12, ip + 16
@@ -271,7 +533,7 @@ class PassiveAnalyzer:
                 r = parse_tcp(buf, ip, end, ver, synack)
                 if r is None:
                     self.stats["malformed"] += 1
-                    return
+                    return None
                 o = r[0]
                 tsval = o.tsval
                 hit = None
@@ -294,21 +556,21 @@ class PassiveAnalyzer:
             hit = self._observe(o, tsval, src, sport, dst, dport, ts, peer_mss, hit)
             if got is not None:
                 got[1] = hit
-            return
+            return hit
         # PSH segment: HTTP only on connections whose SYN we saw, first payload per direction
         flows = self.flows
         if not flows:
-            return
+            return None
         e1 = buf[a0: a0 + alen] + buf[t: t + 2]
         e2 = buf[a1: a1 + alen] + buf[t + 2: t + 4]
         fk = e1 + e2 if e1 < e2 else e2 + e1
         flow = flows.get(fk)
         if flow is None:
-            return
+            return None
         request = e1 == flow[4]
         j = 2 if request else 3
         if not flow[j]:
-            return
+            return None
         flow[j] = False
         if not flow[2] and not flow[3]:
             del flows[fk]
@@ -319,13 +581,14 @@ class PassiveAnalyzer:
         else:
             pend = min(end, ip + 40 + U16.unpack_from(buf, ip + 4)[0])
         if pend - (t + thl) < 16:
-            return
+            return None
         h = http_head(buf[t + thl: pend])
         if h is None or h[0] != request:
-            return
+            return None
         self.stats["http"] += 1
         sport, dport = U16X2.unpack_from(buf, t)
         self._observe_http(h, buf[a0: a0 + alen], sport, buf[a1: a1 + alen], dport, ts)
+        return None
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -573,7 +836,8 @@ class PassiveTechnique(Technique[dict[str, Any]]):
             try:
                 live_capture(self.iface, lambda ts, fr: self.analyzer.feed_frame(ts, fr),
                              stop=lambda: self.count is not None and self.analyzer.observations >= self.count,
-                             timeout=self.timeout)
+                             timeout=self.timeout, probes=self.analyzer.detector is not None,
+                             counters=self.analyzer.stats)
             except KeyboardInterrupt:
                 pass
         for f in self.files:
@@ -584,6 +848,8 @@ class PassiveTechnique(Technique[dict[str, Any]]):
             except CaptureError as e:
                 self.errors.append(e)
             self.files_read += 1
+        if self.analyzer.detector is not None:
+            self.analyzer.detector.finish()
         if not self.summarise:
             return {}
         return {s["address"]: s for s in self.analyzer.summaries()}

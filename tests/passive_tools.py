@@ -1,0 +1,220 @@
+"""Captures of real scanners and fingerprinters, made here in a lab (issue 18).
+
+A lab with one target (`tgt`: nginx on 80, OpenSSH on 22, ICMP errors not rate-limited), six
+bystanders (`b1`..`b6`, for sweeps: a sweep needs 8 live hosts, as the kernel sends nothing to an
+address ARP does not resolve) and a client (`cli`, for normal traffic). Each run is one real
+tool from the scanner namespace (Debian's nmap, masscan and zmap; hostprint's own scan, -O,
+--cron-os and amap mode with amap 5.4's shipped triggers), captured by tcpdump on the scanner's
+switch port (it sees every probe and every answer); normal traffic (curl, a browser-like client
+with six parallel keep-alive connections, SSH sessions) is captured on the target's port. Nothing
+here crafts a packet: every byte in the captures was sent by the tool named in the file name.
+
+Used by tests/test_passive_detect.py (made anew in each test run) and by bench/passive (the
+mixed capture); as a script: `python3 tests/passive_tools.py DIR [RUN ...]` writes DIR/RUN.pcap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TGT, B1, B2, CLI = "198.18.8.10", "198.18.8.11", "198.18.8.12", "198.18.8.20"
+BYSTANDERS = [B1, B2, "198.18.8.13", "198.18.8.14", "198.18.8.15", "198.18.8.16"]  # 8 live hosts with tgt, cli
+TGT_MAC = "02:68:70:08:00:0a"
+AMAP_DIR = Path(os.environ.get("HOSTPRINT_AMAP_DIR", str(ROOT.parent / "shared" / "datasets" / "amap-5.4")))
+if not AMAP_DIR.exists():
+    AMAP_DIR = Path("/work/shared/datasets/amap-5.4")
+QUIET = {"net.ipv4.icmp_ratelimit": "0", "net.ipv4.icmp_msgs_per_sec": "100000"}
+
+BROWSER_PY = r"""
+import socket, sys, threading
+dst = sys.argv[1]
+def conn(i):
+    s = socket.create_connection((dst, 80))
+    for path in ("/", "/style.css", "/app.js", "/logo.png", "/favicon.ico")[i % 2:]:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) "
+                   "Gecko/20100101 Firefox/128.0\r\nAccept: */*\r\nAccept-Language: en-US\r\n"
+                   "Connection: keep-alive\r\n\r\n" % (path, dst)).encode())
+        got = b""
+        while b"\r\n\r\n" not in got:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        head, _, body = got.partition(b"\r\n\r\n")
+        n = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                n = int(line.split(b":")[1])
+        while len(body) < n:
+            d = s.recv(65536)
+            if not d:
+                break
+            body += d
+    s.close()
+ts = [threading.Thread(target=conn, args=(i,)) for i in range(6)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+"""
+
+
+def hostprint(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hostprint", *args]
+
+
+# name -> (where tcpdump listens: "scan" or "tgt", argv run in the scanner namespace (or a callable
+# given the lab for normal traffic), the tool the detector must name or None for normal traffic)
+def runs(lab_mac: str = TGT_MAC) -> dict[str, tuple[str, list[str] | Callable, str | None]]:
+    nm = ["nmap", "-n", "-Pn", "--disable-arp-ping", "-e", "eth0"]
+    return {
+        "nmap-sS": ("scan", [*nm, "-sS", "-p", "1-1000", TGT], "nmap"),
+        "nmap-full": ("scan", [*nm, "-sS", "-p-", "--max-rate", "5000", TGT], "nmap"),
+        "nmap-sF": ("scan", [*nm, "-sF", "-p", "1-300", TGT], "nmap"),
+        "nmap-sN": ("scan", [*nm, "-sN", "-p", "1-300", TGT], "nmap"),
+        "nmap-sX": ("scan", [*nm, "-sX", "-p", "1-300", TGT], "nmap"),
+        "nmap-sA": ("scan", [*nm, "-sA", "-p", "1-300", TGT], "nmap"),
+        "nmap-sW": ("scan", [*nm, "-sW", "-p", "1-300", TGT], "nmap"),
+        "nmap-sU": ("scan", [*nm, "-sU", "-p", "1-60", "--max-retries", "1", TGT], "nmap"),
+        "nmap-ping": ("scan", ["nmap", "-n", "-sn", "-PE", "-PP", "-PM", "--disable-arp-ping", "-e", "eth0",
+                               "198.18.8.8-21"], "nmap"),
+        "nmap-sV": ("scan", [*nm, "-sV", "-p", "22,80", TGT], "nmap"),
+        "nmap-O": ("scan", [*nm, "-O", "-p", "22,80,81", TGT], "nmap"),
+        "masscan": ("scan", ["masscan", "-p1-1000", TGT, "--rate", "2000", "--wait", "1", "-e", "eth0",
+                             "--router-mac", lab_mac, "--adapter-ip", "198.18.0.1"], "masscan"),
+        "zmap": ("scan", ["zmap", "-p", "80", "-i", "eth0", "-G", lab_mac, "-S", "198.18.0.1", "-r", "200",
+                          "-c", "1", "-b", "/dev/null", "-o", "/dev/null", "198.18.8.0/28"], "zmap"),
+        "hostprint-sS": ("scan", hostprint("scan", "-sS", "-p", "1-1000", TGT, "--no-db"), "hostprint"),
+        "hostprint-O": ("scan", hostprint("scan", "-O", "-p", "22,80", TGT, "--no-db"), "hostprint"),
+        "hostprint-cron": ("scan", hostprint("scan", "-sS", "-p", "80", "--cron-os", "s", "--cron-timeout", "8",
+                                             TGT, "--no-db"), "hostprint"),
+        "hostprint-amap": ("scan", hostprint("amap", "-D", str(AMAP_DIR), TGT, "22", "80"), "amap"),
+        "normal": ("tgt", normal_traffic, None),
+    }
+
+
+def normal_traffic(lab) -> None:
+    """What a defender's network does all day: web requests, a browser's parallel keep-alive
+    connections, SSH sessions (key exchange then a refused login), a connection to a closed port."""
+    url = f"http://{TGT}/"
+    for _ in range(3):
+        lab.exec("cli", ["curl", "-s", "-o", "/dev/null", url], timeout=20)
+        lab.exec("cli", [sys.executable, "-c", f"import urllib.request as u; u.urlopen('{url}').read()"], timeout=20)
+    lab.exec("cli", [sys.executable, "-c", BROWSER_PY, TGT], timeout=30)
+    for _ in range(2):
+        lab.exec("cli", ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+                         "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", f"nobody@{TGT}", "true"],
+                 capture_output=True, timeout=20)
+    lab.exec("cli", ["curl", "-s", "-o", "/dev/null", f"http://{TGT}:81/"], timeout=20)  # closed: one RST
+    lab.exec("cli", ["ping", "-c", "2", "-i", "0.2", TGT], capture_output=True, timeout=20)
+
+
+def lab_spec(name: str):
+    from hostprint.lab import HostSpec, LabSpec
+
+    return LabSpec(name=name, hosts=[
+        HostSpec(name="tgt", address=TGT, services=["nginx:80", "ssh:22"], sysctls=QUIET, mac=TGT_MAC),
+        *[HostSpec(name=f"b{i}", address=a, sysctls=QUIET) for i, a in enumerate(BYSTANDERS, 1)],
+        HostSpec(name="cli", address=CLI),
+    ])
+
+
+def switch_port(lab, host: str) -> str:
+    if host == "scan":
+        return "p0"
+    out = subprocess.run(["ip", "-n", lab.switch_ns, "-o", "link"], capture_output=True, text=True, check=True).stdout
+    ns = lab.host(host).ns
+    for line in out.splitlines():
+        if line.rstrip().endswith(f"link-netns {ns}"):
+            return line.split(":")[1].strip().split("@")[0]
+    raise AssertionError(f"no switch port for {host}")
+
+
+def tcpdump(lab, port: str, path: Path) -> subprocess.Popen:
+    p = lab.spawn(lab.switch_ns, ["tcpdump", "-i", port, "--immediate-mode", "-B", "65536", "-U", "-s", "0", "-w", str(path),
+                                  "ip or ip6"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    line = p.stderr.readline()
+    assert b"listening" in line, line
+    return p
+
+
+def stop(p: subprocess.Popen) -> int:
+    """Stop tcpdump; the number of packets the kernel dropped (0 for a complete capture)."""
+    p.terminate()
+    try:
+        p.wait(5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    m = re.search(rb"(\d+) packets? dropped by kernel", p.stderr.read() if p.stderr else b"")
+    return int(m.group(1)) if m else -1
+
+
+def missing_tools() -> list[str]:
+    return [t for t in ("nmap", "masscan", "zmap", "tcpdump", "curl", "ssh", "nginx", "sshd")
+            if not shutil.which(t) and not os.path.exists(f"/usr/sbin/{t}")]
+
+
+def capture(lab, name: str, out: Path, spec: tuple, tries: int = 3) -> subprocess.CompletedProcess | None:
+    """Run one tool (or the normal traffic) with tcpdump listening; return the tool's result. A
+    capture the kernel dropped packets from is made again (a busy machine: other labs, test runs),
+    at most `tries` times in all."""
+    for attempt in range(tries):
+        try:
+            return _capture_once(lab, name, out, spec)
+        except CaptureDropped:
+            if attempt == tries - 1:
+                raise
+    return None
+
+
+class CaptureDropped(AssertionError):
+    pass
+
+
+def _capture_once(lab, name: str, out: Path, spec: tuple) -> subprocess.CompletedProcess | None:
+    where, argv, _tool = spec
+    dump = tcpdump(lab, switch_port(lab, where), out)
+    try:
+        time.sleep(0.2)
+        if callable(argv):
+            argv(lab)
+            r = None
+        else:
+            r = lab.exec("scan", argv, capture_output=True, text=True, timeout=240, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+        time.sleep(0.5)
+    finally:
+        dropped = stop(dump)
+    if dropped != 0:
+        raise CaptureDropped(f"{name}: tcpdump dropped {dropped} packets: the capture is incomplete")
+    return r
+
+
+def make(lab, outdir: Path, names: list[str] | None = None) -> dict[str, Path]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    got = {}
+    for name, spec in runs().items():
+        if names and name not in names:
+            continue
+        path = outdir / f"{name}.pcap"
+        r = capture(lab, name, path, spec)
+        if r is not None and r.returncode != 0:
+            raise AssertionError(f"{name}: exit {r.returncode}: {r.stderr[-600:]}")
+        got[name] = path
+    return got
+
+
+if __name__ == "__main__":
+    from hostprint.lab import Lab
+
+    d = Path(sys.argv[1])
+    with Lab(lab_spec(f"pt{os.getpid() % 10000}")) as lab:
+        for k, v in make(lab, d, sys.argv[2:] or None).items():
+            print(k, v, v.stat().st_size)
