@@ -100,4 +100,4 @@ def test_random_target_flags_parse():
     from hostprint.cli import build_parser
 
     args = build_parser().parse_args(["scan", "-iR", "5", "--seed", "3", "-sL"])
-    assert isinstance(args, argparse.Namespace) and args.random_targets == 5 and args.seed == 3 and args.list_scan
+    assert isinstance(args, argparse.Namespace) and args.random_targets == 5 and args.seed == "3" and args.list_scan
