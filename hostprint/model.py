@@ -1058,6 +1058,39 @@ class AuditReport:
 
 
 @dataclass
+class ProbeEvidence:
+    """One rule of signatures/knowledge/probes.txt that fired for a source: the fact it tests, the
+    tool it points to and where that fact comes from."""
+
+    rule: str
+    tool: str
+    packets: int
+    fact: str
+    source: str | None = None
+
+
+@dataclass
+class ProbeCoverage:
+    """How much of the network a detection touched: hosts and ports (scans, sweeps) or the probe
+    names seen (OS fingerprinting)."""
+
+    hosts: int = 0
+    ports: int | None = None
+    ports_per_host_max: int | None = None
+    probes: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Json]:
+        d: dict[str, Json] = {"hosts": self.hosts}
+        if self.ports is not None:
+            d["ports"] = self.ports
+        if self.ports_per_host_max is not None:
+            d["ports_per_host_max"] = self.ports_per_host_max
+        if self.probes is not None:
+            d["probes"] = list(self.probes)
+        return d
+
+
+@dataclass
 class ProbeEvent:
     """Someone probing the network, seen by `passive` (issue 18): one detection of one source.
 
@@ -1083,11 +1116,12 @@ class ProbeEvent:
     duration: float | None = None
     rate: float | None = None  # probes per second over the detection
     targets: list[str] = field(default_factory=list)  # the first few
-    coverage: dict[str, Any] = field(default_factory=dict)
-    evidence: list[dict[str, Any]] = field(default_factory=list)
+    coverage: ProbeCoverage | None = None
+    evidence: list[ProbeEvidence] = field(default_factory=list)
     key: str = ""  # the detection's identity within its source (not written)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         del d["key"]
+        d["coverage"] = self.coverage.to_dict() if self.coverage is not None else {}
         return {"type": "event", **d}

@@ -73,8 +73,8 @@ def probe_line(ev: Any) -> str:
     if ev.rate:
         parts.append(f"{ev.rate:g}/s")
     if ev.evidence and ev.tool != "unknown":
-        e = next((x for x in ev.evidence if x["tool"] == ev.tool), ev.evidence[0])
-        parts.append(f"evidence: {e['fact']} ({e['packets']} packets)")
+        e = next((x for x in ev.evidence if x.tool == ev.tool), ev.evidence[0])
+        parts.append(f"evidence: {e.fact} ({e.packets} packets)")
     if ev.update == "tool":
         parts.append("tool now known")
     return "; ".join(parts)

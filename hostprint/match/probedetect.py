@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hostprint.model import ProbeEvent
+from hostprint.model import ProbeCoverage, ProbeEvent, ProbeEvidence
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 _FLAG_LETTERS = ((FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "A"), (URG, "U"), (ECE, "E"), (CWR, "C"))
@@ -678,14 +678,13 @@ class ProbeDetector:
     def _rule(self, name: str) -> Rule | None:
         return self._idx.get(name)
 
-    def _evidence(self, src: _Source) -> list[dict[str, Any]]:
+    def _evidence(self, src: _Source) -> list[ProbeEvidence]:
         out = []
         for name, n in sorted(src.rules.items(), key=lambda kv: (-kv[1], kv[0])):
             r = self._rule(name)
             if r is None:
                 continue
-            out.append({"rule": name, "tool": r.tool, "packets": n, "fact": r.note or r.name,
-                        "source": r.sources[0] if r.sources else None})
+            out.append(ProbeEvidence(name, r.tool, n, r.note or r.name, r.sources[0] if r.sources else None))
         return out[:12]
 
     def _event(self, src: _Source, kind: str, method: str, p: Pkt, detail: str,
@@ -713,14 +712,13 @@ class ProbeDetector:
             ev.rate = round(m.packets / dur, 1) if dur > 0 else None
             ev.targets = [addr_text(a) for a in list(m.targets)[:8]]
             per = [len(s) for s in m.targets.values()]
-            ev.coverage = {"hosts": ev.hosts, "ports": ev.ports,
-                           "ports_per_host_max": max(per) if per else 0}
+            ev.coverage = ProbeCoverage(ev.hosts, ev.ports, max(per) if per else 0)
         elif ev.kind == "os-fingerprint":
             got = {a: s for (t, a), s in src.os_probes.items() if t == ev.method}
             ev.targets = [addr_text(a) for a in list(got)[:8]]
             ev.hosts = len(got)
             names = sorted({n for s in got.values() for n in s})
-            ev.coverage = {"probes": names, "hosts": len(got)}
+            ev.coverage = ProbeCoverage(len(got), probes=names)
             ev.packets = sum(src.rules.get(r.name, 0) for r in self.rules if r.method == "os-probe" and r.set == ev.method)
         else:
             ev.packets = sum(src.rules.get(r.name, 0) for r in self.rules if r.method in ("app-trigger", "rpc-trigger"))
