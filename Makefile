@@ -16,7 +16,7 @@ lint:
 
 test: setup
 	$(MAKE) --no-print-directory lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not lab"
