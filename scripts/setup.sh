@@ -23,7 +23,9 @@ DEBS=(nmap p0f masscan zmap hping3 tcpdump nftables iptables iproute2 iputils-pi
       gunicorn python3-uvicorn avahi-daemon kamailio python3-pymodbus python3-serial
       python3-serial-asyncio xrdp caddy
       # the fingerprint scrubber's NFQUEUE stage (ctypes) and its lab's HTTP client (issue 19)
-      libnetfilter-queue1 curl)
+      libnetfilter-queue1 curl
+      # bench/passive/probes.py reads the tools' CPU and peak RSS through GNU time
+      time)
 
 # Every run refreshes the package lists and brings exactly the listed packages -- and the other
 # binary packages built from the same Debian sources, e.g. dovecot-core beside dovecot-imapd,
