@@ -136,9 +136,10 @@ def switch_port(lab, host: str) -> str:
     raise AssertionError(f"no switch port for {host}")
 
 
-def tcpdump(lab, port: str, path: Path) -> subprocess.Popen:
+def tcpdump(lab, port: str, path: Path, expr: str = "ip or ip6") -> subprocess.Popen:
+    """tcpdump on a switch port, returned once its socket listens (its first stderr line)."""
     p = lab.spawn(lab.switch_ns, ["tcpdump", "-i", port, "--immediate-mode", "-B", "65536", "-U", "-s", "0", "-w", str(path),
-                                  "ip or ip6"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                  expr], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     line = p.stderr.readline()
     assert b"listening" in line, line
     return p

@@ -359,20 +359,15 @@ def _switch_port(lab, host: str) -> str:
 
 
 def start_tcpdump(lab, port: str, path: Path) -> subprocess.Popen:
-    p = lab.spawn(lab.switch_ns, ["tcpdump", "-i", port, "--immediate-mode", "-U", "-s", "0", "-w", str(path), "tcp"],
-                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    line = p.stderr.readline()  # "listening on pN ..." once the socket is open
-    assert b"listening" in line, line
-    return p
+    import passive_tools
+
+    return passive_tools.tcpdump(lab, port, path, "tcp")
 
 
 def stop(p: subprocess.Popen) -> None:
-    p.terminate()
-    try:
-        p.wait(5)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+    import passive_tools
+
+    passive_tools.stop(p)
 
 
 @pytest.fixture(scope="module")

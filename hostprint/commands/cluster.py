@@ -263,15 +263,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _spaces(text: str) -> set[str]:
-    import json
+    from hostprint.commands.merge import shard_blocks
 
-    out = set()
-    for line in text.splitlines():
-        try:
-            d = json.loads(line)
-        except ValueError:
-            continue
-        s = d.get("shard") if isinstance(d, dict) else None
-        if isinstance(s, dict) and isinstance(s.get("space"), str):
-            out.add(s["space"])
-    return out
+    return {s["space"] for s in shard_blocks(text) if isinstance(s.get("space"), str)}

@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hostprint.errors import UsageError
 from hostprint.model import ExtraPorts, HostResult, PortResult, ScanRun
@@ -51,17 +52,11 @@ def _shard_tags(path: str) -> set[ShardTag]:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
-    for line in text.splitlines():
+    for s in shard_blocks(text):
         try:
-            d = json.loads(line)
-        except ValueError:
-            continue
-        s = d.get("shard") if isinstance(d, dict) else None
-        if isinstance(s, dict):
-            try:
-                tags.add(ShardTag(int(s["index"]), int(s["count"]), int(s["seed"]), str(s["space"])))
-            except (KeyError, TypeError, ValueError):
-                raise UsageError(f"{path}: a host record with a malformed shard block") from None
+            tags.add(ShardTag(int(s["index"]), int(s["count"]), int(s["seed"]), str(s["space"])))
+        except (KeyError, TypeError, ValueError):
+            raise UsageError(f"{path}: a host record with a malformed shard block") from None
     return tags
 
 
@@ -186,3 +181,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"hostprint: merged run {merged.id} ({len(merged.hosts)} hosts) recorded in {inv.path}",
                   file=sys.stderr)
     return 0
+
+
+def shard_blocks(text: str) -> list[dict[str, Any]]:
+    """The `shard` blocks of -oJ lines (lines that are not JSON objects are skipped)."""
+    out = []
+    for line in text.splitlines():
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        s = d.get("shard") if isinstance(d, dict) else None
+        if isinstance(s, dict):
+            out.append(s)
+    return out
