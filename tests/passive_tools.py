@@ -137,12 +137,21 @@ def switch_port(lab, host: str) -> str:
 
 
 def tcpdump(lab, port: str, path: Path, expr: str = "ip or ip6") -> subprocess.Popen:
-    """tcpdump on a switch port, returned once its socket listens (its first stderr line)."""
-    p = lab.spawn(lab.switch_ns, ["tcpdump", "-i", port, "--immediate-mode", "-B", "65536", "-U", "-s", "0", "-w", str(path),
+    """tcpdump on a switch port, returned once its socket listens (its first stderr line).
+
+    Not --immediate-mode: libpcap then falls back to TPACKET_V2, whose ring slots are snaplen-sized
+    when the interface has offloads (veth does), so -s 0 left ~250 slots in 64 MiB and a 1,000-SYN
+    burst overflowed them (CI: "tcpdump dropped 28 packets" three times in a row). TPACKET_V3 packs
+    packets into its blocks; a block is handed over at the latest after tcpdump's 1 s timeout, which
+    `FLUSH` waits out before the capture is stopped."""
+    p = lab.spawn(lab.switch_ns, ["tcpdump", "-i", port, "-B", "65536", "-U", "-s", "0", "-w", str(path),
                                   expr], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     line = p.stderr.readline()
     assert b"listening" in line, line
     return p
+
+
+FLUSH = 1.6  # s: tcpdump's TPACKET_V3 block timeout is 1 s
 
 
 def stop(p: subprocess.Popen) -> int:
@@ -199,7 +208,7 @@ def _capture_once(lab, name: str, out: Path, spec: tuple) -> subprocess.Complete
                 if _tool != "masscan" or "100.00% done" not in err:
                     raise
                 r = subprocess.CompletedProcess(e.cmd, 0, e.output or "", err)
-        time.sleep(0.5)
+        time.sleep(FLUSH)
     finally:
         dropped = stop(dump)
     if dropped != 0:

@@ -205,7 +205,7 @@ def test_loss_and_delay_do_not_flip_verdict(tlab, measured):
         tlab.set_delay("dl", 0, 0)
     s = _test(got, "syn")
     assert s["rtt_us"] is None or s["rtt_us"] >= 40_000  # the delay really was there
-    assert _best(got) == clean
+    assert _best(got) == clean, (got["os"]["timing"]["lines"], [(t["test"], t["arrivals"]) for t in got["os"]["timing"]["tests"]])
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +300,7 @@ def test_lwip(tlab, measured):
     assert len(s["arrivals"]) == 3 and s["rst"] is None, s
     g = _gaps(s)
     assert 2.0 <= g[0] <= 3.6 and 5.4 <= g[1] <= 6.6, g  # measured 2.21-2.78, 6.00
-    assert _best(h) == "lwip"
+    assert _best(h) == "lwip", (h["os"]["timing"]["lines"], [(t["test"], t["arrivals"]) for t in h["os"]["timing"]["tests"]])
     la = _test(h, "lastack")
     assert len(la["arrivals"]) >= 3
     assert la["segment_ttl"] == 254  # lwIP's TTL 255, one routed hop

@@ -65,7 +65,8 @@ class EnumTechnique(Technique[dict[str, dict[str, Json]]]):
         task = session.progress.phase(self.label, len(jobs))
         sem = asyncio.Semaphore(32)
         out: dict[str, dict[str, dict[str, Json]]] = {}
-        timeout = max(self.options.sv_timeout / 2, 1.0)
+        # one read waits as -sV's does (at most 3 s of the port's budget): a LAN agent answers in ms
+        timeout = min(max(self.options.sv_timeout / 2, 1.0), 3.0)
 
         async def one(addr: str, kind: str, port: int, proto: str) -> None:
             calls: dict[str, Callable[[], Awaitable[dict[str, Any] | None]]] = {

@@ -123,26 +123,30 @@ async def _snmp_request(addr: str, port: int, version: int, community: str, tag:
 
 async def snmp_info(addr: str, port: int = 161, communities: list[str] | None = None,
                     timeout: float = 1.0) -> dict[str, Any] | None:
-    """The system group and interfaces of an SNMP agent, with the first community that works."""
-    for community in communities or ["public"]:
-        for version in (1, 0):  # v2c, then v1
-            got = await _snmp_request(addr, port, version, community, 0xA0, list(SNMP_SYSTEM), timeout)
-            if got is None:
-                continue
-            status, binds = got
-            if status != 0 and version == 1:
-                # v2c answers every OID on its own (noSuchObject); an error here means v1 semantics
-                continue
-            facts: dict[str, Any] = {"community": community, "version": "2c" if version == 1 else "1"}
-            for name, value in binds:
-                key = SNMP_SYSTEM.get(name)
-                v = _snmp_value(value)
-                if key and v is not None:
-                    facts[key] = v
-            if isinstance(facts.get("sysUpTime"), int):
-                facts["uptime_s"] = facts["sysUpTime"] // 100
-            facts["interfaces"] = await _snmp_interfaces(addr, port, version, community, timeout)
-            return facts
+    """The system group and interfaces of an SNMP agent, with the first community (in the user's
+    order, v2c before v1) that works. Every community and version is asked at once: an agent is
+    silent to a wrong community, so asking in turn cost one full wait per wrong guess (40 s for one
+    wrong community at the default --sv-timeout)."""
+    pairs = [(c, v) for c in dict.fromkeys(communities or ["public"]) for v in (1, 0)]  # v2c, then v1
+    answers = await asyncio.gather(*(_snmp_request(addr, port, v, c, 0xA0, list(SNMP_SYSTEM), timeout)
+                                     for c, v in pairs))
+    for (community, version), got in zip(pairs, answers):
+        if got is None:
+            continue
+        status, binds = got
+        if status != 0 and version == 1:
+            # v2c answers every OID on its own (noSuchObject); an error here means v1 semantics
+            continue
+        facts: dict[str, Any] = {"community": community, "version": "2c" if version == 1 else "1"}
+        for name, value in binds:
+            key = SNMP_SYSTEM.get(name)
+            v = _snmp_value(value)
+            if key and v is not None:
+                facts[key] = v
+        if isinstance(facts.get("sysUpTime"), int):
+            facts["uptime_s"] = facts["sysUpTime"] // 100
+        facts["interfaces"] = await _snmp_interfaces(addr, port, version, community, timeout)
+        return facts
     return None
 
 
