@@ -12,6 +12,7 @@ from hostprint import model
 from hostprint.errors import NeedsRoot, UsageError, have_raw_sockets
 
 if TYPE_CHECKING:
+    from hostprint.engine.trace import PacketTracer
     from hostprint.probes.options import ScanOptions
 
 RAW_SCANS = {"sS": "syn", "sA": "ack", "sW": "window", "sF": "fin", "sN": "null", "sX": "xmas", "sSA": "synack"}
@@ -509,7 +510,7 @@ def _asked(args: argparse.Namespace, opts: ScanOptions | None) -> dict[str, obje
             "service_scan": bool(opts is not None and opts.service_scan)}
 
 
-def _packet_trace(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _packet_trace(args: argparse.Namespace) -> PacketTracer | None:
     """--packet-trace: the engine's tracer (engine/trace.py), one line per frame on stderr."""
     if not getattr(args, "packet_trace", False):
         return None

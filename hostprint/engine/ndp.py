@@ -92,7 +92,7 @@ class Resolver6:
 
     def __init__(self, iface: str, src: str, mac: bytes | None = None, tracer: PacketTracer | None = None):
         self.iface = iface
-        self.tracer = tracer  # --packet-trace: its NS and NA frames too
+        self.tracer = tracer  # --packet-trace: its NS (the NA is traced by the link's ring, which sees it too)
         self.src = ip6_str(ip6_bytes(src.split("%", 1)[0]))
         self.loopback = iface == "lo"
         self.mac = mac if mac is not None else (b"\0" * 6 if self.loopback else mac_bytes(route.iface_mac(iface)))
@@ -135,8 +135,6 @@ class Resolver6:
             na = parse_na(fr)
             if na is None:
                 continue
-            if self.tracer is not None:
-                self.tracer.rcvd(fr)
             target, mac, _ = na
             self.neigh[ip6_str(target)] = mac
             for fut in self._waiters.pop(target, []):

@@ -105,6 +105,7 @@ def _icmp(m: bytes, src: str, dst: str, iphdr: str) -> str:
         if t in (17, 18) and len(m) >= 12:
             extra += f" mask={socket.inet_ntoa(m[8:12])}"
     if t == 3:
+        extra = " "  # nmap: "Port 123 unreachable (type=3/code=3) ]"
         if code == 3 and len(m) >= 8 + 20 + 4:
             q = 8 + (m[8] & 15) * 4
             port = struct.unpack_from("!H", m, q + 2)[0] if len(m) >= q + 4 else 0
