@@ -144,7 +144,7 @@ def add_nmap_habits(p: argparse.ArgumentParser, scan: bool = True) -> None:
     p.add_argument("-e", dest="iface", metavar="IFACE", help="send and receive on this interface")
     p.add_argument("-S", dest="source_addr", metavar="ADDR", help="source address of the probes")
     p.add_argument("--stats-every", metavar="TIME", help="print a status line every TIME (10s, 1m)")
-    p.add_argument("--packet-trace", action="store_true", help="a line per probe sent and answer received (stderr)")
+    p.add_argument("--packet-trace", action="store_true", help="a line per frame sent and received, in nmap's format (stderr)")
     p.add_argument("-y", "--yes", action="store_true", help="no confirmation for more than 1,048,576 addresses")
     p.add_argument("--reason", action="store_true", help="show why each port and host has its state")
     p.add_argument("-sL", dest="list_scan", action="store_true", help="list the targets with their names; send nothing")
