@@ -222,3 +222,26 @@ def test_mtu_and_f_flags():
     assert not opts().fragment
     for bad in ("12", "0", "x", "2000"):
         assert usage_error(opts, "--mtu", bad).startswith(f"bad --mtu '{bad}'")
+
+
+def test_describe_never_raises_on_cut_or_mangled_frames():
+    """The tracer runs before the scans' handlers on the receive path: any frame must give a line."""
+    import random
+
+    frames = [v4(P.TCP(1, 2, 3, 4, P.SYN, 5, options=[(P.OPT_MSS, 1460), (P.OPT_WS, 7)]), P.IPPROTO_TCP),
+              v4(P.ICMP(P.ICMP_TSTAMP, 0, 1, 2), P.IPPROTO_ICMP), v4(P.UDP(1, 2, b"xyz"), P.IPPROTO_UDP),
+              v6(P.TCP(1, 2, 3, 4, P.SYN, 5), P.IPPROTO_TCP), *CAPTURES.values(),
+              *fragment_frame(v6(P.UDP(1, 2, bytes(30)), P.IPPROTO_UDP))]
+    rnd = random.Random(14)
+    n = 0
+    for fr in frames:
+        for cut in range(len(fr) + 1):
+            assert isinstance(describe(fr[:cut]), str)
+            n += 1
+        for _ in range(300):
+            b = bytearray(fr)
+            for _ in range(rnd.randint(1, 6)):
+                b[rnd.randrange(14, len(b))] = rnd.randrange(256)
+            assert isinstance(describe(bytes(b)), str)
+            n += 1
+    assert n > 5000

@@ -202,18 +202,23 @@ def _arp(fr: bytes) -> str:
 
 
 def describe(frame: bytes | memoryview) -> str:
-    """One Ethernet frame in nmap's --packet-trace words (without SENT/RCVD and the time)."""
+    """One Ethernet frame in nmap's --packet-trace words (without SENT/RCVD and the time). Never
+    raises: the tracer runs ahead of the scans' own handlers on the receive path, and whatever
+    arrives (cut short, lying lengths) must not cost them their block."""
     fr = bytes(frame)
-    if len(fr) < 14:
-        return "(short frame)"
-    et = fr[12:14]
-    if et == b"\x08\x00":
-        return _ipv4(fr)
-    if et == b"\x86\xdd":
-        return _ipv6(fr)
-    if et == b"\x08\x06":
-        return _arp(fr)
-    return f"ethertype 0x{et.hex()} len={len(fr)}"
+    try:
+        if len(fr) < 14:
+            return f"(short frame len={len(fr)})"
+        et = fr[12:14]
+        if et == b"\x08\x00":
+            return _ipv4(fr)
+        if et == b"\x86\xdd":
+            return _ipv6(fr)
+        if et == b"\x08\x06":
+            return _arp(fr)
+        return f"ethertype 0x{et.hex()} len={len(fr)}"
+    except (struct.error, ValueError, IndexError, OSError):
+        return f"(malformed frame len={len(fr)})"
 
 
 class PacketTracer:
