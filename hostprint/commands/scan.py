@@ -12,6 +12,7 @@ from hostprint import model
 from hostprint.errors import NeedsRoot, UsageError, have_raw_sockets
 
 if TYPE_CHECKING:
+    from hostprint.engine.trace import PacketTracer
     from hostprint.probes.options import ScanOptions
 
 RAW_SCANS = {"sS": "syn", "sA": "ack", "sW": "window", "sF": "fin", "sN": "null", "sX": "xmas", "sSA": "synack"}
@@ -119,7 +120,6 @@ UNSUPPORTED = {
     "-D": "decoys (-D) are not supported",
     "--spoof-mac": "--spoof-mac is not supported",
     "--badsum": "--badsum is not supported",
-    "--mtu": "--mtu is not supported; -f fragments into 8-byte pieces",
     "--proxies": "--proxies is not supported",
     "-oS": "-oS (script kiddie output) is not supported",
     "-PY": "SCTP discovery (-PY) is not supported",
@@ -144,17 +144,19 @@ def add_nmap_habits(p: argparse.ArgumentParser, scan: bool = True) -> None:
     p.add_argument("-e", dest="iface", metavar="IFACE", help="send and receive on this interface")
     p.add_argument("-S", dest="source_addr", metavar="ADDR", help="source address of the probes")
     p.add_argument("--stats-every", metavar="TIME", help="print a status line every TIME (10s, 1m)")
-    p.add_argument("--packet-trace", action="store_true", help="a line per probe sent and answer received (stderr)")
+    p.add_argument("--packet-trace", action="store_true", help="a line per frame sent and received, in nmap's format (stderr)")
     p.add_argument("-y", "--yes", action="store_true", help="no confirmation for more than 1,048,576 addresses")
     p.add_argument("--reason", action="store_true", help="show why each port and host has its state")
     p.add_argument("-sL", dest="list_scan", action="store_true", help="list the targets with their names; send nothing")
     p.add_argument("-6", dest="ipv6", action="store_true", help="host names resolve to IPv6 (IPv6 literals and "
                    "prefixes need no flag)")
+    p.add_argument("-f", dest="fragment", action="count", default=0, help="fragment raw TCP/UDP scan and discovery "
+                   "probes into 8-byte IP fragments (-ff: 16)")
+    p.add_argument("--mtu", metavar="N", help="fragment probes into N-byte pieces (a multiple of 8; implies -f)")
     if scan:
         p.add_argument("-A", dest="aggressive", action="store_true", help="-sV -O --sequence --traceroute")
         p.add_argument("-g", "--source-port", dest="source_port", metavar="PORT", help="source port of raw TCP/UDP probes")
         p.add_argument("--ttl", metavar="N", help="IP TTL of raw TCP/UDP probes")
-        p.add_argument("-f", dest="fragment", action="store_true", help="fragment raw UDP probes into 8-byte pieces")
         p.add_argument("--traceroute", action="store_true", help="the hops to each up host")
         p.add_argument("--resume", metavar="FILE|RUN", help="resume an interrupted scan from its -oG, -oX or -oJ output, "
                        "or from its inventory record (a run id, 'last', -N; --db names the inventory)")
@@ -199,9 +201,14 @@ def apply_habits(args: argparse.Namespace, opts: ScanOptions) -> None:
     opts.traceroute = opts.traceroute or getattr(args, "traceroute", False)
     opts.source_port = _int_in(getattr(args, "source_port", None), "-g/--source-port", 1, 65535)
     opts.ttl = _int_in(getattr(args, "ttl", None), "--ttl", 1, 255)
-    opts.fragment = getattr(args, "fragment", False)
-    if opts.fragment and any(k in opts.scan_kinds for k in ("syn", "synack", "ack", "window", "fin", "null", "xmas")):
-        raise UsageError("-f: fragmented probes are sent by the UDP scan (-sU) only so far; drop -f or the TCP scan")
+    mtu = getattr(args, "mtu", None)
+    if mtu is not None:
+        if not mtu.isdigit() or int(mtu) <= 0 or int(mtu) % 8 or int(mtu) > 1400:
+            raise UsageError(f"bad --mtu '{mtu}': use a multiple of 8 from 8 to 1400 (nmap's rule: fragment "
+                             "offsets count 8-byte units)")
+        opts.fragment, opts.frag_size = True, int(mtu)
+    elif getattr(args, "fragment", 0):
+        opts.fragment, opts.frag_size = True, 8 * int(args.fragment)
     opts.host_timeout = nmap_time(args.host_timeout, "--host-timeout")
     if opts.host_timeout is None and opts.timing.name == "insane":
         opts.host_timeout = 900.0  # nmap's -T5 (nmap(1), "Timing and Performance")
@@ -503,12 +510,13 @@ def _asked(args: argparse.Namespace, opts: ScanOptions | None) -> dict[str, obje
             "service_scan": bool(opts is not None and opts.service_scan)}
 
 
-def _packet_trace(args: argparse.Namespace):
+def _packet_trace(args: argparse.Namespace) -> PacketTracer | None:
+    """--packet-trace: the engine's tracer (engine/trace.py), one line per frame on stderr."""
     if not getattr(args, "packet_trace", False):
         return None
-    t0 = time.monotonic()
-    return lambda line: print(f"{line.split(' ', 1)[0]} ({time.monotonic() - t0:.4f}s) {line.split(' ', 1)[-1]}",
-                              file=sys.stderr, flush=True)
+    from hostprint.engine.trace import PacketTracer
+
+    return PacketTracer()
 
 
 def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], names: list[str] | None = None) -> int:
@@ -532,6 +540,12 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
     if v4_only and any(":" in t for t in targets):
         raise UsageError(f"{'/'.join(v4_only)} works over IPv4 only (the idle scan reads the IPv4 ID; the protocol "
                          "scan is not ported to IPv6): leave out the IPv6 targets")
+    tcp_raw = [k for k in scan_types if k in ("syn", "synack", "ack", "window", "fin", "null", "xmas")]
+    tcp_ping = [m.name for m in opts.ping if m.name in ("syn", "ack")]
+    if opts.fragment and (tcp_raw or tcp_ping) and any(":" in t for t in targets):
+        raise UsageError("-f/--mtu: TCP probes over IPv6 are not fragmented (RFC 7112: the first fragment must hold the "
+                         "whole TCP header; Linux answers ICMPv6 parameter problem; nmap refuses -f with -6 too): drop "
+                         "-f or the IPv6 targets" + (" (or use -PE/-PU discovery)" if tcp_ping and not tcp_raw else ""))
     plan = sharding.plan_run(args, opts, targets, names, {h.address for h in resumed})
     resumed = [h for h in resumed if h.address in plan.skipped]  # hosts of this run (and shard) only
     if not plan.runs:
@@ -583,7 +597,7 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
             if resolver is not None:
                 resolver.close()
 
-    session = Session(opts.timing, packet_trace=_packet_trace(args), host_timeout=opts.host_timeout)
+    session = Session(opts.timing, tracer=_packet_trace(args), host_timeout=opts.host_timeout)
     try:
         with _progress(args, outs, opts) as prog:
             session.progress = prog

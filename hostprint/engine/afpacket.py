@@ -20,11 +20,15 @@ import os
 import socket
 import struct
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hostprint.engine import bpf
 from hostprint.errors import NeedsRoot
+
+if TYPE_CHECKING:
+    from hostprint.engine.trace import PacketTracer
 
 SOL_PACKET = 263
 PACKET_RX_RING = 5
@@ -199,8 +203,11 @@ class BatchSender:
 
     Callers craft frames into rows of `self.buf` (fixed row size) and call `send(k, lengths)`; the
     iovecs point at the rows once and for all and their lengths are set through a numpy view, so
-    a batch costs one ctypes call and no per-frame Python.
+    a batch costs one ctypes call and no per-frame Python. `tracer` (--packet-trace) is told
+    about the rows that went out, after the call.
     """
+
+    tracer: PacketTracer | None = None
 
     def __init__(self, sock: socket.socket, frame_size: int = 128, max_batch: int = 1024):
         self.sock = sock
@@ -234,6 +241,8 @@ class BatchSender:
                 raise OSError(err, os.strerror(err))
             done += r
         self.sent += done - start
+        if self.tracer is not None and done > start:
+            self.tracer.sent_rows(self.buf, start, done, lengths)
         return done - start
 
     def send_all(self, k: int, lengths: int | np.ndarray) -> int:
@@ -277,6 +286,8 @@ class RawIPBatchSender(BatchSender):
                 break
             done += 1
         self.sent += done - start
+        if self.tracer is not None and done > start:
+            self.tracer.sent_rows(self.buf, start, done, lengths)
         return done - start
 
 

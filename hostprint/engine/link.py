@@ -23,6 +23,7 @@ from concurrent.futures import Executor
 
 from hostprint.engine import afpacket, bpf, packets, replies, route
 from hostprint.engine.packets import ARP, ETH_P_ARP, Ethernet
+from hostprint.engine.trace import PacketTracer
 
 Handler = Callable[[int, memoryview], None]
 
@@ -30,7 +31,7 @@ Handler = Callable[[int, memoryview], None]
 class Link:
     def __init__(self, iface: str, addresses: list[str], *, snaplen: int = 2048,
                  ring_blocks: int = 32, block_size: int = 1 << 20, frame_size: int = 128,
-                 filter_addresses: bool = True):
+                 filter_addresses: bool = True, tracer: PacketTracer | None = None):
         self.iface = iface
         self.addresses = list(addresses)
         v4 = [a for a in self.addresses if ":" not in a]
@@ -65,6 +66,10 @@ class Link:
         self.neigh: dict[str, bytes] = {}
         self._arp_waiters: dict[bytes, list[asyncio.Future]] = {}
         self.frames_seen = 0
+        self.tracer = tracer
+        if tracer is not None:  # --packet-trace: every frame sent (here and by the senders) and received
+            self.sender.tracer = tracer
+            tracer.ours = tracer.ours | {socket.inet_aton(a) for a in v4}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -156,9 +161,22 @@ class Link:
                         h(ring, starts, lens, ts)
                     except Exception:  # noqa: BLE001
                         pass
+        if self.tracer is not None:
+            block = self._traced(block)
         n = self.ring.drain(frame, block)
         self.frames_seen += n
         return n
+
+    def _traced(self, block: afpacket.BlockHandler | None) -> afpacket.BlockHandler:
+        """The ring's block handler with --packet-trace's RCVD lines first (every frame once)."""
+        tracer = self.tracer
+        assert tracer is not None
+
+        def traced(ring, starts, lens, ts) -> None:  # type: ignore[no-untyped-def]
+            tracer.rcvd_block(ring, starts, lens)
+            if block is not None:
+                block(ring, starts, lens, ts)
+        return traced
 
     async def settle(self, seconds: float) -> None:
         """Wait while still draining the ring (blocks are retired by the kernel every few ms)."""
@@ -195,6 +213,8 @@ class Link:
                     afpacket.BatchSender(afpacket.open_tx_socket(self.iface), frame_size=self._frame_size,
                                          max_batch=self.sender.max_batch)
                     for _ in range(2 * len(self._pools) - 1)]
+                for snd in self._senders:
+                    snd.tracer = self.tracer
         pools = self._pools
         return [(snd, pools[i % len(pools)]) for i, snd in enumerate(self._senders)]
 
@@ -205,6 +225,8 @@ class Link:
         return self.raw6
 
     def send(self, frame: bytes) -> None:
+        if self.tracer is not None:
+            self.tracer.sent(frame)
         if self.loopback:
             if frame[12:14] == b"\x86\xdd":
                 self._raw6().sendto(frame[14:], (socket.inet_ntop(socket.AF_INET6, frame[38:54]), 0))
@@ -348,8 +370,9 @@ async def answers_settle(link: Link, limit: float, rtts: Callable[[], list[float
 class Links:
     """The links a set of targets needs, opened once per interface."""
 
-    def __init__(self, **link_kwargs: object):
+    def __init__(self, tracer: PacketTracer | None = None, **link_kwargs: object):
         self.by_iface: dict[str, Link] = {}
+        self.tracer = tracer
         self.kw = link_kwargs
 
     def for_route(self, r: route.Route) -> Link:
@@ -361,7 +384,7 @@ class Links:
                 addrs = [r.src] + [a for a in addrs if a != r.src]
             else:  # IPv4 addresses first (link.src), then ours of the route's family, its source first
                 addrs += [r.src] + [a for a in route.table6().addrs.get(iface, []) if a != r.src]
-            link = Link(iface, addrs, **self.kw)  # type: ignore[arg-type]
+            link = Link(iface, addrs, tracer=self.tracer, **self.kw)  # type: ignore[arg-type]
             link.start()
             self.by_iface[iface] = link
         link = self.by_iface[iface]

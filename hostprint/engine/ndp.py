@@ -24,6 +24,7 @@ from hostprint.engine.packets import ETH_P_IPV6, DecodeError, Ethernet, decode_e
 
 if TYPE_CHECKING:
     from hostprint.engine.link import Link
+    from hostprint.engine.trace import PacketTracer
 
 ND_HOP_LIMIT = 255  # RFC 4861: ND messages are sent, and only accepted, with hop limit 255
 
@@ -89,8 +90,9 @@ class Resolver6:
     `resolve()` may run for many targets at once; answers are cached for the resolver's life
     (a scan), as Link.neigh does for ARP."""
 
-    def __init__(self, iface: str, src: str, mac: bytes | None = None):
+    def __init__(self, iface: str, src: str, mac: bytes | None = None, tracer: PacketTracer | None = None):
         self.iface = iface
+        self.tracer = tracer  # --packet-trace: its NS (the NA is traced by the link's ring, which sees it too)
         self.src = ip6_str(ip6_bytes(src.split("%", 1)[0]))
         self.loopback = iface == "lo"
         self.mac = mac if mac is not None else (b"\0" * 6 if self.loopback else mac_bytes(route.iface_mac(iface)))
@@ -169,6 +171,8 @@ class Resolver6:
                     self.tx.send(frame)
                 except OSError:
                     return None
+                if self.tracer is not None:
+                    self.tracer.sent(frame)
                 try:
                     return await asyncio.wait_for(asyncio.shield(fut), timeout)
                 except TimeoutError:
@@ -196,7 +200,7 @@ async def resolve6(link: Link, target: str, timeout: float = 1.0, tries: int = 3
     src = ours[0] if ours else route.table6().source(iface, dst)
     if src is None:
         return None
-    with Resolver6(iface, src, link.mac if iface != "lo" else None) as r:
+    with Resolver6(iface, src, link.mac if iface != "lo" else None, link.tracer) as r:
         mac = await r.resolve(target, timeout, tries)
     if mac is not None:
         neigh[target] = mac

@@ -34,6 +34,7 @@ from hostprint.model import OPEN, HostResult, Json, PortResult
 if TYPE_CHECKING:
     from hostprint.engine.link import Links
     from hostprint.engine.rate import Timing
+    from hostprint.engine.trace import PacketTracer
     from hostprint.probes.options import ScanOptions
 
 R = TypeVar("R")
@@ -90,8 +91,8 @@ class Session:
     stats: dict[str, dict[str, Json]] = field(default_factory=dict)
     #: one closed TCP port per address, seen by the SYN scan (-O needs a closed port)
     closed_tcp: dict[str, int] = field(default_factory=dict)
-    #: --packet-trace: a line per probe sent and reply received (None: off)
-    packet_trace: Callable[[str], None] | None = None
+    #: --packet-trace: the links' tracer, a line per frame sent and received (None: off)
+    tracer: PacketTracer | None = None
     #: --host-timeout: seconds from `started` after which no technique keeps probing a host
     host_timeout: float | None = None
     started: float = field(default_factory=time.monotonic)
@@ -102,7 +103,7 @@ class Session:
         if self._links is None:
             from hostprint.engine.link import Links
 
-            self._links = Links()
+            self._links = Links(tracer=self.tracer)
         return self._links
 
     @property

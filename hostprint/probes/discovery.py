@@ -31,6 +31,7 @@ from hostprint import model
 from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
+from hostprint.engine.fragment import fragment_frame
 from hostprint.engine.link import Link, Links, until_quiet
 from hostprint.engine.rate import Pacer, Timing
 from hostprint.engine.replies import (
@@ -80,8 +81,9 @@ SALT = {"echo": 1, "timestamp": 2, "mask": 3, "syn": 4, "ack": 5, "udp": 6, "bro
 
 class Discovery:
     def __init__(self, targets: list[str], methods: list[MethodSpec], timing: Timing, *,
-                 links: Links | None = None, retries: int = 1):
+                 links: Links | None = None, retries: int = 1, frag_size: int = 0):
         self.targets = targets
+        self.frag_size = frag_size  # -f/--mtu: the IP probes (not ARP/ND) cut into fragments of this size
         self.methods = methods
         self.timing = timing
         self.links = links or Links()
@@ -305,7 +307,10 @@ class Discovery:
                         s = self.seen.get(a)
                         if attempt and s and any(self._reason_of(m.name, x) for x in s.reasons):
                             continue
-                        for fr in self._frames(link, a, mac, m):
+                        frames = self._frames(link, a, mac, m)
+                        if self.frag_size:
+                            frames = [f for fr in frames for f in fragment_frame(fr, self.frag_size)]
+                        for fr in frames:
                             await mp.budget(1)
                             self.sent_ns.setdefault((a, m.name), time.time_ns())
                             link.send(fr)
@@ -364,16 +369,18 @@ class DiscoveryTechnique(Technique[Seen]):
     phase = 0
     label = "discovery"
 
-    def __init__(self, methods: list[MethodSpec]):
+    def __init__(self, methods: list[MethodSpec], frag_size: int = 0):
         self.methods = methods
+        self.frag_size = frag_size
 
     @classmethod
     def create(cls, options: ScanOptions) -> list[DiscoveryTechnique]:
-        return [cls(options.ping)] if options.ping else []
+        return [cls(options.ping, options.frag_size if options.fragment else 0)] if options.ping else []
 
     async def probe(self, hosts: Sequence[model.HostResult], session: Session) -> dict[str, Seen]:
         task = session.progress.phase(self.label, len(hosts))
-        d = Discovery([h.address for h in hosts], self.methods, session.timing, links=session.links)
+        d = Discovery([h.address for h in hosts], self.methods, session.timing, links=session.links,
+                      frag_size=self.frag_size)
         up = 0
 
         def on_up(addr: str) -> None:  # hosts count as they answer; the silent ones at the end

@@ -124,16 +124,15 @@ class IpProtoScan(UdpScan):
     """The UDP scan's machinery (limiter, fair misses, canary, pacing) with protocols for ports."""
 
     CANARY_REASONS = frozenset({"proto-unreach", "port-unreach"})
-    TRACE = "ip"
 
     def __init__(self, targets: list[str], protocols: list[int], timing: Timing, *, links: Links | None = None,
                  data_length: int | None = None, source_port: int | None = None, ttl: int = 64,
                  deadline: float | None = None, host_timeout: float | None = None,
                  on_port: Callable[[str, int, str], None] | None = None,
-                 packet_trace: Callable[[str], None] | None = None, note: Callable[[str], None] | None = None):
+                 note: Callable[[str], None] | None = None):
         super().__init__(targets, protocols, timing, links=links, data_length=data_length, source_port=source_port,
                          ttl=ttl, deadline=deadline, host_timeout=host_timeout, on_port=on_port,
-                         packet_trace=packet_trace, note=note)
+                         note=note)
         #: addresses whose ICMP entry came from another protocol's ICMP error (nmap's rule)
         self.icmp_from_error: set[str] = set()
 
@@ -320,7 +319,7 @@ class IpProtoTechnique(Technique[list[model.PortResult]]):
         scan = IpProtoScan(addrs, self.protocols, session.timing, links=session.links,
                            data_length=o.data_length or None, source_port=o.source_port, ttl=o.ttl or 64,
                            deadline=session.deadline, host_timeout=session.host_timeout, on_port=on_port,
-                           packet_trace=session.packet_trace, note=session.progress.note)
+                           note=session.progress.note)
         await scan.run()
         session.progress.finish(task)
         limits: dict[str, Json] = {a: lim for a in addrs if (lim := scan.limiter(a)) is not None}

@@ -48,6 +48,7 @@ class ScanOptions:
     source_addr: str | None = None
     iface: str | None = None
     fragment: bool = False
+    frag_size: int = 8  # -f: 8-byte pieces (-ff 16), --mtu N: N bytes (a multiple of 8)
     host_timeout: float | None = None
     #: --traceroute: the hops to each up host
     traceroute: bool = False

@@ -27,6 +27,7 @@ from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import FastCookie
 from hostprint.engine.craft import TcpTemplate
+from hostprint.engine.fragment import fragment_rows, pieces
 from hostprint.engine.link import Link, Links, until_quiet
 from hostprint.engine.rate import Pacer, Timing
 from hostprint.engine.rstguard import RstGuard
@@ -104,8 +105,9 @@ class TcpScan(Tcp6Path):
     def __init__(self, kind: str, targets: list[str], ports: list[int], timing: Timing, *,
                  links: Links | None = None, data_length: int = 0, sport_range: tuple[int, int] | None = None,
                  progress: Callable[[int, int], None] | None = None, ttl: int = 64,
-                 on_open: Callable[[str, int], None] | None = None):
+                 on_open: Callable[[str, int], None] | None = None, frag_size: int = 0):
         self.kind = KINDS[kind]
+        self.frag_size = frag_size  # -f/--mtu: probes cut into IP fragments of this many bytes (0: whole)
         self.targets = targets
         self.ports = np.asarray(sorted(set(ports)), dtype=np.int64)
         self.timing = timing
@@ -400,6 +402,9 @@ class TcpScan(Tcp6Path):
         pos = 0
         loop = asyncio.get_running_loop()
         senders = link.parallel_senders()
+        nfrag = pieces(length - (54 if family == 6 else 34), self.frag_size) if self.frag_size else 1
+        if nfrag > 1:  # -f: probes are crafted into a scratch buffer, their fragments into the sender's
+            scratch = np.zeros((senders[0][0].max_batch // nfrag, senders[0][0].frame_size), np.uint8)
         busy: list[asyncio.Future | None] = [None] * len(senders)
         turn = 0
         while pos < total:
@@ -409,7 +414,7 @@ class TcpScan(Tcp6Path):
             pending = busy[i]
             if pending is not None:  # this sender's buffer is still being sent
                 await pending
-            n = int(await pacer.budget(min(total - pos, sender.max_batch)))
+            n = int(await pacer.budget(min(total - pos, sender.max_batch // nfrag)))
             ti = tis[pos:pos + n]
             pi = pis[pos:pos + n]
             dport = self.ports[pi]
@@ -420,13 +425,19 @@ class TcpScan(Tcp6Path):
                 seq, ack = zeros, c
             else:
                 seq, ack = c, zeros
+            rows = scratch if nfrag > 1 else sender.buf
             if family == 6:
-                tmpl6.fill(sender.buf, macs[ti], self.hi6[ti], self.lo6[ti], sport, dport, seq, ack)
+                tmpl6.fill(rows, macs[ti], self.hi6[ti], self.lo6[ti], sport, dport, seq, ack)
             else:
                 ipid = (c >> np.uint64(7)) & np.uint64(0xFFFF)
-                tmpl.fill(sender.buf, macs[ti], addrs[ti], sport, dport, seq, ack, ipid)
+                tmpl.fill(rows, macs[ti], addrs[ti], sport, dport, seq, ack, ipid)
+            lengths: int | np.ndarray = length
+            k = n
+            if nfrag > 1:
+                lengths = fragment_rows(scratch, n, length, sender.buf, self.frag_size)
+                k = len(lengths)
             self.sent_at_ns = time.time_ns()
-            busy[i] = loop.run_in_executor(pool, sender.send_all, n, length)
+            busy[i] = loop.run_in_executor(pool, sender.send_all, k, lengths)
             pos += n
             sent += n
             self.stats.probes += n
@@ -594,7 +605,7 @@ class TcpPortScan(Technique[tuple[list[model.PortResult], list[model.ExtraPorts]
         sport = (o.source_port, o.source_port) if o.source_port else None
         ts = TcpScan(self.kind, addrs, ports, session.timing, links=session.links,
                      data_length=o.data_length, progress=lambda n, _t: session.progress.advance(task, n),
-                     sport_range=sport, ttl=o.ttl or 64,
+                     sport_range=sport, ttl=o.ttl or 64, frag_size=o.frag_size if o.fragment else 0,
                      on_open=(lambda a, p: session.progress.open_port(a, p, "tcp")) if self.kind == "syn" else None)
         out = {}
         states = await ts.run()

@@ -127,13 +127,10 @@ class Traceroute:
                     protos=frozenset({P.IPPROTO_TCP, P.IPPROTO_UDP, P.IPPROTO_ICMP, IPPROTO_ICMPV6}),
                     our_ports=(self.base + 1, self.base + MAX_TTL), icmp_types=frozenset({P.ICMP_ECHOREPLY, 129}))
         tokens = [(link, link.listen(want, self._on_reply)) for link in links.values()]
-        trace = self.session.packet_trace
         try:
             for link, mac, plan, ttl in sends:
                 plan.sent[ttl] = time.time_ns()
                 link.send(self._frame(link, mac, plan, ttl))
-                if trace is not None:
-                    trace(f"SENT (traceroute) {plan.kind} {link.source_for(plan.addr)} > {plan.addr}:{plan.port} ttl={ttl}")
             end = time.monotonic() + wait
             while time.monotonic() < end:
                 for link in links.values():

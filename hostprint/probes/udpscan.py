@@ -42,6 +42,9 @@ from hostprint import model
 from hostprint.engine import packets as P
 from hostprint.engine import route
 from hostprint.engine.cookie import Cookie
+from hostprint.engine.fragment import fragment_frame
+from hostprint.engine.frames import build_frame6
+from hostprint.engine.ipv6 import IPv6
 from hostprint.engine.link import Link, Links, until_quiet
 from hostprint.engine.rate import Pacer, Timing
 from hostprint.engine.replies import Reply, Want, addr_bytes, cookie_port, port_is_cookie
@@ -114,7 +117,7 @@ class UdpScan:
                  data_length: int | None = None, source_port: int | None = None, ttl: int = 64,
                  fragment: bool = False, deadline: float | None = None, host_timeout: float | None = None,
                  on_port: Callable[[str, int, str], None] | None = None,
-                 packet_trace: Callable[[str], None] | None = None, note: Callable[[str], None] | None = None):
+                 note: Callable[[str], None] | None = None, frag_size: int = 8):
         self.targets = targets
         self.ports = sorted(set(ports))
         self.timing = timing
@@ -132,7 +135,7 @@ class UdpScan:
         self.deadline = deadline  # monotonic time the time budget ends (--host-timeout)
         self.host_timeout = host_timeout  # for the words
         self.on_port = on_port  # (address, port, state) as each port is decided
-        self.packet_trace = packet_trace
+        self.frag_size = frag_size
         self.note = note
         self.notes_left = 5
         self.result: dict[tuple[str, int], tuple[str, str, int]] = {}
@@ -179,8 +182,6 @@ class UdpScan:
 
     #: reasons that make a port the canary (an ICMP error every probe draws while the bucket has a token)
     CANARY_REASONS: frozenset[str] = frozenset({"port-unreach"})
-    #: the protocol word of --packet-trace lines
-    TRACE = "udp"
 
     def _on_reply(self, r: Reply) -> None:
         c = self._classify(r)
@@ -210,27 +211,22 @@ class UdpScan:
         self.answered_at[key] = now
         if first and self.on_port is not None:
             self.on_port(addr, key[1], st[0])
-        if self.packet_trace is not None:
-            self.packet_trace(f"RCVD ({self.TRACE}) {addr}:{key[1]} {st[1]} ttl={r.ip.ttl}")
 
     # ------------------------------------------------------------------ sending
 
     def _frames(self, link: Link, mac: bytes, addr: str, port: int) -> list[bytes]:
-        """The probe; with -f its IP payload in 8-byte fragments (RFC 791 §3.2), as nmap's -f."""
+        """The probe; with -f/--mtu cut into fragments after crafting (engine/fragment.py), as nmap's -f."""
         payload = payload_for(port) if self.data_length is None else bytes(self.data_length)
         sport = self.sport(addr, port)
         if ":" in addr:
-            return udp6_frames(link, mac, addr, sport, port, payload, self.ttl, self.fragment)
-        src, dst = socket.inet_aton(link.src), socket.inet_aton(addr)
-        ipid = (sport ^ port) & 0xFFFF
-        eth = link.eth(mac)
-        udp = P.UDP(sport, port, payload)
-        if not self.fragment:
-            return [P.build_frame(eth, P.IPv4(src, dst, P.IPPROTO_UDP, id=ipid, ttl=self.ttl), udp)]
-        body = udp.encode(src, dst)
-        return [P.build_frame(eth, P.IPv4(src, dst, P.IPPROTO_UDP, id=ipid, ttl=self.ttl, mf=off + 8 < len(body),
-                                          frag=off // 8), body[off:off + 8])
-                for off in range(0, len(body), 8)]
+            frame = build_frame6(link.eth(mac, P.ETH_P_IPV6),
+                                 IPv6(addr_bytes(link.source_for(addr)), addr_bytes(addr), P.IPPROTO_UDP, self.ttl),
+                                 P.UDP(sport, port, payload))
+        else:
+            ipid = (sport ^ port) & 0xFFFF
+            frame = P.build_frame(link.eth(mac), P.IPv4(socket.inet_aton(link.src), socket.inet_aton(addr),
+                                                        P.IPPROTO_UDP, id=ipid, ttl=self.ttl), P.UDP(sport, port, payload))
+        return fragment_frame(frame, self.frag_size) if self.fragment else [frame]
 
     def _send(self, tgt: _Target, port: int) -> float:
         for fr in self._frames(tgt.link, tgt.mac, tgt.addr, port):
@@ -238,9 +234,6 @@ class UdpScan:
         now = time.monotonic()
         tgt.last_probe[port] = now
         self.probes += 1
-        if self.packet_trace is not None:
-            self.packet_trace(f"SENT ({self.TRACE}) {tgt.link.source_for(tgt.addr)}:{self.sport(tgt.addr, port)} > "
-                              f"{tgt.addr}:{port}")
         return now
 
     def wait_for_answers(self) -> float:
@@ -457,24 +450,6 @@ class UdpScan:
                 "reported as open|filtered (closed ports may be among them)")
 
 
-def udp6_frames(link: Link, mac: bytes, addr: str, sport: int, port: int, payload: bytes, hlim: int,
-                fragment: bool) -> list[bytes]:
-    """A UDP probe over IPv6; with -f its UDP header and payload in 8-byte fragments (RFC 8200
-    §4.5, a fragment header on each), as nmap -6 -f sends them."""
-    from hostprint.engine.frames import build_frame6
-    from hostprint.engine.ipv6 import Fragment, IPv6
-
-    src, dst = addr_bytes(link.source_for(addr)), addr_bytes(addr)
-    eth = link.eth(mac, P.ETH_P_IPV6)
-    udp = P.UDP(sport, port, payload)
-    if not fragment:
-        return [build_frame6(eth, IPv6(src, dst, P.IPPROTO_UDP, hlim), udp)]
-    body = udp.encode(src, dst)
-    ident = (sport << 16 | port) & 0xFFFFFFFF
-    return [build_frame6(eth, IPv6(src, dst, P.IPPROTO_UDP, hlim, ext=[Fragment(off // 8, off + 8 < len(body), ident)]),
-                         body[off:off + 8]) for off in range(0, len(body), 8)]
-
-
 def _duration(s: float) -> str:
     if s < 120:
         return f"{s:.0f} s"
@@ -512,7 +487,7 @@ class UdpPortScan(PortListScan):
                      source_port=o.source_port, ttl=o.ttl or 64, fragment=o.fragment, deadline=session.deadline,
                      host_timeout=session.host_timeout,
                      on_port=on_port,
-                     packet_trace=session.packet_trace, note=session.progress.note)
+                     note=session.progress.note, frag_size=o.frag_size)
         await us.run()
         session.progress.finish(task)
         limits = {a: lim for a in addrs if (lim := us.limiter(a)) is not None}
