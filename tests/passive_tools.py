@@ -155,7 +155,9 @@ FLUSH = 1.6  # s: tcpdump's TPACKET_V3 block timeout is 1 s
 
 
 def stop(p: subprocess.Popen) -> int:
-    """Stop tcpdump; the number of packets the kernel dropped (0 for a complete capture)."""
+    """Stop tcpdump once its last ring block is handed over (`FLUSH`); the number of packets the
+    kernel dropped (0 for a complete capture)."""
+    time.sleep(FLUSH)
     p.terminate()
     try:
         p.wait(5)
@@ -208,7 +210,6 @@ def _capture_once(lab, name: str, out: Path, spec: tuple) -> subprocess.Complete
                 if _tool != "masscan" or "100.00% done" not in err:
                     raise
                 r = subprocess.CompletedProcess(e.cmd, 0, e.output or "", err)
-        time.sleep(FLUSH)
     finally:
         dropped = stop(dump)
     if dropped != 0:
