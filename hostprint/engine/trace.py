@@ -117,6 +117,21 @@ def _icmp(m: bytes, src: str, dst: str, iphdr: str) -> str:
     return f"ICMP [{src} > {dst} {name} (type={t}/code={code}){extra}] IP [{iphdr} ]"
 
 
+_PROTO_NAMES = {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6"}
+
+
+def _later_fragment(ip: str, proto: int, src: str, dst: str, iphdr: str) -> str:
+    """A fragment after the first carries no transport header: name the protocol only."""
+    return f"{ip} {src} > {dst} {_PROTO_NAMES.get(proto, f'proto={proto}')} {iphdr}"
+
+
+def _udp(body: bytes, src: str, dst: str, iphdr: str) -> str:
+    if len(body) < 4:
+        return f"UDP {src} > {dst} {iphdr}"
+    sport, dport = struct.unpack_from("!HH", body)
+    return f"UDP {src}:{sport} > {dst}:{dport} {iphdr}"
+
+
 def _ipv4(fr: bytes) -> str:
     if len(fr) < 34:
         return "IP (short)"
@@ -129,15 +144,11 @@ def _ipv4(fr: bytes) -> str:
     if off or mf:
         iphdr += f" frag off={off}{' MF' if mf else ''}"
     if off:  # a later fragment: no transport header in it
-        name = {6: "TCP", 17: "UDP", 1: "ICMP"}.get(proto, f"proto={proto}")
-        return f"IP {src} > {dst} {name} {iphdr}"
+        return _later_fragment("IP", proto, src, dst, iphdr)
     if proto == 6:
         return _tcp(body, src, dst, iphdr, False)
     if proto == 17:
-        if len(body) < 4:
-            return f"UDP {src} > {dst} {iphdr} "
-        sport, dport = struct.unpack_from("!HH", body)
-        return f"UDP {src}:{sport} > {dst}:{dport} {iphdr} "
+        return _udp(body, src, dst, iphdr + " ")  # nmap's IPv4 UDP line ends in a space
     if proto == 1:
         return _icmp(body, src, dst, iphdr)
     return f"IP {src} > {dst} proto={proto} {iphdr}"
@@ -169,15 +180,11 @@ def _ipv6(fr: bytes) -> str:
     iphdr = f"hopl={hlim} flow={vtf & 0xFFFFF:x} payloadlen={plen}{frag}"
     body = fr[at:end]
     if later:
-        name = {6: "TCP", 17: "UDP", 58: "ICMPv6"}.get(nh, f"proto={nh}")
-        return f"IPv6 {src} > {dst} {name} {iphdr}"
+        return _later_fragment("IPv6", nh, src, dst, iphdr)
     if nh == 6:
         return _tcp(body, src, dst, iphdr, True)
     if nh == 17:
-        if len(body) < 4:
-            return f"UDP {src} > {dst} {iphdr}"
-        sport, dport = struct.unpack_from("!HH", body)
-        return f"UDP {src}:{sport} > {dst}:{dport} {iphdr}"
+        return _udp(body, src, dst, iphdr)
     if nh == 58 and len(body) >= 4:
         t, code = body[0], body[1]
         extra = ""

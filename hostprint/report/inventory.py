@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 
 from hostprint.errors import UsageError
 from hostprint.model import ExtraPorts, HostResult, OsEvidence, PortResult, ScanRun, Service
@@ -267,7 +267,53 @@ def run_row(run: ScanRun, finished: Any = _UNSET) -> tuple[Any, ...]:
             _dumps(list(run.scan_types)), _encode_ports_scanned(run.ports_scanned), _dumps(run.stats))
 
 
-class Inventory:
+class InventoryBase:
+    """What both inventories (SQLite here, PostgreSQL in inventory_pg.py) share: reading the stored
+    columns back, where damage becomes one line naming the file, and closing."""
+
+    path: Any
+    _conn: Any
+
+    def _json(self, text: str | None, default: Any, what: str) -> Any:
+        """A JSON column; a value that does not parse means a damaged file: one line naming it."""
+        if text is None:
+            return default
+        try:
+            return json.loads(text)
+        except (ValueError, TypeError):
+            raise UsageError(f"inventory {self.path} is damaged: {what} is not valid JSON; it was left "
+                             f"untouched (hostprint writes new runs elsewhere until it is repaired or moved)") from None
+
+    def _ports_scanned(self, text: str, run_id: str) -> dict[str, list[int]]:
+        try:
+            return _decode_ports_scanned(text)
+        except (ValueError, TypeError, AttributeError):
+            raise UsageError(f"inventory {self.path} is damaged: the scanned ports of run {run_id} do not "
+                             f"read back; it was left untouched") from None
+
+    def _service(self, text: str | None, what: str) -> Service | None:
+        try:
+            return _service(text)
+        except (ValueError, TypeError, AttributeError):
+            raise UsageError(f"inventory {self.path} is damaged: the service of {what} does not read back; "
+                             f"it was left untouched") from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+            self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Inventory(InventoryBase):
     """One inventory file. `create=False` (read-only commands) never creates a missing file."""
 
     def __init__(self, path: str | Path | None = None, *, timeout: float | None = None, create: bool = True):
@@ -401,16 +447,6 @@ class Inventory:
             raise UsageError(f"no runs recorded: inventory {self.path} does not exist")
         return self._conn
 
-    def _json(self, text: str | None, default: Any, what: str) -> Any:
-        """A JSON column; a value that does not parse means a damaged file: one line naming it."""
-        if text is None:
-            return default
-        try:
-            return json.loads(text)
-        except (ValueError, TypeError):
-            raise UsageError(f"inventory {self.path} is damaged: {what} is not valid JSON; it was left "
-                             f"untouched (hostprint writes new runs elsewhere until it is repaired or moved)") from None
-
     def check_health(self, *, thorough: bool = True) -> None:
         """UsageError when the file is damaged: header shape, and `PRAGMA quick_check` on files up to
         QUICK_CHECK_MAX bytes (thorough)."""
@@ -474,17 +510,6 @@ class Inventory:
 
                 with self._errors():
                     self._write(apply)
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> Inventory:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -623,20 +648,6 @@ class Inventory:
         with self._errors():
             rows = self._conn.execute(sql, params).fetchall()
         return runs_from_rows(self, rows)
-
-    def _ports_scanned(self, text: str, run_id: str) -> dict[str, list[int]]:
-        try:
-            return _decode_ports_scanned(text)
-        except (ValueError, TypeError, AttributeError):
-            raise UsageError(f"inventory {self.path} is damaged: the scanned ports of run {run_id} do not "
-                             f"read back; it was left untouched") from None
-
-    def _service(self, text: str | None, what: str) -> Service | None:
-        try:
-            return _service(text)
-        except (ValueError, TypeError, AttributeError):
-            raise UsageError(f"inventory {self.path} is damaged: the service of {what} does not read back; "
-                             f"it was left untouched") from None
 
     def resolve_run(self, spec: str) -> str:
         """A run id from a unique id prefix, 'last' / '-1' (newest), or '-N' (N-th newest)."""

@@ -72,7 +72,7 @@ class _Tx:
                 cur.executemany(pg(sql), rows)
 
 
-class PgInventory:
+class PgInventory(sq.InventoryBase):
     """One inventory database on a PostgreSQL server; the SQLite Inventory's methods."""
 
     def __init__(self, url: str, *, timeout: float | None = None, create: bool = True):
@@ -146,15 +146,6 @@ class PgInventory:
             raise UsageError(f"inventory {self.path} is not connected")
         return self._conn
 
-    def _json(self, text: str | None, default: Any, what: str) -> Any:
-        return sq.Inventory._json(self, text, default, what)  # type: ignore[arg-type]  # uses .path only
-
-    def _service(self, text: str | None, what: str) -> Any:
-        return sq.Inventory._service(self, text, what)  # type: ignore[arg-type]
-
-    def _ports_scanned(self, text: str, run_id: str) -> dict[str, list[int]]:
-        return sq.Inventory._ports_scanned(self, text, run_id)  # type: ignore[arg-type]
-
     def _tables(self) -> set[str]:
         rows = self._read("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
         return {r[0] for r in rows}
@@ -208,20 +199,6 @@ class PgInventory:
             ok = self._read(f"SELECT has_table_privilege(current_user, '{t}', 'INSERT')")[0][0]
             if not ok:
                 raise UsageError(f"inventory {self.path}: this role may not write table {t}")
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
-            self._conn = None
-
-    def __enter__(self) -> PgInventory:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- writing (as report/inventory.py) -------------------------------------------------------
 
