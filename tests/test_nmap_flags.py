@@ -134,3 +134,13 @@ def test_a_million_addresses_need_yes_when_not_interactive():
                        cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "hostprint: the targets name 16,777,216 addresses (over 1,048,576): add -y to scan them"]
+
+
+@pytest.mark.lab
+def test_service_scan_progress_moves_port_by_port(scanlab):
+    """-sV's share of the Stats line grows as each port finishes: three quick daemons on T1 are done
+    while T2's silent listener still holds its wait (it used to read 0 % until the phase ended)."""
+    r = hostprint(scanlab, "scan", "-sS", "-sV", "-p", "22,80,6379,8080", "-Pn", "-n", "--sv-timeout", "3",
+                  "--stats-every", "200ms", T1, T2, "--no-db", "--progress", "never")
+    shares = [float(x) for x in re.findall(r"service scan: about ([0-9.]+)% done", r.stderr)]
+    assert any(0 < x < 100 for x in shares), r.stderr[-1500:]

@@ -958,9 +958,17 @@ class Engine:
         rep.rpc = {"program": prog, "name": name, "low": lo, "high": hi}
         return True
 
-    async def scan(self, targets: list[tuple[str, int, str]]) -> list[PortReport]:
-        """targets: (address, port, 'tcp'|'udp'); results in the same order."""
-        return list(await asyncio.gather(*(self._bounded(a, p, pr) for a, p, pr in targets)))
+    async def scan(self, targets: list[tuple[str, int, str]],
+                   on_done: Callable[[PortReport], None] | None = None) -> list[PortReport]:
+        """targets: (address, port, 'tcp'|'udp'); results in the same order. `on_done` hears of each
+        port as it finishes (progress bars, partial results)."""
+        async def one(a: str, p: int, pr: str) -> PortReport:
+            rep = await self._bounded(a, p, pr)
+            if on_done is not None:
+                on_done(rep)
+            return rep
+
+        return list(await asyncio.gather(*(one(a, p, pr) for a, p, pr in targets)))
 
     async def _bounded(self, addr: str, port: int, proto: str) -> PortReport:
         """One port within its deadline (AppOptions.port_deadline): its reads stop at the deadline
@@ -1102,8 +1110,7 @@ class ServiceScan(Technique[list[PortReport]]):
         if not todo:
             return {}
         task = session.progress.phase(self.label, len(todo))
-        reps = await Engine(self.opts).scan(todo)
-        session.progress.advance(task, len(todo))
+        reps = await Engine(self.opts).scan(todo, on_done=lambda _rep: session.progress.advance(task, 1))
         out: dict[str, list[PortReport]] = {}
         for r in reps:
             out.setdefault(r.address, []).append(r)
