@@ -796,6 +796,40 @@ def test_a_stopped_technique_hands_its_partial_results_to_the_runner():
     assert [(x.status, x.reasons) for x in hosts] == [("up", ["echo-reply"]), ("unknown", ["interrupted"])]
 
 
+def test_port_scans_and_timing_give_only_what_was_decided():
+    """partial() of -sT, -sU and the timing tests, from their in-flight state: a port no answer
+    decided yet is left out (not called filtered); a timing test cut while listening keeps its
+    packets, marked interrupted; one that had seen nothing is 'interrupted'."""
+    from hostprint.engine.rate import template
+    from hostprint.match.timing_report import TestResult
+    from hostprint.probes.connect import ConnectPortScan, ConnectScan
+    from hostprint.probes.options import ScanOptions
+    from hostprint.probes.timing import TimingProber
+    from hostprint.probes.udpscan import UdpPortScan, UdpScan
+    from hostprint.signatures.timing_db import resolve_timing_db
+
+    o = ScanOptions(timing=template("3"), ports={"tcp": [22, 80, 443], "udp": [53, 123]}, scan_kinds=["connect", "udp"])
+    c = ConnectPortScan(o)
+    assert c.partial() == {}
+    cs = c._scan = ConnectScan(["192.0.2.1"], [22, 80, 443], template("3"))
+    cs.result[("192.0.2.1", 22)] = ("open", "syn-ack")
+    cs.result[("192.0.2.1", 80)] = ("filtered", "no-response")  # first round's silence: not decided
+    cs.result[("192.0.2.1", 443)] = ("closed", "conn-refused")
+    assert [(r.port, r.state) for r in c.partial()["192.0.2.1"]] == [(22, "open"), (443, "closed")]
+    u = UdpPortScan(o)
+    us = u._scan = UdpScan(["192.0.2.1"], [53, 123], template("3"))
+    us.result[("192.0.2.1", 123)] = ("closed", "port-unreach", 64)
+    assert [(r.port, r.state) for r in u.partial()["192.0.2.1"]] == [(123, "closed")]
+    prober = TimingProber(resolve_timing_db("hostprint", None), timeout=60)
+    done = TestResult("syn", "192.0.2.1", 80, 61000, status="ok", arrivals=[0.0, 1.0, 3.0, 7.0], stopped="early")
+    cut = TestResult("lastack", "192.0.2.1", 80, 61001, rtt_us=100.0, arrivals=[0.2, 0.6], listened=1.5)
+    idle = TestResult("finwait", "192.0.2.1", 80, 61002)
+    prober.results = [done, cut, idle]
+    got = prober.partial()
+    assert got[0] is done and [(r.status, r.stopped) for r in got[1:]] == [("ok", "interrupted"), ("interrupted", "interrupted")]
+    assert got[1].arrivals == [0.2, 0.6] and got[1].listened == 1.5 and cut.status == "pending"  # copies
+
+
 def _read_until(p: subprocess.Popen, text: str, timeout: float = 60) -> str:
     """Lines of p's stdout until one holds `text` (that line); fails if p ends or time runs out."""
     import select
@@ -871,6 +905,28 @@ def test_ctrl_c_inside_the_syn_scan_keeps_the_ports_found_so_far(ns, tmp_path):
     assert run.stats["interrupted"]["incomplete"] == ["127.0.0.1"]
     assert first in {q.port for q in run.hosts[0].ports}
     assert guard_tables() == ""
+
+
+def test_ctrl_c_inside_sv_keeps_the_ports_already_identified(gate, tmp_path):
+    """-sV on a banner port and the gate port (silent until told): SIGINT once the gate has its
+    connection; the banner port's identification, made while the gate port was still at work, is in
+    every output."""
+    port, g = gate
+    normal = spawn(NORMAL)
+    o = tmp_path / "o"
+    try:
+        p = _scan_at_gate(gate, tmp_path, "-Pn", "--no-db", "-p", f"21001,{port}", "-oA", str(o))
+        wait_for(g.with_suffix(".accepted"))
+        time.sleep(1)
+        line = _interrupted(p)
+    finally:
+        stop(normal)
+    assert "interrupted (SIGINT during service scan)" in line
+    host = json.loads(Path(f"{o}.jsonl").read_text())
+    svc = {q["port"]: (q["service"] or {}) for q in host["ports"]}
+    assert host["incomplete"] is True and svc[21001].get("product") == "OpenSSH" and svc[port].get("method") != "banner"
+    assert 'product="OpenSSH"' in _well_formed(Path(f"{o}.xml"))
+    assert "21001/open/tcp//ssh//OpenSSH" in Path(f"{o}.gnmap").read_text()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
