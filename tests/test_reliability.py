@@ -951,7 +951,9 @@ def test_ctrl_c_during_live_timing_keeps_the_tests_so_far(ns, tmp_path, sig):
     assert [(q["port"], q["state"]) for q in host["ports"]] == [(21005, "open")]
     tests = {t["test"]: t for t in host["os"]["timing"]["tests"]}
     assert set(tests) == {"syn", "lastack"}
-    assert all(t["stopped"] == "interrupted" and t["status"] == "ok" and 4 < t["listened_s"] < 10 for t in tests.values())
+    # cut where the stop came: after the last packet seen, long before --cron-timeout (60 s)
+    assert all(t["stopped"] == "interrupted" and t["status"] == "ok" and t["arrivals"][-1] <= t["listened_s"] < 60
+               for t in tests.values())
     assert len(tests["syn"]["arrivals"]) >= 2 and len(tests["lastack"]["arrivals"]) >= 2
     assert host["os"]["timing"]["listen_limit_s"] is not None
     assert [m["name"] for m in host["os"]["matches"]] == ["Linux"]  # censored: the family, not one schedule
