@@ -731,6 +731,272 @@ def test_sigterm_mid_scan_saves_too(gate, tmp_path):
     assert json.loads((tmp_path / "o.jsonl").read_text())["incomplete"] is True
 
 
+def test_a_stopped_technique_hands_its_partial_results_to_the_runner():
+    """The contract's rule 4 without a network: a port scan cancelled inside `probe` has its
+    partial() recorded into the hosts it was measuring (folded and named as finished ports are,
+    with a warning); a technique whose partial() raises costs only its own results; discovery's
+    unheard targets become unknown, not down."""
+    import asyncio
+
+    from hostprint.engine.rate import template
+    from hostprint.probes import runner
+    from hostprint.probes.base import Session, Technique
+
+    class Stuck(Technique[list[PortResult]]):
+        name, phase, needs_raw, label = "stuck", 10, False, "stuck scan"
+
+        @classmethod
+        def create(cls, options):  # type: ignore[no-untyped-def]
+            return [cls()]
+
+        async def probe(self, hosts, session):  # type: ignore[no-untyped-def]
+            self.found = {hosts[0].address: [PortResult(22, "tcp", "open", "syn-ack", 64)]}
+            await asyncio.sleep(3600)
+            return {}
+
+        def record(self, host, result):  # type: ignore[no-untyped-def]
+            host.ports.extend(result)
+
+        def partial(self):  # type: ignore[no-untyped-def]
+            return self.found
+
+    class Broken(Stuck):
+        def partial(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("bug")
+
+    class Heard(Stuck):
+        name, phase, label = "heard", 0, "discovery"
+
+        def record(self, host, result):  # type: ignore[no-untyped-def]
+            host.status, host.reasons = "up", ["echo-reply"]
+
+    def stopped(tech: Technique) -> tuple[runner.RunState, list[HostResult]]:
+        state = runner.RunState()
+        session = Session(template("3"))
+
+        async def go() -> None:
+            task = asyncio.ensure_future(runner.run([tech], ["192.0.2.1", "192.0.2.2"], session, state=state))
+            await asyncio.sleep(0.05)
+            task.cancel()  # what Ctrl-C does to asyncio.run's task
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(go())
+        return state, runner.partial_hosts(state, session)
+
+    state, hosts = stopped(Stuck())
+    assert state.measured and state.phase == "stuck scan"
+    h = {x.address: x for x in hosts}
+    assert [(q.port, q.state, q.service.name if q.service else None) for q in h["192.0.2.1"].ports] == [(22, "open", "ssh")]
+    assert h["192.0.2.2"].ports == [] and "nothing of it was kept" in h["192.0.2.2"].warnings[0]
+    assert "what it had found by then is kept" in h["192.0.2.1"].warnings[0]
+    state, hosts = stopped(Broken())
+    assert not state.measured and all(x.ports == [] for x in hosts)
+    state, hosts = stopped(Heard())
+    assert [(x.status, x.reasons) for x in hosts] == [("up", ["echo-reply"]), ("unknown", ["interrupted"])]
+
+
+def test_port_scans_and_timing_give_only_what_was_decided():
+    """partial() of -sT, -sU and the timing tests, from their in-flight state: a port no answer
+    decided yet is left out (not called filtered); a timing test cut while listening keeps its
+    packets, marked interrupted; one that had seen nothing is 'interrupted'."""
+    from hostprint.engine.rate import template
+    from hostprint.match.timing_report import TestResult
+    from hostprint.probes.connect import ConnectPortScan, ConnectScan
+    from hostprint.probes.options import ScanOptions
+    from hostprint.probes.timing import TimingProber
+    from hostprint.probes.udpscan import UdpPortScan, UdpScan
+    from hostprint.signatures.timing_db import resolve_timing_db
+
+    o = ScanOptions(timing=template("3"), ports={"tcp": [22, 80, 443], "udp": [53, 123]}, scan_kinds=["connect", "udp"])
+    c = ConnectPortScan(o)
+    assert c.partial() == {}
+    cs = c._scan = ConnectScan(["192.0.2.1"], [22, 80, 443], template("3"))
+    cs.result[("192.0.2.1", 22)] = ("open", "syn-ack")
+    cs.result[("192.0.2.1", 80)] = ("filtered", "no-response")  # first round's silence: not decided
+    cs.result[("192.0.2.1", 443)] = ("closed", "conn-refused")
+    assert [(r.port, r.state) for r in c.partial()["192.0.2.1"]] == [(22, "open"), (443, "closed")]
+    u = UdpPortScan(o)
+    us = u._scan = UdpScan(["192.0.2.1"], [53, 123], template("3"))
+    us.result[("192.0.2.1", 123)] = ("closed", "port-unreach", 64)
+    assert [(r.port, r.state) for r in u.partial()["192.0.2.1"]] == [(123, "closed")]
+    prober = TimingProber(resolve_timing_db("hostprint", None), timeout=60)
+    done = TestResult("syn", "192.0.2.1", 80, 61000, status="ok", arrivals=[0.0, 1.0, 3.0, 7.0], stopped="early")
+    cut = TestResult("lastack", "192.0.2.1", 80, 61001, rtt_us=100.0, arrivals=[0.2, 0.6], listened=1.5)
+    idle = TestResult("finwait", "192.0.2.1", 80, 61002)
+    prober.results = [done, cut, idle]
+    got = prober.partial()
+    assert got[0] is done and [(r.status, r.stopped) for r in got[1:]] == [("ok", "interrupted"), ("interrupted", "interrupted")]
+    assert got[1].arrivals == [0.2, 0.6] and got[1].listened == 1.5 and cut.status == "pending"  # copies
+
+
+def _read_until(p: subprocess.Popen, text: str, timeout: float = 60) -> str:
+    """Lines of p's stdout until one holds `text` (that line); fails if p ends or time runs out."""
+    import select
+
+    assert p.stdout is not None
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        ready, _w, _x = select.select([p.stdout], [], [], 0.2)
+        if ready:
+            line = p.stdout.readline()
+            if text in line:
+                return line
+            assert line, f"hostprint ended before printing {text!r}: {p.communicate()[1]}"
+    raise AssertionError(f"no {text!r} within {timeout} s")
+
+
+def _own_guard_up(p: subprocess.Popen, timeout: float = 30) -> None:
+    t = time.monotonic()
+    while f"hostprint_{p.pid}_" not in guard_tables():  # `ip netns exec` execs: the PID is hostprint's
+        assert p.poll() is None, p.communicate()[1]
+        assert time.monotonic() - t < timeout, "the guard never appeared"
+        time.sleep(0.01)
+
+
+def _interrupted(p: subprocess.Popen, sig: signal.Signals = signal.SIGINT) -> str:
+    """Send `sig` to hostprint by PID; its exit code and its one line."""
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + sig, (p.returncode, err)
+    return one_line(subprocess.CompletedProcess([], p.returncode, out, err))
+
+
+def _well_formed(xml: Path) -> str:
+    import xml.etree.ElementTree as ET
+
+    text = xml.read_text()
+    ET.fromstring(text.encode())  # well-formed, closed
+    dtd_valid(xml)
+    return text
+
+
+def test_ctrl_c_inside_the_syn_scan_keeps_the_ports_found_so_far(ns, tmp_path):
+    """SIGINT by PID while the SYN scan of 10,000 ports runs (--max-rate 400: ~25 s), right after
+    -v printed the first open port: every output holds that port and the closed ones answered so
+    far (not the silent rest), the host marked incomplete with a warning naming the SYN scan; the
+    XML is well-formed and valid; the inventory has the run; no guard table is left."""
+    normal = spawn(NORMAL)  # 21001-21005 open on 127.0.0.1
+    db, o = tmp_path / "inv.sqlite", tmp_path / "o"
+    try:
+        p = subprocess.Popen(hp_argv("scan", "127.0.0.1", "-sS", "-Pn", "-p", "20000-29999", "--max-rate", "400", "-v",
+                                     "-oA", str(o), "--db", str(db)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for(tmp_path), cwd=ROOT)
+        first = int(_read_until(p, "Discovered open port").split()[3].split("/")[0])
+        line = _interrupted(p)
+    finally:
+        stop(normal)
+    assert "interrupted (SIGINT during syn scan)" in line and "1 incomplete" in line and str(db) in line
+    host = json.loads(Path(f"{o}.jsonl").read_text())
+    assert host["incomplete"] is True and host["status"] == "up"
+    states = {q["port"]: q["state"] for q in host["ports"]}
+    assert states.get(first) == "open" and set(states) <= set(range(21001, 21006)) | {first}
+    assert set(states.values()) == {"open"}  # closed ones are folded; nothing silent is called filtered
+    closed = sum(e["count"] for e in host["extraports"] if e["state"] == "closed")
+    assert [e["state"] for e in host["extraports"]] == ["closed"] and 0 < closed < 10000 - len(states)
+    assert any("interrupted during syn scan" in w for w in host["warnings"])
+    xml = _well_formed(Path(f"{o}.xml"))
+    assert f'portid="{first}"' in xml and "incomplete" in xml and 'exit="error"' in xml
+    gn = Path(f"{o}.gnmap").read_text()
+    assert f"{first}/open/tcp" in gn and "Incomplete: interrupted" in gn and "interrupted by SIGINT" in gn
+    assert "interrupted by SIGINT during syn scan" in Path(f"{o}.nmap").read_text()
+    with Inventory(db, create=False) as inv:
+        run = inv.load_run("last")
+    assert run.stats["interrupted"]["incomplete"] == ["127.0.0.1"]
+    assert first in {q.port for q in run.hosts[0].ports}
+    assert guard_tables() == ""
+
+
+def test_ctrl_c_inside_sv_keeps_the_ports_already_identified(gate, tmp_path):
+    """-sV on a banner port and the gate port (silent until told): SIGINT once the gate has its
+    connection; the banner port's identification, made while the gate port was still at work, is in
+    every output."""
+    port, g = gate
+    normal = spawn(NORMAL)
+    o = tmp_path / "o"
+    try:
+        p = _scan_at_gate(gate, tmp_path, "-Pn", "--no-db", "-p", f"21001,{port}", "-oA", str(o))
+        wait_for(g.with_suffix(".accepted"))
+        time.sleep(1)
+        line = _interrupted(p)
+    finally:
+        stop(normal)
+    assert "interrupted (SIGINT during service scan)" in line
+    host = json.loads(Path(f"{o}.jsonl").read_text())
+    svc = {q["port"]: (q["service"] or {}) for q in host["ports"]}
+    assert host["incomplete"] is True and svc[21001].get("product") == "OpenSSH" and svc[port].get("method") != "banner"
+    assert 'product="OpenSSH"' in _well_formed(Path(f"{o}.xml"))
+    assert "21001/open/tcp//ssh//OpenSSH" in Path(f"{o}.gnmap").read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_during_live_timing_keeps_the_tests_so_far(ns, tmp_path, sig):
+    """`hostprint timing` (SYN_RCVD and LAST_ACK against the ns's own Linux stack, which retransmits
+    for ~60 s) stopped by PID 4.5 s after its guard is up: every output and the inventory hold the
+    port and both tests with the packets seen until then (censored there, so the verdict names the
+    family only), the host marked incomplete; no guard table is left."""
+    normal = spawn(NORMAL)
+    db, o = tmp_path / "inv.sqlite", tmp_path / "o"
+    try:
+        p = subprocess.Popen(hp_argv("timing", "127.0.0.1", "-p", "21005", "--tests", "sl", "-oA", str(o), "--db", str(db)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for(tmp_path), cwd=ROOT)
+        _own_guard_up(p)
+        time.sleep(4.5)  # SYN-ACKs at 0, 1, 3 s; the orphaned LAST_ACK's FINs from 0.2 s on
+        line = _interrupted(p, sig)
+    finally:
+        stop(normal)
+    assert f"interrupted ({sig.name} during timing tests)" in line and "1 incomplete" in line and str(db) in line
+    host = json.loads(Path(f"{o}.jsonl").read_text())
+    assert host["incomplete"] is True and host["status"] == "up"
+    assert [(q["port"], q["state"]) for q in host["ports"]] == [(21005, "open")]
+    tests = {t["test"]: t for t in host["os"]["timing"]["tests"]}
+    assert set(tests) == {"syn", "lastack"}
+    # cut where the stop came: after the last packet seen, long before --cron-timeout (60 s)
+    assert all(t["stopped"] == "interrupted" and t["status"] == "ok" and t["arrivals"][-1] <= t["listened_s"] < 60
+               for t in tests.values())
+    assert len(tests["syn"]["arrivals"]) >= 2 and len(tests["lastack"]["arrivals"]) >= 2
+    assert host["os"]["timing"]["listen_limit_s"] is not None
+    assert [m["name"] for m in host["os"]["matches"]] == ["Linux"]  # censored: the family, not one schedule
+    xml = _well_formed(Path(f"{o}.xml"))
+    assert 'portid="21005"' in xml and "incomplete" in xml
+    gn = Path(f"{o}.gnmap").read_text()
+    assert "21005/open/tcp" in gn and "Incomplete: interrupted" in gn
+    assert "Listen limit" in Path(f"{o}.nmap").read_text()
+    with Inventory(db, create=False) as inv:
+        run = inv.load_run("last")
+    assert run.scan_types == ["timing"] and run.stats["interrupted"]["by"] == sig.name
+    assert run.hosts[0].os.timing is not None
+    assert guard_tables() == ""
+
+
+def test_ctrl_c_during_amap_keeps_the_ports_identified(gate, tmp_path):
+    """amap on two banner ports and a gate port that never answers, SIGINT by PID once the gate
+    has its connection: -oJ, the -o log and the inventory hold the two identified ports (the gate
+    port, unfinished, is left out), the host marked incomplete."""
+    port, g = gate
+    normal = spawn(NORMAL)
+    db, oj, log = tmp_path / "inv.sqlite", tmp_path / "o.jsonl", tmp_path / "o.log"
+    try:
+        p = subprocess.Popen(hp_argv("amap", "127.0.0.1", "21001", "21002", str(port), "-1", "-oJ", str(oj),
+                                     "-o", str(log), "--db", str(db)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for(tmp_path), cwd=ROOT)
+        wait_for(g.with_suffix(".accepted"))
+        time.sleep(1)  # the banners are in within milliseconds
+        line = _interrupted(p)
+    finally:
+        stop(normal)
+    assert "interrupted (SIGINT during service scan)" in line and str(log) in line and str(db) in line
+    host = json.loads(oj.read_text())
+    assert host["incomplete"] is True
+    assert {q["port"]: q["service"]["name"] for q in host["ports"]} == {21001: "ssh", 21002: "ftp"}
+    text = log.read_text()
+    assert "Protocol on 127.0.0.1:21001/tcp matches ssh" in text and "Protocol on 127.0.0.1:21002/tcp matches ftp" in text
+    assert text.splitlines()[-1].startswith("hostprint amap interrupted: 2 of 3 ports")
+    with Inventory(db, create=False) as inv:
+        run = inv.load_run("last")
+    assert run.scan_types == ["amap"] and run.stats["interrupted"]["incomplete"] == ["127.0.0.1"]
+
+
 def test_double_sigint_storm_leaves_no_guard_table(ns, tmp_path):
     """50 SYN scans (their RST guard installed), each hit by two Ctrl-Cs (SIGINT to the process group,
     as a terminal sends it) 0-100 ms apart at a random moment: no hostprint_* table is left."""

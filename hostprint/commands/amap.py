@@ -11,12 +11,10 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 from typing import TextIO
 
 from hostprint import model
 from hostprint.errors import UsageError
-from hostprint.report.jsonl import dumps_record
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-v", dest="verbose", action="count", default=0)
     p.add_argument("-u", dest="udp", action="store_true", help="ports on the command line are UDP")
     p.add_argument("-oJ", metavar="FILE", help="JSON lines (hostprint's schema, '-' = stdout)")
+    p.add_argument("--db", metavar="PATH", help="SQLite inventory (default ~/.local/share/hostprint/inventory.sqlite)")
+    p.add_argument("--no-db", action="store_true", help="do not record this run in the inventory")
     p.set_defaults(func=run, mode=None)
 
 
@@ -239,29 +239,30 @@ def _hosts(targets: list[tuple[str, int, str]]) -> dict[str, model.HostResult]:
     return hosts
 
 
-def to_run(tech, hosts: dict[str, model.HostResult], by: dict, argv: list[str]) -> model.ScanRun:
-    from hostprint.match import verdict
-
-    run = model.ScanRun(args=argv, scan_types=["amap"])
+def settle(hosts: dict[str, model.HostResult], by: dict, *, stopped: bool = False) -> None:
+    """Each port's state from what the engine found (amap tries every port it is given). A run that
+    was stopped (`stopped`) keeps only the ports whose report came back: the others were not
+    finished, and their state is unknown."""
+    states = {"open": model.OPEN, "closed": model.CLOSED, "open|filtered": model.OPEN_FILTERED}
     for h in hosts.values():
         reps = {(r.port, r.proto): r for r in by.get(h.address, [])}
+        if stopped:
+            h.ports = [p for p in h.ports if (p.port, p.protocol) in reps]
         for p in h.ports:
             r = reps.get((p.port, p.protocol))
-            p.state = {"open": model.OPEN, "closed": model.CLOSED, "open|filtered": model.OPEN_FILTERED}.get(
-                r.status if r else "", model.FILTERED)
-        tech.record(h, list(reps.values()))
-        verdict.apply(h.os)
-    run.hosts = list(hosts.values())
-    run.finished = time.time()
-    return run
+            p.state = states.get(r.status if r else "", model.FILTERED)
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
+    from contextlib import nullcontext
 
+    from hostprint.commands.measure import measure
     from hostprint.engine.rate import template
+    from hostprint.match import verdict
+    from hostprint.probes import runner
     from hostprint.probes.app import ServiceScan
-    from hostprint.probes.base import Session
+    from hostprint.probes.base import NoProgress, Session
+    from hostprint.report import RunOutputs
 
     if args.machine and not args.logfile:
         raise UsageError("-m needs -o FILE (amap: machine-readable log output)")
@@ -280,9 +281,21 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("no targets (hostprint amap TARGET PORT… or -i NMAPFILE)")
     db = _db(args)
     opts = options_from(args, db)
-    from hostprint.report import check_output_paths
+    order = {t: i for i, t in enumerate(targets)}
+    shown: list = []  # the reports the -o log shows: all of them, or as far as a stop let them get
+    stop_line: list[str] = []
 
-    check_output_paths(**{"-o": args.logfile, "-oJ": args.oJ})  # before the first connection
+    def write_log(_run: model.ScanRun) -> None:
+        lines, machine = report_lines(shown, args)
+        with _open_log(args.logfile) as f:
+            if args.machine:
+                f.write("# IP_ADDRESS:PORT:PROTOCOL:PORT_STATUS:SSL:IDENTIFICATION:PRINTABLE_BANNER:FULL_BANNER\n")
+                f.write("".join(ln + "\n" for ln in machine + ["# " + x for x in stop_line]))
+            else:
+                f.write("\n".join(lines + stop_line) + "\n")
+
+    outputs = RunOutputs(oJ=args.oJ, db=args.db, record=not args.no_db, others={"-o": (args.logfile, write_log)})
+    outputs.check()  # every file and the inventory, before the first connection
     if args.verbose:
         print(f"hostprint amap: {len(db.triggers)} triggers, {len(db.rules)} responses, {len(db.rpc)} rpc "
               f"({len(db.skipped)} lines skipped)", file=sys.stderr)
@@ -291,37 +304,37 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     tech = ServiceScan(opts)
     hosts = _hosts(targets)
-    by = asyncio.run(tech.probe(list(hosts.values()), Session(template("3"))))
-    order = {t: i for i, t in enumerate(targets)}
-    reps = sorted((r for rs in by.values() for r in rs), key=lambda r: order.get((r.address, r.port, r.proto), 0))
-    lines, machine = report_lines(reps, args)
+    run_ = model.ScanRun(args=["hostprint", *sys.argv[1:]], scan_types=["amap"])
+    outputs.start(run_)
+    state = runner.RunState(ports_done=set(hosts))  # the ports are given, not scanned: nothing to fold
+    by: dict = {}
+
+    def reports(found: dict) -> list:
+        return sorted((r for rs in found.values() for r in rs), key=lambda r: order.get((r.address, r.port, r.proto), 0))
+
+    def stopped(_hosts: list[model.HostResult]) -> None:
+        settle(hosts, state.partial, stopped=True)
+        shown[:] = reports(state.partial)
+        stop_line.append(f"hostprint amap interrupted: {len(shown)} of {len(targets)} ports finished "
+                         f"or identified in {time.time() - t0:.2f} s")
+
+    session = Session(template("3"))
+
+    async def go() -> list[model.HostResult]:
+        by.update(await runner.run_phase(tech, list(hosts.values()), session, state))
+        return list(hosts.values())
+
+    run_.hosts = measure(go, run=run_, session=session, state=state, outputs=outputs,
+                         progress=nullcontext(NoProgress()), settle=stopped)
+    settle(hosts, by)
+    for h in run_.hosts:
+        verdict.apply(h.os)
+    run_.finished = time.time()
+    shown[:] = reports(by)
     if args.oJ != "-":
+        lines, _machine = report_lines(shown, args)
         for ln in lines:
             print(ln)
         print(f"hostprint amap finished: {len(targets)} ports in {time.time() - t0:.2f} s")
-    problems = []  # every output is attempted; failures are reported together at the end
-    if args.logfile:
-        try:
-            with _open_log(args.logfile) as f:
-                if args.machine:
-                    f.write("# IP_ADDRESS:PORT:PROTOCOL:PORT_STATUS:SSL:IDENTIFICATION:PRINTABLE_BANNER:FULL_BANNER\n")
-                    f.write("\n".join(machine) + ("\n" if machine else ""))
-                else:
-                    f.write("\n".join(lines) + "\n")
-        except OSError as e:
-            problems.append(f"cannot write -o {args.logfile}: {e.strerror or e}")
-        except UsageError as e:
-            problems.append(str(e))
-    if args.oJ:
-        run_ = to_run(tech, hosts, by, ["hostprint", *sys.argv[1:]])
-        recs = [dumps_record(run_.host_record(h)) for h in run_.hosts]
-        if args.oJ == "-":
-            print("\n".join(recs))
-        else:
-            try:
-                Path(args.oJ).write_text("\n".join(recs) + "\n")
-            except OSError as e:
-                problems.append(f"cannot write -oJ {args.oJ}: {e.strerror or e}")
-    if problems:
-        raise UsageError("; ".join(problems))
+    outputs.finish(run_)
     return 0

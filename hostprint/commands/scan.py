@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -522,6 +521,7 @@ def _packet_trace(args: argparse.Namespace) -> PacketTracer | None:
 def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], names: list[str] | None = None) -> int:
     """Targets and outputs checked, techniques created (DBs loaded) — all before the first packet —
     then the run, each host on the terminal as soon as it is done, and every output."""
+    from hostprint.commands.measure import measure
     from hostprint.engine import route
     from hostprint.probes import runner
     from hostprint.probes.base import Session
@@ -598,18 +598,8 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
                 resolver.close()
 
     session = Session(opts.timing, tracer=_packet_trace(args), host_timeout=opts.host_timeout)
-    try:
-        with _progress(args, outs, opts) as prog:
-            session.progress = prog
-            try:
-                run.hosts = asyncio.run(go())
-            finally:
-                session.close()
-    except BaseException as e:  # Ctrl-C, SIGTERM, an error: what was measured goes to every output
-        run.stats.update(session.stats)
-        measured = state.finished_phases > 0
-        hosts = runner.partial_hosts(state, Session(opts.timing), only_open=opts.only_open) if measured else []
-        raise outputs.abort(run, [*resumed, *hosts], state.phase, e, measured=measured) from None
+    run.hosts = measure(go, run=run, session=session, state=state, outputs=outputs, progress=_progress(args, outs, opts),
+                        only_open=opts.only_open, before=resumed)
     run.stats.update(session.stats)
     if getattr(args, "dual_stack", False):
         from hostprint.commands.scan6 import dual_stack

@@ -21,15 +21,11 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from hostprint.errors import UsageError
 from hostprint.match.timing import TimingClassifier, TimingObservation, VerdictDict
 from hostprint.signatures.timing_db import TESTS, resolve_timing_db
-
-if TYPE_CHECKING:
-    from hostprint.match.timing_report import TestResult
-    from hostprint.model import PortResult
 
 REQUIRED = ("obs_id", "n_arrivals")
 INT_COLUMNS = ("window", "ttl", "df", "mss", "rst", "rst_ack", "rst_win", "rst_nonzero")
@@ -52,7 +48,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--top", type=int, default=5, metavar="N", help="alternatives to list (default 5)")
     add_live_options(p)
     p.add_argument("-oX", metavar="FILE", help="live mode: nmap-compatible XML")
+    p.add_argument("-oG", metavar="FILE", help="live mode: grepable output")
     p.add_argument("-oN", metavar="FILE", help="live mode: normal output")
+    p.add_argument("-oA", metavar="BASENAME", help="live mode: -oJ/-oX/-oG/-oN to BASENAME.{jsonl,xml,gnmap,nmap}")
+    p.add_argument("--db", metavar="PATH", help="live mode: SQLite inventory (default "
+                   "~/.local/share/hostprint/inventory.sqlite)")
+    p.add_argument("--no-db", action="store_true", help="live mode: do not record this run in the inventory")
     p.add_argument("-q", "--quiet", action="store_true", help="live mode: no terminal report")
     p.set_defaults(func=run)
 
@@ -210,66 +211,61 @@ def live_setup(args: argparse.Namespace) -> tuple[list[str], list[int], list[str
     return targets, ports, tests, timeout
 
 
-def _port_result(port: int, res: list[TestResult]) -> PortResult:
-    """What the tests saw of a port, in scan terms (a SYN-ACK = open, an RST to the SYN = closed)."""
-    from hostprint import model
-
-    if any(r.rtt_us is not None for r in res):
-        return model.PortResult(port, "tcp", model.OPEN, "syn-ack")
-    if any(r.status == "closed" for r in res):
-        return model.PortResult(port, "tcp", model.CLOSED, "reset")
-    return model.PortResult(port, "tcp", model.FILTERED, "no-response")
-
-
 def run_live(args: argparse.Namespace) -> int:
-    """The timing technique (probes/timing.py) on the given ports of every target; each host's
-    ports say what the tests saw, its os block the timing evidence and the verdict over it."""
-    import asyncio
+    """The timing technique (probes/timing.py) on the given ports of every target, through the
+    runner and the run's outputs as `scan` does: outputs and the inventory checked before the
+    first packet, each host's report as it finishes; a stop (Ctrl-C, SIGTERM) writes the tests as
+    far as they got, marked incomplete. The technique's record gives each host its ports (what the
+    tests saw), status and the timing evidence; the verdict is taken over it."""
     import time
 
     from hostprint import model
     from hostprint.commands.args import timing_db_files
+    from hostprint.commands.measure import measure
+    from hostprint.commands.scan import _outputs
     from hostprint.engine.rate import template
-    from hostprint.match import verdict
+    from hostprint.probes import runner
     from hostprint.probes.base import Session
     from hostprint.probes.options import ScanOptions
     from hostprint.probes.timing import TimingTechnique
-    from hostprint.report import check_output_paths, emit_outputs
+    from hostprint.report import RunOutputs, is_stdout
+    from hostprint.report.terminal import ScanProgress
 
     targets, ports, tests, timeout = live_setup(args)
-    check_output_paths(oJ=args.oJ, oX=args.oX, oN=args.oN)
+    outs = _outputs(args)
     timing_db_files(args.timing_db, args.timing_db_mapping)
     opts = ScanOptions(timing=template("3"), cron_os=args.tests, cron_timeout=timeout, timing_db=args.timing_db,
                        timing_db_mapping=args.timing_db_mapping, timing_ports={a: ports for a in targets},
                        timing_full=args.full)
     tech = TimingTechnique(opts)  # the DB is loaded (and checked) before anything is sent
+    outputs = RunOutputs(oJ=outs["oJ"], oX=outs["oX"], oG=outs["oG"], oN=outs["oN"], db=args.db,
+                         record=not args.no_db)
+    outputs.check()  # every file and the inventory, before the first packet
     run = model.ScanRun(args=["hostprint", *sys.argv[1:]], scan_types=["timing"], ports_scanned={"tcp": ports})
-    hosts = [model.HostResult(a, "up", ["timing"]) for a in targets]
-    from hostprint.report.terminal import ScanProgress
+    outputs.start(run)
+    show = not args.quiet and not any(is_stdout(o) for o in outs.values())
+    started = time.time()
 
-    with ScanProgress(None, windows={"timing": timeout}) as prog:  # the listen window ticks on a terminal
-        session = Session(opts.timing, progress=prog)
-        try:
-            by = asyncio.run(tech.probe(hosts, session))
-        finally:
-            session.close()
-    run.stats = dict(session.stats)
-    for h in hosts:
-        res = by.get(h.address, [])
-        h.status = "up" if any(r.status != "no-response" for r in res) else "unknown"
-        rtts = [r.rtt_us for r in res if r.rtt_us is not None]
-        h.rtt_us = min(rtts) if rtts else None
-        h.set_ports([_port_result(p, [r for r in res if r.port == p]) for p in ports])
-        tech.record(h, res)
-        verdict.apply(h.os)
-        run.hosts.append(h)
-    run.finished = time.time()
-    if not args.quiet and args.oJ != "-":
-        for h in run.hosts:
+    def host_done(h: model.HostResult) -> None:
+        h.started, h.finished = started, time.time()
+        outputs.host_done(h)
+        if show:
             print(f"Timing report for {h.address}")
             for line in h.os.timing.lines if h.os.timing else []:
                 print(line)
-    emit_outputs(run, oJ=args.oJ, oX=args.oX, oN=args.oN, record=False)
+
+    state = runner.RunState()
+    session = Session(opts.timing)
+
+    async def go() -> list[model.HostResult]:  # every target at once: the protocol sets the pace
+        return await runner.run([tech], targets, session, host_done=host_done, state=state,
+                                group_size=max(1, len(targets)))
+
+    run.hosts = measure(go, run=run, session=session, state=state, outputs=outputs,
+                        progress=ScanProgress(None, windows={"timing": timeout}))  # the listen window ticks
+    run.stats.update(session.stats)
+    run.finished = time.time()
+    outputs.finish(run)
     return 0
 
 

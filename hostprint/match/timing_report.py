@@ -100,7 +100,7 @@ class TestResult:
     address: str
     port: int
     sport: int
-    status: str = "pending"  # ok | no-response | closed | reset | no-close | no-handshake
+    status: str = "pending"  # ok | no-response | closed | reset | no-close | no-handshake | interrupted
     rtt_us: float | None = None
     arrivals: list[float] = field(default_factory=list)
     rst: float | None = None
@@ -114,7 +114,7 @@ class TestResult:
     mss: int | None = None
     seg_ttl: int | None = None  # TTL of the first measured FIN / data segment (relay detection)
     listened: float = 0.0  # seconds we listened after the probe
-    stopped: str = ""  # early | timeout | rst | closed
+    stopped: str = ""  # early | timeout | rst | closed | interrupted (a stop cut the run short)
 
     def observation(self, with_header: bool) -> TimingObservation:
         # what we did not see because we stopped listening is censored, not lost (match/timing.py)
@@ -202,7 +202,7 @@ def host_report(clf: TimingClassifier, results: list[TestResult], db_name: str =
       unknown: {nearest, distance, reasons}     why no class explains the packets
       generic: {schedule, initial_rto_s, evidence_lr, evidence, consistent, reason}   an RFC 6298
                default schedule whose header does not name an OS
-      listen_limit_s: the --cron-timeout that ended a test before it ended by itself (else null)
+      listen_limit_s: the --cron-timeout (or a stop) that ended a test before it ended by itself (else null)
       censored_ambiguous: labels of the classes that limit cannot separate (they differ only in
                packets due after it); empty when it separates them or nothing was cut
     """
@@ -259,9 +259,10 @@ def host_report(clf: TimingClassifier, results: list[TestResult], db_name: str =
 
 
 def listen_limit(results: list[TestResult]) -> float | None:
-    """The listen limit (--cron-timeout) that ended a test before it ended on its own, in s (None
-    when every test ended by itself: a RST, or the stop rule saw every class's next packet overdue)."""
-    cut = [r.listened for r in results if r.status == "ok" and r.stopped == "timeout"]
+    """The listen limit (--cron-timeout, or a stop that cut the run short) that ended a test before
+    it ended on its own, in s (None when every test ended by itself: a RST, or the stop rule saw
+    every class's next packet overdue)."""
+    cut = [r.listened for r in results if r.status == "ok" and r.stopped in ("timeout", "interrupted")]
     return round(max(cut), 3) if cut else None
 
 
@@ -299,7 +300,8 @@ def terminal_lines(results: list[TestResult], verdict: TimingVerdict | None, arc
         amb = verdict.censored_ambiguous if verdict is not None and verdict.outcome in ("match", "ambiguous") else []
         tail = (f"; it cannot separate {', '.join(c.label for c in amb)} (they differ only in packets due after it)"
                 if amb else "")
-        lines.append(f"  Listen limit {round(limit, 1):g} s (--cron-timeout){tail}")
+        why = "interrupted" if any(r.stopped == "interrupted" for r in results) else "--cron-timeout"
+        lines.append(f"  Listen limit {round(limit, 1):g} s ({why}){tail}")
     best = (verdict.best or verdict.nearest) if verdict is not None else None
     for r in results:
         what = {"syn": "SYN_RCVD", "lastack": "LAST_ACK", "finwait": "FIN_WAIT1"}[r.test]

@@ -371,6 +371,9 @@ class Engine:
         self.sem = _FairSlots(max(1, opts.parallel))
         self._ssl_ctx: ssl.SSLContext | None = None
         self.connections = 0
+        #: every port's report from its start (filled as answers arrive), and those whose work ended
+        self.reports: list[PortReport] = []
+        self.finished: set[int] = set()
 
     @property
     def ssl_ctx(self) -> ssl.SSLContext:
@@ -977,18 +980,28 @@ class Engine:
         _port_key.set((addr, port, proto))
         limit = self.o.port_deadline
         rep = PortReport(addr, port, proto, status="open|filtered" if proto == "udp" else "open")
+        self.reports.append(rep)
         if limit is None:
-            return await (self.scan_udp(addr, port, rep) if proto == "udp" else self.scan_tcp(addr, port, rep))
+            await (self.scan_udp(addr, port, rep) if proto == "udp" else self.scan_tcp(addr, port, rep))
+            self.finished.add(id(rep))
+            return rep
         t0 = time.monotonic()
         _deadline.set(asyncio.get_running_loop().time() + limit)
         try:
             async with asyncio.timeout(limit + 0.25) as cm:
                 _port_timeout.set(cm)
-                return await (self.scan_udp(addr, port, rep) if proto == "udp" else self.scan_tcp(addr, port, rep))
+                await (self.scan_udp(addr, port, rep) if proto == "udp" else self.scan_tcp(addr, port, rep))
         except TimeoutError:
             rep.elapsed = time.monotonic() - t0
             rep.timed_out = True
-            return rep
+        self.finished.add(id(rep))
+        return rep
+
+    def partial(self) -> list[PortReport]:
+        """For a scan stopped half-way: the reports of the ports whose work ended, and of those still
+        at work that already identified something (a match, an RPC program, TLS); in start order."""
+        return [r for r in self.reports
+                if id(r) in self.finished or r.matches or r.rpc is not None or r.tls is not None]
 
 
 # ---------------------------------------------------------------------------- TLS facts
@@ -1110,7 +1123,8 @@ class ServiceScan(Technique[list[PortReport]]):
         if not todo:
             return {}
         task = session.progress.phase(self.label, len(todo))
-        reps = await Engine(self.opts).scan(todo, on_done=lambda _rep: session.progress.advance(task, 1))
+        engine = self._engine = Engine(self.opts)
+        reps = await engine.scan(todo, on_done=lambda _rep: session.progress.advance(task, 1))
         out: dict[str, list[PortReport]] = {}
         for r in reps:
             out.setdefault(r.address, []).append(r)
@@ -1118,3 +1132,11 @@ class ServiceScan(Technique[list[PortReport]]):
 
     def record(self, host: model.HostResult, result: list[PortReport]) -> None:
         apply_to_host(host, result)
+
+    _engine: Engine | None = None  # the -sV run in progress (partial() reads it)
+
+    def partial(self) -> dict[str, list[PortReport]]:
+        out: dict[str, list[PortReport]] = {}
+        for r in self._engine.partial() if self._engine is not None else []:
+            out.setdefault(r.address, []).append(r)
+        return out

@@ -15,6 +15,14 @@ contract (zmap's probe_modules.h and httpx's transport base were the models):
    ports and services (port scans, -sV), or an evidence block for `host.os` plus architecture
    findings, built by the technique's matcher in match/. The combined verdict reads every block
    generically (match/verdict.py), so a technique never touches another's evidence.
+4. **Partial results.** When the run stops inside `probe` (Ctrl-C, SIGTERM: the probe coroutine is
+   cancelled), `technique.partial()` returns what that probe had decided so far, per address, as
+   results `record` takes: the ports whose state an answer settled (never a port still waiting for
+   one), -sV's ports that finished or were already identified, the timing tests up to the moment
+   of the stop. It reads state the probe keeps on the instance (a probe that kept nothing has
+   nothing: the default is `{}`), is called once, after the cancellation, and must not raise. The
+   runner records it into the hosts the probe was measuring, which the outputs then mark
+   incomplete (probes/runner.partial_hosts, report.RunOutputs.abort).
 
 `phase` orders techniques in a run (discovery, port scans, services, sequence, timing, stack);
 `needs_raw` says whether it sends crafted packets (CAP_NET_RAW); `label` names its progress bar.
@@ -145,6 +153,11 @@ class Technique(ABC, Generic[R]):
     @abstractmethod
     def record(self, host: HostResult, result: R) -> None:
         """Put one result into the host (ports, services, or an evidence block in host.os)."""
+
+    def partial(self) -> Mapping[str, R]:
+        """What the `probe` that a stop cancelled had decided so far, per address (rule 4 above);
+        nothing unless the technique keeps its measurement on the instance."""
+        return {}
 
 
 class PortListScan(Technique[list[PortResult]]):

@@ -87,6 +87,12 @@ class ConnectScan:
         return [model.PortResult(p, "tcp", *self.result.get((addr, p), (model.FILTERED, "no-response")))
                 for p in self.ports]
 
+    def answered(self, addr: str) -> list[model.PortResult]:
+        """The ports an answer decided so far (connected, refused, unreachable): a scan stopped
+        half-way has not called the silent ones filtered yet."""
+        return [model.PortResult(p, "tcp", *r) for p in self.ports
+                if (r := self.result.get((addr, p))) is not None and r[1] != "no-response"]
+
 
 class ConnectPortScan(PortListScan):
     """-sT through the contract of probes/base.py: needs no raw sockets."""
@@ -96,7 +102,13 @@ class ConnectPortScan(PortListScan):
     label = "connect scan"
     protocol, kind = "tcp", "connect"
 
+    _scan: ConnectScan | None = None  # the scan in progress (partial() reads it)
+
     async def scan(self, addrs: list[str], session: Session) -> tuple[dict[str, list[model.PortResult]], dict[str, Json]]:
-        cs = ConnectScan(addrs, self.ports, session.timing)
+        cs = self._scan = ConnectScan(addrs, self.ports, session.timing)
         await cs.run()
         return {a: cs.results(a) for a in addrs}, {"attempts": cs.attempts}
+
+    def partial(self) -> dict[str, list[model.PortResult]]:
+        cs = self._scan
+        return {} if cs is None else {a: cs.answered(a) for a in cs.targets}

@@ -379,8 +379,8 @@ class DiscoveryTechnique(Technique[Seen]):
 
     async def probe(self, hosts: Sequence[model.HostResult], session: Session) -> dict[str, Seen]:
         task = session.progress.phase(self.label, len(hosts))
-        d = Discovery([h.address for h in hosts], self.methods, session.timing, links=session.links,
-                      frag_size=self.frag_size)
+        d = self._discovery = Discovery([h.address for h in hosts], self.methods, session.timing, links=session.links,
+                                        frag_size=self.frag_size)
         up = 0
 
         def on_up(addr: str) -> None:  # hosts count as they answer; the silent ones at the end
@@ -393,6 +393,13 @@ class DiscoveryTechnique(Technique[Seen]):
         seen = await d.run()
         session.progress.advance(task, len(hosts) - up)
         return seen
+
+    _discovery: Discovery | None = None  # the discovery in progress (partial() reads it)
+
+    def partial(self) -> dict[str, Seen]:
+        """The hosts that answered before the stop (the others are not down yet, only unheard)."""
+        d = self._discovery
+        return {} if d is None else dict(d.seen)
 
     def record(self, host: model.HostResult, result: Seen) -> None:
         host.status, host.reasons = "up", list(result.reasons)

@@ -316,7 +316,7 @@ class IpProtoTechnique(Technique[list[model.PortResult]]):
         task = session.progress.phase(self.label, len(addrs) * len(self.protocols))
         o = self.options
         on_port = port_progress(session, task, "ip")
-        scan = IpProtoScan(addrs, self.protocols, session.timing, links=session.links,
+        scan = self._scan = IpProtoScan(addrs, self.protocols, session.timing, links=session.links,
                            data_length=o.data_length or None, source_port=o.source_port, ttl=o.ttl or 64,
                            deadline=session.deadline, host_timeout=session.host_timeout, on_port=on_port,
                            note=session.progress.note)
@@ -332,3 +332,9 @@ class IpProtoTechnique(Technique[list[model.PortResult]]):
         w = self.warnings.get(host.address)
         if w:
             host.warnings.append(w)
+
+    _scan: IpProtoScan | None = None  # the scan in progress (partial() reads it)
+
+    def partial(self) -> dict[str, list[model.PortResult]]:
+        scan = self._scan
+        return {} if scan is None else {a: scan.decided(a) for a in scan.targets}

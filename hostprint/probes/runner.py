@@ -9,7 +9,7 @@ later technique sees only up hosts. Everything else is the techniques' own (prob
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,19 +28,67 @@ GROUP_SIZE = 256
 @dataclass
 class RunState:
     """What a run has so far, readable when it stops early (Ctrl-C): every host with what the
-    finished techniques recorded, the technique running, and which hosts are finished."""
+    finished techniques recorded, the technique running (with the hosts it measures and those
+    whose result it already recorded), and which hosts are finished."""
 
     hosts: dict[str, model.HostResult] = field(default_factory=dict)
     phase: str | None = None
     finished_phases: int = 0
     ports_done: set[str] = field(default_factory=set)  # addresses whose ports were folded and named
     done: set[str] = field(default_factory=set)  # addresses handed to host_done
+    running: Technique[Any] | None = None
+    running_hosts: list[model.HostResult] = field(default_factory=list)
+    recorded: set[str] = field(default_factory=set)  # addresses the running technique recorded
+    #: what a stopped technique's partial results put into hosts, by address (record_partial)
+    partial: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        """Something was measured: a technique finished, or a stopped one left partial results."""
+        return self.finished_phases > 0 or bool(self.partial)
+
+
+def record_partial(state: RunState) -> dict[str, Any]:
+    """Record the partial results of the technique a stop cut short (probes/base.py, rule 4) into
+    the hosts it was measuring, each with a warning saying so. Discovery's targets it had not heard
+    from yet are neither up nor down: status unknown. Returns the results recorded, by address; a
+    technique failing here costs its partial results, never the rest of the run's."""
+    tech, hosts = state.running, state.running_hosts
+    state.running, state.running_hosts = None, []
+    kept: dict[str, Any] = {}
+    if tech is None:
+        return kept
+    label = tech.label or tech.name
+    try:
+        got = tech.partial()
+    except Exception:  # noqa: BLE001 - a stop must still write what the finished techniques found
+        got = {}
+    for h in hosts:
+        if h.address in state.recorded or h.address in state.done:
+            continue
+        r = got.get(h.address)
+        if r is not None:
+            try:
+                tech.record(h, r)
+                kept[h.address] = r
+            except Exception:  # noqa: BLE001
+                r = None
+        if tech.phase == 0 and r is None and h.status == "up":
+            h.status, h.reasons = "unknown", ["interrupted"]
+        h.warnings.append(f"the run was interrupted during {label}: "
+                          + ("what it had found by then is kept, the rest is unknown" if r is not None else
+                             "nothing of it was kept"))
+    state.recorded.clear()
+    state.partial.update(kept)
+    return kept
 
 
 def partial_hosts(state: RunState, session: Session, *, only_open: bool = False) -> list[model.HostResult]:
-    """The hosts of a run that stopped early, as far as they got: ports folded and named as at the
-    end of the port scans, and the combined verdict over the evidence the finished techniques left.
-    Hosts are not marked done."""
+    """The hosts of a run that stopped early, as far as they got: the partial results of the
+    technique that was running (`record_partial`), ports folded and named as at the end of the port
+    scans, and the combined verdict over the evidence the techniques left. Hosts are not marked
+    done."""
+    record_partial(state)
     hosts = list(state.hosts.values())
     pending = [h for h in hosts if h.address not in state.ports_done]
     _finish_ports(pending, only_open, session)
@@ -94,7 +142,7 @@ async def run(techniques: Sequence[Technique[Any]], targets: list[str], session:
         up = [h for h in hosts.values() if h.status == "up"]
         if not up:
             break
-        await _run_phase(tech, up, session, state, silent=down)
+        await run_phase(tech, up, session, state, silent=down)
         session.progress.update_counts(hosts_up=sum(h.status == "up" for h in hosts.values()))
     up = [h for h in hosts.values() if h.status == "up"]
     fingerprinted = 0
@@ -124,11 +172,17 @@ async def _add_ptr_names(names: Names, hosts: list[model.HostResult]) -> None:
             h.add_hostname(found[h.address], "PTR")
 
 
-async def _run_phase(tech: Technique[Any], hosts: list[model.HostResult], session: Session, state: RunState,
-                     silent: Callable[[model.HostResult], None] | None = None) -> None:
+async def run_phase(tech: Technique[Any], hosts: list[model.HostResult], session: Session, state: RunState,
+                    silent: Callable[[model.HostResult], None] | None = None) -> Mapping[str, Any]:
     """One technique over `hosts`, each result recorded in its host; `silent` is called, in host
-    order, for each host the technique has no result for."""
+    order, for each host the technique has no result for. Returns the results. `state` follows it:
+    a stop inside leaves what `record_partial` needs (a command that runs one technique over hosts
+    it prepared, as amap does, calls this instead of `run`)."""
+    for h in hosts:
+        state.hosts.setdefault(h.address, h)
     state.phase = tech.label or tech.name
+    state.running, state.running_hosts = tech, list(hosts)
+    state.recorded.clear()
     results = await tech.probe(hosts, session)
     for h in hosts:
         r = results.get(h.address)
@@ -136,7 +190,11 @@ async def _run_phase(tech: Technique[Any], hosts: list[model.HostResult], sessio
             tech.record(h, r)
         elif silent is not None:
             silent(h)
+        state.recorded.add(h.address)
+    state.running, state.running_hosts = None, []
+    state.recorded.clear()
     state.finished_phases += 1
+    return results
 
 
 async def _run_group(techniques: Sequence[Technique[Any]], group: list[model.HostResult], session: Session,
@@ -157,7 +215,7 @@ async def _run_group(techniques: Sequence[Technique[Any]], group: list[model.Hos
                 h.warnings.append(f"--host-timeout {session.host_timeout:g}s reached before {tech.label or tech.name}; "
                                   "that and later phases were skipped")
             break
-        await _run_phase(tech, active, session, state)
+        await run_phase(tech, active, session, state)
     if not ports_finished:
         _finish_ports(group, only_open, session)
         state.ports_done.update(h.address for h in group)

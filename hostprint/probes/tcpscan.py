@@ -527,12 +527,18 @@ class TcpScan(Tcp6Path):
 
     # ------------------------------------------------------------------ results
 
-    def results(self, st: TargetState, fold_over: int | None = None) -> tuple[list[model.PortResult], list[model.ExtraPorts]]:
+    def results(self, st: TargetState, fold_over: int | None = None, *, answered_only: bool = False
+                ) -> tuple[list[model.PortResult], list[model.ExtraPorts]]:
         """Per-port results; with `fold_over`, a non-open state seen on more ports than that is
-        returned as one ExtraPorts count straight from the state matrix (no 65,535 objects)."""
+        returned as one ExtraPorts count straight from the state matrix (no 65,535 objects).
+        `answered_only`: only the ports an answer decided (a scan stopped half-way: the silent ones
+        are not filtered yet, only not heard from)."""
         out: list[model.PortResult] = []
         extra: dict[str, model.ExtraPorts] = {}
         codes, counts = np.unique(st.state, return_counts=True)
+        if answered_only:
+            keep = codes != NONE
+            codes, counts = codes[keep], counts[keep]
         per_state: dict[str, int] = {}
         for code, count in zip(codes.tolist(), counts.tolist()):
             state = self._state_reason(code)[0]
@@ -591,6 +597,7 @@ class TcpPortScan(Technique[tuple[list[model.PortResult], list[model.ExtraPorts]
         self.kind = kind
         self.options = options
         self.label = f"{kind} scan"
+        self._scan: TcpScan | None = None  # the scan in progress (partial() reads it)
 
     @classmethod
     def create(cls, options: ScanOptions) -> list[TcpPortScan]:
@@ -608,6 +615,7 @@ class TcpPortScan(Technique[tuple[list[model.PortResult], list[model.ExtraPorts]
                      sport_range=sport, ttl=o.ttl or 64, frag_size=o.frag_size if o.fragment else 0,
                      on_open=(lambda a, p: session.progress.open_port(a, p, "tcp")) if self.kind == "syn" else None)
         out = {}
+        self._scan = ts  # read by partial() when a stop cancels the run below
         states = await ts.run()
         session.progress.finish(task)
         for st in states:
@@ -626,3 +634,12 @@ class TcpPortScan(Technique[tuple[list[model.PortResult], list[model.ExtraPorts]
         listed, folded = result
         host.ports.extend(listed)
         host.extraports.extend(folded)
+
+    def partial(self) -> dict[str, tuple[list[model.PortResult], list[model.ExtraPorts]]]:
+        """The ports an answer decided before the stop (open, closed, ICMP-filtered); the others
+        were not sent yet or not answered yet, and are left out."""
+        ts = self._scan
+        if ts is None:
+            return {}
+        return {st.address: ts.results(st, fold_over=model.EXTRAPORTS_THRESHOLD, answered_only=True)
+                for st in ts.states}

@@ -25,6 +25,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,7 +38,7 @@ from hostprint.engine.replies import addr_bytes, addr_key
 from hostprint.errors import UsageError
 from hostprint.match.timing import TimingClassifier
 from hostprint.match.timing_report import TestResult, host_report, timing_evidence  # noqa: F401 - re-exported
-from hostprint.model import OPEN, HostResult
+from hostprint.model import CLOSED, FILTERED, OPEN, HostResult, PortResult
 from hostprint.probes.base import Session, Technique
 from hostprint.probes.options import ScanOptions
 from hostprint.signatures.timing_db import TimingDB
@@ -323,6 +324,7 @@ class TimingProber:
         self.stop_rule = StopRule(db)
         self.conns: dict[tuple[bytes, int, int], _Conn] = {}
         self._handlers: dict[int, Handler] = {}  # id(link) -> our frame handler on it
+        self.results: list[TestResult] = []  # the running jobs' results, filled as packets arrive
         lo, hi = route.probe_port_range()
         # start at a random offset so two runs against one target do not reuse a port that is
         # still in the target's TIME_WAIT / LAST_ACK from the previous run
@@ -373,7 +375,7 @@ class TimingProber:
         links = self.links or Links()
         own_guard = guard is None
         lo, hi = self._ports
-        results = [TestResult(test, a, port, self._sport()) for a, port, test in jobs]
+        results = self.results = [TestResult(test, a, port, self._sport()) for a, port, test in jobs]
         sems: dict[str, asyncio.Semaphore] = {}
         try:
             by_addr: dict[str, tuple[Link, bytes | None]] = {}
@@ -408,6 +410,8 @@ class TimingProber:
                     finally:
                         # keep draining a moment: late duplicates must not hit a reused port
                         self.conns.pop(key, None)
+                        if res.status == "pending" and c.t0:  # stopped (Ctrl-C) while listening
+                            res.listened = (time.time_ns() - c.t0) / 1e9
 
             await asyncio.gather(*[one(r) for r in results])
             return results
@@ -422,17 +426,42 @@ class TimingProber:
                 links.close()
 
 
+    def partial(self) -> list[TestResult]:
+        """For a run stopped half-way: every job's result as far as it got. A test stopped while it
+        listened keeps what arrived, cut where it stopped (`stopped` "interrupted"; the classifier
+        takes the packets after `listened` as unseen, not lost); one that had seen nothing is
+        "interrupted". Copies: the running jobs' results are not changed."""
+        out = []
+        for r in self.results:
+            if r.status == "pending":
+                seen = bool(r.arrivals) or r.rst is not None
+                r = replace(r, arrivals=list(r.arrivals), status="ok" if seen else "interrupted", stopped="interrupted")
+            out.append(r)
+        return out
+
+
 async def fingerprint_hosts(targets: dict[str, list[int]], tests: list[str], db: TimingDB, *,
                             timeout: float = DEFAULT_TIMEOUT, full: bool = False,
-                            links: Links | None = None) -> tuple[dict[str, list[TestResult]], TimingProber]:
-    """Run `tests` on every (address, port) and group the results by address."""
-    prober = TimingProber(db, timeout=timeout, full=full, links=links)
+                            links: Links | None = None,
+                            prober: TimingProber | None = None) -> tuple[dict[str, list[TestResult]], TimingProber]:
+    """Run `tests` on every (address, port) and group the results by address (`prober`: one made
+    by the caller, who can then read its partial results)."""
+    prober = prober or TimingProber(db, timeout=timeout, full=full, links=links)
     jobs = [(a, p, t) for a, ports in targets.items() for p in ports for t in tests]
     res = await prober.run(jobs)
     by: dict[str, list[TestResult]] = {a: [] for a in targets}
     for r in res:
         by[r.address].append(r)
     return by, prober
+
+
+def _port_result(port: int, res: list[TestResult]) -> PortResult:
+    """What the tests saw of a port, in scan terms (a SYN-ACK = open, an RST to the SYN = closed)."""
+    if any(r.rtt_us is not None for r in res):
+        return PortResult(port, "tcp", OPEN, "syn-ack")
+    if any(r.status == "closed" for r in res):
+        return PortResult(port, "tcp", CLOSED, "reset")
+    return PortResult(port, "tcp", FILTERED, "no-response")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,13 +510,36 @@ class TimingTechnique(Technique[list[TestResult]]):
             return {}
         task = session.progress.phase(self.label, sum(len(p) for p in targets.values()) * len(self.tests))
         t0 = time.time()
-        by, _ = await fingerprint_hosts(targets, self.tests, self.db, timeout=self.timeout, full=self.full,
-                                        links=session.links)
+        self._prober = TimingProber(self.db, timeout=self.timeout, full=self.full, links=session.links)
+        by, _ = await fingerprint_hosts(targets, self.tests, self.db, prober=self._prober)
         session.progress.advance(task, sum(len(r) for r in by.values()))
         session.stats["timing"] = {"elapsed": round(time.time() - t0, 3),
                                    "tests": sum(len(p) for p in targets.values()) * len(self.tests)}
         return by
 
     def record(self, host: HostResult, result: list[TestResult]) -> None:
+        """The timing evidence; with the ports given (`hostprint timing`, where the tests are the
+        only probes) also the host's status, RTT and what the tests saw of each port."""
         block, found, fingerprint = timing_evidence(self.clf, result, self.db_name)
         host.os.add(block, architecture=found, fingerprint=fingerprint)
+        if self.ports is None:
+            return
+        def heard(r: TestResult) -> bool:
+            return r.rtt_us is not None or r.status not in ("no-response", "interrupted")
+
+        host.status = "up" if any(heard(r) for r in result) else "unknown"
+        host.reasons = ["timing"]
+        rtts = [r.rtt_us for r in result if r.rtt_us is not None]
+        host.rtt_us = min(rtts) if rtts else None
+        by_port = {p: [r for r in result if r.port == p] for p in self.ports.get(host.address, [])}
+        # a port whose tests a stop cut short before any answer is left out: nothing was decided
+        host.set_ports([_port_result(p, rs) for p, rs in by_port.items()
+                        if not rs or any(heard(r) or r.status != "interrupted" for r in rs)])
+
+    _prober: TimingProber | None = None  # the tests in progress (partial() reads them)
+
+    def partial(self) -> dict[str, list[TestResult]]:
+        out: dict[str, list[TestResult]] = {}
+        for r in self._prober.partial() if self._prober is not None else []:
+            out.setdefault(r.address, []).append(r)
+        return out

@@ -424,6 +424,11 @@ class UdpScan:
                 out.append(model.PortResult(port, "udp", st[0], st[1], st[2] or None))
         return out
 
+    def decided(self, addr: str) -> list[model.PortResult]:
+        """The ports (protocols, for -sO) decided so far, for a scan stopped half-way: answered, or
+        silent through every confirmation this scan asks of a silent port."""
+        return [r for r in self.results(addr) if (addr, r.port) in self.result]
+
     def limiter(self, addr: str) -> dict[str, Json] | None:
         """What was learnt about the target's ICMP error limiter (None: it never held us back).
         A first-round probe that went unanswered but drew an ICMP error later met an empty
@@ -483,7 +488,7 @@ class UdpPortScan(PortListScan):
         task = session.progress.phase(self.label, len(addrs) * len(self.ports))
         o = self.options
         on_port = port_progress(session, task, "udp")
-        us = UdpScan(addrs, self.ports, session.timing, links=session.links, data_length=o.data_length or None,
+        us = self._scan = UdpScan(addrs, self.ports, session.timing, links=session.links, data_length=o.data_length or None,
                      source_port=o.source_port, ttl=o.ttl or 64, fragment=o.fragment, deadline=session.deadline,
                      host_timeout=session.host_timeout,
                      on_port=on_port,
@@ -503,3 +508,9 @@ class UdpPortScan(PortListScan):
         w = getattr(self, "warnings", {}).get(host.address)
         if w:
             host.warnings.append(w)
+
+    _scan: UdpScan | None = None  # the scan in progress (partial() reads it)
+
+    def partial(self) -> dict[str, list[model.PortResult]]:
+        us = self._scan
+        return {} if us is None else {a: us.decided(a) for a in us.targets}

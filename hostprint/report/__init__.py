@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +140,12 @@ class RunOutputs:
 
     def __init__(self, *, oJ: str | Path | None = None, oX: str | Path | None = None,
                  oG: str | Path | None = None, oN: str | Path | None = None, db: str | Path | None = None,
-                 record: bool = True, json_extra: dict[str, Any] | None = None):
+                 record: bool = True, json_extra: dict[str, Any] | None = None,
+                 others: Mapping[str, tuple[str | Path, Callable[[ScanRun], None]]] | None = None):
+        """`others`: a command's own formats (amap's -o log), option -> (path, writer of the run);
+        checked, written and reported with the rest (a writer raises UsageError or OSError)."""
         self.files = {"oJ": oJ, "oX": oX, "oG": oG, "oN": oN}
+        self.others = {opt: (path, write) for opt, (path, write) in (others or {}).items() if path is not None}
         self.db = db
         self.record = record
         self.json_extra = json_extra or {}
@@ -153,7 +157,7 @@ class RunOutputs:
 
     def check(self) -> None:
         """Every output target, before the first packet (UsageError, one line)."""
-        check_output_paths(**self.files)
+        check_output_paths(**self.files, **{opt: path for opt, (path, _w) in self.others.items()})
         if self.record:
             from hostprint.report.store import check_inventory
 
@@ -221,6 +225,14 @@ class RunOutputs:
                 written.append(str(path))
             except UsageError as e:
                 errors.append(str(e))
+        for opt, (path, write) in self.others.items():
+            try:
+                write(run)
+                written.append(str(path))
+            except UsageError as e:
+                errors.append(str(e))
+            except OSError as e:
+                errors.append(f"cannot write {opt} output {path}: {e.strerror or e}")
         if self.record:
             where = self._record(run, list(observations), errors, hosts)
             if where:
