@@ -188,6 +188,19 @@ def _ssh(ctx: ServiceContext) -> list[str]:
 
 @service("ftp", default_port=21, packages=("vsftpd",), config="vsftpd.conf")
 def _ftp(ctx: ServiceContext) -> list[str]:
+    return _vsftpd(ctx, [])
+
+
+# vsftpd with explicit FTPS (AUTH TLS) and no data-connection commands: its FEAT differs from the
+# default one in the lines the version-range rules read (AUTH TLS without AUTH SSL, no PASV).
+@service("ftp-tls", default_port=2121, packages=("vsftpd",), config="vsftpd.conf")
+def _ftp_tls(ctx: ServiceContext) -> list[str]:
+    crt, key = _lab_cert(ctx.lab_dir)
+    return _vsftpd(ctx, ["ssl_enable=YES", f"rsa_cert_file={crt}", f"rsa_private_key_file={key}",
+                         "allow_anon_ssl=YES", "port_enable=NO", "pasv_enable=NO"])
+
+
+def _vsftpd(ctx: ServiceContext, extra: list[str]) -> list[str]:
     conf = ctx.dir / "vsftpd.conf"
     conf.write_text(
         "\n".join(
@@ -197,7 +210,7 @@ def _ftp(ctx: ServiceContext) -> list[str]:
              "anonymous_enable=YES", "no_anon_password=YES", "local_enable=NO", "write_enable=NO",
              f"anon_root={ctx.dir}", "secure_chroot_dir=/var/run/vsftpd/empty",
              f"vsftpd_log_file={ctx.log}", "xferlog_enable=NO", "seccomp_sandbox=NO",
-             "pam_service_name=vsftpd", ""]
+             "pam_service_name=vsftpd", *extra, ""]
         )
     )
     conf.chmod(0o600)

@@ -55,6 +55,19 @@ def holds(c: Condition, obs: Mapping[str, object]) -> bool:
     return False
 
 
+_NTLM_WINDOWS = re.compile(r"\bWindows (\d+\.\d+) build (\d+)\b")
+
+
+def stated_version(product: str | None, version: str | None, extrainfo: str | None) -> str | None:
+    """The version a banner states, to check the range against. A Windows SMB server states none in
+    its product, but its NTLMSSP CHALLENGE names the OS version and build (MS-NLMP §2.2.2.10), which
+    the match keeps in extrainfo ("NTLMSSP Windows 10.0 build 17763"): that is "10.0.17763"."""
+    if version or not product or not product.lower().startswith("microsoft windows"):
+        return version
+    m = _NTLM_WINDOWS.search(extrainfo or "")
+    return f"{m.group(1)}.{m.group(2)}" if m else None
+
+
 def rules_for(product: str | None, rules: Sequence[RangeRule] | None = None) -> list[RangeRule]:
     if not product:
         return []

@@ -542,7 +542,7 @@ class Engine:
     async def _behaviour(self, rep: PortReport) -> None:
         """Observations for the version-range rules of the identified product (signatures/
         version_ranges.txt), then the range they give. Only the probes some rule reads are sent."""
-        from hostprint.match.versionrange import infer, kinds_for
+        from hostprint.match.versionrange import infer, kinds_for, stated_version
         from hostprint.probes import behaviour
 
         svc = rep.service()
@@ -562,7 +562,7 @@ class Engine:
                 got = await behaviour.observe(kind, rep.address, rep.port, self.o.response_timeout)
             if got is not None:
                 rep.behaviour[kind] = got
-        vr = infer(svc.product, rep.behaviour, svc.version)
+        vr = infer(svc.product, rep.behaviour, stated_version(svc.product, svc.version, svc.extrainfo))
         if vr is not None:
             vr.evidence += [model.Evidence("observed", behaviour.summary(k, o)) for k, o in rep.behaviour.items()]
             rep.version_range = vr

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import struct
 from typing import Any
 
@@ -300,14 +301,25 @@ async def pg_startup(addr: str, port: int, timeout: float) -> Observation | None
 
 # ---------------------------------------------------------------------------- FTP
 
+#: a command name in a HELP list (RFC 959 §4.1.3: four letters or fewer; "*" marks one not implemented)
+_FTP_COMMAND = re.compile(r"^[A-Z]{3,4}\*?$")
+
+
 def parse_ftp(data: bytes) -> Observation:
-    lines = data.decode("utf-8", errors="replace").split("\r\n")
+    """FEAT lines (RFC 2389 §3.2), HELP lines and the command names in them, and whether the FEAT
+    block ended a line with a bare LF (ProFTPD before 1.3.3 did: Bug 3342)."""
+    pieces = data.decode("utf-8", errors="replace").split("\n")
     feat: list[str] = []
     help_lines: list[str] = []
+    commands: list[str] = []
     mode = None
-    for ln in lines:
+    saw_feat = bare_lf = False
+    for i, piece in enumerate(pieces):
+        ln = piece.removesuffix("\r")
+        ended_by_lf = i < len(pieces) - 1 and not piece.endswith("\r")
         if ln.startswith("211-"):
-            mode = "feat"
+            mode, saw_feat = "feat", True
+            bare_lf |= ended_by_lf
             continue
         if ln.startswith("214-") or ln.startswith("214 "):
             mode = "help"
@@ -315,11 +327,18 @@ def parse_ftp(data: bytes) -> Observation:
             continue
         if mode == "feat" and ln.startswith(" "):
             feat.append(ln.strip())
+            bare_lf |= ended_by_lf
         elif mode == "help" and ln.startswith(" "):
             help_lines.append(ln.strip())
+            commands += [t for t in ln.split() if _FTP_COMMAND.match(t)]
         elif ln[:3].isdigit():
+            if mode == "feat" and ln.startswith("211 "):
+                bare_lf |= ended_by_lf
             mode = None
-    return {"feat": feat, "help": help_lines}
+    obs: Observation = {"feat": feat, "help": help_lines, "help_commands": commands}
+    if saw_feat:
+        obs["feat_bare_lf"] = "yes" if bare_lf else "no"
+    return obs
 
 
 async def ftp_facts(addr: str, port: int, timeout: float) -> Observation | None:
@@ -363,7 +382,8 @@ def summary(kind: str, obs: Observation) -> str:
     if kind == "pop3":
         return f"pop3: capa {', '.join(obs.get('capa', []))}"
     if kind == "ftp":
-        return f"ftp: feat {', '.join(obs.get('feat', []))}"
+        return (f"ftp: feat {', '.join(obs.get('feat', []))}"
+                + (f"; help {' '.join(obs['help_commands'])}" if obs.get("help_commands") else ""))
     if kind == "ssh-kexinit":
         return f"ssh-kexinit: kex {','.join(obs.get('kex', []))}"
     return kind
