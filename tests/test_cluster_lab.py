@@ -20,14 +20,13 @@ import time
 import pytest
 
 from conftest import ROOT, hostprint, needs_root
+from hostprint.lab.daskcluster import WORKERS, DaskCluster, machine_hosts
 
 pytestmark = pytest.mark.lab
 
 TARGETS = ["198.18.0.10", "198.18.0.11", "198.18.0.12", "198.18.0.13"]
 PORTS = "20-25,79-81,443,1000-1003,6379,8080"
 NPORTS = 6 + 3 + 1 + 4 + 1 + 1
-WORKERS = {"w1": "198.18.0.21", "w2": "198.18.0.22", "w3": "198.18.0.23"}
-SCHED = "198.18.0.20"
 
 
 def cluster_lab_spec(name: str):
@@ -44,8 +43,7 @@ def cluster_lab_spec(name: str):
                  sysctls=short),
         HostSpec(name="t4", address=TARGETS[3], services=["tcp-listen:21", "tcp-listen:25", "tcp-listen:81"],
                  sysctls=short),
-        HostSpec(name="sched", address=SCHED),
-        *[HostSpec(name=n, address=a) for n, a in WORKERS.items()],
+        *machine_hosts(),
     ])
 
 
@@ -214,59 +212,10 @@ def test_a_scan_recorded_in_postgresql_reads_back_as_from_sqlite(clusterlab, pg,
     assert "-sS" in listed and "postgresql://hostprint@" in listed
 
 
-class DaskCluster:
-    """`dask scheduler` in the lab's `sched` namespace and one `dask worker` in each worker
-    namespace (Dask's own CLI), started and stopped here by PID."""
-
-    def __init__(self, lab, workers: list[str]):
-        self.lab, self.names = lab, workers
-        self.address = f"tcp://{SCHED}:8786"
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.env = {**os.environ, "PYTHONPATH": ROOT, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-
-    def _spawn(self, ns: str, argv: list[str]) -> subprocess.Popen:
-        return subprocess.Popen(["ip", "netns", "exec", self.lab.resolve_ns(ns), *argv], env=self.env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def __enter__(self) -> DaskCluster:
-        dask = os.path.join(os.path.dirname(sys.executable), "dask")
-        dask = dask if os.path.exists(dask) else "dask"
-        self.procs["sched"] = self._spawn("sched", [dask, "scheduler", "--host", SCHED, "--port", "8786",
-                                                    "--no-dashboard"])
-        for n in self.names:
-            # --no-nanny: a killed worker stays dead (a nanny would restart it)
-            self.procs[n] = self._spawn(n, [dask, "worker", self.address, "--host", WORKERS[n], "--nthreads", "1",
-                                            "--no-nanny", "--name", n, "--no-dashboard"])
-        self.wait_workers(len(self.names))
-        return self
-
-    def wait_workers(self, n: int) -> None:
-        """From the scanner's namespace (the scheduler's address is only reachable inside the lab)."""
-        code = (f"from distributed import Client\n"
-                f"with Client({self.address!r}, timeout=60) as c: c.wait_for_workers({n}, timeout=60)\n")
-        r = self.lab.exec("scan", [sys.executable, "-c", code], capture_output=True, text=True, env=self.env,
-                          timeout=120)
-        assert r.returncode == 0, r.stderr[-2000:]
-
-    def kill(self, name: str) -> None:
-        os.kill(self.procs[name].pid, signal.SIGKILL)
-        self.procs[name].wait()
-
-    def busy(self, name: str) -> bool:
-        """The worker runs a shard now (its hostprint child process exists)."""
-        pid = self.procs[name].pid
-        kids = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-        return "hostprint" in kids
-
-    def __exit__(self, *exc: object) -> None:
-        for p in reversed(list(self.procs.values())):
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.kill(p.pid, signal.SIGKILL)
-                    p.wait()
+def dask_cluster(lab, workers: list[str]) -> DaskCluster:
+    """hostprint/lab/daskcluster.py's scheduler and workers (bench/cluster uses the same), importing
+    the hostprint under test."""
+    return DaskCluster(lab, workers, ROOT)
 
 
 def cluster_scan(lab, dask: DaskCluster, *args: str, **kw) -> subprocess.Popen:
@@ -281,7 +230,7 @@ CLUSTER_FLAGS = ["-sS", "-Pn", "-n", "-T4"]
 def test_cluster_scan_equals_one_machine_port_by_port(clusterlab, pg, tmp_path):
     one = by_address(scan_file(clusterlab, tmp_path / "one.jsonl"))
     url = pg.createdb("cluster1")
-    with DaskCluster(clusterlab, list(WORKERS)) as dask:
+    with dask_cluster(clusterlab, list(WORKERS)) as dask:
         p = cluster_scan(clusterlab, dask, "--shards", "6", "--seed", "5", "-oJ", str(tmp_path / "c.jsonl"),
                          "--db", url, *CLUSTER_FLAGS, "-p", PORTS, *TARGETS)
         out, err = p.communicate(timeout=300)
@@ -296,7 +245,7 @@ def test_cluster_scan_equals_one_machine_port_by_port(clusterlab, pg, tmp_path):
 def test_a_worker_killed_mid_run_changes_nothing(clusterlab, tmp_path):
     flags = [*CLUSTER_FLAGS, "-p", "1-12000", *TARGETS]
     one = by_address(scan_file_flags(clusterlab, tmp_path / "one.jsonl", flags))
-    with DaskCluster(clusterlab, list(WORKERS)) as dask:
+    with dask_cluster(clusterlab, list(WORKERS)) as dask:
         p = cluster_scan(clusterlab, dask, "--shards", "9", "--seed", "11", "-oJ", str(tmp_path / "c.jsonl"),
                          "--no-db", *flags)
         try:
