@@ -20,7 +20,7 @@ import time
 import pytest
 
 from conftest import ROOT, hostprint, needs_root
-from hostprint.lab.daskcluster import WORKERS, DaskCluster, machine_hosts
+from hostprint.lab.daskcluster import SCHED, WORKERS, DaskCluster, machine_hosts
 
 pytestmark = pytest.mark.lab
 
@@ -153,12 +153,12 @@ def _interrupted(lab, argv: list[str], out, hosts_before_sigint: int = 1) -> sub
     return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
 
 
-def wait_half_open_gone(lab) -> None:
+def wait_half_open_gone(lab, names=("t1", "t2", "t3", "t4")) -> None:
     """An interrupted SYN scan leaves half-open connections on the targets (SYN-ACKs that arrived
     after it stopped were never reset); the resumed scan uses the same source ports, and a target
     answers a new SYN on such a 4-tuple with an ACK, not a SYN-ACK (the port looks filtered).
     Wait until the targets have dropped them (event, not time: SYN-RECV sockets listed by ss)."""
-    for name in ("t1", "t2", "t3", "t4"):
+    for name in names:
         while lab.exec(name, ["ss", "-tnH", "state", "syn-recv"], capture_output=True, text=True).stdout.strip():
             time.sleep(0.2)
 
@@ -227,19 +227,155 @@ def cluster_scan(lab, dask: DaskCluster, *args: str, **kw) -> subprocess.Popen:
 CLUSTER_FLAGS = ["-sS", "-Pn", "-n", "-T4"]
 
 
-def test_cluster_scan_equals_one_machine_port_by_port(clusterlab, pg, tmp_path):
-    one = by_address(scan_file(clusterlab, tmp_path / "one.jsonl"))
-    url = pg.createdb("cluster1")
+@pytest.fixture(scope="module")
+def dask3(clusterlab):
     with dask_cluster(clusterlab, list(WORKERS)) as dask:
-        p = cluster_scan(clusterlab, dask, "--shards", "6", "--seed", "5", "-oJ", str(tmp_path / "c.jsonl"),
-                         "--db", url, *CLUSTER_FLAGS, "-p", PORTS, *TARGETS)
-        out, err = p.communicate(timeout=300)
+        yield dask
+
+
+def xml_hosts(path) -> dict[str, tuple]:
+    """-oX per host: status, every listed port (protocol, number, state, reason), folded ports."""
+    import xml.etree.ElementTree as ET
+
+    out = {}
+    for host in ET.parse(path).getroot().iter("host"):
+        ports = sorted((p.get("protocol"), int(p.get("portid")), p.find("state").get("state"),
+                        p.find("state").get("reason")) for p in host.iter("port"))
+        extra = sorted((e.get("state"), e.get("count")) for e in host.iter("extraports"))
+        out[host.find("address").get("addr")] = (host.find("status").get("state"), ports, extra)
+    return out
+
+
+def gnmap_hosts(path) -> list[str]:
+    """-oG's host lines (the header and footer name the command and the times)."""
+    return sorted(ln for ln in path.read_text().splitlines() if ln.startswith("Host: "))
+
+
+def normal_hosts(path) -> dict[str, list[str]]:
+    """-oN per host: its port table and "Not shown" lines (latency and times differ run to run)."""
+    out: dict[str, list[str]] = {}
+    cur = None
+    for ln in path.read_text().splitlines():
+        if m := re.match(r"^Nmap scan report for (\S+)", ln):
+            cur = out.setdefault(m.group(1), [])
+        elif cur is not None and re.match(r"^(Not shown|PORT|\d+/(tcp|udp)\s)", ln):
+            cur.append(ln)
+    return out
+
+
+def test_cluster_scan_equals_one_machine_port_by_port(clusterlab, dask3, pg, tmp_path):
+    hostprint(clusterlab, "scan", *CLUSTER_FLAGS, "-p", PORTS, *TARGETS, "-oA", str(tmp_path / "one"), "--no-db",
+              "--progress", "never")
+    one = by_address(records((tmp_path / "one.jsonl").read_text()))
+    url = pg.createdb("cluster1")
+    p = cluster_scan(clusterlab, dask3, "--shards", "6", "--seed", "5", "-oA", str(tmp_path / "c"),
+                     "-oG", str(tmp_path / "c.grep"), "--db", url, *CLUSTER_FLAGS, "-p", PORTS, *TARGETS)
+    out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     got = by_address(records((tmp_path / "c.jsonl").read_text()))
     assert {a: summary(h) for a, h in got.items()} == {a: summary(h) for a, h in one.items()}
     stored = by_address(records(hostprint(clusterlab, "history", "last", "--json", "--db", url).stdout))
     assert {a: summary(h) for a, h in stored.items()} == {a: summary(h) for a, h in one.items()}
     assert len(set(re.findall(r"done on (tcp://[0-9.]+):", err))) >= 2, err  # the work was spread
+    # -oX, -oG (given beside -oA: it wins, as in scan), -oN: what a one-machine scan writes, host by host
+    assert xml_hosts(tmp_path / "c.xml") == xml_hosts(tmp_path / "one.xml")
+    assert len(xml_hosts(tmp_path / "c.xml")) == len(TARGETS)
+    assert gnmap_hosts(tmp_path / "c.grep") == gnmap_hosts(tmp_path / "one.gnmap") != []
+    assert not (tmp_path / "c.gnmap").exists()
+    assert normal_hosts(tmp_path / "c.nmap") == normal_hosts(tmp_path / "one.nmap")
+    assert sum(len(v) for v in normal_hosts(tmp_path / "c.nmap").values()) > len(TARGETS)
+
+
+def host_rows(db) -> int | None:
+    """Hosts of the inventory's one run so far (None before the client created the file)."""
+    import sqlite3
+
+    if not db.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM hosts").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # the schema is being created
+        return None
+
+
+def run_row(db) -> tuple:
+    import sqlite3
+
+    con = sqlite3.connect(str(db))
+    try:
+        finished, stats = con.execute("SELECT finished, stats FROM runs").fetchone()
+    finally:
+        con.close()
+    return finished, json.loads(stats)
+
+
+def test_hosts_reach_the_inventory_one_by_one_inside_a_shard(clusterlab, dask3, tmp_path):
+    """One shard holding every host: per-shard recording would go from 0 hosts to all at once."""
+    targets = [*TARGETS, SCHED]
+    db = tmp_path / "inv.sqlite"
+    p = cluster_scan(clusterlab, dask3, "--shards", "1", "--seed", "3", "--db", str(db), "--progress", "always",
+                     *CLUSTER_FLAGS, "--max-hostgroup", "1", "-p", "1-8000", *targets)
+    seen = set()
+    try:
+        while p.poll() is None:
+            seen.add(host_rows(db))
+            time.sleep(0.01)
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert any(n is not None and 0 < n < len(targets) for n in seen), seen
+    assert host_rows(db) == len(targets)
+    finished, stats = run_row(db)
+    assert finished is not None and "interrupted" not in stats
+    # the live table of Dask's task states (forced: stderr is a pipe here)
+    assert "processing" in err and "memory" in err and "SHARD" in err, err[-2000:]
+
+
+def test_resume_of_an_interrupted_cluster_run_reprobes_nothing_done(clusterlab, dask3, tmp_path):
+    targets = [*TARGETS, SCHED]
+    flags = [*CLUSTER_FLAGS, "--max-hostgroup", "1", "-p", "1-12000", *targets]
+    one = by_address(scan_file_flags(clusterlab, tmp_path / "one.jsonl", flags))
+    wait_half_open_gone(clusterlab, ["t1", "t2", "t3", "t4", "sched"])
+    db, cut = tmp_path / "inv.sqlite", tmp_path / "cut.jsonl"
+    p = cluster_scan(clusterlab, dask3, "--shards", "3", "--seed", "9", "--db", str(db), "-oJ", str(cut), *flags)
+    try:
+        while not (host_rows(db) or 0):
+            assert p.poll() is None, "the cluster scan ended before it could be interrupted"
+            time.sleep(0.02)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, err
+    assert "cluster scan --resume" in err, err
+    finished, stats = run_row(db)  # marked, not left "unfinished"
+    assert finished is not None and stats["interrupted"]["by"] == "SIGINT", stats
+    before = by_address(records(hostprint(clusterlab, "history", "last", "--json", "--db", str(db)).stdout))
+    assert 0 < len(before) < len(targets), before.keys()
+    assert {d["address"] for d in records(cut.read_text())} == set(before)  # -oJ written at the interruption
+    for name in WORKERS:  # the cancelled tasks' scans were stopped (by the run's Dask Event), not left running
+        while dask3.busy(name):
+            time.sleep(0.1)
+    wait_half_open_gone(clusterlab, ["t1", "t2", "t3", "t4", "sched"])
+    r = hostprint(clusterlab, "cluster", "scan", "--scheduler", dask3.address, "--resume", "last", "--db", str(db),
+                  "--progress", "never")
+    assert "resuming run" in r.stderr, r.stderr
+    after = by_address(records(hostprint(clusterlab, "history", "last", "--json", "--db", str(db)).stdout))
+    assert {a: summary(h) for a, h in after.items()} == {a: summary(h) for a, h in one.items()}
+    assert {a: after[a] for a in before} == before  # what was done was not probed again: the same records
+    assert {a: summary(h) for a, h in by_address(records(cut.read_text())).items()} == \
+        {a: summary(h) for a, h in one.items()}  # the recorded -oJ, now whole
+    finished, stats = run_row(db)
+    assert finished is not None and "interrupted" not in stats and stats["cluster"]["shards"] == 3
 
 
 def test_a_worker_killed_mid_run_changes_nothing(clusterlab, tmp_path):
@@ -318,3 +454,25 @@ def test_os_detection_runs_once_per_host_in_its_owner_shard(clusterlab, tmp_path
         if count <= len(TARGETS):
             got = by_address(parts)
             assert {a: os_names(h) for a, h in got.items()} == {a: os_names(h) for a, h in whole.items()}
+
+
+def test_timing_shards_together_equal_the_unsharded_run(clusterlab, tmp_path):
+    """timing is host-level: each host is tested in the one shard that owns it, on all its ports."""
+    cmd = ["timing", *TARGETS, "-p", "21,80", "--tests", "s", "--cron-timeout", "8"]
+    whole = by_address(records(hostprint(clusterlab, *cmd, "-oJ", "-").stdout))
+    assert set(whole) == set(TARGETS)
+    parts = []
+    for i in range(3):
+        r = hostprint(clusterlab, *cmd, "--shards", "3", "--shard", str(i), "--seed", "6", "-oJ", "-")
+        recs = records(r.stdout)
+        assert all(d["shard"]["index"] == i for d in recs)
+        parts += recs
+    got = by_address(parts)  # each host in one shard only
+
+    def seen(h: dict) -> tuple:
+        timing = (h.get("os") or {}).get("timing") or {}
+        return (h["status"], summary(h), [m["name"] for m in (h.get("os") or {}).get("matches") or []][:1],
+                sorted(timing) if isinstance(timing, dict) else None)
+
+    assert {a: seen(h) for a, h in got.items()} == {a: seen(h) for a, h in whole.items()}
+    assert sum(summary(h)[2].get("open", 0) for h in got.values()) == 2  # t1's 80, t4's 21

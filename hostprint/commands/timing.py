@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-oX", metavar="FILE", help="live mode: nmap-compatible XML")
     p.add_argument("-oN", metavar="FILE", help="live mode: normal output")
     p.add_argument("-q", "--quiet", action="store_true", help="live mode: no terminal report")
+    from hostprint.commands.sharding import add_shard_flags
+
+    add_shard_flags(p)  # live mode: each host in the shard that owns it (probes/shard.py)
     p.set_defaults(func=run)
 
 
@@ -229,14 +232,16 @@ def run_live(args: argparse.Namespace) -> int:
 
     from hostprint import model
     from hostprint.commands.args import timing_db_files
+    from hostprint.commands.sharding import owned_hosts
     from hostprint.engine.rate import template
     from hostprint.match import verdict
     from hostprint.probes.base import Session
     from hostprint.probes.options import ScanOptions
     from hostprint.probes.timing import TimingTechnique
-    from hostprint.report import check_output_paths, emit_outputs
+    from hostprint.report import RunOutputs, check_output_paths
 
-    targets, ports, tests, timeout = live_setup(args)
+    every, ports, tests, timeout = live_setup(args)
+    targets, json_extra = owned_hosts(args, every, {"tcp": ports})
     check_output_paths(oJ=args.oJ, oX=args.oX, oN=args.oN)
     timing_db_files(args.timing_db, args.timing_db_mapping)
     opts = ScanOptions(timing=template("3"), cron_os=args.tests, cron_timeout=timeout, timing_db=args.timing_db,
@@ -247,13 +252,20 @@ def run_live(args: argparse.Namespace) -> int:
     hosts = [model.HostResult(a, "up", ["timing"]) for a in targets]
     from hostprint.report.terminal import ScanProgress
 
-    with ScanProgress(None, windows={"timing": timeout}) as prog:  # the listen window ticks on a terminal
-        session = Session(opts.timing, progress=prog)
-        try:
-            by = asyncio.run(tech.probe(hosts, session))
-        finally:
-            session.close()
-    run.stats = dict(session.stats)
+    by: dict[str, list[TestResult]] = {}
+    if not hosts:
+        print(f"hostprint: shard {args.shard} owns none of the {len(set(every))} target(s) "
+              f"(more shards than targets); nothing to test", file=sys.stderr)
+    else:
+        with ScanProgress(None, windows={"timing": timeout}) as prog:  # the listen window ticks on a terminal
+            session = Session(opts.timing, progress=prog)
+            try:
+                by = asyncio.run(tech.probe(hosts, session))
+            finally:
+                session.close()
+        run.stats = dict(session.stats)
+    if json_extra:
+        run.stats["shard"] = json_extra["shard"]
     for h in hosts:
         res = by.get(h.address, [])
         h.status = "up" if any(r.status != "no-response" for r in res) else "unknown"
@@ -269,7 +281,7 @@ def run_live(args: argparse.Namespace) -> int:
             print(f"Timing report for {h.address}")
             for line in h.os.timing.lines if h.os.timing else []:
                 print(line)
-    emit_outputs(run, oJ=args.oJ, oX=args.oX, oN=args.oN, record=False)
+    RunOutputs(oJ=args.oJ, oX=args.oX, oN=args.oN, record=False, json_extra=json_extra).finish(run)
     return 0
 
 
