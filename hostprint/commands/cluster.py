@@ -324,6 +324,7 @@ class _Progress:
 
     def _table(self) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         counts: dict[str, int] = {}
         for i in range(self.count):
@@ -331,9 +332,7 @@ class _Progress:
             counts[st] = counts.get(st, 0) + 1
         done = sum(self.hosts.values())
         total = sum(self.expected.values())
-        t = Table(title=f"hostprint cluster: {self.count} shard(s), {self.workers} worker(s), "
-                        f"{done}/{total} host(s) in, {time.monotonic() - self.t0:.0f} s",
-                  title_justify="left", expand=False)
+        t = Table(title=f"hostprint cluster: {done}/{total} host(s) in", title_justify="left", expand=False)
         for col in ("SHARD", "STATE", "WORKER", "HOSTS", "CPU s"):
             t.add_column(col, justify="right" if col in ("SHARD", "HOSTS", "CPU s") else "left")
         style = {"processing": "yellow", "memory": "green", "erred": "red", "recorded": "dim"}
@@ -341,10 +340,11 @@ class _Progress:
                  or self.state.get(i) in ("processing", "erred")][:self.ROWS]
         for i in shown:
             st = self.state.get(i, "pending")
-            t.add_row(str(i), f"[{style.get(st, '')}]{st}[/]" if st in style else st, self.where.get(i, ""),
+            t.add_row(str(i), Text(st, style=style.get(st, "")), self.where.get(i, ""),
                       f"{self.hosts.get(i, 0)}/{self.expected.get(i, 0)}",
                       f"{self.cpu[i]:.1f}" if i in self.cpu else "")
-        t.caption = "  ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        t.caption = ("  ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                     + f"; {self.workers} worker(s), {time.monotonic() - self.t0:.0f} s")
         return t
 
 
@@ -420,6 +420,7 @@ def run(args: argparse.Namespace) -> int:
     inv = None
     futures: dict[int, Any] = {}
     stop = None
+    begun = False  # the run record exists: from here on, whatever happens, it is marked
     try:
         workers = client.scheduler_info().get("workers", {})
         job.count = args.shards or max(1, 2 * len(workers))
@@ -449,6 +450,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 run_.stats = {k: v for k, v in run_.stats.items() if k != "interrupted"}
                 inv.finish_run(run_)  # "unfinished" again while it runs
+        begun = True
         todo = {i: [a for a in expected[i] if (i, a) not in parts] for i in range(job.count) if i not in shards_done}
         todo = {i: left for i, left in todo.items() if left}
         skip = {i: [a for a in expected[i] if (i, a) in parts] for i in todo}
@@ -486,7 +488,7 @@ def run(args: argparse.Namespace) -> int:
                  f"{run_.finished - run_.started:.1f} s" + (f"; run {run_.id} in {inv.path}" if inv is not None else ""))
         return 0
     except BaseException as e:
-        if not futures:
+        if not begun:
             raise
         raise _interrupted(e, client, futures, stop, job, inv, run_, hosts, expected, collect, position, outs) \
             from None

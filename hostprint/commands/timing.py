@@ -232,7 +232,7 @@ def run_live(args: argparse.Namespace) -> int:
 
     from hostprint import model
     from hostprint.commands.args import timing_db_files
-    from hostprint.commands.sharding import owned_hosts
+    from hostprint.commands.sharding import owned_hosts, shard_spec
     from hostprint.engine.rate import template
     from hostprint.match import verdict
     from hostprint.probes.base import Session
@@ -240,6 +240,7 @@ def run_live(args: argparse.Namespace) -> int:
     from hostprint.probes.timing import TimingTechnique
     from hostprint.report import RunOutputs, check_output_paths
 
+    shard_spec(args)  # a bad --shards/--shard/--seed is said before anything else
     every, ports, tests, timeout = live_setup(args)
     targets, json_extra = owned_hosts(args, every, {"tcp": ports})
     check_output_paths(oJ=args.oJ, oX=args.oX, oN=args.oN)
