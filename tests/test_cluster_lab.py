@@ -382,23 +382,29 @@ def test_resume_of_an_interrupted_cluster_run_reprobes_nothing_done(clusterlab, 
     assert finished is not None and "interrupted" not in stats and stats["cluster"]["shards"] == 3
 
 
-def test_a_worker_killed_mid_run_changes_nothing(clusterlab, tmp_path):
+def test_a_worker_killed_mid_run_changes_nothing(clusterlab, dask3, tmp_path):
     flags = [*CLUSTER_FLAGS, "-p", "1-12000", *TARGETS]
     one = by_address(scan_file_flags(clusterlab, tmp_path / "one.jsonl", flags))
-    with dask_cluster(clusterlab, list(WORKERS)) as dask:
-        p = cluster_scan(clusterlab, dask, "--shards", "9", "--seed", "11", "-oJ", str(tmp_path / "c.jsonl"),
-                         "--no-db", *flags)
-        try:
-            while not dask.busy("w2"):
-                assert p.poll() is None, "the cluster scan ended before w2 took a shard"
-                time.sleep(0.02)
-            dask.kill("w2")  # by PID, mid-shard
-            out, err = p.communicate(timeout=600)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    db = tmp_path / "inv.sqlite"
+    dask = dask3
+    p = cluster_scan(clusterlab, dask, "--shards", "9", "--seed", "11", "-oJ", str(tmp_path / "c.jsonl"),
+                     "--db", str(db), *flags)
+    try:
+        while not dask.busy("w2"):
+            assert p.poll() is None, "the cluster scan ended before w2 took a shard"
+            time.sleep(0.02)
+        dask.kill("w2")  # by PID, mid-shard
+        out, err = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        dask.start_worker("w2")  # the module's cluster whole again
     assert p.returncode == 0, err
+    # the inventory, fed host by host (the killed attempt's streamed hosts and the re-run's): each host once
+    assert host_rows(db) == len(TARGETS)
+    stored = by_address(records(hostprint(clusterlab, "history", "last", "--json", "--db", str(db)).stdout))
+    assert {a: summary(h) for a, h in stored.items()} == {a: summary(h) for a, h in one.items()}
     if os.environ.get("HOSTPRINT_TEST_SHOW"):
         print(err)
     got = by_address(records((tmp_path / "c.jsonl").read_text()))  # each host once
