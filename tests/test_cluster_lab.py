@@ -415,6 +415,41 @@ def test_a_worker_killed_mid_run_changes_nothing(clusterlab, dask3, tmp_path):
     assert WORKERS["w2"] not in {w.split("//")[1].split(":")[0] for _, w in done}
 
 
+def test_a_shard_rerun_skips_the_hosts_its_dead_attempt_streamed(clusterlab, dask3, tmp_path):
+    """One shard with every host, its worker killed (by PID) after a host reached the inventory:
+    Dask runs the task again elsewhere, and the re-run reads the run's event log and leaves out the
+    hosts the dead attempt streamed whole."""
+    targets = [*TARGETS, SCHED]
+    flags = [*CLUSTER_FLAGS, "--max-hostgroup", "1", "-p", "1-12000", *targets]
+    one = by_address(scan_file_flags(clusterlab, tmp_path / "one.jsonl", flags))
+    wait_half_open_gone(clusterlab, ["t1", "t2", "t3", "t4", "sched"])
+    db = tmp_path / "inv.sqlite"
+    p = cluster_scan(clusterlab, dask3, "--shards", "1", "--seed", "4", "--db", str(db), "-oJ",
+                     str(tmp_path / "c.jsonl"), *flags)
+    killed = []
+    try:
+        while not (host_rows(db) or 0):
+            assert p.poll() is None, "the cluster scan ended before a host was in"
+            time.sleep(0.02)
+        streamed = host_rows(db)
+        killed = [n for n in WORKERS if dask3.busy(n)]
+        assert len(killed) == 1 and streamed < len(targets), (killed, streamed)
+        dask3.kill(killed[0])
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for n in killed:
+            dask3.start_worker(n)
+    assert p.returncode == 0, err
+    m = re.search(r"done on .*?\((\d+) streamed by an earlier attempt, not probed again\)", err)
+    assert m and int(m.group(1)) >= streamed, err
+    got = by_address(records((tmp_path / "c.jsonl").read_text()))  # each host once
+    assert {a: summary(h) for a, h in got.items()} == {a: summary(h) for a, h in one.items()}
+    assert host_rows(db) == len(targets)
+
+
 def scan_file_flags(lab, path, flags: list[str]) -> list[dict]:
     hostprint(lab, "scan", *flags, "-oJ", str(path), "--no-db", "--progress", "never")
     return records(path.read_text())

@@ -80,6 +80,7 @@ class ShardResult:
     wall_s: float
     returncode: int
     stderr: str = ""
+    skipped: int = 0  # hosts an earlier attempt of this task (on a worker that died) streamed whole
 
 
 def _die_with_parent() -> None:
@@ -113,6 +114,8 @@ def run_shard(argv: list[str], count: int, index: int, seed: int, topic: str | N
         worker = "local"
     cmd = [sys.executable, "-m", "hostprint", "scan", *argv, "--shards", str(count), "--shard", str(index),
            "--seed", str(seed), "-oJ", "-", "--no-db", "--progress", "never"]
+    earlier = _streamed_before(topic, index) if topic is not None and wk is not None else []
+    skip = [*(skip or []), *earlier]
     if skip:
         cmd += ["--shard-skip", ",".join(skip)]
     t0 = time.monotonic()
@@ -136,11 +139,34 @@ def run_shard(argv: list[str], count: int, index: int, seed: int, topic: str | N
         err.seek(0)
         stderr = err.read().decode("utf-8", "replace")
     res = ShardResult(index, worker, "".join(lines), usage.ru_utime + usage.ru_stime,
-                      time.monotonic() - t0, p.returncode, stderr[-4000:])
+                      time.monotonic() - t0, p.returncode, stderr[-4000:], len(earlier))
     if p.returncode != 0:
         raise RuntimeError(f"shard {index} on {worker}: hostprint exited {p.returncode}: "
                            f"{(stderr.strip().splitlines() or [''])[-1]}")
     return res
+
+
+def _streamed_before(topic: str, index: int) -> list[str]:
+    """In a re-run task (its first worker died): the hosts of this shard an earlier attempt already
+    streamed whole, from the scheduler's log of the run's topic; the re-run skips them (the client
+    has them)."""
+    try:
+        from distributed.worker import get_client
+
+        events = get_client().get_events(topic)
+    except Exception:  # noqa: BLE001 - no log to read: the re-run probes everything, the client dedupes
+        return []
+    out: list[str] = []
+    for _, msg in events:
+        if not isinstance(msg, dict) or msg.get("shard") != index:
+            continue
+        try:
+            rec = json.loads(str(msg.get("line", "")))
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and not rec.get("incomplete") and isinstance(rec.get("address"), str):
+            out.append(rec["address"])
+    return list(dict.fromkeys(out))
 
 
 def _stop_when_told(name: str, p: Any, done: Any) -> None:
@@ -532,7 +558,8 @@ def _loop(client: Any, futures: dict[int, Any], events: queue.Queue[Any], collec
         _flush(collect, inv, run_, position, finished)
         for res in finished:
             job.results.append(res)
-            prog.say(f"shard {res.index} done on {res.worker}: {prog.hosts.get(res.index, 0)} host(s), "
+            again = f" ({res.skipped} streamed by an earlier attempt, not probed again)" if res.skipped else ""
+            prog.say(f"shard {res.index} done on {res.worker}: {prog.hosts.get(res.index, 0)} host(s){again}, "
                      f"{res.cpu_s:.2f} s CPU, {res.wall_s:.2f} s; {len(futures) - len(remaining)}/{len(futures)} "
                      f"shards in")
         now = time.monotonic()
