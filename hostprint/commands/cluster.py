@@ -4,7 +4,7 @@ The job is split into shards (`--shards N`, default twice the workers; `--seed S
 random one, recorded), each a Dask task: on its worker, `hostprint scan … --shards N --shard i
 --seed S -oJ -` in the worker's own network namespace/machine (workers are started with Dask's own
 CLI, `dask worker tcp://HOST:8786`, as root or with CAP_NET_RAW). Each host is streamed back as its
-shard's scan finishes it (Dask's event topics: the task logs every -oJ line on the run's topic, the
+shard's scan finishes it (Dask's event topics: the task logs every -oJ line on its shard's topic, the
 client subscribes) and goes into the inventory at its place in the job at once (`history` shows the
 run "unfinished" meanwhile). A worker that dies mid-shard loses its task; Dask's scheduler runs it
 again elsewhere. Every (shard, host) part is taken once, whichever copy arrives first (the streamed
@@ -98,8 +98,8 @@ def _die_with_parent() -> None:
 def run_shard(argv: list[str], count: int, index: int, seed: int, topic: str | None = None,
               stop: str | None = None, skip: list[str] | None = None) -> ShardResult:
     """The Dask task: one shard of the job, as a hostprint process on this worker. Each -oJ line
-    (a finished host) is logged on `topic` as it comes; the Dask Event `stop` set by the client
-    (Ctrl-C) stops the scan; `skip`: hosts a resumed run already has."""
+    (a finished host) is logged on the shard's topic (`topic`-i) as it comes; the Dask Event
+    `stop` set by the client (Ctrl-C) stops the scan; `skip`: hosts a resumed run already has."""
     import subprocess
     import tempfile
     import threading
@@ -114,6 +114,7 @@ def run_shard(argv: list[str], count: int, index: int, seed: int, topic: str | N
         worker = "local"
     cmd = [sys.executable, "-m", "hostprint", "scan", *argv, "--shards", str(count), "--shard", str(index),
            "--seed", str(seed), "-oJ", "-", "--no-db", "--progress", "never"]
+    topic = f"{topic}-{index}" if topic is not None else None  # the scheduler keeps a log per topic
     earlier = _streamed_before(topic, index) if topic is not None and wk is not None else []
     skip = [*(skip or []), *earlier]
     if skip:
@@ -148,7 +149,9 @@ def run_shard(argv: list[str], count: int, index: int, seed: int, topic: str | N
 
 def _streamed_before(topic: str, index: int) -> list[str]:
     """In a re-run task (its first worker died): the hosts of this shard an earlier attempt already
-    streamed whole, from the scheduler's log of the run's topic; the re-run skips them (the client
+    streamed whole, from the scheduler's log of the shard's topic (its last
+    `distributed.admin.low-level-log-length` events, 1000 by default: beyond, the older hosts are
+    probed again and deduped by the client); the re-run skips them (the client
     has them)."""
     try:
         from distributed.worker import get_client
@@ -489,7 +492,8 @@ def run(args: argparse.Namespace) -> int:
         token = os.urandom(4).hex()
         topic, stop_name = f"hostprint-{run_.id}-{token}", f"hostprint-stop-{run_.id}-{token}"
         events: queue.Queue[Any] = queue.Queue()
-        client.subscribe_topic(topic, events.put)
+        for i in todo:
+            client.subscribe_topic(f"{topic}-{i}", events.put)
         from distributed import Event
 
         stop = Event(stop_name, client=client)
