@@ -503,7 +503,7 @@ def test_os_detection_runs_once_per_host_in_its_owner_shard(clusterlab, tmp_path
 
 def test_timing_shards_together_equal_the_unsharded_run(clusterlab, tmp_path):
     """timing is host-level: each host is tested in the one shard that owns it, on all its ports."""
-    cmd = ["timing", *TARGETS, "-p", "21,80", "--tests", "s", "--cron-timeout", "8"]
+    cmd = ["timing", *TARGETS, "-p", "21,80", "--tests", "s", "--cron-timeout", "4"]
     whole = by_address(records(hostprint(clusterlab, *cmd, "-oJ", "-").stdout))
     assert set(whole) == set(TARGETS)
     parts = []
