@@ -107,6 +107,8 @@ def test_bad_cli_input_is_one_line_before_any_packet(argv):
     (["--resume", "last", "--no-db"], "drop --no-db"),
     (["--resume", "last", "--db", "inv.sqlite", "-sT", "127.0.0.1"], "takes the recorded job"),
     (["-sT", "-p", "22", "127.0.0.1"], "give --scheduler"),
+    (["--scheduler", "tcp://127.0.0.1:9", "-sT", "-O", "--os-db", "/nonexistent", "-p", "22", "127.0.0.1"],
+     "--os-db: no such DB"),
     (["--scheduler", "tcp://127.0.0.1:9", "--shards", "0", "-sT", "-p", "22", "127.0.0.1"], "bad --shards"),
     (["--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1", "-sT", "-p", "22", "127.0.0.1", "--no-db"],
      "cannot reach the Dask scheduler"),

@@ -220,6 +220,11 @@ def _check_scan_part(rest: list[str]) -> _Job:
     if getattr(args, "ping_only", False) or getattr(args, "list_scan", False):
         raise UsageError("hostprint cluster scan runs port scans (-sn and -sL are not sharded by the cluster)")
     opts = scan.scan_options(args)
+    from hostprint.probes import registry
+
+    # -A, -g, --ttl, -S … as scan checks them; -e names an interface of each worker's machine, not ours
+    scan.apply_habits(argparse.Namespace(**{**vars(args), "iface": None}), opts)
+    registry.create(opts, None)  # every technique's DBs (--os-db, --sv-db …) load here, before any task
     targets, _names = scan._named_targets(args)
     return _Job(rest, canonical_hosts(targets), opts.ports, opts.scan_kinds)
 
@@ -511,6 +516,7 @@ def run(args: argparse.Namespace) -> int:
         run_.stats = _stats(args, job, space, workers, run_)
         if inv is not None:
             inv.finish_run(run_)
+        begun = False  # the record is final: a file that cannot be written is said as for scan
         _write(outs, run_)
         up = sum(h.status == "up" for h in run_.hosts)
         opened = sum(p.state == "open" for h in run_.hosts for p in h.ports)
@@ -670,6 +676,8 @@ def _interrupted(exc: BaseException, client: Any, futures: dict[int, Any], stop:
     except (KeyboardInterrupt, SystemExit):
         pass
     if not signum:
+        if isinstance(exc, UsageError):  # a shard that failed twice, another job's shard: one line
+            return UsageError(f"{exc}; {msg.replace('interrupted (error): ', '', 1)}" if msg else str(exc))
         if msg:
             print(f"hostprint: {msg}", file=sys.stderr)
         return exc
