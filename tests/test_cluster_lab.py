@@ -450,6 +450,19 @@ def test_a_shard_rerun_skips_the_hosts_its_dead_attempt_streamed(clusterlab, das
     assert host_rows(db) == len(targets)
 
 
+def test_a_shard_failing_on_every_worker_is_one_line_and_the_run_is_marked(clusterlab, dask3, tmp_path):
+    """-e names an interface of the workers' machines (the client does not check it): here none has
+    it, so every attempt of a shard fails; the client says so in one line and marks the record."""
+    db = tmp_path / "inv.sqlite"
+    r = hostprint(clusterlab, "cluster", "scan", "--scheduler", dask3.address, "--shards", "2", "--seed", "1",
+                  "--db", str(db), "-q", *CLUSTER_FLAGS, "-e", "nosuch0", "-p", "80", *TARGETS, check=False)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cluster scan failed" in lines[0] and "no such interface" in lines[0], r.stderr
+    finished, stats = run_row(db)
+    assert finished is not None and stats["interrupted"]["by"] == "error", stats
+
+
 def scan_file_flags(lab, path, flags: list[str]) -> list[dict]:
     hostprint(lab, "scan", *flags, "-oJ", str(path), "--no-db", "--progress", "never")
     return records(path.read_text())
