@@ -463,6 +463,23 @@ def test_a_shard_failing_on_every_worker_is_one_line_and_the_run_is_marked(clust
     assert finished is not None and stats["interrupted"]["by"] == "error", stats
 
 
+def test_cluster_host_discovery_equals_one_machine(clusterlab, dask3, tmp_path):
+    """-sn through the cluster: shards are sets of hosts (down ones included in -oJ)."""
+    alladdr = [*TARGETS, "198.18.0.30"]  # one address nobody has
+    flags = ["-sn", "-PE", "-PS22,80,443", "-n"]
+    hostprint(clusterlab, "scan", *flags, *alladdr, "-oJ", str(tmp_path / "one.jsonl"), "-oX", str(tmp_path / "one.xml"),
+              "--no-db", "--progress", "never")
+    one = by_address(records((tmp_path / "one.jsonl").read_text()))
+    r = hostprint(clusterlab, "cluster", "scan", "--scheduler", dask3.address, "--shards", "3", "--seed", "2", "-oJ",
+                  str(tmp_path / "c.jsonl"), "-oX", str(tmp_path / "c.xml"), "--no-db", "--progress", "never", *flags,
+                  *alladdr)
+    got = by_address(records((tmp_path / "c.jsonl").read_text()))
+    assert {a: h["status"] for a, h in got.items()} == {a: h["status"] for a, h in one.items()}
+    assert sorted(h["status"] for h in got.values()) == ["down"] + ["up"] * len(TARGETS)
+    assert xml_hosts(tmp_path / "c.xml") == xml_hosts(tmp_path / "one.xml")
+    assert len(re.findall(r"shard \d+ done on", r.stderr)) == 3, r.stderr
+
+
 def scan_file_flags(lab, path, flags: list[str]) -> list[dict]:
     hostprint(lab, "scan", *flags, "-oJ", str(path), "--no-db", "--progress", "never")
     return records(path.read_text())

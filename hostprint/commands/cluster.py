@@ -217,16 +217,20 @@ def _check_scan_part(rest: list[str]) -> _Job:
     parser = _Parser(prog="hostprint cluster scan")
     scan.register(parser.add_subparsers(dest="command", parser_class=_Parser))
     args = parser.parse_args(scan.normalise_ping(["scan", *rest]))
-    if getattr(args, "ping_only", False) or getattr(args, "list_scan", False):
-        raise UsageError("hostprint cluster scan runs port scans (-sn and -sL are not sharded by the cluster)")
-    opts = scan.scan_options(args)
+    if getattr(args, "list_scan", False):
+        raise UsageError("hostprint cluster scan: -sL sends nothing to the targets; run it on one machine")
+    discovery = bool(getattr(args, "ping_only", False))  # -sn: the shards are sets of hosts
+    opts = scan.scan_options(args, discovery_only=discovery)
+    if discovery and not opts.ping:
+        raise UsageError("host discovery with -Pn has nothing to do")
     from hostprint.probes import registry
 
     # -A, -g, --ttl, -S … as scan checks them; -e names an interface of each worker's machine, not ours
     scan.apply_habits(argparse.Namespace(**{**vars(args), "iface": None}), opts)
-    registry.create(opts, None)  # every technique's DBs (--os-db, --sv-db …) load here, before any task
+    registry.create(opts, ["discovery"] if discovery else None)  # DBs (--os-db, --sv-db …) load before any task
     targets, _names = scan._named_targets(args)
-    return _Job(rest, canonical_hosts(targets), opts.ports, opts.scan_kinds)
+    return _Job(rest, canonical_hosts(targets), {} if discovery else opts.ports,
+                ["ping"] if discovery else opts.scan_kinds)
 
 
 def _client(address: str, timeout: float):  # -> distributed.Client
@@ -503,13 +507,15 @@ def run(args: argparse.Namespace) -> int:
 
         stop = Event(stop_name, client=client)
         with prog:
-            prog.say(f"{len(job.targets)} addresses x {sum(map(len, job.ports.values()))} ports in {job.count} shards "
+            what = f"x {sum(map(len, job.ports.values()))} ports" if job.ports else "(host discovery)"
+            prog.say(f"{len(job.targets)} addresses {what} in {job.count} shards "
                      f"(seed {job.seed}) on {len(workers)} worker(s) of {args.scheduler}"
                      + (f"; resuming run {run_.id}: {len(todo)} shard(s) left, {len(parts)} part(s) recorded"
                         if resumed is not None else ""))
-            futures = {i: client.submit(run_shard, job.argv, job.count, i, job.seed, topic, stop_name, skip[i] or None,
-                                        key=f"hostprint-{run_.id}-{token}-shard-{i}", pure=False, retries=1)
-                       for i in todo}
+            for i in todo:  # one by one: a Ctrl-C meanwhile cancels exactly those submitted
+                futures[i] = client.submit(run_shard, job.argv, job.count, i, job.seed, topic, stop_name,
+                                           skip[i] or None, key=f"hostprint-{run_.id}-{token}-shard-{i}", pure=False,
+                                           retries=1)
             _loop(client, futures, events, collect, job, inv, run_, position, prog)
         run_.hosts = [hosts[a] for a in sorted(hosts, key=lambda a: position.get(a, len(position)))]
         run_.finished = time.time()
