@@ -126,7 +126,15 @@ def run_shard(argv: list[str], count: int, index: int, seed: int, topic: str | N
         assert p.stdout is not None
         done = threading.Event()
         if stop is not None and wk is not None:
-            threading.Thread(target=_stop_when_told, args=(stop, p, done), daemon=True).start()
+            try:  # made here: the worker's client is found from the task's own thread only
+                from distributed import Event
+                from distributed.worker import get_client
+
+                ev: Any = Event(stop, client=get_client())
+            except Exception:  # noqa: BLE001 - no Event: the worker's own end still stops the scan
+                ev = None
+            if ev is not None:
+                threading.Thread(target=_stop_when_told, args=(ev, p, done), daemon=True).start()
         try:
             for raw in p.stdout:  # -oJ - writes each host as its group finishes
                 line = raw.decode("utf-8", "replace")
@@ -172,14 +180,10 @@ def _streamed_before(topic: str, index: int) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _stop_when_told(name: str, p: Any, done: Any) -> None:
+def _stop_when_told(ev: Any, p: Any, done: Any) -> None:
     """In the task: SIGTERM to the shard's scan once the client sets the run's stop Event (a
     cancelled Dask task's thread runs on; its scan must not)."""
     try:
-        from distributed import Event
-        from distributed.worker import get_client
-
-        ev = Event(name, client=get_client())
         while not done.is_set():
             if ev.wait(timeout=1):
                 if p.poll() is None:
