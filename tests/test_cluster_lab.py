@@ -359,6 +359,7 @@ def test_resume_of_an_interrupted_cluster_run_reprobes_nothing_done(clusterlab, 
     assert "cluster scan --resume" in err, err
     finished, stats = run_row(db)  # marked, not left "unfinished"
     assert finished is not None and stats["interrupted"]["by"] == "SIGINT", stats
+    assert "interrupted:" in hostprint(clusterlab, "history", "--db", str(db)).stdout
     before = by_address(records(hostprint(clusterlab, "history", "last", "--json", "--db", str(db)).stdout))
     assert 0 < len(before) < len(targets), before.keys()
     assert {d["address"] for d in records(cut.read_text())} == set(before)  # -oJ written at the interruption
