@@ -60,8 +60,9 @@ class PgServer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            # runuser forwards signals to postgres; SIGINT is postgres's "fast shutdown"
-            os.kill(self.proc.pid, signal.SIGINT)
+            # SIGINT is postgres's "fast shutdown"; runuser does not pass it on (the stop waited its
+            # whole 30 s timeout), so it goes to the server's own process group (start_new_session)
+            os.killpg(self.proc.pid, signal.SIGINT)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -20,14 +20,13 @@ import time
 import pytest
 
 from conftest import ROOT, hostprint, needs_root
+from hostprint.lab.daskcluster import SCHED, WORKERS, DaskCluster, machine_hosts
 
 pytestmark = pytest.mark.lab
 
 TARGETS = ["198.18.0.10", "198.18.0.11", "198.18.0.12", "198.18.0.13"]
 PORTS = "20-25,79-81,443,1000-1003,6379,8080"
 NPORTS = 6 + 3 + 1 + 4 + 1 + 1
-WORKERS = {"w1": "198.18.0.21", "w2": "198.18.0.22", "w3": "198.18.0.23"}
-SCHED = "198.18.0.20"
 
 
 def cluster_lab_spec(name: str):
@@ -44,8 +43,7 @@ def cluster_lab_spec(name: str):
                  sysctls=short),
         HostSpec(name="t4", address=TARGETS[3], services=["tcp-listen:21", "tcp-listen:25", "tcp-listen:81"],
                  sysctls=short),
-        HostSpec(name="sched", address=SCHED),
-        *[HostSpec(name=n, address=a) for n, a in WORKERS.items()],
+        *machine_hosts(),
     ])
 
 
@@ -155,12 +153,12 @@ def _interrupted(lab, argv: list[str], out, hosts_before_sigint: int = 1) -> sub
     return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
 
 
-def wait_half_open_gone(lab) -> None:
+def wait_half_open_gone(lab, names=("t1", "t2", "t3", "t4")) -> None:
     """An interrupted SYN scan leaves half-open connections on the targets (SYN-ACKs that arrived
     after it stopped were never reset); the resumed scan uses the same source ports, and a target
     answers a new SYN on such a 4-tuple with an ACK, not a SYN-ACK (the port looks filtered).
     Wait until the targets have dropped them (event, not time: SYN-RECV sockets listed by ss)."""
-    for name in ("t1", "t2", "t3", "t4"):
+    for name in names:
         while lab.exec(name, ["ss", "-tnH", "state", "syn-recv"], capture_output=True, text=True).stdout.strip():
             time.sleep(0.2)
 
@@ -214,59 +212,10 @@ def test_a_scan_recorded_in_postgresql_reads_back_as_from_sqlite(clusterlab, pg,
     assert "-sS" in listed and "postgresql://hostprint@" in listed
 
 
-class DaskCluster:
-    """`dask scheduler` in the lab's `sched` namespace and one `dask worker` in each worker
-    namespace (Dask's own CLI), started and stopped here by PID."""
-
-    def __init__(self, lab, workers: list[str]):
-        self.lab, self.names = lab, workers
-        self.address = f"tcp://{SCHED}:8786"
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.env = {**os.environ, "PYTHONPATH": ROOT, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-
-    def _spawn(self, ns: str, argv: list[str]) -> subprocess.Popen:
-        return subprocess.Popen(["ip", "netns", "exec", self.lab.resolve_ns(ns), *argv], env=self.env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def __enter__(self) -> DaskCluster:
-        dask = os.path.join(os.path.dirname(sys.executable), "dask")
-        dask = dask if os.path.exists(dask) else "dask"
-        self.procs["sched"] = self._spawn("sched", [dask, "scheduler", "--host", SCHED, "--port", "8786",
-                                                    "--no-dashboard"])
-        for n in self.names:
-            # --no-nanny: a killed worker stays dead (a nanny would restart it)
-            self.procs[n] = self._spawn(n, [dask, "worker", self.address, "--host", WORKERS[n], "--nthreads", "1",
-                                            "--no-nanny", "--name", n, "--no-dashboard"])
-        self.wait_workers(len(self.names))
-        return self
-
-    def wait_workers(self, n: int) -> None:
-        """From the scanner's namespace (the scheduler's address is only reachable inside the lab)."""
-        code = (f"from distributed import Client\n"
-                f"with Client({self.address!r}, timeout=60) as c: c.wait_for_workers({n}, timeout=60)\n")
-        r = self.lab.exec("scan", [sys.executable, "-c", code], capture_output=True, text=True, env=self.env,
-                          timeout=120)
-        assert r.returncode == 0, r.stderr[-2000:]
-
-    def kill(self, name: str) -> None:
-        os.kill(self.procs[name].pid, signal.SIGKILL)
-        self.procs[name].wait()
-
-    def busy(self, name: str) -> bool:
-        """The worker runs a shard now (its hostprint child process exists)."""
-        pid = self.procs[name].pid
-        kids = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-        return "hostprint" in kids
-
-    def __exit__(self, *exc: object) -> None:
-        for p in reversed(list(self.procs.values())):
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.kill(p.pid, signal.SIGKILL)
-                    p.wait()
+def dask_cluster(lab, workers: list[str]) -> DaskCluster:
+    """hostprint/lab/daskcluster.py's scheduler and workers (bench/cluster uses the same), importing
+    the hostprint under test."""
+    return DaskCluster(lab, workers, ROOT)
 
 
 def cluster_scan(lab, dask: DaskCluster, *args: str, **kw) -> subprocess.Popen:
@@ -278,38 +227,185 @@ def cluster_scan(lab, dask: DaskCluster, *args: str, **kw) -> subprocess.Popen:
 CLUSTER_FLAGS = ["-sS", "-Pn", "-n", "-T4"]
 
 
-def test_cluster_scan_equals_one_machine_port_by_port(clusterlab, pg, tmp_path):
-    one = by_address(scan_file(clusterlab, tmp_path / "one.jsonl"))
+@pytest.fixture(scope="module")
+def dask3(clusterlab):
+    with dask_cluster(clusterlab, list(WORKERS)) as dask:
+        yield dask
+
+
+def xml_hosts(path) -> dict[str, tuple]:
+    """-oX per host: status, every listed port (protocol, number, state, reason), folded ports."""
+    import xml.etree.ElementTree as ET
+
+    out = {}
+    for host in ET.parse(path).getroot().iter("host"):
+        ports = sorted((p.get("protocol"), int(p.get("portid")), p.find("state").get("state"),
+                        p.find("state").get("reason")) for p in host.iter("port"))
+        extra = sorted((e.get("state"), e.get("count")) for e in host.iter("extraports"))
+        out[host.find("address").get("addr")] = (host.find("status").get("state"), ports, extra)
+    return out
+
+
+def gnmap_hosts(path) -> list[str]:
+    """-oG's host lines (the header and footer name the command and the times)."""
+    return sorted(ln for ln in path.read_text().splitlines() if ln.startswith("Host: "))
+
+
+def normal_hosts(path) -> dict[str, list[str]]:
+    """-oN per host: its port table and "Not shown" lines (latency and times differ run to run)."""
+    out: dict[str, list[str]] = {}
+    cur = None
+    for ln in path.read_text().splitlines():
+        if m := re.match(r"^Nmap scan report for (\S+)", ln):
+            cur = out.setdefault(m.group(1), [])
+        elif cur is not None and re.match(r"^(Not shown|PORT|\d+/(tcp|udp)\s)", ln):
+            cur.append(ln)
+    return out
+
+
+def test_cluster_scan_equals_one_machine_port_by_port(clusterlab, dask3, pg, tmp_path):
+    hostprint(clusterlab, "scan", *CLUSTER_FLAGS, "-p", PORTS, *TARGETS, "-oA", str(tmp_path / "one"), "--no-db",
+              "--progress", "never")
+    one = by_address(records((tmp_path / "one.jsonl").read_text()))
     url = pg.createdb("cluster1")
-    with DaskCluster(clusterlab, list(WORKERS)) as dask:
-        p = cluster_scan(clusterlab, dask, "--shards", "6", "--seed", "5", "-oJ", str(tmp_path / "c.jsonl"),
-                         "--db", url, *CLUSTER_FLAGS, "-p", PORTS, *TARGETS)
-        out, err = p.communicate(timeout=300)
+    p = cluster_scan(clusterlab, dask3, "--shards", "6", "--seed", "5", "-oA", str(tmp_path / "c"),
+                     "-oG", str(tmp_path / "c.grep"), "--db", url, *CLUSTER_FLAGS, "-p", PORTS, *TARGETS)
+    out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     got = by_address(records((tmp_path / "c.jsonl").read_text()))
     assert {a: summary(h) for a, h in got.items()} == {a: summary(h) for a, h in one.items()}
     stored = by_address(records(hostprint(clusterlab, "history", "last", "--json", "--db", url).stdout))
     assert {a: summary(h) for a, h in stored.items()} == {a: summary(h) for a, h in one.items()}
     assert len(set(re.findall(r"done on (tcp://[0-9.]+):", err))) >= 2, err  # the work was spread
+    # -oX, -oG (given beside -oA: it wins, as in scan), -oN: what a one-machine scan writes, host by host
+    assert xml_hosts(tmp_path / "c.xml") == xml_hosts(tmp_path / "one.xml")
+    assert len(xml_hosts(tmp_path / "c.xml")) == len(TARGETS)
+    assert gnmap_hosts(tmp_path / "c.grep") == gnmap_hosts(tmp_path / "one.gnmap") != []
+    assert not (tmp_path / "c.gnmap").exists()
+    assert normal_hosts(tmp_path / "c.nmap") == normal_hosts(tmp_path / "one.nmap")
+    assert sum(len(v) for v in normal_hosts(tmp_path / "c.nmap").values()) > len(TARGETS)
 
 
-def test_a_worker_killed_mid_run_changes_nothing(clusterlab, tmp_path):
+def host_rows(db) -> int | None:
+    """Hosts of the inventory's one run so far (None before the client created the file)."""
+    import sqlite3
+
+    if not db.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM hosts").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # the schema is being created
+        return None
+
+
+def run_row(db) -> tuple:
+    import sqlite3
+
+    con = sqlite3.connect(str(db))
+    try:
+        finished, stats = con.execute("SELECT finished, stats FROM runs").fetchone()
+    finally:
+        con.close()
+    return finished, json.loads(stats)
+
+
+def test_hosts_reach_the_inventory_one_by_one_inside_a_shard(clusterlab, dask3, tmp_path):
+    """One shard holding every host: per-shard recording would go from 0 hosts to all at once."""
+    targets = [*TARGETS, SCHED]
+    db = tmp_path / "inv.sqlite"
+    p = cluster_scan(clusterlab, dask3, "--shards", "1", "--seed", "3", "--db", str(db), "--progress", "always",
+                     *CLUSTER_FLAGS, "--max-hostgroup", "1", "-p", "1-8000", *targets)
+    seen = set()
+    try:
+        while p.poll() is None:
+            seen.add(host_rows(db))
+            time.sleep(0.01)
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert any(n is not None and 0 < n < len(targets) for n in seen), seen
+    assert host_rows(db) == len(targets)
+    finished, stats = run_row(db)
+    assert finished is not None and "interrupted" not in stats
+    # the live table of Dask's task states (forced: stderr is a pipe here)
+    assert "processing" in err and "memory" in err and "SHARD" in err, err[-2000:]
+
+
+def test_resume_of_an_interrupted_cluster_run_reprobes_nothing_done(clusterlab, dask3, tmp_path):
+    targets = [*TARGETS, SCHED]
+    flags = [*CLUSTER_FLAGS, "--max-hostgroup", "1", "-p", "1-12000", *targets]
+    one = by_address(scan_file_flags(clusterlab, tmp_path / "one.jsonl", flags))
+    wait_half_open_gone(clusterlab, ["t1", "t2", "t3", "t4", "sched"])
+    db, cut = tmp_path / "inv.sqlite", tmp_path / "cut.jsonl"
+    p = cluster_scan(clusterlab, dask3, "--shards", "3", "--seed", "9", "--db", str(db), "-oJ", str(cut), *flags)
+    try:
+        while not (host_rows(db) or 0):
+            assert p.poll() is None, "the cluster scan ended before it could be interrupted"
+            time.sleep(0.02)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, err
+    assert "cluster scan --resume" in err, err
+    finished, stats = run_row(db)  # marked, not left "unfinished"
+    assert finished is not None and stats["interrupted"]["by"] == "SIGINT", stats
+    assert "interrupted:" in hostprint(clusterlab, "history", "--db", str(db)).stdout
+    before = by_address(records(hostprint(clusterlab, "history", "last", "--json", "--db", str(db)).stdout))
+    assert 0 < len(before) < len(targets), before.keys()
+    assert {d["address"] for d in records(cut.read_text())} == set(before)  # -oJ written at the interruption
+    for name in WORKERS:  # the cancelled tasks' scans were stopped (by the run's Dask Event), not left running
+        while dask3.busy(name):
+            time.sleep(0.1)
+    wait_half_open_gone(clusterlab, ["t1", "t2", "t3", "t4", "sched"])
+    r = hostprint(clusterlab, "cluster", "scan", "--scheduler", dask3.address, "--resume", "last", "--db", str(db),
+                  "--progress", "never")
+    assert "resuming run" in r.stderr, r.stderr
+    after = by_address(records(hostprint(clusterlab, "history", "last", "--json", "--db", str(db)).stdout))
+    assert {a: summary(h) for a, h in after.items()} == {a: summary(h) for a, h in one.items()}
+    def host_part(d: dict) -> dict:  # the record without its run's `scan` block (the run's end changed)
+        return {k: v for k, v in d.items() if k != "scan"}
+
+    # what was done was not probed again: the same records, times and round trips included
+    assert {a: host_part(after[a]) for a in before} == {a: host_part(d) for a, d in before.items()}
+    assert {a: summary(h) for a, h in by_address(records(cut.read_text())).items()} == \
+        {a: summary(h) for a, h in one.items()}  # the recorded -oJ, now whole
+    finished, stats = run_row(db)
+    assert finished is not None and "interrupted" not in stats and stats["cluster"]["shards"] == 3
+
+
+def test_a_worker_killed_mid_run_changes_nothing(clusterlab, dask3, tmp_path):
     flags = [*CLUSTER_FLAGS, "-p", "1-12000", *TARGETS]
     one = by_address(scan_file_flags(clusterlab, tmp_path / "one.jsonl", flags))
-    with DaskCluster(clusterlab, list(WORKERS)) as dask:
-        p = cluster_scan(clusterlab, dask, "--shards", "9", "--seed", "11", "-oJ", str(tmp_path / "c.jsonl"),
-                         "--no-db", *flags)
-        try:
-            while not dask.busy("w2"):
-                assert p.poll() is None, "the cluster scan ended before w2 took a shard"
-                time.sleep(0.02)
-            dask.kill("w2")  # by PID, mid-shard
-            out, err = p.communicate(timeout=600)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    db = tmp_path / "inv.sqlite"
+    dask = dask3
+    p = cluster_scan(clusterlab, dask, "--shards", "9", "--seed", "11", "-oJ", str(tmp_path / "c.jsonl"),
+                     "--db", str(db), *flags)
+    try:
+        while not dask.busy("w2"):
+            assert p.poll() is None, "the cluster scan ended before w2 took a shard"
+            time.sleep(0.02)
+        dask.kill("w2")  # by PID, mid-shard
+        out, err = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        dask.start_worker("w2")  # the module's cluster whole again
     assert p.returncode == 0, err
+    # the inventory, fed host by host (the killed attempt's streamed hosts and the re-run's): each host once
+    assert host_rows(db) == len(TARGETS)
+    stored = by_address(records(hostprint(clusterlab, "history", "last", "--json", "--db", str(db)).stdout))
+    assert {a: summary(h) for a, h in stored.items()} == {a: summary(h) for a, h in one.items()}
     if os.environ.get("HOSTPRINT_TEST_SHOW"):
         print(err)
     got = by_address(records((tmp_path / "c.jsonl").read_text()))  # each host once
@@ -318,6 +414,71 @@ def test_a_worker_killed_mid_run_changes_nothing(clusterlab, tmp_path):
     assert sorted(int(i) for i, _ in done) == list(range(9))  # every shard once
     # w2 was killed in its first shard: that shard was run again by another worker
     assert WORKERS["w2"] not in {w.split("//")[1].split(":")[0] for _, w in done}
+
+
+def test_a_shard_rerun_skips_the_hosts_its_dead_attempt_streamed(clusterlab, dask3, tmp_path):
+    """One shard with every host, its worker killed (by PID) after a host reached the inventory:
+    Dask runs the task again elsewhere, and the re-run reads the run's event log and leaves out the
+    hosts the dead attempt streamed whole."""
+    targets = [*TARGETS, SCHED]
+    flags = [*CLUSTER_FLAGS, "--max-hostgroup", "1", "-p", "1-12000", *targets]
+    one = by_address(scan_file_flags(clusterlab, tmp_path / "one.jsonl", flags))
+    wait_half_open_gone(clusterlab, ["t1", "t2", "t3", "t4", "sched"])
+    db = tmp_path / "inv.sqlite"
+    p = cluster_scan(clusterlab, dask3, "--shards", "1", "--seed", "4", "--db", str(db), "-oJ",
+                     str(tmp_path / "c.jsonl"), *flags)
+    killed = []
+    try:
+        while not (host_rows(db) or 0):
+            assert p.poll() is None, "the cluster scan ended before a host was in"
+            time.sleep(0.02)
+        streamed = host_rows(db)
+        killed = [n for n in WORKERS if dask3.busy(n)]
+        assert len(killed) == 1 and streamed < len(targets), (killed, streamed)
+        dask3.kill(killed[0])
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for n in killed:
+            dask3.start_worker(n)
+    assert p.returncode == 0, err
+    m = re.search(r"done on .*?\((\d+) streamed by an earlier attempt, not probed again\)", err)
+    assert m and int(m.group(1)) >= streamed, err
+    got = by_address(records((tmp_path / "c.jsonl").read_text()))  # each host once
+    assert {a: summary(h) for a, h in got.items()} == {a: summary(h) for a, h in one.items()}
+    assert host_rows(db) == len(targets)
+
+
+def test_a_shard_failing_on_every_worker_is_one_line_and_the_run_is_marked(clusterlab, dask3, tmp_path):
+    """-e names an interface of the workers' machines (the client does not check it): here none has
+    it, so every attempt of a shard fails; the client says so in one line and marks the record."""
+    db = tmp_path / "inv.sqlite"
+    r = hostprint(clusterlab, "cluster", "scan", "--scheduler", dask3.address, "--shards", "2", "--seed", "1",
+                  "--db", str(db), "-q", *CLUSTER_FLAGS, "-e", "nosuch0", "-p", "80", *TARGETS, check=False)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cluster scan failed" in lines[0] and "no such interface" in lines[0], r.stderr
+    finished, stats = run_row(db)
+    assert finished is not None and stats["interrupted"]["by"] == "error", stats
+
+
+def test_cluster_host_discovery_equals_one_machine(clusterlab, dask3, tmp_path):
+    """-sn through the cluster: shards are sets of hosts (down ones included in -oJ)."""
+    alladdr = [*TARGETS, "198.18.0.30"]  # one address nobody has
+    flags = ["-sn", "-PE", "-PS22,80,443", "-n"]
+    hostprint(clusterlab, "scan", *flags, *alladdr, "-oJ", str(tmp_path / "one.jsonl"), "-oX", str(tmp_path / "one.xml"),
+              "--no-db", "--progress", "never")
+    one = by_address(records((tmp_path / "one.jsonl").read_text()))
+    r = hostprint(clusterlab, "cluster", "scan", "--scheduler", dask3.address, "--shards", "3", "--seed", "2", "-oJ",
+                  str(tmp_path / "c.jsonl"), "-oX", str(tmp_path / "c.xml"), "--no-db", "--progress", "never", *flags,
+                  *alladdr)
+    got = by_address(records((tmp_path / "c.jsonl").read_text()))
+    assert {a: h["status"] for a, h in got.items()} == {a: h["status"] for a, h in one.items()}
+    assert sorted(h["status"] for h in got.values()) == ["down"] + ["up"] * len(TARGETS)
+    assert xml_hosts(tmp_path / "c.xml") == xml_hosts(tmp_path / "one.xml")
+    assert len(re.findall(r"shard \d+ done on", r.stderr)) == 3, r.stderr
 
 
 def scan_file_flags(lab, path, flags: list[str]) -> list[dict]:
@@ -369,3 +530,28 @@ def test_os_detection_runs_once_per_host_in_its_owner_shard(clusterlab, tmp_path
         if count <= len(TARGETS):
             got = by_address(parts)
             assert {a: os_names(h) for a, h in got.items()} == {a: os_names(h) for a, h in whole.items()}
+
+
+def test_timing_shards_together_equal_the_unsharded_run(clusterlab, tmp_path):
+    """timing is host-level: each host is tested in the one shard that owns it, on all its ports."""
+    cmd = ["timing", *TARGETS, "-p", "21,80", "--tests", "s", "--cron-timeout", "4"]
+    whole = by_address(records(hostprint(clusterlab, *cmd, "-oJ", "-").stdout))
+    assert set(whole) == set(TARGETS)
+    parts = []
+    for i in range(3):
+        r = hostprint(clusterlab, *cmd, "--shards", "3", "--shard", str(i), "--seed", "6", "-oJ", "-")
+        recs = records(r.stdout)
+        assert all(d["shard"]["index"] == i for d in recs)
+        parts += recs
+    got = by_address(parts)  # each host in one shard only
+
+    def seen(h: dict) -> tuple:
+        """What the tests saw: per test and port, its status and how many segments came back (the
+        class named from them is left out: within a short listen window it is ambiguous)."""
+        tests = ((h.get("os") or {}).get("timing") or {}).get("tests") or []
+        return (h["status"], summary(h), sorted((t["test"], t["port"], t["status"], len(t["arrivals"]),
+                                                 t["rst"] is not None) for t in tests))
+
+    assert {a: seen(h) for a, h in got.items()} == {a: seen(h) for a, h in whole.items()}
+    assert sum(summary(h)[2].get("open", 0) for h in got.values()) == 2  # t1's 80, t4's 21
+    assert sum(len(seen(h)[2]) for h in got.values()) == 2 * len(TARGETS)  # a SYN_RCVD test per port

@@ -99,7 +99,16 @@ def test_bad_cli_input_is_one_line_before_any_packet(argv):
 @pytest.mark.parametrize("argv,words", [
     (["--scheduler", "tcp://127.0.0.1:9", "-sS", "-p", "99999", "127.0.0.1"], "bad port spec"),
     (["--scheduler", "127.0.0.1", "-sT", "-p", "22", "127.0.0.1"], "bad --scheduler"),
-    (["--scheduler", "tcp://127.0.0.1:9", "-sT", "-p", "22", "127.0.0.1", "-oX", "x.xml"], "-oX belongs before"),
+    (["--scheduler", "tcp://127.0.0.1:9", "-sT", "-p", "22", "127.0.0.1", "--shard", "1"], "--shard belongs before"),
+    (["--scheduler", "tcp://127.0.0.1:9", "-sT", "-p", "22", "127.0.0.1", "-oX", "/proc/nope/x.xml", "--no-db"],
+     "cannot write oX output"),
+    (["--scheduler", "tcp://127.0.0.1:9", "-oA", "nodir/base", "-sT", "-p", "22", "127.0.0.1", "--no-db"],
+     "directory nodir is missing"),
+    (["--resume", "last", "--no-db"], "drop --no-db"),
+    (["--resume", "last", "--db", "inv.sqlite", "-sT", "127.0.0.1"], "takes the recorded job"),
+    (["-sT", "-p", "22", "127.0.0.1"], "give --scheduler"),
+    (["--scheduler", "tcp://127.0.0.1:9", "-sT", "-O", "--os-db", "/nonexistent", "-p", "22", "127.0.0.1"],
+     "--os-db: no such DB"),
     (["--scheduler", "tcp://127.0.0.1:9", "--shards", "0", "-sT", "-p", "22", "127.0.0.1"], "bad --shards"),
     (["--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1", "-sT", "-p", "22", "127.0.0.1", "--no-db"],
      "cannot reach the Dask scheduler"),
@@ -107,5 +116,16 @@ def test_bad_cli_input_is_one_line_before_any_packet(argv):
 def test_cluster_scan_bad_input_is_one_line_before_any_task(argv, words, tmp_path):
     r = subprocess.run([sys.executable, "-m", "hostprint", "cluster", "scan", *argv], capture_output=True, text=True,
                        cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert words in r.stderr
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--shards", "3", "--shard", "5", "--seed", "1"], "bad --shard"),
+    (["--shards", "3", "--shard", "1"], "give --seed"),
+])
+def test_timing_bad_shard_flags_are_one_line(argv, words):
+    r = subprocess.run([sys.executable, "-m", "hostprint", "timing", "127.0.0.1", "-p", "80", *argv],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert words in r.stderr

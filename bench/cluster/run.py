@@ -18,10 +18,8 @@ import argparse
 import json
 import math
 import os
-import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,19 +28,17 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 sys.path.insert(0, ROOT)
 
 from hostprint.lab import HostSpec, Lab, LabSpec  # noqa: E402
+from hostprint.lab.daskcluster import WORKERS, DaskCluster, machine_hosts  # noqa: E402
 
 OPEN = ["22", "80", "443", "3306", "31337"]
 ADDRS = [f"198.18.1.{i}" for i in range(1, 193)]
-SCHED = "198.18.0.20"
-WORKERS = {"w1": "198.18.0.21", "w2": "198.18.0.22", "w3": "198.18.0.23"}
 FLAGS = ["-sS", "-n", "-Pn", "-T4", "-p-"]
 
 
 def spec(name: str) -> LabSpec:
     return LabSpec(name=name, hosts=[
         HostSpec(name="t", address=ADDRS[0], extra_addresses=ADDRS[1:], services=[f"tcp-listen:{p}" for p in OPEN]),
-        HostSpec(name="sched", address=SCHED),
-        *[HostSpec(name=n, address=a) for n, a in WORKERS.items()],
+        *machine_hosts(),
     ])
 
 
@@ -60,49 +56,6 @@ def states(text: str) -> dict[str, tuple]:
     return out
 
 
-class Dask:
-    def __init__(self, lab: Lab, workers: list[str]):
-        self.lab, self.workers = lab, workers
-        self.address = f"tcp://{SCHED}:8786"
-        self.env = {**os.environ, "PYTHONPATH": ROOT}
-        self.procs: list[subprocess.Popen] = []
-
-    def _spawn(self, ns: str, argv: list[str]) -> None:
-        self.procs.append(subprocess.Popen(["ip", "netns", "exec", self.lab.resolve_ns(ns), *argv], env=self.env,
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                           start_new_session=True))
-
-    def __enter__(self) -> Dask:
-        dask = os.path.join(os.path.dirname(sys.executable), "dask")
-        self._spawn("sched", [dask, "scheduler", "--host", SCHED, "--port", "8786", "--no-dashboard"])
-        for n in self.workers:
-            self._spawn(n, [dask, "worker", self.address, "--host", WORKERS[n], "--nthreads", "1", "--no-nanny",
-                            "--name", n, "--no-dashboard"])
-        code = (f"from distributed import Client\nwith Client({self.address!r}, timeout=60) as c: "
-                f"c.wait_for_workers({len(self.workers)}, timeout=60)\n")
-        self.lab.exec("scan", [sys.executable, "-c", code], check=True, env=self.env, timeout=120)
-        return self
-
-    def overhead_per_task(self, n: int = 200) -> float:
-        """The scheduler's round trip for an empty task, from the scanner namespace (seconds)."""
-        code = (f"import time\nfrom distributed import Client\nwith Client({self.address!r}) as c:\n"
-                f" c.gather(c.map(abs, range(-10, 0), pure=False))\n"
-                f" t=time.monotonic(); c.gather(c.map(abs, range({n}), pure=False)); print(time.monotonic()-t)\n")
-        r = self.lab.exec("scan", [sys.executable, "-c", code], capture_output=True, text=True, env=self.env,
-                          timeout=120, check=True)
-        return float(r.stdout.strip().splitlines()[-1]) / n
-
-    def __exit__(self, *exc: object) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.kill(p.pid, signal.SIGKILL)
-                    p.wait()
-
-
 def one_machine(lab: Lab, tmp: str) -> tuple[float, dict, float]:
     out = os.path.join(tmp, "one.jsonl")
     t = time.monotonic()
@@ -115,7 +68,7 @@ def one_machine(lab: Lab, tmp: str) -> tuple[float, dict, float]:
     return wall, states(open(out).read()), float(u) + float(s)
 
 
-def cluster(lab: Lab, dask: Dask, tmp: str, shards: int, tag: str) -> tuple[float, dict, dict]:
+def cluster(lab: Lab, dask: DaskCluster, tmp: str, shards: int, tag: str) -> tuple[float, dict, dict]:
     out, db = os.path.join(tmp, f"{tag}.jsonl"), os.path.join(tmp, f"{tag}.sqlite")
     t = time.monotonic()
     r = lab.exec("scan", [sys.executable, "-m", "hostprint", "cluster", "scan", "--scheduler", dask.address,
@@ -148,7 +101,7 @@ def main() -> int:
                      "reference"))
         results = {}
         for n in (1, 3):
-            with Dask(lab, list(WORKERS)[:n]) as dask:
+            with DaskCluster(lab, list(WORKERS)[:n], ROOT) as dask:
                 overhead = dask.overhead_per_task()
                 walls, last = [], None
                 for _ in range(a.reps):

@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _duration(r: dict) -> str:  # type: ignore[type-arg]
     if r.get("finished") is None:
         return "unfinished"
-    return f"{r['finished'] - r['started']:.1f}s"
+    took = f"{r['finished'] - r['started']:.1f}s"
+    return f"interrupted:{took}" if r.get("interrupted") else took  # one word: columns stay split-able
 
 
 def _without_program(argv: list[str]) -> list[str]:

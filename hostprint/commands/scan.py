@@ -549,6 +549,8 @@ def _run(args: argparse.Namespace, opts: ScanOptions, scan_types: list[str], nam
     plan = sharding.plan_run(args, opts, targets, names, {h.address for h in resumed})
     resumed = [h for h in resumed if h.address in plan.skipped]  # hosts of this run (and shard) only
     if not plan.runs:
+        if getattr(args, "shard_skip", None) and plan.skipped:
+            return 0  # a cluster task re-run whose dead first attempt streamed every host: nothing left
         if resumed:
             raise UsageError(f"--resume {args.resume_file}: every target is already done")
         raise UsageError("this shard has no targets (more shards than target x port pairs)")

@@ -23,14 +23,22 @@ if TYPE_CHECKING:
 
 
 def add_flags(p: argparse.ArgumentParser) -> None:
+    add_shard_flags(p)
+    p.add_argument("--max-hostgroup", type=_count, metavar="N", help="probe up hosts in groups of at most N "
+                   "(nmap's; default 256): smaller groups report their first hosts sooner")
+    # hosts of this shard a resumed cluster run already has (hostprint cluster scan gives it to its tasks)
+    p.add_argument("--shard-skip", metavar="A,B", help=argparse.SUPPRESS)
+
+
+def add_shard_flags(p: argparse.ArgumentParser) -> None:
+    """--shards/--shard/--seed: scan and discover; timing, whose technique is host-level, takes a
+    host in the shard that owns it."""
     p.add_argument("--shards", type=_count, metavar="N", help="split the target x port space into N shards "
                    "(zmap's flag; every shard runs the same command with the same --seed)")
     p.add_argument("--shard", metavar="i|x/y", help="the shard this run takes: i from 0 (zmap, with --shards N) "
                    "or x/y from 1 (masscan)")
     p.add_argument("--seed", metavar="S", help="seed of the target x port permutation, the same on every shard; "
                    "with -iR, of the random draw (the same S gives the same targets)")
-    p.add_argument("--max-hostgroup", type=_count, metavar="N", help="probe up hosts in groups of at most N "
-                   "(nmap's; default 256): smaller groups report their first hosts sooner")
 
 
 def _count(text: str) -> int:
@@ -82,6 +90,9 @@ def plan_run(args: argparse.Namespace, opts: ScanOptions, targets: list[str], na
 
     spec = shard_spec(args)
     group = getattr(args, "max_hostgroup", None)
+    skip = getattr(args, "shard_skip", None)
+    if skip:
+        done = done | {a for a in skip.split(",") if a}
     if spec is None:
         left = [a for a in targets if a not in done]
         return RunPlan([(left, registry.create(opts, names))] if left else [], None, group, done & set(targets))
@@ -105,6 +116,18 @@ def plan_run(args: argparse.Namespace, opts: ScanOptions, targets: list[str], na
               f"--traceroute) see only this shard's ports there (fewer shards than hosts keep hosts whole)",
               file=sys.stderr)
     return RunPlan(runs, splan, group, done & set(splan.addresses))
+
+
+def owned_hosts(args: argparse.Namespace, targets: list[str], ports: dict[str, list[int]]):
+    """For a host-level command (timing): the targets this shard owns, each with all its ports,
+    and the shard's -oJ block; (targets, {}) when the run is not sharded. Every host is owned by
+    exactly one shard (probes/shard.py), so the shards' outputs together are the unsharded run."""
+    spec = shard_spec(args)
+    if spec is None:
+        return targets, {}
+    splan = spec.plan(targets, ports)
+    owned = {a for part in splan.parts if part.owner for a in part.addresses}
+    return [a for a in dict.fromkeys(targets) if a in owned], {"shard": splan.describe()}
 
 
 def stats(plan: RunPlan) -> dict[str, Any]:

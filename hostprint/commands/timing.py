@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "~/.local/share/hostprint/inventory.sqlite)")
     p.add_argument("--no-db", action="store_true", help="live mode: do not record this run in the inventory")
     p.add_argument("-q", "--quiet", action="store_true", help="live mode: no terminal report")
+    from hostprint.commands.sharding import add_shard_flags
+
+    add_shard_flags(p)  # live mode: each host in the shard that owns it (probes/shard.py)
     p.set_defaults(func=run)
 
 
@@ -223,6 +226,7 @@ def run_live(args: argparse.Namespace) -> int:
     from hostprint.commands.args import timing_db_files
     from hostprint.commands.measure import measure
     from hostprint.commands.scan import _outputs
+    from hostprint.commands.sharding import owned_hosts, shard_spec
     from hostprint.engine.rate import template
     from hostprint.probes import runner
     from hostprint.probes.base import Session
@@ -231,7 +235,9 @@ def run_live(args: argparse.Namespace) -> int:
     from hostprint.report import RunOutputs, is_stdout
     from hostprint.report.terminal import ScanProgress
 
-    targets, ports, tests, timeout = live_setup(args)
+    shard_spec(args)  # a bad --shards/--shard/--seed is said before anything else
+    every, ports, tests, timeout = live_setup(args)
+    targets, json_extra = owned_hosts(args, every, {"tcp": ports})
     outs = _outputs(args)
     timing_db_files(args.timing_db, args.timing_db_mapping)
     opts = ScanOptions(timing=template("3"), cron_os=args.tests, cron_timeout=timeout, timing_db=args.timing_db,
@@ -239,9 +245,14 @@ def run_live(args: argparse.Namespace) -> int:
                        timing_full=args.full)
     tech = TimingTechnique(opts)  # the DB is loaded (and checked) before anything is sent
     outputs = RunOutputs(oJ=outs["oJ"], oX=outs["oX"], oG=outs["oG"], oN=outs["oN"], db=args.db,
-                         record=not args.no_db)
+                         record=not args.no_db, json_extra=json_extra)
     outputs.check()  # every file and the inventory, before the first packet
     run = model.ScanRun(args=["hostprint", *sys.argv[1:]], scan_types=["timing"], ports_scanned={"tcp": ports})
+    if json_extra:
+        run.stats["shard"] = json_extra["shard"]
+    if not targets:
+        print(f"hostprint: shard {args.shard} owns none of the {len(set(every))} target(s) "
+              f"(more shards than targets); nothing to test", file=sys.stderr)
     outputs.start(run)
     show = not args.quiet and not any(is_stdout(o) for o in outs.values())
     started = time.time()

@@ -699,7 +699,8 @@ def runs_from_rows(inv: Any, rows: Any) -> list[dict[str, Any]]:
         out.append({"id": rid, "started": started, "finished": finished,
                     "args": inv._json(args, [], f"the args of run {rid}"),
                     "scan_types": inv._json(scan_types, [], f"the scan types of run {rid}"),
-                    "hosts_up": up, "hosts_total": total, "open_ports": open_ports})
+                    "hosts_up": up, "hosts_total": total, "open_ports": open_ports,
+                    "interrupted": isinstance(stats_d, dict) and isinstance(stats_d.get("interrupted"), dict)})
     return out
 
 
