@@ -796,6 +796,23 @@ def test_a_stopped_technique_hands_its_partial_results_to_the_runner():
     assert [(x.status, x.reasons) for x in hosts] == [("up", ["echo-reply"]), ("unknown", ["interrupted"])]
 
 
+    class HostByHost(Stuck):
+        """A technique that settles host by host (-O, --sequence, enumeration) keeps its per-host
+        dict in `_settled` and inherits partial() from the contract."""
+
+        async def probe(self, hosts, session):  # type: ignore[no-untyped-def]
+            out = self._settled = {}
+            out[hosts[0].address] = [PortResult(80, "tcp", "open", "syn-ack", 64)]
+            await asyncio.sleep(3600)
+            return out
+
+        partial = Technique.partial  # type: ignore[assignment]
+
+    state, hosts = stopped(HostByHost())
+    h = {x.address: x for x in hosts}
+    assert [q.port for q in h["192.0.2.1"].ports] == [80] and h["192.0.2.2"].ports == []
+
+
 def test_port_scans_and_timing_give_only_what_was_decided():
     """partial() of -sT, -sU and the timing tests, from their in-flight state: a port no answer
     decided yet is left out (not called filtered); a timing test cut while listening keeps its

@@ -154,10 +154,13 @@ class Technique(ABC, Generic[R]):
     def record(self, host: HostResult, result: R) -> None:
         """Put one result into the host (ports, services, or an evidence block in host.os)."""
 
+    _settled: dict[str, R] | None = None  # a probe that fills its result per host as each finishes
+
     def partial(self) -> Mapping[str, R]:
-        """What the `probe` that a stop cancelled had decided so far, per address (rule 4 above);
-        nothing unless the technique keeps its measurement on the instance."""
-        return {}
+        """What the `probe` that a stop cancelled had decided so far, per address (rule 4 above):
+        the hosts a probe had finished in `self._settled` (techniques that work host by host set it
+        to their result dict), or what an override keeps on the instance; else nothing."""
+        return dict(self._settled) if self._settled else {}
 
 
 class PortListScan(Technique[list[PortResult]]):

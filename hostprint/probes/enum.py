@@ -65,6 +65,7 @@ class EnumTechnique(Technique[dict[str, dict[str, Json]]]):
         task = session.progress.phase(self.label, len(jobs))
         sem = asyncio.Semaphore(32)
         out: dict[str, dict[str, dict[str, Json]]] = {}
+        self._settled = out  # a stop keeps the services answered so far (base.Technique.partial)
         # one read waits as -sV's does (at most 3 s of the port's budget): a LAN agent answers in ms
         timeout = min(max(self.options.sv_timeout / 2, 1.0), 3.0)
 

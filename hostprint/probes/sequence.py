@@ -148,7 +148,8 @@ class SequenceTechnique(Technique[dict[str, Json]]):
         return [cls()] if options.sequence and not options.os_detect else []
 
     async def probe(self, hosts: Sequence[HostResult], session: Session) -> dict[str, dict[str, Json]]:
-        out = {}
+        out: dict[str, dict[str, Json]] = {}
+        self._settled = out  # a stop keeps the hosts finished so far (base.Technique.partial)
         for h in hosts:
             open_ports = [p.port for p in h.ports if p.state == OPEN and p.protocol == "tcp"]
             if open_ports:

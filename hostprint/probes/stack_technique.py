@@ -51,6 +51,7 @@ class StackTechnique(Technique[tuple[StackResult, object]]):
         task = session.progress.phase(self.label, len(hosts))
         gate = asyncio.Semaphore(OS_PARALLEL_HOSTS)
         out: dict[str, tuple[StackResult, object]] = {}
+        self._settled = out  # a stop keeps the hosts finished so far (base.Technique.partial)
 
         async def one(h: HostResult) -> None:
             open_tcp = [p.port for p in h.ports if p.protocol == "tcp" and p.state == OPEN]
