@@ -268,6 +268,30 @@ def test_learn_then_classify(tlab, tmp_path):
     assert got[TUN3]["os"]["timing"]["unknown"]["nearest"] == "Linux lab tuned"
 
 
+def test_learn_stopped_keeps_the_measurement_and_appends_nothing(tlab, tmp_path):
+    """Ctrl-C inside `learn`: a class from schedules cut short would be wrong, so the DB is not
+    touched; the tests as far as they got are saved beside it and the one line says where."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "learned.txt"
+    p = tlab.spawn(tlab.scanner_ns, [sys.executable, "-c", LEARN, "learn", TUN, "-p", "80", "--label", "cut",
+                                     "--tests", "s", "--cron-timeout", "30", "--timing-db-out", str(db)],
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)  # the tuned host's SYN-ACKs come at 0, 1 and 3 s
+    os.kill(p.pid, signal.SIGINT)
+    _out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert f"nothing appended to {db}" in err and not db.exists(), err
+    (kept,) = tmp_path.glob("learned.txt.interrupted-*.jsonl")
+    assert str(kept) in err
+    tests = [json.loads(ln) for ln in kept.read_text().splitlines()]
+    assert tests and all(t["test"] == "syn" for t in tests)
+    assert any(len(t["arrivals"]) >= 1 for t in tests), tests
+
+
 def test_bad_input_is_one_line(tlab):
     for args, token in ((["--tests", "sx"], "'x'"), (["--cron-timeout", "999"], "999"), ([], "-p")):
         r = hostprint(tlab, "timing", TUN, *args, check=False)

@@ -151,7 +151,10 @@ def run(args: argparse.Namespace) -> int:
     db = resolve_timing_db("hostprint")  # only for the early stop
     prober = TimingProber(db, timeout=timeout, full=not args.early_stop, per_target=3 * args.repeat)
     jobs = [(targets[0], ports[0], t) for _ in range(args.repeat) for t in tests]
-    results = asyncio.run(prober.run(jobs))
+    try:
+        results = asyncio.run(prober.run(jobs))
+    except (KeyboardInterrupt, SystemExit) as e:
+        raise _stopped(e, prober.partial(), out) from None
     cls = build_class(args.label.strip(), args.family, results, targets[0], ports[0], existing)
     block = format_class(cls)
     prev = out.read_text() if out.exists() else ""
@@ -165,3 +168,28 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write("".join(ln.rstrip() + "\n" for ln in block.splitlines()))  # plain: no trailing blanks
     print(f"# appended class {cls.id!r} to {out}", file=sys.stderr)
     return 0
+
+
+def _stopped(exc: BaseException, results: list[TestResult], out: Path) -> BaseException:
+    """Ctrl-C / SIGTERM while measuring: a class from schedules cut short would describe the cut,
+    not the stack, so nothing is appended; what was measured is kept beside the DB as JSON lines
+    (one test per line, as `timing -oJ` writes them) and the one line says where."""
+    import json
+
+    from hostprint.engine.signals import deferred
+    from hostprint.report import Interrupted, _signal_of
+
+    signum = _signal_of(exc)
+    if not signum:
+        return exc
+    seen = [r for r in results if r.arrivals or r.rst is not None]
+    msg = f"interrupted: nothing appended to {out} (the schedules were cut short)"
+    if seen:
+        keep = out.with_name(f"{out.name}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+        try:
+            with deferred():  # a second Ctrl-C waits until the file is written
+                keep.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in results))
+            msg += f"; the {len(seen)} test(s) measured so far are in {keep}"
+        except OSError as e:
+            msg += f"; the measurement could not be saved ({e.strerror})"
+    return Interrupted(msg, signum)
