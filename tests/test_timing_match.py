@@ -349,3 +349,18 @@ def test_one_extra_fin_is_explained_at_a_price_but_not_an_extra_synack(builtin):
     assert extra.to_dict()["confidence"] <= exact.to_dict()["confidence"]
     more_syn = one.classify(TimingObservation(arrivals=[0.0, 1.0, 3.0, 7.0], **hdr))
     assert more_syn.outcome == "unknown"
+
+
+@pytest.mark.parametrize("after_handshake", [
+    [0.0002, 2.139, 7.143, 17.150],   # RTT sample 0 ticks: RTO 2.5 s (measured 2026-11-23)
+    [0.0002, 2.736, 8.739, 20.744],   # RTT sample 1 tick: RTO 3 s (measured 2026-12-05, a loaded client)
+])
+def test_lwip_either_rto_after_the_handshake(after_handshake):
+    """lwIP's LAST_ACK/FIN_WAIT1 RTO follows one RTT sample counted in 500-ms ticks (timing.txt's
+    lwIP entry): both schedules measured on the lab's lwIP are lwIP, with the RTT measured."""
+    clf = TimingClassifier(resolve_timing_db("hostprint"))
+    obs = [observation_from_times([0, 2.6, 8.6], test="syn", ttl=254, df=0, listen_s=40, rtt=0.0005),
+           *(observation_from_times(after_handshake, test=t, ttl=254, df=0, listen_s=40, rtt=0.0005)
+             for t in ("lastack", "finwait"))]
+    v = clf.classify_host(obs)
+    assert v.outcome == "match" and v.best is not None and v.best.id == "lwip", v.to_dict()
