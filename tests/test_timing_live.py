@@ -205,7 +205,17 @@ def test_loss_and_delay_do_not_flip_verdict(tlab, measured):
         tlab.set_delay("dl", 0, 0)
     s = _test(got, "syn")
     assert s["rtt_us"] is None or s["rtt_us"] >= 40_000  # the delay really was there
-    assert _best(got) == clean, (got["os"]["timing"]["lines"], [(t["test"], t["arrivals"]) for t in got["os"]["timing"]["tests"]])
+    tm = got["os"]["timing"]
+    why = (tm["lines"], [(t["test"], t["arrivals"]) for t in tm["tests"]])
+    if len(s["arrivals"]) == 3:
+        assert _best(got) == clean, why
+    else:
+        # a SYN-ACK lost to the 2 % loss (1 run in ~12 here): the early stop ends the test when the
+        # next one is overdue, so the tuned and the default schedules each need one loss to explain
+        # it - a tie, said as one, with the true class among the tied; never a confident other class
+        assert tm["outcome"] == "ambiguous" and tm["matches"][0]["confidence"] < 0.5, why
+        top = tm["matches"][0]["confidence"]
+        assert clean in {m["id"] for m in tm["matches"] if m["confidence"] >= top - 1e-6}, why
 
 
 @pytest.fixture(scope="module")
