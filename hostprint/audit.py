@@ -33,6 +33,7 @@ from hostprint.errors import UsageError
 from hostprint.model import AuditReport, Countermeasure, HostResult, MethodScore, OsMatch
 
 KNOWLEDGE = Path(__file__).parent / "signatures" / "knowledge" / "countermeasures.txt"
+PACKAGED = Path(__file__).parent / "signatures" / "knowledge" / "packaged.txt"
 TIE = 0.02
 #: nmap's ISN difficulty words below "Good luck!" (nmap's osscan2.cc seqidx2difficultystr)
 PREDICTABLE_ISN = ("Trivial joke", "Easy", "Medium", "Formidable", "Worthy challenge")
@@ -66,6 +67,33 @@ def countermeasures() -> list[Measure]:
         if kind == "sysctl" and not re.fullmatch(r"net\.[a-z0-9_.]+=[0-9 ]+", setting):
             raise UsageError(f"{r.where}: sysctl Setting must be net.KEY=NUMBER, not {setting!r}")
         out.append(Measure(r.name, tuple(r.all("When")), kind, setting, hides, cost, tuple(r.sources)))
+    return out
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """One distribution release's upstream version of a product (knowledge/packaged.txt)."""
+
+    name: str
+    product: str  # regular expression on -sV's product
+    release: str
+    version: str
+
+
+@lru_cache(maxsize=1)
+def packaged() -> list[Packaged]:
+    from hostprint.signatures.records import load_records
+
+    out = []
+    for r in load_records(PACKAGED, frozenset({"Packaged"}), frozenset({"Product", "Release", "Version"})):
+        product, release, version = r.one("Product"), r.one("Release"), r.one("Version")
+        if not (product and release and version and r.sources):
+            raise UsageError(f"{r.where}: Packaged {r.name!r} needs Product, Release, Version and Source lines")
+        try:
+            re.compile(product)
+        except re.error as e:
+            raise UsageError(f"{r.where}: Product {product!r}: {e}") from None
+        out.append(Packaged(r.name, product, release, version))
     return out
 
 
@@ -171,6 +199,74 @@ def _timing(h: HostResult) -> MethodScore | None:
     return MethodScore("timing (--cron-os)", learns, bits, math.log2(n), ["timing-os"] if bits > 0 else [])
 
 
+def _handshakes(h: HostResult) -> tuple[MethodScore | None, list[str]]:
+    """What the TLS and SSH handshakes of -sV tell (SshFacts, TlsFacts), whatever the banners say.
+
+    OS bits: the SSH KEXINIT lists give the product's version range (signatures/version_ranges.txt,
+    read here without the banner's version, so the answer stands when DebianBanner/server_tokens hide
+    it); the distribution releases of knowledge/packaged.txt whose packaged version lies outside the
+    range are ruled out. Bits = log2(N / k) over those N releases, k left (uniform prior, as for the
+    other methods). A range no release ships (a source build, a backport) rules nothing out.
+    Identifiers (host keys, certificates) say nothing about the OS but name the *host*: the same key
+    on another address, an IPv6 address or after renumbering is this machine. They are exposures.
+    """
+    from hostprint.match.versionrange import contains, infer
+    from hostprint.probes.behaviour import ssh_observation
+
+    ports = [p for p in h.ports if p.state == "open" and p.service is not None and (p.service.ssh or p.service.tls)]
+    if not ports:
+        return None, []
+    pk = packaged()
+    releases = {x.release for x in pk}
+    left = set(releases)
+    learns: list[str] = []
+    details: list[str] = []
+    exposures: list[str] = []
+    facts: list[str] = []
+    for p in ports:
+        s = p.service
+        assert s is not None
+        where = f"{p.port}/{p.protocol}"
+        if s.ssh is not None and s.ssh.kex:
+            obs = ssh_observation(s.ssh.to_dict())
+            vr = infer(s.product, {"ssh-kexinit": obs}, None) if obs else None
+            if vr is not None and (vr.low or vr.high) and not vr.conflict:
+                ships = [x for x in pk if s.product and re.search(x.product, s.product)]
+                fit = {x.release for x in ships if contains(vr, x.version)}
+                if fit:
+                    left -= {x.release for x in ships} - fit
+                    learns.append(f"{vr.product} {vr.text} from the KEXINIT ({where})")
+                elif ships:
+                    learns.append(f"{vr.product} {vr.text} from the KEXINIT ({where}): no release in the DB ships it")
+                facts.append(f"kex-range:{vr.product}")
+            if s.ssh.hassh:
+                details.append(f"{where} HASSH {s.ssh.hassh}")
+            for k in s.ssh.host_keys:
+                if k.sha256:
+                    exposures.append(f"identifier: {where} ssh host key {k.type} {k.sha256} (the same key on any "
+                                     "other address is this host)")
+        if s.tls is not None and not s.tls.error:
+            t = s.tls
+            if t.ja3s:
+                details.append(f"{where} JA3S {t.ja3s}" + (f" ({t.ja3s_string})" if t.ja3s_string else ""))
+            if t.jarm and t.jarm.strip("0"):
+                details.append(f"{where} JARM {t.jarm}")
+            if t.cert is not None and t.cert.sha256:
+                names = [x for x in ([t.cert.subject] if t.cert.subject else []) + t.cert.sans if x]
+                exposures.append(f"identifier: {where} TLS certificate SHA256 {t.cert.sha256[:16]}…"
+                                 + (f" naming {', '.join(dict.fromkeys(names))}" if names else ""))
+    n = len(releases)
+    bits = math.log2(n / len(left)) if n and left and len(left) < n else 0.0
+    if bits > 0:
+        facts.append("handshake-os")
+        learns.append("leaves " + ", ".join(sorted(left)))
+    ids = sum(1 for e in exposures if e.startswith("identifier:"))
+    text = "; ".join(learns) or "no version range from the handshakes"
+    if ids:
+        text += f"; {ids} identifier{'s' if ids > 1 else ''} of the host"
+    return MethodScore("tls/ssh (handshakes)", text, bits, math.log2(n) if n else 0.0, facts, details), exposures
+
+
 def _banners(h: HostResult) -> tuple[MethodScore, list[str]]:
     """OS hints from banners (scored) and version leaks (exposures)."""
     n = stack_classes()
@@ -187,6 +283,22 @@ def _banners(h: HostResult) -> tuple[MethodScore, list[str]]:
     learns = "; ".join(f"{x.distribution or x.family} {x.release or ''}".strip() + f" from {x.source or 'a banner'}"
                        for x in hints) or "no OS from banners"
     bits = math.log2(n) if any(x.release for x in hints) else (1.0 if hints else 0.0)
+    # A bare version (DebianBanner no leaves "OpenSSH_9.2p1") still names the releases that ship it:
+    # scored like the handshake method, over knowledge/packaged.txt's releases.
+    pk = packaged()
+    nrel = len({x.release for x in pk})
+    for p in h.ports:
+        s = p.service
+        if p.state != "open" or s is None or not s.product or not s.version:
+            continue
+        ships = {x.release for x in pk if re.search(x.product, s.product) and x.version == s.version}
+        if ships and nrel:
+            b = math.log2(nrel / len(ships))
+            facts.append(f"version-release:{s.product}")
+            if b > bits:
+                bits = b
+                learns = f"{s.product} {s.version} ({p.port}/{p.protocol}) is what {', '.join(sorted(ships))} ships" + (
+                    f"; {learns}" if hints else "")
     for x in hints:
         src = (x.source or "").split()
         for p in h.ports:
@@ -245,11 +357,14 @@ def score(h: HostResult) -> tuple[list[MethodScore], list[str]]:
     t = _timing(h)
     if t:
         methods.append(t)
+    hs, hs_exp = _handshakes(h)
+    if hs:
+        methods.append(hs)
     ban, leaks = _banners(h)
     methods.append(ban)
     seq_exp, seq_facts = _sequence(h)
     exposures = [f"version leak: {x}" for x in leaks] + seq_exp + [f"service moved: {x}" for x in unexpected_ports(h)]
-    exposures += [f"in front of it: {a.kind}: {a.detail}" for a in h.os.architecture]
+    exposures += [f"in front of it: {a.kind}: {a.detail}" for a in h.os.architecture] + hs_exp
     if h.sequence:
         methods.append(MethodScore("sequence (--sequence)", "; ".join(f.split(":")[0] for f in seq_exp) or "nothing predictable",
                                    0.0, 0.0, seq_facts))
