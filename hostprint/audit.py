@@ -43,6 +43,18 @@ INCREMENTAL_IPID = {"I", "BI", "RI", "Incremental", "Broken little-endian increm
 
 # ---------------------------------------------------------------------------------- knowledge
 @dataclass(frozen=True)
+class DaemonEdit:
+    """How `--apply` changes one daemon's configuration (countermeasures.txt's Program/Config/
+    Insert/Line/Check lines): one line inserted, checked by the daemon itself, SIGHUP to reload."""
+
+    program: str
+    config_flag: str
+    insert: str  # "top" or "after REGEX"
+    line: str
+    check: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Measure:
     name: str
     when: tuple[str, ...]
@@ -51,6 +63,7 @@ class Measure:
     hides: str
     cost: str
     sources: tuple[str, ...]
+    edit: DaemonEdit | None = None
 
 
 @lru_cache(maxsize=1)
@@ -58,7 +71,9 @@ def countermeasures() -> list[Measure]:
     from hostprint.signatures.records import load_records
 
     out = []
-    for r in load_records(KNOWLEDGE, frozenset({"Countermeasure"}), frozenset({"When", "Kind", "Setting", "Hides", "Cost"})):
+    edit_keys = ("Program", "Config", "Insert", "Line", "Check")
+    for r in load_records(KNOWLEDGE, frozenset({"Countermeasure"}),
+                          frozenset({"When", "Kind", "Setting", "Hides", "Cost", *edit_keys})):
         kind, setting, hides, cost = r.one("Kind"), r.one("Setting"), r.one("Hides"), r.one("Cost")
         if not (r.all("When") and kind and setting and hides and cost):
             raise UsageError(f"{r.where}: Countermeasure {r.name!r} needs When, Kind, Setting, Hides and Cost lines")
@@ -66,7 +81,22 @@ def countermeasures() -> list[Measure]:
             raise UsageError(f"{r.where}: Kind {kind!r}: sysctl, scrubber or daemon")
         if kind == "sysctl" and not re.fullmatch(r"net\.[a-z0-9_.]+=[0-9 ]+", setting):
             raise UsageError(f"{r.where}: sysctl Setting must be net.KEY=NUMBER, not {setting!r}")
-        out.append(Measure(r.name, tuple(r.all("When")), kind, setting, hides, cost, tuple(r.sources)))
+        got = [r.one(k) for k in edit_keys]
+        edit = None
+        if any(got):
+            program, flag, insert, line, check = got
+            if not (program and flag and insert and line and check) or kind != "daemon":
+                raise UsageError(f"{r.where}: {', '.join(edit_keys)} go together, on a daemon entry")
+            if insert != "top":
+                how, _, rx = insert.partition(" ")
+                try:
+                    re.compile(rx)
+                except re.error as e:
+                    raise UsageError(f"{r.where}: Insert {insert!r}: {e}") from None
+                if how != "after" or not rx:
+                    raise UsageError(f"{r.where}: Insert must be 'top' or 'after REGEX', not {insert!r}")
+            edit = DaemonEdit(program, flag, insert, line, tuple(check.split()))
+        out.append(Measure(r.name, tuple(r.all("When")), kind, setting, hides, cost, tuple(r.sources), edit))
     return out
 
 
@@ -425,12 +455,15 @@ def check_netns(name: str) -> None:
 
 class Applied:
     """Countermeasures applied in one namespace, undone by `undo()` (sysctls back to their old
-    values, the scrubber stopped by its PID)."""
+    values, the scrubber stopped by its PID, daemon configuration files back to their old content
+    and the daemon reloaded)."""
 
     def __init__(self, netns: str):
         self.netns = netns
         self.old: list[tuple[str, str]] = []
         self.scrubber: subprocess.Popen[str] | None = None
+        #: daemon configurations changed: (pid, exe, edit, file, old content)
+        self.files: list[tuple[int, str, DaemonEdit, str, str]] = []
 
     def _ns(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["ip", "netns", "exec", self.netns, *argv], capture_output=True, text=True, check=False, timeout=30)
@@ -459,10 +492,107 @@ class Applied:
                 return f"not applied: {(err.strip().splitlines() or [line or 'scrubber did not start'])[-1]}"
             self.scrubber = p
             return f"scrubber running in {self.netns} (process {p.pid})"
-        return "not applied: a daemon setting (change the configuration by hand)"
+        edit = next((m.edit for m in countermeasures() if m.name == c.name), None)
+        if edit is None:
+            return "not applied: a daemon setting (change the configuration by hand)"
+        return self._edit(edit)
+
+    # ---- daemon settings
+    def _masters(self, program: str) -> list[int]:
+        """PIDs of `program`'s master processes in the namespace (its parent is another program)."""
+        ino = os.stat(f"/run/netns/{self.netns}").st_ino
+        out = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                if os.stat(f"/proc/{d}/ns/net").st_ino != ino:
+                    continue
+                with open(f"/proc/{d}/comm") as f:
+                    if f.read().strip() != program:
+                        continue
+                with open(f"/proc/{d}/status") as f:
+                    ppid = next(ln.split()[1] for ln in f if ln.startswith("PPid:"))
+                with open(f"/proc/{ppid}/comm") as f:
+                    if f.read().strip() == program:
+                        continue
+            except (OSError, StopIteration):
+                continue
+            out.append(int(d))
+        return sorted(out)
+
+    def _listening(self, pid: int) -> bool:
+        r = self._ns(["ss", "-Hltnp"])
+        return f"pid={pid}," in r.stdout
+
+    def _reload(self, pid: int, exe: str, edit: DaemonEdit, conf: str) -> str | None:
+        """The daemon's own check of `conf`, then SIGHUP and a wait (at most 10 s) until it listens
+        again; None when done, else why not."""
+        argv = [exe, *(a.replace("{config}", conf).replace("{dir}", os.path.dirname(conf)) for a in edit.check)]
+        r = self._ns(argv)
+        if r.returncode != 0:
+            return f"{' '.join(argv[:2])} … rejects it: {(r.stderr.strip().splitlines() or ['exit %d' % r.returncode])[-1]}"
+        os.kill(pid, signal.SIGHUP)
+        import time
+
+        deadline = time.monotonic() + 10
+        time.sleep(0.2)
+        while not self._listening(pid):
+            if time.monotonic() > deadline:
+                return f"{edit.program} ({pid}) did not listen again within 10 s of SIGHUP"
+            time.sleep(0.1)
+        return None
+
+    def _edit(self, edit: DaemonEdit) -> str:
+        """Insert the countermeasure's line into the configuration file the daemon's master in the
+        namespace was started with (-f/-c on its command line, never a file under /etc: that is the
+        system's), check it with the daemon itself, reload with SIGHUP. `undo()` puts the file back."""
+        masters = self._masters(edit.program)
+        if not masters:
+            return f"not applied: no {edit.program} master process in {self.netns}"
+        done = []
+        for pid in masters:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    # nginx rewrites its title into one string: split it again on whitespace
+                    argv = f.read().replace(b"\0", b" ").decode(errors="replace").split()
+                exe = os.readlink(f"/proc/{pid}/exe")
+            except OSError as e:
+                return f"not applied: {edit.program} ({pid}): {e.strerror or e}"
+            conf = argv[argv.index(edit.config_flag) + 1] if edit.config_flag in argv[:-1] else ""
+            if not conf.startswith("/") or conf.startswith("/etc/") or os.path.realpath(conf).startswith("/etc/"):
+                return (f"not applied: {edit.program} ({pid}) reads {conf or 'the system configuration'}; --apply edits "
+                        f"only a file named by {edit.config_flag} outside /etc")
+            try:
+                old = Path(conf).read_text()
+            except (OSError, UnicodeDecodeError) as e:
+                return f"not applied: {conf}: {e}"
+            lines = old.splitlines(keepends=True)
+            if edit.insert == "top":
+                at = 0
+            else:
+                rx = re.compile(edit.insert.partition(" ")[2])
+                at = next((i + 1 for i, ln in enumerate(lines) if rx.search(ln)), -1)
+                if at < 0:
+                    return f"not applied: no line of {conf} matches {edit.insert}"
+            lines.insert(at, edit.line + "\n")
+            Path(conf).write_text("".join(lines))
+            self.files.append((pid, exe, edit, conf, old))
+            why = self._reload(pid, exe, edit, conf)
+            if why is not None:
+                self.files.pop()
+                Path(conf).write_text(old)
+                return f"not applied: {why}"
+            done.append(f"{conf} + '{edit.line}', {edit.program} {pid} reloaded")
+        return "applied in " + self.netns + ": " + "; ".join(done)
 
     def undo(self) -> list[str]:
         done = []
+        for pid, exe, edit, conf, old in reversed(self.files):
+            Path(conf).write_text(old)
+            why = self._reload(pid, exe, edit, conf) if os.path.exists(f"/proc/{pid}") else "gone"
+            done.append(f"{conf} restored" + (f" ({why})" if why else f", {edit.program} {pid} reloaded"))
+        self.files.clear()
         if self.scrubber is not None:
             p, self.scrubber = self.scrubber, None
             try:
