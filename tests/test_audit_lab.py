@@ -21,7 +21,7 @@ def lab():
     needs_root()
     from hostprint.lab import Lab, demo_spec
 
-    spec = demo_spec(f"a2{os.getpid() % 10000}")
+    spec = demo_spec(f"a2a{os.getpid() % 1000}")
     spec.hosts = [h for h in spec.hosts if h.name in ("web", "db")]
     with Lab(spec, strict=False) as lab:
         yield lab
