@@ -1,0 +1,78 @@
+"""The scrubber over IPv6 on a real namespace (issue 19): `hostprint scrub up --host` in the demo
+lab's web host (Linux 6.18, 2001:2::10), its answers captured in the scanner namespace before,
+with and after the scrubber (hostprint/lab/scrub6probe.py). The IPv4 router lab: test_scrub_lab.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import needs_root
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+ADDR6 = "2001:2::10"
+TTL = 99  # not Linux's 64, so that the rewrite shows
+
+
+@pytest.fixture(scope="module")
+def run():
+    needs_root()
+    from hostprint.lab import Lab, demo_spec
+    from hostprint.lab.services import helper_env
+
+    spec = demo_spec(f"a2v{os.getpid() % 1000}")
+    spec.hosts = [h for h in spec.hosts if h.name == "web"]
+    with Lab(spec, strict=False) as lab:
+        web = lab.host("web").ns
+
+        def probe() -> dict:
+            r = lab.exec(lab.scanner_ns, [sys.executable, "-m", "hostprint.lab.scrub6probe", "eth0", ADDR6, "80", "9"],
+                         capture_output=True, text=True, env=helper_env(), timeout=60)
+            assert r.returncode == 0, r.stderr[-600:]
+            return dict(json.loads(r.stdout))
+
+        def http() -> str:
+            code = ("import socket; s = socket.create_connection(('%s', 80), 5); s.sendall(b'HEAD / HTTP/1.0\\r\\n\\r\\n');"
+                    " print(s.recv(12).decode())" % ADDR6)
+            return str(lab.exec(lab.scanner_ns, [sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=30).stdout.strip())
+
+        out = {"before": probe()}
+        p = lab.spawn(web, [sys.executable, "-m", "hostprint.cli", "scrub", "up", "--host", "--ttl", str(TTL)],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=helper_env())
+        try:
+            out["ready"] = p.stdout.readline().strip() if p.stdout else ""
+            out["with"] = probe()
+            out["http_with"] = http()
+        finally:
+            os.kill(p.pid, signal.SIGTERM)
+            out["stderr"] = p.communicate(timeout=20)[1]
+        out["left"] = (lab.exec(web, ["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+                       + lab.exec(web, ["ip6tables-save"], capture_output=True, text=True).stdout)
+        out["after"] = probe()
+        yield out
+
+
+def test_linux_answers_differ_without_scrubber(run):
+    b = run["before"]
+    assert b["synack"]["options"] != [2] and b["synack"]["flow"] != 0, b  # SACK/TS/WS, a per-flow label
+    assert b["icmp6"]["quoted"] > 48, b  # Linux quotes as much as fits in 1280 bytes
+
+
+def test_scrubber_normalises_ipv6_answers(run):
+    assert run["ready"].startswith("scrub: up"), run["ready"]
+    w = run["with"]
+    assert w["synack"] == {"hlim": TTL, "flow": 0, "tc": 0, "window": 0, "options": [2]}, w  # SYNPROXY's, MSS only
+    assert w["icmp6"] == {"hlim": TTL, "type": 1, "quoted": 48}, w
+    assert run["http_with"].startswith("HTTP/1.1 200"), run["http_with"]
+    assert "errors 0" in run["stderr"], run["stderr"]
+
+
+def test_nothing_left_and_answers_back(run):
+    assert "hpscrub_" not in run["left"] and "HPSC_" not in run["left"], run["left"]
+    assert run["after"]["synack"]["options"] == run["before"]["synack"]["options"], run["after"]
