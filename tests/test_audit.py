@@ -146,3 +146,18 @@ def test_a_bare_banner_version_still_names_its_release():
 def test_packaged_db_has_sources():
     pk = audit.packaged()
     assert len(pk) >= 5 and len({x.name for x in pk}) == len(pk)
+
+
+def test_handshake_method_tls_identifiers_and_fingerprints():
+    """-sS -sV -p 22,8445 of a lab web host with nginx-tls:8445 (2026-12-05): the certificate is an
+    identifier naming what its subject and SANs name; JA3S and JARM are shown as details."""
+    h = host_from_dict(json.loads((Path(__file__).parent / "data" / "audit_web_tls.jsonl").read_text().splitlines()[0]))
+    tls = next(p.service.tls for p in h.ports if p.service and p.service.tls)
+    assert tls.cert is not None and tls.ja3s and tls.jarm
+    methods, exposures = audit.score(h)
+    hs = _m(methods, "tls/ssh")
+    cert = [e for e in exposures if "TLS certificate" in e]
+    assert len(cert) == 1 and tls.cert.sha256[:16] in cert[0], exposures
+    assert all(x in cert[0] for x in tls.cert.sans), cert
+    assert any(tls.ja3s in d for d in hs.details) and any(tls.jarm in d for d in hs.details), hs.details
+    assert "identifiers of the host" in hs.learns  # the certificate and the SSH host keys
