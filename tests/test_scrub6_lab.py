@@ -1,6 +1,8 @@
 """The scrubber over IPv6 on a real namespace (issue 19): `hostprint scrub up --host` in the demo
-lab's web host (Linux 6.18, 2001:2::10), its answers captured in the scanner namespace before,
-with and after the scrubber (hostprint/lab/scrub6probe.py). The IPv4 router lab: test_scrub_lab.py."""
+lab's web host (Linux 6.18, 2001:2::10), and router mode in front of two Linux hosts that answer
+differently (dual-stack router lab: scrublab's rtr, lx1 and lx2 without lwIP and gVisor); answers
+captured in the scanner namespace before, with and after the scrubber (hostprint/lab/scrub6probe.py).
+The IPv4 router lab with four stacks: test_scrub_lab.py."""
 
 from __future__ import annotations
 
@@ -76,3 +78,49 @@ def test_scrubber_normalises_ipv6_answers(run):
 def test_nothing_left_and_answers_back(run):
     assert "hpscrub_" not in run["left"] and "HPSC_" not in run["left"], run["left"]
     assert run["after"]["synack"]["options"] == run["before"]["synack"]["options"], run["after"]
+
+
+@pytest.fixture(scope="module")
+def router():
+    needs_root()
+    from hostprint.lab import Lab
+    from hostprint.lab import scrublab as S
+    from hostprint.lab.services import helper_env
+    from hostprint.lab.spec import v6_for
+
+    spec = S.spec(f"a2w{os.getpid() % 1000}", with_lwip=False, with_gvisor=False)
+    spec.ipv6 = True
+    with Lab(spec, strict=False) as lab:
+        hosts = {n: v6_for(S.HOSTS[n][0]) for n in ("lx1", "lx2")}
+
+        def probe(addr: str) -> dict:
+            r = lab.exec(lab.scanner_ns, [sys.executable, "-m", "hostprint.lab.scrub6probe", "eth0", addr, "80", "9"],
+                         capture_output=True, text=True, env=helper_env(), timeout=60)
+            assert r.returncode == 0, r.stderr[-600:]
+            return dict(json.loads(r.stdout))
+
+        out = {"hosts": hosts, "before": {n: probe(a) for n, a in hosts.items()}}
+        p = lab.spawn(S.ROUTER, [sys.executable, "-m", "hostprint.cli", "scrub", "up", "--outside", "eth0", "--protect",
+                                 "198.19.0.0/16", "--protect", "2001:2:0:1::/64"],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=helper_env())
+        try:
+            out["ready"] = p.stdout.readline().strip() if p.stdout else ""
+            out["with"] = {n: probe(a) for n, a in hosts.items()}
+        finally:
+            os.kill(p.pid, signal.SIGTERM)
+            out["stderr"] = p.communicate(timeout=20)[1]
+        out["left"] = (lab.exec(S.ROUTER, ["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+                       + lab.exec(S.ROUTER, ["ip6tables-save"], capture_output=True, text=True).stdout)
+        yield out
+
+
+def test_router_mode_ipv6_hosts_alike_behind_the_scrubber(router):
+    b, w = router["before"], router["with"]
+    # lx2 runs without timestamps, SACK and window scaling: its SYN-ACK differs from lx1's
+    assert b["lx1"]["synack"]["options"] != b["lx2"]["synack"]["options"], b
+    assert b["lx1"]["icmp6"]["quoted"] > 48, b
+    assert router["ready"].startswith("scrub: up"), (router["ready"], router["stderr"][-400:])
+    assert w["lx1"] == w["lx2"], w  # one view of both hosts
+    assert w["lx1"]["synack"] == {"hlim": 64, "flow": 0, "tc": 0, "window": 0, "options": [2]}, w
+    assert w["lx1"]["icmp6"]["quoted"] == 48 and w["lx1"]["icmp6"]["hlim"] == 64, w
+    assert "hpscrub_" not in router["left"] and "HPSC_" not in router["left"], router["left"]
