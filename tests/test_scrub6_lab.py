@@ -51,6 +51,12 @@ def run():
             out["ready"] = p.stdout.readline().strip() if p.stdout else ""
             out["with"] = probe()
             out["http_with"] = http()
+            # a raw-socket SYN scan (nmap's kind of SYN): SYNPROXY would have answered none over IPv6
+            r = lab.exec(lab.scanner_ns, [sys.executable, "-m", "hostprint.cli", "scan", "-sS", "-p", "80", "-Pn", "-n",
+                                          "--no-db", "--progress", "never", "-oJ", "-", ADDR6],
+                         capture_output=True, text=True, env=helper_env(), timeout=120)
+            out["syn_scan"] = [p for ln in r.stdout.splitlines() if ln.startswith("{")
+                               for p in json.loads(ln).get("ports", [])]
         finally:
             os.kill(p.pid, signal.SIGTERM)
             out["stderr"] = p.communicate(timeout=20)[1]
@@ -69,10 +75,12 @@ def test_linux_answers_differ_without_scrubber(run):
 def test_scrubber_normalises_ipv6_answers(run):
     assert run["ready"].startswith("scrub: up"), run["ready"]
     w = run["with"]
-    assert w["synack"] == {"hlim": TTL, "flow": 0, "tc": 0, "window": 0, "options": [2]}, w  # SYNPROXY's, MSS only
+    # the host's own SYN-ACK (SYNPROXY is IPv4 only), window lowered to the scrubber's 8192, MSS only
+    assert w["synack"] == {"hlim": TTL, "flow": 0, "tc": 0, "window": 8192, "options": [2]}, w
     assert w["icmp6"] == {"hlim": TTL, "type": 1, "quoted": 48}, w
     assert run["http_with"].startswith("HTTP/1.1 200"), run["http_with"]
     assert "errors 0" in run["stderr"], run["stderr"]
+    assert [(p["port"], p["state"]) for p in run["syn_scan"]] == [(80, "open")], run["syn_scan"]
 
 
 def test_nothing_left_and_answers_back(run):
@@ -121,6 +129,6 @@ def test_router_mode_ipv6_hosts_alike_behind_the_scrubber(router):
     assert b["lx1"]["icmp6"]["quoted"] > 48, b
     assert router["ready"].startswith("scrub: up"), (router["ready"], router["stderr"][-400:])
     assert w["lx1"] == w["lx2"], w  # one view of both hosts
-    assert w["lx1"]["synack"] == {"hlim": 64, "flow": 0, "tc": 0, "window": 0, "options": [2]}, w
+    assert w["lx1"]["synack"] == {"hlim": 64, "flow": 0, "tc": 0, "window": 8192, "options": [2]}, w
     assert w["lx1"]["icmp6"]["quoted"] == 48 and w["lx1"]["icmp6"]["hlim"] == 64, w
     assert "hpscrub_" not in router["left"] and "HPSC_" not in router["left"], router["left"]

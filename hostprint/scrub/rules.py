@@ -154,15 +154,19 @@ def nft_ruleset(cfg: ScrubConfig, table: str, comment: str = "") -> str:
     lines.append("  chain inbound_raw {\n    type filter hook prerouting priority -350; policy accept;")
     lines += [f"    {r}" for r in pre]
     lines.append("  }")
-    if cfg.synproxy:
+    # SYNPROXY for IPv4 only: nft's synproxy (Linux 6.18, measured here) answers no IPv6 SYN that
+    # arrives without a checksum the device vouched for (raw-socket SYNs such as nmap's over veth,
+    # SYNs re-injected by NFQUEUE), while it answers the same SYN sent by a kernel socket. IPv6 SYNs
+    # are answered by the hosts, their SYN-ACKs normalised by the queue (the --no-synproxy path).
+    if cfg.synproxy and inb4 is not None:
         lines.append("  chain synproxy_notrack {\n    type filter hook prerouting priority -250; policy accept;")
-        lines += [f"    {inb}{syn} notrack" for inb in inbs]
+        lines.append(f"    {inb4}meta nfproto ipv4 {syn} notrack")
         lines.append("  }")
     hook = "forward" if cfg.mode == "router" else "input"
     filt = [f"{inb}{cond} drop" for inb in inbs for cond in ODD_FLAGS]
+    if cfg.synproxy and inb4 is not None:
+        filt.append(f"{inb4}meta nfproto ipv4 meta l4proto tcp ct state invalid,untracked synproxy mss {cfg.mss}")
     for inb in inbs:
-        if cfg.synproxy:
-            filt.append(f"{inb}meta l4proto tcp ct state invalid,untracked synproxy mss {cfg.mss}")
         filt += [f"{inb}ct state invalid drop",
                  f"{inb}meta l4proto tcp ct state new tcp flags & (syn|ack|fin|rst) != syn drop"]
     if inb4 is not None:
@@ -224,17 +228,12 @@ def iptables_rules(cfg: ScrubConfig, chain: str, version: int = 4) -> list[list[
                 return []
     out: list[list[str]] = []
     syn = ["-p", "tcp", "--tcp-flags", "SYN,ACK,FIN,RST", "SYN", *q]
-    # IPv6 with SYNPROXY: an IPv6 SYN that went through NFQUEUE in raw PREROUTING is never
-    # answered by nft's synproxy (measured here on Linux 6.18, even with the verdict leaving it
-    # unchanged; IPv4 is answered). SYNPROXY consumes the client's SYN anyway and opens the host's
-    # connection with a SYN of its own, whose options nft's inbound_raw has already cut to MSS.
-    if version == 4 or not cfg.synproxy:
-        out.append(["-t", "raw", "-N", chain])
-        if nets:  # one -d per rule
-            out += [["-t", "raw", "-A", chain, *inb, "-d", n, *syn] for n in nets]
-        else:
-            out.append(["-t", "raw", "-A", chain, *inb, *syn])
-        out.append(["-t", "raw", "-I", "PREROUTING", "1", "-j", chain])
+    out.append(["-t", "raw", "-N", chain])
+    if nets:  # one -d per rule
+        out += [["-t", "raw", "-A", chain, *inb, "-d", n, *syn] for n in nets]
+    else:
+        out.append(["-t", "raw", "-A", chain, *inb, *syn])
+    out.append(["-t", "raw", "-I", "PREROUTING", "1", "-j", chain])
     out.append(["-t", "mangle", "-N", chain])
     out.append(["-t", "mangle", "-A", chain, *outb, "-p", "tcp", "--tcp-flags", "SYN", "SYN", *q])
     out.append(["-t", "mangle", "-A", chain, *outb, "-p", "tcp", "--tcp-flags", "RST", "RST", *q])
