@@ -107,13 +107,26 @@ def router():
             assert r.returncode == 0, r.stderr[-600:]
             return dict(json.loads(r.stdout))
 
-        out = {"hosts": hosts, "before": {n: probe(a) for n, a in hosts.items()}}
+        def os_scan() -> dict:
+            r = lab.exec(lab.scanner_ns, [sys.executable, "-m", "hostprint.cli", "scan", "-sS", "-O", "-p", "80,81", "-Pn",
+                                          "-n", "--no-db", "--progress", "never", "-oJ", "-", *hosts.values()],
+                         capture_output=True, text=True, env=helper_env(), timeout=300)
+            views = {}
+            for ln in r.stdout.splitlines():
+                if ln.startswith("{") and (d := json.loads(ln)).get("address"):
+                    ms = d.get("os", {}).get("matches") or []
+                    views[d["address"]] = {"os": ms[0]["name"] if ms else "unknown",
+                                           "arch": [a.get("kind") for a in d.get("os", {}).get("architecture", [])]}
+            return views
+
+        out = {"hosts": hosts, "before": {n: probe(a) for n, a in hosts.items()}, "os_before": os_scan()}
         p = lab.spawn(S.ROUTER, [sys.executable, "-m", "hostprint.cli", "scrub", "up", "--outside", "eth0", "--protect",
                                  "198.19.0.0/16", "--protect", "2001:2:0:1::/64"],
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=helper_env())
         try:
             out["ready"] = p.stdout.readline().strip() if p.stdout else ""
             out["with"] = {n: probe(a) for n, a in hosts.items()}
+            out["os_with"] = os_scan()
         finally:
             os.kill(p.pid, signal.SIGTERM)
             out["stderr"] = p.communicate(timeout=20)[1]
@@ -132,3 +145,14 @@ def test_router_mode_ipv6_hosts_alike_behind_the_scrubber(router):
     assert w["lx1"]["synack"] == {"hlim": 64, "flow": 0, "tc": 0, "window": 8192, "options": [2]}, w
     assert w["lx1"]["icmp6"]["quoted"] == 48 and w["lx1"]["icmp6"]["hlim"] == 64, w
     assert "hpscrub_" not in router["left"] and "HPSC_" not in router["left"], router["left"]
+
+
+def test_ipv6_os_detection_names_the_scrubber(router):
+    # signatures/stack6/scrubber.txt: without the scrubber -O over IPv6 names Linux for both hosts,
+    # with it the scrubber (and the architecture finding), never Linux
+    assert set(router["os_before"]) == set(router["hosts"].values()), router["os_before"]
+    for a, v in router["os_before"].items():
+        assert "Linux" in v["os"] and "scrubber" not in v["arch"], (a, v)
+    assert set(router["os_with"]) == set(router["hosts"].values()), router["os_with"]
+    for a, v in router["os_with"].items():
+        assert "scrubber" in v["os"] and "scrubber" in v["arch"], (a, v)
