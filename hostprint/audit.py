@@ -314,21 +314,27 @@ def _banners(h: HostResult) -> tuple[MethodScore, list[str]]:
                        for x in hints) or "no OS from banners"
     bits = math.log2(n) if any(x.release for x in hints) else (1.0 if hints else 0.0)
     # A bare version (DebianBanner no leaves "OpenSSH_9.2p1") still names the releases that ship it:
-    # scored like the handshake method, over knowledge/packaged.txt's releases.
+    # scored like the handshake method, over knowledge/packaged.txt's releases; several products
+    # narrow it together (OpenSSH 8.2p1 and nginx 1.18.0: only Ubuntu 20.04 ships both).
     pk = packaged()
-    nrel = len({x.release for x in pk})
+    releases = {x.release for x in pk}
+    left = set(releases)
+    named = []
     for p in h.ports:
         s = p.service
         if p.state != "open" or s is None or not s.product or not s.version:
             continue
+        listed = {x.release for x in pk if re.search(x.product, s.product)}
         ships = {x.release for x in pk if re.search(x.product, s.product) and x.version == s.version}
-        if ships and nrel:
-            b = math.log2(nrel / len(ships))
+        if ships:
+            left -= listed - ships
+            named.append(f"{s.product} {s.version} ({p.port}/{p.protocol})")
             facts.append(f"version-release:{s.product}")
-            if b > bits:
-                bits = b
-                learns = f"{s.product} {s.version} ({p.port}/{p.protocol}) is what {', '.join(sorted(ships))} ships" + (
-                    f"; {learns}" if hints else "")
+    if named and left and len(left) < len(releases):
+        b = math.log2(len(releases) / len(left))
+        if b > bits:
+            bits = b
+            learns = f"{' and '.join(named)}: what {', '.join(sorted(left))} ship" + (f"; {learns}" if hints else "")
     for x in hints:
         src = (x.source or "").split()
         for p in h.ports:

@@ -138,9 +138,14 @@ def test_a_bare_banner_version_still_names_its_release():
     assert h.os.banner is not None
     h.os.banner.hints.clear()  # as with DebianBanner no: no package revision
     ban = _m(audit.score(h)[0], "banners")
-    ships = {x.release for x in audit.packaged() if x.version == "9.2p1"}
-    assert ban.bits == pytest.approx(math.log2(len({x.release for x in audit.packaged()}) / len(ships)))
-    assert "version-release:OpenSSH" in ban.facts and all(r in ban.learns for r in ships)
+    pk = audit.packaged()
+    # OpenSSH 9.2p1 and nginx 1.22.1 (the captured banners): the releases that ship both
+    both = ({x.release for x in pk if x.product == "^OpenSSH" and x.version == "9.2p1"}
+            & {x.release for x in pk if x.product == "^nginx$" and x.version == "1.22.1"})
+    assert both
+    assert ban.bits == pytest.approx(math.log2(len({x.release for x in pk}) / len(both)))
+    assert {"version-release:OpenSSH", "version-release:nginx"} <= set(ban.facts)
+    assert all(r in ban.learns for r in both) and "nginx 1.22.1" in ban.learns, ban.learns
 
 
 def test_packaged_db_has_sources():
