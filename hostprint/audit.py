@@ -33,6 +33,7 @@ from hostprint.errors import UsageError
 from hostprint.model import AuditReport, Countermeasure, HostResult, MethodScore, OsMatch
 
 KNOWLEDGE = Path(__file__).parent / "signatures" / "knowledge" / "countermeasures.txt"
+PACKAGED = Path(__file__).parent / "signatures" / "knowledge" / "packaged.txt"
 TIE = 0.02
 #: nmap's ISN difficulty words below "Good luck!" (nmap's osscan2.cc seqidx2difficultystr)
 PREDICTABLE_ISN = ("Trivial joke", "Easy", "Medium", "Formidable", "Worthy challenge")
@@ -42,6 +43,18 @@ INCREMENTAL_IPID = {"I", "BI", "RI", "Incremental", "Broken little-endian increm
 
 # ---------------------------------------------------------------------------------- knowledge
 @dataclass(frozen=True)
+class DaemonEdit:
+    """How `--apply` changes one daemon's configuration (countermeasures.txt's Program/Config/
+    Insert/Line/Check lines): one line inserted, checked by the daemon itself, SIGHUP to reload."""
+
+    program: str
+    config_flag: str
+    insert: str  # "top" or "after REGEX"
+    line: str
+    check: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Measure:
     name: str
     when: tuple[str, ...]
@@ -50,6 +63,7 @@ class Measure:
     hides: str
     cost: str
     sources: tuple[str, ...]
+    edit: DaemonEdit | None = None
 
 
 @lru_cache(maxsize=1)
@@ -57,7 +71,9 @@ def countermeasures() -> list[Measure]:
     from hostprint.signatures.records import load_records
 
     out = []
-    for r in load_records(KNOWLEDGE, frozenset({"Countermeasure"}), frozenset({"When", "Kind", "Setting", "Hides", "Cost"})):
+    edit_keys = ("Program", "Config", "Insert", "Line", "Check")
+    for r in load_records(KNOWLEDGE, frozenset({"Countermeasure"}),
+                          frozenset({"When", "Kind", "Setting", "Hides", "Cost", *edit_keys})):
         kind, setting, hides, cost = r.one("Kind"), r.one("Setting"), r.one("Hides"), r.one("Cost")
         if not (r.all("When") and kind and setting and hides and cost):
             raise UsageError(f"{r.where}: Countermeasure {r.name!r} needs When, Kind, Setting, Hides and Cost lines")
@@ -65,7 +81,49 @@ def countermeasures() -> list[Measure]:
             raise UsageError(f"{r.where}: Kind {kind!r}: sysctl, scrubber or daemon")
         if kind == "sysctl" and not re.fullmatch(r"net\.[a-z0-9_.]+=[0-9 ]+", setting):
             raise UsageError(f"{r.where}: sysctl Setting must be net.KEY=NUMBER, not {setting!r}")
-        out.append(Measure(r.name, tuple(r.all("When")), kind, setting, hides, cost, tuple(r.sources)))
+        got = [r.one(k) for k in edit_keys]
+        edit = None
+        if any(got):
+            program, flag, insert, line, check = got
+            if not (program and flag and insert and line and check) or kind != "daemon":
+                raise UsageError(f"{r.where}: {', '.join(edit_keys)} go together, on a daemon entry")
+            if insert != "top":
+                how, _, rx = insert.partition(" ")
+                try:
+                    re.compile(rx)
+                except re.error as e:
+                    raise UsageError(f"{r.where}: Insert {insert!r}: {e}") from None
+                if how != "after" or not rx:
+                    raise UsageError(f"{r.where}: Insert must be 'top' or 'after REGEX', not {insert!r}")
+            edit = DaemonEdit(program, flag, insert, line, tuple(check.split()))
+        out.append(Measure(r.name, tuple(r.all("When")), kind, setting, hides, cost, tuple(r.sources), edit))
+    return out
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """One distribution release's upstream version of a product (knowledge/packaged.txt)."""
+
+    name: str
+    product: str  # regular expression on -sV's product
+    release: str
+    version: str
+
+
+@lru_cache(maxsize=1)
+def packaged() -> list[Packaged]:
+    from hostprint.signatures.records import load_records
+
+    out = []
+    for r in load_records(PACKAGED, frozenset({"Packaged"}), frozenset({"Product", "Release", "Version"})):
+        product, release, version = r.one("Product"), r.one("Release"), r.one("Version")
+        if not (product and release and version and r.sources):
+            raise UsageError(f"{r.where}: Packaged {r.name!r} needs Product, Release, Version and Source lines")
+        try:
+            re.compile(product)
+        except re.error as e:
+            raise UsageError(f"{r.where}: Product {product!r}: {e}") from None
+        out.append(Packaged(r.name, product, release, version))
     return out
 
 
@@ -171,6 +229,74 @@ def _timing(h: HostResult) -> MethodScore | None:
     return MethodScore("timing (--cron-os)", learns, bits, math.log2(n), ["timing-os"] if bits > 0 else [])
 
 
+def _handshakes(h: HostResult) -> tuple[MethodScore | None, list[str]]:
+    """What the TLS and SSH handshakes of -sV tell (SshFacts, TlsFacts), whatever the banners say.
+
+    OS bits: the SSH KEXINIT lists give the product's version range (signatures/version_ranges.txt,
+    read here without the banner's version, so the answer stands when DebianBanner/server_tokens hide
+    it); the distribution releases of knowledge/packaged.txt whose packaged version lies outside the
+    range are ruled out. Bits = log2(N / k) over those N releases, k left (uniform prior, as for the
+    other methods). A range no release ships (a source build, a backport) rules nothing out.
+    Identifiers (host keys, certificates) say nothing about the OS but name the *host*: the same key
+    on another address, an IPv6 address or after renumbering is this machine. They are exposures.
+    """
+    from hostprint.match.versionrange import contains, infer
+    from hostprint.probes.behaviour import ssh_observation
+
+    ports = [p for p in h.ports if p.state == "open" and p.service is not None and (p.service.ssh or p.service.tls)]
+    if not ports:
+        return None, []
+    pk = packaged()
+    releases = {x.release for x in pk}
+    left = set(releases)
+    learns: list[str] = []
+    details: list[str] = []
+    exposures: list[str] = []
+    facts: list[str] = []
+    for p in ports:
+        s = p.service
+        assert s is not None
+        where = f"{p.port}/{p.protocol}"
+        if s.ssh is not None and s.ssh.kex:
+            obs = ssh_observation(s.ssh.to_dict())
+            vr = infer(s.product, {"ssh-kexinit": obs}, None) if obs else None
+            if vr is not None and (vr.low or vr.high) and not vr.conflict:
+                ships = [x for x in pk if s.product and re.search(x.product, s.product)]
+                fit = {x.release for x in ships if contains(vr, x.version)}
+                if fit:
+                    left -= {x.release for x in ships} - fit
+                    learns.append(f"{vr.product} {vr.text} from the KEXINIT ({where})")
+                elif ships:
+                    learns.append(f"{vr.product} {vr.text} from the KEXINIT ({where}): no release in the DB ships it")
+                facts.append(f"kex-range:{vr.product}")
+            if s.ssh.hassh:
+                details.append(f"{where} HASSH {s.ssh.hassh}")
+            for k in s.ssh.host_keys:
+                if k.sha256:
+                    exposures.append(f"identifier: {where} ssh host key {k.type} {k.sha256} (the same key on any "
+                                     "other address is this host)")
+        if s.tls is not None and not s.tls.error:
+            t = s.tls
+            if t.ja3s:
+                details.append(f"{where} JA3S {t.ja3s}" + (f" ({t.ja3s_string})" if t.ja3s_string else ""))
+            if t.jarm and t.jarm.strip("0"):
+                details.append(f"{where} JARM {t.jarm}")
+            if t.cert is not None and t.cert.sha256:
+                names = [x for x in ([t.cert.subject] if t.cert.subject else []) + t.cert.sans if x]
+                exposures.append(f"identifier: {where} TLS certificate SHA256 {t.cert.sha256[:16]}…"
+                                 + (f" naming {', '.join(dict.fromkeys(names))}" if names else ""))
+    n = len(releases)
+    bits = math.log2(n / len(left)) if n and left and len(left) < n else 0.0
+    if bits > 0:
+        facts.append("handshake-os")
+        learns.append("leaves " + ", ".join(sorted(left)))
+    ids = sum(1 for e in exposures if e.startswith("identifier:"))
+    text = "; ".join(learns) or "no version range from the handshakes"
+    if ids:
+        text += f"; {ids} identifier{'s' if ids > 1 else ''} of the host"
+    return MethodScore("tls/ssh (handshakes)", text, bits, math.log2(n) if n else 0.0, facts, details), exposures
+
+
 def _banners(h: HostResult) -> tuple[MethodScore, list[str]]:
     """OS hints from banners (scored) and version leaks (exposures)."""
     n = stack_classes()
@@ -187,6 +313,28 @@ def _banners(h: HostResult) -> tuple[MethodScore, list[str]]:
     learns = "; ".join(f"{x.distribution or x.family} {x.release or ''}".strip() + f" from {x.source or 'a banner'}"
                        for x in hints) or "no OS from banners"
     bits = math.log2(n) if any(x.release for x in hints) else (1.0 if hints else 0.0)
+    # A bare version (DebianBanner no leaves "OpenSSH_9.2p1") still names the releases that ship it:
+    # scored like the handshake method, over knowledge/packaged.txt's releases; several products
+    # narrow it together (OpenSSH 8.2p1 and nginx 1.18.0: only Ubuntu 20.04 ships both).
+    pk = packaged()
+    releases = {x.release for x in pk}
+    left = set(releases)
+    named = []
+    for p in h.ports:
+        s = p.service
+        if p.state != "open" or s is None or not s.product or not s.version:
+            continue
+        listed = {x.release for x in pk if re.search(x.product, s.product)}
+        ships = {x.release for x in pk if re.search(x.product, s.product) and x.version == s.version}
+        if ships:
+            left -= listed - ships
+            named.append(f"{s.product} {s.version} ({p.port}/{p.protocol})")
+            facts.append(f"version-release:{s.product}")
+    if named and left and len(left) < len(releases):
+        b = math.log2(len(releases) / len(left))
+        if b > bits:
+            bits = b
+            learns = f"{' and '.join(named)}: what {', '.join(sorted(left))} ship" + (f"; {learns}" if hints else "")
     for x in hints:
         src = (x.source or "").split()
         for p in h.ports:
@@ -245,11 +393,14 @@ def score(h: HostResult) -> tuple[list[MethodScore], list[str]]:
     t = _timing(h)
     if t:
         methods.append(t)
+    hs, hs_exp = _handshakes(h)
+    if hs:
+        methods.append(hs)
     ban, leaks = _banners(h)
     methods.append(ban)
     seq_exp, seq_facts = _sequence(h)
     exposures = [f"version leak: {x}" for x in leaks] + seq_exp + [f"service moved: {x}" for x in unexpected_ports(h)]
-    exposures += [f"in front of it: {a.kind}: {a.detail}" for a in h.os.architecture]
+    exposures += [f"in front of it: {a.kind}: {a.detail}" for a in h.os.architecture] + hs_exp
     if h.sequence:
         methods.append(MethodScore("sequence (--sequence)", "; ".join(f.split(":")[0] for f in seq_exp) or "nothing predictable",
                                    0.0, 0.0, seq_facts))
@@ -310,12 +461,15 @@ def check_netns(name: str) -> None:
 
 class Applied:
     """Countermeasures applied in one namespace, undone by `undo()` (sysctls back to their old
-    values, the scrubber stopped by its PID)."""
+    values, the scrubber stopped by its PID, daemon configuration files back to their old content
+    and the daemon reloaded)."""
 
     def __init__(self, netns: str):
         self.netns = netns
         self.old: list[tuple[str, str]] = []
         self.scrubber: subprocess.Popen[str] | None = None
+        #: daemon configurations changed: (pid, exe, edit, file, old content)
+        self.files: list[tuple[int, str, DaemonEdit, str, str]] = []
 
     def _ns(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["ip", "netns", "exec", self.netns, *argv], capture_output=True, text=True, check=False, timeout=30)
@@ -344,10 +498,107 @@ class Applied:
                 return f"not applied: {(err.strip().splitlines() or [line or 'scrubber did not start'])[-1]}"
             self.scrubber = p
             return f"scrubber running in {self.netns} (process {p.pid})"
-        return "not applied: a daemon setting (change the configuration by hand)"
+        edit = next((m.edit for m in countermeasures() if m.name == c.name), None)
+        if edit is None:
+            return "not applied: a daemon setting (change the configuration by hand)"
+        return self._edit(edit)
+
+    # ---- daemon settings
+    def _masters(self, program: str) -> list[int]:
+        """PIDs of `program`'s master processes in the namespace (its parent is another program)."""
+        ino = os.stat(f"/run/netns/{self.netns}").st_ino
+        out = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                if os.stat(f"/proc/{d}/ns/net").st_ino != ino:
+                    continue
+                with open(f"/proc/{d}/comm") as f:
+                    if f.read().strip() != program:
+                        continue
+                with open(f"/proc/{d}/status") as f:
+                    ppid = next(ln.split()[1] for ln in f if ln.startswith("PPid:"))
+                with open(f"/proc/{ppid}/comm") as f:
+                    if f.read().strip() == program:
+                        continue
+            except (OSError, StopIteration):
+                continue
+            out.append(int(d))
+        return sorted(out)
+
+    def _listening(self, pid: int) -> bool:
+        r = self._ns(["ss", "-Hltnp"])
+        return f"pid={pid}," in r.stdout
+
+    def _reload(self, pid: int, exe: str, edit: DaemonEdit, conf: str) -> str | None:
+        """The daemon's own check of `conf`, then SIGHUP and a wait (at most 10 s) until it listens
+        again; None when done, else why not."""
+        argv = [exe, *(a.replace("{config}", conf).replace("{dir}", os.path.dirname(conf)) for a in edit.check)]
+        r = self._ns(argv)
+        if r.returncode != 0:
+            return f"{' '.join(argv[:2])} … rejects it: {(r.stderr.strip().splitlines() or ['exit %d' % r.returncode])[-1]}"
+        os.kill(pid, signal.SIGHUP)
+        import time
+
+        deadline = time.monotonic() + 10
+        time.sleep(0.2)
+        while not self._listening(pid):
+            if time.monotonic() > deadline:
+                return f"{edit.program} ({pid}) did not listen again within 10 s of SIGHUP"
+            time.sleep(0.1)
+        return None
+
+    def _edit(self, edit: DaemonEdit) -> str:
+        """Insert the countermeasure's line into the configuration file the daemon's master in the
+        namespace was started with (-f/-c on its command line, never a file under /etc: that is the
+        system's), check it with the daemon itself, reload with SIGHUP. `undo()` puts the file back."""
+        masters = self._masters(edit.program)
+        if not masters:
+            return f"not applied: no {edit.program} master process in {self.netns}"
+        done = []
+        for pid in masters:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    # nginx rewrites its title into one string: split it again on whitespace
+                    argv = f.read().replace(b"\0", b" ").decode(errors="replace").split()
+                exe = os.readlink(f"/proc/{pid}/exe")
+            except OSError as e:
+                return f"not applied: {edit.program} ({pid}): {e.strerror or e}"
+            conf = argv[argv.index(edit.config_flag) + 1] if edit.config_flag in argv[:-1] else ""
+            if not conf.startswith("/") or conf.startswith("/etc/") or os.path.realpath(conf).startswith("/etc/"):
+                return (f"not applied: {edit.program} ({pid}) reads {conf or 'the system configuration'}; --apply edits "
+                        f"only a file named by {edit.config_flag} outside /etc")
+            try:
+                old = Path(conf).read_text()
+            except (OSError, UnicodeDecodeError) as e:
+                return f"not applied: {conf}: {e}"
+            lines = old.splitlines(keepends=True)
+            if edit.insert == "top":
+                at = 0
+            else:
+                rx = re.compile(edit.insert.partition(" ")[2])
+                at = next((i + 1 for i, ln in enumerate(lines) if rx.search(ln)), -1)
+                if at < 0:
+                    return f"not applied: no line of {conf} matches {edit.insert}"
+            lines.insert(at, edit.line + "\n")
+            Path(conf).write_text("".join(lines))
+            self.files.append((pid, exe, edit, conf, old))
+            why = self._reload(pid, exe, edit, conf)
+            if why is not None:
+                self.files.pop()
+                Path(conf).write_text(old)
+                return f"not applied: {why}"
+            done.append(f"{conf} + '{edit.line}', {edit.program} {pid} reloaded")
+        return "applied in " + self.netns + ": " + "; ".join(done)
 
     def undo(self) -> list[str]:
         done = []
+        for pid, exe, edit, conf, old in reversed(self.files):
+            Path(conf).write_text(old)
+            why = self._reload(pid, exe, edit, conf) if os.path.exists(f"/proc/{pid}") else "gone"
+            done.append(f"{conf} restored" + (f" ({why})" if why else f", {edit.program} {pid} reloaded"))
+        self.files.clear()
         if self.scrubber is not None:
             p, self.scrubber = self.scrubber, None
             try:

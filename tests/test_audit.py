@@ -102,3 +102,67 @@ def test_services_on_unexpected_ports():
     ])
     moved = audit.unexpected_ports(h)
     assert len(moved) == 1 and moved[0].startswith("ssh on 2222/tcp"), moved
+
+
+HANDSHAKES = Path(__file__).parent / "data" / "audit_web_handshakes.jsonl"  # -sS -sV -p 22,80,443 of web, 2026-12-05
+
+
+def _web_sv():
+    return host_from_dict(json.loads(HANDSHAKES.read_text().splitlines()[0]))
+
+
+def test_handshake_method_names_releases_from_the_kexinit():
+    from hostprint.match.versionrange import contains
+
+    h = _web_sv()
+    ssh = next(p.service for p in h.ports if p.port == 22)
+    assert ssh.ssh is not None and ssh.ssh.kex and ssh.version_range is not None
+    methods, exposures = audit.score(h)
+    hs = _m(methods, "tls/ssh")
+    pk = audit.packaged()
+    fit = {x.release for x in pk if x.product == "^OpenSSH" and contains(ssh.version_range, x.version)}
+    n = len({x.release for x in pk})
+    assert 0 < len(fit) < n
+    assert hs.bits == pytest.approx(math.log2(n / len(fit)))
+    assert "Debian 12" in hs.learns and "Debian 10" not in hs.learns, hs.learns
+    keys = [e for e in exposures if e.startswith("identifier: 22/tcp ssh host key")]
+    assert len(keys) == len(ssh.ssh.host_keys) >= 1
+    # the banner's version is not read: a lying banner changes nothing in this method
+    ssh.version = "7.9p1"
+    assert _m(audit.score(h)[0], "tls/ssh").bits == pytest.approx(hs.bits)
+
+
+def test_a_bare_banner_version_still_names_its_release():
+    """DebianBanner no leaves "OpenSSH_9.2p1": the releases that ship 9.2p1 are what the banner says."""
+    h = _web_sv()
+    assert h.os.banner is not None
+    h.os.banner.hints.clear()  # as with DebianBanner no: no package revision
+    ban = _m(audit.score(h)[0], "banners")
+    pk = audit.packaged()
+    # OpenSSH 9.2p1 and nginx 1.22.1 (the captured banners): the releases that ship both
+    both = ({x.release for x in pk if x.product == "^OpenSSH" and x.version == "9.2p1"}
+            & {x.release for x in pk if x.product == "^nginx$" and x.version == "1.22.1"})
+    assert both
+    assert ban.bits == pytest.approx(math.log2(len({x.release for x in pk}) / len(both)))
+    assert {"version-release:OpenSSH", "version-release:nginx"} <= set(ban.facts)
+    assert all(r in ban.learns for r in both) and "nginx 1.22.1" in ban.learns, ban.learns
+
+
+def test_packaged_db_has_sources():
+    pk = audit.packaged()
+    assert len(pk) >= 5 and len({x.name for x in pk}) == len(pk)
+
+
+def test_handshake_method_tls_identifiers_and_fingerprints():
+    """-sS -sV -p 22,8445 of a lab web host with nginx-tls:8445 (2026-12-05): the certificate is an
+    identifier naming what its subject and SANs name; JA3S and JARM are shown as details."""
+    h = host_from_dict(json.loads((Path(__file__).parent / "data" / "audit_web_tls.jsonl").read_text().splitlines()[0]))
+    tls = next(p.service.tls for p in h.ports if p.service and p.service.tls)
+    assert tls.cert is not None and tls.ja3s and tls.jarm
+    methods, exposures = audit.score(h)
+    hs = _m(methods, "tls/ssh")
+    cert = [e for e in exposures if "TLS certificate" in e]
+    assert len(cert) == 1 and tls.cert.sha256[:16] in cert[0], exposures
+    assert all(x in cert[0] for x in tls.cert.sans), cert
+    assert any(tls.ja3s in d for d in hs.details) and any(tls.jarm in d for d in hs.details), hs.details
+    assert "identifiers of the host" in hs.learns  # the certificate and the SSH host keys

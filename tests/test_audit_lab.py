@@ -21,7 +21,7 @@ def lab():
     needs_root()
     from hostprint.lab import Lab, demo_spec
 
-    spec = demo_spec(f"au{os.getpid() % 10000}")
+    spec = demo_spec(f"a2a{os.getpid() % 1000}")
     spec.hosts = [h for h in spec.hosts if h.name in ("web", "db")]
     with Lab(spec, strict=False) as lab:
         yield lab
@@ -82,3 +82,37 @@ def test_audit_refuses_the_hosts_own_namespace(lab):
     r = lab.exec(lab.scanner_ns, [sys.executable, "-m", "hostprint.cli", "audit", "--apply", "no-such-ns-hp", "198.18.0.20"],
                  capture_output=True, text=True, env=helper_env(), timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+
+
+def _banner(lab, port: int) -> bytes:
+    r = lab.exec(lab.scanner_ns, [sys.executable, "-c", "import socket,sys; s=socket.create_connection(('198.18.0.10', "
+                                  f"{port}), 5); sys.stdout.buffer.write(s.recv(200))"], capture_output=True, timeout=30)
+    return bytes(r.stdout)
+
+
+@pytest.mark.daemons("ssh:22", "nginx:80")
+def test_audit_apply_daemon_settings_on_web_and_restore(lab):
+    """--apply on web edits the lab's own sshd_config and nginx.conf (DebianBanner no, server_tokens
+    off), reloads both with SIGHUP, measures again, then puts the files back: the banners method
+    falls from "Debian 12" (the whole stack prior) to what a bare "OpenSSH_9.2p1" still says."""
+    confs = [lab.tmpdir / "web" / "ssh-22" / "sshd_config", lab.tmpdir / "web" / "nginx-80" / "nginx.conf"]
+    before_files = [p.read_bytes() for p in confs]
+    assert b"Debian" in _banner(lab, 22)
+    (rep,), err = _audit(lab, "-oJ", "-", "-p", "22,80", "--apply", lab.host("web").ns, "198.18.0.10")
+    applied = {c["name"]: c.get("applied", "") for c in rep["countermeasures"]}
+    for name in ("OpenSSH DebianBanner no", "nginx server_tokens off"):
+        assert applied[name].startswith("applied in") and "reloaded" in applied[name], applied
+    banners = _method(rep, "banners")
+    after = {m["method"]: m for m in rep["after"]["methods"]}
+    assert "Debian 12 from" in banners["learns"], banners
+    assert "Debian 12 from" not in after[banners["method"]]["learns"], after  # the revision is gone
+    assert after[banners["method"]]["bits"] < banners["bits"], (banners, after)
+    assert rep["after"]["overall_bits"] < rep["overall_bits"], rep
+    assert any("nginx 1.22" in e for e in rep["exposures"])
+    assert not any("nginx 1.22" in e for e in rep["after"]["exposures"]), rep["after"]["exposures"]
+    # the handshake method does not read banners: the KEXINIT says the same before and after
+    hs = _method(rep, "tls/ssh")
+    assert hs["bits"] > 0 and after[hs["method"]]["bits"] == hs["bits"], (hs, after)
+    # restored: the same files, and the daemons answer with them again
+    assert [p.read_bytes() for p in confs] == before_files
+    assert b"Debian" in _banner(lab, 22)

@@ -26,7 +26,7 @@ def run():
     from hostprint.lab.services import helper_env
 
     payload = os.urandom(300_000)
-    with tempfile.TemporaryDirectory(prefix="hpt-scrub-") as tmp, S.scrub_lab(f"sr{os.getpid() % 10000}") as sl:
+    with tempfile.TemporaryDirectory(prefix="hpt-scrub-") as tmp, S.scrub_lab(f"a2s{os.getpid() % 1000}") as sl:
         key = S.start_login_sshd(sl, tmp)
         out = {"sl": S, "hosts": dict(sl.hosts), "skipped": dict(sl.skipped),
                "sha": hashlib.sha256(payload).hexdigest()}
@@ -36,6 +36,8 @@ def run():
         out["ready"] = sl.start_scrubber()
         out["after_start"] = sl.router_rules()
         out["with"] = S.measure(sl, tmp, "with")
+        # SYN_RCVD timing through the scrubber: the early stop ends it after ~13 s (all hosts at once)
+        out["timing_with"] = S.hostprint_timing(sl, list(sl.hosts.values()), "s", timeout=40)
         out["http_with"] = {n: S.http_status(sl, a) for n, a in sl.hosts.items()}
         out["ssh_with"] = S.ssh_session(sl, key, sl.hosts["lx1"], payload)
         out["tw_with"] = sl.lab.exec("rtr", ["sysctl", "-n", TW], capture_output=True, text=True).stdout.strip()
@@ -127,3 +129,14 @@ def test_crash_leaves_nothing_after_scrub_down(run):
     assert "removed hpscrub_" in run["crash_down"], run["crash_down"]
     assert "hpscrub_" not in run["crash_left"] and "HPSC_" not in run["crash_left"], run["crash_left"]
     assert run["crash_tw_after"] == run["tw_after"] != "0"
+
+
+def test_cron_os_names_the_synproxy_not_libslirp(run):
+    # SYNPROXY answers for every host: one window-0 SYN-ACK, never retransmitted. The timing DB's
+    # measured class (signatures/timing.txt, id synproxy-scrubbed) must win over libslirp, whose
+    # header is the same but for the window (before that class: libslirp 65 % for all four).
+    views = run["timing_with"]
+    assert set(views) == set(run["hosts"].values()), views
+    for a, v in views.items():
+        assert "SYNPROXY" in (v["class"] or "") and "libslirp" not in (v["class"] or ""), (a, v)
+        assert v["schedule"].startswith("syn: [0.0]") and "RST" not in v["schedule"], (a, v)

@@ -249,6 +249,20 @@ def test_stateless_answer_is_one_class_for_syn_cookies_and_syn_proxies(builtin):
     assert v.best is not None and v.best.id == "syn-cookie" and "SYN proxy" in v.best.label
 
 
+def test_scrubbed_synproxy_answer_is_not_libslirp(builtin):
+    # what the scrub lab measured (signatures/timing.txt, synproxy-scrubbed): one window-0 SYN-ACK,
+    # TTL 64, no DF, MSS only, then silence until the early stop at ~13 s
+    seen = dict(arrivals=[0.0004], rtt=0.0004, listen_s=13.1, ttl=64, df=0, options="M", mss=1360)
+    v = builtin.classify(TimingObservation(window=0, **seen))
+    assert v.best is not None and v.best.id == "synproxy-scrubbed", v.fitting
+    # the window is what sets it apart from libslirp (same TTL, DF and options): a window a stack
+    # would send leaves libslirp and the generic stateless class a real share again
+    v2 = builtin.classify(TimingObservation(window=65535, **seen))
+    p0, p1 = dict((c.id, p) for c, p in v.fitting), dict((c.id, p) for c, p in v2.fitting)
+    assert p1["synproxy-scrubbed"] < p0["synproxy-scrubbed"]
+    assert p1.get("libslirp", 0) > p0.get("libslirp", 0), (p0, p1)
+
+
 def test_out_of_db_stack_is_unknown(builtin):
     # linear 2.5-s retransmissions with an odd header: nothing in the DB looks like that
     o = TimingObservation(arrivals=[0.05, 2.55, 5.05, 7.55, 10.05], window=1234, ttl=200, df=0,

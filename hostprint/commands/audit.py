@@ -23,10 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="ports to measure (default: common service ports)")
     p.add_argument("--timing", action="store_true", help="also the timing method (--cron-os s; ~40 s more)")
     p.add_argument("--apply", metavar="NETNS",
-                   help="apply the sysctl and scrubber countermeasures in this lab network namespace (the one "
-                        "TARGET lives in), measure again and show before -> after; undone afterwards")
-    p.add_argument("--keep-applied", action="store_true", help="with --apply: leave the sysctls changed (the "
-                                                                 "scrubber is always stopped)")
+                   help="apply the sysctl, scrubber and daemon-setting countermeasures in this lab network namespace "
+                        "(the one TARGET lives in), measure again and show before -> after; undone afterwards")
+    p.add_argument("--keep-applied", action="store_true", help="with --apply: leave the sysctls and daemon "
+                                                                 "settings changed (the scrubber is always stopped)")
     p.add_argument("-oJ", dest="json_out", metavar="FILE", help="also write one JSON object per host ('-' = stdout only JSON)")
     p.set_defaults(func=run)
 
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if args.keep_applied:
                 ap.old.clear()
+                ap.files.clear()
             undone = ap.undo()
         if undone and not to_stdout:
             print("hostprint audit: undone: " + "; ".join(undone), file=sys.stderr)

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         found = S.installed()
         for i in found:
             print(f"scrubber {i.pid} ({'running' if i.alive else 'owner gone'}): table {i.table or '-'}, "
-                  f"iptables chains in {', '.join(i.chains) or '-'}")
+                  f"ip(6)tables chains in {', '.join(i.chains) or '-'}")
         if not found:
             print("no scrubber here")
         return 0

@@ -29,6 +29,7 @@ NF_ACCEPT = 1
 NFQNL_COPY_PACKET = 2
 NFQA_CFG_F_FAIL_OPEN = 1
 AF_INET = 2
+AF_INET6 = 10
 LIBRARY = "libnetfilter_queue.so.1"
 
 _CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
@@ -78,7 +79,8 @@ class Queue:
         self.h = self.lib.nfq_open()
         if not self.h:
             raise OSError(ctypes.get_errno(), "nfq_open failed (needs CAP_NET_ADMIN)")
-        self.lib.nfq_bind_pf(self.h, AF_INET)
+        self.lib.nfq_bind_pf(self.h, AF_INET)  # a no-op since Linux 3.8 (one queue, every family), kept for older kernels
+        self.lib.nfq_bind_pf(self.h, AF_INET6)
         self._cb = _CB(self._on_packet)  # kept referenced for the queue's lifetime
         self.qh = self.lib.nfq_create_queue(self.h, num, self._cb, None)
         if not self.qh:

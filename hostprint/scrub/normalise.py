@@ -1,5 +1,5 @@
 """The user-space rewrites of the scrubber: what nft cannot do in the kernel. Pure functions from
-one IPv4 packet (as NFQUEUE hands it over, IP header first) to the packet to send instead.
+one IPv4 or IPv6 packet (as NFQUEUE hands it over, IP header first) to the packet to send instead.
 
 - TCP SYN (either direction) and SYN-ACK: every option but MSS removed and the rest laid out one
   way (MSS first, padded with NOPs to a 4-byte boundary), MSS set to the scrubber's value, ECE,
@@ -17,6 +17,14 @@ one IPv4 packet (as NFQUEUE hands it over, IP header first) to the packet to sen
 - Every rewritten packet: IP ID random, DF cleared, TOS 0, TTL set (nft does the same to every packet
   afterwards; doing it here too keeps the queue's output right when nft's chain is absent).
 
+IPv6 (the same queue hands over both families: the version nibble decides): the same TCP rewrite
+when TCP follows the fixed header directly (a packet with extension headers passes unchanged: nft
+drops what it must), the hop limit set, traffic class and flow label zeroed (Linux labels each flow
+with a hash of its own, other stacks send 0: a stack feature), and ICMPv6 errors (destination
+unreachable, packet too big, time exceeded, parameter problem; RFC 4443 §3) with the quote cut to
+the quoted fixed header plus 8 bytes (RFC 4443 asks for "as much as possible" up to 1280 bytes:
+Linux quotes that much, lwIP less), the ICMPv6 checksum recomputed over IPv6's pseudo-header.
+
 Everything else comes back unchanged (None = "accept as it is").
 """
 
@@ -26,10 +34,12 @@ import os
 import struct
 from dataclasses import dataclass
 
-from hostprint.engine.checksum import checksum, pseudo_header_sum
+from hostprint.engine.checksum import checksum, pseudo_header_sum, pseudo_header_sum6
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 ICMP_ERRORS = (3, 11, 12)
+ICMP6_ERRORS = (1, 2, 3, 4)
+IP6_HDR = 40
 
 
 @dataclass(frozen=True)
@@ -75,19 +85,19 @@ def _finish_ip(ip: bytearray) -> bytes:
     return bytes(ip)
 
 
-def tcp(pkt: bytes, n: Norm) -> bytes | None:
-    ihl = (pkt[0] & 0xF) * 4
-    if len(pkt) < ihl + 20:
+def _tcp_segment(seg: bytes, n: Norm) -> bytearray | None:
+    """The TCP rewrite shared by both families; the checksum field left 0."""
+    if len(seg) < 20:
         return None
-    off = (pkt[ihl + 12] >> 4) * 4
-    flags = pkt[ihl + 13]
-    if off < 20 or len(pkt) < ihl + off:
+    off = (seg[12] >> 4) * 4
+    flags = seg[13]
+    if off < 20 or len(seg) < off:
         return None
     if not flags & (SYN | RST):
         return None
-    th = bytearray(pkt[ihl:ihl + 20])
-    opts = pkt[ihl + 20:ihl + off]
-    payload = pkt[ihl + off:]
+    th = bytearray(seg[:20])
+    opts = seg[20:off]
+    payload = seg[off:]
     window = struct.unpack_from("!H", th, 14)[0]
     if flags & SYN:
         new_opts = b""
@@ -106,15 +116,62 @@ def tcp(pkt: bytes, n: Norm) -> bytes | None:
     th[12] = ((20 + len(new_opts)) // 4) << 4  # data offset; reserved bits and NS cleared
     th[13] = flags
     struct.pack_into("!H", th, 14, window)
-    struct.pack_into("!H", th, 16, 0)  # checksum, below
+    struct.pack_into("!H", th, 16, 0)  # checksum: the caller's
     struct.pack_into("!H", th, 18, 0)  # urgent pointer
-    seg = bytes(th) + new_opts + payload
+    return th + new_opts + payload
+
+
+def _ip6(pkt: bytes, body: bytes, n: Norm) -> bytes:
+    """A new IPv6 packet: the fixed header of `pkt` with traffic class and flow label 0, the hop
+    limit set and the payload length of `body` (which follows the fixed header directly)."""
+    ip = bytearray(pkt[:IP6_HDR])
+    struct.pack_into("!I", ip, 0, 6 << 28)
+    struct.pack_into("!H", ip, 4, len(body))
+    ip[7] = n.ttl
+    return bytes(ip) + body
+
+
+def tcp6(pkt: bytes, n: Norm) -> bytes | None:
+    seg = _tcp_segment(pkt[IP6_HDR:], n)
+    if seg is None:
+        return None
+    ck = checksum(bytes(seg), pseudo_header_sum6(pkt[8:24], pkt[24:40], 6, len(seg)))
+    struct.pack_into("!H", seg, 16, ck)
+    return _ip6(pkt, bytes(seg), n)
+
+
+def icmp6_error(pkt: bytes, n: Norm) -> bytes | None:
+    quoted = pkt[IP6_HDR + 8:]
+    if len(quoted) < IP6_HDR or quoted[0] >> 4 != 6:
+        return None
+    body = bytearray(pkt[IP6_HDR:IP6_HDR + 8]) + quoted[:IP6_HDR + 8]
+    struct.pack_into("!H", body, 2, 0)
+    struct.pack_into("!H", body, 2, checksum(bytes(body), pseudo_header_sum6(pkt[8:24], pkt[24:40], 58, len(body))))
+    return _ip6(pkt, bytes(body), n)
+
+
+def normalise6(pkt: bytes, n: Norm) -> bytes | None:
+    """IPv6: TCP and ICMPv6 errors right after the fixed header; anything else unchanged."""
+    if len(pkt) < IP6_HDR + 8:
+        return None
+    nh = pkt[6]
+    if nh == 6:
+        return tcp6(pkt, n)
+    if nh == 58 and pkt[IP6_HDR] in ICMP6_ERRORS:
+        return icmp6_error(pkt, n)
+    return None
+
+
+def tcp(pkt: bytes, n: Norm) -> bytes | None:
+    ihl = (pkt[0] & 0xF) * 4
+    seg = _tcp_segment(pkt[ihl:], n)
+    if seg is None:
+        return None
     ip = bytearray(pkt[:ihl])
     _ip_common(ip, n)
-    ip += seg
     src, dst = bytes(ip[12:16]), bytes(ip[16:20])
-    ck = checksum(seg, pseudo_header_sum(src, dst, 6, len(seg)))
-    struct.pack_into("!H", ip, ihl + 16, ck)
+    struct.pack_into("!H", seg, 16, checksum(bytes(seg), pseudo_header_sum(src, dst, 6, len(seg))))
+    ip += seg
     return _finish_ip(ip)
 
 
@@ -138,6 +195,8 @@ def icmp_error(pkt: bytes, n: Norm) -> bytes | None:
 
 def normalise(pkt: bytes, n: Norm) -> bytes | None:
     """The packet to send instead of `pkt`, or None to accept it unchanged."""
+    if pkt and pkt[0] >> 4 == 6:
+        return normalise6(pkt, n)
     if len(pkt) < 20 or pkt[0] >> 4 != 4:
         return None
     if struct.unpack_from("!H", pkt, 6)[0] & 0x1FFF:  # a non-first fragment: nothing to rewrite

@@ -46,7 +46,7 @@ def _run(argv: list[str], script: str | None = None) -> subprocess.CompletedProc
 
 
 def _need_tools() -> None:
-    for tool, pkg in (("nft", "nftables"), ("iptables", "iptables")):
+    for tool, pkg in (("nft", "nftables"), ("iptables", "iptables"), ("ip6tables", "iptables")):
         if not shutil.which(tool):
             raise UsageError(f"the scrubber needs {tool} (Debian package {pkg})")
 
@@ -58,7 +58,7 @@ class Installed:
     pid: int
     start: int
     table: str | None = None
-    chains: list[str] = field(default_factory=list)  # "raw" / "mangle"
+    chains: list[str] = field(default_factory=list)  # "raw" / "mangle" (iptables), "raw6" / "mangle6" (ip6tables)
     loose: str | None = None  # the conntrack sysctl value to put back
     created: list[str] = field(default_factory=list)  # iptables tables (ip raw, ip mangle) it created
     time_wait: str | None = None  # likewise, conntrack's TIME_WAIT timeout
@@ -81,14 +81,16 @@ def installed() -> list[Installed]:
         inst.loose = lm.group(1) if lm else None
         tm = re.search(r"tw=(\d+)", t.stdout)
         inst.time_wait = tm.group(1) if tm else None
-        cm = re.search(r"created=([a-z+]+)", t.stdout)
+        cm = re.search(r"created=([a-z0-9+]+)", t.stdout)
         inst.created = cm.group(1).split("+") if cm else []
-    if shutil.which("iptables"):
+    for tool, suffix in (("iptables", ""), ("ip6tables", "6")):
+        if not shutil.which(tool):
+            continue
         for tab in ("raw", "mangle"):
-            s = _run(["iptables", "-t", tab, "-S"]).stdout
+            s = _run([tool, "-t", tab, "-S"]).stdout
             for m in re.finditer(r"^-N (HPSC_(\d+)_(\d+))$", s, re.M):
                 key = (int(m.group(2)), int(m.group(3)))
-                out.setdefault(key, Installed(*key)).chains.append(tab)
+                out.setdefault(key, Installed(*key)).chains.append(tab + suffix)
     return list(out.values())
 
 
@@ -97,17 +99,19 @@ def _remove(inst: Installed) -> list[str]:
     problems = []
     table, chain = rules.names(inst.pid, inst.start)
     with deferred():
-        if inst.chains or shutil.which("iptables"):
-            for argv in rules.iptables_removal(chain):
-                _run(["iptables", *argv])
+        for tool in ("iptables", "ip6tables"):
+            if shutil.which(tool):
+                for argv in rules.iptables_removal(chain):
+                    _run([tool, *argv])
         if inst.table:
             r = _run(["nft", "-f", "-"], f"delete table inet {table}\n")
             if r.returncode != 0 and "No such file" not in r.stderr:
                 problems.append(f"table {table}: {(r.stderr.strip().splitlines() or ['nft failed'])[-1]}")
         for tab in inst.created:  # iptables made these tables for us: gone again when nobody else uses them
-            rest = _run(["iptables", "-t", tab, "-S"]).stdout.splitlines()
+            tool, family, name = ("ip6tables", "ip6", tab[:-1]) if tab.endswith("6") else ("iptables", "ip", tab)
+            rest = _run([tool, "-t", name, "-S"]).stdout.splitlines()
             if rest and all(ln.startswith("-P ") for ln in rest):
-                _run(["nft", "-f", "-"], f"delete table ip {tab}\n")
+                _run(["nft", "-f", "-"], f"delete table {family} {name}\n")
         if inst.loose is not None and os.path.exists(LOOSE):
             try:
                 with open(LOOSE, "w") as f:
@@ -197,6 +201,8 @@ class Scrubber:
                 self.time_wait = f.read().strip()
         have = _run(["nft", "list", "tables"]).stdout
         self.created = [t for t in ("raw", "mangle") if self.cfg.queue and f"table ip {t}\n" not in have + "\n"]
+        self.created += [t + "6" for t in ("raw", "mangle") if self.cfg.queue and rules.iptables_rules(self.cfg, self.chain, 6)
+                         and f"table ip6 {t}\n" not in have + "\n"]
         comment = (f"hostprint scrub pid={self.pid}" + (f" loose={self.loose}" if self.loose is not None else "")
                    + (f" tw={self.time_wait}" if self.time_wait is not None else "")
                    + (f" created={'+'.join(self.created)}" if self.created else ""))
@@ -208,10 +214,11 @@ class Scrubber:
         if r.returncode != 0:
             raise UsageError(f"cannot install the scrubber table: {(r.stderr.strip().splitlines() or ['nft failed'])[-1]}")
         try:
-            for argv in rules.iptables_rules(self.cfg, self.chain):
-                q = _run(["iptables", *argv])
-                if q.returncode != 0:
-                    raise UsageError(f"iptables {' '.join(argv)}: {q.stderr.strip()}")
+            for tool, version in (("iptables", 4), ("ip6tables", 6)):
+                for argv in rules.iptables_rules(self.cfg, self.chain, version):
+                    q = _run([tool, *argv])
+                    if q.returncode != 0:
+                        raise UsageError(f"{tool} {' '.join(argv)}: {q.stderr.strip()}")
             if self.cfg.synproxy and self.loose is not None:
                 with open(LOOSE, "w") as f:
                     f.write("0")
@@ -225,7 +232,8 @@ class Scrubber:
     def remove(self) -> None:
         if not self.active:
             return
-        inst = Installed(self.pid, self.start, self.table, ["raw", "mangle"], self.loose, self.created, self.time_wait)
+        inst = Installed(self.pid, self.start, self.table, ["raw", "mangle", "raw6", "mangle6"], self.loose, self.created,
+                         self.time_wait)
         problems = _remove(inst)
         if problems:
             print(f"hostprint: warning: scrubber removal: {'; '.join(problems)}; run `hostprint scrub down`",
