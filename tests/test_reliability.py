@@ -1014,6 +1014,32 @@ def test_ctrl_c_during_amap_keeps_the_ports_identified(gate, tmp_path):
     assert run.scan_types == ["amap"] and run.stats["interrupted"]["incomplete"] == ["127.0.0.1"]
 
 
+def test_ctrl_c_during_amap_marks_only_unfinished_hosts_incomplete(gate, tmp_path):
+    """amap over an nmap -oG list: 127.0.0.1 with two banner ports and the gate port, 127.0.0.3 with
+    the two banner ports only (NORMAL listens on 127.0.0.1: refused there, so finished at once; the namespace drops SYNs to
+    127.0.0.2, hence .3).
+    Stopped while the gate holds its connection: only 127.0.0.1 is incomplete."""
+    port, g = gate
+    normal = spawn(NORMAL)
+    db, oj, gnmap = tmp_path / "inv.sqlite", tmp_path / "o.jsonl", tmp_path / "in.gnmap"
+    gnmap.write_text(f"Host: 127.0.0.1 ()\tPorts: 21001/open/tcp//ssh///, 21002/open/tcp//ftp///, {port}/open/tcp//x///\n"
+                     "Host: 127.0.0.3 ()\tPorts: 21001/open/tcp//ssh///, 21002/open/tcp//ftp///\n")
+    try:
+        p = subprocess.Popen(hp_argv("amap", "-i", str(gnmap), "-1", "-oJ", str(oj), "--db", str(db)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for(tmp_path), cwd=ROOT)
+        wait_for(g.with_suffix(".accepted"))
+        time.sleep(1)
+        _interrupted(p)
+    finally:
+        stop(normal)
+    hosts = {h["address"]: h for h in map(json.loads, oj.read_text().splitlines()) if h.get("address")}
+    assert hosts["127.0.0.1"]["incomplete"] is True
+    assert not hosts["127.0.0.3"].get("incomplete"), hosts["127.0.0.3"]
+    with Inventory(db, create=False) as inv:
+        run = inv.load_run("last")
+    assert run.stats["interrupted"]["incomplete"] == ["127.0.0.1"]
+
+
 def test_double_sigint_storm_leaves_no_guard_table(ns, tmp_path):
     """50 SYN scans (their RST guard installed), each hit by two Ctrl-Cs (SIGINT to the process group,
     as a terminal sends it) 0-100 ms apart at a random moment: no hostprint_* table is left."""

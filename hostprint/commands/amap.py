@@ -314,6 +314,10 @@ def run(args: argparse.Namespace) -> int:
 
     def stopped(_hosts: list[model.HostResult]) -> None:
         settle(hosts, state.partial, stopped=True)
+        finished = tech.finished_ports()
+        for h in hosts.values():  # a host whose every port ended is complete, not "incomplete"
+            if all((a, p, pr) in finished for a, p, pr in targets if a == h.address):
+                outputs.host_done(h)
         shown[:] = reports(state.partial)
         stop_line.append(f"hostprint amap interrupted: {len(shown)} of {len(targets)} ports finished "
                          f"or identified in {time.time() - t0:.2f} s")

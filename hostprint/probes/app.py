@@ -1135,6 +1135,12 @@ class ServiceScan(Technique[list[PortReport]]):
 
     _engine: Engine | None = None  # the -sV run in progress (partial() reads it)
 
+    def finished_ports(self) -> set[tuple[str, int, str]]:
+        """(address, port, protocol) of the ports whose work ended (a stop's partial() also gives
+        ports still at work that had identified something)."""
+        e = self._engine
+        return {(r.address, r.port, r.proto) for r in e.reports if id(r) in e.finished} if e is not None else set()
+
     def partial(self) -> dict[str, list[PortReport]]:
         out: dict[str, list[PortReport]] = {}
         for r in self._engine.partial() if self._engine is not None else []:

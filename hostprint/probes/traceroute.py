@@ -170,27 +170,37 @@ class TracerouteTechnique(Technique[list[dict[str, Any]]]):
         task = session.progress.phase(self.label, len(hosts))
         lo, _hi = route.probe_port_range()
         tr = Traceroute(session, lo + 1024)  # above the port scans' cookie ports' busiest part
-        plans = [_plan_for(h) for h in hosts]
+        plans = self._plans = [_plan_for(h) for h in hosts]
         await tr.run(plans, wait=max(session.timing.initial_rtt, 0.5))
         session.progress.finish(task)
-        out: dict[str, list[dict[str, Any]]] = {}
-        for plan in plans:
-            if plan.reached is None and not plan.hops:
-                continue
-            last = plan.reached or max(plan.hops)
-            probe = f"port {plan.port}/{plan.kind}" if plan.kind != "icmp" else "ICMP echo"
-            hops = []
-            for ttl in range(1, last + 1):
-                hop = plan.hops.get(ttl)
-                rec: dict[str, Any] = {"ttl": ttl, "address": hop[0] if hop else None,
-                                       "rtt_us": round(hop[1] / 1000, 1) if hop else None}
-                if ttl == 1:
-                    rec["probe"] = probe
-                    if plan.kind != "icmp":
-                        rec["port"], rec["proto"] = plan.port, plan.kind
-                hops.append(rec)
-            out[plan.addr] = hops
-        return out
+        return _hops(plans)
+
+    _plans: list[_Plan] | None = None  # the run in progress: a stop keeps the hops heard so far
+
+    def partial(self) -> dict[str, list[dict[str, Any]]]:
+        return _hops(self._plans or [])
 
     def record(self, host: model.HostResult, result: list[dict[str, Any]]) -> None:
         host.trace = result
+
+
+def _hops(plans: Sequence[_Plan]) -> dict[str, list[dict[str, Any]]]:
+    """host.trace per address: one record per TTL up to the target (or the last hop heard)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for plan in plans:
+        if plan.reached is None and not plan.hops:
+            continue
+        last = plan.reached or max(plan.hops)
+        probe = f"port {plan.port}/{plan.kind}" if plan.kind != "icmp" else "ICMP echo"
+        hops = []
+        for ttl in range(1, last + 1):
+            hop = plan.hops.get(ttl)
+            rec: dict[str, Any] = {"ttl": ttl, "address": hop[0] if hop else None,
+                                   "rtt_us": round(hop[1] / 1000, 1) if hop else None}
+            if ttl == 1:
+                rec["probe"] = probe
+                if plan.kind != "icmp":
+                    rec["port"], rec["proto"] = plan.port, plan.kind
+            hops.append(rec)
+        out[plan.addr] = hops
+    return out
