@@ -45,9 +45,9 @@ def test_rules_load_and_every_rule_has_a_source():
     for r in rules:
         assert r.sources and all(s.startswith(("documented:", "measured:")) for s in r.sources), r.name
         assert r.shapes, r.name
-    assert set(th.sources) >= {"ports", "hosts", "os_probes", "triggers", "trigger_window"}
+    assert set(th.sources) >= {"ports", "hosts", "os_probes", "triggers", "trigger_window", "zombie_probes"}
     tools = {r.tool for r in rules}
-    assert tools >= {"nmap", "masscan", "zmap", "amap", "hostprint"}
+    assert tools >= {"nmap", "masscan", "zmap", "amap", "hostprint", "xprobe2"}
 
 
 def test_bad_rules_are_refused(tmp_path):
@@ -170,6 +170,85 @@ def test_bad_probe_rules_path_is_one_line_exit_2(tmp_path):
 
 
 # --------------------------------------------------------------------------- the lab
+
+
+def _feed(det, packets: list[bytes], t0: float = 100.0) -> None:
+    from hostprint.match.probedetect import parse_packet
+
+    for i, b in enumerate(packets):
+        pk = parse_packet(b, 0, len(b), t0 + i * 0.1)
+        assert pk is not None
+        det.feed(pk)
+
+
+def _tcp(src: str, dst: str, sport: int, dport: int, flags: int, seq: int, ack: int = 0, ipid: int = 1,
+         opts: list | None = None) -> bytes:
+    from hostprint.engine import packets as P
+
+    return P.build_ip(P.IPv4(P.ip_to_int(src).to_bytes(4, "big"), P.ip_to_int(dst).to_bytes(4, "big"), id=ipid),
+                      P.TCP(sport, dport, seq, ack, flags, 1024, options=opts or []))
+
+
+def test_xprobe2_icmp_set_is_named_and_pings_are_not():
+    """xprobe2's probe set (crafted from its documented probes: passive_tools.xprobe2_packets) is
+    an OS-fingerprinting detection naming xprobe2; ping, nmap -PP -PM style timestamp + mask
+    requests and a DNS answer from port 53 are not."""
+    import passive_tools as PT
+
+    from hostprint.match.probedetect import detector
+
+    evs: list = []
+    det = detector(evs.append)
+    _feed(det, PT.xprobe2_packets("198.18.3.1", "198.18.3.2"))
+    det.finish()
+    fin = [e for e in evs if e.update == "final" and e.kind == "os-fingerprint"]
+    assert [(e.method, e.tool, e.source) for e in fin] == [("xprobe2-icmp", "xprobe2", "198.18.3.1")]
+    assert set(fin[0].coverage.probes) == {"echo", "timestamp", "addrmask", "inforeq", "port-unreach"}
+    assert {x.rule for x in fin[0].evidence} >= {"xprobe2-echo", "xprobe2-port-unreach"}
+
+    from hostprint.engine import packets as P
+
+    s, d = P.ip_to_int("198.18.3.1").to_bytes(4, "big"), P.ip_to_int("198.18.3.2").to_bytes(4, "big")
+    evs.clear()
+    det = detector(evs.append)
+    _feed(det, [P.build_ip(P.IPv4(s, d, P.IPPROTO_ICMP, df=True), P.ICMP(8, 0, 7, i, b"x" * 56)) for i in range(3)]
+          + [P.build_ip(P.IPv4(s, d, P.IPPROTO_ICMP), P.ICMP(t, 0, 9, 0)) for t in (13, 17)]
+          + [P.build_ip(P.IPv4(s, d, P.IPPROTO_UDP, df=True), P.UDP(53, 40000, bytes(40)))])
+    det.finish()
+    assert not [e for e in evs if e.kind == "os-fingerprint"] and all(e.tool != "xprobe2" for e in evs)
+
+
+def test_idle_scan_zombie_readings_and_spoofed_syns():
+    """SYN+ACKs to one port of a host that never connected (each a zombie reading) raise an
+    idle-scan detection of the sender, reporting the SYNs sent with the zombie's address; a server
+    answering a client's SYNs (the same flags) raises nothing."""
+    from hostprint.match.probedetect import detector
+
+    S, Z, T = "198.18.0.1", "198.18.0.51", "198.18.0.60"
+    evs: list = []
+    det = detector(evs.append)
+    pk = []
+    for i in range(6):  # reading, then SYNs "from" the zombie to a group of ports
+        pk.append(_tcp(S, Z, 40000 + i, 80, 0x12, 1000 + 7919 * i, 5, ipid=40000 + i))
+        pk += [_tcp(Z, T, 50000 + i, 20 + 4 * i + j, 0x02, 99 + j, opts=[(2, 1460)]) for j in range(4)]
+    _feed(det, pk)
+    det.finish()
+    idle = [e for e in evs if e.kind == "idle-scan"]
+    assert idle and idle[0].update == "new" and idle[0].source == S
+    fin = [e for e in idle if e.update == "final"]
+    assert len(fin) == 1 and fin[0].method == "zombie-ipid" and fin[0].packets == 6 and fin[0].targets == [Z]
+    assert fin[0].tool == "hostprint"  # IP ID = source port, window 1024, no options: its readings
+    assert f"24 SYNs with {Z}'s address as source to {T} (24 ports)" in fin[0].detail, fin[0].detail
+
+    evs.clear()
+    det = detector(evs.append)
+    pk = []
+    for i in range(8):  # a client's connections to a server's port 80, each answered
+        pk.append(_tcp("198.18.0.20", "198.18.0.10", 80, 80, 0x02, 500 + i))
+        pk.append(_tcp("198.18.0.10", "198.18.0.20", 80, 80, 0x12, 9000 + i, 501 + i))
+    _feed(det, pk)
+    det.finish()
+    assert not [e for e in evs if e.kind == "idle-scan"]
 
 
 @pytest.fixture(scope="module")

@@ -414,7 +414,7 @@ class PassiveAnalyzer:
                 at: Callable[[np.ndarray], np.ndarray], l2: int) -> None:
         """Hand the probe detector the packets that can be probes (decided with numpy over the
         batch): TCP without ACK, SYN+ACK, bare ACK or FIN+ACK without options or payload, small
-        PSH payloads, UDP, ICMP echo/timestamp/mask and ICMPv6 echo requests."""
+        PSH payloads, UDP, ICMP echo/timestamp/information/mask and ICMPv6 echo requests."""
         from hostprint.match.probedetect import parse_packet
 
         tot = np.where(d4, (at(ip + 2) << 8) | at(ip + 3), ((at(ip + 4) << 8) | at(ip + 5)) + 40)
@@ -427,7 +427,7 @@ class PassiveAnalyzer:
                      | (((fl & PSH) != 0) & (paylen > 0) & (paylen <= 1024)))
         proto = np.where(d4, pr4, pr6)
         itype = at(l4)
-        other = (d4 | d6) & (((proto == 17)) | ((proto == 1) & d4 & ((itype == 8) | (itype == 13) | (itype == 17)))
+        other = (d4 | d6) & (((proto == 17)) | ((proto == 1) & d4 & ((itype == 8) | (itype == 13) | (itype == 15) | (itype == 17)))
                              | ((proto == 58) & d6 & (itype == 128)))
         buf, starts, lens = b.buf, b.starts, b.lens
         # Header-only IPv4 TCP probes (a scan's bulk) go as groups of like packets: numpy finds the
