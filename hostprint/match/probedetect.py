@@ -774,10 +774,15 @@ class ProbeDetector:
         """An idle scan's probes carry its zombie's address as source: the SYNs seen "from" each
         zombie (its own portscan detection, if it crossed the threshold) are the scan itself."""
         parts = []
+        me = next((k for k, v in self.sources.items() if v.addr == ev.source), None)
         for zaddr in list(m.targets)[:8]:
             z = self.sources.get(zaddr)
             syn = z.methods.get("syn") if z is not None else None
             if syn is not None:
+                if me is not None and me in syn.targets:  # hostprint -sI's global-counter test does this
+                    parts.append(f"this address is the target of the SYNs sent as {addr_text(zaddr)}: these "
+                                 "SYN+ACKs are spoofed too (a test that the zombie's counter is global)")
+                    continue
                 to = ", ".join(addr_text(a) for a in list(syn.targets)[:4])
                 parts.append(f"{syn.packets} SYNs with {addr_text(zaddr)}'s address as source to {to} "
                              f"({len(syn.ports)} ports)")
