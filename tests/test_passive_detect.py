@@ -246,6 +246,10 @@ def test_idle_scan_zombie_readings_and_spoofed_syns():
     for i in range(8):  # a client's connections to a server's port 80, each answered
         pk.append(_tcp("198.18.0.20", "198.18.0.10", 80, 80, 0x02, 500 + i))
         pk.append(_tcp("198.18.0.10", "198.18.0.20", 80, 80, 0x12, 9000 + i, 501 + i))
+    # a SYN scan from one source port, longer than the per-source connection table (4,096), then
+    # open ports answering it again and again (a capture read twice): answers, not readings
+    pk += [_tcp("198.18.0.30", "198.18.0.10", 55694, 1 + i, 0x02, 7) for i in range(5000)]
+    pk += [_tcp("198.18.0.10", "198.18.0.30", 22 + i % 2, 55694, 0x12, 100 + i, 8) for i in range(10)]
     _feed(det, pk)
     det.finish()
     assert not [e for e in evs if e.kind == "idle-scan"]

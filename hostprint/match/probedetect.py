@@ -524,8 +524,12 @@ class ProbeDetector:
         RST whose IP ID is the reading; nmap -sI, hostprint -sI). p0f sees none of it (no SYN). The
         scan itself is SYNs with the zombie's address as source, reported with the detection."""
         z = self.sources.get(p.dst)
-        if z is not None and (p.src, p.sport, p.dport) in z.conns:
-            return  # the answer to a SYN we saw: a server
+        if z is not None:
+            if (p.src, p.sport, p.dport) in z.conns:
+                return  # the answer to a SYN we saw: a server
+            syn = z.methods.get("syn")
+            if syn is not None and p.sport in syn.targets.get(p.src, ()):
+                return  # the answer to a SYN scan's probe (its connection may be gone from conns' cap)
         key = (p.src, p.dst, p.dport)
         st = self._zombie_reads.get(key)
         if st is None:
