@@ -46,9 +46,9 @@ print(f"sent {n} in {time.monotonic() - t0:.1f} s")
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     pps = float(sys.argv[2]) if len(sys.argv) > 2 else 50_000.0
-    from hostprint.lab import HostSpec, Lab, LabSpec
-
     import tempfile
+
+    from hostprint.lab import HostSpec, Lab, LabSpec
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = tempfile.TemporaryFile("w+")  # passive -i prints every observation: a pipe would fill and block it
