@@ -333,8 +333,11 @@ class PassiveAnalyzer:
                                learn, sports, peers, dports, l2, line)
                 continue
             fast[a:z] = True
-            if write is not None:  # the lines _observe writes, formatted in one go
-                write("".join([f'{cpre[c]}{dp}, "ts": {t!r}{csuf[c]}' for c, dp, t in zip(cl[a:z], dports[a:z], tss[a:z])]))
+            if write is not None:  # the lines _observe writes, 4,096 at a time (~2 MB: bounded memory)
+                for u in range(a, z, 4096):
+                    w = min(z, u + 4096)
+                    write("".join([f'{cpre[c]}{dp}, "ts": {t!r}{csuf[c]}' for c, dp, t in zip(cl[u:w], dports[u:w],
+                                                                                               tss[u:w])]))
             k = a
             while k < z:  # the flow table, in slices that cannot pass its cap
                 flows = self.flows
