@@ -242,7 +242,7 @@ class PassiveAnalyzer:
         each group takes the full path (_ip), the others reuse its cached record (what the full
         path does on a cache hit, without re-reading the header). Between two groups' first packets
         the others are done in bulk: flow keys, client endpoints and peer names come from numpy, the
-        JSON lines are formatted in one comprehension and written in one call, and the flow table
+        JSON lines are formatted in comprehensions and written 4,096 to a call, and the flow table
         grows in slices that cannot pass its cap (so it expires at the same packet as one packet at
         a time would)."""
         def u16(o: np.ndarray) -> np.ndarray:
