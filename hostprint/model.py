@@ -1094,10 +1094,10 @@ class ProbeCoverage:
 class ProbeEvent:
     """Someone probing the network, seen by `passive` (issue 18): one detection of one source.
 
-    kind: portscan | sweep | os-fingerprint | app-fingerprint | timing-fingerprint;
-    method: syn, fin, null, xmas, ack, maimon, udp, icmp-echo, icmp-timestamp, icmp-mask,
-    nmap-os, hostprint-os, trigger-sweep, app-trigger, rpc-trigger, unanswered-synack;
-    tool: nmap | masscan | zmap | amap | hostprint | unknown, with `evidence` (rule, packets, fact,
+    kind: portscan | sweep | os-fingerprint | app-fingerprint | timing-fingerprint | idle-scan;
+    method: syn, fin, null, xmas, ack, maimon, udp, icmp-echo, icmp-timestamp, icmp-info, icmp-mask,
+    nmap-os, xprobe2-icmp, trigger-sweep, app-trigger, rpc-trigger, unanswered-synack, zombie-ipid;
+    tool: nmap | masscan | zmap | amap | hostprint | xprobe2 | unknown, with `evidence` (rule, packets, fact,
     source of the fact). The same detection is written again when its tool becomes known
     (update "tool") and at the end of the run with its final counts (update "final")."""
 

@@ -115,6 +115,45 @@ def normal_traffic(lab) -> None:
     lab.exec("cli", ["ping", "-c", "2", "-i", "0.2", TGT], capture_output=True, timeout=20)
 
 
+def xprobe2_packets(src: str, dst: str, closed_udp: int = 33434) -> list[bytes]:
+    """xprobe2's ICMP probe set as IPv4 packets, crafted with hostprint's engine from xprobe2's
+    documented probes (Arkin & Yarochkin's Xprobe2 paper; the header values as its 0.3 modules
+    set them): xprobe2 is not packaged for Debian, so these stand in for a capture of the tool.
+    Echo request code 123 / TOS 6 / DF; timestamp, address mask and information requests; a UDP
+    datagram from port 53 to a closed port, TTL 255, DF, carrying a DNS reply for
+    www.securityfocus.com (bytes written here: header, question, one A answer)."""
+    import random
+
+    from hostprint.engine import packets as P
+
+    s, d = P.ip_to_int(src).to_bytes(4, "big"), P.ip_to_int(dst).to_bytes(4, "big")
+    name = b"\x03www\x0dsecurityfocus\x03com\x00"
+    dns = (random.getrandbits(16).to_bytes(2, "big") + bytes([0x81, 0xB0]) + (1).to_bytes(2, "big") * 2 + bytes(4)
+           + name + bytes([0, 1, 0, 1]) + name + bytes([0, 1, 0, 1]) + b"\xff\xff\x00\x00" + bytes([0, 4])
+           + bytes([205, 206, 231, 10]))
+    rid = random.getrandbits(16)
+    return [
+        P.build_ip(P.IPv4(s, d, P.IPPROTO_ICMP, id=rid, tos=6, df=True), P.ICMP(P.ICMP_ECHO, 123, rid, 256)),
+        P.build_ip(P.IPv4(s, d, P.IPPROTO_ICMP, id=rid + 1), P.ICMP(13, 0, rid, 0)),
+        P.build_ip(P.IPv4(s, d, P.IPPROTO_ICMP, id=rid + 2), P.ICMP(17, 0, rid, 0)),
+        P.build_ip(P.IPv4(s, d, P.IPPROTO_ICMP, id=rid + 3), P.ICMP(15, 0, rid, 0)),
+        P.build_ip(P.IPv4(s, d, P.IPPROTO_UDP, ttl=255, id=rid + 4, df=True), P.UDP(53, closed_udp, dns)),
+    ]
+
+
+#: sends xprobe2_packets(argv[1], argv[2]) from a raw socket (run in the scanner's namespace)
+XPROBE2_PY = """
+import socket, sys, time
+sys.path.insert(0, sys.argv[3])
+sys.path.insert(0, sys.argv[3] + '/tests')
+import passive_tools as PT
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for pkt in PT.xprobe2_packets(sys.argv[1], sys.argv[2]):
+    s.sendto(pkt, (sys.argv[2], 0))
+    time.sleep(0.05)
+"""
+
+
 def lab_spec(name: str):
     from hostprint.lab import HostSpec, LabSpec
 

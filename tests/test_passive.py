@@ -616,3 +616,49 @@ def test_text_fast_path_equals_records():
     assert len(lines) == len(dicts) == 6
     assert [json.loads(x) for x in lines] == json.loads(json.dumps(dicts))
     assert dicts[2]["raw"]["first_line"] == "GET /x HTTP/1.1" and dicts[3]["raw"]["server"] == "nginx/1.22.1"
+
+
+def _bulk_run(path: Path, group_min: int, max_flows: int) -> tuple[str, str, list, dict]:
+    lines: list[str] = []
+    an = PassiveAnalyzer(PassiveMatcher(resolve_db("builtin", None)), None, write=lines.append)
+    an.group_min, an.max_flows = group_min, max_flows
+    expired: list[tuple[float, int]] = []  # when the table was pruned, and its size then
+    prune = an._expire
+    an._expire = lambda: (expired.append((an.now, len(an.flows))), prune())[1]  # type: ignore[method-assign]
+    for b in PF.read_batches(path):
+        an.feed_batch(b)
+    hosts = json.dumps(an.summaries(), sort_keys=True, default=str)
+    return ("\n".join(sorted("".join(lines).splitlines())), hosts, list(an.flows.items()), {**an.stats, "x": expired})
+
+
+@pytest.mark.parametrize("max_flows", [100_000, 97])
+def test_bulk_syns_equal_one_at_a_time(tmp_path, max_flows):
+    """The grouped SYN path (flow keys and JSON lines in bulk, the flow table grown in slices up
+    to its cap) leaves the same lines, hosts, flow table and counters as one packet at a time,
+    also when the cap is passed in the middle of a stretch (max_flows=97: expiry at the same
+    packet), and when most groups are one packet (many sources).
+    SYN+ACKs answer some of the SYNs, so the flows' MSS and client endpoints are read back."""
+    f = tmp_path / "scan.pcap"
+    t = 1_700_000_000_000_000_000
+    with PF.PcapWriter(f) as w:
+        for i in range(600):
+            src = "198.18.7.1" if i % 3 else "198.18.7.2"
+            ttl = 40 + (i % 5)  # nmap-like: a few TTLs, so several groups interleave
+            w.write(t + i * 1_000_000, syn_frame([(P.OPT_MSS, 1460)], ttl=ttl, df=False, win=1024, src=src,
+                                                 dst="198.18.7.9", sport=50000 + i % 2, dport=1 + i, seq=i))
+            if i % 50 == 47:  # the answer to a SYN 40 packets back: its flow may have been pruned
+                j = i - 40
+                w.write(t + i * 1_000_000 + 500, syn_frame(LINUX_OPTS, flags=P.SYN | P.ACK, ack=j + 1,
+                                                           src="198.18.7.9", dst="198.18.7.1" if j % 3 else "198.18.7.2",
+                                                           sport=1 + j, dport=50000 + j % 2))
+    many = tmp_path / "many.pcap"  # mostly one SYN per group (many sources): the per-packet branch
+    with PF.PcapWriter(many) as w:
+        for i in range(300):
+            w.write(t + i * 1_000_000, syn_frame([(P.OPT_MSS, 1460)], ttl=50, df=False, win=1024,
+                                                 src=f"198.18.6.{1 + i % 150}", dst="198.18.7.9", dport=1 + i))
+    for path, n in ((f, 600), (many, 300)):
+        fast, slow = _bulk_run(path, 64, max_flows), _bulk_run(path, 10**9, max_flows)
+        assert fast[0].count("\n") + 1 == slow[3]["syn"] + slow[3]["synack"] >= n
+        assert fast == slow
+        if max_flows < 100:
+            assert slow[3]["x"]

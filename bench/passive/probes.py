@@ -10,7 +10,7 @@
    the timestamps moved on each time (1.3 M packets; real packets, repeated).
 3. Each file through `p0f -r FILE -o LOG` and `hostprint passive -r FILE -oJ OUT --no-db` (probe
    detection on, the default; also --no-detect, and without a bytecode cache), 5 interleaved runs
-   each: best wall time, packets/s, peak RSS (wait4 rusage of the child).
+   each: best wall time, packets/s, peak RSS (/usr/bin/time), and the medians with their ratio.
 Not a test: prints a table for bench/RESULTS.md.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -114,6 +115,10 @@ def main() -> None:
             best[tool], cpu[tool] = w, min(x[1] for x in rs)
             print(f"{tool:<22} {w:6.2f} s wall {n / w:>11,.0f} pkt/s  cpu {cpu[tool]:5.2f} s  {rss:4d} MiB  rc {rc}  "
                   f"(all wall: {', '.join(f'{x[0]:.2f}' for x in rs)} s)")
+        med = {tool: statistics.median(x[0] for x in rs) for tool, rs in runs.items()}
+        print(f"# medians (wall): {', '.join(f'{t} {v:.2f} s' for t, v in med.items())}; hostprint speed / p0f speed "
+              f"{med['p0f'] / med['hostprint']:.2f}x (--no-detect {med['p0f'] / med['hostprint --no-detect']:.2f}x); "
+              f"load average now {os.getloadavg()[0]:.1f}")
         print(f"# hostprint speed / p0f speed (end to end, start-up included): wall {best['p0f'] / best['hostprint']:.2f}x,"
               f" cpu {cpu['p0f'] / cpu['hostprint']:.2f}x; without a bytecode cache: wall "
               f"{best['p0f'] / best['hostprint no-pyc']:.2f}x, cpu {cpu['p0f'] / cpu['hostprint no-pyc']:.2f}x")

@@ -8,7 +8,6 @@ rate is lowered when retransmission rounds show that replies were lost (see prob
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, replace
 
@@ -114,4 +113,6 @@ class Pacer:
                 self.tokens -= n
                 return n
             need = (1 - self.tokens) / self.rate
+            import asyncio  # here, not at the top: `passive` reads files without an event loop (~0.02 s)
+
             await asyncio.sleep(max(need, 0.001))

@@ -156,7 +156,8 @@ def addr_text(b: bytes) -> str:
 
 _PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmp6": 58}
 #: tests that read more than the header fields in the shape cache key (see ProbeDetector._rules_for)
-_DYNAMIC_TESTS = frozenset({"seq_ipid", "ipid_xor", "payload", "prefix", "contains", "fill", "ack", "seq", "dport"})
+_DYNAMIC_TESTS = frozenset({"seq_ipid", "ipid_xor", "ipid_sport", "payload", "prefix", "contains", "fill", "ack", "seq",
+                            "dport"})
 _PAYLOAD_TESTS = frozenset({"payload", "prefix", "contains", "fill"})
 
 
@@ -224,6 +225,7 @@ _TEST: dict[str, Callable[[Pkt, Any], bool]] = {
     "fill": lambda p, w: p.plen > 0 and p.payload == bytes([w]) * len(p.payload),
     "seq_ipid": _ipid_from_seq,
     "ipid_xor": lambda p, w: p.ver == 4 and (p.ipid == (int.from_bytes(p.dst, "big") ^ p.dport ^ p.seq) & 0xFFFF) == w,
+    "ipid_sport": lambda p, w: p.ver == 4 and (p.ipid == p.sport) == w,
     "ack": lambda p, w: p.proto == 6 and p.ack == w,
     "seq": lambda p, w: p.proto == 6 and p.seq == w,
     "dport": lambda p, w: p.dport == w,
@@ -310,6 +312,7 @@ class Thresholds:
     triggers: int = 4  # distinct first payloads to one port from one source (own connections)
     trigger_window: float = 60.0
     unanswered: int = 3  # SYN+ACK retransmissions of one handshake the prober never answered
+    zombie_probes: int = 4  # SYN+ACKs without a handshake to one host's port: an idle-scan zombie read
     sources: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -348,11 +351,13 @@ class _Source:
 
 # method names for bare scan packets (TCP flags without ACK, the ACK probe, UDP, ICMP)
 _TCP_METHOD = {SYN: "syn", FIN: "fin", 0: "null", FIN | PSH | URG: "xmas", ACK: "ack", FIN | ACK: "maimon"}
-_ICMP_METHOD = {(1, 8): "icmp-echo", (1, 13): "icmp-timestamp", (1, 17): "icmp-mask", (58, 128): "icmp-echo"}
+_ICMP_METHOD = {(1, 8): "icmp-echo", (1, 13): "icmp-timestamp", (1, 15): "icmp-info", (1, 17): "icmp-mask",
+                (58, 128): "icmp-echo"}
 _KIND_OF = {"syn": "portscan", "fin": "portscan", "null": "portscan", "xmas": "portscan", "ack": "portscan",
             "maimon": "portscan", "udp": "portscan"}
 METHOD_TEXT = {"syn": "SYN", "fin": "FIN", "null": "NULL", "xmas": "Xmas", "ack": "ACK/window", "maimon": "Maimon",
-               "udp": "UDP", "icmp-echo": "ICMP echo", "icmp-timestamp": "ICMP timestamp", "icmp-mask": "ICMP mask"}
+               "udp": "UDP", "icmp-echo": "ICMP echo", "icmp-timestamp": "ICMP timestamp", "icmp-mask": "ICMP mask",
+               "icmp-info": "ICMP information request"}
 
 
 class ProbeDetector:
@@ -377,6 +382,8 @@ class ProbeDetector:
         self._idx = {r.name: r for r in rules}
         self._shape_cache: dict[tuple[Any, ...], tuple[tuple[Rule, ...], tuple[tuple[Rule, tuple[Shape, ...]], ...]]] = {}
         self._retx: dict[tuple[bytes, int, bytes, int, int], list[Any]] = {}
+        # (prober, zombie, zombie's port) -> [SYN+ACKs without a handshake, last sequence number]
+        self._zombie_reads: dict[tuple[bytes, bytes, int], list[int]] = {}
         self._group_cache: dict[tuple[Any, ...], tuple[Rule, ...]] = {}
 
     # ---------------------------------------------------------------- packets
@@ -447,6 +454,7 @@ class ProbeDetector:
         if f & RST:
             return
         if f & (SYN | ACK) == SYN | ACK:
+            self._zombie(src, p)
             self._synack(p)
             return
         if f & (SYN | ACK) == SYN:
@@ -509,6 +517,46 @@ class ProbeDetector:
             m.ports.add(p.sport)
             self._event(client, "timing-fingerprint", "unanswered-synack", p,
                         detail=f"handshake left open: {n} SYN+ACKs from port {p.sport}, never acknowledged or reset")
+
+    def _zombie(self, src: _Source, p: Pkt) -> None:
+        """SYN+ACKs to one port of one host that never opened a connection to the sender, again
+        and again with new sequence numbers: an idle scan reading its zombie's IP ID (each draws a
+        RST whose IP ID is the reading; nmap -sI, hostprint -sI). p0f sees none of it (no SYN). The
+        scan itself is SYNs with the zombie's address as source, reported with the detection."""
+        z = self.sources.get(p.dst)
+        if z is not None:
+            if (p.src, p.sport, p.dport) in z.conns:
+                return  # the answer to a SYN we saw: a server
+            syn = z.methods.get("syn")
+            if syn is not None and p.sport in syn.targets.get(p.src, ()):
+                return  # the answer to a SYN scan's probe (its connection may be gone from conns' cap)
+        key = (p.src, p.dst, p.dport)
+        st = self._zombie_reads.get(key)
+        if st is None:
+            if len(self._zombie_reads) > MAX_CONNS * 4:
+                self._zombie_reads.clear()
+            st = self._zombie_reads[key] = [0, -1]
+        if p.seq == st[1]:
+            return  # a retransmission (_synack's business), not a new reading
+        st[0] += 1
+        st[1] = p.seq
+        m = src.methods.get("zombie-ipid")
+        if m is None:
+            m = src.methods["zombie-ipid"] = _Method(p.ts, p.ts)
+        m.packets += 1
+        m.last = max(m.last, p.ts)
+        ports = m.targets.get(p.dst)
+        if ports is None:
+            if len(m.targets) >= MAX_TARGETS:
+                m.targets_over += 1
+                return
+            ports = m.targets[p.dst] = set()
+        ports.add(p.dport)
+        m.ports.add(p.dport)
+        if st[0] >= self.th.zombie_probes and m.event is None:
+            m.event = self._event(src, "idle-scan", "zombie-ipid", p,
+                                  detail=f"reads the IP ID of zombie {addr_text(p.dst)}: {st[0]} SYN+ACKs to port "
+                                         f"{p.dport} without a handshake")
 
     def _payload(self, src: _Source, p: Pkt, matched: tuple[Rule, ...]) -> None:
         """First payloads to one port of one host over separate connections: amap's behaviour."""
@@ -581,7 +629,7 @@ class ProbeDetector:
         kinds: set[str] = set()
         for r in self.rules:
             for sh in r.shapes:
-                if sh.needs_payload:
+                if sh.needs_payload or not _group_can_match(sh):
                     continue
                 for k, v in sh.tests:
                     if k == "seq_ipid":
@@ -713,6 +761,8 @@ class ProbeDetector:
             ev.targets = [addr_text(a) for a in list(m.targets)[:8]]
             per = [len(s) for s in m.targets.values()]
             ev.coverage = ProbeCoverage(ev.hosts, ev.ports, max(per) if per else 0)
+            if ev.kind == "idle-scan":
+                self._spoofed(ev, m)
         elif ev.kind == "os-fingerprint":
             got = {a: s for (t, a), s in src.os_probes.items() if t == ev.method}
             ev.targets = [addr_text(a) for a in list(got)[:8]]
@@ -723,6 +773,25 @@ class ProbeDetector:
         else:
             ev.packets = sum(src.rules.get(r.name, 0) for r in self.rules if r.method in ("app-trigger", "rpc-trigger"))
         ev.first_seen, ev.last_seen = src.first, src.last
+
+    def _spoofed(self, ev: ProbeEvent, m: _Method) -> None:
+        """An idle scan's probes carry its zombie's address as source: the SYNs seen "from" each
+        zombie (its own portscan detection, if it crossed the threshold) are the scan itself."""
+        parts = []
+        me = next((k for k, v in self.sources.items() if v.addr == ev.source), None)
+        for zaddr in list(m.targets)[:8]:
+            z = self.sources.get(zaddr)
+            syn = z.methods.get("syn") if z is not None else None
+            if syn is not None:
+                if me is not None and me in syn.targets:  # hostprint -sI's global-counter test does this
+                    parts.append(f"this address is the target of the SYNs sent as {addr_text(zaddr)}: these "
+                                 "SYN+ACKs are spoofed too (a test that the zombie's counter is global)")
+                    continue
+                to = ", ".join(addr_text(a) for a in list(syn.targets)[:4])
+                parts.append(f"{syn.packets} SYNs with {addr_text(zaddr)}'s address as source to {to} "
+                             f"({len(syn.ports)} ports)")
+        base = ev.detail.split("; spoofed: ")[0]
+        ev.detail = base + ("; spoofed: " + "; ".join(parts) if parts else "")
 
     def _send(self, ev: ProbeEvent) -> None:
         import copy
@@ -768,6 +837,18 @@ class ProbeDetector:
         return out
 
 
+def _group_can_match(sh: Shape) -> bool:
+    """Whether a shape can match a packet of feed_group's groups (TCP without ACK, or a bare
+    ACK / FIN+ACK): not UDP/ICMP shapes, not SYN+ACK shapes (their per-packet tests then cost the
+    groups nothing)."""
+    for k, v in sh.tests:
+        if k == "proto" and v != 6:
+            return False
+        if k == "flags" and v & SYN and v & ACK:
+            return False
+    return True
+
+
 def _needs_packet(r: Rule) -> bool:
     """Rules whose tests read per-packet values (payload, sequence numbers, ports) cannot be cached
     by the header shape."""
@@ -777,7 +858,7 @@ def _needs_packet(r: Rule) -> bool:
 # --------------------------------------------------------------------------- the rules file
 
 RULE_KEYS = frozenset({"Tool", "Method", "Match", "Weight", "Fact", "Set", "Probe", "Value"})
-TOOLS = frozenset({"nmap", "masscan", "zmap", "amap", "hostprint", "any"})
+TOOLS = frozenset({"nmap", "masscan", "zmap", "amap", "hostprint", "xprobe2", "any"})
 METHODS = frozenset({"tool-shape", "tool-mark", "os-probe", "app-trigger", "rpc-trigger"})
 
 

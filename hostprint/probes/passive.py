@@ -20,9 +20,9 @@ so a million-flow capture does not grow memory without bound.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import struct
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -71,6 +71,13 @@ def _group_ids(cols: list[np.ndarray]) -> np.ndarray:
             key = (key * np.uint64(0x100000001B3)) ^ c.astype(np.uint64)
     _u, inv = np.unique(key, return_inverse=True)
     return inv.reshape(-1)
+
+
+@types.coroutine
+def _pass() -> Any:
+    """asyncio.sleep(0) without importing asyncio (what it does: yield once to the loop, if any);
+    `hostprint passive` drives this coroutine without an event loop."""
+    yield
 
 
 def _val(b: bytes | None) -> str | None:
@@ -233,7 +240,11 @@ class PassiveAnalyzer:
                     olen: np.ndarray, at: Callable[[np.ndarray], np.ndarray], l2: int) -> None:
         """SYNs that differ only in addresses, ports, sequence numbers, IP ID and time: the first of
         each group takes the full path (_ip), the others reuse its cached record (what the full
-        path does on a cache hit, without re-reading the header)."""
+        path does on a cache hit, without re-reading the header). Between two groups' first packets
+        the others are done in bulk: flow keys, client endpoints and peer names come from numpy, the
+        JSON lines are formatted in comprehensions and written 4,096 to a call, and the flow table
+        grows in slices that cannot pass its cap (so it expires at the same packet as one packet at
+        a time would)."""
         def u16(o: np.ndarray) -> np.ndarray:
             return (at(o) << 8) | at(o + 1)
 
@@ -242,96 +253,184 @@ class PassiveAnalyzer:
             hk = (hk * 1_000_003 + np.where(j < olen, at(tb + 20 + j), 256)) & 0x1FFFFFFFFFFFFFFF
         seq0 = (u16(tb + 4) | u16(tb + 6)) == 0
         ack0 = (u16(tb + 8) | u16(tb + 10)) == 0
+        src = (u16(ipb + 12) << 16) | u16(ipb + 14)
+        dst = (u16(ipb + 16) << 16) | u16(ipb + 18)
+        sp, dp = u16(tb), u16(tb + 2)
         cols = [at(ipb + 1), at(ipb + 6) & 0xE0, u16(ipb + 4) == 0, at(ipb + 8), at(tb + 12), flb, u16(tb + 14),
-                u16(tb + 18) == 0, seq0, ack0, hk, (u16(ipb + 12) << 16) | u16(ipb + 14)]
+                u16(tb + 18) == 0, seq0, ack0, hk, src]
         inv = _group_ids(cols)
+        n = len(bi)
         idx = bi.tolist()
         tss = b.ts_seconds(idx)
-        srcs = ((u16(ipb + 12) << 16) | u16(ipb + 14)).tolist()
-        dsts = ((u16(ipb + 16) << 16) | u16(ipb + 18)).tolist()
-        sports, dports = u16(tb).tolist(), u16(tb + 2).tolist()
+        invl = inv.tolist()
+        sports, dports, srcl = sp.tolist(), dp.tolist(), src.tolist()
+        # flow keys as _ip makes them (both endpoints, address+port, the smaller first) and the
+        # client's endpoint, as one byte string each
+        e1n, e2n = (src << 16) | sp, (dst << 16) | dp
+        kb = np.empty((n, 12), np.uint8)
+        kb[:, :6] = np.minimum(e1n, e2n).astype(">u8").view(np.uint8).reshape(n, 8)[:, 2:]
+        kb[:, 6:] = np.maximum(e1n, e2n).astype(">u8").view(np.uint8).reshape(n, 8)[:, 2:]
+        keys = kb.tobytes()
+        e1b = e1n.astype(">u8").view(np.uint8).reshape(n, 8)[:, 2:].tobytes()
+        ue1, e1i = np.unique(e1n, return_inverse=True)  # a scan's SYNs share few client endpoints:
+        e1u = [int(x).to_bytes(6, "big") for x in ue1.tolist()]  # one bytes object each
+        e1l = e1i.reshape(-1).tolist()
+        ud, dinv = np.unique(dst, return_inverse=True)
+        pnames = ["%d.%d.%d.%d" % (a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255) for a in ud.tolist()]
+        dinv = dinv.reshape(-1)
+        peers = [pnames[i] for i in dinv.tolist()]
+        # each (group, source port, peer) -- a scan has one or two -- gets its line's text up to the
+        # destination port and from "tsval" on, made once its group's record is known (learn)
+        nd = len(ud)
+        uc, cinv = np.unique((inv.astype(np.int64) * 65536 + sp) * nd + dinv, return_inverse=True)
+        cl = cinv.reshape(-1).tolist()
+        combos: dict[int, list[tuple[int, int, int]]] = {}
+        for c, v in enumerate(uc.tolist()):
+            gs, di = divmod(v, nd)
+            g, spv = divmod(gs, 65536)
+            combos.setdefault(g, []).append((c, spv, di))
+        cpre, csuf = [""] * len(uc), [""] * len(uc)
+        _u, fidx = np.unique(inv, return_index=True)
+        firsts = sorted(fidx.tolist())
         buf, starts, lens = b.buf, b.starts, b.lens
-        stats, flows, write = self.stats, self.flows, self.write
+        stats, write = self.stats, self.write
         hits: dict[int, tuple[Any, ...] | None] = {}
-        agg: dict[int, list[Any]] = {}  # group -> [packets, last time, last index, source address]
-        names: dict[int, str] = {}  # IPv4 address as a number -> text
-        missing = ()
-        n_fast = 0
+        gaddr: dict[int, str] = {}
+        gmss: dict[int, Any] = {}
+        gtail: dict[int, str] = {}
+        fast = np.zeros(n, bool)
         line = ('{"type": "observation", "address": "%s", "port": %d, "peer": "%s", "peer_port": %d, '
                 '"ts": %r, "tsval": null, %s\n')
-        for k, (i, ts, g) in enumerate(zip(idx, tss, inv.tolist())):
-            hit = hits.get(g, missing)
-            if hit is missing or hit is None:
-                try:
-                    hits[g] = self._ip(buf, starts[i] + l2, starts[i] + lens[i], 4, ts)
-                except (IndexError, struct.error, ValueError):
-                    stats["malformed"] += 1
-                    hits[g] = None
+
+        def learn(g: int, k: int, hit: tuple[Any, ...]) -> None:  # a group's record, from its first packet
+            sa = srcl[k]
+            gaddr[g] = "%d.%d.%d.%d" % (sa >> 24, (sa >> 16) & 255, (sa >> 8) & 255, sa & 255)
+            gmss[g], gtail[g] = hit[2]["mss"], hit[6]
+            for c, spv, di in combos.get(g, ()):
+                cpre[c] = ('{"type": "observation", "address": "%s", "port": %d, "peer": "%s", "peer_port": '
+                           % (gaddr[g], spv, pnames[di]))
+                csuf[c] = ', "tsval": null, ' + hit[6] + "\n"
+
+        if len(firsts) * 8 > n:  # mostly one packet a group (many sources): one packet at a time
+            firsts = []
+            self._syn_each(b, range(n), idx, invl, tss, hits, fast, keys, e1b, gaddr, gmss, gtail, learn, sports,
+                           peers, dports, l2, line)
+        for j, f in enumerate(firsts):
+            g = invl[f]
+            try:
+                i = idx[f]
+                hit = hits[g] = self._ip(buf, starts[i] + l2, starts[i] + lens[i], 4, tss[f])
+            except (IndexError, struct.error, ValueError):
+                stats["malformed"] += 1
+                hit = hits[g] = None
+            if hit is not None:
+                learn(g, f, hit)
+            a, z = f + 1, (firsts[j + 1] if j + 1 < len(firsts) else n)
+            if a >= z:
                 continue
-            # the group's record: same signature, same match; only who, ports and time differ
-            assert isinstance(hit, tuple)
-            ip = starts[i] + l2
-            e1 = buf[ip + 12: ip + 16] + buf[ip + 20: ip + 22]
-            e2 = buf[ip + 16: ip + 20] + buf[ip + 22: ip + 24]
-            flows[e1 + e2 if e1 < e2 else e2 + e1] = [ts, hit[2]["mss"], True, True, e1]
-            if len(flows) > self.max_flows:
-                self.now = ts
-                self._expire()
+            if len(gaddr) < len(hits) and any(hits[x] is None for x in set(invl[a:z])):
+                self._syn_each(b, range(a, z), idx, invl, tss, hits, fast, keys, e1b, gaddr, gmss, gtail,
+                               learn, sports, peers, dports, l2, line)
+                continue
+            fast[a:z] = True
+            if write is not None:  # the lines _observe writes, 4,096 at a time (~2 MB: bounded memory)
+                for u in range(a, z, 4096):
+                    w = min(z, u + 4096)
+                    write("".join([f'{cpre[c]}{dp}, "ts": {t!r}{csuf[c]}' for c, dp, t in zip(cl[u:w], dports[u:w],
+                                                                                               tss[u:w])]))
+            k = a
+            while k < z:  # the flow table, in slices that cannot pass its cap
                 flows = self.flows
-            n_fast += 1
-            a = agg.get(g)
-            if a is None:
-                sa = srcs[k]
-                addr = names.get(sa)
-                if addr is None:
-                    addr = names[sa] = "%d.%d.%d.%d" % (sa >> 24, (sa >> 16) & 255, (sa >> 8) & 255, sa & 255)
-                a = agg[g] = [0, ts, k, addr]
-            a[0] += 1
-            a[1] = ts
-            a[2] = k
-            if write is not None:
-                da = dsts[k]
-                peer = names.get(da)
-                if peer is None:
-                    peer = names[da] = "%d.%d.%d.%d" % (da >> 24, (da >> 16) & 255, (da >> 8) & 255, da & 255)
-                write(line % (a[3], sports[k], peer, dports[k], ts, hit[6]))
-        if n_fast:
-            stats["syn"] += n_fast
-            self.observations += n_fast
-            self.now = max(self.now, tss[-1])
+                room = self.max_flows - len(flows)
+                if room <= 0:
+                    flows[keys[12 * k: 12 * k + 12]] = [tss[k], gmss[invl[k]], True, True, e1b[6 * k: 6 * k + 6]]
+                    if len(flows) > self.max_flows:
+                        self.now = tss[k]
+                        self._expire()
+                    k += 1
+                    continue
+                m = k + min(room, z - k)
+                flows.update(zip([keys[i: i + 12] for i in range(12 * k, 12 * m, 12)],
+                                 [[t, gmss[g], True, True, e1u[e]] for t, g, e in zip(tss[k:m], invl[k:m], e1l[k:m])]))
+                k = m
+        fi = np.flatnonzero(fast)
+        n_fast = len(fi)
+        if not n_fast:
+            return
+        stats["syn"] += n_fast
+        self.observations += n_fast
+        self.now = max(self.now, tss[-1])
         # the host tables once per group (its packets share the source: it is a grouping column),
         # in the order of each group's last packet, as the packets would have left them
-        for g, (n, ts, _k, addr) in sorted(agg.items(), key=lambda kv: kv[1][2]):
+        gi = inv[fi]
+        counts = np.bincount(gi)
+        lastk = np.full(len(counts), -1, np.int64)
+        np.maximum.at(lastk, gi, fi)
+        for g in sorted(np.flatnonzero(counts).tolist(), key=lambda x: int(lastk[x])):
             hit = hits[g]
             assert hit is not None
-            os_d, dist, raw, raw_s, role, kind, tail, lab, os_full = hit
-            h = self.hosts.get(addr)
-            if h is None:
-                h = self._host(addr, ts)
-            h.last_ts = max(h.last_ts, ts)
-            cnt = h.count
-            cnt[role] = cnt.get(role, 0) + n
-            if h.add_signature(raw_s, raw["ittl"], raw["ttl"]) and raw["mtu"]:
-                h.mtu, h.link = raw["mtu"], raw["link"]
-            if n > 1 and raw_s in h.sigs:
-                h.sigs[raw_s] += n - 1
-            if dist is not None:
-                h.distance = dist
-            if lab is not None:
-                c = h.labels.get(lab)
-                if c is None:
-                    c = 0
-                    h.add_family(role, os_d["family"])
-                c = h.labels[lab] = c + n
-                if c > h.best_n:
-                    h.best, h.best_n = os_full, c
+            self._syn_hosts(hit, int(counts[g]), tss[int(lastk[g])], gaddr[g])
+
+    def _syn_each(self, b: PF.Batch, ks: range, idx: list[int], invl: list[int], tss: list[float], hits: dict[int, Any],
+                  fast: np.ndarray, keys: bytes, e1b: bytes, gaddr: dict[int, str], gmss: dict[int, Any],
+                  gtail: dict[int, str], learn: Callable[[int, int, tuple[Any, ...]], None], sports: list[int],
+                  peers: list[str], dports: list[int], l2: int, line: str) -> None:
+        """_syn_groups one packet at a time, for the rare stretch where a group's first packet was
+        malformed (each of that group's packets then takes the full path, as it would alone)."""
+        buf, starts, lens = b.buf, b.starts, b.lens
+        for k in ks:
+            g = invl[k]
+            hit = hits.get(g)
+            if hit is None:
+                try:
+                    i = idx[k]
+                    hit = hits[g] = self._ip(buf, starts[i] + l2, starts[i] + lens[i], 4, tss[k])
+                except (IndexError, struct.error, ValueError):
+                    self.stats["malformed"] += 1
+                    hits[g] = None
+                    continue
+                if hit is not None:
+                    learn(g, k, hit)
+                continue
+            fast[k] = True
+            flows = self.flows
+            flows[keys[12 * k: 12 * k + 12]] = [tss[k], gmss[g], True, True, e1b[6 * k: 6 * k + 6]]
+            if len(flows) > self.max_flows:
+                self.now = tss[k]
+                self._expire()
+            if self.write is not None:
+                self.write(line % (gaddr[g], sports[k], peers[k], dports[k], tss[k], gtail[g]))
+
+    def _syn_hosts(self, hit: tuple[Any, ...], n: int, ts: float, addr: str) -> None:
+        """One group's n SYNs in the host table (what n cache hits of _observe add up to)."""
+        os_d, dist, raw, raw_s, role, kind, tail, lab, os_full = hit
+        h = self.hosts.get(addr)
+        if h is None:
+            h = self._host(addr, ts)
+        h.last_ts = max(h.last_ts, ts)
+        cnt = h.count
+        cnt[role] = cnt.get(role, 0) + n
+        if h.add_signature(raw_s, raw["ittl"], raw["ttl"]) and raw["mtu"]:
+            h.mtu, h.link = raw["mtu"], raw["link"]
+        if n > 1 and raw_s in h.sigs:
+            h.sigs[raw_s] += n - 1
+        if dist is not None:
+            h.distance = dist
+        if lab is not None:
+            c = h.labels.get(lab)
+            if c is None:
+                c = 0
+                h.add_family(role, os_d["family"])
+            c = h.labels[lab] = c + n
+            if c > h.best_n:
+                h.best, h.best_n = os_full, c
 
     def _detect(self, b: PF.Batch, det: Any, d4: np.ndarray, d6: np.ndarray, ok: np.ndarray, fl: np.ndarray,
                 thl: np.ndarray, ip: np.ndarray, ihl: np.ndarray, pr4: np.ndarray, pr6: np.ndarray,
                 at: Callable[[np.ndarray], np.ndarray], l2: int) -> None:
         """Hand the probe detector the packets that can be probes (decided with numpy over the
         batch): TCP without ACK, SYN+ACK, bare ACK or FIN+ACK without options or payload, small
-        PSH payloads, UDP, ICMP echo/timestamp/mask and ICMPv6 echo requests."""
+        PSH payloads, UDP, ICMP echo/timestamp/information/mask and ICMPv6 echo requests."""
         from hostprint.match.probedetect import parse_packet
 
         tot = np.where(d4, (at(ip + 2) << 8) | at(ip + 3), ((at(ip + 4) << 8) | at(ip + 5)) + 40)
@@ -344,7 +443,7 @@ class PassiveAnalyzer:
                      | (((fl & PSH) != 0) & (paylen > 0) & (paylen <= 1024)))
         proto = np.where(d4, pr4, pr6)
         itype = at(l4)
-        other = (d4 | d6) & (((proto == 17)) | ((proto == 1) & d4 & ((itype == 8) | (itype == 13) | (itype == 17)))
+        other = (d4 | d6) & (((proto == 17)) | ((proto == 1) & d4 & ((itype == 8) | (itype == 13) | (itype == 15) | (itype == 17)))
                              | ((proto == 58) & d6 & (itype == 128)))
         buf, starts, lens = b.buf, b.starts, b.lens
         # Header-only IPv4 TCP probes (a scan's bulk) go as groups of like packets: numpy finds the
@@ -844,7 +943,7 @@ class PassiveTechnique(Technique[dict[str, Any]]):
             try:
                 for b in read_batches(f):
                     self.analyzer.feed_batch(b)
-                    await asyncio.sleep(0)  # a Ctrl-C (asyncio.run cancels this task) stops here
+                    await _pass()  # a Ctrl-C (asyncio.run cancels this task) stops here
             except CaptureError as e:
                 self.errors.append(e)
             self.files_read += 1

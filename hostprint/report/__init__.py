@@ -200,9 +200,20 @@ class RunOutputs:
         UsageError (one line, every failure and where the run was saved instead) when something failed.
         `hosts`: a factory giving a fresh pass over the hosts, for the inventory and the recovery
         file, when they are not in run.hosts (a passive run streams them from disk)."""
-        from hostprint.report.grepable import format_grepable
-        from hostprint.report.nmapxml import to_xml
-        from hostprint.report.normal import format_normal
+        def to_xml(r: ScanRun) -> str:  # imported when asked for: the XML writer pulls in the
+            from hostprint.report.nmapxml import to_xml  # certificate parser (cryptography, ~0.03 s)
+
+            return to_xml(r)
+
+        def format_grepable(r: ScanRun) -> str:
+            from hostprint.report.grepable import format_grepable
+
+            return format_grepable(r)
+
+        def format_normal(r: ScanRun) -> str:
+            from hostprint.report.normal import format_normal
+
+            return format_normal(r)
 
         self.run = run
         incomplete = set(_incomplete(run))
