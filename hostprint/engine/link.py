@@ -339,10 +339,11 @@ class Link:
 
 
 async def until_quiet(links: list[Link], wait: float | Callable[[], float], last_reply: Callable[[], float],
-                      quiet: float | None = None) -> None:
+                      quiet: float | None = None, done: Callable[[], bool] | None = None) -> None:
     """Drain the links until `wait` seconds have passed and no reply has come for `quiet` seconds
     (default: `wait`). `wait` may be a callable, re-read each turn, for RTT timeouts that tighten
-    as samples arrive. This is how every probe decides that silence means "no answer"."""
+    as samples arrive. This is how every probe decides that silence means "no answer". `done`:
+    every answer awaited is in (e.g. all ARP requests answered), so only the quiet time is left."""
     start = time.monotonic()
     while True:
         for link in links:
@@ -350,7 +351,7 @@ async def until_quiet(links: list[Link], wait: float | Callable[[], float], last
         w = wait() if callable(wait) else wait
         q = w if quiet is None else min(quiet, w)
         now = time.monotonic()
-        if now - start >= w and now - max(last_reply(), start) >= q:
+        if (now - start >= w or (done is not None and done())) and now - max(last_reply(), start) >= q:
             break
         await asyncio.sleep(min(0.005, max(w / 4, 0.001)))
 

@@ -280,8 +280,12 @@ class Discovery:
                     await pacer.budget(1)
                     self.sent_ns.setdefault((a, "arp"), time.time_ns())
                     link.send(D6.ns_frame(link, a) if ":" in a else link.arp_request_frame(a))
-                if pending:
-                    await until_quiet(list(links.values()), self._wait(), lambda: self.last_reply, quiet=0.05)
+                if pending:  # every request answered: no need to wait out the timeout (nmap's ARP ping)
+                    def resolved(p: list[tuple[Link, str]] = pending) -> bool:
+                        return all(lk.neigh.get(x) is not None for lk, x in p)
+
+                    await until_quiet(list(links.values()), self._wait(), lambda: self.last_reply, quiet=0.05,
+                                      done=resolved)
             for link, a in onlink:
                 self.macs[a] = link.neigh.get(a)
                 if arp_wanted and self.macs[a] is not None and a not in self.seen:
