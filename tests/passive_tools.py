@@ -238,3 +238,21 @@ if __name__ == "__main__":
     with Lab(lab_spec(f"pt{os.getpid() % 10000}")) as lab:
         for k, v in make(lab, d, sys.argv[2:] or None).items():
             print(k, v, v.stat().st_size)
+
+
+def packet_socket_open(pid: int) -> bool:
+    """The process holds an AF_PACKET socket (one of its socket inodes is in its namespace's
+    /proc/net/packet): a live capture is up."""
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+        rows = Path(f"/proc/{pid}/net/packet").read_text().splitlines()[1:]
+    except OSError:  # the process is gone
+        return False
+    return any(r.split()[-1] in inodes for r in rows)

@@ -833,9 +833,13 @@ class PassiveTechnique(Technique[dict[str, Any]]):
         if self.iface:
             from hostprint.engine.capture import live_capture
 
+            # asyncio.run's first Ctrl-C only cancels this task, which a capture loop that never
+            # awaits would not notice until --timeout (or ever, without one): the loop asks
+            task = asyncio.current_task()
             try:
                 live_capture(self.iface, lambda ts, fr: self.analyzer.feed_frame(ts, fr),
-                             stop=lambda: self.count is not None and self.analyzer.observations >= self.count,
+                             stop=lambda: (self.count is not None and self.analyzer.observations >= self.count)
+                             or (task is not None and task.cancelling() > 0),
                              timeout=self.timeout, probes=self.analyzer.detector is not None,
                              counters=self.analyzer.stats)
             except KeyboardInterrupt:
