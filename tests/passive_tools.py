@@ -191,6 +191,7 @@ def tcpdump(lab, port: str, path: Path, expr: str = "ip or ip6") -> subprocess.P
 
 
 FLUSH = 1.6  # s: tcpdump's TPACKET_V3 block timeout is 1 s
+MASSCAN_HANG = 20  # s: masscan's run (1,000 SYNs at 2,000/s, --wait 1) ends ~6 s after it starts when it exits
 
 
 def stop(p: subprocess.Popen) -> int:
@@ -232,19 +233,20 @@ class CaptureDropped(AssertionError):
 def _capture_once(lab, name: str, out: Path, spec: tuple) -> subprocess.CompletedProcess | None:
     where, argv, _tool = spec
     dump = tcpdump(lab, switch_port(lab, where), out)
-    try:
-        time.sleep(0.2)
+    try:  # no settle: tcpdump says "listening" after pcap_activate, once its ring takes packets
         if callable(argv):
             argv(lab)
             r = None
         else:
             try:
-                r = lab.exec("scan", argv, capture_output=True, text=True, timeout=60 if _tool == "masscan" else 240,
-                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                r = lab.exec("scan", argv, capture_output=True, text=True, timeout=MASSCAN_HANG if _tool == "masscan"
+                             else 240, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
             except subprocess.TimeoutExpired as e:
                 # masscan 1.3.2 sometimes never exits after "100.00% done": its receive thread stays
-                # blocked in libpcap when no packet comes (seen in CI, 1 run in several). Its probes
-                # were all sent, which is what the capture needs; subprocess.run has killed it.
+                # blocked in libpcap when no packet comes (seen in CI, 1 run in several; in the
+                # test_passive_detect set-up timed capture by capture, 61.7 s of its 150). Its probes
+                # were all sent and its --wait 1 is long over, which is what the capture needs;
+                # subprocess.run has killed it.
                 err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else str(e.stderr or "")
                 if _tool != "masscan" or "100.00% done" not in err:
                     raise
@@ -277,3 +279,21 @@ if __name__ == "__main__":
     with Lab(lab_spec(f"pt{os.getpid() % 10000}")) as lab:
         for k, v in make(lab, d, sys.argv[2:] or None).items():
             print(k, v, v.stat().st_size)
+
+
+def packet_socket_open(pid: int) -> bool:
+    """The process holds an AF_PACKET socket (one of its socket inodes is in its namespace's
+    /proc/net/packet): a live capture is up."""
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+        rows = Path(f"/proc/{pid}/net/packet").read_text().splitlines()[1:]
+    except OSError:  # the process is gone
+        return False
+    return any(r.split()[-1] in inodes for r in rows)

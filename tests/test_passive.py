@@ -662,3 +662,36 @@ def test_bulk_syns_equal_one_at_a_time(tmp_path, max_flows):
         assert fast == slow
         if max_flows < 100:
             assert slow[3]["x"]
+
+def test_ctrl_c_stops_a_live_capture_without_timeout_and_keeps_it(tmp_path):
+    """`passive -i` with no --timeout or -c runs until Ctrl-C: one SIGINT (by PID) stops the capture
+    loop (asyncio's handler only cancels the task, which a loop that never awaits must ask about),
+    and what it saw still goes to -oJ and the table; exit 130 as README documents."""
+    import signal
+    import socket
+
+    import passive_tools as PT
+
+    out = tmp_path / "lo.jsonl"
+    p = subprocess.Popen([sys.executable, "-m", "hostprint", "passive", "-i", "lo", "--no-db", "-oJ", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    try:
+        while p.poll() is None and not PT.packet_socket_open(p.pid):
+            time.sleep(0.05)
+        time.sleep(0.5)  # the ring is mapped right after the socket opens
+        with socket.create_server(("127.0.0.1", 0)) as srv:
+            with socket.create_connection(srv.getsockname()):
+                srv.accept()[0].close()
+        time.sleep(0.5)  # the ring hands frames over within its 20-ms block timeout
+        p.send_signal(signal.SIGINT)
+        table, err = p.communicate(timeout=60)  # without the fix: never ends (no --timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, err
+    assert "interrupted (SIGINT)" in err and "kernel ring:" in table, (table, err)
+    obs, hosts = records(out.read_text())
+    assert {o["kind"] for o in obs if o["address"] == "127.0.0.1"} >= {"syn", "syn+ack"}, obs
+    assert "127.0.0.1" in hosts, hosts

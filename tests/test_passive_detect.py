@@ -371,7 +371,10 @@ def test_grouped_paths_equal_the_packet_by_packet_path(captures):
 @pytest.mark.lab
 def test_live_passive_names_the_scanner_as_it_scans(labcaps, tmp_path):
     """`passive -i` on the scanner's switch port while the real tool runs: the detection streams
-    into -oJ during the capture and names the tool."""
+    into -oJ during the capture and names the tool. Once the tool has exited and its last frames
+    had time to reach the ring, Ctrl-C (SIGINT by PID) ends the capture instead of waiting out
+    --timeout: what was captured still goes to -oJ and the table, exit 130 (README: Ctrl-C)."""
+    import signal
     import time
 
     import passive_tools as PT
@@ -381,15 +384,20 @@ def test_live_passive_names_the_scanner_as_it_scans(labcaps, tmp_path):
         where, argv, tool = runs[name]
         out = tmp_path / f"live-{name}.jsonl"
         p = lab.spawn(lab.switch_ns, [sys.executable, "-m", "hostprint", "passive", "-i", PT.switch_port(lab, where),
-                                      "--timeout", "20", "--no-db", "-oJ", str(out)],
+                                      "--timeout", "120", "--no-db", "-oJ", str(out)],
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-        time.sleep(3)  # the capture ring is open well before this (start-up is ~0.3 s)
+        while p.poll() is None and not PT.packet_socket_open(p.pid):  # start-up is ~0.3 s
+            time.sleep(0.05)
+        time.sleep(0.5)  # the ring is mapped right after the socket opens
         r = lab.exec("scan", argv, capture_output=True, text=True, timeout=240, cwd=ROOT,
                      env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert r.returncode == 0, r.stderr[-400:]
+        time.sleep(1)  # the last frames reach the ring (its block timeout is 20 ms) before the stop
+        assert p.poll() is None, p.communicate()  # still capturing: stopped by us, not by --timeout
+        p.send_signal(signal.SIGINT)  # `ip netns exec` execs, so this is hostprint's own PID
         table, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
+        assert p.returncode == 130 and "interrupted (SIGINT)" in err, err
         import re
 
         ring = re.search(r"kernel ring: (\d+) frames, (\d+) dropped", table)  # the ring's own count

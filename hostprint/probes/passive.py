@@ -932,13 +932,18 @@ class PassiveTechnique(Technique[dict[str, Any]]):
         if self.iface:
             from hostprint.engine.capture import live_capture
 
+            # run without an event loop (commands/passive._drive), so Ctrl-C is a KeyboardInterrupt
+            # here: the capture stops, the detector still closes its records, then the stop goes on
+            # to the command, which saves what was read and exits 130 (README)
             try:
                 live_capture(self.iface, lambda ts, fr: self.analyzer.feed_frame(ts, fr),
                              stop=lambda: self.count is not None and self.analyzer.observations >= self.count,
                              timeout=self.timeout, probes=self.analyzer.detector is not None,
                              counters=self.analyzer.stats)
-            except KeyboardInterrupt:
-                pass
+            except KeyboardInterrupt as e:
+                if self.analyzer.detector is not None:
+                    self.analyzer.detector.finish()
+                raise e from None
         for f in self.files:
             try:
                 for b in read_batches(f):
