@@ -1199,6 +1199,8 @@ def test_passive_host_memory_is_bounded(tmp_path):
     cap = tmp_path / "hostile.pcap"
     write_capture(cap, 600)
     matcher = PassiveMatcher(resolve_db("builtin", None))
+    # the cost of the host table: what dropping it frees (its only reference), measured on an
+    # analyzer of its own - one that keeps its hosts for the checks below could not free them
     an = PassiveAnalyzer(matcher, None, write=lambda s: None, max_hosts=400)
     gc.collect()
     tracemalloc.start()
@@ -1206,20 +1208,21 @@ def test_passive_host_memory_is_bounded(tmp_path):
         for b in PF.read_batches(cap):
             an.feed_batch(b)
         b = None
-        flows = an.flows
         an.flows = {}
-        del flows
         for c in ("_cache", "_syn_cache", "_hcache", "_addrs", "_first"):
             setattr(an, c, {})
+        gc.collect()
         with_hosts = tracemalloc.get_traced_memory()[0]
-        kept = an.hosts
-        n = len(kept)
+        n = len(an.hosts)
         an.hosts = {}
+        gc.collect()
         per_host = (with_hosts - tracemalloc.get_traced_memory()[0]) / n
-        an.hosts = kept
     finally:
         tracemalloc.stop()
-    assert per_host < 4.5 * 1024, per_host
+    assert n >= 200 and per_host < 4.5 * 1024, (n, per_host)  # measured 4,528 B over 216 hosts (2026-12-05)
+    an = PassiveAnalyzer(matcher, None, write=lambda s: None, max_hosts=400)
+    for b in PF.read_batches(cap):
+        an.feed_batch(b)
     assert an.stats["hosts_dropped"] == 0 and an.stats["hosts_spilled"] > 0
     out = [h.address for h in an.drain()]
     assert len(out) == len(set(out)) == 600 + 16  # every host once (and the 16 clients)
