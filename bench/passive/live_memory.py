@@ -21,6 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import peak_rss_kib  # noqa: E402 - bench/passive/run.py, beside this file
 
 SENDER = r"""
 import socket, struct, sys, time
@@ -60,16 +63,7 @@ def main() -> None:
         print(f"passive -i p0 started (pid {p.pid}); sending {n:,} SYNs at {pps:,.0f}/s", file=sys.stderr, flush=True)
         snd = subprocess.Popen(["ip", "netns", "exec", lab.scanner_ns, sys.executable, "-c", SENDER, str(n), str(pps)],
                                stdout=subprocess.PIPE, text=True)
-        hwm = 0
-        status = Path(f"/proc/{p.pid}/status")
-        while p.poll() is None:
-            try:
-                for line in status.read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        hwm = max(hwm, int(line.split()[1]))
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
+        hwm = peak_rss_kib(p, 0.05)
         sent = snd.communicate()[0].strip()
         err = p.communicate()[1]
         log.seek(0)

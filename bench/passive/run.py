@@ -119,6 +119,12 @@ def timed(argv: list[str], **kw) -> tuple[float, int, int]:
     count the parent's memory, which a vfork()ed child carries until it execs."""
     t = time.perf_counter()
     p = subprocess.Popen(argv, **kw)
+    hwm = peak_rss_kib(p, 0.02)
+    return time.perf_counter() - t, hwm // 1024, p.returncode
+
+
+def peak_rss_kib(p: subprocess.Popen, every: float) -> int:
+    """The child's VmHWM (KiB), polled from /proc every `every` s until it exits."""
     hwm = 0
     status = Path(f"/proc/{p.pid}/status")
     while p.poll() is None:
@@ -128,8 +134,8 @@ def timed(argv: list[str], **kw) -> tuple[float, int, int]:
                     hwm = max(hwm, int(line.split()[1]))
         except (OSError, ValueError):
             pass
-        time.sleep(0.02)
-    return time.perf_counter() - t, hwm // 1024, p.returncode
+        time.sleep(every)
+    return hwm
 
 
 def hostprint_argv(*args: str) -> list[str]:

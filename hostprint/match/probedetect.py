@@ -360,6 +360,27 @@ METHOD_TEXT = {"syn": "SYN", "fin": "FIN", "null": "NULL", "xmas": "Xmas", "ack"
                "icmp-info": "ICMP information request"}
 
 
+
+def _method_target(src: _Source, method: str, p: Pkt, packets: int,
+                   first: float | None = None) -> tuple[_Method, set[int] | None]:
+    """`method`'s record in `src` (created at the first packet; `first`: a group's first packet,
+    since groups come in the order of their last), counted `packets` more up to p.ts, and the port
+    set of target p.dst - None once MAX_TARGETS targets are held (counted as over)."""
+    m = src.methods.get(method)
+    if m is None:
+        m = src.methods[method] = _Method(p.ts if first is None else first, p.ts)
+    elif first is not None:
+        m.first = min(m.first, first)
+    m.last = max(m.last, p.ts)
+    m.packets += packets
+    ports = m.targets.get(p.dst)
+    if ports is None:
+        if len(m.targets) >= MAX_TARGETS:
+            m.targets_over += 1
+            return m, None
+        ports = m.targets[p.dst] = set()
+    return m, ports
+
 class ProbeDetector:
     """Feed it packets (`feed`); it calls `emit(event)` as detections happen."""
 
@@ -540,17 +561,9 @@ class ProbeDetector:
             return  # a retransmission (_synack's business), not a new reading
         st[0] += 1
         st[1] = p.seq
-        m = src.methods.get("zombie-ipid")
-        if m is None:
-            m = src.methods["zombie-ipid"] = _Method(p.ts, p.ts)
-        m.packets += 1
-        m.last = max(m.last, p.ts)
-        ports = m.targets.get(p.dst)
+        m, ports = _method_target(src, "zombie-ipid", p, 1)
         if ports is None:
-            if len(m.targets) >= MAX_TARGETS:
-                m.targets_over += 1
-                return
-            ports = m.targets[p.dst] = set()
+            return
         ports.add(p.dport)
         m.ports.add(p.dport)
         if st[0] >= self.th.zombie_probes and m.event is None:
@@ -585,19 +598,9 @@ class ProbeDetector:
               first: float | None = None) -> None:
         """Count probes of one method from `src` to p.dst: one (port; -1 for ICMP) or `many` ports
         (a group of like packets, feed_group) seen from `first` to p.ts."""
-        m = src.methods.get(method)
-        if m is None:
-            m = src.methods[method] = _Method(p.ts if first is None else first, p.ts)
-        elif first is not None:  # groups come in the order of their last packet, not their first
-            m.first = min(m.first, first)
-        m.last = max(m.last, p.ts)
-        m.packets += 1 if many is None else len(many)
-        ports = m.targets.get(p.dst)
+        m, ports = _method_target(src, method, p, 1 if many is None else len(many), first)
         if ports is None:
-            if len(m.targets) >= MAX_TARGETS:
-                m.targets_over += 1
-                return
-            ports = m.targets[p.dst] = set()
+            return
         if many is not None:
             ports.update(many)
             if len(m.ports) < MAX_PORTS:
