@@ -138,12 +138,16 @@ def _interrupted(lab, argv: list[str], out, hosts_before_sigint: int = 1) -> sub
     env = {**os.environ, "HOSTPRINT_DB": os.environ.get("HOSTPRINT_DB", "/tmp/hostprint-test.sqlite")}
     p = subprocess.Popen(["ip", "netns", "exec", lab.scanner_ns, sys.executable, "-m", "hostprint", *argv],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return sigint_when(p, lambda: out.exists() and len(records(out.read_text())) >= hosts_before_sigint, 0.05)
+
+
+def sigint_when(p: subprocess.Popen, ready, every: float) -> subprocess.CompletedProcess:
+    """SIGINT `p` (by PID) once `ready()` holds (polled every `every` s); its exit and output. The
+    process must still run then: a run that ended first could not be interrupted (give it more work)."""
     try:
-        while p.poll() is None:
-            if out.exists() and len(records(out.read_text())) >= hosts_before_sigint:
-                break
-            time.sleep(0.05)
-        assert p.poll() is None, "the scan ended before it could be interrupted: give it more work"
+        while p.poll() is None and not ready():
+            time.sleep(every)
+        assert p.poll() is None, "the run ended before it could be interrupted: give it more work"
         p.send_signal(signal.SIGINT)
         stdout, stderr = p.communicate(timeout=120)
     finally:
@@ -345,16 +349,7 @@ def test_resume_of_an_interrupted_cluster_run_reprobes_nothing_done(clusterlab, 
     wait_half_open_gone(clusterlab, ["t1", "t2", "t3", "t4", "sched"])
     db, cut = tmp_path / "inv.sqlite", tmp_path / "cut.jsonl"
     p = cluster_scan(clusterlab, dask3, "--shards", "3", "--seed", "9", "--db", str(db), "-oJ", str(cut), *flags)
-    try:
-        while not (host_rows(db) or 0):
-            assert p.poll() is None, "the cluster scan ended before it could be interrupted"
-            time.sleep(0.02)
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    err = sigint_when(p, lambda: bool(host_rows(db)), 0.02).stderr
     assert p.returncode == 130, err
     assert "cluster scan --resume" in err, err
     finished, stats = run_row(db)  # marked, not left "unfinished"

@@ -646,9 +646,9 @@ def _interrupted(exc: BaseException, client: Any, futures: dict[int, Any], stop:
     interrupted (with which parts are missing), so neither the futures nor an "unfinished" record
     are left behind. Returns the exception to raise."""
     from hostprint.engine.signals import deferred
-    from hostprint.report import Interrupted, _signal_of
+    from hostprint.report import Interrupted, signal_of
 
-    signum = _signal_of(exc)
+    signum = signal_of(exc)
     what = __import__("signal").Signals(signum).name if signum else "error"
     msg = ""
     try:

@@ -177,9 +177,9 @@ def _stopped(exc: BaseException, results: list[TestResult], out: Path) -> BaseEx
     import json
 
     from hostprint.engine.signals import deferred
-    from hostprint.report import Interrupted, _signal_of
+    from hostprint.report import Interrupted, signal_of
 
-    signum = _signal_of(exc)
+    signum = signal_of(exc)
     if not signum:
         return exc
     seen = [r for r in results if r.arrivals or r.rst is not None]

@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     from hostprint.model import ScanRun
     from hostprint.probes.base import Session
     from hostprint.probes.passive import PassiveTechnique
-    from hostprint.report import Interrupted, RunOutputs, check_output_paths, is_stdout
+    from hostprint.report import Interrupted, RunOutputs, check_output_paths, is_stdout, signal_name, signal_of
     from hostprint.report.jsonl import JsonlWriter
     from hostprint.signatures.passive_db import resolve_db
 
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             if tech.errors:
                 run_.stats["damaged_files"] = [str(e) for e in tech.errors]
             if stopped is not None:
-                run_.stats["interrupted"] = {"by": _signal_name(stopped), "phase": "passive", "incomplete": []}
+                run_.stats["interrupted"] = {"by": signal_name(stopped), "phase": "passive", "incomplete": []}
             if sink is not None:
                 try:
                     sink.close()
@@ -267,9 +267,9 @@ def run(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, SystemExit) as e:  # a signal held during the save, delivered now
         stopped = stopped or e
     if stopped is not None:
-        sig = _signal_number(stopped)
+        sig = signal_of(stopped)
         if sig:
-            raise Interrupted(f"interrupted ({_signal_name(stopped)}): {spool.count} host(s) from "
+            raise Interrupted(f"interrupted ({signal_name(stopped)}): {spool.count} host(s) from "
                               f"{an.stats['packets']} packets saved{'; ' + '; '.join(problems) if problems else ''}",
                               sig)
         raise stopped
@@ -375,23 +375,6 @@ def _damage_line(errors: list[Exception], nfiles: int) -> str:
         return f"{errors[0]} (the packets before the damage were read and saved)"
     return (f"{len(errors)} of {nfiles} capture files are damaged; the packets before each damage were read, "
             f"the other files in full: " + "; ".join(str(e) for e in errors))
-
-
-def _signal_number(e: BaseException) -> int:
-    import signal
-
-    if isinstance(e, KeyboardInterrupt):
-        return int(signal.SIGINT)
-    if isinstance(e, SystemExit) and isinstance(e.code, int) and e.code > 128:
-        return e.code - 128
-    return 0
-
-
-def _signal_name(e: BaseException) -> str:
-    import signal
-
-    n = _signal_number(e)
-    return signal.Signals(n).name if n else type(e).__name__
 
 
 def _print_table(summaries: list[dict[str, Any]], stats: dict[str, int], elapsed: float,

@@ -314,14 +314,14 @@ class RunOutputs:
         measured yet, nothing is written."""
         from hostprint.engine.signals import deferred
 
-        signum = _signal_of(exc)
+        signum = signal_of(exc)
         if not measured or not hosts:
             return Interrupted("interrupted before any host was measured; nothing was written",
                                signum) if signum else exc
         incomplete = [h.address for h in hosts if id(h) not in self._done]
         run.hosts = list(hosts)
         run.finished = time.time()
-        what = signal.Signals(signum).name if signum else type(exc).__name__
+        what = signal_name(exc)
         run.stats["interrupted"] = {"by": what, "phase": phase, "incomplete": incomplete}
         written: list[str] = []
         problem: str | None = None
@@ -348,12 +348,20 @@ class RunOutputs:
         return Interrupted(msg, signum)
 
 
-def _signal_of(exc: BaseException) -> int:
+def signal_of(exc: BaseException) -> int:
+    """The signal a stop came from: Ctrl-C's KeyboardInterrupt, or the SystemExit(128 + N) that
+    cli.py's SIGTERM/SIGHUP handler raises; 0 for anything else."""
     if isinstance(exc, KeyboardInterrupt):
         return int(signal.SIGINT)
     if isinstance(exc, SystemExit) and isinstance(exc.code, int) and exc.code > 128:
         return exc.code - 128
     return 0
+
+
+def signal_name(exc: BaseException) -> str:
+    """"SIGINT", "SIGTERM" ... for a stop by a signal, else the exception's class name."""
+    n = signal_of(exc)
+    return signal.Signals(n).name if n else type(exc).__name__
 
 
 def _incomplete(run: ScanRun) -> list[str]:
