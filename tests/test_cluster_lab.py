@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -488,10 +489,12 @@ def test_discovery_and_service_scan_shard_too(clusterlab, tmp_path):
                                                                  *TARGETS]):
         whole = by_address(records(hostprint(clusterlab, *cmd, "-n", "-oJ", "-", "--no-db", "--progress",
                                              "never").stdout))
-        parts = []
-        for i in range(3):
-            parts += records(hostprint(clusterlab, *cmd, "-n", "--shards", "3", "--shard", str(i), "--seed", "3",
-                                       "-oJ", "-", "--no-db", "--progress", "never").stdout)
+        def shard(i: int) -> list[dict]:
+            return records(hostprint(clusterlab, *cmd, "-n", "--shards", "3", "--shard", str(i), "--seed", "3",
+                                     "-oJ", "-", "--no-db", "--progress", "never").stdout)
+
+        with ThreadPoolExecutor(3) as pool:  # at the same time, as shards run on a cluster (-sV waits ~10 s a run)
+            parts = [d for ds in pool.map(shard, range(3)) for d in ds]
         got = by_address(parts)  # each host in one shard only
         assert set(got) == set(whole), cmd
         for a, h in whole.items():
@@ -510,13 +513,16 @@ def test_os_detection_runs_once_per_host_in_its_owner_shard(clusterlab, tmp_path
     whole = by_address(records(hostprint(clusterlab, *cmd, "-oJ", "-", "--no-db", "--progress", "never").stdout))
     assert all(os_names(h) for h in whole.values())
     for count in (2, 6):  # whole hosts; split hosts (the owner shard runs -O on its share of the ports)
+        def shard(i: int, count: int = count) -> subprocess.CompletedProcess:
+            return hostprint(clusterlab, *cmd, "--shards", str(count), "--shard", str(i), "--seed", "8", "-oJ", "-",
+                             "--no-db", "--progress", "never")
+
         parts = []
-        for i in range(count):
-            r = hostprint(clusterlab, *cmd, "--shards", str(count), "--shard", str(i), "--seed", "8", "-oJ", "-",
-                          "--no-db", "--progress", "never")
-            parts += records(r.stdout)
-            if count > len(TARGETS) and "host-level techniques" in r.stderr:
-                assert "see only this shard's ports" in r.stderr
+        with ThreadPoolExecutor(2) as pool:  # shards side by side, as on a cluster
+            for r in pool.map(shard, range(count)):
+                parts += records(r.stdout)
+                if count > len(TARGETS) and "host-level techniques" in r.stderr:
+                    assert "see only this shard's ports" in r.stderr
         with_os: dict[str, int] = {}
         for d in parts:
             if os_names(d):
