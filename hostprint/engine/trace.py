@@ -25,8 +25,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
+
+from hostprint.engine.packets import decode_tcp_options
 
 _FLAGS = ((0x02, "S"), (0x01, "F"), (0x04, "R"), (0x08, "P"), (0x10, "A"), (0x20, "U"), (0x40, "E"), (0x80, "C"))
 
@@ -42,36 +45,29 @@ def _flags(f: int) -> str:
 
 
 def _options(raw: bytes) -> str:
-    """nmap's option summary: <mss 1460,sackOK,timestamp 1 0,nop,wscale 7>."""
+    """nmap's option summary: <mss 1460,sackOK,timestamp 1 0,nop,wscale 7>, over the one option
+    decoder (packets.decode_tcp_options)."""
+    opts, bad, _ = decode_tcp_options(raw)
     out: list[str] = []
-    i = 0
-    while i < len(raw):
-        k = raw[i]
+    for k, v in opts:
         if k == 0:
             out.append("eol")
-            break
-        if k == 1:
+        elif k == 1:
             out.append("nop")
-            i += 1
-            continue
-        if i + 1 >= len(raw) or raw[i + 1] < 2 or i + raw[i + 1] > len(raw):
-            out.append("bad")
-            break
-        ln = raw[i + 1]
-        body = raw[i + 2:i + ln]
-        if k == 2 and ln == 4:
-            out.append(f"mss {struct.unpack('!H', body)[0]}")
-        elif k == 3 and ln == 3:
-            out.append(f"wscale {body[0]}")
-        elif k == 4 and ln == 2:
+        elif isinstance(v, bytes):  # a kind the decoder keeps raw (unknown, or a known one of the wrong length)
+            out.append("sack %d" % (len(v) // 8) if k == 5 else f"opt{k} len={len(v) + 2}")
+        elif k == 2:
+            out.append(f"mss {v}")
+        elif k == 3:
+            out.append(f"wscale {v}")
+        elif k == 4:
             out.append("sackOK")
-        elif k == 8 and ln == 10:
-            out.append("timestamp %d %d" % struct.unpack("!II", body))
+        elif k == 8:
+            out.append("timestamp %d %d" % cast("tuple[int, int]", v))
         elif k == 5:
-            out.append("sack %d" % ((ln - 2) // 8))
-        else:
-            out.append(f"opt{k} len={ln}")
-        i += ln
+            out.append("sack %d" % len(cast("tuple", v)))
+    if bad:
+        out.append("bad")
     return "<" + ",".join(out) + ">" if out else ""
 
 
