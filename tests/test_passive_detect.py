@@ -232,7 +232,7 @@ def test_xprobe2_tcp_modules_are_named_and_kernel_syns_are_not():
 
     evs: list = []
     det = detector(evs.append)
-    _feed(det, PT.xprobe2_tcp_packets("198.18.3.1", "198.18.3.2"))
+    _feed(det, PT.xprobe2_tcp_packets("198.18.3.1", "198.18.3.2", seed=18))
     det.finish()
     fin = [e for e in evs if e.update == "final"]
     assert [(e.kind, e.method, e.tool, e.source) for e in fin] == [
@@ -256,6 +256,35 @@ def test_xprobe2_tcp_modules_are_named_and_kernel_syns_are_not():
     det.finish()
     assert [(e.kind, e.method) for e in evs if e.update == "final"] == [("portscan", "syn")], evs
     assert all(e.tool != "xprobe2" and not [x for x in e.evidence if x.tool == "xprobe2"] for e in evs), evs
+
+
+def test_xprobe2_grouped_path_equals_the_packet_path(tmp_path, monkeypatch):
+    """A pcap of xprobe2's probes with a -T 1-100 scan (crafted, as above): passive's grouped path
+    (the scan's SYNs as one group) gives the same detections as packet by packet, naming xprobe2."""
+    import passive_tools as PT
+
+    from hostprint.engine.pcapfile import PcapWriter
+    from hostprint.match.probedetect import ProbeDetector
+
+    f = tmp_path / "x.pcap"
+    w = PcapWriter(f)
+    eth = bytes.fromhex("02687008000a" "026870000001" "0800")
+    pkts = PT.xprobe2_packets("198.18.3.1", "198.18.3.2") + PT.xprobe2_tcp_packets(
+        "198.18.3.1", "198.18.3.2", scan=tuple(range(1, 101)), seed=18)
+    for i, b in enumerate(pkts):
+        w.write(1_700_000_000_000_000_000 + i * 1_000_000, eth + b)
+    w.close()
+    groups: list[int] = []
+    real = ProbeDetector.feed_group
+    monkeypatch.setattr(ProbeDetector, "feed_group", lambda self, p, dports, *a, **k: (
+        groups.append(len(dports)), real(self, p, dports, *a, **k))[1])
+    _l1, _h1, grouped = _run_api(f, 64)
+    assert max(groups) >= 100, groups  # the scan's SYNs went as a group
+    _l2, _h2, each = _run_api(f, 10**9)
+    assert grouped == each
+    got = sorted((e["kind"], e["method"], e["tool"]) for e in map(json.loads, grouped))
+    assert got == [("os-fingerprint", "xprobe2-icmp", "xprobe2"), ("os-fingerprint", "xprobe2-tcp", "xprobe2"),
+                   ("portscan", "syn", "xprobe2")], got
 
 
 def test_idle_scan_zombie_readings_and_spoofed_syns():
@@ -499,7 +528,8 @@ def test_xprobe2_probe_set_is_detected_from_a_capture(tmp_path):
     xprobe2 itself is not packaged here: its probes are crafted with hostprint's engine from its
     documentation and source (passive_tools.xprobe2_packets, xprobe2_tcp_packets) and sent from
     the scanner's namespace through a raw socket; the target answers them as its kernel does.
-    `passive -r` names xprobe2 for both sets, the five ICMP and four TCP probes."""
+    `passive -r` names xprobe2 for both sets, the five ICMP and four TCP probes, and for its -T
+    port scan (100 SYNs: passive's grouped path)."""
     from conftest import needs_root
 
     needs_root()
@@ -524,3 +554,6 @@ def test_xprobe2_probe_set_is_detected_from_a_capture(tmp_path):
     probes = {e["method"]: set(e["coverage"]["probes"]) for e in fin}
     assert probes == {"xprobe2-icmp": {"echo", "timestamp", "addrmask", "inforeq", "port-unreach"},
                       "xprobe2-tcp": {"ping", "ttl", "handshake", "rst"}}, evs
+    scans = [e for e in evs if e["update"] == "final" and e["kind"] == "portscan"]  # -T 1-100, grouped path
+    assert [(e["method"], e["tool"], e["ports"]) for e in scans] == [("syn", "xprobe2", 101)], evs  # + tcp_rst's 65535
+    assert "xprobe2-portscan" in {x["rule"] for x in scans[0]["evidence"]}
