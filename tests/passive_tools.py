@@ -134,23 +134,71 @@ def xprobe2_packets(src: str, dst: str, closed_udp: int = 33434) -> list[bytes]:
     rid = random.getrandbits(16)
     return [
         P.build_ip(P.IPv4(s, d, P.IPPROTO_ICMP, id=rid, tos=6, df=True), P.ICMP(P.ICMP_ECHO, 123, rid, 256)),
-        P.build_ip(P.IPv4(s, d, P.IPPROTO_ICMP, id=rid + 1), P.ICMP(13, 0, rid, 0)),
-        P.build_ip(P.IPv4(s, d, P.IPPROTO_ICMP, id=rid + 2), P.ICMP(17, 0, rid, 0)),
-        P.build_ip(P.IPv4(s, d, P.IPPROTO_ICMP, id=rid + 3), P.ICMP(15, 0, rid, 0)),
-        P.build_ip(P.IPv4(s, d, P.IPPROTO_UDP, ttl=255, id=rid + 4, df=True), P.UDP(53, closed_udp, dns)),
+        P.build_ip(P.IPv4(s, d, P.IPPROTO_ICMP, id=(rid + 1) & 0xFFFF), P.ICMP(13, 0, rid, 0)),
+        P.build_ip(P.IPv4(s, d, P.IPPROTO_ICMP, id=(rid + 2) & 0xFFFF), P.ICMP(17, 0, rid, 0)),
+        P.build_ip(P.IPv4(s, d, P.IPPROTO_ICMP, id=(rid + 3) & 0xFFFF), P.ICMP(15, 0, rid, 0)),
+        P.build_ip(P.IPv4(s, d, P.IPPROTO_UDP, ttl=255, id=(rid + 4) & 0xFFFF, df=True), P.UDP(53, closed_udp, dns)),
     ]
 
 
-#: sends xprobe2_packets(argv[1], argv[2]) from a raw socket (run in the scanner's namespace)
+def xprobe2_tcp_packets(src: str, dst: str, open_tcp: int = 80, closed_tcp: int = 65535,
+                        scan: tuple[int, ...] = (22, 80, 81), seed: int | None = None) -> list[bytes]:
+    """xprobe2 0.3's TCP modules as IPv4 packets, crafted from its source (the header values each
+    module sets through USI++; the Sources of probes.txt's xprobe2-tcp-* rules), as a run with
+    `-p tcp:OPEN:open -T SCAN` would send them: tcp_ping (SYN, no options, window 5840, TOS 0x10,
+    DF, the acknowledgment field left random), ttl_calc (SYN, window 0, IP ID 1, seq 1, TTL 1 then
+    2: one router between scanner and target in the lab), the -T port scan (SYN, window 5840, no
+    DF, seq from SHA-1 over the addresses and ports), tcp_hshake (SYN, window 5840, TOS 0x10,
+    options M1460,S,T(usec, 0),N,W0) and tcp_rst (two SYNs, window 6840, TOS 0x10, to the closed
+    port: 65535 unless one is known). Random values as xprobe2's rand() gives them (below 2**31);
+    `seed` makes them repeatable."""
+    import hashlib
+    import random
+
+    from hostprint.engine import packets as P
+
+    s, d = P.ip_to_int(src).to_bytes(4, "big"), P.ip_to_int(dst).to_bytes(4, "big")
+    rng = random.Random(seed)
+
+    def r31() -> int:
+        return rng.getrandbits(31)
+
+    def ip(**kw) -> P.IPv4:
+        return P.IPv4(s, d, P.IPPROTO_TCP, **{"id": rng.getrandbits(16), **kw})
+
+    def cookie(sport: int, dport: int) -> int:  # portscanner.cc: memcpy(&seq, SHA1(shainput)), then htonl
+        dig = hashlib.sha1(s + d + sport.to_bytes(2, "little") + dport.to_bytes(2, "little")).digest()
+        return int.from_bytes(dig[:4], "little")
+
+    out = [P.build_ip(ip(tos=0x10, df=True),  # tcp_ping: th_ack = rand() in host order from TCP::TCP
+                      P.TCP((r31() + 1024) & 0xFFFF, open_tcp, r31(), int.from_bytes(r31().to_bytes(4, "little"), "big"),
+                            P.SYN, 5840))]
+    for ttl in (1, 2):  # ttl_calc
+        out.append(P.build_ip(ip(ttl=ttl, id=1, df=True), P.TCP(1 + r31() % 65535, open_tcp, 1, 0, P.SYN, 0)))
+    for dport in scan:  # portscanner (-T)
+        sport = (r31() + 1024) & 0xFFFF
+        out.append(P.build_ip(ip(), P.TCP(sport, dport, cookie(sport, dport), 0, P.SYN, 5840)))
+    usec = rng.randrange(1_000_000)
+    out.append(P.build_ip(ip(tos=0x10, df=True), P.TCP(  # tcp_hshake
+        r31() & 0xFFFF, open_tcp, r31(), 0, P.SYN, 5840,
+        options=[(P.OPT_MSS, 1460), (P.OPT_SACKOK, None), (P.OPT_TS, (usec, 0)), (P.OPT_NOP, None), (P.OPT_WS, 0)])))
+    for _ in range(2):  # tcp_rst
+        out.append(P.build_ip(ip(tos=0x10, df=True), P.TCP(r31() & 0xFFFF, closed_tcp, r31(), 0, P.SYN, 6840)))
+    return out
+
+
+#: sends xprobe2_packets and xprobe2_tcp_packets (argv[1] -> argv[2], -T 1-100) from a raw socket (run in the
+#: scanner's namespace)
 XPROBE2_PY = """
 import socket, sys, time
 sys.path.insert(0, sys.argv[3])
 sys.path.insert(0, sys.argv[3] + '/tests')
 import passive_tools as PT
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-for pkt in PT.xprobe2_packets(sys.argv[1], sys.argv[2]):
+scan = tuple(range(1, 101))  # -T 1-100: enough SYNs of one shape for passive's grouped path (64)
+for pkt in PT.xprobe2_packets(sys.argv[1], sys.argv[2]) + PT.xprobe2_tcp_packets(sys.argv[1], sys.argv[2], scan=scan):
     s.sendto(pkt, (sys.argv[2], 0))
-    time.sleep(0.05)
+    time.sleep(0.01)
 """
 
 

@@ -60,6 +60,8 @@ def test_bad_rules_are_refused(tmp_path):
         "bad tool": "Rule x\nTool nessus\nMethod tool-shape\nMatch proto=tcp\nSource measured: here\n",
         "no match": "Rule x\nTool nmap\nMethod tool-shape\nSource measured: here\n",
         "bad flags": "Rule x\nTool nmap\nMethod tool-shape\nMatch flags=Q\nSource measured: here\n",
+        "odd opts digits": "Rule x\nTool nmap\nMethod tool-shape\nMatch opts=0x02?\nSource measured: here\n",
+        "opts wildcard text": "Rule x\nTool nmap\nMethod tool-shape\nMatch opts=\"a?\"\nSource measured: here\n",
     }
     for why, text in bad.items():
         f = tmp_path / "r.txt"
@@ -216,6 +218,73 @@ def test_xprobe2_icmp_set_is_named_and_pings_are_not():
           + [P.build_ip(P.IPv4(s, d, P.IPPROTO_UDP, df=True), P.UDP(53, 40000, bytes(40)))])
     det.finish()
     assert not [e for e in evs if e.kind == "os-fingerprint"] and all(e.tool != "xprobe2" for e in evs)
+
+
+def test_xprobe2_tcp_modules_are_named_and_kernel_syns_are_not():
+    """xprobe2's TCP modules (crafted from its source: passive_tools.xprobe2_tcp_packets) are an
+    OS-fingerprinting detection naming xprobe2, the -T port scan's SYNs count for xprobe2 too; a
+    kernel's SYNs - Linux today, and an old Linux telnet client with the handshake probe's window,
+    TOS and option layout but its own timestamp or window scale - match no xprobe2 rule."""
+    import passive_tools as PT
+
+    from hostprint.engine import packets as P
+    from hostprint.match.probedetect import detector
+
+    evs: list = []
+    det = detector(evs.append)
+    _feed(det, PT.xprobe2_tcp_packets("198.18.3.1", "198.18.3.2", seed=18))
+    det.finish()
+    fin = [e for e in evs if e.update == "final"]
+    assert [(e.kind, e.method, e.tool, e.source) for e in fin] == [
+        ("os-fingerprint", "xprobe2-tcp", "xprobe2", "198.18.3.1")]
+    assert set(fin[0].coverage.probes) == {"ping", "ttl", "handshake", "rst"}
+    assert {x.rule for x in fin[0].evidence} == {"xprobe2-tcp-ping", "xprobe2-tcp-ttl", "xprobe2-tcp-handshake",
+                                                  "xprobe2-tcp-rst", "xprobe2-portscan"}
+
+    s, d = P.ip_to_int("198.18.3.1").to_bytes(4, "big"), P.ip_to_int("198.18.3.2").to_bytes(4, "big")
+
+    def syn(port: int, win: int, tos: int, ts: int, ws: int, ipid: int = 7) -> bytes:
+        return P.build_ip(P.IPv4(s, d, ttl=64, id=ipid, tos=tos, df=True), P.TCP(40000 + port, port, 1, 0, P.SYN, win, options=[
+            (P.OPT_MSS, 1460), (P.OPT_SACKOK, None), (P.OPT_TS, (ts, 0)), (P.OPT_NOP, None), (P.OPT_WS, ws)]))
+
+    evs.clear()
+    det = detector(evs.append)
+    _feed(det, [syn(p, 64240, 0, 0x1234567 + p, 7) for p in range(1, 9)]  # Linux 6
+          + [syn(p, 5840, 0x10, 0x100000 + p, 0) for p in range(9, 17)]  # Linux 2.4 telnet, up 3 h
+          + [syn(p, 5840, 0x10, 5000 + p, 2) for p in range(17, 25)]
+          + [syn(p, 0, 0, 5000 + p, 0, ipid=1) for p in range(25, 33)])
+    det.finish()
+    assert [(e.kind, e.method) for e in evs if e.update == "final"] == [("portscan", "syn")], evs
+    assert all(e.tool != "xprobe2" and not [x for x in e.evidence if x.tool == "xprobe2"] for e in evs), evs
+
+
+def test_xprobe2_grouped_path_equals_the_packet_path(tmp_path, monkeypatch):
+    """A pcap of xprobe2's probes with a -T 1-100 scan (crafted, as above): passive's grouped path
+    (the scan's SYNs as one group) gives the same detections as packet by packet, naming xprobe2."""
+    import passive_tools as PT
+
+    from hostprint.engine.pcapfile import PcapWriter
+    from hostprint.match.probedetect import ProbeDetector
+
+    f = tmp_path / "x.pcap"
+    w = PcapWriter(f)
+    eth = bytes.fromhex("02687008000a" "026870000001" "0800")
+    pkts = PT.xprobe2_packets("198.18.3.1", "198.18.3.2") + PT.xprobe2_tcp_packets(
+        "198.18.3.1", "198.18.3.2", scan=tuple(range(1, 101)), seed=18)
+    for i, b in enumerate(pkts):
+        w.write(1_700_000_000_000_000_000 + i * 1_000_000, eth + b)
+    w.close()
+    groups: list[int] = []
+    real = ProbeDetector.feed_group
+    monkeypatch.setattr(ProbeDetector, "feed_group", lambda self, p, dports, *a, **k: (
+        groups.append(len(dports)), real(self, p, dports, *a, **k))[1])
+    _l1, _h1, grouped = _run_api(f, 64)
+    assert max(groups) >= 100, groups  # the scan's SYNs went as a group
+    _l2, _h2, each = _run_api(f, 10**9)
+    assert grouped == each
+    got = sorted((e["kind"], e["method"], e["tool"]) for e in map(json.loads, grouped))
+    assert got == [("os-fingerprint", "xprobe2-icmp", "xprobe2"), ("os-fingerprint", "xprobe2-tcp", "xprobe2"),
+                   ("portscan", "syn", "xprobe2")], got
 
 
 def test_idle_scan_zombie_readings_and_spoofed_syns():
@@ -455,10 +524,12 @@ def test_idle_scan_zombie_sampling_is_detected(tmp_path):
 
 @pytest.mark.lab
 def test_xprobe2_probe_set_is_detected_from_a_capture(tmp_path):
-    """xprobe2's ICMP probe set sent on a lab link and captured by tcpdump. xprobe2 itself is not
-    packaged here: its documented probes are crafted with hostprint's engine
-    (passive_tools.xprobe2_packets) and sent from the scanner's namespace through a raw socket;
-    the target answers them as its kernel does. `passive -r` names xprobe2 and the five probes."""
+    """xprobe2's ICMP probe set and its TCP modules sent on a lab link and captured by tcpdump.
+    xprobe2 itself is not packaged here: its probes are crafted with hostprint's engine from its
+    documentation and source (passive_tools.xprobe2_packets, xprobe2_tcp_packets) and sent from
+    the scanner's namespace through a raw socket; the target answers them as its kernel does.
+    `passive -r` names xprobe2 for both sets, the five ICMP and four TCP probes, and for its -T
+    port scan (100 SYNs: passive's grouped path)."""
     from conftest import needs_root
 
     needs_root()
@@ -468,7 +539,7 @@ def test_xprobe2_probe_set_is_detected_from_a_capture(tmp_path):
 
     cap = tmp_path / "xprobe2.pcap"
     tgt = "198.18.8.10"
-    with Lab(LabSpec(name=f"p3x{os.getpid() % 10000}", hosts=[HostSpec(name="tgt", address=tgt)])) as lab:
+    with Lab(LabSpec(name=f"xt{os.getpid() % 10000}", hosts=[HostSpec(name="tgt", address=tgt)])) as lab:
         dump = PT.tcpdump(lab, "p0", cap)
         try:
             lab.exec("scan", [sys.executable, "-c", PT.XPROBE2_PY, "198.18.0.1", tgt, str(ROOT)], check=True,
@@ -478,5 +549,11 @@ def test_xprobe2_probe_set_is_detected_from_a_capture(tmp_path):
     assert dropped == 0
     evs = _events(cap, tmp_path / "x.jsonl")
     fin = [e for e in evs if e["update"] == "final" and e["kind"] == "os-fingerprint"]
-    assert [(e["source"], e["method"], e["tool"]) for e in fin] == [("198.18.0.1", "xprobe2-icmp", "xprobe2")], evs
-    assert set(fin[0]["coverage"]["probes"]) == {"echo", "timestamp", "addrmask", "inforeq", "port-unreach"}
+    assert sorted((e["source"], e["method"], e["tool"]) for e in fin) == [
+        ("198.18.0.1", "xprobe2-icmp", "xprobe2"), ("198.18.0.1", "xprobe2-tcp", "xprobe2")], evs
+    probes = {e["method"]: set(e["coverage"]["probes"]) for e in fin}
+    assert probes == {"xprobe2-icmp": {"echo", "timestamp", "addrmask", "inforeq", "port-unreach"},
+                      "xprobe2-tcp": {"ping", "ttl", "handshake", "rst"}}, evs
+    scans = [e for e in evs if e["update"] == "final" and e["kind"] == "portscan"]  # -T 1-100, grouped path
+    assert [(e["method"], e["tool"], e["ports"]) for e in scans] == [("syn", "xprobe2", 101)], evs  # + tcp_rst's 65535
+    assert "xprobe2-portscan" in {x["rule"] for x in scans[0]["evidence"]}

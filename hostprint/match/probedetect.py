@@ -23,6 +23,7 @@ payloads, UDP, and ICMP echo/timestamp/mask requests; normal bulk traffic never 
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -204,11 +205,32 @@ def _ipid_from_seq(p: Pkt, shift: int) -> bool:
     return p.ver == 4 and p.ipid == (c >> shift) & 0xFFFF and c != 0
 
 
+def _opts_match(p: Pkt, want: bytes | tuple[int, int, int]) -> bool:
+    """The TCP option bytes, exactly; or (length, value, mask) when the rule's hex has `?` digits
+    (a field the tool fills per packet, such as a timestamp)."""
+    if p.proto != 6:
+        return False
+    if isinstance(want, bytes):
+        return p.opts == want
+    n, val, mask = want
+    return len(p.opts) == n and int.from_bytes(p.opts, "big") & mask == val
+
+
+def _opts_value(v: str) -> bytes | tuple[int, int, int]:
+    if "?" not in v:
+        return _bytes_value(v)
+    digits = v[2:] if v.startswith("0x") else ""
+    if not digits or len(digits) % 2 or not re.fullmatch(r"[0-9a-fA-F?]+", digits):
+        raise ValueError(f"opts value {v!r}: 0xHEX with ? for any hex digit")
+    mask = int("".join("0" if c == "?" else "f" for c in digits), 16)
+    return len(digits) // 2, int(digits.replace("?", "0"), 16), mask
+
+
 _TEST: dict[str, Callable[[Pkt, Any], bool]] = {
     "proto": lambda p, w: p.proto == w,
     "flags": _flags_exact,
     "win": lambda p, w: p.proto == 6 and p.win == w,
-    "opts": lambda p, w: p.proto == 6 and p.opts == w,
+    "opts": _opts_match,
     "noopts": lambda p, w: p.proto == 6 and (p.opts == b"") == w,
     "ipid": lambda p, w: p.ver == 4 and p.ipid == w,
     "ttl": _ttl_range,
@@ -254,8 +276,6 @@ def _flags_value(v: str) -> int:
 
 def parse_shape(text: str) -> Shape:
     """`key=value` tests separated by blanks (a quoted value keeps its blanks)."""
-    import re
-
     tests: list[tuple[str, Any]] = []
     toks = re.findall(r'(\S+?)(=)("(?:[^"\\]|\\.)*"|\S*)|(\S+)', text)
     for k, eq, v, bad in toks:
@@ -269,7 +289,9 @@ def parse_shape(text: str) -> Shape:
             val = _PROTO[v]
         elif k == "flags":
             val = _flags_value(v)
-        elif k in ("opts", "payload", "prefix", "contains"):
+        elif k == "opts":
+            val = _opts_value(v)
+        elif k in ("payload", "prefix", "contains"):
             val = _bytes_value(v)
         elif k in ("df", "noopts"):
             if v not in ("0", "1"):
