@@ -160,8 +160,8 @@ class PassiveAnalyzer:
         buf = b.buf
         u8 = np.frombuffer(buf, np.uint8)
         top = len(buf) - 1
-        S = np.fromiter(b.starts, np.int64, n)
-        L = np.fromiter(b.lens, np.int64, n)
+        S = np.asarray(b.starts, np.int64)  # a list, or the pcap reader's array as it is
+        L = np.asarray(b.lens, np.int64)
         ip = S + l2
 
         def at(idx: np.ndarray) -> np.ndarray:
@@ -219,15 +219,12 @@ class PassiveAnalyzer:
         if not len(sel):
             return
         self.stats["candidates"] += len(sel)
-        starts, lens = b.starts, b.lens
         v6l = v6.tolist() if v6.any() else None
         vl = vlan.tolist() if vlan.any() else None
         idx = sel.tolist()
         tss = b.ts_seconds(idx)
         ip_ = self._ip
-        for i, ts in zip(idx, tss):
-            s = starts[i]
-            end = s + lens[i]
+        for i, ts, s, end in zip(idx, tss, S[sel].tolist(), (S + L)[sel].tolist()):
             if vl is not None and vl[i]:
                 self._frame_slow(ts, buf, s, end, lt)
                 continue
@@ -319,7 +316,7 @@ class PassiveAnalyzer:
             g = invl[f]
             try:
                 i = idx[f]
-                hit = hits[g] = self._ip(buf, starts[i] + l2, starts[i] + lens[i], 4, tss[f])
+                hit = hits[g] = self._ip(buf, int(starts[i]) + l2, int(starts[i] + lens[i]), 4, tss[f])
             except (IndexError, struct.error, ValueError):
                 stats["malformed"] += 1
                 hit = hits[g] = None
@@ -384,7 +381,7 @@ class PassiveAnalyzer:
             if hit is None:
                 try:
                     i = idx[k]
-                    hit = hits[g] = self._ip(buf, starts[i] + l2, starts[i] + lens[i], 4, tss[k])
+                    hit = hits[g] = self._ip(buf, int(starts[i]) + l2, int(starts[i] + lens[i]), 4, tss[k])
                 except (IndexError, struct.error, ValueError):
                     self.stats["malformed"] += 1
                     hits[g] = None
@@ -463,8 +460,8 @@ class PassiveAnalyzer:
         idx = sel.tolist()
         feed = det.feed
         for i, ts in zip(idx, b.ts_seconds(idx)):
-            s = starts[i]
-            pk = parse_packet(buf, s + l2, s + lens[i], ts)
+            s = int(starts[i])
+            pk = parse_packet(buf, s + l2, s + int(lens[i]), ts)
             if pk is not None:
                 feed(pk)
 
@@ -511,8 +508,8 @@ class PassiveAnalyzer:
         buf, starts, lens = b.buf, b.starts, b.lens
         dps, sps = dport.tolist(), sport.tolist()
         for g, i, ts, t0 in zip(groups, ends, t_end, t_first):
-            s = starts[i]
-            pk = parse_packet(buf, s + l2, s + lens[i], ts)
+            s = int(starts[i])
+            pk = parse_packet(buf, s + l2, s + int(lens[i]), ts)
             if pk is None:
                 continue
             gl = g.tolist()
