@@ -678,6 +678,28 @@ def test_text_fast_path_equals_records():
     assert dicts[2]["raw"]["first_line"] == "GET /x HTTP/1.1" and dicts[3]["raw"]["server"] == "nginx/1.22.1"
 
 
+def test_bulk_time_texts_equal_repr():
+    """The bulk SYN lines' times are made with numpy (passive._ts_texts); they must be repr(t)
+    exactly: random doubles over the whole fast range, times as the pcap reader makes them from µs
+    and ns (double rounding gives 7-digit reprs), whole seconds, and times outside the range."""
+    import numpy as np
+
+    from hostprint.probes.passive import _ts_texts
+
+    rng = np.random.default_rng(18)
+    lo, hi = np.array([1e9, 2.0**32]).view(np.int64)
+    sec = rng.integers(10**9, 2**32 - 1, 100_000)
+    cases = [rng.integers(lo, hi, 100_000).view(np.float64),
+             (sec * 1_000_000_000 + rng.integers(0, 10**6, 100_000) * 1000) / 1e9,
+             (sec * 1_000_000_000 + rng.integers(0, 10**9, 100_000)) / 1e9,
+             (sec * 1_000_000_000 + rng.integers(0, 10, 100_000) * 100_000_000) / 1e9,
+             rng.uniform(0, 1e9, 10_000), rng.uniform(2.0**32, 1e17, 10_000),
+             np.array([1e9, 1e9 - 2**-23, 2.0**32 - 2**-21, 2.0**32, 2.0**31, 1796428834.8287208, 1234567890.0001,
+                       0.0, 1.5, 1e-5, 123456.789, 1e16, -1.0, float("nan"), float("inf")])]
+    for ts in cases:
+        assert _ts_texts(ts) == [b', "ts": ' + repr(t).encode() for t in ts.tolist()]
+
+
 def _bulk_run(path: Path, group_min: int, max_flows: int) -> tuple[str, str, list, dict]:
     lines: list[str] = []
     an = PassiveAnalyzer(PassiveMatcher(resolve_db("builtin", None)), None, write=lines.append)
@@ -698,17 +720,47 @@ def test_bulk_syns_equal_one_at_a_time(tmp_path, max_flows):
     also when the cap is passed in the middle of a stretch (max_flows=97: expiry at the same
     packet), and when most groups are one packet (many sources).
     SYN+ACKs answer some of the SYNs, so the flows' MSS and client endpoints are read back."""
+    f, many = _scan_captures(tmp_path)
+    for path, n in ((f, 600), (many, 300)):
+        fast, slow = _bulk_run(path, 64, max_flows), _bulk_run(path, 10**9, max_flows)
+        assert fast[0].count("\n") + 1 == slow[3]["syn"] + slow[3]["synack"] >= n
+        assert fast == slow
+        if max_flows < 100:
+            assert slow[3]["x"]
+
+
+def test_bulk_syn_lines_through_the_cli_file_writer(tmp_path):
+    """`passive -r F -oJ OUT` writes the bulk SYN lines as bytes to the file's binary layer
+    (JsonlWriter.write_bytes), between host records and events written as text: the file holds
+    the lines of the packet-by-packet path, each whole, and then the host records."""
+    for path in _scan_captures(tmp_path):
+        out = tmp_path / "o.jsonl"
+        r = cli("passive", "-r", str(path), "-oJ", str(out), "--no-db", "--quiet")
+        assert r.returncode == 0, r.stderr
+        text = out.read_text()
+        obs = [ln for ln in text.splitlines() if ln.startswith('{"type": "observation"')]
+        assert "\n".join(sorted(obs)) == _bulk_run(path, 10**9, 100_000)[0]
+        lines: list[str] = []  # in the order the analyzer wrote them, text and bulk
+        an = PassiveAnalyzer(PassiveMatcher(resolve_db("builtin", None)), None, write=lines.append)
+        for b in PF.read_batches(path):
+            an.feed_batch(b)
+        assert obs == "".join(lines).splitlines()
+        assert all(json.loads(ln) for ln in text.splitlines())
+        assert text.index('"type": "host"') > text.rindex('"type": "observation"')
+
+
+def _scan_captures(tmp_path: Path) -> tuple[Path, Path]:
     f = tmp_path / "scan.pcap"
     t = 1_700_000_000_000_000_000
     with PF.PcapWriter(f) as w:
         for i in range(600):
             src = "198.18.7.1" if i % 3 else "198.18.7.2"
             ttl = 40 + (i % 5)  # nmap-like: a few TTLs, so several groups interleave
-            w.write(t + i * 1_000_000, syn_frame([(P.OPT_MSS, 1460)], ttl=ttl, df=False, win=1024, src=src,
+            w.write(t + i * 1_013_000, syn_frame([(P.OPT_MSS, 1460)], ttl=ttl, df=False, win=1024, src=src,
                                                  dst="198.18.7.9", sport=50000 + i % 2, dport=1 + i, seq=i))
             if i % 50 == 47:  # the answer to a SYN 40 packets back: its flow may have been pruned
                 j = i - 40
-                w.write(t + i * 1_000_000 + 500, syn_frame(LINUX_OPTS, flags=P.SYN | P.ACK, ack=j + 1,
+                w.write(t + i * 1_013_000 + 500, syn_frame(LINUX_OPTS, flags=P.SYN | P.ACK, ack=j + 1,
                                                            src="198.18.7.9", dst="198.18.7.1" if j % 3 else "198.18.7.2",
                                                            sport=1 + j, dport=50000 + j % 2))
     many = tmp_path / "many.pcap"  # mostly one SYN per group (many sources): the per-packet branch
@@ -716,12 +768,8 @@ def test_bulk_syns_equal_one_at_a_time(tmp_path, max_flows):
         for i in range(300):
             w.write(t + i * 1_000_000, syn_frame([(P.OPT_MSS, 1460)], ttl=50, df=False, win=1024,
                                                  src=f"198.18.6.{1 + i % 150}", dst="198.18.7.9", dport=1 + i))
-    for path, n in ((f, 600), (many, 300)):
-        fast, slow = _bulk_run(path, 64, max_flows), _bulk_run(path, 10**9, max_flows)
-        assert fast[0].count("\n") + 1 == slow[3]["syn"] + slow[3]["synack"] >= n
-        assert fast == slow
-        if max_flows < 100:
-            assert slow[3]["x"]
+    return f, many
+
 
 def test_ctrl_c_stops_a_live_capture_without_timeout_and_keeps_it(tmp_path):
     """`passive -i` with no --timeout or -c runs until Ctrl-C: one SIGINT (by PID) stops the capture

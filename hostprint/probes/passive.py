@@ -24,6 +24,7 @@ import json
 import struct
 import types
 from collections.abc import Callable, Iterator
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,75 @@ def _group_ids(cols: list[np.ndarray]) -> np.ndarray:
     return inv.reshape(-1)
 
 
+_DIGIT_TABLES: list[np.ndarray] = []
+
+
+def _digit_tables() -> list[np.ndarray]:
+    """Digit characters by table lookup: 0-99999 as five digits; 0-999 as three, then again with
+    trailing zeros as NUL (0 as "0"); 0-9999 as four with trailing zeros as NUL."""
+    if not _DIGIT_TABLES:
+        d5 = (48 + (np.arange(100_000)[:, None] // 10 ** np.arange(4, -1, -1)) % 10).astype(np.uint8)
+        def nul(d: np.ndarray) -> np.ndarray:
+            z = d == 48
+            tail = np.flip(np.cumprod(np.flip(z, 1), 1), 1).astype(bool)  # zeros with only zeros after them
+            return np.where(tail, 0, d).astype(np.uint8)
+        d3, d4 = d5[:1000, 2:], d5[:10_000, 1:]
+        d3n = nul(d3)
+        d3n[0, 0] = 48
+        _DIGIT_TABLES.extend([d5, np.concatenate([d3, d3n]), nul(d4)])
+    return _DIGIT_TABLES
+
+
+def _ts_texts(ts: np.ndarray) -> list[bytes]:
+    """b', "ts": ' + repr(t) for every t: the middle of a SYN line, built with numpy.
+
+    repr(t) is the shortest decimal that reads back as t. For 1e9 <= t < 2**32 (every capture
+    time since 2001) it has ten integer digits and at most seven fraction digits: the step
+    between neighbouring doubles there (2**-23..2**-21 s) is under 1e-6, so at most one 6-digit
+    fraction reads back as t (and then nothing shorter does), and the nearest 7-digit one always
+    does (it is at most 0.5e-7 away, under half a step). Which one reads back is decided exactly
+    in integers from t's mantissa; anything else (other times, the rare exact tie) goes through
+    repr itself."""
+    d5, d3, d4 = _digit_tables()
+    n = len(ts)
+    ok = (ts >= 1e9) & (ts < 2.0**32)
+    mant, ex = np.frexp(np.where(ok, ts, 1e9))
+    s = 53 - ex.astype(np.int64)  # fraction bits: t = m / 2**s, m < 2**53
+    m = (mant * 2.0**53).astype(np.int64)
+    whole, frac = m >> s, m & ((1 << s) - 1)
+    half = 1 << (s - 1)
+    num6, num7 = frac * 1_000_000, frac * 10_000_000
+    c6, c7 = (num6 + half) >> s, (num7 + half) >> s  # the nearest 6- and 7-digit fractions
+    gap6 = 2 * np.abs((c6 << s) - num6)  # < 10**6: c6 / 10**6 is within half a step of t
+    rt6 = gap6 < 1_000_000
+    fr = np.where(rt6, c6 * 10, c7)  # seven fraction digits
+    ok &= (gap6 != 1_000_000) & (rt6 | ((num7 & ((1 << s) - 1)) != half)) & (fr < 10_000_000)  # no ties
+    fr[~ok] = 0
+    whole[~ok] = 10**9
+    hi, lo = fr // 10_000, fr % 10_000
+    out = np.empty((n, 8 + 18), np.uint8)
+    out[:, :8] = np.frombuffer(b', "ts": ', np.uint8)
+    out[:, 8:13] = d5[whole // 100_000]
+    out[:, 13:18] = d5[whole % 100_000]
+    out[:, 18] = 46
+    out[:, 19:22] = d3[hi + 1000 * (lo == 0)]  # trailing zeros dropped when nothing follows
+    out[:, 22:] = d4[lo]
+    texts = out.view("S26").reshape(-1).tolist()  # trailing NULs dropped
+    for i in np.flatnonzero(~ok).tolist():
+        texts[i] = b', "ts": ' + repr(float(ts[i])).encode()
+    return texts
+
+
+_PORTS: list[bytes] = []
+
+
+def _port_texts() -> list[bytes]:
+    """b'0' ... b'65535', made once."""
+    if not _PORTS:
+        _PORTS.extend(b"%d" % p for p in range(65536))
+    return _PORTS
+
+
 @types.coroutine
 def _pass() -> Any:
     """asyncio.sleep(0) without importing asyncio (what it does: yield once to the loop, if any);
@@ -111,6 +181,9 @@ class PassiveAnalyzer:
         self.m = matcher
         self.emit = emit
         self.write = write
+        #: optional: takes the same lines already encoded (UTF-8), as `write` would have written
+        #: them; the bulk SYN path hands its lines here when set (JsonlWriter.write_bytes)
+        self.write_bytes: Callable[[bytes], Any] | None = None
         self.observations = 0
         self._addrs: dict[bytes, str] = {}
         self._hcache: dict[tuple, tuple] = {}
@@ -286,11 +359,13 @@ class PassiveAnalyzer:
             gs, di = divmod(v, nd)
             g, spv = divmod(gs, 65536)
             combos.setdefault(g, []).append((c, spv, di))
-        cpre, csuf = [""] * len(uc), [""] * len(uc)
+        cpre, csuf = [b""] * len(uc), [b""] * len(uc)
         _u, fidx = np.unique(inv, return_index=True)
         firsts = sorted(fidx.tolist())
         buf, starts, lens = b.buf, b.starts, b.lens
-        stats, write = self.stats, self.write
+        stats, write, wbytes = self.stats, self.write, self.write_bytes
+        tsx: list[bytes] | None = None
+        ptx: list[bytes] = []
         hits: dict[int, tuple[Any, ...] | None] = {}
         gaddr: dict[int, str] = {}
         gmss: dict[int, Any] = {}
@@ -305,8 +380,8 @@ class PassiveAnalyzer:
             gmss[g], gtail[g] = hit[2]["mss"], hit[6]
             for c, spv, di in combos.get(g, ()):
                 cpre[c] = ('{"type": "observation", "address": "%s", "port": %d, "peer": "%s", "peer_port": '
-                           % (gaddr[g], spv, pnames[di]))
-                csuf[c] = ', "tsval": null, ' + hit[6] + "\n"
+                           % (gaddr[g], spv, pnames[di])).encode()
+                csuf[c] = (', "tsval": null, ' + hit[6] + "\n").encode()
 
         if len(firsts) * 8 > n:  # mostly one packet a group (many sources): one packet at a time
             firsts = []
@@ -331,10 +406,16 @@ class PassiveAnalyzer:
                 continue
             fast[a:z] = True
             if write is not None:  # the lines _observe writes, 4,096 at a time (~2 MB: bounded memory)
+                if tsx is None:  # ', "ts": <repr(ts)>' of every packet, made with numpy
+                    tsx, ptx = _ts_texts(np.array(tss, np.float64)), _port_texts()
                 for u in range(a, z, 4096):
                     w = min(z, u + 4096)
-                    write("".join([f'{cpre[c]}{dp}, "ts": {t!r}{csuf[c]}' for c, dp, t in zip(cl[u:w], dports[u:w],
-                                                                                               tss[u:w])]))
+                    text = b"".join(chain.from_iterable(zip(map(cpre.__getitem__, cl[u:w]), map(ptx.__getitem__, dports[u:w]),
+                                                            tsx[u:w], map(csuf.__getitem__, cl[u:w]))))
+                    if wbytes is not None:
+                        wbytes(text)
+                    else:
+                        write(text.decode())
             k = a
             while k < z:  # the flow table, in slices that cannot pass its cap
                 flows = self.flows
@@ -506,14 +587,12 @@ class PassiveAnalyzer:
         firsts = [int(bi[g[0]]) for g in groups]
         t_end, t_first = b.ts_seconds(ends), b.ts_seconds(firsts)
         buf, starts, lens = b.buf, b.starts, b.lens
-        dps, sps = dport.tolist(), sport.tolist()
         for g, i, ts, t0 in zip(groups, ends, t_end, t_first):
             s = int(starts[i])
             pk = parse_packet(buf, s + l2, s + int(lens[i]), ts)
             if pk is None:
                 continue
-            gl = g.tolist()
-            det.feed_group(pk, [dps[k] for k in gl], [sps[k] for k in gl], t0, mbl[gl[-1]])
+            det.feed_group(pk, dport[g].tolist(), sport[g].tolist(), t0, mbl[int(g[-1])])
 
     # ---------------------------------------------------------------- frames (live, odd link layers)
 
