@@ -679,8 +679,8 @@ def test_text_fast_path_equals_records():
 
 
 def test_bulk_time_texts_equal_repr():
-    """The bulk SYN lines' times are made with numpy (passive._ts_texts); they must be repr(t)
-    exactly: random doubles over the whole fast range, times as the pcap reader makes them from µs
+    """The bulk SYN lines' ports and times are made with numpy (passive._ts_texts); the times
+    must be repr(t) exactly: random doubles over the whole fast range, times as the pcap reader makes them from µs
     and ns (double rounding gives 7-digit reprs), whole seconds, and times outside the range."""
     import numpy as np
 
@@ -697,7 +697,9 @@ def test_bulk_time_texts_equal_repr():
              np.array([1e9, 1e9 - 2**-23, 2.0**32 - 2**-21, 2.0**32, 2.0**31, 1796428834.8287208, 1234567890.0001,
                        0.0, 1.5, 1e-5, 123456.789, 1e16, -1.0, float("nan"), float("inf")])]
     for ts in cases:
-        assert _ts_texts(ts) == [b', "ts": ' + repr(t).encode() for t in ts.tolist()]
+        ports = rng.integers(0, 65536, len(ts))
+        ports[: min(len(ts), 12)] = [0, 9, 10, 99, 100, 999, 1000, 9999, 10000, 65535, 5, 80][: len(ts)]
+        assert _ts_texts(ports, ts) == [b'%d, "ts": %s' % (p, repr(t).encode()) for p, t in zip(ports.tolist(), ts.tolist())]
 
 
 def _bulk_run(path: Path, group_min: int, max_flows: int) -> tuple[str, str, list, dict]:

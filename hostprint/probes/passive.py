@@ -93,8 +93,18 @@ def _digit_tables() -> list[np.ndarray]:
     return _DIGIT_TABLES
 
 
-def _ts_texts(ts: np.ndarray) -> list[bytes]:
-    """b', "ts": ' + repr(t) for every t: the middle of a SYN line, built with numpy.
+_PORT_TABLE: list[np.ndarray] = []
+
+
+def _port_table() -> np.ndarray:
+    """b'0' ... b'65535' as a numpy array of 5-byte strings (NUL-padded), made once."""
+    if not _PORT_TABLE:
+        _PORT_TABLE.append(np.array([b"%d" % p for p in range(65536)], "S5"))
+    return _PORT_TABLE[0]
+
+
+def _ts_texts(ports: np.ndarray, ts: np.ndarray) -> list[bytes]:
+    """b'<port>, "ts": <repr(t)>' for every (port, t): the middle of a SYN line, made with numpy.
 
     repr(t) is the shortest decimal that reads back as t. For 1e9 <= t < 2**32 (every capture
     time since 2001) it has ten integer digits and at most seven fraction digits: the step
@@ -102,7 +112,8 @@ def _ts_texts(ts: np.ndarray) -> list[bytes]:
     fraction reads back as t (and then nothing shorter does), and the nearest 7-digit one always
     does (it is at most 0.5e-7 away, under half a step). Which one reads back is decided exactly
     in integers from t's mantissa; anything else (other times, the rare exact tie) goes through
-    repr itself."""
+    repr itself. One bytes object per line, not two: the join that makes the lines reads fewer
+    scattered objects."""
     d5, d3, d4 = _digit_tables()
     n = len(ts)
     ok = (ts >= 1e9) & (ts < 2.0**32)
@@ -120,27 +131,18 @@ def _ts_texts(ts: np.ndarray) -> list[bytes]:
     fr[~ok] = 0
     whole[~ok] = 10**9
     hi, lo = fr // 10_000, fr % 10_000
-    out = np.empty((n, 8 + 18), np.uint8)
-    out[:, :8] = np.frombuffer(b', "ts": ', np.uint8)
-    out[:, 8:13] = d5[whole // 100_000]
-    out[:, 13:18] = d5[whole % 100_000]
-    out[:, 18] = 46
-    out[:, 19:22] = d3[hi + 1000 * (lo == 0)]  # trailing zeros dropped when nothing follows
-    out[:, 22:] = d4[lo]
-    texts = out.view("S26").reshape(-1).tolist()  # trailing NULs dropped
+    body = np.empty((n, 8 + 18), np.uint8)
+    body[:, :8] = np.frombuffer(b', "ts": ', np.uint8)
+    body[:, 8:13] = d5[whole // 100_000]
+    body[:, 13:18] = d5[whole % 100_000]
+    body[:, 18] = 46
+    body[:, 19:22] = d3[hi + 1000 * (lo == 0)]  # trailing zeros dropped when nothing follows
+    body[:, 22:] = d4[lo]
+    # fixed-width byte strings: NUL padding is dropped by the concatenation and by tolist
+    texts = np.char.add(_port_table()[ports], body.view("S26").reshape(-1)).tolist()
     for i in np.flatnonzero(~ok).tolist():
-        texts[i] = b', "ts": ' + repr(float(ts[i])).encode()
+        texts[i] = b'%d, "ts": %s' % (int(ports[i]), repr(float(ts[i])).encode())
     return texts
-
-
-_PORTS: list[bytes] = []
-
-
-def _port_texts() -> list[bytes]:
-    """b'0' ... b'65535', made once."""
-    if not _PORTS:
-        _PORTS.extend(b"%d" % p for p in range(65536))
-    return _PORTS
 
 
 @types.coroutine
@@ -365,7 +367,6 @@ class PassiveAnalyzer:
         buf, starts, lens = b.buf, b.starts, b.lens
         stats, write, wbytes = self.stats, self.write, self.write_bytes
         tsx: list[bytes] | None = None
-        ptx: list[bytes] = []
         hits: dict[int, tuple[Any, ...] | None] = {}
         gaddr: dict[int, str] = {}
         gmss: dict[int, Any] = {}
@@ -406,12 +407,12 @@ class PassiveAnalyzer:
                 continue
             fast[a:z] = True
             if write is not None:  # the lines _observe writes, 4,096 at a time (~2 MB: bounded memory)
-                if tsx is None:  # ', "ts": <repr(ts)>' of every packet, made with numpy
-                    tsx, ptx = _ts_texts(np.array(tss, np.float64)), _port_texts()
+                if tsx is None:  # '<dport>, "ts": <repr(ts)>' of every packet, made with numpy
+                    tsx = _ts_texts(dp, np.array(tss, np.float64))
                 for u in range(a, z, 4096):
                     w = min(z, u + 4096)
-                    text = b"".join(chain.from_iterable(zip(map(cpre.__getitem__, cl[u:w]), map(ptx.__getitem__, dports[u:w]),
-                                                            tsx[u:w], map(csuf.__getitem__, cl[u:w]))))
+                    text = b"".join(chain.from_iterable(zip(map(cpre.__getitem__, cl[u:w]), tsx[u:w],
+                                                            map(csuf.__getitem__, cl[u:w]))))
                     if wbytes is not None:
                         wbytes(text)
                     else:
