@@ -234,13 +234,12 @@ class PassiveAnalyzer:
             return
         buf = b.buf
         u8 = np.frombuffer(buf, np.uint8)
-        top = len(buf) - 1
         S = np.asarray(b.starts, np.int64)  # a list, or the pcap reader's array as it is
         L = np.asarray(b.lens, np.int64)
         ip = S + l2
 
         def at(idx: np.ndarray) -> np.ndarray:
-            return u8[np.minimum(idx, top)].astype(np.int64)
+            return u8.take(idx, mode="clip").astype(np.int64)  # past the end: the last byte
 
         vb = at(ip)
         ver = vb >> 4
@@ -342,7 +341,7 @@ class PassiveAnalyzer:
         kb = np.empty((n, 12), np.uint8)
         kb[:, :6] = np.minimum(e1n, e2n).astype(">u8").view(np.uint8).reshape(n, 8)[:, 2:]
         kb[:, 6:] = np.maximum(e1n, e2n).astype(">u8").view(np.uint8).reshape(n, 8)[:, 2:]
-        keys = kb.tobytes()
+        keyl = kb.view("V12").reshape(-1).tolist()  # one bytes object each
         e1b = e1n.astype(">u8").view(np.uint8).reshape(n, 8)[:, 2:].tobytes()
         ue1, e1i = np.unique(e1n, return_inverse=True)  # a scan's SYNs share few client endpoints:
         e1u = [int(x).to_bytes(6, "big") for x in ue1.tolist()]  # one bytes object each
@@ -386,7 +385,7 @@ class PassiveAnalyzer:
 
         if len(firsts) * 8 > n:  # mostly one packet a group (many sources): one packet at a time
             firsts = []
-            self._syn_each(b, range(n), idx, invl, tss, hits, fast, keys, e1b, gaddr, gmss, gtail, learn, sports,
+            self._syn_each(b, range(n), idx, invl, tss, hits, fast, keyl, e1b, gaddr, gmss, gtail, learn, sports,
                            peers, dports, l2, line)
         for j, f in enumerate(firsts):
             g = invl[f]
@@ -402,7 +401,7 @@ class PassiveAnalyzer:
             if a >= z:
                 continue
             if len(gaddr) < len(hits) and any(hits[x] is None for x in set(invl[a:z])):
-                self._syn_each(b, range(a, z), idx, invl, tss, hits, fast, keys, e1b, gaddr, gmss, gtail,
+                self._syn_each(b, range(a, z), idx, invl, tss, hits, fast, keyl, e1b, gaddr, gmss, gtail,
                                learn, sports, peers, dports, l2, line)
                 continue
             fast[a:z] = True
@@ -422,14 +421,14 @@ class PassiveAnalyzer:
                 flows = self.flows
                 room = self.max_flows - len(flows)
                 if room <= 0:
-                    flows[keys[12 * k: 12 * k + 12]] = [tss[k], gmss[invl[k]], True, True, e1b[6 * k: 6 * k + 6]]
+                    flows[keyl[k]] = [tss[k], gmss[invl[k]], True, True, e1b[6 * k: 6 * k + 6]]
                     if len(flows) > self.max_flows:
                         self.now = tss[k]
                         self._expire()
                     k += 1
                     continue
                 m = k + min(room, z - k)
-                flows.update(zip([keys[i: i + 12] for i in range(12 * k, 12 * m, 12)],
+                flows.update(zip(keyl[k:m],
                                  [[t, gmss[g], True, True, e1u[e]] for t, g, e in zip(tss[k:m], invl[k:m], e1l[k:m])]))
                 k = m
         fi = np.flatnonzero(fast)
@@ -451,7 +450,7 @@ class PassiveAnalyzer:
             self._syn_hosts(hit, int(counts[g]), tss[int(lastk[g])], gaddr[g])
 
     def _syn_each(self, b: PF.Batch, ks: range, idx: list[int], invl: list[int], tss: list[float], hits: dict[int, Any],
-                  fast: np.ndarray, keys: bytes, e1b: bytes, gaddr: dict[int, str], gmss: dict[int, Any],
+                  fast: np.ndarray, keyl: list[bytes], e1b: bytes, gaddr: dict[int, str], gmss: dict[int, Any],
                   gtail: dict[int, str], learn: Callable[[int, int, tuple[Any, ...]], None], sports: list[int],
                   peers: list[str], dports: list[int], l2: int, line: str) -> None:
         """_syn_groups one packet at a time, for the rare stretch where a group's first packet was
@@ -473,7 +472,7 @@ class PassiveAnalyzer:
                 continue
             fast[k] = True
             flows = self.flows
-            flows[keys[12 * k: 12 * k + 12]] = [tss[k], gmss[g], True, True, e1b[6 * k: 6 * k + 6]]
+            flows[keyl[k]] = [tss[k], gmss[g], True, True, e1b[6 * k: 6 * k + 6]]
             if len(flows) > self.max_flows:
                 self.now = tss[k]
                 self._expire()
