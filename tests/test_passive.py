@@ -277,14 +277,14 @@ def test_pcapng_writer_round_trip(tmp_path):
     assert len([o for o in obs if o["kind"] == "syn"]) == 10  # Ethernet and raw IP both read
 
 
-def _record_walk(data: bytes) -> tuple[list[tuple[int, bytes]], str | None]:
+def _record_walk(data: bytes, e: str) -> tuple[list[tuple[int, bytes]], str | None]:
     """The classic pcap record chain read one record at a time (the plain reading of the format,
-    little-endian µs): every whole record's (ts_ns, bytes), and where and why reading stops."""
+    byte order e, µs): every whole record's (ts_ns, bytes), and where and why reading stops."""
     out, off = [], 24
     while off < len(data):
         if off + 16 > len(data):
             return out, f"byte offset {off}: last record cut short ({len(data) - off} bytes left)"
-        sec, usec, caplen = struct.unpack_from("<III", data, off)
+        sec, usec, caplen = struct.unpack_from(e + "III", data, off)
         if caplen > PF.MAX_RECORD:
             return out, f"byte offset {off}: record length {caplen} exceeds {PF.MAX_RECORD}"
         if off + 16 + caplen > len(data):
@@ -298,7 +298,7 @@ def test_pcap_reader_guessing_ahead_equals_the_record_walk(tmp_path):
     """The pcap reader guesses the record chain ahead when lengths repeat (a scan: 58, 54, 58, ...)
     and checks the guess with numpy; what it hands out, and the damage it reports, must be what a
     walk one record at a time finds: periods 1-5, patterns that break after a few or many records,
-    a damaged length or a cut inside a long run, and chunk ends anywhere in it."""
+    a damaged length or a cut inside a long run, chunk ends anywhere in it, both byte orders."""
     import random
 
     rnd = random.Random(18)
@@ -309,21 +309,22 @@ def test_pcap_reader_guessing_ahead_equals_the_record_walk(tmp_path):
         while len(lens) < 3000:  # runs of the cycle, broken by odd records
             lens += cycle * rnd.choice([1, 3, 40, 400, 2000])
             lens += [rnd.randint(0, 200) for _ in range(rnd.choice([0, 1, 2, 9]))]
-        data = bytearray(struct.pack("<IHHiIII", PF.PCAP_MAGIC_US, 2, 4, 0, 0, 65535, 1))
+        e = "<>"[case % 3 == 2]
+        data = bytearray(struct.pack(e + "IHHiIII", PF.PCAP_MAGIC_US, 2, 4, 0, 0, 65535, 1))
         offs = []
         for i, n in enumerate(lens):
             offs.append(len(data))
-            data += struct.pack("<IIII", 1_700_000_000 + i // 1000, i % 1000, n, n + i % 3) + rnd.randbytes(n)
+            data += struct.pack(e + "IIII", 1_700_000_000 + i // 1000, i % 1000, n, n + i % 3) + rnd.randbytes(n)
         damage = case % 4
         if damage == 1:  # a record length no capture has, in the middle of a run
-            struct.pack_into("<I", data, offs[rnd.randrange(len(offs))] + 8, PF.MAX_RECORD + 1 + rnd.randrange(9))
+            struct.pack_into(e + "I", data, offs[rnd.randrange(len(offs))] + 8, PF.MAX_RECORD + 1 + rnd.randrange(9))
         elif damage == 2:  # cut anywhere
             del data[rnd.randrange(24, len(data)):]
         elif damage == 3:  # a wrong length that stays inside the file: the chain goes astray there
-            struct.pack_into("<I", data, offs[rnd.randrange(len(offs))] + 8, rnd.randint(0, 2000))
+            struct.pack_into(e + "I", data, offs[rnd.randrange(len(offs))] + 8, rnd.randint(0, 2000))
         f = tmp_path / f"c{case}.pcap"
         f.write_bytes(bytes(data))
-        want, err = _record_walk(bytes(data))
+        want, err = _record_walk(bytes(data), e)
         got = []
         chunk = rnd.choice([64, 4096, 65536, 1 << 20])
         try:
