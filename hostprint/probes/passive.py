@@ -62,15 +62,20 @@ ADDR_CACHE_MAX = 16384
 FIRST_LINE_CACHE_MAX = 1024
 
 
-def _group_ids(cols: list[np.ndarray]) -> np.ndarray:
-    """A group number per packet: packets with equal values in every column share one. The columns
-    are folded into one 64-bit number (FNV-style); two different header sets would have to collide
-    in 64 bits within one batch to be merged."""
+def _group_key(cols: list[np.ndarray]) -> np.ndarray:
+    """One number per packet, equal for packets with equal values in every column: the columns
+    folded into 64 bits (FNV-style); two different header sets would have to collide in 64 bits
+    within one batch to be merged."""
     key = np.zeros(len(cols[0]), np.uint64)
     with np.errstate(over="ignore"):
         for c in cols:
             key = (key * np.uint64(0x100000001B3)) ^ c.astype(np.uint64)
-    _u, inv = np.unique(key, return_inverse=True)
+    return key
+
+
+def _group_ids(cols: list[np.ndarray]) -> np.ndarray:
+    """A group number per packet: packets with equal values in every column share one."""
+    _u, inv = np.unique(_group_key(cols), return_inverse=True)
     return inv.reshape(-1)
 
 
@@ -577,9 +582,9 @@ class PassiveAnalyzer:
         for j, m in enumerate(marks):
             mark_bits |= m.astype(np.int64) << j
         mbl = mark_bits.tolist()
-        inv = _group_ids(cols)
-        order = np.argsort(inv, kind="stable")
-        cuts = np.flatnonzero(np.diff(inv[order])) + 1
+        key = _group_key(cols)
+        order = np.argsort(key, kind="stable")  # each group's packets together, in capture order
+        cuts = np.flatnonzero(np.diff(key[order])) + 1
         groups = np.split(order, cuts)
         # each group in the order of its last packet, so events keep the capture's order
         groups.sort(key=lambda g: int(g[-1]))
