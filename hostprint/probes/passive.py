@@ -87,6 +87,7 @@ def _digit_tables() -> list[np.ndarray]:
     trailing zeros as NUL (0 as "0"); 0-9999 as four with trailing zeros as NUL."""
     if not _DIGIT_TABLES:
         d5 = (48 + (np.arange(100_000)[:, None] // 10 ** np.arange(4, -1, -1)) % 10).astype(np.uint8)
+
         def nul(d: np.ndarray) -> np.ndarray:
             z = d == 48
             tail = np.flip(np.cumprod(np.flip(z, 1), 1), 1).astype(bool)  # zeros with only zeros after them
