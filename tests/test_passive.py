@@ -277,6 +277,67 @@ def test_pcapng_writer_round_trip(tmp_path):
     assert len([o for o in obs if o["kind"] == "syn"]) == 10  # Ethernet and raw IP both read
 
 
+def _record_walk(data: bytes, e: str) -> tuple[list[tuple[int, bytes]], str | None]:
+    """The classic pcap record chain read one record at a time (the plain reading of the format,
+    byte order e, µs): every whole record's (ts_ns, bytes), and where and why reading stops."""
+    out, off = [], 24
+    while off < len(data):
+        if off + 16 > len(data):
+            return out, f"byte offset {off}: last record cut short ({len(data) - off} bytes left)"
+        sec, usec, caplen = struct.unpack_from(e + "III", data, off)
+        if caplen > PF.MAX_RECORD:
+            return out, f"byte offset {off}: record length {caplen} exceeds {PF.MAX_RECORD}"
+        if off + 16 + caplen > len(data):
+            return out, f"byte offset {off}: last record cut short ({len(data) - off} bytes left)"
+        out.append((sec * 10**9 + usec * 1000, data[off + 16: off + 16 + caplen]))
+        off += 16 + caplen
+    return out, None
+
+
+def test_pcap_reader_guessing_ahead_equals_the_record_walk(tmp_path):
+    """The pcap reader guesses the record chain ahead when lengths repeat (a scan: 58, 54, 58, ...)
+    and checks the guess with numpy; what it hands out, and the damage it reports, must be what a
+    walk one record at a time finds: periods 1-5, patterns that break after a few or many records,
+    a damaged length or a cut inside a long run, chunk ends anywhere in it, both byte orders."""
+    import random
+
+    rnd = random.Random(18)
+    for case in range(60):
+        period = rnd.randint(1, 5)
+        cycle = [rnd.choice([0, 1, 54, 58, 60, 1514, rnd.randint(0, 300)]) for _ in range(period)]
+        lens = []
+        while len(lens) < 3000:  # runs of the cycle, broken by odd records
+            lens += cycle * rnd.choice([1, 3, 40, 400, 2000])
+            lens += [rnd.randint(0, 200) for _ in range(rnd.choice([0, 1, 2, 9]))]
+        e = "<>"[case % 3 == 2]
+        data = bytearray(struct.pack(e + "IHHiIII", PF.PCAP_MAGIC_US, 2, 4, 0, 0, 65535, 1))
+        offs = []
+        for i, n in enumerate(lens):
+            offs.append(len(data))
+            data += struct.pack(e + "IIII", 1_700_000_000 + i // 1000, i % 1000, n, n + i % 3) + rnd.randbytes(n)
+        damage = case % 4
+        if damage == 1:  # a record length no capture has, in the middle of a run
+            struct.pack_into(e + "I", data, offs[rnd.randrange(len(offs))] + 8, PF.MAX_RECORD + 1 + rnd.randrange(9))
+        elif damage == 2:  # cut anywhere
+            del data[rnd.randrange(24, len(data)):]
+        elif damage == 3:  # a wrong length that stays inside the file: the chain goes astray there
+            struct.pack_into(e + "I", data, offs[rnd.randrange(len(offs))] + 8, rnd.randint(0, 2000))
+        f = tmp_path / f"c{case}.pcap"
+        f.write_bytes(bytes(data))
+        want, err = _record_walk(bytes(data), e)
+        got = []
+        chunk = rnd.choice([64, 4096, 65536, 1 << 20])
+        try:
+            for b in PF.read_batches(f, chunk):
+                assert len(b.starts) == len(b.lens) == len(b._ts)
+                got += [(b.ts_ns(i), b.buf[s: s + n]) for i, (s, n) in enumerate(zip(b.starts, b.lens))]
+            stop = None
+        except PF.CaptureError as e:
+            stop = str(e).split(": damaged pcap at ", 1)[1]
+        assert stop == err, (case, stop, err)
+        assert got == want, case
+
+
 def _damaged(tmp_path) -> list[tuple[Path, int]]:
     frames = _frames()
     good = tmp_path / "g.pcap"
@@ -618,6 +679,30 @@ def test_text_fast_path_equals_records():
     assert dicts[2]["raw"]["first_line"] == "GET /x HTTP/1.1" and dicts[3]["raw"]["server"] == "nginx/1.22.1"
 
 
+def test_bulk_time_texts_equal_repr():
+    """The bulk SYN lines' ports and times are made with numpy (passive._ts_texts); the times
+    must be repr(t) exactly: random doubles over the whole fast range, times as the pcap reader makes them from µs
+    and ns (double rounding gives 7-digit reprs), whole seconds, and times outside the range."""
+    import numpy as np
+
+    from hostprint.probes.passive import _ts_texts
+
+    rng = np.random.default_rng(18)
+    lo, hi = np.array([1e9, 2.0**32]).view(np.int64)
+    sec = rng.integers(10**9, 2**32 - 1, 100_000)
+    cases = [rng.integers(lo, hi, 100_000).view(np.float64),
+             (sec * 1_000_000_000 + rng.integers(0, 10**6, 100_000) * 1000) / 1e9,
+             (sec * 1_000_000_000 + rng.integers(0, 10**9, 100_000)) / 1e9,
+             (sec * 1_000_000_000 + rng.integers(0, 10, 100_000) * 100_000_000) / 1e9,
+             rng.uniform(0, 1e9, 10_000), rng.uniform(2.0**32, 1e17, 10_000),
+             np.array([1e9, 1e9 - 2**-23, 2.0**32 - 2**-21, 2.0**32, 2.0**31, 1796428834.8287208, 1234567890.0001,
+                       0.0, 1.5, 1e-5, 123456.789, 1e16, -1.0, float("nan"), float("inf")])]
+    for ts in cases:
+        ports = rng.integers(0, 65536, len(ts))
+        ports[: min(len(ts), 12)] = [0, 9, 10, 99, 100, 999, 1000, 9999, 10000, 65535, 5, 80][: len(ts)]
+        assert _ts_texts(ports, ts) == [b'%d, "ts": %s' % (p, repr(t).encode()) for p, t in zip(ports.tolist(), ts.tolist())]
+
+
 def _bulk_run(path: Path, group_min: int, max_flows: int) -> tuple[str, str, list, dict]:
     lines: list[str] = []
     an = PassiveAnalyzer(PassiveMatcher(resolve_db("builtin", None)), None, write=lines.append)
@@ -638,17 +723,47 @@ def test_bulk_syns_equal_one_at_a_time(tmp_path, max_flows):
     also when the cap is passed in the middle of a stretch (max_flows=97: expiry at the same
     packet), and when most groups are one packet (many sources).
     SYN+ACKs answer some of the SYNs, so the flows' MSS and client endpoints are read back."""
+    f, many = _scan_captures(tmp_path)
+    for path, n in ((f, 600), (many, 300)):
+        fast, slow = _bulk_run(path, 64, max_flows), _bulk_run(path, 10**9, max_flows)
+        assert fast[0].count("\n") + 1 == slow[3]["syn"] + slow[3]["synack"] >= n
+        assert fast == slow
+        if max_flows < 100:
+            assert slow[3]["x"]
+
+
+def test_bulk_syn_lines_through_the_cli_file_writer(tmp_path):
+    """`passive -r F -oJ OUT` writes the bulk SYN lines as bytes to the file's binary layer
+    (JsonlWriter.write_bytes), between host records and events written as text: the file holds
+    the lines of the packet-by-packet path, each whole, and then the host records."""
+    for path in _scan_captures(tmp_path):
+        out = tmp_path / "o.jsonl"
+        r = cli("passive", "-r", str(path), "-oJ", str(out), "--no-db", "--quiet")
+        assert r.returncode == 0, r.stderr
+        text = out.read_text()
+        obs = [ln for ln in text.splitlines() if ln.startswith('{"type": "observation"')]
+        assert "\n".join(sorted(obs)) == _bulk_run(path, 10**9, 100_000)[0]
+        lines: list[str] = []  # in the order the analyzer wrote them, text and bulk
+        an = PassiveAnalyzer(PassiveMatcher(resolve_db("builtin", None)), None, write=lines.append)
+        for b in PF.read_batches(path):
+            an.feed_batch(b)
+        assert obs == "".join(lines).splitlines()
+        assert all(json.loads(ln) for ln in text.splitlines())
+        assert text.index('"type": "host"') > text.rindex('"type": "observation"')
+
+
+def _scan_captures(tmp_path: Path) -> tuple[Path, Path]:
     f = tmp_path / "scan.pcap"
     t = 1_700_000_000_000_000_000
     with PF.PcapWriter(f) as w:
         for i in range(600):
             src = "198.18.7.1" if i % 3 else "198.18.7.2"
             ttl = 40 + (i % 5)  # nmap-like: a few TTLs, so several groups interleave
-            w.write(t + i * 1_000_000, syn_frame([(P.OPT_MSS, 1460)], ttl=ttl, df=False, win=1024, src=src,
+            w.write(t + i * 1_013_000, syn_frame([(P.OPT_MSS, 1460)], ttl=ttl, df=False, win=1024, src=src,
                                                  dst="198.18.7.9", sport=50000 + i % 2, dport=1 + i, seq=i))
             if i % 50 == 47:  # the answer to a SYN 40 packets back: its flow may have been pruned
                 j = i - 40
-                w.write(t + i * 1_000_000 + 500, syn_frame(LINUX_OPTS, flags=P.SYN | P.ACK, ack=j + 1,
+                w.write(t + i * 1_013_000 + 500, syn_frame(LINUX_OPTS, flags=P.SYN | P.ACK, ack=j + 1,
                                                            src="198.18.7.9", dst="198.18.7.1" if j % 3 else "198.18.7.2",
                                                            sport=1 + j, dport=50000 + j % 2))
     many = tmp_path / "many.pcap"  # mostly one SYN per group (many sources): the per-packet branch
@@ -656,12 +771,8 @@ def test_bulk_syns_equal_one_at_a_time(tmp_path, max_flows):
         for i in range(300):
             w.write(t + i * 1_000_000, syn_frame([(P.OPT_MSS, 1460)], ttl=50, df=False, win=1024,
                                                  src=f"198.18.6.{1 + i % 150}", dst="198.18.7.9", dport=1 + i))
-    for path, n in ((f, 600), (many, 300)):
-        fast, slow = _bulk_run(path, 64, max_flows), _bulk_run(path, 10**9, max_flows)
-        assert fast[0].count("\n") + 1 == slow[3]["syn"] + slow[3]["synack"] >= n
-        assert fast == slow
-        if max_flows < 100:
-            assert slow[3]["x"]
+    return f, many
+
 
 def test_ctrl_c_stops_a_live_capture_without_timeout_and_keeps_it(tmp_path):
     """`passive -i` with no --timeout or -c runs until Ctrl-C: one SIGINT (by PID) stops the capture

@@ -187,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
     tech = PassiveTechnique(PassiveMatcher(db), files=files, iface=args.iface, count=count, timeout=timeout,
                             write=sink.write_line if sink is not None else None, summarise=False)
     an = tech.analyzer
+    if sink is not None:
+        an.write_bytes = sink.write_bytes
     events: list[Any] = []
     if not args.no_detect:
         from hostprint.match.probedetect import detector

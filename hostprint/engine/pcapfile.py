@@ -19,12 +19,19 @@ Facts from the pcap and pcapng specifications (IETF draft-ietf-opsawg-pcap, draf
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Union
 
 from hostprint.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    #: offsets and lengths: a list, or a numpy int64 array (the pcap reader's); both index and len()
+    Ints = Union[list[int], npt.NDArray[np.int64]]
 
 # Link types (tcpdump.org/linktypes.html)
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
@@ -56,24 +63,28 @@ class CaptureError(UsageError):
 class Batch:
     """Packets of one link type that lie in one buffer: `buf[starts[i]: starts[i] + lens[i]]`.
 
-    `ts_ns(i)` decodes one timestamp on demand (most packets never need theirs)."""
+    `ts_ns(i)` decodes one timestamp on demand (most packets never need theirs). `starts`, `lens`
+    and `_ts` are lists or numpy int64 arrays (the classic pcap reader gives arrays): read them
+    by index, len() or numpy.asarray, never by truth value."""
 
     buf: bytes
-    starts: list[int]
-    lens: list[int]
+    starts: Ints
+    lens: Ints
     linktype: int
-    _ts: list[int]  # per packet: offset of its timestamp words in buf
+    _ts: Ints  # per packet: offset of its timestamp words in buf
     _fmt: struct.Struct
     _scale: int  # ns per unit for pcap (sec, frac) pairs; 0 = pcapng 64-bit ticks
     _div: tuple[int, int] = (1, 1)  # pcapng: ns = ticks * a // b
 
     def ts_seconds(self, idx: list[int]) -> list[float]:
         """Timestamps (float seconds) of the packets at `idx`, decoded with numpy in one go."""
-        if not idx:
+        if len(idx) == 0:
             return []
         import numpy as np
 
-        offs = np.fromiter((self._ts[i] for i in idx), np.int64, len(idx))
+        tso = self._ts
+        offs = (tso[np.asarray(idx, np.intp)] if isinstance(tso, np.ndarray)
+                else np.fromiter((tso[i] for i in idx), np.int64, len(idx)))
         if self._scale == 0 or self._fmt.format[0] != "<" or (offs < 0).any():
             return [self.ts_ns(i) / 1e9 for i in idx]
         u8 = np.frombuffer(self.buf, np.uint8)
@@ -127,8 +138,12 @@ def read_batches(path: str | Path, chunk: int = CHUNK) -> Iterator[Batch]:
 def iter_packets(path: str | Path) -> Iterator[tuple[int, int, bytes]]:
     """(ts_ns, linktype, bytes) per packet: the convenient, slower form (tests, small files)."""
     for b in read_batches(path):
-        for i, (s, n) in enumerate(zip(b.starts, b.lens)):
+        for i, (s, n) in enumerate(zip(_ints(b.starts), _ints(b.lens))):
             yield b.ts_ns(i), b.linktype, b.buf[s: s + n]
+
+
+def _ints(x: Ints) -> list[int]:
+    return x if isinstance(x, list) else x.tolist()
 
 
 # --------------------------------------------------------------------------- pcap
@@ -157,22 +172,9 @@ def _pcap_batches(path: str | Path, chunk: int) -> Iterator[Batch]:
             if data:
                 buf = buf + data if buf else data
             n = len(buf)
-            off = 0
-            starts: list[int] = []
-            lens: list[int] = []
-            sa, la = starts.append, lens.append
-            while off + 16 <= n:
-                caplen = unpack(buf, off)[0]
-                end = off + 16 + caplen
-                if end > n:
-                    break
-                if caplen > MAX_RECORD:
-                    break
-                sa(off + 16)
-                la(caplen)
-                off = end
-            if starts:
-                yield Batch(buf, starts, lens, linktype, [s - 16 for s in starts], tsf, scale)
+            starts, lens, off = _pcap_walk(buf, e, unpack)
+            if len(starts):
+                yield Batch(buf, starts, lens, linktype, starts - 16, tsf, scale)
             if off + 16 <= n and unpack(buf, off)[0] > MAX_RECORD:
                 caplen = unpack(buf, off)[0]
                 raise CaptureError(f"{path}: damaged pcap at byte offset {base + off}: record length {caplen} "
@@ -184,6 +186,73 @@ def _pcap_batches(path: str | Path, chunk: int) -> Iterator[Batch]:
                 return
             buf = buf[off:]
             base += off
+
+
+def _pcap_walk(buf: bytes, e: str, unpack: Callable[[bytes, int], tuple[int, ...]]) -> tuple[Any, Any, int]:
+    """The whole records at the start of `buf` (classic pcap, byte order `e`): numpy arrays of their
+    data offsets and captured lengths, and the offset just after the last one. Stops at a record
+    that runs past the end of `buf` or claims more than MAX_RECORD (the caller tells which).
+
+    The record chain is walked in Python a few records at a time; when the last eight lengths
+    repeat with a short period (a scan's probes and their answers: 58, 54, 58, 54, ...), the chain
+    is guessed ahead to repeat it and the guess checked with one numpy gather of the length
+    words: the records up to the first length that differs are exactly what the walk would have
+    found (each checked length places the next record), and the walk goes on from there."""
+    import numpy as np
+
+    n = len(buf)
+    parts: list[tuple[Any, Any]] = []
+    ss: list[int] = []
+    ls: list[int] = []
+    off = 0
+    run, ahead = 16, 256  # records walked one at a time before the next guess; records guessed
+    u32 = None
+    while True:
+        k = 0
+        while k < run and off + 16 <= n:
+            caplen = unpack(buf, off)[0]
+            end = off + 16 + caplen
+            if end > n or caplen > MAX_RECORD:
+                break
+            ss.append(off + 16)
+            ls.append(caplen)
+            off = end
+            k += 1
+        if k < run:
+            break
+        tail = ls[-8:]
+        period = next((p for p in (1, 2, 3, 4) if all(tail[i] == tail[i - p] for i in range(p, len(tail)))), 0)
+        if not period or len(tail) < 8:
+            run = min(run * 2, 1024)
+            continue
+        if u32 is None:  # the 32-bit word at every byte offset (unaligned view, nothing copied)
+            u32 = np.ndarray((max(n - 3, 0),), e + "u4", buf, 0, (1,))
+        guess = np.empty(min(ahead, (n - off) // 16), np.int64)
+        for j in range(period):
+            guess[j::period] = ls[j - period]
+        ends = off + np.cumsum(guess + 16)
+        cnt = int(np.searchsorted(ends, n, "right"))  # guessed records that end inside buf
+        data = ends[:cnt] - guess[:cnt]
+        bad = np.flatnonzero(u32[data - 8] != guess[:cnt])  # the length word: 8 bytes into a record
+        m = int(bad[0]) if len(bad) else cnt
+        if m:
+            if ss:
+                parts.append((np.array(ss, np.int64), np.array(ls[-len(ss):], np.int64)))
+                ss = []
+            parts.append((data[:m], guess[:m]))
+            off = int(ends[m - 1])
+            ls = ls[-8:]
+        if m == cnt and cnt:
+            ahead, run = min(ahead * 2, 1 << 16), 8
+        else:  # guess about twice the last good stretch next time
+            ahead, run = max(256, 2 * m), (8 if m >= 64 else min(run * 2, 1024))
+    if ss:
+        parts.append((np.array(ss, np.int64), np.array(ls[-len(ss):], np.int64)))
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), off
+    if len(parts) == 1:
+        return parts[0][0], parts[0][1], off
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), off
 
 
 # --------------------------------------------------------------------------- pcapng

@@ -27,6 +27,7 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from hostprint.model import ProbeCoverage, ProbeEvent, ProbeEvidence
@@ -710,11 +711,14 @@ class ProbeDetector:
         f = p.flags & 0x3F
         if f & (SYN | ACK) == SYN:
             conns = src.conns
-            for dp, sp in zip(dports, sports):
+            i = 0
+            while i < n:  # what feed() does per SYN, in slices that cannot fill the table
                 if len(conns) >= MAX_CONNS:
                     for k in list(conns)[: MAX_CONNS // 2]:
                         del conns[k]
-                conns[(p.dst, dp, sp)] = p.ts
+                j = i + MAX_CONNS - len(conns)
+                conns.update(zip(zip(repeat(p.dst), dports[i:j], sports[i:j]), repeat(p.ts)))
+                i = j
             m = "syn" if f == SYN else ("xmas" if f & FIN else None)
             if m is not None:
                 self._scan(src, m, p, -1, dports, first)

@@ -24,6 +24,7 @@ import json
 import struct
 import types
 from collections.abc import Callable, Iterator
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -61,16 +62,93 @@ ADDR_CACHE_MAX = 16384
 FIRST_LINE_CACHE_MAX = 1024
 
 
-def _group_ids(cols: list[np.ndarray]) -> np.ndarray:
-    """A group number per packet: packets with equal values in every column share one. The columns
-    are folded into one 64-bit number (FNV-style); two different header sets would have to collide
-    in 64 bits within one batch to be merged."""
+def _group_key(cols: list[np.ndarray]) -> np.ndarray:
+    """One number per packet, equal for packets with equal values in every column: the columns
+    folded into 64 bits (FNV-style); two different header sets would have to collide in 64 bits
+    within one batch to be merged."""
     key = np.zeros(len(cols[0]), np.uint64)
     with np.errstate(over="ignore"):
         for c in cols:
             key = (key * np.uint64(0x100000001B3)) ^ c.astype(np.uint64)
-    _u, inv = np.unique(key, return_inverse=True)
+    return key
+
+
+def _group_ids(cols: list[np.ndarray]) -> np.ndarray:
+    """A group number per packet: packets with equal values in every column share one."""
+    _u, inv = np.unique(_group_key(cols), return_inverse=True)
     return inv.reshape(-1)
+
+
+_DIGIT_TABLES: list[np.ndarray] = []
+
+
+def _digit_tables() -> list[np.ndarray]:
+    """Digit characters by table lookup: 0-99999 as five digits; 0-999 as three, then again with
+    trailing zeros as NUL (0 as "0"); 0-9999 as four with trailing zeros as NUL."""
+    if not _DIGIT_TABLES:
+        d5 = (48 + (np.arange(100_000)[:, None] // 10 ** np.arange(4, -1, -1)) % 10).astype(np.uint8)
+
+        def nul(d: np.ndarray) -> np.ndarray:
+            z = d == 48
+            tail = np.flip(np.cumprod(np.flip(z, 1), 1), 1).astype(bool)  # zeros with only zeros after them
+            return np.where(tail, 0, d).astype(np.uint8)
+        d3, d4 = d5[:1000, 2:], d5[:10_000, 1:]
+        d3n = nul(d3)
+        d3n[0, 0] = 48
+        _DIGIT_TABLES.extend([d5, np.concatenate([d3, d3n]), nul(d4)])
+    return _DIGIT_TABLES
+
+
+_PORT_TABLE: list[np.ndarray] = []
+
+
+def _port_table() -> np.ndarray:
+    """b'0' ... b'65535' as a numpy array of 5-byte strings (NUL-padded), made once."""
+    if not _PORT_TABLE:
+        _PORT_TABLE.append(np.array([b"%d" % p for p in range(65536)], "S5"))
+    return _PORT_TABLE[0]
+
+
+def _ts_texts(ports: np.ndarray, ts: np.ndarray) -> list[bytes]:
+    """b'<port>, "ts": <repr(t)>' for every (port, t): the middle of a SYN line, made with numpy.
+
+    repr(t) is the shortest decimal that reads back as t. For 1e9 <= t < 2**32 (every capture
+    time since 2001) it has ten integer digits and at most seven fraction digits: the step
+    between neighbouring doubles there (2**-23..2**-21 s) is under 1e-6, so at most one 6-digit
+    fraction reads back as t (and then nothing shorter does), and the nearest 7-digit one always
+    does (it is at most 0.5e-7 away, under half a step). Which one reads back is decided exactly
+    in integers from t's mantissa; anything else (other times, the rare exact tie) goes through
+    repr itself. One bytes object per line, not two: the join that makes the lines reads fewer
+    scattered objects."""
+    d5, d3, d4 = _digit_tables()
+    n = len(ts)
+    ok = (ts >= 1e9) & (ts < 2.0**32)
+    mant, ex = np.frexp(np.where(ok, ts, 1e9))
+    s = 53 - ex.astype(np.int64)  # fraction bits: t = m / 2**s, m < 2**53
+    m = (mant * 2.0**53).astype(np.int64)
+    whole, frac = m >> s, m & ((1 << s) - 1)
+    half = 1 << (s - 1)
+    num6, num7 = frac * 1_000_000, frac * 10_000_000
+    c6, c7 = (num6 + half) >> s, (num7 + half) >> s  # the nearest 6- and 7-digit fractions
+    gap6 = 2 * np.abs((c6 << s) - num6)  # < 10**6: c6 / 10**6 is within half a step of t
+    rt6 = gap6 < 1_000_000
+    fr = np.where(rt6, c6 * 10, c7)  # seven fraction digits
+    ok &= (gap6 != 1_000_000) & (rt6 | ((num7 & ((1 << s) - 1)) != half)) & (fr < 10_000_000)  # no ties
+    fr[~ok] = 0
+    whole[~ok] = 10**9
+    hi, lo = fr // 10_000, fr % 10_000
+    body = np.empty((n, 8 + 18), np.uint8)
+    body[:, :8] = np.frombuffer(b', "ts": ', np.uint8)
+    body[:, 8:13] = d5[whole // 100_000]
+    body[:, 13:18] = d5[whole % 100_000]
+    body[:, 18] = 46
+    body[:, 19:22] = d3[hi + 1000 * (lo == 0)]  # trailing zeros dropped when nothing follows
+    body[:, 22:] = d4[lo]
+    # fixed-width byte strings: NUL padding is dropped by the concatenation and by tolist
+    texts = np.char.add(_port_table()[ports], body.view("S26").reshape(-1)).tolist()
+    for i in np.flatnonzero(~ok).tolist():
+        texts[i] = b'%d, "ts": %s' % (int(ports[i]), repr(float(ts[i])).encode())
+    return texts
 
 
 @types.coroutine
@@ -111,6 +189,9 @@ class PassiveAnalyzer:
         self.m = matcher
         self.emit = emit
         self.write = write
+        #: optional: takes the same lines already encoded (UTF-8), as `write` would have written
+        #: them; the bulk SYN path hands its lines here when set (JsonlWriter.write_bytes)
+        self.write_bytes: Callable[[bytes], Any] | None = None
         self.observations = 0
         self._addrs: dict[bytes, str] = {}
         self._hcache: dict[tuple, tuple] = {}
@@ -159,13 +240,12 @@ class PassiveAnalyzer:
             return
         buf = b.buf
         u8 = np.frombuffer(buf, np.uint8)
-        top = len(buf) - 1
-        S = np.fromiter(b.starts, np.int64, n)
-        L = np.fromiter(b.lens, np.int64, n)
+        S = np.asarray(b.starts, np.int64)  # a list, or the pcap reader's array as it is
+        L = np.asarray(b.lens, np.int64)
         ip = S + l2
 
         def at(idx: np.ndarray) -> np.ndarray:
-            return u8[np.minimum(idx, top)].astype(np.int64)
+            return u8.take(idx, mode="clip").astype(np.int64)  # past the end: the last byte
 
         vb = at(ip)
         ver = vb >> 4
@@ -219,15 +299,12 @@ class PassiveAnalyzer:
         if not len(sel):
             return
         self.stats["candidates"] += len(sel)
-        starts, lens = b.starts, b.lens
         v6l = v6.tolist() if v6.any() else None
         vl = vlan.tolist() if vlan.any() else None
         idx = sel.tolist()
         tss = b.ts_seconds(idx)
         ip_ = self._ip
-        for i, ts in zip(idx, tss):
-            s = starts[i]
-            end = s + lens[i]
+        for i, ts, s, end in zip(idx, tss, S[sel].tolist(), (S + L)[sel].tolist()):
             if vl is not None and vl[i]:
                 self._frame_slow(ts, buf, s, end, lt)
                 continue
@@ -270,7 +347,7 @@ class PassiveAnalyzer:
         kb = np.empty((n, 12), np.uint8)
         kb[:, :6] = np.minimum(e1n, e2n).astype(">u8").view(np.uint8).reshape(n, 8)[:, 2:]
         kb[:, 6:] = np.maximum(e1n, e2n).astype(">u8").view(np.uint8).reshape(n, 8)[:, 2:]
-        keys = kb.tobytes()
+        keyl = kb.view("V12").reshape(-1).tolist()  # one bytes object each
         e1b = e1n.astype(">u8").view(np.uint8).reshape(n, 8)[:, 2:].tobytes()
         ue1, e1i = np.unique(e1n, return_inverse=True)  # a scan's SYNs share few client endpoints:
         e1u = [int(x).to_bytes(6, "big") for x in ue1.tolist()]  # one bytes object each
@@ -289,11 +366,12 @@ class PassiveAnalyzer:
             gs, di = divmod(v, nd)
             g, spv = divmod(gs, 65536)
             combos.setdefault(g, []).append((c, spv, di))
-        cpre, csuf = [""] * len(uc), [""] * len(uc)
+        cpre, csuf = [b""] * len(uc), [b""] * len(uc)
         _u, fidx = np.unique(inv, return_index=True)
         firsts = sorted(fidx.tolist())
         buf, starts, lens = b.buf, b.starts, b.lens
-        stats, write = self.stats, self.write
+        stats, write, wbytes = self.stats, self.write, self.write_bytes
+        tsx: list[bytes] | None = None
         hits: dict[int, tuple[Any, ...] | None] = {}
         gaddr: dict[int, str] = {}
         gmss: dict[int, Any] = {}
@@ -308,18 +386,18 @@ class PassiveAnalyzer:
             gmss[g], gtail[g] = hit[2]["mss"], hit[6]
             for c, spv, di in combos.get(g, ()):
                 cpre[c] = ('{"type": "observation", "address": "%s", "port": %d, "peer": "%s", "peer_port": '
-                           % (gaddr[g], spv, pnames[di]))
-                csuf[c] = ', "tsval": null, ' + hit[6] + "\n"
+                           % (gaddr[g], spv, pnames[di])).encode()
+                csuf[c] = (', "tsval": null, ' + hit[6] + "\n").encode()
 
         if len(firsts) * 8 > n:  # mostly one packet a group (many sources): one packet at a time
             firsts = []
-            self._syn_each(b, range(n), idx, invl, tss, hits, fast, keys, e1b, gaddr, gmss, gtail, learn, sports,
+            self._syn_each(b, range(n), idx, invl, tss, hits, fast, keyl, e1b, gaddr, gmss, gtail, learn, sports,
                            peers, dports, l2, line)
         for j, f in enumerate(firsts):
             g = invl[f]
             try:
                 i = idx[f]
-                hit = hits[g] = self._ip(buf, starts[i] + l2, starts[i] + lens[i], 4, tss[f])
+                hit = hits[g] = self._ip(buf, int(starts[i]) + l2, int(starts[i] + lens[i]), 4, tss[f])
             except (IndexError, struct.error, ValueError):
                 stats["malformed"] += 1
                 hit = hits[g] = None
@@ -329,28 +407,34 @@ class PassiveAnalyzer:
             if a >= z:
                 continue
             if len(gaddr) < len(hits) and any(hits[x] is None for x in set(invl[a:z])):
-                self._syn_each(b, range(a, z), idx, invl, tss, hits, fast, keys, e1b, gaddr, gmss, gtail,
+                self._syn_each(b, range(a, z), idx, invl, tss, hits, fast, keyl, e1b, gaddr, gmss, gtail,
                                learn, sports, peers, dports, l2, line)
                 continue
             fast[a:z] = True
             if write is not None:  # the lines _observe writes, 4,096 at a time (~2 MB: bounded memory)
+                if tsx is None:  # '<dport>, "ts": <repr(ts)>' of every packet, made with numpy
+                    tsx = _ts_texts(dp, np.array(tss, np.float64))
                 for u in range(a, z, 4096):
                     w = min(z, u + 4096)
-                    write("".join([f'{cpre[c]}{dp}, "ts": {t!r}{csuf[c]}' for c, dp, t in zip(cl[u:w], dports[u:w],
-                                                                                               tss[u:w])]))
+                    text = b"".join(chain.from_iterable(zip(map(cpre.__getitem__, cl[u:w]), tsx[u:w],
+                                                            map(csuf.__getitem__, cl[u:w]))))
+                    if wbytes is not None:
+                        wbytes(text)
+                    else:
+                        write(text.decode())
             k = a
             while k < z:  # the flow table, in slices that cannot pass its cap
                 flows = self.flows
                 room = self.max_flows - len(flows)
                 if room <= 0:
-                    flows[keys[12 * k: 12 * k + 12]] = [tss[k], gmss[invl[k]], True, True, e1b[6 * k: 6 * k + 6]]
+                    flows[keyl[k]] = [tss[k], gmss[invl[k]], True, True, e1b[6 * k: 6 * k + 6]]
                     if len(flows) > self.max_flows:
                         self.now = tss[k]
                         self._expire()
                     k += 1
                     continue
                 m = k + min(room, z - k)
-                flows.update(zip([keys[i: i + 12] for i in range(12 * k, 12 * m, 12)],
+                flows.update(zip(keyl[k:m],
                                  [[t, gmss[g], True, True, e1u[e]] for t, g, e in zip(tss[k:m], invl[k:m], e1l[k:m])]))
                 k = m
         fi = np.flatnonzero(fast)
@@ -372,7 +456,7 @@ class PassiveAnalyzer:
             self._syn_hosts(hit, int(counts[g]), tss[int(lastk[g])], gaddr[g])
 
     def _syn_each(self, b: PF.Batch, ks: range, idx: list[int], invl: list[int], tss: list[float], hits: dict[int, Any],
-                  fast: np.ndarray, keys: bytes, e1b: bytes, gaddr: dict[int, str], gmss: dict[int, Any],
+                  fast: np.ndarray, keyl: list[bytes], e1b: bytes, gaddr: dict[int, str], gmss: dict[int, Any],
                   gtail: dict[int, str], learn: Callable[[int, int, tuple[Any, ...]], None], sports: list[int],
                   peers: list[str], dports: list[int], l2: int, line: str) -> None:
         """_syn_groups one packet at a time, for the rare stretch where a group's first packet was
@@ -384,7 +468,7 @@ class PassiveAnalyzer:
             if hit is None:
                 try:
                     i = idx[k]
-                    hit = hits[g] = self._ip(buf, starts[i] + l2, starts[i] + lens[i], 4, tss[k])
+                    hit = hits[g] = self._ip(buf, int(starts[i]) + l2, int(starts[i] + lens[i]), 4, tss[k])
                 except (IndexError, struct.error, ValueError):
                     self.stats["malformed"] += 1
                     hits[g] = None
@@ -394,7 +478,7 @@ class PassiveAnalyzer:
                 continue
             fast[k] = True
             flows = self.flows
-            flows[keys[12 * k: 12 * k + 12]] = [tss[k], gmss[g], True, True, e1b[6 * k: 6 * k + 6]]
+            flows[keyl[k]] = [tss[k], gmss[g], True, True, e1b[6 * k: 6 * k + 6]]
             if len(flows) > self.max_flows:
                 self.now = tss[k]
                 self._expire()
@@ -463,8 +547,8 @@ class PassiveAnalyzer:
         idx = sel.tolist()
         feed = det.feed
         for i, ts in zip(idx, b.ts_seconds(idx)):
-            s = starts[i]
-            pk = parse_packet(buf, s + l2, s + lens[i], ts)
+            s = int(starts[i])
+            pk = parse_packet(buf, s + l2, s + int(lens[i]), ts)
             if pk is not None:
                 feed(pk)
 
@@ -499,9 +583,9 @@ class PassiveAnalyzer:
         for j, m in enumerate(marks):
             mark_bits |= m.astype(np.int64) << j
         mbl = mark_bits.tolist()
-        inv = _group_ids(cols)
-        order = np.argsort(inv, kind="stable")
-        cuts = np.flatnonzero(np.diff(inv[order])) + 1
+        key = _group_key(cols)
+        order = np.argsort(key, kind="stable")  # each group's packets together, in capture order
+        cuts = np.flatnonzero(np.diff(key[order])) + 1
         groups = np.split(order, cuts)
         # each group in the order of its last packet, so events keep the capture's order
         groups.sort(key=lambda g: int(g[-1]))
@@ -509,14 +593,12 @@ class PassiveAnalyzer:
         firsts = [int(bi[g[0]]) for g in groups]
         t_end, t_first = b.ts_seconds(ends), b.ts_seconds(firsts)
         buf, starts, lens = b.buf, b.starts, b.lens
-        dps, sps = dport.tolist(), sport.tolist()
         for g, i, ts, t0 in zip(groups, ends, t_end, t_first):
-            s = starts[i]
-            pk = parse_packet(buf, s + l2, s + lens[i], ts)
+            s = int(starts[i])
+            pk = parse_packet(buf, s + l2, s + int(lens[i]), ts)
             if pk is None:
                 continue
-            gl = g.tolist()
-            det.feed_group(pk, [dps[k] for k in gl], [sps[k] for k in gl], t0, mbl[gl[-1]])
+            det.feed_group(pk, dport[g].tolist(), sport[g].tolist(), t0, mbl[int(g[-1])])
 
     # ---------------------------------------------------------------- frames (live, odd link layers)
 
