@@ -271,7 +271,9 @@ def labcaps(tmp_path_factory):
     from hostprint.lab import Lab
 
     out = tmp_path_factory.mktemp("caps")
-    with Lab(PT.lab_spec(f"pd{os.getpid() % 10000}"), strict=False) as lab:
+    # HOSTPRINT_TEST_LAB_PREFIX: engineers running this module side by side keep their labs apart
+    name = f"{os.environ.get('HOSTPRINT_TEST_LAB_PREFIX', 'pd')}{os.getpid() % 10000}"
+    with Lab(PT.lab_spec(name), strict=False) as lab:
         yield lab, PT.make(lab, out), PT.runs()
 
 
