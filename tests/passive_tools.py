@@ -194,10 +194,10 @@ FLUSH = 1.6  # s: tcpdump's TPACKET_V3 block timeout is 1 s
 MASSCAN_HANG = 20  # s: masscan's run (1,000 SYNs at 2,000/s, --wait 1) ends ~6 s after it starts when it exits
 
 
-def stop(p: subprocess.Popen) -> int:
+def stop(p: subprocess.Popen, flush: float = FLUSH) -> int:
     """Stop tcpdump once its last ring block is handed over (`FLUSH`); the number of packets the
     kernel dropped (0 for a complete capture)."""
-    time.sleep(FLUSH)
+    time.sleep(flush)
     p.terminate()
     try:
         p.wait(5)
@@ -213,27 +213,40 @@ def missing_tools() -> list[str]:
             if not shutil.which(t) and not os.path.exists(f"/usr/sbin/{t}")]
 
 
-def capture(lab, name: str, out: Path, spec: tuple, tries: int = 3) -> subprocess.CompletedProcess | None:
-    """Run one tool (or the normal traffic) with tcpdump listening; return the tool's result. A
-    capture the kernel dropped packets from is made again (a busy machine: other labs, test runs),
-    at most `tries` times in all."""
+def capture(lab, name: str, out: Path, spec: tuple, tries: int = 3,
+            watch: bool = False) -> tuple[subprocess.CompletedProcess | None, Watch | None]:
+    """Run one tool (or the normal traffic) with tcpdump listening, and with watch=True also
+    `hostprint passive -i` on the same switch port (`Watch`); return the tool's result and the
+    watch. A capture the kernel dropped packets from (tcpdump's count, or the live ring's) is made
+    again (a busy machine: other labs, test runs), at most `tries` times in all; the last try's live
+    drops are kept in the watch (`ring`) for the live tests to report, not raised here."""
     for attempt in range(tries):
         try:
-            return _capture_once(lab, name, out, spec)
+            r, live = _capture_once(lab, name, out, spec, watch)
         except CaptureDropped:
             if attempt == tries - 1:
                 raise
-    return None
+            continue
+        if live is not None:
+            live.tries = attempt + 1
+        if live is None or not (live.ring and live.ring[1]) or attempt == tries - 1:
+            return r, live
+    return None, None
 
 
 class CaptureDropped(AssertionError):
     pass
 
 
-def _capture_once(lab, name: str, out: Path, spec: tuple) -> subprocess.CompletedProcess | None:
+def _capture_once(lab, name: str, out: Path, spec: tuple,
+                  watch: bool) -> tuple[subprocess.CompletedProcess | None, Watch | None]:
     where, argv, _tool = spec
-    dump = tcpdump(lab, switch_port(lab, where), out)
+    port = switch_port(lab, where)
+    live = Watch(lab, port, out.with_suffix(".live.jsonl")) if watch else None  # starts first: its start-up
+    dump = tcpdump(lab, port, out)  # (~0.3 s of Python) overlaps tcpdump's
     try:  # no settle: tcpdump says "listening" after pcap_activate, once its ring takes packets
+        if live is not None:
+            live.wait_ready()
         if callable(argv):
             argv(lab)
             r = None
@@ -252,23 +265,90 @@ def _capture_once(lab, name: str, out: Path, spec: tuple) -> subprocess.Complete
                     raise
                 r = subprocess.CompletedProcess(e.cmd, 0, e.output or "", err)
     finally:
-        dropped = stop(dump)
+        time.sleep(FLUSH)  # both rings hand their last block over (tcpdump's 1 s, passive's 20 ms)
+        if live is not None:
+            live.stop()
+        dropped = stop(dump, flush=0)
     if dropped != 0:
         raise CaptureDropped(f"{name}: tcpdump dropped {dropped} packets: the capture is incomplete")
-    return r
+    return r, live
 
 
-def make(lab, outdir: Path, names: list[str] | None = None) -> dict[str, Path]:
+class Watch:
+    """`hostprint passive -i PORT --no-db -oJ JSONL` in the lab's switch namespace, beside tcpdump:
+    the same frames, read live. Its terminal output goes to files next to JSONL (a pipe nobody reads
+    while the tool runs would stall its capture loop). Started on construction; `wait_ready` returns
+    once its ring is mapped; `stop` sends Ctrl-C (SIGINT by PID; `ip netns exec` execs) once it has
+    read every frame the ring handed over, and keeps what it printed: `streamed` (before the stop),
+    `table` (all of stdout), `err`, `rc` (130 after Ctrl-C), `ring` (frames, dropped) from its
+    "kernel ring: N frames, M dropped"."""
+
+    WAIT = 60.0  # s: a bound on start-up and on reading what the ring holds, never reached when it works
+
+    def __init__(self, lab, port: str, jsonl: Path):
+        self.jsonl = jsonl
+        self.stdout, self.stderr = jsonl.with_suffix(".out"), jsonl.with_suffix(".err")
+        with self.stdout.open("w") as o, self.stderr.open("w") as e:
+            self.p = lab.spawn(lab.switch_ns, [*hostprint("passive", "-i", port, "--no-db", "-oJ", str(jsonl))],
+                               stdout=o, stderr=e, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.rc: int | None = None
+        self.streamed = self.table = self.err = ""
+        self.ring: tuple[int, int] | None = None
+        self.tries = 1  # captures made for this run (one more for each with drops)
+
+    def _until(self, ready: Callable[[int], bool], what: str) -> None:
+        end = time.monotonic() + self.WAIT
+        while self.p.poll() is None and not ready(self.p.pid):
+            if time.monotonic() > end:
+                raise AssertionError(f"passive -i: not {what} after {self.WAIT:g} s")
+            time.sleep(0.02)
+
+    def wait_ready(self) -> None:
+        self._until(packet_ring_mapped, "capturing")
+
+    def stop(self) -> None:
+        import signal
+
+        try:
+            self._until(waiting_for_frames, "done reading its ring")
+        finally:
+            self.streamed = self.stdout.read_text()
+            if self.p.poll() is None:
+                self.p.send_signal(signal.SIGINT)
+            try:
+                self.rc = self.p.wait(self.WAIT)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.rc = self.p.wait()
+            self.table, self.err = self.stdout.read_text(), self.stderr.read_text()
+            m = re.search(r"kernel ring: (\d+) frames, (\d+) dropped", self.table)
+            self.ring = (int(m.group(1)), int(m.group(2))) if m else None
+
+    def events(self) -> list[dict]:
+        import json
+
+        if not self.jsonl.exists():
+            return []
+        return [d for d in map(json.loads, self.jsonl.read_text().splitlines()) if d.get("type") == "event"]
+
+
+def make(lab, outdir: Path, names: list[str] | None = None,
+         live: dict[str, Watch] | None = None) -> dict[str, Path]:
+    """Every run (or those in `names`) captured to OUTDIR/NAME.pcap. With `live` (a dict), each
+    run is also watched by `passive -i` (`Watch`, its -oJ in OUTDIR/NAME.live.jsonl) and
+    live[NAME] is its watch: one run of each tool serves both the -r and the live tests."""
     outdir.mkdir(parents=True, exist_ok=True)
     got = {}
     for name, spec in runs().items():
         if names and name not in names:
             continue
         path = outdir / f"{name}.pcap"
-        r = capture(lab, name, path, spec)
+        r, watch = capture(lab, name, path, spec, watch=live is not None)
         if r is not None and r.returncode != 0:
             raise AssertionError(f"{name}: exit {r.returncode}: {r.stderr[-600:]}")
         got[name] = path
+        if live is not None and watch is not None:
+            live[name] = watch
     return got
 
 
@@ -284,6 +364,21 @@ if __name__ == "__main__":
 def packet_socket_open(pid: int) -> bool:
     """The process holds an AF_PACKET socket (one of its socket inodes is in its namespace's
     /proc/net/packet): a live capture is up."""
+    return bool(_packet_inodes(pid))
+
+
+def packet_ring_mapped(pid: int) -> bool:
+    """The process has mapped the ring of its AF_PACKET socket (the socket in its /proc/PID/maps):
+    frames reach the ring from the moment PACKET_RX_RING is set, just before the mapping."""
+    inodes = _packet_inodes(pid)
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text() if inodes else ""
+    except OSError:
+        return False
+    return any(f"socket:[{i}]" in maps for i in inodes)
+
+
+def _packet_inodes(pid: int) -> set[str]:
     inodes = set()
     try:
         for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -295,5 +390,15 @@ def packet_socket_open(pid: int) -> bool:
                 inodes.add(link[8:-1])
         rows = Path(f"/proc/{pid}/net/packet").read_text().splitlines()[1:]
     except OSError:  # the process is gone
+        return set()
+    return {r.split()[-1] for r in rows} & inodes
+
+
+def waiting_for_frames(pid: int) -> bool:
+    """The process sleeps in select/poll (its main thread's /proc/PID/wchan): a capture loop that
+    waits there has read every block the ring handed over (a ready block wakes it at once)."""
+    try:
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
         return False
-    return any(r.split()[-1] in inodes for r in rows)
+    return "poll" in wchan or "select" in wchan
