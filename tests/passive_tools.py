@@ -310,7 +310,7 @@ class Watch:
         import signal
 
         try:
-            self._until(waiting_for_frames, "done reading its ring")
+            self._until(WaitingForFrames(), "done reading its ring")
         finally:
             self.streamed = self.stdout.read_text()
             if self.p.poll() is None:
@@ -394,11 +394,29 @@ def _packet_inodes(pid: int) -> set[str]:
     return {r.split()[-1] for r in rows} & inodes
 
 
-def waiting_for_frames(pid: int) -> bool:
-    """The process sleeps in select/poll (its main thread's /proc/PID/wchan): a capture loop that
-    waits there has read every block the ring handed over (a ready block wakes it at once)."""
-    try:
-        wchan = Path(f"/proc/{pid}/wchan").read_text()
-    except OSError:
-        return False
-    return "poll" in wchan or "select" in wchan
+class WaitingForFrames:
+    """Called with a PID, again and again: True once the process waits for frames, i.e. it has
+    read every block its ring handed over. Exact for a loop that sleeps in select/poll (its main
+    thread's /proc/PID/wchan; a ready block wakes it at once): passive -i's today. For a reader
+    that waits some other way (a batching loop that sleeps between batches), once it sleeps and
+    its CPU time has not moved over `QUIET` consecutive calls (a reader with frames left to parse
+    keeps running)."""
+
+    QUIET = 5  # calls, 20 ms apart in Watch._until: a clock tick of CPU is 10 ms
+
+    def __init__(self) -> None:
+        self.cpu: list[int] = []
+
+    def __call__(self, pid: int) -> bool:
+        try:
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return False
+        if stat[0] != "S":  # running, or blocked on a disk write
+            self.cpu.clear()
+            return False
+        if "poll" in wchan or "select" in wchan:
+            return True
+        self.cpu = [*self.cpu[-(self.QUIET - 1):], int(stat[11]) + int(stat[12])]  # utime + stime
+        return len(self.cpu) == self.QUIET and len(set(self.cpu)) == 1
