@@ -9,6 +9,9 @@ switch port (it sees every probe and every answer); normal traffic (curl, a brow
 with six parallel keep-alive connections, SSH sessions) is captured on the target's port. Nothing
 here crafts a packet: every byte in the captures was sent by the tool named in the file name.
 
+`make(..., live={})` also watches every run with `hostprint passive -i` on the same switch port,
+beside tcpdump (`Watch`): one run of each tool for the -r tests and the live ones.
+
 Used by tests/test_passive_detect.py (made anew in each test run) and by bench/passive (the
 mixed capture); as a script: `python3 tests/passive_tools.py DIR [RUN ...]` writes DIR/RUN.pcap.
 """
@@ -321,7 +324,10 @@ class Watch:
             time.sleep(0.02)
 
     def wait_ready(self) -> None:
-        self._until(packet_ring_mapped, "capturing")
+        """Its ring is mapped, or (a reader that maps none) its packet socket is open and it waits
+        for frames."""
+        waiting = WaitingForFrames()
+        self._until(lambda pid: packet_ring_mapped(pid) or (packet_socket_open(pid) and waiting(pid)), "capturing")
 
     def stop(self) -> None:
         import signal
