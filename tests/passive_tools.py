@@ -242,56 +242,94 @@ def missing_tools() -> list[str]:
             if not shutil.which(t) and not os.path.exists(f"/usr/sbin/{t}")]
 
 
-def capture(lab, name: str, out: Path, spec: tuple, tries: int = 3,
-            watch: bool = False) -> tuple[subprocess.CompletedProcess | None, Watch | None]:
-    """Run one tool (or the normal traffic) with tcpdump listening, and with watch=True also
-    `hostprint passive -i` on the same switch port (`Watch`); return the tool's result and the
-    watch. A capture the kernel dropped packets from (tcpdump's count, or the live ring's) is made
-    again (a busy machine: other labs, test runs), at most `tries` times in all; the last try's live
-    drops are kept in the watch (`ring`) for the live tests to report, not raised here."""
+class Dump:
+    """tcpdump on one switch port kept running across runs (`make`): each run's frames are cut out
+    of its file afterwards by time (`split`), so the FLUSH is waited out once, not once per run.
+    `dropped()`: the kernel's drop count so far (tcpdump prints its statistics on SIGUSR1)."""
+
+    def __init__(self, lab, port: str, path: Path):
+        self.path = path
+        self.p = tcpdump(lab, port, path)
+
+    def dropped(self) -> int:
+        import signal
+
+        assert self.p.stderr is not None
+        self.p.send_signal(signal.SIGUSR1)
+        while line := self.p.stderr.readline():  # "tcpdump: N packets captured, ..., K packets dropped by kernel"
+            m = re.search(rb"(\d+) packets? dropped by kernel", line)
+            if m:
+                return int(m.group(1))
+        raise AssertionError(f"tcpdump on {self.path.name} ended: exit {self.p.wait()}")
+
+
+def capture(lab, name: str, dump: Dump, spec: tuple, tries: int = 3,
+            watch: Path | None = None) -> tuple[subprocess.CompletedProcess | None, Watch | None, tuple[float, float]]:
+    """Run one tool (or the normal traffic) while `dump` (tcpdump on its switch port) listens, and
+    with `watch` (a JSONL path) also `hostprint passive -i` on that port (`Watch`). Returns the
+    tool's result, the watch and the run's window (start, end; time.time()) in the dump. A run the
+    kernel dropped packets of (tcpdump's count, or the live ring's) is made again (a busy machine:
+    other labs, test runs), at most `tries` times in all; the last try's live drops are kept in
+    the watch (`ring`) for the live tests to report, not raised here."""
+    where, argv, tool = spec
     for attempt in range(tries):
+        start, before = time.time(), dump.dropped()
+        live = Watch(lab, switch_port(lab, where), watch) if watch else None
         try:
-            r, live = _capture_once(lab, name, out, spec, watch)
-        except CaptureDropped:
+            if live is not None:
+                live.wait_ready()
+            if callable(argv):
+                argv(lab)
+                r = None
+            elif tool == "masscan":
+                r = masscan(lab, argv)
+            else:
+                r = lab.exec("scan", argv, capture_output=True, text=True, timeout=240, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        finally:
+            time.sleep(SETTLE)
+            if live is not None:
+                live.stop()
+        end = live.stopped_at if live is not None else time.time()
+        dropped = dump.dropped() - before
+        if dropped:
             if attempt == tries - 1:
-                raise
+                raise CaptureDropped(f"{name}: tcpdump dropped {dropped} packets: the capture is incomplete")
             continue
         if live is not None:
             live.tries = attempt + 1
         if live is None or not (live.ring and live.ring[1]) or attempt == tries - 1:
-            return r, live
-    return None, None
+            return r, live, (start, end)
+    raise AssertionError("unreachable")
+
+
+#: s after a tool is done before its run's window ends: the last frames reach both rings (passive's
+#: hands a block over after 20 ms, engine/capture.py); tcpdump's FLUSH is waited out once, in `make`
+SETTLE = 0.25
 
 
 class CaptureDropped(AssertionError):
     pass
 
 
-def _capture_once(lab, name: str, out: Path, spec: tuple,
-                  watch: bool) -> tuple[subprocess.CompletedProcess | None, Watch | None]:
-    where, argv, _tool = spec
-    port = switch_port(lab, where)
-    live = Watch(lab, port, out.with_suffix(".live.jsonl")) if watch else None  # starts first: its start-up
-    dump = tcpdump(lab, port, out)  # (~0.3 s of Python) overlaps tcpdump's
-    try:  # no settle: tcpdump says "listening" after pcap_activate, once its ring takes packets
-        if live is not None:
-            live.wait_ready()
-        if callable(argv):
-            argv(lab)
-            r = None
-        elif _tool == "masscan":
-            r = masscan(lab, argv)
-        else:
-            r = lab.exec("scan", argv, capture_output=True, text=True, timeout=240, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+def split(whole: Path, windows: dict[Path, tuple[float, float]]) -> None:
+    """Write each window's frames (start <= kernel timestamp < end) of the capture WHOLE to its
+    own file; frames between windows (a late answer after a run) go nowhere."""
+    import bisect
+
+    from hostprint.engine.pcapfile import PcapWriter, iter_packets
+
+    order = sorted(windows.items(), key=lambda kv: kv[1])
+    starts = [int(w[0] * 1e9) for _p, w in order]
+    outs = [PcapWriter(p) for p, _w in order]
+    try:
+        for ts, _lt, frame in iter_packets(whole):
+            k = bisect.bisect_right(starts, ts) - 1
+            if k >= 0 and ts < order[k][1][1] * 1e9:
+                outs[k].write(ts, frame)
     finally:
-        time.sleep(FLUSH)  # both rings hand their last block over (tcpdump's 1 s, passive's 20 ms)
-        if live is not None:
-            live.stop()
-        dropped = stop(dump, flush=0)
-    if dropped != 0:
-        raise CaptureDropped(f"{name}: tcpdump dropped {dropped} packets: the capture is incomplete")
-    return r, live
+        for w in outs:
+            w.close()
 
 
 class Watch:
@@ -315,6 +353,7 @@ class Watch:
         self.streamed = self.table = self.err = ""
         self.ring: tuple[int, int] | None = None
         self.tries = 1  # captures made for this run (one more for each with drops)
+        self.stopped_at = 0.0  # time.time() of the stop: the end of the run's window
 
     def _until(self, ready: Callable[[int], bool], what: str) -> None:
         end = time.monotonic() + self.WAIT
@@ -336,6 +375,7 @@ class Watch:
             self._until(WaitingForFrames(), "done reading its ring")
         finally:
             self.streamed = self.stdout.read_text()
+            self.stopped_at = time.time()
             if self.p.poll() is None:
                 self.p.send_signal(signal.SIGINT)
             try:
@@ -357,21 +397,39 @@ class Watch:
 
 def make(lab, outdir: Path, names: list[str] | None = None,
          live: dict[str, Watch] | None = None) -> dict[str, Path]:
-    """Every run (or those in `names`) captured to OUTDIR/NAME.pcap. With `live` (a dict), each
-    run is also watched by `passive -i` (`Watch`, its -oJ in OUTDIR/NAME.live.jsonl) and
-    live[NAME] is its watch: one run of each tool serves both the -r and the live tests."""
+    """Every run (or those in `names`) captured to OUTDIR/NAME.pcap: one tcpdump per switch port
+    for all runs (`Dump`), stopped once after the FLUSH, its file cut into the runs' windows. With
+    `live` (a dict), each run is also watched by `passive -i` (`Watch`, its -oJ in
+    OUTDIR/NAME.live.jsonl) and live[NAME] is its watch: one run of each tool serves both the -r
+    and the live tests; a run's window ends when its watch is stopped, so both see the same frames."""
+    import tempfile
+
     outdir.mkdir(parents=True, exist_ok=True)
-    got = {}
-    for name, spec in runs().items():
-        if names and name not in names:
-            continue
-        path = outdir / f"{name}.pcap"
-        r, watch = capture(lab, name, path, spec, watch=live is not None)
-        if r is not None and r.returncode != 0:
-            raise AssertionError(f"{name}: exit {r.returncode}: {r.stderr[-600:]}")
-        got[name] = path
-        if live is not None and watch is not None:
-            live[name] = watch
+    got: dict[str, Path] = {}
+    dumps: dict[str, Dump] = {}
+    windows: dict[str, dict[Path, tuple[float, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="pt-dump-") as tmp:
+        try:
+            for name, spec in runs().items():
+                if names and name not in names:
+                    continue
+                port = switch_port(lab, spec[0])
+                if port not in dumps:
+                    dumps[port] = Dump(lab, port, Path(tmp) / f"{port}.pcap")
+                r, watch, window = capture(lab, name, dumps[port], spec,
+                                           watch=outdir / f"{name}.live.jsonl" if live is not None else None)
+                if r is not None and r.returncode != 0:
+                    raise AssertionError(f"{name}: exit {r.returncode}: {r.stderr[-600:]}")
+                got[name] = outdir / f"{name}.pcap"
+                windows.setdefault(port, {})[got[name]] = window
+                if live is not None and watch is not None:
+                    live[name] = watch
+        finally:
+            time.sleep(FLUSH)
+            for d in dumps.values():
+                stop(d.p, flush=0)
+        for port, w in windows.items():
+            split(dumps[port].path, w)
     return got
 
 
