@@ -259,7 +259,8 @@ def test_idle_scan_zombie_readings_and_spoofed_syns():
 
 @pytest.fixture(scope="module")
 def labcaps(tmp_path_factory):
-    """One lab for the module: every run captured once, the lab kept for the live test."""
+    """One lab for the module: every run made once, captured by tcpdump and watched live by
+    `passive -i` (passive_tools.make; name -> capture, the runs, name -> Watch)."""
     from conftest import needs_root
 
     needs_root()
