@@ -339,9 +339,10 @@ class Watch:
     once its ring is mapped; `stop` sends Ctrl-C (SIGINT by PID; `ip netns exec` execs) once it has
     read every frame the ring handed over, and keeps what it printed: `streamed` (before the stop),
     `table` (all of stdout), `err`, `rc` (130 after Ctrl-C), `ring` (frames, dropped) from its
-    "kernel ring: N frames, M dropped"."""
+    "kernel ring: N frames, M dropped". Nothing here raises: a watch that never got ready or never
+    caught up (`late`, for the live test to report) must not cost the -r tests their captures."""
 
-    WAIT = 60.0  # s: a bound on start-up and on reading what the ring holds, never reached when it works
+    WAIT = 30.0  # s: a bound on start-up and on reading what the ring holds, never reached when it works
 
     def __init__(self, lab, port: str, jsonl: Path):
         self.jsonl = jsonl
@@ -354,12 +355,14 @@ class Watch:
         self.ring: tuple[int, int] | None = None
         self.tries = 1  # captures made for this run (one more for each with drops)
         self.stopped_at = 0.0  # time.time() of the stop: the end of the run's window
+        self.late: list[str] = []  # what it was not within WAIT: "capturing", "done reading its ring"
 
     def _until(self, ready: Callable[[int], bool], what: str) -> None:
         end = time.monotonic() + self.WAIT
         while self.p.poll() is None and not ready(self.p.pid):
             if time.monotonic() > end:
-                raise AssertionError(f"passive -i: not {what} after {self.WAIT:g} s")
+                self.late.append(what)
+                return
             time.sleep(0.02)
 
     def wait_ready(self) -> None:
@@ -371,21 +374,19 @@ class Watch:
     def stop(self) -> None:
         import signal
 
+        self._until(WaitingForFrames(), "done reading its ring")
+        self.streamed = self.stdout.read_text()
+        self.stopped_at = time.time()
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
         try:
-            self._until(WaitingForFrames(), "done reading its ring")
-        finally:
-            self.streamed = self.stdout.read_text()
-            self.stopped_at = time.time()
-            if self.p.poll() is None:
-                self.p.send_signal(signal.SIGINT)
-            try:
-                self.rc = self.p.wait(self.WAIT)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.rc = self.p.wait()
-            self.table, self.err = self.stdout.read_text(), self.stderr.read_text()
-            m = re.search(r"kernel ring: (\d+) frames, (\d+) dropped", self.table)
-            self.ring = (int(m.group(1)), int(m.group(2))) if m else None
+            self.rc = self.p.wait(self.WAIT)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.rc = self.p.wait()
+        self.table, self.err = self.stdout.read_text(), self.stderr.read_text()
+        m = re.search(r"kernel ring: (\d+) frames, (\d+) dropped", self.table)
+        self.ring = (int(m.group(1)), int(m.group(2))) if m else None
 
     def events(self) -> list[dict]:
         import json

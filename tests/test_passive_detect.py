@@ -395,6 +395,7 @@ def test_live_passive_detects_and_names_every_tool_as_it_runs(labcaps, offline):
     wrong, differ, finals, gaps = [], [], [], []
     for name, w in live.items():
         tool = runs[name][2]
+        assert not w.late, f"{name}: passive -i was not {' or '.join(w.late)} within {w.WAIT:g} s"
         assert w.rc == 130 and "interrupted (SIGINT)" in w.err, (name, w.rc, w.err[-600:])
         assert w.ring and w.ring[0] > 0, (name, w.table[-600:])  # "kernel ring: N frames, M dropped"
         if w.ring[1]:
