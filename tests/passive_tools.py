@@ -9,6 +9,9 @@ switch port (it sees every probe and every answer); normal traffic (curl, a brow
 with six parallel keep-alive connections, SSH sessions) is captured on the target's port. Nothing
 here crafts a packet: every byte in the captures was sent by the tool named in the file name.
 
+`make(..., live={})` also watches every run with `hostprint passive -i` on the same switch port,
+beside tcpdump (`Watch`): one run of each tool for the -r tests and the live ones.
+
 Used by tests/test_passive_detect.py (made anew in each test run) and by bench/passive (the
 mixed capture); as a script: `python3 tests/passive_tools.py DIR [RUN ...]` writes DIR/RUN.pcap.
 """
@@ -239,13 +242,39 @@ def tcpdump(lab, port: str, path: Path, expr: str = "ip or ip6") -> subprocess.P
 
 
 FLUSH = 1.6  # s: tcpdump's TPACKET_V3 block timeout is 1 s
-MASSCAN_HANG = 20  # s: masscan's run (1,000 SYNs at 2,000/s, --wait 1) ends ~6 s after it starts when it exits
+MASSCAN_HANG = 60  # s: a bound on masscan's run (1,000 SYNs at 2,000/s and its --wait 1 take ~2.5 s)
 
 
-def stop(p: subprocess.Popen) -> int:
+def masscan(lab, argv: list[str]) -> subprocess.CompletedProcess:
+    """masscan in the scanner namespace, ended (SIGKILL by PID) once its progress line says its
+    --wait is over ("waiting -1-secs"): everything it sends, and the answers it waits for, are on
+    the wire by then. masscan 1.3.2 counts on past its --wait before it exits (~6 s for this run,
+    "waiting -2-secs") and sometimes never exits: its receive thread stays blocked in libpcap
+    when no packet comes (seen in CI and here, 3 runs of 5; it cost the set-up its 20-s timeout).
+    Exit 0 when ended so; its own exit code when it ends first."""
+    import select
+
+    p = lab.spawn("scan", argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err, end = b"", time.monotonic() + MASSCAN_HANG
+    while p.poll() is None and not re.search(rb"waiting -\d+-secs", err):
+        if time.monotonic() > end:
+            p.kill()
+            p.wait()
+            raise AssertionError(f"masscan: no end of its --wait after {MASSCAN_HANG} s: {err[-300:]!r}")
+        if select.select([p.stderr], [], [], 0.25)[0]:
+            err += os.read(p.stderr.fileno(), 65536)  # progress lines end in \r, not \n
+    rc = p.poll()
+    if rc is None:
+        p.kill()
+    p.wait()
+    out, rest = p.communicate()
+    return subprocess.CompletedProcess(argv, rc or 0, out.decode(errors="replace"), (err + rest).decode(errors="replace"))
+
+
+def stop(p: subprocess.Popen, flush: float = FLUSH) -> int:
     """Stop tcpdump once its last ring block is handed over (`FLUSH`); the number of packets the
     kernel dropped (0 for a complete capture)."""
-    time.sleep(FLUSH)
+    time.sleep(flush)
     p.terminate()
     try:
         p.wait(5)
@@ -261,62 +290,195 @@ def missing_tools() -> list[str]:
             if not shutil.which(t) and not os.path.exists(f"/usr/sbin/{t}")]
 
 
-def capture(lab, name: str, out: Path, spec: tuple, tries: int = 3) -> subprocess.CompletedProcess | None:
-    """Run one tool (or the normal traffic) with tcpdump listening; return the tool's result. A
-    capture the kernel dropped packets from is made again (a busy machine: other labs, test runs),
-    at most `tries` times in all."""
+class Dump:
+    """tcpdump on one switch port kept running across runs (`make`): each run's frames are cut out
+    of its file afterwards by time (`split`), so the FLUSH is waited out once, not once per run.
+    `dropped()`: the kernel's drop count so far (tcpdump prints its statistics on SIGUSR1)."""
+
+    def __init__(self, lab, port: str, path: Path):
+        self.path = path
+        self.p = tcpdump(lab, port, path)
+
+    def dropped(self) -> int:
+        import signal
+
+        assert self.p.stderr is not None
+        self.p.send_signal(signal.SIGUSR1)
+        while line := self.p.stderr.readline():  # "tcpdump: N packets captured, ..., K packets dropped by kernel"
+            m = re.search(rb"(\d+) packets? dropped by kernel", line)
+            if m:
+                return int(m.group(1))
+        raise AssertionError(f"tcpdump on {self.path.name} ended: exit {self.p.wait()}")
+
+
+def capture(lab, name: str, dump: Dump, spec: tuple, tries: int = 3,
+            watch: Path | None = None) -> tuple[subprocess.CompletedProcess | None, Watch | None, tuple[float, float]]:
+    """Run one tool (or the normal traffic) while `dump` (tcpdump on its switch port) listens, and
+    with `watch` (a JSONL path) also `hostprint passive -i` on that port (`Watch`). Returns the
+    tool's result, the watch and the run's window (start, end; time.time()) in the dump. A run the
+    kernel dropped packets of (tcpdump's count, or the live ring's) is made again (a busy machine:
+    other labs, test runs), at most `tries` times in all; the last try's live drops are kept in
+    the watch (`ring`) for the live tests to report, not raised here."""
+    where, argv, tool = spec
     for attempt in range(tries):
+        start, before = time.time(), dump.dropped()
+        live = Watch(lab, switch_port(lab, where), watch) if watch else None
         try:
-            return _capture_once(lab, name, out, spec)
-        except CaptureDropped:
+            if live is not None:
+                live.wait_ready()
+            if callable(argv):
+                argv(lab)
+                r = None
+            elif tool == "masscan":
+                r = masscan(lab, argv)
+            else:
+                r = lab.exec("scan", argv, capture_output=True, text=True, timeout=240, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        finally:
+            time.sleep(SETTLE)
+            if live is not None:
+                live.stop()
+        end = live.stopped_at if live is not None else time.time()
+        dropped = dump.dropped() - before
+        if dropped:
             if attempt == tries - 1:
-                raise
-    return None
+                raise CaptureDropped(f"{name}: tcpdump dropped {dropped} packets: the capture is incomplete")
+            continue
+        if live is not None:
+            live.tries = attempt + 1
+        if live is None or not (live.ring and live.ring[1]) or attempt == tries - 1:
+            return r, live, (start, end)
+    raise AssertionError("unreachable")
+
+
+#: s after a tool is done before its run's window ends: the last frames reach both rings (passive's
+#: hands a block over after 20 ms, engine/capture.py); tcpdump's FLUSH is waited out once, in `make`
+SETTLE = 0.25
 
 
 class CaptureDropped(AssertionError):
     pass
 
 
-def _capture_once(lab, name: str, out: Path, spec: tuple) -> subprocess.CompletedProcess | None:
-    where, argv, _tool = spec
-    dump = tcpdump(lab, switch_port(lab, where), out)
-    try:  # no settle: tcpdump says "listening" after pcap_activate, once its ring takes packets
-        if callable(argv):
-            argv(lab)
-            r = None
-        else:
-            try:
-                r = lab.exec("scan", argv, capture_output=True, text=True, timeout=MASSCAN_HANG if _tool == "masscan"
-                             else 240, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-            except subprocess.TimeoutExpired as e:
-                # masscan 1.3.2 sometimes never exits after "100.00% done": its receive thread stays
-                # blocked in libpcap when no packet comes (seen in CI, 1 run in several; in the
-                # test_passive_detect set-up timed capture by capture, 61.7 s of its 150). Its probes
-                # were all sent and its --wait 1 is long over, which is what the capture needs;
-                # subprocess.run has killed it.
-                err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else str(e.stderr or "")
-                if _tool != "masscan" or "100.00% done" not in err:
-                    raise
-                r = subprocess.CompletedProcess(e.cmd, 0, e.output or "", err)
+def split(whole: Path, windows: dict[Path, tuple[float, float]]) -> None:
+    """Write each window's frames (start <= kernel timestamp < end) of the capture WHOLE to its
+    own file; frames between windows (a late answer after a run) go nowhere."""
+    import bisect
+
+    from hostprint.engine.pcapfile import PcapWriter, iter_packets
+
+    order = sorted(windows.items(), key=lambda kv: kv[1])
+    starts = [int(w[0] * 1e9) for _p, w in order]
+    outs = [PcapWriter(p) for p, _w in order]
+    try:
+        for ts, _lt, frame in iter_packets(whole):
+            k = bisect.bisect_right(starts, ts) - 1
+            if k >= 0 and ts < order[k][1][1] * 1e9:
+                outs[k].write(ts, frame)
     finally:
-        dropped = stop(dump)
-    if dropped != 0:
-        raise CaptureDropped(f"{name}: tcpdump dropped {dropped} packets: the capture is incomplete")
-    return r
+        for w in outs:
+            w.close()
 
 
-def make(lab, outdir: Path, names: list[str] | None = None) -> dict[str, Path]:
+class Watch:
+    """`hostprint passive -i PORT --no-db -oJ JSONL` in the lab's switch namespace, beside tcpdump:
+    the same frames, read live. Its terminal output goes to files next to JSONL (a pipe nobody reads
+    while the tool runs would stall its capture loop). Started on construction; `wait_ready` returns
+    once its ring is mapped; `stop` sends Ctrl-C (SIGINT by PID; `ip netns exec` execs) once it has
+    read every frame the ring handed over, and keeps what it printed: `streamed` (before the stop),
+    `table` (all of stdout), `err`, `rc` (130 after Ctrl-C), `ring` (frames, dropped) from its
+    "kernel ring: N frames, M dropped". Nothing here raises: a watch that never got ready or never
+    caught up (`late`, for the live test to report) must not cost the -r tests their captures."""
+
+    WAIT = 30.0  # s: a bound on start-up and on reading what the ring holds, never reached when it works
+
+    def __init__(self, lab, port: str, jsonl: Path):
+        self.jsonl = jsonl
+        self.stdout, self.stderr = jsonl.with_suffix(".out"), jsonl.with_suffix(".err")
+        with self.stdout.open("w") as o, self.stderr.open("w") as e:
+            self.p = lab.spawn(lab.switch_ns, [*hostprint("passive", "-i", port, "--no-db", "-oJ", str(jsonl))],
+                               stdout=o, stderr=e, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.rc: int | None = None
+        self.streamed = self.table = self.err = ""
+        self.ring: tuple[int, int] | None = None
+        self.tries = 1  # captures made for this run (one more for each with drops)
+        self.stopped_at = 0.0  # time.time() of the stop: the end of the run's window
+        self.late: list[str] = []  # what it was not within WAIT: "capturing", "done reading its ring"
+
+    def _until(self, ready: Callable[[int], bool], what: str) -> None:
+        end = time.monotonic() + self.WAIT
+        while self.p.poll() is None and not ready(self.p.pid):
+            if time.monotonic() > end:
+                self.late.append(what)
+                return
+            time.sleep(0.02)
+
+    def wait_ready(self) -> None:
+        """Its ring is mapped, or (a reader that maps none) its packet socket is open and it waits
+        for frames."""
+        waiting = WaitingForFrames()
+        self._until(lambda pid: packet_ring_mapped(pid) or (packet_socket_open(pid) and waiting(pid)), "capturing")
+
+    def stop(self) -> None:
+        import signal
+
+        self._until(WaitingForFrames(), "done reading its ring")
+        self.streamed = self.stdout.read_text()
+        self.stopped_at = time.time()
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+        try:
+            self.rc = self.p.wait(self.WAIT)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.rc = self.p.wait()
+        self.table, self.err = self.stdout.read_text(), self.stderr.read_text()
+        m = re.search(r"kernel ring: (\d+) frames, (\d+) dropped", self.table)
+        self.ring = (int(m.group(1)), int(m.group(2))) if m else None
+
+    def events(self) -> list[dict]:
+        import json
+
+        if not self.jsonl.exists():
+            return []
+        return [d for d in map(json.loads, self.jsonl.read_text().splitlines()) if d.get("type") == "event"]
+
+
+def make(lab, outdir: Path, names: list[str] | None = None,
+         live: dict[str, Watch] | None = None) -> dict[str, Path]:
+    """Every run (or those in `names`) captured to OUTDIR/NAME.pcap: one tcpdump per switch port
+    for all runs (`Dump`), stopped once after the FLUSH, its file cut into the runs' windows. With
+    `live` (a dict), each run is also watched by `passive -i` (`Watch`, its -oJ in
+    OUTDIR/NAME.live.jsonl) and live[NAME] is its watch: one run of each tool serves both the -r
+    and the live tests; a run's window ends when its watch is stopped, so both see the same frames."""
+    import tempfile
+
     outdir.mkdir(parents=True, exist_ok=True)
-    got = {}
-    for name, spec in runs().items():
-        if names and name not in names:
-            continue
-        path = outdir / f"{name}.pcap"
-        r = capture(lab, name, path, spec)
-        if r is not None and r.returncode != 0:
-            raise AssertionError(f"{name}: exit {r.returncode}: {r.stderr[-600:]}")
-        got[name] = path
+    got: dict[str, Path] = {}
+    dumps: dict[str, Dump] = {}
+    windows: dict[str, dict[Path, tuple[float, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="pt-dump-") as tmp:
+        try:
+            for name, spec in runs().items():
+                if names and name not in names:
+                    continue
+                port = switch_port(lab, spec[0])
+                if port not in dumps:
+                    dumps[port] = Dump(lab, port, Path(tmp) / f"{port}.pcap")
+                r, watch, window = capture(lab, name, dumps[port], spec,
+                                           watch=outdir / f"{name}.live.jsonl" if live is not None else None)
+                if r is not None and r.returncode != 0:
+                    raise AssertionError(f"{name}: exit {r.returncode}: {r.stderr[-600:]}")
+                got[name] = outdir / f"{name}.pcap"
+                windows.setdefault(port, {})[got[name]] = window
+                if live is not None and watch is not None:
+                    live[name] = watch
+        finally:
+            time.sleep(FLUSH)
+            for d in dumps.values():
+                stop(d.p, flush=0)
+        for port, w in windows.items():
+            split(dumps[port].path, w)
     return got
 
 
@@ -332,6 +494,21 @@ if __name__ == "__main__":
 def packet_socket_open(pid: int) -> bool:
     """The process holds an AF_PACKET socket (one of its socket inodes is in its namespace's
     /proc/net/packet): a live capture is up."""
+    return bool(_packet_inodes(pid))
+
+
+def packet_ring_mapped(pid: int) -> bool:
+    """The process has mapped the ring of its AF_PACKET socket (the socket in its /proc/PID/maps):
+    frames reach the ring from the moment PACKET_RX_RING is set, just before the mapping."""
+    inodes = _packet_inodes(pid)
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text() if inodes else ""
+    except OSError:
+        return False
+    return any(f"socket:[{i}]" in maps for i in inodes)
+
+
+def _packet_inodes(pid: int) -> set[str]:
     inodes = set()
     try:
         for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -343,5 +520,33 @@ def packet_socket_open(pid: int) -> bool:
                 inodes.add(link[8:-1])
         rows = Path(f"/proc/{pid}/net/packet").read_text().splitlines()[1:]
     except OSError:  # the process is gone
-        return False
-    return any(r.split()[-1] in inodes for r in rows)
+        return set()
+    return {r.split()[-1] for r in rows} & inodes
+
+
+class WaitingForFrames:
+    """Called with a PID, again and again: True once the process waits for frames, i.e. it has
+    read every block its ring handed over. Exact for a loop that sleeps in select/poll (its main
+    thread's /proc/PID/wchan; a ready block wakes it at once): passive -i's today. For a reader
+    that waits some other way (a batching loop that sleeps between batches), once it sleeps and
+    its CPU time has not moved over `QUIET` consecutive calls (a reader with frames left to parse
+    keeps running)."""
+
+    QUIET = 5  # calls, 20 ms apart in Watch._until: a clock tick of CPU is 10 ms
+
+    def __init__(self) -> None:
+        self.cpu: list[int] = []
+
+    def __call__(self, pid: int) -> bool:
+        try:
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return False
+        if stat[0] != "S":  # running, or blocked on a disk write
+            self.cpu.clear()
+            return False
+        if "poll" in wchan or "select" in wchan:
+            return True
+        self.cpu = [*self.cpu[-(self.QUIET - 1):], int(stat[11]) + int(stat[12])]  # utime + stime
+        return len(self.cpu) == self.QUIET and len(set(self.cpu)) == 1
