@@ -283,3 +283,41 @@ def test_reply_dispatch_never_raises(fr):
     seen = []
     handler = R.dispatch([(R.Want(valid=lambda r: True), seen.append), (R.Want(peers=frozenset({b"\x00" * 4})), seen.append)])
     handler(0, memoryview(fr))
+
+
+def _tcp_frame(flags: int, options: bytes, v6: bool = False, ihl_words: int = 5) -> bytes:
+    """Ethernet + IPv4 (or IPv6) + TCP with the given flags and options (no payload)."""
+    tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1, 1, (5 + len(options) // 4) << 4, flags, 1024, 0, 0) + options
+    if v6:
+        ip = struct.pack("!IHBB16s16s", 0x60000000, len(tcp), 6, 64, b"\x20\x01\x00\x02" + bytes(12),
+                         b"\x20\x01\x00\x02" + bytes(11) + b"\x01")
+        return b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd" + ip + tcp
+    opts = bytes(4 * (ihl_words - 5))  # IP options (NOPs would be 1s; zeros are EOL: the length is what matters)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl_words, 0, 20 + len(opts) + len(tcp), 1, 0, 64, 6, 0,
+                     socket.inet_aton("198.18.0.2"), socket.inet_aton("198.18.0.1")) + opts
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp
+
+
+def test_probe_filter_passes_nmap_t4_t6_and_keeps_bulk_acks_out():
+    """The live probe-detection filter: nmap's T2-T7 options (WS 10, NOP, MSS 265, TS, SACK
+    permitted: nmap's osscan2.cc prbOpts, which hostprint -O sends too) on a bare ACK (T4/T6)
+    pass; an established ACK's options (timestamps; SACK blocks) never start with a window scale,
+    so bulk traffic stays out. IPv4 with and without IP options, and IPv6."""
+    from hostprint.engine.capture import live_filter, probe_filter
+
+    t_opts = bytes.fromhex("03030a0102040109080affffffff000000000402")
+    ts_ack = bytes.fromhex("0101080a0000000100000002")
+    sack_ack = bytes.fromhex("0101050a0000000100000009")
+    prog = probe_filter()
+    for v6 in (False, True):
+        for ihl in ((5,) if v6 else (5, 6)):
+            def passes(flags: int, options: bytes, v6: bool = v6, ihl: int = ihl) -> bool:
+                return bpf.run(prog, _tcp_frame(flags, options, v6, ihl)) > 0
+
+            assert passes(0x10, t_opts), (v6, ihl)  # T4/T6
+            assert passes(0x10, b""), (v6, ihl)  # ACK scan
+            assert passes(0x02, t_opts) and passes(0x29, t_opts) and passes(0x00, t_opts)  # T2, T3/T7, NULL
+            assert not passes(0x10, ts_ack), (v6, ihl)  # bulk ACK with timestamps
+            assert not passes(0x10, sack_ack), (v6, ihl)
+            assert not passes(0x10, ts_ack + sack_ack), (v6, ihl)
+    assert bpf.run(live_filter(), _tcp_frame(0x10, t_opts)) == 0  # without detection: fingerprints only

@@ -43,8 +43,10 @@ def live_filter(snaplen: int = 2048) -> list[B.Insn]:
 
 def probe_filter(snaplen: int = 2048) -> list[B.Insn]:
     """Kernel BPF for passive with probe detection: everything live_filter passes, plus what a
-    probe can be: TCP with FIN or without ACK, bare ACKs without options (ACK/window scans), UDP,
-    ICMP and ICMPv6. Established bulk traffic (ACK segments with timestamps, no PSH) stays out."""
+    probe can be: TCP with FIN or without ACK, bare ACKs without options (ACK/window scans), ACKs
+    whose first option is a window scale (nmap's and hostprint's T4/T6: a window scale is only
+    valid on a SYN, RFC 7323 2.2, so no established segment starts with one), UDP, ICMP and
+    ICMPv6. Established bulk traffic (ACK segments with timestamps or SACK, no PSH) stays out."""
     return B.assemble([
         (B.LD_H_ABS, 12),
         (B.JEQ_K, 0x0800, None, "v6"),
@@ -59,7 +61,10 @@ def probe_filter(snaplen: int = 2048) -> list[B.Insn]:
         (B.JSET_K, 0x0B, "accept", None),
         (B.JSET_K, 0x10, None, "accept"),
         (B.LD_B_IND, 26),
-        (B.JEQ_K, 0x50, "accept", "drop"),
+        (B.JEQ_K, 0x50, "accept", None),
+        (B.JGE_K, 0x60, None, "drop"),
+        (B.LD_B_IND, 34),  # the first option byte
+        (B.JEQ_K, 3, "accept", "drop"),
         ("v6:",),
         (B.JEQ_K, 0x86DD, None, "drop"),
         (B.LD_B_ABS, 20),
@@ -70,7 +75,10 @@ def probe_filter(snaplen: int = 2048) -> list[B.Insn]:
         (B.JSET_K, 0x0B, "accept", None),
         (B.JSET_K, 0x10, None, "accept"),
         (B.LD_B_ABS, 66),
-        (B.JEQ_K, 0x50, "accept", "drop"),
+        (B.JEQ_K, 0x50, "accept", None),
+        (B.JGE_K, 0x60, None, "drop"),
+        (B.LD_B_ABS, 74),
+        (B.JEQ_K, 3, "accept", "drop"),
         ("accept:",),
         (B.RET_K, snaplen),
         ("drop:",),
