@@ -22,7 +22,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from hostprint.errors import UsageError
 
@@ -48,6 +48,9 @@ MAX_BUFFERED = MAX_RECORD + 4096
 MAX_HEADER_BLOCK = 16 << 20
 
 
+_NO_TS = struct.Struct("<II")  # Batch.with_times: the offsets format is never used
+
+
 class CaptureError(UsageError):
     """The capture file is damaged or is not a capture; the message names the byte offset."""
 
@@ -56,7 +59,9 @@ class CaptureError(UsageError):
 class Batch:
     """Packets of one link type that lie in one buffer: `buf[starts[i]: starts[i] + lens[i]]`.
 
-    `ts_ns(i)` decodes one timestamp on demand (most packets never need theirs)."""
+    `ts_ns(i)` decodes one timestamp on demand (most packets never need theirs). A batch that
+    does not come from a file (a live ring block: `with_times`) carries its timestamps in `tsn`
+    (ns per packet) instead of offsets into `buf`."""
 
     buf: bytes
     starts: list[int]
@@ -66,6 +71,17 @@ class Batch:
     _fmt: struct.Struct
     _scale: int  # ns per unit for pcap (sec, frac) pairs; 0 = pcapng 64-bit ticks
     _div: tuple[int, int] = (1, 1)  # pcapng: ns = ticks * a // b
+    tsn: Any = None  # explicit receive times in ns, one per packet (numpy int64 array or list), or None
+
+    @classmethod
+    def with_times(cls, buf: bytes, starts: list[int], lens: list[int], linktype: int, ts_ns: Any) -> Batch:
+        """A batch whose timestamps are given (ns per packet), not stored in `buf`."""
+        return cls(buf, starts, lens, linktype, [], _NO_TS, 0, tsn=ts_ns)
+
+    def part(self, i: int, j: int) -> Batch:
+        """Packets i..j-1 as a batch over the same buffer."""
+        return Batch(self.buf, self.starts[i:j], self.lens[i:j], self.linktype, self._ts[i:j], self._fmt,
+                     self._scale, self._div, None if self.tsn is None else self.tsn[i:j])
 
     def ts_seconds(self, idx: list[int]) -> list[float]:
         """Timestamps (float seconds) of the packets at `idx`, decoded with numpy in one go."""
@@ -73,6 +89,8 @@ class Batch:
             return []
         import numpy as np
 
+        if self.tsn is not None:
+            return (np.asarray(self.tsn, np.int64)[idx] / 1e9).tolist()  # same rounding as ts_ns()/1e9
         offs = np.fromiter((self._ts[i] for i in idx), np.int64, len(idx))
         if self._scale == 0 or self._fmt.format[0] != "<" or (offs < 0).any():
             return [self.ts_ns(i) / 1e9 for i in idx]
@@ -85,6 +103,8 @@ class Batch:
         return ((u32(offs) * 1_000_000_000 + u32(offs + 4) * self._scale) / 1e9).tolist()  # same rounding as ts_ns()/1e9
 
     def ts_ns(self, i: int) -> int:
+        if self.tsn is not None:
+            return int(self.tsn[i])
         o = self._ts[i]
         if o < 0:  # pcapng simple packet block: the format has no timestamp
             return 0

@@ -936,7 +936,7 @@ class PassiveTechnique(Technique[dict[str, Any]]):
             # here: the capture stops, the detector still closes its records, then the stop goes on
             # to the command, which saves what was read and exits 130 (README)
             try:
-                live_capture(self.iface, lambda ts, fr: self.analyzer.feed_frame(ts, fr),
+                live_capture(self.iface, self._feed_live,
                              stop=lambda: self.count is not None and self.analyzer.observations >= self.count,
                              timeout=self.timeout, probes=self.analyzer.detector is not None,
                              counters=self.analyzer.stats)
@@ -957,6 +957,23 @@ class PassiveTechnique(Technique[dict[str, Any]]):
         if not self.summarise:
             return {}
         return {s["address"]: s for s in self.analyzer.summaries()}
+
+    def _feed_live(self, b: PF.Batch) -> None:
+        """One ring block. With -c the block is fed in parts of at most as many packets as
+        observations are still wanted (a packet makes at most one), so the run stops at exactly
+        COUNT observations, as tcpdump -c does, and the packets after the last one are not read."""
+        an = self.analyzer
+        if self.count is None:
+            an.feed_batch(b)
+            return
+        n, i = len(b.starts), 0
+        while i < n:
+            left = self.count - an.observations
+            if left <= 0:
+                return
+            j = min(n, i + left)
+            an.feed_batch(b if i == 0 and j == n else b.part(i, j))
+            i = j
 
     def record(self, host: HostResult, result: dict[str, Any]) -> None:
         from hostprint.match.passive import passive_block
