@@ -257,3 +257,34 @@ def _compare(mine: list[dict], theirs: list[dict]) -> None:
     # the scan's SYNs come from a packet socket: the kernel stamps them once, both taps read that
     syn_ts = {(d["port"], d["peer_port"]): d["ts"] for d in theirs if d.get("kind") == "syn" and d["raw"]["win"] == 1024}
     assert sum(syn_ts.get((d["port"], d["peer_port"])) == d["ts"] for d in mine if d.get("kind") == "syn") >= 1500
+
+
+# --------------------------------------------------------------------------- memory with 1 M flows
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_detector_handshakes_are_bounded_over_all_sources(monkeypatch, grouped):
+    """Many clients each opening connections (bench/passive/live_memory.py --shape clients: 284 MiB
+    at 1 M SYNs before): the open handshakes of all sources together stay under MAX_CONNS_TOTAL
+    (here 1,000), the oldest go first, each source's newest stays."""
+    from hostprint.match import probedetect as PD
+
+    monkeypatch.setattr(PD, "MAX_CONNS_TOTAL", 1000)
+    d = PD.detector(None)
+    t = 0.0
+    for rnd in range(40):
+        for i in range(100):
+            src = (0xC6120000 + i).to_bytes(4, "big")
+            t += 0.001
+            p = PD.Pkt(t, 4, src, b"\xc6\x12\x07\x0a", 6, 64, 1, True, 0, sport=1024 + rnd * 2, dport=80,
+                       flags=PD.SYN, win=64240, seq=rnd, opts=b"\x02\x04\x05\xb4")
+            if grouped:
+                d.feed_group(p, [80, 80], [1024 + rnd * 2, 1025 + rnd * 2], t)
+            else:
+                d.feed(p)
+        total = sum(len(s.conns) for s in d.sources.values())
+        assert total <= 1000 + 1000 // 4 * (2 if grouped else 1), (rnd, total)
+    assert d.stats["conns_dropped"] > 0
+    for s in d.sources.values():
+        assert (b"\xc6\x12\x07\x0a", 80, 1024 + 39 * 2) in s.conns
+        assert min(s.conns.values()) > t / 2
