@@ -97,6 +97,11 @@ def test_batch_with_times_reads_like_the_file(tmp_path):
         assert sorted(la.flows.items()) == sorted(fa.flows.items())
         assert la.stats == fa.stats
         assert json.dumps(la.summaries(), default=str) == json.dumps(fa.summaries(), default=str)
+    # blocks ready together go as one batch (engine/capture.merge): the same as one block
+    from hostprint.engine.capture import merge
+
+    merged_lines, ma = _run([merge(_live_batches(frames, 150))])
+    assert merged_lines == file_lines and list(ma.flows.items()) == list(fa.flows.items())
     b = _live_batches(frames, len(frames))[0]
     p = b.part(100, 130)
     assert [p.ts_ns(i) for i in range(30)] == [t for t, _ in frames[100:130]]

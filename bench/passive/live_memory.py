@@ -1,6 +1,6 @@
 """Live passive: loss at 100 k pps and memory with a million flows (issue 18).
 
-  python3 bench/passive/live_memory.py [N] [PPS] [--shape flows|clients|scan] [--senders K]
+  python3 bench/passive/live_memory.py [N] [PPS] [--shape flows|clients|scan|portscan] [--senders K]
                                        [--quiet] [--runs R]     (root; default 1,000,000 at 100,000/s)
 
 A lab of its own (one host; name "lv<pid>"): `hostprint passive -i p0` (detection on, -oJ to
@@ -12,8 +12,9 @@ filled with numpy, paced per call at PPS, split over K processes), every SYN a n
            x source ports, to 198.18.7.10:80, Linux options (MSS/SACK/TS/WS): the host table
            thrashes by design (more sources than max_hosts);
   clients  the same SYNs from 2,000 sources (they fit in the host table);
-  scan     an nmap/masscan-like SYN scan (win 1024, MSS only) from one source over 65,536
-           addresses x ports: the grouped SYN path.
+  scan     a masscan-like SYN scan (win 1024, MSS only) from one source over 65,536
+           addresses x ports: the grouped SYN path; the detector sees one packet per target;
+  portscan the same SYNs to every port of one host (nmap -p-), again and again: both grouped.
 Peak RSS and CPU time of the passive process from /usr/bin/time (the 16 MiB ring it maps is part
 of its RSS); packets read and the ring's drops (PACKET_STATISTICS) come from its summary. Load averages
 before and after each run. Not a test: prints lines for bench/RESULTS.md.
@@ -40,7 +41,7 @@ n, pps, first, step, shape = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[
 B = 1024
 tx = BatchSender(open_tx_socket("eth0"), frame_size=80, max_batch=B)
 eth = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00"
-if shape == "scan":  # nmap/masscan-like: win 1024, MSS only, TTL 50, no DF
+if shape in ("scan", "portscan"):  # nmap/masscan-like: win 1024, MSS only, TTL 50, no DF
     ip = bytes([0x45, 0, 0, 44, 0, 0, 0, 0, 50, 6, 0, 0]) + bytes(4) + bytes([198, 18, 7, 10])
     tcp = bytes(4) + bytes(8) + bytes([0x60, 2]) + (1024).to_bytes(2, "big") + bytes(4) + bytes([2, 4, 5, 0xB4])
 else:  # Linux client SYN: MSS, SACK, TS, WS
@@ -49,7 +50,7 @@ else:  # Linux client SYN: MSS, SACK, TS, WS
            + bytes([2, 4, 5, 0xB4, 4, 2, 8, 10]) + bytes(8) + bytes([1, 3, 3, 7]))
 frame = eth + ip + tcp
 tx.buf[:, :len(frame)] = np.frombuffer(frame, np.uint8)
-nsrc = {"flows": 0x20000, "clients": 2000, "scan": 1}[shape]
+nsrc = {"flows": 0x20000, "clients": 2000, "scan": 1, "portscan": 1}[shape]
 def be(col, v, w):  # big-endian w-byte fields of rows from the values v
     for k in range(w):
         tx.buf[:len(v), col + k] = (v >> (8 * (w - 1 - k))) & 0xFF
@@ -63,6 +64,9 @@ for a in range(first, n, B * step):  # this sender's packets: i = a .. a+B-1, ev
         be(30, 0xC6130000 + i % 65536, 4)
         be(34, np.full(len(i), 40000), 2)
         be(36, 1 + (i // 65536) % 65535, 2)
+    elif shape == "portscan":  # every port of 198.18.7.10, then again from the next source port
+        be(34, 40000 + (i // 65535) % 20000, 2)
+        be(36, 1 + i % 65535, 2)
     else:  # to 198.18.7.10:80 from a new source port: every SYN a new flow
         be(34, 1024 + (i // nsrc) % 60000, 2)
         be(36, np.full(len(i), 80), 2)
@@ -82,7 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("n", nargs="?", type=int, default=1_000_000)
     ap.add_argument("pps", nargs="?", type=float, default=100_000.0)
-    ap.add_argument("--shape", choices=("flows", "clients", "scan"), default="flows")
+    ap.add_argument("--shape", choices=("flows", "clients", "scan", "portscan"), default="flows")
     ap.add_argument("--senders", type=int, default=1)
     ap.add_argument("--quiet", action="store_true", help="passive --quiet (stats read from an inventory)")
     ap.add_argument("--runs", type=int, default=1)
