@@ -964,7 +964,7 @@ class PassiveTechnique(Technique[dict[str, Any]]):
         return {s["address"]: s for s in self.analyzer.summaries()}
 
     def _feed_live(self, b: PF.Batch) -> None:
-        """One ring block. With -c the block is fed in parts of at most as many packets as
+        """One live batch (ring blocks). With -c it is fed in parts of at most as many packets as
         observations are still wanted (a packet makes at most one), so the run stops at exactly
         COUNT observations, as tcpdump -c does, and the packets after the last one are not read."""
         an = self.analyzer
