@@ -55,6 +55,9 @@ MAX_BUFFERED = MAX_RECORD + 4096
 MAX_HEADER_BLOCK = 16 << 20
 
 
+_NO_TS = struct.Struct("<II")  # Batch.with_times: the offsets format is never used
+
+
 class CaptureError(UsageError):
     """The capture file is damaged or is not a capture; the message names the byte offset."""
 
@@ -65,7 +68,9 @@ class Batch:
 
     `ts_ns(i)` decodes one timestamp on demand (most packets never need theirs). `starts`, `lens`
     and `_ts` are lists or numpy int64 arrays (the classic pcap reader gives arrays): read them
-    by index, len() or numpy.asarray, never by truth value."""
+    by index, len() or numpy.asarray, never by truth value. A batch that does not come from a
+    file (a live ring block: `with_times`) carries its timestamps in `tsn` (ns per packet)
+    instead of offsets into `buf`."""
 
     buf: bytes
     starts: Ints
@@ -75,6 +80,17 @@ class Batch:
     _fmt: struct.Struct
     _scale: int  # ns per unit for pcap (sec, frac) pairs; 0 = pcapng 64-bit ticks
     _div: tuple[int, int] = (1, 1)  # pcapng: ns = ticks * a // b
+    tsn: Any = None  # explicit receive times in ns, one per packet (numpy int64 array or list), or None
+
+    @classmethod
+    def with_times(cls, buf: bytes, starts: list[int], lens: list[int], linktype: int, ts_ns: Any) -> Batch:
+        """A batch whose timestamps are given (ns per packet), not stored in `buf`."""
+        return cls(buf, starts, lens, linktype, [], _NO_TS, 0, tsn=ts_ns)
+
+    def part(self, i: int, j: int) -> Batch:
+        """Packets i..j-1 as a batch over the same buffer."""
+        return Batch(self.buf, self.starts[i:j], self.lens[i:j], self.linktype, self._ts[i:j], self._fmt,
+                     self._scale, self._div, None if self.tsn is None else self.tsn[i:j])
 
     def ts_seconds(self, idx: list[int]) -> list[float]:
         """Timestamps (float seconds) of the packets at `idx`, decoded with numpy in one go."""
@@ -82,6 +98,8 @@ class Batch:
             return []
         import numpy as np
 
+        if self.tsn is not None:
+            return (np.asarray(self.tsn, np.int64)[np.asarray(idx, np.intp)] / 1e9).tolist()  # as ts_ns()/1e9
         tso = self._ts
         offs = (tso[np.asarray(idx, np.intp)] if isinstance(tso, np.ndarray)
                 else np.fromiter((tso[i] for i in idx), np.int64, len(idx)))
@@ -96,6 +114,8 @@ class Batch:
         return ((u32(offs) * 1_000_000_000 + u32(offs + 4) * self._scale) / 1e9).tolist()  # same rounding as ts_ns()/1e9
 
     def ts_ns(self, i: int) -> int:
+        if self.tsn is not None:
+            return int(self.tsn[i])
         o = self._ts[i]
         if o < 0:  # pcapng simple packet block: the format has no timestamp
             return 0

@@ -345,6 +345,9 @@ MAX_SOURCES = 4096
 MAX_TARGETS = 1024  # per source and method
 MAX_PORTS = 65536 * 2
 MAX_CONNS = 4096
+#: open handshakes over all sources: 2,000 clients each opening connections would otherwise keep
+#: 4,096 each (~200 bytes an entry: 1.6 GB); over this, those whose SYN is older than the median go
+MAX_CONNS_TOTAL = 65536
 
 
 @dataclass
@@ -412,7 +415,7 @@ class ProbeDetector:
         self.th = thresholds
         self.emit = emit
         self.sources: dict[bytes, _Source] = {}
-        self.stats = {"packets": 0, "events": 0, "sources_dropped": 0, "sources_finished_early": 0}
+        self.stats = {"packets": 0, "events": 0, "sources_dropped": 0, "sources_finished_early": 0, "conns_dropped": 0}
         # rules by protocol, so a packet is tested only against rules that can match it
         self._static: dict[int, list[Rule]] = {}
         self._dynamic: dict[int, list[Rule]] = {}
@@ -429,6 +432,7 @@ class ProbeDetector:
         # (prober, zombie, zombie's port) -> [SYN+ACKs without a handshake, last sequence number]
         self._zombie_reads: dict[tuple[bytes, bytes, int], list[int]] = {}
         self._group_cache: dict[tuple[Any, ...], tuple[Rule, ...]] = {}
+        self._conn_adds = 0  # handshakes added since the total was last checked
 
     # ---------------------------------------------------------------- packets
 
@@ -507,6 +511,9 @@ class ProbeDetector:
                 for k in list(src.conns)[: MAX_CONNS // 2]:
                     del src.conns[k]
             src.conns[(p.dst, p.dport, p.sport)] = p.ts
+            self._conn_adds += 1
+            if self._conn_adds >= MAX_CONNS_TOTAL // 4:
+                self._trim_conns()
             if m is not None and p.plen == 0:
                 self._scan(src, m, p, p.dport)
             return
@@ -719,6 +726,9 @@ class ProbeDetector:
                 j = i + MAX_CONNS - len(conns)
                 conns.update(zip(zip(repeat(p.dst), dports[i:j], sports[i:j]), repeat(p.ts)))
                 i = j
+            self._conn_adds += n
+            if self._conn_adds >= MAX_CONNS_TOTAL // 4:
+                self._trim_conns()
             m = "syn" if f == SYN else ("xmas" if f & FIN else None)
             if m is not None:
                 self._scan(src, m, p, -1, dports, first)
@@ -828,6 +838,23 @@ class ProbeDetector:
         self.stats["events"] += 1
         if self.emit is not None:
             self.emit(copy.deepcopy(ev))  # the detection goes on changing; what was said stays
+
+    def _trim_conns(self) -> None:
+        """Keep the open handshakes of all sources under MAX_CONNS_TOTAL: over it, every one whose
+        SYN is older than the median goes (counted in stats["conns_dropped"])."""
+        self._conn_adds = 0
+        tables = [s.conns for s in self.sources.values() if s.conns]
+        if sum(map(len, tables)) <= MAX_CONNS_TOTAL:
+            return
+        times = sorted(t for c in tables for t in c.values())
+        cut = times[len(times) // 2]
+        dropped = 0
+        for c in tables:
+            old = [k for k, t in c.items() if t < cut]
+            for k in old:
+                del c[k]
+            dropped += len(old)
+        self.stats["conns_dropped"] += dropped
 
     def _prune(self) -> None:
         """Keep the source table bounded: drop the least recently seen half of the sources that

@@ -775,14 +775,19 @@ class PassiveAnalyzer:
 
     def _expire(self) -> None:
         """Drop flows idle longer than flow_timeout; if still over the cap, the older half."""
+        # in place: a second table beside the full one was the run's memory peak (live, 1 M flows)
+        flows = self.flows
         limit = self.now - self.flow_timeout
-        before = len(self.flows)
-        self.flows = {k: v for k, v in self.flows.items() if v[0] >= limit}
-        if len(self.flows) > self.max_flows * 3 // 4:
-            times = sorted(v[0] for v in self.flows.values())
+        before = len(flows)
+        for k in [k for k, v in flows.items() if v[0] < limit]:
+            del flows[k]
+        if len(flows) > self.max_flows * 3 // 4:
+            times = sorted(v[0] for v in flows.values())
             cut = times[len(times) // 2]
-            self.flows = {k: v for k, v in self.flows.items() if v[0] > cut}
-        self.stats["flows_expired"] += before - len(self.flows)
+            del times
+            for k in [k for k, v in flows.items() if v[0] <= cut]:
+                del flows[k]
+        self.stats["flows_expired"] += before - len(flows)
 
     def _host(self, addr: str, ts: float) -> HostState:
         h = self.hosts.get(addr)
@@ -1018,7 +1023,7 @@ class PassiveTechnique(Technique[dict[str, Any]]):
             # here: the capture stops, the detector still closes its records, then the stop goes on
             # to the command, which saves what was read and exits 130 (README)
             try:
-                live_capture(self.iface, lambda ts, fr: self.analyzer.feed_frame(ts, fr),
+                live_capture(self.iface, self._feed_live,
                              stop=lambda: self.count is not None and self.analyzer.observations >= self.count,
                              timeout=self.timeout, probes=self.analyzer.detector is not None,
                              counters=self.analyzer.stats)
@@ -1039,6 +1044,23 @@ class PassiveTechnique(Technique[dict[str, Any]]):
         if not self.summarise:
             return {}
         return {s["address"]: s for s in self.analyzer.summaries()}
+
+    def _feed_live(self, b: PF.Batch) -> None:
+        """One live batch (ring blocks). With -c it is fed in parts of at most as many packets as
+        observations are still wanted (a packet makes at most one), so the run stops at exactly
+        COUNT observations, as tcpdump -c does, and the packets after the last one are not read."""
+        an = self.analyzer
+        if self.count is None:
+            an.feed_batch(b)
+            return
+        n, i = len(b.starts), 0
+        while i < n:
+            left = self.count - an.observations
+            if left <= 0:
+                return
+            j = min(n, i + left)
+            an.feed_batch(b if i == 0 and j == n else b.part(i, j))
+            i = j
 
     def record(self, host: HostResult, result: dict[str, Any]) -> None:
         from hostprint.match.passive import passive_block

@@ -239,11 +239,18 @@ class HostSpill:
         self.count = 0
 
     def put(self, states: Iterable[HostState]) -> None:
-        rows = [(h.address, _sort_key(h.address), pickle.dumps(h, pickle.HIGHEST_PROTOCOL)) for h in states]
+        n = 0
+
+        def rows() -> Iterator[tuple[str, bytes, bytes]]:  # one pickle at a time, not half a table's
+            nonlocal n
+            for h in states:
+                n += 1
+                yield h.address, _sort_key(h.address), pickle.dumps(h, pickle.HIGHEST_PROTOCOL)
+
         self.conn.execute("BEGIN")
-        self.conn.executemany("INSERT OR REPLACE INTO h VALUES (?, ?, ?)", rows)
+        self.conn.executemany("INSERT OR REPLACE INTO h VALUES (?, ?, ?)", rows())
         self.conn.execute("COMMIT")
-        self.count += len(rows)
+        self.count += n
 
     def take(self, addr: str) -> HostState | None:
         row = self.conn.execute("SELECT st FROM h WHERE addr = ?", (addr,)).fetchone()
