@@ -239,9 +239,8 @@ def _compare(mine: list[dict], theirs: list[dict]) -> None:
     for d in mine + theirs:
         if d["type"] == "host":
             d.pop("scan", None)  # the run: its arguments and times
-            # the first time a host was *processed*: -r does a 4 MiB chunk's grouped SYNs (the
-            # scan) before its curl SYNs sent earlier; a 20-ms block holds no such mix
-            d["os"]["passive"].pop("first_seen")
+            # first_seen/last_seen stay: -r does a 4 MiB chunk's grouped SYNs (the scan) before its
+            # curl SYNs sent earlier, a 20-ms block holds no such mix, and both must say the earliest
 
     # a detection's "new" and "tool" updates say what was seen when they were made: after a
     # 20-ms block live, after the whole 4 MiB chunk from the file; the "final" ones must agree

@@ -491,7 +491,7 @@ class PassiveAnalyzer:
         h = self.hosts.get(addr)
         if h is None:
             h = self._host(addr, ts)
-        h.last_ts = max(h.last_ts, ts)
+        h.seen(ts)
         cnt = h.count
         cnt[role] = cnt.get(role, 0) + n
         if h.add_signature(raw_s, raw["ittl"], raw["ttl"]) and raw["mtu"]:
@@ -810,7 +810,7 @@ class PassiveAnalyzer:
             if h is None:
                 h = HostState(addr, ts, ts)
             self.hosts[addr] = h
-        h.last_ts = ts
+        h.seen(ts)
         return h
 
     def _addr(self, b: bytes) -> str:
@@ -865,7 +865,7 @@ class PassiveAnalyzer:
         h = self.hosts.get(addr)
         if h is None:
             h = self._host(addr, ts)
-        h.last_ts = ts
+        h.seen(ts)
         cnt = h.count
         cnt[role] = cnt.get(role, 0) + 1
         if h.add_signature(raw_s, raw["ittl"], o.ttl) and raw["mtu"]:
@@ -925,7 +925,7 @@ class PassiveAnalyzer:
         h = self.hosts.get(addr)
         if h is None:
             h = self._host(addr, ts)
-        h.last_ts = ts
+        h.seen(ts)
         fake = None
         if claimed:
             tcp_os = h.best["family"] if h.best else None

@@ -74,6 +74,14 @@ class HostState:
 
     # -- bookkeeping (the analyzer's packet path) -------------------------------------------------
 
+
+    def seen(self, ts: float) -> None:
+        """The first and last times stay the earliest and latest seen, whatever order packets are
+        handled in (a batch's grouped SYNs go before its other packets)."""
+        if ts > self.last_ts:
+            self.last_ts = ts
+        elif ts < self.first_ts:
+            self.first_ts = ts
     def add_signature(self, raw_s: str, ittl: int, ttl: int) -> bool:
         """Count a raw signature; False when it was seen before (TTLs already noted then)."""
         sigs = self.sigs
