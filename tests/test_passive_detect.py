@@ -326,6 +326,72 @@ def test_idle_scan_zombie_readings_and_spoofed_syns():
     assert not [e for e in evs if e.kind == "idle-scan"]
 
 
+def _sv_probes(port: int, intensity: int = 7) -> list[bytes]:
+    """nmap -sV's TCP probe payloads for `port` in its order (ServiceNFO::nextProbe): the probes
+    whose `ports` list the port, then the others of rarity <= intensity, each in file order - read
+    from Debian's nmap-service-probes, not from probes.txt."""
+    from hostprint.signatures import nmap_probes
+
+    if nmap_probes.find() is None:
+        pytest.skip("needs nmap's nmap-service-probes (Debian package nmap)")
+    ts = [t for t in nmap_probes.load().triggers if t.proto == "tcp" and t.name != "NULL" and t.payload]
+    listed = [t for t in ts if port in (t.ports or ())]
+    return [t.payload for t in listed + [t for t in ts if t not in listed and t.rarity <= intensity]]
+
+
+def _sv_connections(payloads: list[bytes], serial: bool = True, src: str = "198.18.3.1", port: int = 4001,
+                    t0: float = 100.0) -> list:
+    """Each payload the first of its own connection (SYN, then PSH+ACK with the payload), after a
+    NULL probe's connection: one connection at a time (serial: nmap -sV) or every SYN first (many
+    at once: amap, hostprint -sV)."""
+    from hostprint.engine import packets as P
+    from hostprint.match.probedetect import parse_packet
+
+    s, d = P.ip_to_int(src).to_bytes(4, "big"), P.ip_to_int("198.18.3.2").to_bytes(4, "big")
+
+    def pkt(sport: int, flags: int, data: bytes, ts: float):
+        b = P.build_ip(P.IPv4(s, d, id=sport), P.TCP(sport, port, 1000, 0 if flags == P.SYN else 1, flags, 64240,
+                                                      payload=data))
+        return parse_packet(b, 0, len(b), ts)
+
+    out = [pkt(40000, P.SYN, b"", t0)]
+    for i, data in enumerate(payloads):
+        t = t0 + 1 + i * 0.01
+        out.append(pkt(40001 + i, P.SYN, b"", t if serial else t0 + 1))
+        out.append(pkt(40001 + i, P.PSH | P.ACK, data, t + 0.001 if serial else t0 + 2 + i * 0.001))
+    return sorted(out, key=lambda p: p.ts)
+
+
+def test_nmap_sv_probe_order_names_nmap_and_other_orders_do_not():
+    """First payloads of nmap -sV's probes (Debian's nmap-service-probes), one connection at a
+    time in nmap's order, raise an app-fingerprint probe-order detection naming nmap: on a port no
+    probe lists (29 probes), on port 80 (its own probes first, then the rest), at intensity 4; the
+    same payloads shuffled, or all connections opened at once in nmap's order (as amap and hostprint
+    -sV do), or intensity 3 (6 probes: under the rule's 8) raise none."""
+    from hostprint.match.probedetect import detector
+
+    def finals(pkts: list) -> list:
+        evs: list = []
+        det = detector(evs.append)
+        for p in pkts:
+            det.feed(p)
+        det.finish()
+        return [e for e in evs if e.update == "final" and e.method == "probe-order"]
+
+    for port, intensity, n in ((4001, 7, 29), (80, 7, 24), (4001, 4, 10)):
+        got = finals(_sv_connections(_sv_probes(port, intensity), port=port))
+        assert [(e.kind, e.tool, e.source, e.hosts, e.ports) for e in got] == [
+            ("app-fingerprint", "nmap", "198.18.3.1", 1, 1)], (port, got)
+        assert got[0].packets == n and "nmap-sv-probe-order" in {x.rule for x in got[0].evidence}, (port, got)
+    probes = _sv_probes(4001)
+    for seed in range(20):
+        shuffled = probes[:]
+        random.Random(seed).shuffle(shuffled)
+        assert not finals(_sv_connections(shuffled)), seed
+    assert not finals(_sv_connections(probes, serial=False))
+    assert not finals(_sv_connections(_sv_probes(4001, 3)))
+
+
 @pytest.fixture(scope="module")
 def labcaps(tmp_path_factory):
     """One lab for the module: every run made once, captured by tcpdump and watched live by

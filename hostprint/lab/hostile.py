@@ -8,6 +8,8 @@ to audit. Modes:
   tarpit    accepts and never reads or writes (the receive window fills up)
   tlsgarbage answers anything with bytes that start like a TLS record but are not
   close     accepts and closes at once (tcpwrapped-style)
+  line      says one line no fingerprint DB knows, reads the client's first bytes (or waits 0.3 s
+            for them), then closes: a service nmap -sV cannot name, which it goes through quickly
   drip      sends a banner a few bytes at a time, forever: --drip-bytes every --drip-interval seconds
             (default 64 bytes every 0.25 s; never quiet long enough for a reader's idle timer to end
             the read, and far below any byte cap for minutes)
@@ -58,6 +60,15 @@ async def _close(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
     pass
 
 
+async def _line(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    w.write(b"svorder lab 7f3c\r\n")
+    await w.drain()
+    try:
+        await asyncio.wait_for(r.read(4096), 0.3)
+    except (asyncio.TimeoutError, TimeoutError):
+        pass
+
+
 DRIP = {"bytes": 64, "interval": 0.25}
 
 
@@ -74,7 +85,7 @@ async def _drip(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
 
 
 MODES = {"endless": _endless, "big": _big, "tarpit": _tarpit, "tlsgarbage": _tlsgarbage, "close": _close,
-         "drip": _drip}
+         "drip": _drip, "line": _line}
 
 
 def parse_ports(spec: str) -> list[int]:

@@ -252,6 +252,8 @@ def _hostile(mode: str) -> Builder:
 
 # tcp-close: accepts and closes at once (nmap's "tcpwrapped"); the hostile-* kinds: see lab/hostile.py.
 service("tcp-close", default_port=7)(_hostile("close"))
+# tcp-line: one unknown line, then closes (nmap -sV sends its whole probe list fast: issue 18)
+service("tcp-line", default_port=4001)(_hostile("line"))
 service("hostile-endless", default_port=9001)(_hostile("endless"))
 service("hostile-big", default_port=9002)(_hostile("big"))
 service("hostile-tarpit", default_port=9003)(_hostile("tarpit"))

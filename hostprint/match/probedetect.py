@@ -370,6 +370,8 @@ class _Source:
     rules: dict[str, int] = field(default_factory=dict)  # rule name -> matching packets
     os_probes: dict[tuple[str, bytes], set[str]] = field(default_factory=dict)  # (tool, dst) -> probe names
     triggers: dict[tuple[bytes, int], dict[bytes, float]] = field(default_factory=dict)  # (dst, port) -> payload -> ts
+    # probe-order rules: (rule, dst, port) -> [last Match line seen, its time, probes in order, most in order]
+    orders: dict[tuple[str, bytes, int], list[Any]] = field(default_factory=dict)
     conns: dict[tuple[bytes, int, int], float] = field(default_factory=dict)  # (dst, dport, sport) -> SYN ts
     tool: str = "unknown"
     events: list[ProbeEvent] = field(default_factory=list)
@@ -450,6 +452,8 @@ class ProbeDetector:
         matched = self._rules_for(p)
         recount = False
         for r in matched:
+            if r.method == "probe-order":
+                continue  # counts only in order (_order)
             n = src.rules[r.name] = src.rules.get(r.name, 0) + 1
             if n == r.weight or not n & (n - 1):  # the ranking can only change when a count crosses these
                 recount = True
@@ -607,7 +611,10 @@ class ProbeDetector:
         conn = (p.dst, p.dport, p.sport)
         if conn not in src.conns:
             return
-        del src.conns[conn]  # first payload of this connection only
+        syn_ts = src.conns.pop(conn)  # first payload of this connection only
+        for r in matched:
+            if r.method == "probe-order":
+                self._order(src, r, p, syn_ts)
         seen = src.triggers.get(key)
         if seen is None:
             if len(src.triggers) >= MAX_CONNS:
@@ -623,6 +630,35 @@ class ProbeDetector:
         if len(seen) == self.th.triggers:
             self._event(src, "app-fingerprint", "trigger-sweep", p,
                         detail=f"{len(seen)} different first payloads to port {p.dport}, one connection each")
+
+    def _order(self, src: _Source, r: Rule, p: Pkt, syn_ts: float) -> None:
+        """A probe-order rule: its Match lines are one tool's probes in the order it sends them, one
+        connection at a time. A first payload that matches a later line than the last one seen to
+        this port, on a connection opened after that probe was sent, extends the run; any other
+        restarts it (a run, not the whole list: nmap sends the probes that list the port first).
+        `Weight` probes in a run: an app-fingerprint detection (probe-order) naming the rule's tool."""
+        idx = next(i for i, sh in enumerate(r.shapes) if sh.matches(p))
+        key = (r.name, p.dst, p.dport)
+        st = src.orders.get(key)
+        if st is None:
+            if len(src.orders) >= MAX_CONNS:
+                return
+            st = src.orders[key] = [-1, float("-inf"), 0, 0]
+        if idx == st[0]:  # the same probe again (a retry): neither in order nor out of it
+            st[1] = p.ts
+            return
+        st[2] = st[2] + 1 if idx > st[0] and syn_ts >= st[1] else 1
+        st[0], st[1] = idx, p.ts
+        if st[2] <= st[3]:
+            return
+        st[3] = st[2]
+        if st[2] < r.weight or st[2] <= src.rules.get(r.name, 0):
+            return
+        src.rules[r.name] = st[2]
+        self._attribute(src, p)
+        if st[2] == r.weight:
+            self._event(src, "app-fingerprint", "probe-order", p, once_key=f"probe-order:{r.name}",
+                        detail=f"first payloads to port {p.dport} in {r.tool}'s probe order, one connection at a time")
 
     def _scan(self, src: _Source, method: str, p: Pkt, port: int, many: list[int] | None = None,
               first: float | None = None) -> None:
@@ -809,6 +845,14 @@ class ProbeDetector:
             names = sorted({n for s in got.values() for n in s})
             ev.coverage = ProbeCoverage(len(got), probes=names)
             ev.packets = sum(src.rules.get(r.name, 0) for r in self.rules if r.method == "os-probe" and r.set == ev.method)
+        elif ev.method == "probe-order":
+            name = ev.key.split(":", 1)[1]
+            r = self._rule(name)
+            runs = [(d, port, st[3]) for (n, d, port), st in src.orders.items() if n == name and r and st[3] >= r.weight]
+            ev.targets = list(dict.fromkeys(addr_text(d) for d, _p, _n in runs))[:8]
+            ev.hosts, ev.ports = len({d for d, _p, _n in runs}), len({(d, port) for d, port, _n in runs})
+            ev.packets = sum(n for _d, _p, n in runs)  # probes in order, over every port that had a run
+            ev.coverage = ProbeCoverage(ev.hosts, ev.ports)
         else:
             ev.packets = sum(src.rules.get(r.name, 0) for r in self.rules if r.method in ("app-trigger", "rpc-trigger"))
         ev.first_seen, ev.last_seen = src.first, src.last
@@ -915,7 +959,7 @@ def _needs_packet(r: Rule) -> bool:
 
 RULE_KEYS = frozenset({"Tool", "Method", "Match", "Weight", "Fact", "Set", "Probe", "Value"})
 TOOLS = frozenset({"nmap", "masscan", "zmap", "amap", "hostprint", "xprobe2", "any"})
-METHODS = frozenset({"tool-shape", "tool-mark", "os-probe", "app-trigger", "rpc-trigger"})
+METHODS = frozenset({"tool-shape", "tool-mark", "os-probe", "app-trigger", "rpc-trigger", "probe-order"})
 
 
 def default_rules_path() -> Any:
