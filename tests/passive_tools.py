@@ -1,6 +1,8 @@
 """Captures of real scanners and fingerprinters, made here in a lab (issue 18).
 
-A lab with one target (`tgt`: nginx on 80, OpenSSH on 22, ICMP errors not rate-limited), six
+A lab with one target (`tgt`: nginx on 80, OpenSSH on 22, on 4001 a service no fingerprint DB
+knows that says one line and closes (lab kind tcp-line: nmap -sV goes through its whole probe list
+there in well under a second), ICMP errors not rate-limited), six
 bystanders (`b1`..`b6`, for sweeps: a sweep needs 8 live hosts, as the kernel sends nothing to an
 address ARP does not resolve) and a client (`cli`, for normal traffic). Each run is one real
 tool from the scanner namespace (Debian's nmap, masscan and zmap; hostprint's own scan, -O,
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TGT, B1, B2, CLI = "198.18.8.10", "198.18.8.11", "198.18.8.12", "198.18.8.20"
 BYSTANDERS = [B1, B2, "198.18.8.13", "198.18.8.14", "198.18.8.15", "198.18.8.16"]  # 8 live hosts with tgt, cli
 TGT_MAC = "02:68:70:08:00:0a"
+LINE_PORT = 4001  # the target's tcp-line service: listed by no probe of nmap-service-probes
 AMAP_DIR = Path(os.environ.get("HOSTPRINT_AMAP_DIR", str(ROOT.parent / "shared" / "datasets" / "amap-5.4")))
 if not AMAP_DIR.exists():
     AMAP_DIR = Path("/work/shared/datasets/amap-5.4")
@@ -87,7 +90,7 @@ def runs(lab_mac: str = TGT_MAC) -> dict[str, tuple[str, list[str] | Callable, s
         "nmap-sU": ("scan", [*nm, "-sU", "-p", "1-60", "--max-retries", "1", TGT], "nmap"),
         "nmap-ping": ("scan", ["nmap", "-n", "-sn", "-PE", "-PP", "-PM", "--disable-arp-ping", "-e", "eth0",
                                "198.18.8.8-21"], "nmap"),
-        "nmap-sV": ("scan", [*nm, "-sV", "-p", "22,80", TGT], "nmap"),
+        "nmap-sV": ("scan", [*nm, "-sV", "-p", f"22,80,{LINE_PORT}", TGT], "nmap"),
         "nmap-O": ("scan", [*nm, "-O", "-p", "22,80,81", TGT], "nmap"),
         "masscan": ("scan", ["masscan", "-p1-1000", TGT, "--rate", "2000", "--wait", "1", "-e", "eth0",
                              "--router-mac", lab_mac, "--adapter-ip", "198.18.0.1"], "masscan"),
@@ -97,7 +100,8 @@ def runs(lab_mac: str = TGT_MAC) -> dict[str, tuple[str, list[str] | Callable, s
         "hostprint-O": ("scan", hostprint("scan", "-O", "-p", "22,80", TGT, "--no-db"), "hostprint"),
         "hostprint-cron": ("scan", hostprint("scan", "-sS", "-p", "80", "--cron-os", "s", "--cron-timeout", "8",
                                              TGT, "--no-db"), "hostprint"),
-        "hostprint-amap": ("scan", hostprint("amap", "-D", str(AMAP_DIR), TGT, "22", "80"), "amap"),
+        "hostprint-amap": ("scan", hostprint("amap", "-D", str(AMAP_DIR), TGT, "22", "80", str(LINE_PORT)), "amap"),
+        "hostprint-sV": ("scan", hostprint("scan", "-sV", "-p", str(LINE_PORT), TGT, "--no-db"), "hostprint"),
         "normal": ("tgt", normal_traffic, None),
     }
 
@@ -209,7 +213,7 @@ def lab_spec(name: str):
     from hostprint.lab import HostSpec, LabSpec
 
     return LabSpec(name=name, hosts=[
-        HostSpec(name="tgt", address=TGT, services=["nginx:80", "ssh:22"], sysctls=QUIET, mac=TGT_MAC),
+        HostSpec(name="tgt", address=TGT, services=["nginx:80", "ssh:22", f"tcp-line:{LINE_PORT}"], sysctls=QUIET, mac=TGT_MAC),
         *[HostSpec(name=f"b{i}", address=a, sysctls=QUIET) for i, a in enumerate(BYSTANDERS, 1)],
         HostSpec(name="cli", address=CLI),
     ])

@@ -436,7 +436,11 @@ METHODS = {"nmap-sS": ("portscan", "syn"), "nmap-sF": ("portscan", "fin"), "nmap
            "nmap-ping": ("sweep", "icmp-echo"), "nmap-O": ("os-fingerprint", "nmap-os"),
            "masscan": ("portscan", "syn"), "zmap": ("sweep", "syn"), "hostprint-O": ("os-fingerprint", "nmap-os"),
            "hostprint-cron": ("timing-fingerprint", "unanswered-synack"),
-           "hostprint-amap": ("app-fingerprint", "trigger-sweep"), "nmap-sV": ("app-fingerprint", "app-trigger")}
+           "hostprint-amap": ("app-fingerprint", "trigger-sweep"), "nmap-sV": ("app-fingerprint", "app-trigger"),
+           "hostprint-sV": ("app-fingerprint", "trigger-sweep")}
+#: run -> the tool its probe-order detection must name (nmap -sV's probes one connection at a time, in
+#: nmap-service-probes' order, to the target's tcp-line port); no other run may raise one
+PROBE_ORDER = {"nmap-sV": "nmap"}
 
 
 def _misnamed(name: str, tool: str, evs: list[dict]) -> list[str]:
@@ -448,6 +452,9 @@ def _misnamed(name: str, tool: str, evs: list[dict]) -> list[str]:
     if name in METHODS and not any((e["kind"], e["method"]) == METHODS[name] for e in evs):
         kind, method = METHODS[name]
         wrong.append(f"{name}: no {kind}/{method} in {sorted({(e['kind'], e['method']) for e in evs})}")
+    order = {e["tool"] for e in finals if e["method"] == "probe-order"}
+    if order != ({PROBE_ORDER[name]} if name in PROBE_ORDER else set()):
+        wrong.append(f"{name}: probe-order detections naming {sorted(order)}, expected {PROBE_ORDER.get(name)}")
     wrong += [f"{name}: no evidence or source in {e}" for e in finals  # every detection says why
               if not e["evidence"] or not all(x["source"] for x in e["evidence"])]
     return wrong
