@@ -1096,7 +1096,8 @@ class ProbeEvent:
 
     kind: portscan | sweep | os-fingerprint | app-fingerprint | timing-fingerprint | idle-scan;
     method: syn, fin, null, xmas, ack, maimon, udp, icmp-echo, icmp-timestamp, icmp-info, icmp-mask,
-    nmap-os, xprobe2-icmp, trigger-sweep, app-trigger, rpc-trigger, unanswered-synack, zombie-ipid;
+    nmap-os, xprobe2-icmp, xprobe2-tcp, trigger-sweep, app-trigger, rpc-trigger, probe-order, unanswered-synack,
+    zombie-ipid;
     tool: nmap | masscan | zmap | amap | hostprint | xprobe2 | unknown, with `evidence` (rule, packets, fact,
     source of the fact). The same detection is written again when its tool becomes known
     (update "tool") and at the end of the run with its final counts (update "final")."""
