@@ -174,6 +174,8 @@ class Shape:
         self.static = [(_TEST[k], v) for k, v in self.tests if k not in _DYNAMIC_TESTS]
         self.dynamic = [(_TEST[k], v) for k, v in self.tests if k in _DYNAMIC_TESTS]
         self.needs_payload = any(k in _PAYLOAD_TESTS for k, _v in self.tests)
+        #: the first payload byte an exact or prefix test needs (None: any), for _rules_for's index
+        self.lead: int | None = next((v[0] for k, v in self.tests if k in ("payload", "prefix") and v), None)
 
     def matches(self, p: Pkt) -> bool:
         for k, want in self.tests:
@@ -409,6 +411,10 @@ def _method_target(src: _Source, method: str, p: Pkt, packets: int,
         ports = m.targets[p.dst] = set()
     return m, ports
 
+#: a rule whose header tests passed: the shapes left to test per packet, and those by their first payload byte
+_Cand = tuple[Rule, tuple[Shape, ...], "dict[int, tuple[Shape, ...]] | None"]
+
+
 class ProbeDetector:
     """Feed it packets (`feed`); it calls `emit(event)` as detections happen."""
 
@@ -429,7 +435,7 @@ class ProbeDetector:
                 table.setdefault(pr, []).append(r)
             self._marks |= {v for s in r.shapes for k, v in s.tests if k == "ipid"}
         self._idx = {r.name: r for r in rules}
-        self._shape_cache: dict[tuple[Any, ...], tuple[tuple[Rule, ...], tuple[tuple[Rule, tuple[Shape, ...]], ...]]] = {}
+        self._shape_cache: dict[tuple[Any, ...], tuple[tuple[Rule, ...], tuple[_Cand, ...]]] = {}
         self._retx: dict[tuple[bytes, int, bytes, int, int], list[Any]] = {}
         # (prober, zombie, zombie's port) -> [SYN+ACKs without a handshake, last sequence number]
         self._zombie_reads: dict[tuple[bytes, bytes, int], list[int]] = {}
@@ -487,11 +493,16 @@ class ProbeDetector:
         hit = self._shape_cache.get(key)
         if hit is None:
             fixed = tuple(r for r in self._static.get(p.proto, ()) if r.matches(p))
-            found: list[tuple[Rule, tuple[Shape, ...]]] = []
+            found: list[_Cand] = []
             for r in self._dynamic.get(p.proto, ()):
                 shapes = tuple(s for s in r.shapes if s.static_ok(p))
                 if shapes:
-                    found.append((r, shapes))
+                    by: dict[int, tuple[Shape, ...]] | None = None
+                    if len(shapes) > 2 and all(s.lead is not None for s in shapes):
+                        by = {}  # many payload shapes (a probe list): only those whose first byte fits
+                        for s in shapes:
+                            by[s.lead or 0] = by.get(s.lead or 0, ()) + (s,)
+                    found.append((r, shapes, by))
             hit = (fixed, tuple(found))
             if len(self._shape_cache) > 4096:
                 self._shape_cache.clear()
@@ -499,7 +510,9 @@ class ProbeDetector:
         fixed, cands = hit
         if not cands:
             return fixed
-        return fixed + tuple(r for r, shapes in cands if any(s.dynamic_ok(p) for s in shapes))
+        lead = p.payload[0] if p.payload else -1
+        return fixed + tuple(r for r, shapes, by in cands
+                             if any(s.dynamic_ok(p) for s in (shapes if by is None else by.get(lead, ()))))
 
     def _tcp(self, src: _Source, p: Pkt, matched: tuple[Rule, ...]) -> None:
         f = p.flags & 0x3F
