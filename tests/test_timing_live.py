@@ -333,7 +333,10 @@ def test_lwip(tlab, measured):
     s = _test(h, "syn")
     assert len(s["arrivals"]) == 3 and s["rst"] is None, s
     g = _gaps(s)
-    assert 2.0 <= g[0] <= 3.6 and 5.4 <= g[1] <= 6.6, g  # measured 2.21-2.78, 6.00
+    # measured 2.21-2.78, 6.00; 1.995 once in a loaded CI run: when lwIP's tcpip thread is held
+    # up, it sends the SYN-ACK before running the overdue 500-ms ticks, which then count at once
+    # (timing.txt's lwIP entry). The DB's range (2.0-3.6 s) plus jitter still names lwIP at 1.9 s
+    assert 1.9 <= g[0] <= 3.6 and 5.4 <= g[1] <= 6.6, g
     assert _best(h) == "lwip", (h["os"]["timing"]["lines"], [(t["test"], t["arrivals"]) for t in h["os"]["timing"]["tests"]])
     la = _test(h, "lastack")
     assert len(la["arrivals"]) >= 3
