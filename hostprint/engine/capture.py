@@ -150,13 +150,9 @@ def merge(batches: list[Batch]) -> Batch:
     """Batches with explicit times (block_batch's) as one: buffers joined, starts shifted."""
     if len(batches) == 1:
         return batches[0]
-    starts: list[int] = []
-    lens: list[int] = []
-    base = 0
-    for b in batches:
-        starts += [s + base for s in b.starts] if base else b.starts
-        lens += b.lens
-        base += len(b.buf)
+    bases = np.cumsum([0] + [len(b.buf) for b in batches[:-1]])
+    starts = np.concatenate([np.asarray(b.starts, np.int64) + base for b, base in zip(batches, bases)])
+    lens = np.concatenate([np.asarray(b.lens, np.int64) for b in batches])
     return Batch.with_times(b"".join(b.buf for b in batches), starts, lens, batches[0].linktype,
                             np.concatenate([np.asarray(b.tsn, np.int64) for b in batches]))
 
@@ -169,6 +165,6 @@ def block_batch(ring: afpacket.RxRing, linktype: int = LINKTYPE_ETHERNET) -> Cal
     def batch(starts: np.ndarray, lens: np.ndarray, ts_ns: np.ndarray) -> Batch:
         lo = int(starts.min())
         hi = int((starts + lens).max())
-        return Batch.with_times(m[lo:hi], (starts - lo).tolist(), lens.tolist(), linktype, ts_ns)
+        return Batch.with_times(m[lo:hi], starts - lo, lens, linktype, ts_ns)
 
     return batch

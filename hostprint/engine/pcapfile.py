@@ -83,7 +83,7 @@ class Batch:
     tsn: Any = None  # explicit receive times in ns, one per packet (numpy int64 array or list), or None
 
     @classmethod
-    def with_times(cls, buf: bytes, starts: list[int], lens: list[int], linktype: int, ts_ns: Any) -> Batch:
+    def with_times(cls, buf: bytes, starts: Ints, lens: Ints, linktype: int, ts_ns: Any) -> Batch:
         """A batch whose timestamps are given (ns per packet), not stored in `buf`."""
         return cls(buf, starts, lens, linktype, [], _NO_TS, 0, tsn=ts_ns)
 
